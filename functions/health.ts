@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleHealth } from '../shared/health';
+
+/** GET /api/health: liveness (?probe=live) and readiness with a status per dependency. */
+export const handler = httpHandler('health', 'problem', handleHealth);
+
+export const registration = {
+  name: 'health',
+  options: { route: 'health', methods: ['GET'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

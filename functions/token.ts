@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleTokenExchange } from '../shared/exchange/handler';
+
+/** POST /api/token: RFC 8693 token exchange for Cloud SQL IAM tokens and CosmosDB resource tokens. */
+export const handler = httpHandler('token', 'oauth', handleTokenExchange);
+
+export const registration = {
+  name: 'token',
+  options: { route: 'token', methods: ['POST'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

@@ -1,0 +1,88 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SANDBOX } from './ids';
+import { STATE_DIR } from './sandbox';
+
+/**
+ * `npm run dev-token -- [--oid ID] [--roles a,b] [--scp "s1 s2"] [--groups g1,g2] [--aud AUD] [--tid TID]
+ *   [--expires-in SECONDS] [--v1] [--client]` prints an access token signed by the running sandbox's
+ * Entra emulator. `--client` mints the gateway's (APIM managed identity) token instead of a caller's.
+ */
+
+const HELP = `Usage: npm run dev-token -- [options]
+  --client             the gateway (APIM managed identity) token: oid ${SANDBOX.gatewayObjectId}, aud ${SANDBOX.clientAudience}
+  --oid ID             caller object id (default ${SANDBOX.readerObjectId})
+  --roles a,b          app roles (e.g. Orders.Read, Orders.Analyst, ${SANDBOX.adminRole})
+  --scp "a b"          delegated scopes
+  --groups g1,g2       group object ids
+  --aud AUD            audience (default ${SANDBOX.subjectAudience}; with --client ${SANDBOX.clientAudience})
+  --tid TID            tenant (default ${SANDBOX.tenantId})
+  --expires-in SECS    lifetime in seconds (default 3600; negative gives an expired token)
+  --v1                 a v1.0 token (issuer sts.windows.net) instead of v2.0`;
+
+function parseArgs(argv: string[]): Record<string, string | true> {
+  const out: Record<string, string | true> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) throw new Error(`Unexpected argument "${a}".`);
+    const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
+    if (['client', 'v1', 'help'].includes(k)) out[k] = true;
+    else {
+      const v = inline ?? argv[++i];
+      if (v === undefined) throw new Error(`--${k} needs a value.`);
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(HELP + '\n');
+    return;
+  }
+  const known = new Set(['client', 'v1', 'oid', 'roles', 'scp', 'groups', 'aud', 'tid', 'expires-in', 'help']);
+  for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`Unknown option --${k}.\n${HELP}`);
+  let state: { entraUrl: string };
+  try {
+    state = JSON.parse(readFileSync(join(STATE_DIR, 'sandbox.json'), 'utf8')) as { entraUrl: string };
+  } catch {
+    throw new Error('No running sandbox found (.sandbox/sandbox.json). Start it first with `npm start`.');
+  }
+  const str = (k: string) => (typeof args[k] === 'string' ? (args[k] as string) : undefined);
+  const list = (k: string) => str(k)?.split(',').map((s) => s.trim()).filter(Boolean);
+  const client = args.client === true;
+  const expiresIn = str('expires-in');
+  if (expiresIn !== undefined && !/^-?\d+$/.test(expiresIn)) throw new Error('--expires-in must be whole seconds.');
+  const body = {
+    tenantId: str('tid') ?? SANDBOX.tenantId,
+    oid: str('oid') ?? (client ? SANDBOX.gatewayObjectId : SANDBOX.readerObjectId),
+    appId: client ? SANDBOX.gatewayAppId : undefined,
+    aud: str('aud') ?? (client ? SANDBOX.clientAudience : SANDBOX.subjectAudience),
+    roles: list('roles'),
+    scp: str('scp'),
+    groups: list('groups'),
+    version: args.v1 === true || client ? '1.0' : '2.0',
+    expiresIn: expiresIn === undefined ? undefined : Number(expiresIn),
+  };
+  let res: Response;
+  try {
+    res = await fetch(`${state.entraUrl}/_emulator/mint`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(5000),
+    });
+  } catch {
+    throw new Error(`The sandbox at ${state.entraUrl} does not answer. Is \`npm start\` still running?`);
+  }
+  if (!res.ok) throw new Error(`The sandbox refused to mint a token (HTTP ${res.status}).`);
+  const { access_token } = (await res.json()) as { access_token: string };
+  process.stdout.write(access_token + '\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`dev-token: ${(e as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,276 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+
+/**
+ * The shared base of every emulator: a loopback HTTP(S) server with a tiny router, a record of the
+ * calls it served (by route name), and fault injection (down, hang, slow, fixed status) so tests,
+ * the sandbox and benchmarks exercise the same failure modes.
+ */
+
+export interface EmuRequest {
+  readonly method: string;
+  readonly url: URL;
+  readonly path: string;
+  readonly headers: IncomingMessage['headers'];
+  readonly body: Buffer;
+  readonly params: Readonly<Record<string, string>>;
+  text(): string;
+  /** Parsed JSON body, or undefined when the body is not valid JSON. */
+  json(): unknown;
+  form(): URLSearchParams;
+  header(name: string): string | undefined;
+}
+
+export interface EmuResponse {
+  readonly status: number;
+  readonly headers?: Record<string, string>;
+  /** Objects are sent as JSON. */
+  readonly body?: string | Buffer | object;
+}
+
+export interface Route {
+  readonly method: string;
+  /** Express-like path with `:name` params, or a RegExp whose named groups become params. */
+  readonly path: string | RegExp;
+  /** A stable name for call counting, e.g. `sts.token`. */
+  readonly name: string;
+  handle(req: EmuRequest): EmuResponse | Promise<EmuResponse>;
+}
+
+export type Fault =
+  | { readonly kind: 'down' } // connections refused
+  | { readonly kind: 'hang' } // accepts, never answers
+  | { readonly kind: 'slow'; readonly delayMs: number }
+  | { readonly kind: 'status'; readonly status: number; readonly body?: EmuResponse['body']; readonly headers?: Record<string, string> };
+
+export interface FaultRule {
+  readonly fault: Fault;
+  /** Only routes with these names (default all). */
+  readonly routes?: readonly string[];
+  /** Only this many requests (default unlimited). */
+  times?: number;
+}
+
+export interface CallRecord {
+  readonly route: string;
+  readonly method: string;
+  readonly path: string;
+  readonly at: number;
+  readonly status: number;
+}
+
+export interface Emulator {
+  readonly name: string;
+  readonly url: string;
+  readonly port: number;
+  readonly host: string;
+  readonly calls: readonly CallRecord[];
+  count(route?: string): number;
+  resetCalls(): void;
+  /** Inject a fault; returns a function that removes it. */
+  inject(rule: FaultRule): () => void;
+  clearFaults(): void;
+  close(): Promise<void>;
+}
+
+export interface EmulatorOptions {
+  readonly name: string;
+  readonly routes: readonly Route[];
+  readonly host?: string;
+  readonly port?: number;
+  readonly tls?: { readonly key: string; readonly cert: string };
+  /** How this service shapes an error body (default `{ error: { code, message } }`). */
+  readonly errorBody?: (status: number, message: string) => EmuResponse['body'];
+  readonly maxBodyBytes?: number;
+}
+
+function compile(path: string | RegExp): RegExp {
+  if (path instanceof RegExp) return path;
+  const src = path
+    .split('/')
+    .map((seg) => (seg.startsWith(':') ? `(?<${seg.slice(1)}>[^/]+)` : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
+  return new RegExp(`^${src}$`);
+}
+
+function send(res: ServerResponse, r: EmuResponse): void {
+  const headers: Record<string, string> = { ...(r.headers ?? {}) };
+  let payload: Buffer | string = '';
+  if (r.body !== undefined) {
+    if (typeof r.body === 'string' || Buffer.isBuffer(r.body)) payload = r.body;
+    else {
+      payload = JSON.stringify(r.body);
+      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json; charset=utf-8';
+    }
+  }
+  res.writeHead(r.status, headers);
+  res.end(payload);
+}
+
+export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
+  const host = opts.host ?? '127.0.0.1';
+  const routes = opts.routes.map((r) => ({ ...r, re: compile(r.path) }));
+  const calls: CallRecord[] = [];
+  let faults: FaultRule[] = [];
+  const sockets = new Set<Socket>();
+  const errorBody = opts.errorBody ?? ((status: number, message: string) => ({ error: { code: status, message } }));
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= maxBody) chunks.push(c);
+    });
+    req.on('end', () => {
+      void (async () => {
+        const url = new URL(req.url ?? '/', `${opts.tls ? 'https' : 'http'}://${req.headers.host ?? host}`);
+        const method = (req.method ?? 'GET').toUpperCase();
+        let match: { route: (typeof routes)[number]; params: Record<string, string> } | undefined;
+        for (const r of routes) {
+          if (r.method !== method && r.method !== '*') continue;
+          const m = r.re.exec(url.pathname);
+          if (m) {
+            match = { route: r, params: { ...(m.groups ?? {}) } };
+            break;
+          }
+        }
+        const routeName = match?.route.name ?? 'unmatched';
+        const record = (status: number) => calls.push({ route: routeName, method, path: url.pathname, at: Date.now(), status });
+        if (size > maxBody) {
+          record(413);
+          return send(res, { status: 413, body: errorBody(413, 'Request body too large') });
+        }
+        const rule = faults.find((f) => !f.routes || f.routes.includes(routeName));
+        if (rule) {
+          if (rule.times !== undefined && --rule.times <= 0) faults = faults.filter((f) => f !== rule);
+          const fault = rule.fault;
+          if (fault.kind === 'hang') {
+            record(0);
+            return; // never answer; the client's timeout must fire
+          }
+          if (fault.kind === 'slow') await new Promise((r) => setTimeout(r, fault.delayMs));
+          if (fault.kind === 'status') {
+            record(fault.status);
+            return send(res, { status: fault.status, headers: fault.headers, body: fault.body ?? errorBody(fault.status, 'Injected fault') });
+          }
+        }
+        if (!match) {
+          record(404);
+          return send(res, { status: 404, body: errorBody(404, `No route for ${method} ${url.pathname}`) });
+        }
+        const body = Buffer.concat(chunks);
+        const er: EmuRequest = {
+          method,
+          url,
+          path: url.pathname,
+          headers: req.headers,
+          body,
+          params: match.params,
+          text: () => body.toString('utf8'),
+          json: () => {
+            try {
+              return JSON.parse(body.toString('utf8')) as unknown;
+            } catch {
+              return undefined;
+            }
+          },
+          form: () => new URLSearchParams(body.toString('utf8')),
+          header: (name) => {
+            const v = req.headers[name.toLowerCase()];
+            return Array.isArray(v) ? v[0] : v;
+          },
+        };
+        let out: EmuResponse;
+        try {
+          out = await match.route.handle(er);
+        } catch (e) {
+          out = { status: 500, body: errorBody(500, `Emulator error: ${(e as Error).message}`) };
+        }
+        record(out.status);
+        send(res, out);
+      })();
+    });
+  };
+
+  const make = (): Server => {
+    const s = opts.tls ? createHttpsServer({ key: opts.tls.key, cert: opts.tls.cert }, listener) : createHttpServer(listener);
+    s.keepAliveTimeout = 5000;
+    s.on('connection', (sock: Socket) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+    });
+    return s;
+  };
+  const listen = (s: Server, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(port, host, () => resolve((s.address() as AddressInfo).port));
+    });
+  const closeServer = (s: Server) =>
+    new Promise<void>((resolve) => {
+      for (const sock of sockets) sock.destroy();
+      s.close(() => resolve());
+    });
+
+  let server = make();
+  const port = await listen(server, opts.port ?? 0);
+  let down = false;
+  const url = `${opts.tls ? 'https' : 'http'}://${host}:${port}`;
+
+  let chain: Promise<void> = Promise.resolve();
+  const doApply = async () => {
+    const wantDown = faults.some((f) => f.fault.kind === 'down');
+    if (wantDown && !down) {
+      down = true;
+      await closeServer(server);
+    } else if (!wantDown && down) {
+      down = false;
+      server = make();
+      await listen(server, port);
+    }
+  };
+  // Serialised, so a test can await the last change with settle().
+  const applyDown = (): Promise<void> => (chain = chain.then(doApply, doApply));
+
+  const emu: Emulator = {
+    name: opts.name,
+    url,
+    port,
+    host,
+    calls,
+    count: (route) => (route ? calls.filter((c) => c.route === route).length : calls.length),
+    resetCalls: () => {
+      calls.length = 0;
+    },
+    inject(rule) {
+      const r = { ...rule };
+      faults.push(r);
+      // 'down' is applied synchronously enough for tests that await a tick; callers may await emu.settle()
+      void applyDown();
+      return () => {
+        faults = faults.filter((f) => f !== r);
+        void applyDown();
+      };
+    },
+    clearFaults() {
+      faults = [];
+      void applyDown();
+    },
+    async close() {
+      faults = [];
+      await chain;
+      if (!down) await closeServer(server);
+      down = true;
+    },
+  };
+  return Object.assign(emu, { settle: applyDown });
+}
+
+/** Wait until an injected `down` fault (or its removal) has taken effect. */
+export async function settle(emu: Emulator): Promise<void> {
+  const s = (emu as Emulator & { settle?: () => Promise<void> }).settle;
+  if (s) await s();
+}

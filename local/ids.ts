@@ -1,0 +1,48 @@
+/**
+ * Fixed identities and names of the local sandbox, shared by the emulators, the sample policy,
+ * local.settings.json.template, the tests and the benchmarks. None of these is a secret.
+ */
+export const SANDBOX = {
+  tenantId: '72f988bf-0000-4000-8000-00000000c0de',
+  /** APIM's managed identity: the broker's only allowed client. */
+  gatewayObjectId: '9a7e0000-0000-4000-8000-0000000a9140',
+  gatewayAppId: '9a7e0000-0000-4000-8000-00000000a991',
+  /** Audience of gateway (client) tokens: the broker's own app id URI. */
+  clientAudience: 'api://token-broker',
+  /** Audience of end-caller (subject) tokens: the API exposed through APIM. */
+  subjectAudience: 'api://orders-api',
+  /** An end caller with the Orders.Read role. */
+  readerObjectId: '0b5e0000-0000-4000-8000-00000000ead1',
+  /** An end caller with no roles at all. */
+  strangerObjectId: '0b5e0000-0000-4000-8000-0000057a9e70',
+  adminRole: 'Broker.Admin',
+  google: {
+    project: 'sandbox-project',
+    region: 'europe-west1',
+    instance: 'orders-db',
+    database: 'orders',
+    readerServiceAccount: 'orders-reader@sandbox-project.iam.gserviceaccount.com',
+    analystServiceAccount: 'orders-analyst@sandbox-project.iam.gserviceaccount.com',
+    projectNumber: '123456789012',
+    poolId: 'azure-pool',
+    providerId: 'entra',
+  },
+  cosmos: {
+    account: 'sandbox-cosmos',
+    database: 'app',
+    container: 'profiles',
+    catalogContainer: 'catalog',
+  },
+  /** Fixed loopback ports of `npm start` / `npm run emulators` (tests use ephemeral ports). */
+  ports: {
+    broker: 7071,
+    entra: 7100,
+    managedIdentity: 7101,
+    google: 7102,
+    cosmos: 7107,
+    keyVault: 7108,
+    postgres: 7132,
+  },
+  /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */
+  identityHeader: 'sandbox-identity-header',
+} as const;

@@ -1,0 +1,45 @@
+import { createHash } from 'node:crypto';
+import type { Logger } from './log';
+import type { Principal } from './auth/principal';
+
+export type Decision = 'grant' | 'deny';
+
+export interface AuditEvent {
+  decision: Decision;
+  /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
+  action: string;
+  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  client?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  /** What was asked for, as a display string (resource URI, query name, service account). */
+  target?: string;
+  /** A reason code (the ErrorCode on deny, or `granted`/a rule id on grant). */
+  reason: string;
+  ruleId?: string;
+  /** A hash of the issued credential's id: never the credential itself. */
+  tokenIdHash?: string;
+  ttlSeconds?: number;
+  extra?: Record<string, string | number | boolean | undefined>;
+}
+
+/** A stable, one-way fingerprint of a credential, safe to log and to correlate. */
+export function tokenFingerprint(tokenOrId: string): string {
+  return createHash('sha256').update(tokenOrId).digest('hex').slice(0, 16);
+}
+
+export function audit(logger: Logger, event: AuditEvent): void {
+  const who = (p?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>) =>
+    p ? { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId } : undefined;
+  logger.info('audit', {
+    event: 'audit',
+    action: event.action,
+    decision: event.decision,
+    reason: event.reason,
+    subject: who(event.subject),
+    client: who(event.client),
+    target: event.target,
+    ruleId: event.ruleId,
+    tokenIdHash: event.tokenIdHash,
+    ttlSeconds: event.ttlSeconds,
+    ...(event.extra ?? {}),
+  });
+}

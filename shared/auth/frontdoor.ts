@@ -1,0 +1,69 @@
+import type { HttpRequest } from '@azure/functions';
+import { BrokerError } from '../errors';
+import { coreConfig, type CoreConfig } from '../config/core';
+import { TokenValidator } from './jwt';
+import type { Principal } from './principal';
+
+let cached: { key: CoreConfig; validator: TokenValidator } | undefined;
+
+/** The validator for the current configuration (one per config, so its JWKS cache survives requests). */
+export function validatorFor(cfg: CoreConfig): TokenValidator {
+  if (cached?.key !== cfg) {
+    cached = {
+      key: cfg,
+      validator: new TokenValidator({
+        authorityHost: cfg.authorityHost,
+        allowedTenants: cfg.allowedTenants,
+        clockSkewSeconds: cfg.clockSkewSeconds,
+        maxTokenBytes: cfg.maxTokenBytes,
+        jwksCooldownSeconds: cfg.jwksCooldownSeconds,
+        jwksCacheMaxAgeSeconds: cfg.jwksCacheMaxAgeSeconds,
+        timeoutMs: cfg.upstreamTimeoutMs,
+      }),
+    };
+  }
+  return cached.validator;
+}
+
+/** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
+export function loadCore(): CoreConfig {
+  try {
+    return coreConfig.get();
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+}
+
+export function bearerOf(req: HttpRequest): string | undefined {
+  const h = req.headers.get('authorization');
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  if (!m) throw new BrokerError('token_malformed', 'The Authorization header must be "Bearer <token>".', { party: 'client' });
+  return m[1];
+}
+
+/**
+ * The client (RFC 8693): the gateway's own identity in `Authorization: Bearer`. Valid token with the
+ * broker's audience, and an object id on the allowlist.
+ */
+export async function authenticateClient(req: HttpRequest, cfg: CoreConfig = loadCore()): Promise<Principal> {
+  let client: Principal;
+  try {
+    client = await validatorFor(cfg).validate(bearerOf(req), cfg.clientAudiences);
+  } catch (e) {
+    throw e instanceof BrokerError ? e.withParty('client') : e;
+  }
+  if (!cfg.allowedClients.some((oid) => oid.toLowerCase() === client.objectId)) {
+    throw new BrokerError('client_not_allowed', 'This client identity may not call the broker.', { party: 'client' });
+  }
+  return client;
+}
+
+/** The subject (RFC 8693): the end caller's token, which decides what is granted. */
+export async function validateSubject(token: string | undefined, cfg: CoreConfig = loadCore()): Promise<Principal> {
+  try {
+    return await validatorFor(cfg).validate(token, cfg.subjectAudiences);
+  } catch (e) {
+    throw e instanceof BrokerError ? e.withParty('subject') : e;
+  }
+}

@@ -1,0 +1,160 @@
+import {
+  createRemoteJWKSet,
+  decodeJwt,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  jwtVerify,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from 'jose';
+import { BrokerError } from '../errors';
+import { GUID } from '../config/settings';
+import { v1Issuer, v2Issuer, type Principal } from './principal';
+
+export interface ValidatorOptions {
+  /** Base URL; keys are read from {authorityHost}/{tenant}/discovery/v2.0/keys. */
+  readonly authorityHost: string;
+  readonly allowedTenants: readonly string[];
+  readonly clockSkewSeconds: number;
+  readonly maxTokenBytes: number;
+  readonly jwksCooldownSeconds: number;
+  readonly jwksCacheMaxAgeSeconds: number;
+  readonly timeoutMs: number;
+}
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+export function jwksUrl(authorityHost: string, tenantId: string): string {
+  return `${authorityHost.replace(/\/+$/, '')}/${tenantId}/discovery/v2.0/keys`;
+}
+
+/**
+ * Validates Entra ID access tokens (v1 and v2): RS256 only, signature against the tenant's JWKS
+ * (cached; refetched on an unknown kid after a cooldown), issuer of an allowed tenant, audience
+ * allowlist, exp/nbf with bounded skew, tid and oid required, size capped.
+ */
+export class TokenValidator {
+  private readonly jwks = new Map<string, JWTVerifyGetKey>();
+  private readonly tenants: ReadonlySet<string>;
+
+  constructor(private readonly opts: ValidatorOptions) {
+    this.tenants = new Set(opts.allowedTenants.map((t) => t.toLowerCase()));
+  }
+
+  private keySet(tenantId: string): JWTVerifyGetKey {
+    let set = this.jwks.get(tenantId);
+    if (!set) {
+      const remote = createRemoteJWKSet(new URL(jwksUrl(this.opts.authorityHost, tenantId)), {
+        cooldownDuration: this.opts.jwksCooldownSeconds * 1000,
+        cacheMaxAge: this.opts.jwksCacheMaxAgeSeconds * 1000,
+        timeoutDuration: this.opts.timeoutMs,
+      });
+      // Anything but "no such key" while fetching keys means the key source is unreachable.
+      set = async (header, input) => {
+        try {
+          return await remote(header, input);
+        } catch (e) {
+          if (e instanceof joseErrors.JWKSNoMatchingKey || e instanceof joseErrors.JWKSMultipleMatchingKeys) throw e;
+          throw new BrokerError('jwks_unavailable', 'The identity provider signing keys cannot be fetched right now.', {
+            cause: e,
+            retryAfterSeconds: 5,
+          });
+        }
+      };
+      this.jwks.set(tenantId, set);
+    }
+    return set;
+  }
+
+  async validate(token: string | undefined | null, audiences: readonly string[]): Promise<Principal> {
+    if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
+    if (Buffer.byteLength(token) > this.opts.maxTokenBytes) {
+      throw new BrokerError('token_too_large', `The token exceeds ${this.opts.maxTokenBytes} bytes.`);
+    }
+    if (!JWT_SHAPE.test(token)) {
+      const parts = token.split('.').length;
+      throw new BrokerError(
+        'token_malformed',
+        parts === 5 ? 'Encrypted tokens (JWE) are not accepted; send a signed access token.' : 'The token is not a compact JWT.',
+      );
+    }
+    let header: ReturnType<typeof decodeProtectedHeader>;
+    let unverified: JWTPayload;
+    try {
+      header = decodeProtectedHeader(token);
+      unverified = decodeJwt(token);
+    } catch (e) {
+      throw new BrokerError('token_malformed', 'The token header or payload cannot be decoded.', { cause: e });
+    }
+    if (header.alg !== 'RS256') throw new BrokerError('token_alg_not_allowed', 'Only RS256-signed tokens are accepted.');
+    if (typeof header.kid !== 'string' || header.kid.length === 0) {
+      throw new BrokerError('token_malformed', 'The token header has no key id (kid).');
+    }
+    const tid = unverified.tid;
+    if (typeof tid !== 'string' || !GUID.test(tid)) throw new BrokerError('token_claims_missing', 'The token has no tenant (tid) claim.');
+    const tenantId = tid.toLowerCase();
+    if (!this.tenants.has(tenantId)) throw new BrokerError('token_tenant_not_allowed', 'Tokens from this tenant are not accepted.');
+
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.keySet(tenantId), {
+        algorithms: ['RS256'],
+        issuer: [v1Issuer(tenantId), v2Issuer(tenantId)],
+        audience: [...audiences],
+        clockTolerance: this.opts.clockSkewSeconds,
+        requiredClaims: ['exp', 'iss', 'aud'],
+      }));
+    } catch (e) {
+      throw mapJoseError(e);
+    }
+    const oid = payload.oid;
+    if (typeof oid !== 'string' || !GUID.test(oid)) throw new BrokerError('token_claims_missing', 'The token has no object id (oid) claim.');
+    if (typeof payload.tid !== 'string' || payload.tid.toLowerCase() !== tenantId) {
+      throw new BrokerError('token_claims_missing', 'The token tenant claim does not match its issuer.');
+    }
+    const version = payload.iss === v1Issuer(tenantId) ? '1.0' : '2.0';
+    const appId = typeof payload.appid === 'string' ? payload.appid : typeof payload.azp === 'string' ? payload.azp : undefined;
+    const aud = Array.isArray(payload.aud) ? payload.aud[0] : payload.aud;
+    return Object.freeze({
+      tenantId,
+      objectId: oid.toLowerCase(),
+      appId,
+      roles: stringArray(payload.roles),
+      scopes: typeof payload.scp === 'string' ? payload.scp.split(' ').filter(Boolean) : [],
+      groups: stringArray(payload.groups),
+      audience: aud ?? '',
+      issuer: payload.iss ?? '',
+      version,
+      tokenId: typeof payload.uti === 'string' ? payload.uti : typeof payload.jti === 'string' ? payload.jti : undefined,
+      expiresAt: payload.exp ?? 0,
+    });
+  }
+}
+
+function stringArray(v: unknown): readonly string[] {
+  return Array.isArray(v) ? Object.freeze(v.filter((x): x is string => typeof x === 'string')) : [];
+}
+
+function mapJoseError(e: unknown): BrokerError {
+  if (e instanceof BrokerError) return e;
+  if (e instanceof joseErrors.JWTExpired) return new BrokerError('token_expired', 'The token has expired.', { cause: e });
+  if (e instanceof joseErrors.JWTClaimValidationFailed) {
+    switch (e.claim) {
+      case 'nbf':
+        return new BrokerError('token_not_yet_valid', 'The token is not valid yet (nbf).', { cause: e });
+      case 'iat':
+        return new BrokerError('token_not_yet_valid', 'The token was issued in the future (iat).', { cause: e });
+      case 'iss':
+        return new BrokerError('token_issuer_not_allowed', 'The token issuer is not accepted.', { cause: e });
+      case 'aud':
+        return new BrokerError('token_audience_not_allowed', 'The token audience is not accepted.', { cause: e });
+      default:
+        return new BrokerError('token_claims_missing', `The token claim "${e.claim}" is missing or invalid.`, { cause: e });
+    }
+  }
+  if (e instanceof joseErrors.JOSEAlgNotAllowed) return new BrokerError('token_alg_not_allowed', 'Only RS256-signed tokens are accepted.', { cause: e });
+  if (e instanceof joseErrors.JWKSNoMatchingKey) return new BrokerError('token_kid_unknown', 'The token signing key is not known.', { cause: e });
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return new BrokerError('token_signature_invalid', 'The token signature is invalid.', { cause: e });
+  if (e instanceof joseErrors.JOSEError) return new BrokerError('token_malformed', 'The token is malformed.', { cause: e });
+  return new BrokerError('token_malformed', 'The token could not be validated.', { cause: e });
+}

@@ -1,0 +1,25 @@
+/** A validated Entra ID identity. Built only by the token validator. */
+export interface Principal {
+  readonly tenantId: string;
+  readonly objectId: string;
+  /** `appid` (v1) or `azp` (v2): the client application that obtained the token. */
+  readonly appId?: string;
+  readonly roles: readonly string[];
+  readonly scopes: readonly string[];
+  readonly groups: readonly string[];
+  readonly audience: string;
+  readonly issuer: string;
+  readonly version: '1.0' | '2.0';
+  /** `uti` or `jti`, when present. */
+  readonly tokenId?: string;
+  /** Seconds since the epoch. */
+  readonly expiresAt: number;
+}
+
+export function v1Issuer(tenantId: string): string {
+  return `https://sts.windows.net/${tenantId}/`;
+}
+
+export function v2Issuer(tenantId: string): string {
+  return `https://login.microsoftonline.com/${tenantId}/v2.0`;
+}

@@ -1,0 +1,205 @@
+/**
+ * The one typed configuration loader. Each capability declares its section of app settings with
+ * `defineSection`; every declared setting lands in one registry (the README table and the Bicep are
+ * checked against it). Loading is lazy (never at import), reports every missing or invalid setting of
+ * the section at once by name, and is memoised on the values it read.
+ */
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface SettingSpec<T> {
+  readonly name: string;
+  readonly doc: string;
+  /** Used when the setting is absent or empty. No default and not optional: the setting is required. */
+  readonly default?: string;
+  /** Absent is fine and yields undefined. */
+  readonly optional?: boolean;
+  /** Holds a secret: never logged; in production it comes from a Key Vault reference. */
+  readonly secret?: boolean;
+  parse(raw: string): T;
+}
+
+type Parsed<S> = S extends SettingSpec<infer T> ? T : never;
+export type SectionValues<S extends Record<string, SettingSpec<unknown>>> = {
+  readonly [K in keyof S]: S[K] extends { optional: true } ? Parsed<S[K]> | undefined : Parsed<S[K]>;
+};
+
+export class ConfigError extends Error {
+  constructor(
+    readonly section: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`Invalid configuration (${section}): ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface Section<S extends Record<string, SettingSpec<unknown>>> {
+  readonly name: string;
+  readonly spec: S;
+  /** Load from an explicit environment (tests), no memo. */
+  load(env: Env): SectionValues<S>;
+  /** Load from process.env, memoised on the raw values. */
+  get(): SectionValues<S>;
+}
+
+const registry: SettingSpec<unknown>[] = [];
+const sectionNames = new Map<string, string>();
+
+/** Every setting any loaded section declares (import the section modules first). */
+export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
+  return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }));
+}
+
+export function defineSection<S extends Record<string, SettingSpec<unknown>>>(name: string, spec: S): Section<S> {
+  for (const s of Object.values(spec)) {
+    if (!sectionNames.has(s.name)) {
+      registry.push(s);
+      sectionNames.set(s.name, name);
+    }
+  }
+  const specs = Object.entries(spec);
+  const load = (env: Env): SectionValues<S> => {
+    const problems: string[] = [];
+    const out: Record<string, unknown> = {};
+    for (const [key, s] of specs) {
+      const raw = env[s.name];
+      const value = raw === undefined || raw.trim() === '' ? s.default : raw.trim();
+      if (value === undefined) {
+        if (!s.optional) problems.push(`${s.name} is required (${s.doc})`);
+        out[key] = undefined;
+        continue;
+      }
+      try {
+        out[key] = s.parse(value);
+      } catch (e) {
+        problems.push(`${s.name} ${(e as Error).message}`);
+      }
+    }
+    if (problems.length > 0) throw new ConfigError(name, problems);
+    return Object.freeze(out) as SectionValues<S>;
+  };
+  let memoKey: string | undefined;
+  let memo: SectionValues<S> | undefined;
+  return {
+    name,
+    spec,
+    load,
+    get() {
+      const key = specs.map(([, s]) => process.env[s.name] ?? '\u0001').join('\u0000');
+      if (memo !== undefined && key === memoKey) return memo;
+      const value = load(process.env);
+      memo = value;
+      memoKey = key;
+      return value;
+    },
+  };
+}
+
+// ---------- setting constructors ----------
+
+interface Common {
+  doc: string;
+  default?: string;
+  secret?: boolean;
+}
+
+export function str(name: string, opts: Common & { pattern?: RegExp; patternDoc?: string }): SettingSpec<string> {
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    secret: opts.secret,
+    parse(raw) {
+      if (opts.pattern && !opts.pattern.test(raw)) throw new Error(`must be ${opts.patternDoc ?? `like ${String(opts.pattern)}`}`);
+      return raw;
+    },
+  };
+}
+
+export function optionalStr(name: string, opts: Common): SettingSpec<string> & { optional: true } {
+  return { name, doc: opts.doc, default: opts.default, secret: opts.secret, optional: true, parse: (raw) => raw };
+}
+
+export function int(name: string, opts: Common & { min: number; max: number }): SettingSpec<number> {
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    parse(raw) {
+      if (!/^-?\d+$/.test(raw)) throw new Error(`must be a whole number between ${opts.min} and ${opts.max}, got "${raw}"`);
+      const n = Number(raw);
+      if (n < opts.min || n > opts.max) throw new Error(`must be between ${opts.min} and ${opts.max}, got ${n}`);
+      return n;
+    },
+  };
+}
+
+export function bool(name: string, opts: Common): SettingSpec<boolean> {
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    parse(raw) {
+      const v = raw.toLowerCase();
+      if (v === 'true' || v === '1') return true;
+      if (v === 'false' || v === '0') return false;
+      throw new Error(`must be true or false, got "${raw}"`);
+    },
+  };
+}
+
+export function url(name: string, opts: Common & { protocols?: readonly string[] }): SettingSpec<string> {
+  const protocols = opts.protocols ?? ['https:', 'http:'];
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    parse(raw) {
+      let u: URL;
+      try {
+        u = new URL(raw);
+      } catch {
+        throw new Error(`must be an absolute URL, got "${raw}"`);
+      }
+      if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.join(' or ')}`);
+      return raw.replace(/\/+$/, '');
+    },
+  };
+}
+
+export function csv(
+  name: string,
+  opts: Common & { item?: RegExp; itemDoc?: string; allowEmpty?: boolean },
+): SettingSpec<readonly string[]> {
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    parse(raw) {
+      const items = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+      if (items.length === 0 && !opts.allowEmpty) throw new Error('must list at least one value (comma-separated)');
+      for (const it of items) {
+        if (opts.item && !opts.item.test(it)) throw new Error(`has an invalid entry "${it}": each must be ${opts.itemDoc ?? String(opts.item)}`);
+      }
+      return Object.freeze(items);
+    },
+  };
+}
+
+export function oneOf<T extends string>(name: string, values: readonly T[], opts: Common): SettingSpec<T> {
+  return {
+    name,
+    doc: opts.doc,
+    default: opts.default,
+    parse(raw) {
+      if (!(values as readonly string[]).includes(raw)) throw new Error(`must be one of ${values.join(', ')}, got "${raw}"`);
+      return raw as T;
+    },
+  };
+}
+
+export const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,0 +1,108 @@
+import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+import { audit } from '../audit';
+import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import type { Principal } from '../auth/principal';
+import { BrokerError, toBrokerError } from '../errors';
+import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
+import { evaluate, type CloudSqlDecisionGrant, type CosmosDecisionGrant } from '../policy/evaluate';
+import { loadPolicyFile } from '../policy/load';
+import { formatTarget, parseTarget } from '../policy/target';
+import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
+
+/** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
+const providers = {
+  cloudsql: async (input: IssueInput<CloudSqlDecisionGrant>) => (await import('../cloudsql/provider')).issueCloudSqlToken(input),
+  cosmos: async (input: IssueInput<CosmosDecisionGrant>) => (await import('../cosmos/provider')).issueCosmosToken(input),
+};
+
+const MAX_REQUESTED_LIFETIME = 86400;
+
+function parseLifetime(raw: string | undefined): number | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  if (!/^\d{1,6}$/.test(raw.trim()) || Number(raw) < 1 || Number(raw) > MAX_REQUESTED_LIFETIME) {
+    throw new BrokerError('bad_request', `Parameter "requested_lifetime" must be whole seconds between 1 and ${MAX_REQUESTED_LIFETIME}.`, {
+      detail: { parameter: 'requested_lifetime' },
+    });
+  }
+  return Number(raw);
+}
+
+/**
+ * POST /api/token: RFC 8693 token exchange. The gateway authenticates as the client; the subject
+ * token decides what is granted; the policy names the target credential; a provider issues it.
+ */
+export async function handleTokenExchange(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  const cfg = loadCore();
+  const client = await authenticateClient(req, cfg);
+  const params = await readParams(req);
+
+  const grantType = requireParam(params, 'grant_type');
+  if (grantType !== TOKEN_EXCHANGE_GRANT) {
+    throw new BrokerError('unsupported_grant_type', `grant_type must be ${TOKEN_EXCHANGE_GRANT}.`);
+  }
+  const subjectToken = requireParam(params, 'subject_token');
+  const subjectTokenType = requireParam(params, 'subject_token_type');
+  if (subjectTokenType !== ACCESS_TOKEN_TYPE && subjectTokenType !== JWT_TOKEN_TYPE) {
+    throw new BrokerError('unsupported_token_type', `subject_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}.`);
+  }
+  if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
+    throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
+  }
+  if (params.scope !== undefined && params.scope.trim() !== '') {
+    throw new BrokerError('scope_not_supported', 'The scope parameter is not supported: the policy decides the scope of the issued credential.');
+  }
+  if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new BrokerError('bad_request', `requested_token_type, when given, must be ${ACCESS_TOKEN_TYPE}.`);
+  }
+  const target = parseTarget(requireParam(params, 'resource'));
+  if (target.kind === 'query') throw new BrokerError('invalid_target', 'Query targets are run by /api/query/{name}, not exchanged for tokens.');
+  const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
+
+  const subject = await validateSubject(subjectToken, cfg);
+  const action = `token.${target.kind}`;
+  const targetText = formatTarget(target);
+  const denyAudit = (reason: string, ruleId?: string) =>
+    audit(scope.log, { decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
+
+  const decision = evaluate(loadPolicyFile(cfg.policyPath), subject, target);
+  if (decision.decision === 'deny') {
+    denyAudit(decision.code);
+    throw new BrokerError(decision.code, decision.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this target to the subject.');
+  }
+
+  let result: ProviderResult;
+  try {
+    result = await issue(decision.grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId });
+  } catch (e) {
+    const err = toBrokerError(e);
+    denyAudit(err.code, decision.ruleId);
+    throw err;
+  }
+  audit(scope.log, {
+    decision: 'grant',
+    action,
+    subject,
+    client,
+    target: targetText,
+    reason: 'granted',
+    ruleId: decision.ruleId,
+    tokenIdHash: result.tokenIdHash,
+    ttlSeconds: result.response.expires_in,
+    extra: { cached: result.cached },
+  });
+  return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
+}
+
+async function issue(
+  grant: CloudSqlDecisionGrant | CosmosDecisionGrant | { kind: 'query' },
+  base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal },
+): Promise<ProviderResult> {
+  switch (grant.kind) {
+    case 'cloudsql':
+      return providers.cloudsql({ ...base, grant });
+    case 'cosmos':
+      return providers.cosmos({ ...base, grant });
+    default:
+      throw new BrokerError('invalid_target', 'This target cannot be exchanged for a token.');
+  }
+}

@@ -1,0 +1,86 @@
+import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+import { coreConfig } from './config/core';
+import { jwksUrl } from './auth/jwt';
+import { loadPolicyFile } from './policy/load';
+import { jsonResponse, type RequestScope } from './http';
+
+export type CheckStatus = 'ok' | 'fail' | 'skipped';
+
+export interface CheckResult {
+  readonly status: CheckStatus;
+  readonly detail?: string;
+}
+
+/** A readiness check of one dependency. Must finish within its own timeout and never throw secrets. */
+export interface HealthCheck {
+  readonly name: string;
+  run(): Promise<CheckResult>;
+}
+
+const CACHE_MS = 10_000;
+let jwksCache: { at: number; key: string; result: CheckResult } | undefined;
+
+async function checkJwks(): Promise<CheckResult> {
+  const cfg = coreConfig.get();
+  const key = `${cfg.authorityHost}|${cfg.allowedTenants.join(',')}`;
+  if (jwksCache && jwksCache.key === key && Date.now() - jwksCache.at < CACHE_MS) return jwksCache.result;
+  const failures: string[] = [];
+  await Promise.all(
+    cfg.allowedTenants.map(async (tid) => {
+      try {
+        const res = await fetch(jwksUrl(cfg.authorityHost, tid), { signal: AbortSignal.timeout(Math.min(cfg.upstreamTimeoutMs, 3000)) });
+        const body = (await res.json().catch(() => undefined)) as { keys?: unknown[] } | undefined;
+        if (!res.ok || !Array.isArray(body?.keys) || body.keys.length === 0) failures.push(`${tid}: HTTP ${res.status}`);
+      } catch (e) {
+        failures.push(`${tid}: unreachable (${(e as Error).name})`);
+      }
+    }),
+  );
+  const result: CheckResult = failures.length ? { status: 'fail', detail: failures.join('; ') } : { status: 'ok' };
+  jwksCache = { at: Date.now(), key, result };
+  return result;
+}
+
+/** Checks every capability contributes; each capability adds its own here. */
+export const checks: HealthCheck[] = [
+  {
+    name: 'config',
+    run: async () => {
+      coreConfig.get();
+      return { status: 'ok' };
+    },
+  },
+  {
+    name: 'policy',
+    run: async () => {
+      const p = loadPolicyFile(coreConfig.get().policyPath);
+      return { status: 'ok', detail: `${p.rules.length} rules, ${p.deny.length} deny entries` };
+    },
+  },
+  { name: 'jwks', run: checkJwks },
+];
+
+/**
+ * GET /api/health: `?probe=live` is liveness (always 200 while the process serves). Otherwise
+ * readiness: every check, 200 when all pass, 503 with Retry-After when any fails.
+ */
+export async function handleHealth(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  if (req.query.get('probe') === 'live') return jsonResponse(200, { status: 'ok', live: true }, scope);
+  const results: Record<string, CheckResult> = {};
+  await Promise.all(
+    checks.map(async (c) => {
+      try {
+        results[c.name] = await c.run();
+      } catch (e) {
+        results[c.name] = { status: 'fail', detail: (e as Error).message };
+      }
+    }),
+  );
+  const ready = Object.values(results).every((r) => r.status !== 'fail');
+  return jsonResponse(
+    ready ? 200 : 503,
+    { status: ready ? 'ok' : 'unavailable', live: true, ready, checks: results },
+    scope,
+    ready ? {} : { 'retry-after': '10' },
+  );
+}

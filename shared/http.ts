@@ -1,0 +1,210 @@
+import { randomUUID } from 'node:crypto';
+import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
+import { BrokerError, oauthErrorFor, specOf, toBrokerError } from './errors';
+import { createLogger, type Logger } from './log';
+
+/** `oauth`: RFC 6749 §5.2 error bodies (token endpoint). `problem`: RFC 9457 problem+json (everything else). */
+export type ResponseStyle = 'oauth' | 'problem';
+
+export interface RequestScope {
+  readonly correlationId: string;
+  readonly log: Logger;
+  readonly functionName: string;
+}
+
+export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: InvocationContext) => Promise<HttpResponseInit>;
+
+const CORRELATION_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const DEFAULT_RETRY_AFTER: Partial<Record<string, number>> = {
+  rate_limited: 5,
+  upstream_unavailable: 5,
+  upstream_throttled: 5,
+  upstream_timeout: 5,
+  jwks_unavailable: 5,
+  db_unavailable: 5,
+  query_timeout: 1,
+  config_invalid: 30,
+};
+
+/** The request's correlation id: `x-correlation-id` if well-formed, else the W3C trace id, else a new one. */
+export function correlationIdOf(headers: { get(name: string): string | null }): string {
+  const given = headers.get('x-correlation-id');
+  if (given && CORRELATION_ID.test(given)) return given;
+  const tp = headers.get('traceparent');
+  const m = tp ? TRACEPARENT.exec(tp.trim()) : null;
+  if (m && m[1] && !/^0+$/.test(m[1])) return m[1];
+  return randomUUID();
+}
+
+/** Map any error to the response for its style. Only `internal` becomes a 500. */
+export function errorResponse(err: BrokerError, style: ResponseStyle, correlationId: string): HttpResponseInit {
+  const spec = specOf(err.code);
+  const headers: Record<string, string> = {
+    'x-correlation-id': correlationId,
+    'cache-control': 'no-store',
+  };
+  const retryAfter = err.retryAfterSeconds ?? DEFAULT_RETRY_AFTER[err.code];
+  if (retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfter)));
+  if (spec.status === 401) {
+    headers['www-authenticate'] =
+      err.party === 'subject' ? 'Bearer error="invalid_request"' : `Bearer error="invalid_token", error_description="${err.code}"`;
+  }
+  if (style === 'oauth') {
+    headers['content-type'] = 'application/json;charset=UTF-8';
+    headers.pragma = 'no-cache';
+    return {
+      status: spec.status,
+      headers,
+      jsonBody: {
+        error: oauthErrorFor(err),
+        error_description: err.message,
+        reason: err.code,
+        ...(err.party ? { party: err.party } : {}),
+        ...(err.detail ?? {}),
+        correlation_id: correlationId,
+      },
+    };
+  }
+  headers['content-type'] = 'application/problem+json';
+  return {
+    status: spec.status,
+    headers,
+    body: JSON.stringify({
+      type: `urn:token-broker:problem:${err.code}`,
+      title: spec.title,
+      status: spec.status,
+      detail: err.message,
+      code: err.code,
+      ...(err.party ? { party: err.party } : {}),
+      ...(err.detail ?? {}),
+      correlationId,
+    }),
+  };
+}
+
+/** A JSON success response carrying the correlation id. */
+export function jsonResponse(
+  status: number,
+  body: unknown,
+  scope: Pick<RequestScope, 'correlationId'>,
+  extraHeaders: Record<string, string> = {},
+): HttpResponseInit {
+  return {
+    status,
+    headers: {
+      'content-type': 'application/json;charset=UTF-8',
+      'x-correlation-id': scope.correlationId,
+      'cache-control': 'no-store',
+      ...extraHeaders,
+    },
+    body: JSON.stringify(body),
+  };
+}
+
+/**
+ * Wrap a handler: correlation id, structured per-request logger, one place that maps every thrown
+ * error to its response, and one log line per request (never bodies or headers).
+ */
+export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
+  return async (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
+    const started = process.hrtime.bigint();
+    const correlationId = correlationIdOf(req.headers);
+    const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+    let res: HttpResponseInit;
+    let code: string | undefined;
+    try {
+      res = await fn(req, { correlationId, log, functionName }, ctx);
+      res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+    } catch (thrown) {
+      const err = toBrokerError(thrown);
+      code = err.code;
+      res = errorResponse(err, style, correlationId);
+      const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+      if (err.status >= 500) log.error(err.message, fields);
+      else log.info(err.message, fields);
+    }
+    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+    log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
+    return res;
+  };
+}
+
+// ---------- request bodies ----------
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export type FormValue = string;
+
+/**
+ * Parse an `application/x-www-form-urlencoded` (RFC 6749/8693) or JSON object body into string fields.
+ * Repeated form parameters are rejected (RFC 6749 §3.2), non-string JSON values are rejected.
+ */
+export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
+  const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const declared = Number(req.headers.get('content-length') ?? '0');
+  if (declared > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  const text = await req.text();
+  if (Buffer.byteLength(text) > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  if (type === 'application/x-www-form-urlencoded') {
+    const out: Record<string, string> = {};
+    for (const [k, v] of new URLSearchParams(text)) {
+      if (Object.prototype.hasOwnProperty.call(out, k)) {
+        throw new BrokerError('bad_request', `Parameter "${k}" is repeated.`, { detail: { parameter: k } });
+      }
+      out[k] = v;
+    }
+    return out;
+  }
+  if (type === 'application/json' || type.endsWith('+json')) {
+    let parsed: unknown;
+    try {
+      parsed = text.length === 0 ? {} : JSON.parse(text);
+    } catch {
+      throw new BrokerError('bad_request', 'The request body is not valid JSON.');
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new BrokerError('bad_request', 'The request body must be a JSON object.');
+    }
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+      if (v === undefined || v === null) continue;
+      if (typeof v === 'number' && Number.isFinite(v)) out[k] = String(v);
+      else if (typeof v === 'string') out[k] = v;
+      else throw new BrokerError('bad_request', `Parameter "${k}" must be a string.`, { detail: { parameter: k } });
+    }
+    return out;
+  }
+  throw new BrokerError(
+    'unsupported_media_type',
+    'Send application/x-www-form-urlencoded (RFC 8693) or application/json.',
+  );
+}
+
+/** A required string parameter, trimmed; names the parameter when it is missing. */
+export function requireParam(params: Record<string, string>, name: string, code: 'bad_request' = 'bad_request'): string {
+  const v = params[name]?.trim();
+  if (!v) throw new BrokerError(code, `Parameter "${name}" is required.`, { detail: { parameter: name } });
+  return v;
+}
+
+/** Read a JSON object body (problem-style endpoints). */
+export async function readJsonObject(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
+  const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  const text = await req.text();
+  if (Buffer.byteLength(text) > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  if (text.length === 0) return {};
+  if (type !== 'application/json' && !type.endsWith('+json')) {
+    throw new BrokerError('unsupported_media_type', 'Send application/json.');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new BrokerError('bad_request', 'The request body is not valid JSON.');
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new BrokerError('bad_request', 'The request body must be a JSON object.');
+  }
+  return parsed as Record<string, unknown>;
+}

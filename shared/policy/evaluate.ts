@@ -1,0 +1,138 @@
+import type { Principal } from '../auth/principal';
+import type { CloudSqlGrant, CosmosGrant, Policy, Rule } from './schema';
+import type { Target } from './target';
+
+export interface CloudSqlDecisionGrant {
+  readonly kind: 'cloudsql';
+  readonly connectionName: string;
+  readonly database: string;
+  readonly serviceAccount: string;
+  readonly maxTtlSeconds: number;
+}
+
+export interface CosmosDecisionGrant {
+  readonly kind: 'cosmos';
+  readonly account: string;
+  readonly database: string;
+  readonly container: string;
+  readonly mode: 'read' | 'all';
+  /** The partition the permission is bound to; undefined means the whole container. */
+  readonly partitionKey: string | undefined;
+  readonly maxTtlSeconds: number;
+}
+
+export interface QueryDecisionGrant {
+  readonly kind: 'query';
+  readonly name: string;
+}
+
+export type DecisionGrant = CloudSqlDecisionGrant | CosmosDecisionGrant | QueryDecisionGrant;
+
+export interface RuleTrace {
+  readonly ruleId: string;
+  readonly subjectMatched: boolean;
+  readonly targetMatched: boolean;
+  readonly why: string;
+}
+
+export type Decision =
+  | { readonly decision: 'grant'; readonly ruleId: string; readonly grant: DecisionGrant; readonly trace: readonly RuleTrace[] }
+  | {
+      readonly decision: 'deny';
+      readonly code: 'subject_denied' | 'not_granted';
+      readonly reason: string;
+      readonly trace: readonly RuleTrace[];
+    };
+
+function subjectWhy(rule: Rule, p: Principal): string | undefined {
+  const s = rule.subject;
+  if (s.tenantId !== p.tenantId) return 'tenant differs';
+  const anyOf = (want: readonly string[] | undefined, have: readonly string[], name: string): string | undefined =>
+    want && !want.some((w) => have.includes(w)) ? `caller has none of the ${name} ${want.join(', ')}` : undefined;
+  return (
+    anyOf(s.roles, p.roles, 'roles') ??
+    anyOf(s.scopes, p.scopes, 'scopes') ??
+    anyOf(s.groups, p.groups.map((g) => g.toLowerCase()), 'groups') ??
+    anyOf(s.objectIds, [p.objectId], 'object ids') ??
+    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids')
+  );
+}
+
+function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | undefined {
+  return claim === 'oid' ? p.objectId : claim === 'tid' ? p.tenantId : p.appId;
+}
+
+function matchCloudSql(g: CloudSqlGrant, t: Extract<Target, { kind: 'cloudsql' }>): CloudSqlDecisionGrant | string {
+  if (g.instance !== t.connectionName) return `instance ${g.instance} is not ${t.connectionName}`;
+  if (!g.databases.includes(t.database)) return `database ${t.database} is not among ${g.databases.join(', ')}`;
+  return { kind: 'cloudsql', connectionName: g.instance, database: t.database, serviceAccount: g.serviceAccount, maxTtlSeconds: g.maxTtlSeconds };
+}
+
+function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: Principal): CosmosDecisionGrant | string {
+  if (g.account !== t.account || g.database !== t.database || g.container !== t.container) {
+    return `container ${g.account}/${g.database}/${g.container} differs`;
+  }
+  if (t.mode === 'all' && g.mode === 'read') return 'request asks for mode all, rule grants read only';
+  const mode = t.mode ?? g.mode;
+  let partitionKey: string | undefined;
+  switch (g.partitionKey.type) {
+    case 'none':
+      partitionKey = t.partitionKey; // a request may narrow a whole-container grant to one partition
+      break;
+    case 'fixed':
+      if (t.partitionKey !== undefined && t.partitionKey !== g.partitionKey.value) return 'requested partition key differs from the granted one';
+      partitionKey = g.partitionKey.value;
+      break;
+    case 'claim': {
+      const v = claimValue(p, g.partitionKey.claim);
+      if (!v) return `caller token has no ${g.partitionKey.claim} claim for the partition key`;
+      if (t.partitionKey !== undefined && t.partitionKey !== v) return "requested partition key is not the caller's own";
+      partitionKey = v;
+      break;
+    }
+  }
+  return { kind: 'cosmos', account: g.account, database: g.database, container: g.container, mode, partitionKey, maxTtlSeconds: g.maxTtlSeconds };
+}
+
+function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | string {
+  const misses: string[] = [];
+  if (t.kind === 'query') return rule.grants.queries.includes(t.name) ? { kind: 'query', name: t.name } : `query ${t.name} not granted`;
+  const grants = t.kind === 'cloudsql' ? rule.grants.cloudsql : rule.grants.cosmos;
+  if (grants.length === 0) return `rule grants no ${t.kind} targets`;
+  for (const g of grants) {
+    const r = t.kind === 'cloudsql' ? matchCloudSql(g as CloudSqlGrant, t) : matchCosmos(g as CosmosGrant, t, p);
+    if (typeof r !== 'string') return r;
+    misses.push(r);
+  }
+  return misses.join('; ');
+}
+
+/** Deny by default: the first rule (in file order) that matches the subject and grants the target wins. */
+export function evaluate(policy: Policy, p: Principal, target: Target): Decision {
+  const denied = policy.deny.find((d) => d.tenantId === p.tenantId && d.objectId === p.objectId);
+  if (denied) {
+    return { decision: 'deny', code: 'subject_denied', reason: 'The subject is on the policy deny list.', trace: [] };
+  }
+  const trace: RuleTrace[] = [];
+  for (const rule of policy.rules) {
+    const sw = subjectWhy(rule, p);
+    if (sw !== undefined) {
+      trace.push({ ruleId: rule.id, subjectMatched: false, targetMatched: false, why: sw });
+      continue;
+    }
+    const r = matchTarget(rule, target, p);
+    if (typeof r === 'string') {
+      trace.push({ ruleId: rule.id, subjectMatched: true, targetMatched: false, why: r });
+      continue;
+    }
+    trace.push({ ruleId: rule.id, subjectMatched: true, targetMatched: true, why: 'granted' });
+    return { decision: 'grant', ruleId: rule.id, grant: r, trace };
+  }
+  const anySubject = trace.some((t) => t.subjectMatched);
+  return {
+    decision: 'deny',
+    code: 'not_granted',
+    reason: anySubject ? 'No rule that matches the caller grants this target.' : 'No rule matches the caller.',
+    trace,
+  };
+}

@@ -1,0 +1,41 @@
+import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
+import { evaluate } from './evaluate';
+import { loadPolicyFile } from './load';
+import { formatTarget, parseTarget } from './target';
+
+/**
+ * POST /api/policy/explain: for a subject token and a target, which rule matched, or why none did.
+ * Client-authenticated like the token endpoint; issues nothing.
+ */
+export async function handleExplain(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  const cfg = loadCore();
+  const client = await authenticateClient(req, cfg);
+  const params = await readParams(req);
+  const target = parseTarget(requireParam(params, 'resource'));
+  const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
+  const d = evaluate(loadPolicyFile(cfg.policyPath), subject, target);
+  scope.log.info('policy explained', {
+    event: 'explain',
+    decision: d.decision,
+    client: client.objectId,
+    subject: { tenantId: subject.tenantId, objectId: subject.objectId },
+    target: formatTarget(target),
+  });
+  return jsonResponse(200, {
+    decision: d.decision,
+    reason: d.decision === 'grant' ? 'granted' : d.code,
+    ...(d.decision === 'grant' ? { ruleId: d.ruleId, grant: d.grant } : { detail: d.reason }),
+    target: formatTarget(target),
+    subject: {
+      tenantId: subject.tenantId,
+      objectId: subject.objectId,
+      appId: subject.appId,
+      roles: subject.roles,
+      scopes: subject.scopes,
+      groups: subject.groups,
+    },
+    trace: d.trace,
+  }, scope);
+}

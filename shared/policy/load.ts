@@ -1,0 +1,67 @@
+import { readFileSync, statSync } from 'node:fs';
+import { z } from 'zod';
+import { BrokerError } from '../errors';
+import { policySchema, type Policy } from './schema';
+
+export class PolicyError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`Invalid policy ${source}: ${problems.join('; ')}`);
+    this.name = 'PolicyError';
+  }
+}
+
+function pathOf(path: readonly (string | number)[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
+  return out || '(root)';
+}
+
+/** Parse and schema-check a policy document; errors name the path of each bad entry. */
+export function parsePolicy(text: string, source = 'policy'): Policy {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new PolicyError(source, [`not valid JSON: ${(e as Error).message}`]);
+  }
+  const result = policySchema.safeParse(raw);
+  if (!result.success) {
+    throw new PolicyError(
+      source,
+      result.error.issues.map((i: z.ZodIssue) => `${pathOf(i.path)}: ${i.message}`),
+    );
+  }
+  return result.data;
+}
+
+const CHECK_INTERVAL_MS = 5000;
+let cache: { path: string; mtimeMs: number; checkedAt: number; policy: Policy } | undefined;
+
+/**
+ * The policy at `path`, parsed once and re-read when the file changes (checked at most every 5 s).
+ * A missing or invalid file is a configuration error (503 naming the problem), never a 500.
+ */
+export function loadPolicyFile(path: string, now = Date.now()): Policy {
+  if (cache && cache.path === path && now - cache.checkedAt < CHECK_INTERVAL_MS) return cache.policy;
+  let mtimeMs: number;
+  try {
+    mtimeMs = statSync(path).mtimeMs;
+  } catch (e) {
+    throw new BrokerError('config_invalid', `The policy file BROKER_POLICY_PATH=${path} cannot be read.`, { cause: e });
+  }
+  if (cache && cache.path === path && cache.mtimeMs === mtimeMs) {
+    cache.checkedAt = now;
+    return cache.policy;
+  }
+  try {
+    const policy = parsePolicy(readFileSync(path, 'utf8'), path);
+    cache = { path, mtimeMs, checkedAt: now, policy };
+    return policy;
+  } catch (e) {
+    const msg = e instanceof PolicyError ? e.message : `The policy file ${path} cannot be read.`;
+    throw new BrokerError('config_invalid', msg, { cause: e });
+  }
+}

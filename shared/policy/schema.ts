@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { GUID } from '../config/settings';
+
+/**
+ * The access policy: deny by default. A rule matches a subject (its tenant, plus every category it
+ * lists: at least one role / scope / group / object id / app id of that category) and grants targets.
+ * Rules are evaluated in file order; the first rule that matches the subject and grants the target wins.
+ */
+
+const guid = z.string().regex(GUID, 'must be a GUID').transform((s) => s.toLowerCase());
+
+export const INSTANCE_CONNECTION_NAME = /^[a-z][a-z0-9-]{4,29}:[a-z]+-[a-z]+[0-9]+:[a-z][a-z0-9-]{0,97}$/;
+export const SERVICE_ACCOUNT_EMAIL = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$/;
+export const PG_DATABASE = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;
+export const COSMOS_ACCOUNT = /^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$/;
+/** Cosmos ids: 1..255 chars, none of / \ # ? and no trailing space. */
+export const COSMOS_ID = /^[^/\\#?\s][^/\\#?]{0,254}$/;
+export const QUERY_NAME = /^[a-z][a-z0-9-]{0,63}$/;
+
+const subject = z
+  .object({
+    tenantId: guid,
+    roles: z.array(z.string().min(1)).min(1).optional(),
+    scopes: z.array(z.string().min(1)).min(1).optional(),
+    groups: z.array(guid).min(1).optional(),
+    objectIds: z.array(guid).min(1).optional(),
+    appIds: z.array(guid).min(1).optional(),
+  })
+  .strict()
+  .refine((s) => s.roles || s.scopes || s.groups || s.objectIds || s.appIds, {
+    message: 'must list at least one of roles, scopes, groups, objectIds, appIds (a tenant alone grants nothing)',
+  });
+
+const cloudsqlGrant = z
+  .object({
+    instance: z.string().regex(INSTANCE_CONNECTION_NAME, 'must be an instance connection name PROJECT:REGION:INSTANCE'),
+    databases: z.array(z.string().regex(PG_DATABASE, 'must be a PostgreSQL database name')).min(1),
+    serviceAccount: z.string().regex(SERVICE_ACCOUNT_EMAIL, 'must be a service account email (…@PROJECT.iam.gserviceaccount.com)'),
+    maxTtlSeconds: z.number().int().min(60).max(3600),
+  })
+  .strict();
+
+const partitionKey = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('none') }).strict(),
+  z.object({ type: z.literal('fixed'), value: z.string().min(1).max(2048) }).strict(),
+  z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
+]);
+
+const cosmosGrant = z
+  .object({
+    account: z.string().regex(COSMOS_ACCOUNT, 'must be a CosmosDB account name'),
+    database: z.string().regex(COSMOS_ID, 'must be a Cosmos id'),
+    container: z.string().regex(COSMOS_ID, 'must be a Cosmos id'),
+    mode: z.enum(['read', 'all']),
+    partitionKey,
+    maxTtlSeconds: z.number().int().min(600).max(18000),
+  })
+  .strict();
+
+const rule = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, . _ -'),
+    description: z.string().max(500).optional(),
+    subject,
+    grants: z
+      .object({
+        cloudsql: z.array(cloudsqlGrant).default([]),
+        cosmos: z.array(cosmosGrant).default([]),
+        queries: z.array(z.string().regex(QUERY_NAME, 'must be a query name')).default([]),
+      })
+      .strict(),
+  })
+  .strict();
+
+const deny = z
+  .object({
+    tenantId: guid,
+    objectId: guid,
+    reason: z.string().max(500).optional(),
+  })
+  .strict();
+
+export const policySchema = z
+  .object({
+    $schema: z.string().optional(),
+    version: z.literal(1),
+    deny: z.array(deny).default([]),
+    rules: z.array(rule),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>();
+    p.rules.forEach((r, i) => {
+      if (seen.has(r.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
+      seen.add(r.id);
+    });
+  });
+
+export type Policy = z.output<typeof policySchema>;
+export type Rule = Policy['rules'][number];
+export type CloudSqlGrant = Rule['grants']['cloudsql'][number];
+export type CosmosGrant = Rule['grants']['cosmos'][number];
+export type PartitionKeySpec = CosmosGrant['partitionKey'];
