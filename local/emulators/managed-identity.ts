@@ -61,7 +61,14 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
           if ((cid && cid !== clientId) || (principal && principal !== objectId)) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }
-          const token = await opts.entra.mint({ oid: objectId, appId: clientId, aud: resource.replace(/\/\.default$/, ''), version: '1.0', expiresIn: lifetime });
+          const token = await opts.entra.mint({
+            oid: objectId,
+            appId: clientId,
+            aud: resource.replace(/\/\.default$/, ''),
+            version: '1.0',
+            expiresIn: lifetime,
+            extra: { sub: objectId }, // managed identity tokens carry sub = oid
+          });
           issued.push({ resource, token });
           return {
             status: 200,
