@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleQuery } from '../shared/query/handler';
+
+/** POST /api/query/{name}: a catalogued, parameterized, read-only query as the caller's Cloud SQL IAM identity. */
+export const handler = httpHandler('query', 'problem', handleQuery);
+
+export const registration = {
+  name: 'query',
+  options: { route: 'query/{name}', methods: ['POST'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

@@ -1,0 +1,153 @@
+import { readFileSync, statSync } from 'node:fs';
+import { z } from 'zod';
+import { BrokerError } from '../errors';
+import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../policy/schema';
+
+/**
+ * The query catalog: the only SQL the query function runs. Each query names its Cloud SQL instance and
+ * database, its SQL with $1..$n placeholders, a typed parameter list (parameter i is $i), a row limit and
+ * a statement timeout. Schema-checked at load; every problem is reported with its path.
+ */
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+const common = { name: z.string().regex(NAME, 'must be an identifier (letters, digits, _)'), required: z.boolean().default(true), description: z.string().max(500).optional() };
+
+const paramSchema = z.discriminatedUnion('type', [
+  z
+    .object({
+      ...common,
+      type: z.literal('string'),
+      minLength: z.number().int().min(0).max(10000).default(0),
+      maxLength: z.number().int().min(1).max(10000).default(256),
+      pattern: z
+        .string()
+        .max(500)
+        .refine((p) => {
+          try {
+            new RegExp(p, 'u');
+            return true;
+          } catch {
+            return false;
+          }
+        }, 'must be a valid regular expression')
+        .optional(),
+      enum: z.array(z.string().max(256)).min(1).optional(),
+    })
+    .strict(),
+  z
+    .object({
+      ...common,
+      type: z.literal('integer'),
+      min: z.number().int().min(-9007199254740991).default(-2147483648),
+      max: z.number().int().max(9007199254740991).default(2147483647),
+    })
+    .strict(),
+  z
+    .object({ ...common, type: z.literal('number'), min: z.number().finite().optional(), max: z.number().finite().optional() })
+    .strict(),
+  z.object({ ...common, type: z.literal('boolean') }).strict(),
+  z
+    .object({ ...common, type: z.literal('date'), min: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional(), max: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional() })
+    .strict(),
+  z.object({ ...common, type: z.literal('timestamp') }).strict(),
+  z.object({ ...common, type: z.literal('uuid') }).strict(),
+]);
+
+const querySchema = z
+  .object({
+    name: z.string().regex(QUERY_NAME, 'must be a query name (lowercase letters, digits, -)'),
+    description: z.string().max(1000).optional(),
+    instance: z.string().regex(INSTANCE_CONNECTION_NAME, 'must be an instance connection name PROJECT:REGION:INSTANCE'),
+    database: z.string().regex(PG_DATABASE, 'must be a PostgreSQL database name'),
+    sql: z
+      .string()
+      .min(1)
+      .max(20000)
+      .refine((s) => !/;\s*\S/.test(s), 'must be a single statement'),
+    parameters: z.array(paramSchema).max(32).default([]),
+    rowLimit: z.number().int().min(1).max(100000).default(1000),
+    timeoutMs: z.number().int().min(10).max(60000).default(5000),
+  })
+  .strict()
+  .superRefine((q, ctx) => {
+    const used = new Set([...q.sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])));
+    for (const n of used) {
+      if (n < 1 || n > q.parameters.length) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sql'], message: `uses $${n} but only ${q.parameters.length} parameters are declared` });
+    }
+    q.parameters.forEach((p, i) => {
+      if (!used.has(i + 1)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i], message: `parameter "${p.name}" ($${i + 1}) is not used by the SQL` });
+      if (q.parameters.findIndex((o) => o.name === p.name) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'name'], message: `duplicate parameter "${p.name}"` });
+      if ((p.type === 'integer' || p.type === 'number') && p.min !== undefined && p.max !== undefined && p.min > p.max) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'min'], message: 'min exceeds max' });
+      }
+      if (p.type === 'string' && p.minLength > p.maxLength) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'minLength'], message: 'minLength exceeds maxLength' });
+    });
+  });
+
+export const catalogSchema = z
+  .object({ $schema: z.string().optional(), version: z.literal(1), queries: z.array(querySchema) })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.queries.forEach((q, i) => {
+      if (seen.has(q.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queries', i, 'name'], message: `duplicate query "${q.name}"` });
+      seen.add(q.name);
+    });
+  });
+
+export type Catalog = z.output<typeof catalogSchema>;
+export type CatalogQuery = Catalog['queries'][number];
+export type ParamSpec = CatalogQuery['parameters'][number];
+
+export class CatalogError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`Invalid query catalog ${source}: ${problems.join('; ')}`);
+    this.name = 'CatalogError';
+  }
+}
+
+function pathOf(path: readonly (string | number)[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
+  return out || '(root)';
+}
+
+export function parseCatalog(text: string, source = 'catalog'): Catalog {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new CatalogError(source, [`not valid JSON: ${(e as Error).message}`]);
+  }
+  const r = catalogSchema.safeParse(raw);
+  if (!r.success) throw new CatalogError(source, r.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`));
+  return r.data;
+}
+
+let cache: { path: string; mtimeMs: number; checkedAt: number; catalog: Catalog } | undefined;
+
+/** The catalog at `path`, re-read when the file changes (checked at most every 5 s); bad file → 503 naming the problems. */
+export function loadCatalogFile(path: string, now = Date.now()): Catalog {
+  if (cache && cache.path === path && now - cache.checkedAt < 5000) return cache.catalog;
+  let mtimeMs: number;
+  try {
+    mtimeMs = statSync(path).mtimeMs;
+  } catch (e) {
+    throw new BrokerError('config_invalid', `The query catalog QUERY_CATALOG_PATH=${path} cannot be read.`, { cause: e });
+  }
+  if (cache && cache.path === path && cache.mtimeMs === mtimeMs) {
+    cache.checkedAt = now;
+    return cache.catalog;
+  }
+  try {
+    const catalog = parseCatalog(readFileSync(path, 'utf8'), path);
+    cache = { path, mtimeMs, checkedAt: now, catalog };
+    return catalog;
+  } catch (e) {
+    throw new BrokerError('config_invalid', e instanceof CatalogError ? e.message : `The query catalog ${path} cannot be read.`, { cause: e });
+  }
+}

@@ -1,0 +1,174 @@
+import type { HttpRequest, HttpResponseInit } from '@azure/functions';
+import type { PoolClient, QueryArrayConfig } from 'pg';
+import { audit } from '../audit';
+import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import { queryConfig, type QueryConfig } from '../config/query';
+import { BrokerError, toBrokerError } from '../errors';
+import { jsonResponse, readJsonObject, type RequestScope } from '../http';
+import { evaluate } from '../policy/evaluate';
+import { loadPolicyFile } from '../policy/load';
+import { QUERY_NAME } from '../policy/schema';
+import { loadCatalogFile, type CatalogQuery } from './catalog';
+import { convertValue, typeName, type JsonValue } from './convert';
+import { classifyDbError } from './errors';
+import { bindParameters, type BoundValue } from './params';
+import { PoolRegistry, type PoolTarget } from './pools';
+
+/**
+ * POST /api/query/{name}: run one catalogued, parameterized, read-only query as the caller's own
+ * Cloud SQL IAM database identity.
+ *
+ * Authentication as the token endpoint: the gateway (client) presents its own token in
+ * `Authorization: Bearer`, the end caller's token travels in `X-Subject-Token`; the JSON body holds
+ * only the query's parameters. The policy decides twice: the caller must be granted `query://NAME`,
+ * and a Cloud SQL grant for the query's instance and database names the service account to run as.
+ */
+
+export const SUBJECT_TOKEN_HEADER = 'x-subject-token';
+
+let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
+
+function loadQueryConfig(): QueryConfig {
+  try {
+    return queryConfig.get();
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+}
+
+function pools(cfg: QueryConfig): PoolRegistry {
+  if (registry?.cfg !== cfg) {
+    const old = registry?.pools;
+    registry = { cfg, pools: new PoolRegistry(cfg) };
+    void old?.closeAll();
+  }
+  return registry.pools;
+}
+
+/** Close every pool (tests, shutdown). */
+export async function closeQueryPools(): Promise<void> {
+  const r = registry;
+  registry = undefined;
+  await r?.pools.closeAll();
+}
+
+export interface QueryResult {
+  readonly query: string;
+  readonly columns: readonly { name: string; type: string }[];
+  readonly rows: readonly JsonValue[][];
+  readonly rowCount: number;
+  readonly truncated: boolean;
+}
+
+const RAW_TEXT = { getTypeParser: () => (v: string) => v };
+
+async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], rowLimit: number): Promise<QueryResult> {
+  await client.query('BEGIN READ ONLY');
+  await client.query(`SET LOCAL statement_timeout = ${Math.trunc(q.timeoutMs)}`);
+  // query_timeout (client side) backs up the server's statement_timeout should the server stop answering.
+  const config: QueryArrayConfig<BoundValue[]> & { query_timeout: number } = {
+    text: q.sql,
+    values,
+    rowMode: 'array',
+    types: RAW_TEXT,
+    query_timeout: q.timeoutMs + 5000,
+  };
+  const r = await client.query<unknown[], BoundValue[]>(config);
+  await client.query('ROLLBACK');
+  const fields = r.fields ?? [];
+  const truncated = r.rows.length > rowLimit;
+  const rows = (truncated ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
+    fields.map((f, i) => convertValue(f.dataTypeID, (row[i] as string | null | undefined) ?? null)),
+  );
+  return {
+    query: q.name,
+    columns: fields.map((f) => ({ name: f.name, type: typeName(f.dataTypeID) })),
+    rows,
+    rowCount: rows.length,
+    truncated,
+  };
+}
+
+export async function handleQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  const core = loadCore();
+  const client = await authenticateClient(req, core);
+  const name = req.params.name ?? '';
+  if (!QUERY_NAME.test(name)) throw new BrokerError('not_found', 'No such query.', { detail: { query: name.slice(0, 64).replace(/[^a-z0-9-]/g, '?') } });
+  const subjectToken = req.headers.get(SUBJECT_TOKEN_HEADER) ?? undefined;
+  if (!subjectToken) throw new BrokerError('token_missing', `The caller's token is required in the ${SUBJECT_TOKEN_HEADER} header.`, { party: 'subject' });
+  const subject = await validateSubject(subjectToken, core);
+
+  const cfg = loadQueryConfig();
+  const query = loadCatalogFile(cfg.catalogPath).queries.find((q) => q.name === name);
+  const target = `query://${name}`;
+  const deny = (reason: string, ruleId?: string) => audit(scope.log, { decision: 'deny', action: 'query', subject, client, target, reason, ruleId });
+  if (!query) {
+    deny('not_found');
+    throw new BrokerError('not_found', 'No such query.', { detail: { query: name } });
+  }
+
+  const policy = loadPolicyFile(core.policyPath);
+  const allowed = evaluate(policy, subject, { kind: 'query', name });
+  if (allowed.decision === 'deny') {
+    deny(allowed.code);
+    throw new BrokerError(allowed.code, allowed.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this query to the caller.');
+  }
+  const [project, region, instance] = query.instance.split(':') as [string, string, string];
+  const identity = evaluate(policy, subject, {
+    kind: 'cloudsql',
+    project,
+    region,
+    instance,
+    database: query.database,
+    connectionName: query.instance,
+  });
+  if (identity.decision === 'deny' || identity.grant.kind !== 'cloudsql') {
+    deny('not_granted', allowed.ruleId);
+    throw new BrokerError('not_granted', "No policy rule maps the caller to a database identity for this query's database.");
+  }
+  const grant = identity.grant;
+
+  const body = await readJsonObject(req);
+  const values = bindParameters(query, body);
+
+  const poolTarget: PoolTarget = {
+    connectionName: grant.connectionName,
+    database: grant.database,
+    serviceAccount: grant.serviceAccount,
+    tokenLifetimeSeconds: grant.maxTtlSeconds,
+  };
+  const rowLimit = Math.min(query.rowLimit, cfg.maxRowLimit);
+  let result: QueryResult;
+  let conn: PoolClient | undefined;
+  try {
+    conn = await pools(cfg).connect(poolTarget, scope.log);
+    result = await run(conn, query, values, rowLimit);
+    conn.release();
+  } catch (e) {
+    const err = toBrokerError(classifyDbError(e));
+    if (conn) {
+      // A statement-level error leaves a usable connection once rolled back; anything else is discarded.
+      const reusable = err.code !== 'db_unavailable' && err.code !== 'query_timeout' && err.code !== 'upstream_error';
+      if (reusable) {
+        const c = conn;
+        await c.query('ROLLBACK').then(
+          () => c.release(),
+          () => c.release(true),
+        );
+      } else conn.release(true);
+    }
+    deny(err.code, identity.ruleId);
+    throw err;
+  }
+  audit(scope.log, {
+    decision: 'grant',
+    action: 'query',
+    subject,
+    client,
+    target,
+    reason: 'granted',
+    ruleId: identity.ruleId,
+    extra: { serviceAccount: grant.serviceAccount, rows: result.rowCount, truncated: result.truncated },
+  });
+  return jsonResponse(200, result, scope);
+}

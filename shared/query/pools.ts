@@ -1,0 +1,170 @@
+import type { Pool, PoolClient } from 'pg';
+import { SingleFlight } from '../cache';
+import type { Logger } from '../log';
+import type { QueryConfig } from '../config/query';
+import { classifyDbError } from './errors';
+import { getLoginToken } from './login-token';
+
+/**
+ * One pg pool per (instance, database, identity), each behind its own Cloud SQL connector (a connector
+ * holds one identity: its auth client returns that service account's `sqlservice.login` token, and its
+ * ephemeral certificates are bound to it). Pools are bounded in connections and in number (LRU), close
+ * idle connections, and retire connections before the login token they were opened with expires.
+ *
+ * google-auth-library and the connector are loaded on the first query only.
+ */
+
+export interface PoolTarget {
+  /** PROJECT:REGION:INSTANCE */
+  readonly connectionName: string;
+  readonly database: string;
+  readonly serviceAccount: string;
+  /** Lifetime asked of the login token (the policy rule's maxTtlSeconds). */
+  readonly tokenLifetimeSeconds: number;
+}
+
+interface Entry {
+  readonly key: string;
+  readonly pool: Pool;
+  readonly close: () => Promise<void>;
+  lastUsed: number;
+}
+
+export function iamDbUser(serviceAccount: string): string {
+  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
+}
+
+function keyOf(t: PoolTarget): string {
+  return `${t.connectionName}/${t.database}/${t.serviceAccount}`;
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error(`${what} timeout`), { code: 'ETIMEDOUT' })), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export class PoolRegistry {
+  private readonly entries = new Map<string, Entry>();
+  private readonly flights = new SingleFlight<Entry>();
+
+  constructor(private readonly cfg: QueryConfig) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private async create(t: PoolTarget, log?: Logger): Promise<Entry> {
+    const [{ Connector, AuthTypes, IpAddressTypes }, { OAuth2Client }, { Pool: PgPool }] = await Promise.all([
+      import('@google-cloud/cloud-sql-connector'),
+      import('google-auth-library'),
+      import('pg'),
+    ]);
+    const auth = new OAuth2Client({ eagerRefreshThresholdMillis: 60_000 });
+    let tokenExpiresAtMs = 0;
+    auth.refreshHandler = async () => {
+      const tok = await getLoginToken({ serviceAccount: t.serviceAccount, lifetimeSeconds: t.tokenLifetimeSeconds, log });
+      tokenExpiresAtMs = tok.expiresAtMs;
+      return { access_token: tok.token, expiry_date: tok.expiresAtMs };
+    };
+    const connector = new Connector({ auth, sqlAdminAPIEndpoint: this.cfg.sqlAdminEndpoint });
+    try {
+      const opts = await withTimeout(
+        connector.getOptions({ instanceConnectionName: t.connectionName, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC }),
+        this.cfg.connectTimeoutMs,
+        'Cloud SQL connect settings',
+      );
+      // Connections live no longer than the setting, and end at least 60 s before the token does.
+      const tokenLeftSeconds = tokenExpiresAtMs ? Math.floor((tokenExpiresAtMs - Date.now()) / 1000) : t.tokenLifetimeSeconds;
+      const maxLifetimeSeconds = Math.max(10, Math.min(this.cfg.maxLifetimeSeconds, tokenLeftSeconds - 60));
+      const pool = new PgPool({
+        ...opts,
+        user: iamDbUser(t.serviceAccount),
+        database: t.database,
+        max: this.cfg.poolMax,
+        idleTimeoutMillis: this.cfg.idleSeconds * 1000,
+        maxLifetimeSeconds,
+        connectionTimeoutMillis: this.cfg.connectTimeoutMs,
+        allowExitOnIdle: true,
+        application_name: 'token-broker-query',
+      });
+      // An idle connection cut by the server (restart, failover) must not crash the host.
+      pool.on('error', (e) => log?.warn('idle database connection closed', { cause: e }));
+      return {
+        key: keyOf(t),
+        pool,
+        lastUsed: Date.now(),
+        close: async () => {
+          await pool.end().catch(() => undefined);
+          connector.close();
+        },
+      };
+    } catch (e) {
+      connector.close();
+      throw e;
+    }
+  }
+
+  /** The pool for a target, created once (concurrent first uses share one creation). */
+  async pool(t: PoolTarget, log?: Logger): Promise<Entry> {
+    const key = keyOf(t);
+    const hit = this.entries.get(key);
+    if (hit) {
+      hit.lastUsed = Date.now();
+      return hit;
+    }
+    return this.flights.run(key, async () => {
+      const e = await this.create(t, log);
+      this.entries.set(key, e);
+      await this.evict();
+      return e;
+    });
+  }
+
+  private async evict(): Promise<void> {
+    while (this.entries.size > this.cfg.maxPools) {
+      const oldest = [...this.entries.values()].sort((a, b) => a.lastUsed - b.lastUsed)[0]!;
+      this.entries.delete(oldest.key);
+      await oldest.close();
+    }
+  }
+
+  /** Close and forget a target's pool (after a login failure: the next use builds a fresh connector). */
+  async drop(t: PoolTarget): Promise<void> {
+    const e = this.entries.get(keyOf(t));
+    if (!e) return;
+    this.entries.delete(e.key);
+    await e.close();
+  }
+
+  /** A connection as the target's identity; a refused login is retried once with a fresh connector. */
+  async connect(t: PoolTarget, log?: Logger): Promise<PoolClient> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const entry = await this.pool(t, log);
+        return await entry.pool.connect();
+      } catch (e) {
+        const err = classifyDbError(e);
+        const reason = err.detail?.reason;
+        const retryable = reason === 'login_refused' || reason === 'token_refused' || reason === 'tls_failed';
+        if (retryable) await this.drop(t);
+        if (!retryable || attempt >= 2) throw e;
+        log?.warn('database login failed; retrying once with a fresh connector and token', { reason, cause: e });
+      }
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    await Promise.all(all.map((e) => e.close()));
+  }
+}
