@@ -3,6 +3,13 @@ import { join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
+// ---- Cloud SQL / PostgreSQL (query function) ----
+import { GoogleState } from './emulators/google/state';
+import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulators/google/sqladmin';
+import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-server';
+import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
+import { createCa } from './pki';
+// ---- end Cloud SQL / PostgreSQL ----
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -19,6 +26,13 @@ export interface SandboxOptions {
   allowMint?: boolean;
   /** Extra settings to layer over the generated ones. */
   env?: Record<string, string>;
+  /**
+   * Cloud SQL / PostgreSQL (query function): SQL Admin emulator, the instance's TLS endpoint on
+   * HOST:3307 and a PostgreSQL (embedded, or SANDBOX_POSTGRES_URL). Default: on with fixedPorts
+   * (npm start), off otherwise (it costs a PostgreSQL and port 3307). Tests pass their own loopback
+   * host (one per jest worker, e.g. 127.0.0.(10+JEST_WORKER_ID)): the connector always dials port 3307.
+   */
+  cloudSql?: boolean | { host?: string; postgresUrl?: string };
 }
 
 export interface Sandbox {
@@ -26,6 +40,12 @@ export interface Sandbox {
   readonly env: Record<string, string>;
   readonly entra: EntraEmulator;
   readonly msi: ManagedIdentityEmulator;
+  /** Cloud SQL Admin API emulator (when `cloudSql` is on); `sqlAdmin.state` is the Google state it checks tokens in. */
+  readonly sqlAdmin?: SqlAdminEmulator & { readonly state: GoogleState };
+  /** The Cloud SQL instance's server-side TLS endpoint on port 3307. */
+  readonly cloudSql?: CloudSqlServer;
+  /** The PostgreSQL behind it. */
+  readonly postgres?: SandboxPostgres;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Copy env into process.env; returns a function that restores the previous values. */
@@ -40,6 +60,16 @@ function samplePolicyPath(): string {
   const candidates = [resolve(__dirname, 'sample-policy.json'), SAMPLE_POLICY];
   return candidates.find((c) => existsSync(c)) ?? candidates[0]!;
 }
+
+// ---- Cloud SQL / PostgreSQL (query function) ----
+/** Fixed port of the SQL Admin emulator under `npm start`. */
+export const SQL_ADMIN_PORT = 7131;
+export const SAMPLE_QUERIES = resolve(__dirname, '..', '..', 'local', 'queries.json');
+function sampleQueriesPath(): string {
+  const candidates = [resolve(__dirname, 'queries.json'), SAMPLE_QUERIES];
+  return candidates.find((c) => existsSync(c)) ?? candidates[0]!;
+}
+// ---- end Cloud SQL / PostgreSQL ----
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
   const stops: (() => Promise<void>)[] = [];
@@ -69,11 +99,66 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       'Managed identity endpoint': msi.endpoint,
     };
 
+    // ---- Cloud SQL / PostgreSQL (query function) ----
+    let sqlAdmin: (SqlAdminEmulator & { readonly state: GoogleState }) | undefined;
+    let cloudSql: CloudSqlServer | undefined;
+    let postgres: SandboxPostgres | undefined;
+    const cloudSqlOpt = opts.cloudSql ?? opts.fixedPorts ?? false;
+    if (cloudSqlOpt) {
+      const g = SANDBOX.google;
+      const host = (typeof cloudSqlOpt === 'object' && cloudSqlOpt.host) || '127.0.0.1';
+      // Shared with the other Google emulators once they are in the sandbox (GoogleState).
+      const state = new GoogleState();
+      for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!state.serviceAccounts.has(sa)) state.addServiceAccount(sa);
+      const pgHandle = await startPostgres({
+        database: g.database,
+        iamUsers: [
+          { user: iamDbUser(g.readerServiceAccount), level: 'reader' },
+          { user: iamDbUser(g.analystServiceAccount), level: 'analyst' },
+        ],
+        port: opts.fixedPorts ? SANDBOX.ports.postgres : undefined,
+        existingUrl: (typeof cloudSqlOpt === 'object' && cloudSqlOpt.postgresUrl) || process.env.SANDBOX_POSTGRES_URL || undefined,
+      });
+      postgres = pgHandle;
+      stops.push(() => pgHandle.close());
+      const instance: SqlInstance = {
+        project: g.project,
+        region: g.region,
+        name: g.instance,
+        ipAddress: host,
+        databaseVersion: 'POSTGRES_16',
+        clients: new Set([g.readerServiceAccount, g.analystServiceAccount]),
+        ca: createCa(`Google Cloud SQL Server CA ${g.instance} (sandbox)`),
+        stopped: false,
+      };
+      const admin = Object.assign(await startSqlAdmin({ state, instances: [instance], port: port(SQL_ADMIN_PORT) }), { state });
+      sqlAdmin = admin;
+      stops.push(() => admin.close());
+      const server = await startCloudSqlServer({
+        connectionName: `${g.project}:${g.region}:${g.instance}`,
+        ca: instance.ca,
+        host,
+        port: 3307,
+        upstream: { host: pgHandle.host, port: pgHandle.port, iamPassword: pgHandle.iamPassword },
+        bindingOf: (fp) => admin.bindingOf(fp),
+      });
+      cloudSql = server;
+      stops.push(() => server.close());
+      env.CLOUDSQL_ADMIN_ENDPOINT = admin.url;
+      env.QUERY_CATALOG_PATH = sampleQueriesPath();
+      services['Cloud SQL Admin API'] = `${admin.url}/v1beta4/projects/${g.project}/instances/${g.instance}/connectSettings`;
+      services['Cloud SQL instance (TLS)'] = `${host}:3307 → PostgreSQL ${pgHandle.host}:${pgHandle.port}/${g.database}`;
+    }
+    // ---- end Cloud SQL / PostgreSQL ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
       entra,
       msi,
+      sqlAdmin,
+      cloudSql,
+      postgres,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};

@@ -108,7 +108,8 @@ export class PoolRegistry {
         },
       };
     } catch (e) {
-      connector.close();
+      // Not connector.close(): after a failed first refresh it has no timers, and its close() would turn
+      // the failed refresh into an unhandled rejection.
       throw e;
     }
   }
