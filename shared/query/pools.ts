@@ -76,42 +76,42 @@ export class PoolRegistry {
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
     const connector = new Connector({ auth, sqlAdminAPIEndpoint: this.cfg.sqlAdminEndpoint });
+    // On failure connector.close() is not called: after a failed first refresh it holds no timers, and its
+    // close() would turn the failed refresh into an unhandled rejection.
+    const pending = connector.getOptions({ instanceConnectionName: t.connectionName, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC });
+    let opts: Awaited<typeof pending>;
     try {
-      const opts = await withTimeout(
-        connector.getOptions({ instanceConnectionName: t.connectionName, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC }),
-        this.cfg.connectTimeoutMs,
-        'Cloud SQL connect settings',
-      );
-      // Connections live no longer than the setting, and end at least 60 s before the token does.
-      const tokenLeftSeconds = tokenExpiresAtMs ? Math.floor((tokenExpiresAtMs - Date.now()) / 1000) : t.tokenLifetimeSeconds;
-      const maxLifetimeSeconds = Math.max(10, Math.min(this.cfg.maxLifetimeSeconds, tokenLeftSeconds - 60));
-      const pool = new PgPool({
-        ...opts,
-        user: iamDbUser(t.serviceAccount),
-        database: t.database,
-        max: this.cfg.poolMax,
-        idleTimeoutMillis: this.cfg.idleSeconds * 1000,
-        maxLifetimeSeconds,
-        connectionTimeoutMillis: this.cfg.connectTimeoutMs,
-        allowExitOnIdle: true,
-        application_name: 'token-broker-query',
-      });
-      // An idle connection cut by the server (restart, failover) must not crash the host.
-      pool.on('error', (e) => log?.warn('idle database connection closed', { cause: e }));
-      return {
-        key: keyOf(t),
-        pool,
-        lastUsed: Date.now(),
-        close: async () => {
-          await pool.end().catch(() => undefined);
-          connector.close();
-        },
-      };
+      opts = await withTimeout(pending, this.cfg.connectTimeoutMs, 'Cloud SQL connect settings');
     } catch (e) {
-      // Not connector.close(): after a failed first refresh it has no timers, and its close() would turn
-      // the failed refresh into an unhandled rejection.
+      // Timed out: close the connector should its refresh still succeed (it would keep refresh timers).
+      pending.then(() => connector.close(), () => undefined);
       throw e;
     }
+    // Connections live no longer than the setting, and end at least 60 s before the token does.
+    const tokenLeftSeconds = tokenExpiresAtMs ? Math.floor((tokenExpiresAtMs - Date.now()) / 1000) : t.tokenLifetimeSeconds;
+    const maxLifetimeSeconds = Math.max(10, Math.min(this.cfg.maxLifetimeSeconds, tokenLeftSeconds - 60));
+    const pool = new PgPool({
+      ...opts,
+      user: iamDbUser(t.serviceAccount),
+      database: t.database,
+      max: this.cfg.poolMax,
+      idleTimeoutMillis: this.cfg.idleSeconds * 1000,
+      maxLifetimeSeconds,
+      connectionTimeoutMillis: this.cfg.connectTimeoutMs,
+      allowExitOnIdle: true,
+      application_name: 'token-broker-query',
+    });
+    // An idle connection cut by the server (restart, failover) must not crash the host.
+    pool.on('error', (e) => log?.warn('idle database connection closed', { cause: e }));
+    return {
+      key: keyOf(t),
+      pool,
+      lastUsed: Date.now(),
+      close: async () => {
+        await pool.end().catch(() => undefined);
+        connector.close();
+      },
+    };
   }
 
   /** The pool for a target, created once (concurrent first uses share one creation). */
