@@ -58,6 +58,16 @@ export const checks: HealthCheck[] = [
     },
   },
   { name: 'jwks', run: checkJwks },
+  // query function: the catalog parses (skipped when the query function is not configured)
+  {
+    name: 'queryCatalog',
+    run: async () => {
+      const path = process.env.QUERY_CATALOG_PATH;
+      if (!path) return { status: 'skipped', detail: 'QUERY_CATALOG_PATH not set' };
+      const { loadCatalogFile } = await import('./query/catalog');
+      return { status: 'ok', detail: `${loadCatalogFile(path).queries.length} queries` };
+    },
+  },
 ];
 
 /**
