@@ -123,6 +123,16 @@ describe('happy path', () => {
     expect(sb.cloudSql!.stats.admitted).toBe(before + 1);
     expect(sb.sqlAdmin!.count('sqladmin.generateEphemeralCert')).toBeGreaterThan(0);
   });
+
+  test('concurrent first requests share one connector set-up; connections stay within the pool bound', async () => {
+    await closeQueryPools();
+    sb.sqlAdmin!.resetCalls();
+    const admittedBefore = sb.cloudSql!.stats.admitted;
+    const results = await Promise.all(Array.from({ length: 20 }, () => query('order-count')));
+    expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
+    expect(sb.sqlAdmin!.count('sqladmin.connectSettings')).toBe(1);
+    expect(sb.cloudSql!.stats.admitted - admittedBefore).toBeLessThanOrEqual(5); // QUERY_POOL_MAX default
+  });
 });
 
 describe('authorization', () => {
