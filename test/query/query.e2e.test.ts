@@ -6,7 +6,7 @@ import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { closeQueryPools } from '../../shared/query/handler';
 import { setSqlLoginTokenSource, type SqlLoginTokenSource } from '../../shared/query/login-token';
-import { invoke, type Result } from '../helpers/invoke';
+import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
 /**
  * End to end: real handler, real Entra emulator tokens, the unmodified Cloud SQL connector and pg talking
@@ -18,6 +18,7 @@ const FIXTURES = resolve(__dirname, 'fixtures');
 jest.setTimeout(60_000);
 
 let sb: Sandbox;
+const logs = captureLogs();
 let restoreEnv: () => void;
 let gatewayToken: string;
 let readerToken: string;
@@ -51,6 +52,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  logs.restore();
   await closeQueryPools();
   setSqlLoginTokenSource(undefined);
   restoreEnv?.();
@@ -341,4 +343,24 @@ describe('faults', () => {
     }
     expect((await query('order-count')).status).toBe(200);
   });
+
+  test('SQL Admin answering 5xx gives 503 sqladmin_unavailable (after the connector’s own bounded retries)', async () => {
+    await closeQueryPools();
+    const undo = sb.sqlAdmin!.inject({ fault: { kind: 'status', status: 503 }, routes: ['sqladmin.connectSettings'] });
+    try {
+      const r = await query('order-count');
+      expect(r.status).toBe(503);
+      expect(r.json.reason).toBe('sqladmin_unavailable');
+      expect(r.headers.get('retry-after')).toBeTruthy();
+    } finally {
+      undo();
+    }
+    expect((await query('order-count')).status).toBe(200);
+  });
+});
+
+test('no token of any kind reaches a log line', () => {
+  const text = JSON.stringify(logs.records);
+  expect(logs.records.length).toBeGreaterThan(10);
+  for (const t of [...issued, gatewayToken, readerToken, analystToken, sb.postgres!.iamPassword]) expect(text).not.toContain(t);
 });
