@@ -3,6 +3,9 @@ import { join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
+import { GoogleState } from './emulators/google/state';
+import { federatedPrincipal, providerAudience, startSts, type StsEmulator, type WorkloadIdentityProvider } from './emulators/google/sts';
+import { startIamCredentials, type IamCredentialsEmulator } from './emulators/google/iamcredentials';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -21,11 +24,23 @@ export interface SandboxOptions {
   env?: Record<string, string>;
 }
 
+/** The Google emulators; every one of them shares `state` (service accounts, bindings, issued tokens). */
+export interface GoogleSandbox {
+  readonly state: GoogleState;
+  readonly sts: StsEmulator;
+  readonly iamcredentials: IamCredentialsEmulator;
+  /** The workload identity pool provider trusting the sandbox Entra tenant. */
+  readonly wif: WorkloadIdentityProvider;
+  /** The Function's federated principal (what the service-account bindings name). */
+  readonly functionPrincipal: string;
+}
+
 export interface Sandbox {
   /** App settings for the broker, as local.settings.json `Values` would hold them. */
   readonly env: Record<string, string>;
   readonly entra: EntraEmulator;
   readonly msi: ManagedIdentityEmulator;
+  readonly google: GoogleSandbox;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Copy env into process.env; returns a function that restores the previous values. */
@@ -69,11 +84,43 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       'Managed identity endpoint': msi.endpoint,
     };
 
+    // ---- Google: STS + IAM Credentials (Cloud SQL token exchange). Further Google emulators share `googleState`. ----
+    const googleState = new GoogleState();
+    const sandboxServiceAccounts = [SANDBOX.google.readerServiceAccount, SANDBOX.google.analystServiceAccount];
+    for (const sa of sandboxServiceAccounts) googleState.addServiceAccount(sa);
+    const wif: WorkloadIdentityProvider = {
+      projectNumber: SANDBOX.google.projectNumber,
+      poolId: SANDBOX.google.poolId,
+      providerId: SANDBOX.google.providerId,
+      issuer: `https://sts.windows.net/${SANDBOX.tenantId}/`,
+      jwksUri: `${entra.url}/${SANDBOX.tenantId}/discovery/v2.0/keys`,
+      allowedAudiences: ['api://AzureADTokenExchange'],
+    };
+    const sts = await startSts({ state: googleState, providers: [wif], port: port(SANDBOX.ports.google) });
+    stops.push(() => sts.close());
+    const iamcredentials = await startIamCredentials({ state: googleState, port: port(SANDBOX.ports.google + 1) });
+    stops.push(() => iamcredentials.close());
+    // The Function's managed identity token has sub = its object id; the pool maps google.subject = assertion.sub.
+    const functionPrincipal = federatedPrincipal(wif, msi.objectId);
+    for (const sa of sandboxServiceAccounts) googleState.allowImpersonation(sa, functionPrincipal);
+    Object.assign(env, {
+      GOOGLE_AUTH_MODE: 'keyless',
+      GOOGLE_WIF_AUDIENCE: providerAudience(wif),
+      GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://AzureADTokenExchange',
+      GOOGLE_STS_TOKEN_URL: `${sts.url}/v1/token`,
+      GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
+    });
+    services['Google STS'] = `${sts.url}/v1/token`;
+    services['Google IAM Credentials'] = `${iamcredentials.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`;
+    const google: GoogleSandbox = { state: googleState, sts, iamcredentials, wif, functionPrincipal };
+    // ---- end Google ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
       entra,
       msi,
+      google,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};
