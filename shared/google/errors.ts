@@ -20,11 +20,14 @@ function statusOf(err: ErrorShape): number | undefined {
   return typeof s === 'number' && s >= 100 && s <= 599 ? s : undefined;
 }
 
-/** Whether a thrown value (or its cause chain) says "timed out". */
+/**
+ * Whether a thrown value (or its cause chain) says "timed out". The broker aborts upstream calls only
+ * through timeouts, so an AbortError (what gaxios reports for its `timeout`) is one too.
+ */
 function isTimeout(err: unknown, depth = 0): boolean {
   if (!err || typeof err !== 'object' || depth > 4) return false;
   const e = err as ErrorShape;
-  if (e.name === 'TimeoutError' || e.code === 'TimeoutError' || e.code === 'ETIMEDOUT' || e.code === 'UND_ERR_HEADERS_TIMEOUT') return true;
+  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'TimeoutError' || e.code === 'ETIMEDOUT' || e.code === 'UND_ERR_HEADERS_TIMEOUT') return true;
   return isTimeout(e.cause, depth + 1);
 }
 
