@@ -13,8 +13,8 @@ import { createSourceCredential, type SourceCredential, type SourceToken } from 
  * - the source (federated) token: one entry, served while it has more than the minimum remaining life;
  * - impersonated tokens: keyed by (service account, scope). An entry is served while it has more than
  *   GOOGLE_TOKEN_MIN_REMAINING_SECONDS left and no more life than the caller's cap allows (a token cannot
- *   be shortened, so a longer-lived entry is replaced by one minted for the smaller cap). Inside
- *   GOOGLE_TOKEN_REFRESH_AHEAD_SECONDS one background refresh replaces it. Concurrent misses for one
+ *   be shortened, so a longer-lived entry is replaced by one minted for the smaller cap). Once less than
+ *   min(GOOGLE_TOKEN_REFRESH_AHEAD_SECONDS, half its lifetime) is left, one background refresh replaces it. Concurrent misses for one
  *   (service account, scope, lifetime) share one STS call and one generateAccessToken call.
  *
  * google-auth-library and @azure/identity are loaded on the first miss only.
@@ -53,6 +53,8 @@ export interface GoogleTokenServiceOptions {
 interface Entry {
   readonly token: string;
   readonly expiresAtMs: number;
+  /** When the broker received it (its own clock), to size the refresh-ahead window. */
+  readonly receivedAtMs: number;
 }
 
 export interface GoogleTokenStats {
@@ -111,7 +113,7 @@ export class GoogleTokenService {
       const left = cached.expiresAtMs - now;
       if (left < capMs) {
         this.counters.hits++;
-        if (left <= this.refreshAheadMs) this.refreshInBackground(key, req, scopes, lifetime);
+        if (left <= this.refreshWindowMs(cached)) this.refreshInBackground(key, req, scopes, lifetime);
         return this.served(cached, lifetime, true);
       }
     }
@@ -120,6 +122,15 @@ export class GoogleTokenService {
     else this.counters.misses++;
     const fresh = await this.fetchOnce(flightKey, key, req, scopes, lifetime);
     return this.served(fresh, lifetime, false);
+  }
+
+  /**
+   * Refresh ahead when less than min(refresh-ahead, half the token's life) is left, but never inside the
+   * minimum remaining life (there the entry is a miss): a short-lived token is not refreshed on every hit.
+   */
+  private refreshWindowMs(e: Entry): number {
+    const total = e.expiresAtMs - e.receivedAtMs;
+    return Math.max(this.minRemainingMs, Math.min(this.refreshAheadMs, total / 2));
   }
 
   private served(e: Entry, lifetime: number, cached: boolean): GoogleAccessToken {
@@ -167,15 +178,16 @@ export class GoogleTokenService {
         timeoutMs: this.opts.timeoutMs,
       });
     };
+    const received = (t: { token: string; expiresAtMs: number }): Entry => ({ token: t.token, expiresAtMs: t.expiresAtMs, receivedAtMs: this.now() });
     try {
-      return await call(await this.sourceToken());
+      return received(await call(await this.sourceToken()));
     } catch (e) {
       if (!(e instanceof SourceTokenRejected)) throw e;
       // IAM no longer accepts the cached source token (revoked or expired early): get a new one, once.
       req.log?.warn('google source token rejected; refreshing it once', { serviceAccount: req.serviceAccount });
       this.source.clear();
       try {
-        return await call(await this.sourceToken());
+        return received(await call(await this.sourceToken()));
       } catch (again) {
         if (again instanceof SourceTokenRejected) throw new BrokerError(again.code, again.message, { cause: again.cause });
         throw again;
