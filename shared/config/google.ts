@@ -1,8 +1,20 @@
-import { defineSection, int, oneOf, optionalStr, str, url } from './settings';
+import { defineSection, int, oneOf, optionalStr, str, url, type SettingSpec } from './settings';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
 export const WIF_PROVIDER_AUDIENCE =
   /^\/\/iam\.googleapis\.com\/projects\/\d+\/locations\/global\/workloadIdentityPools\/[a-z0-9-]{4,32}\/providers\/[a-z0-9-]{4,32}$/;
+
+function wifAudience(name: string, doc: string): SettingSpec<string> & { optional: true } {
+  return {
+    ...optionalStr(name, { doc }),
+    parse(raw) {
+      if (!WIF_PROVIDER_AUDIENCE.test(raw)) {
+        throw new Error('must be //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER');
+      }
+      return raw;
+    },
+  };
+}
 
 /** Settings of the Google credential plumbing (STS, IAM Credentials, token cache). */
 export const googleConfig = defineSection('google', {
@@ -10,9 +22,10 @@ export const googleConfig = defineSection('google', {
     doc: 'Source credential for impersonation: `keyless` (workload identity federation from the managed identity) or `sa-key` (a service-account key JSON from Key Vault)',
     default: 'keyless',
   }),
-  wifAudience: optionalStr('GOOGLE_WIF_AUDIENCE', {
-    doc: 'Keyless: the workload identity pool provider, //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (required in keyless mode)',
-  }),
+  wifAudience: wifAudience(
+    'GOOGLE_WIF_AUDIENCE',
+    'Keyless: the workload identity pool provider, //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (required in keyless mode)',
+  ),
   subjectTokenAudience: str('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE', {
     doc: "Keyless: the audience (resource) of the managed identity token presented to STS; must be one of the provider's allowed audiences",
     default: 'api://AzureADTokenExchange',
