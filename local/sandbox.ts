@@ -62,10 +62,14 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   try {
     const entra = await startEntra({ tenants: [SANDBOX.tenantId], port: port(SANDBOX.ports.entra), allowMintEndpoint: opts.allowMint });
     stops.push(() => entra.close());
-    const msi = await startManagedIdentity({ entra, port: port(SANDBOX.ports.managedIdentity) });
+    const msi = await startManagedIdentity({
+      entra,
+      port: port(SANDBOX.ports.managedIdentity),
+      // The fixed-port sandbox uses a fixed header, so local.settings.json can name it.
+      ...(opts.fixedPorts ? { secretHeader: SANDBOX.identityHeader } : {}),
+    });
     stops.push(() => msi.close());
-    const identityHeader = opts.fixedPorts ? SANDBOX.identityHeader : msi.secretHeader;
-    if (opts.fixedPorts) Object.assign(msi, { secretHeader: identityHeader });
+    const identityHeader = msi.secretHeader;
 
     const env: Record<string, string> = {
       ENTRA_AUTHORITY_HOST: entra.url,
