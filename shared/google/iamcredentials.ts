@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
+import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
 
 /**
  * IAM Service Account Credentials `generateAccessToken`: the source token impersonates a service
@@ -50,7 +50,9 @@ export async function generateAccessToken(input: GenerateAccessTokenInput): Prom
   try {
     body = await res.json();
   } catch (e) {
-    // Includes a body that stalls past the timeout (the signal covers the body read too).
+    // A body that stalls past the timeout (the signal covers the body read too) is a timeout.
+    const name = (e as { name?: string }).name;
+    if (name === 'TimeoutError' || name === 'AbortError') throw networkFailure(SERVICE, e);
     if (res.ok) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`, { cause: e, retryAfterSeconds: 5 });
     body = undefined;
   }

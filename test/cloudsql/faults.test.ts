@@ -77,10 +77,11 @@ describe('managed identity endpoint faults', () => {
     expect(sb.google.sts.count('sts.token')).toBe(0);
   });
 
-  test('endpoint hangs → 503/504 within the timeout, never a hang', async () => {
+  test('endpoint hangs → 504 within the timeout, never a hang', async () => {
     sb.msi.inject({ fault: { kind: 'hang' } });
     const res = await exchange();
-    expect([503, 504]).toContain(res.status);
+    expect(res.status).toBe(504);
+    expect(res.json.reason).toBe('upstream_timeout');
     expectRetryAfter(res);
     expectClean(res);
   });
@@ -201,6 +202,14 @@ describe('IAM Credentials faults', () => {
     expectClean(res);
     const ok = await exchange();
     expect(ok.status).toBe(200);
+  });
+
+  test('200 concurrent requests against a hung IAM share one call and all get 504', async () => {
+    sb.google.iamcredentials.resetCalls();
+    sb.google.iamcredentials.inject({ fault: { kind: 'hang' } });
+    const results = await Promise.all(Array.from({ length: 200 }, () => exchange()));
+    expect(results.every((r) => r.status === 504 && Number(r.headers.get('retry-after')) >= 1)).toBe(true);
+    expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(1);
   });
 
   test('connection refused → 503', async () => {
