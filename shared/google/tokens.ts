@@ -214,7 +214,7 @@ export class GoogleTokenService {
 
 // ---------- the process-wide instance (what the functions use) ----------
 
-let instance: { key: string; service: GoogleTokenService } | undefined;
+let instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
 let clockOverride: (() => number) | undefined;
 
 function configError(e: unknown): BrokerError {
@@ -232,8 +232,10 @@ export function googleTokenService(): GoogleTokenService {
   } catch (e) {
     throw configError(e);
   }
-  const key = JSON.stringify([config, timeoutMs]);
-  if (!instance || instance.key !== key) instance = { key, service: new GoogleTokenService({ config, timeoutMs, now: clockOverride }) };
+  // Sections are memoised on the raw settings: the same object back means nothing changed.
+  if (!instance || instance.config !== config || instance.timeoutMs !== timeoutMs) {
+    instance = { config, timeoutMs, service: new GoogleTokenService({ config, timeoutMs, now: clockOverride }) };
+  }
   return instance.service;
 }
 
