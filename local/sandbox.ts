@@ -3,8 +3,10 @@ import { join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
-// ---- Cloud SQL / PostgreSQL (query function) ----
 import { GoogleState } from './emulators/google/state';
+import { federatedPrincipal, providerAudience, startSts, type StsEmulator, type WorkloadIdentityProvider } from './emulators/google/sts';
+import { startIamCredentials, type IamCredentialsEmulator } from './emulators/google/iamcredentials';
+// ---- Cloud SQL / PostgreSQL (query function) ----
 import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulators/google/sqladmin';
 import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-server';
 import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
@@ -35,11 +37,23 @@ export interface SandboxOptions {
   cloudSql?: boolean | { host?: string; postgresUrl?: string };
 }
 
+/** The Google emulators; every one of them shares `state` (service accounts, bindings, issued tokens). */
+export interface GoogleSandbox {
+  readonly state: GoogleState;
+  readonly sts: StsEmulator;
+  readonly iamcredentials: IamCredentialsEmulator;
+  /** The workload identity pool provider trusting the sandbox Entra tenant. */
+  readonly wif: WorkloadIdentityProvider;
+  /** The Function's federated principal (what the service-account bindings name). */
+  readonly functionPrincipal: string;
+}
+
 export interface Sandbox {
   /** App settings for the broker, as local.settings.json `Values` would hold them. */
   readonly env: Record<string, string>;
   readonly entra: EntraEmulator;
   readonly msi: ManagedIdentityEmulator;
+  readonly google: GoogleSandbox;
   /** Cloud SQL Admin API emulator (when `cloudSql` is on); `sqlAdmin.state` is the Google state it checks tokens in. */
   readonly sqlAdmin?: SqlAdminEmulator & { readonly state: GoogleState };
   /** The Cloud SQL instance's server-side TLS endpoint on port 3307. */
@@ -77,10 +91,14 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   try {
     const entra = await startEntra({ tenants: [SANDBOX.tenantId], port: port(SANDBOX.ports.entra), allowMintEndpoint: opts.allowMint });
     stops.push(() => entra.close());
-    const msi = await startManagedIdentity({ entra, port: port(SANDBOX.ports.managedIdentity) });
+    const msi = await startManagedIdentity({
+      entra,
+      port: port(SANDBOX.ports.managedIdentity),
+      // The fixed-port sandbox uses a fixed header, so local.settings.json can name it.
+      ...(opts.fixedPorts ? { secretHeader: SANDBOX.identityHeader } : {}),
+    });
     stops.push(() => msi.close());
-    const identityHeader = opts.fixedPorts ? SANDBOX.identityHeader : msi.secretHeader;
-    if (opts.fixedPorts) Object.assign(msi, { secretHeader: identityHeader });
+    const identityHeader = msi.secretHeader;
 
     const env: Record<string, string> = {
       ENTRA_AUTHORITY_HOST: entra.url,
@@ -99,6 +117,37 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       'Managed identity endpoint': msi.endpoint,
     };
 
+    // ---- Google: STS + IAM Credentials (Cloud SQL token exchange). Further Google emulators share `googleState`. ----
+    const googleState = new GoogleState();
+    const sandboxServiceAccounts = [SANDBOX.google.readerServiceAccount, SANDBOX.google.analystServiceAccount];
+    for (const sa of sandboxServiceAccounts) googleState.addServiceAccount(sa);
+    const wif: WorkloadIdentityProvider = {
+      projectNumber: SANDBOX.google.projectNumber,
+      poolId: SANDBOX.google.poolId,
+      providerId: SANDBOX.google.providerId,
+      issuer: `https://sts.windows.net/${SANDBOX.tenantId}/`,
+      jwksUri: `${entra.url}/${SANDBOX.tenantId}/discovery/v2.0/keys`,
+      allowedAudiences: ['api://AzureADTokenExchange'],
+    };
+    const sts = await startSts({ state: googleState, providers: [wif], port: port(SANDBOX.ports.google) });
+    stops.push(() => sts.close());
+    const iamcredentials = await startIamCredentials({ state: googleState, port: port(SANDBOX.ports.google + 1) });
+    stops.push(() => iamcredentials.close());
+    // The Function's managed identity token has sub = its object id; the pool maps google.subject = assertion.sub.
+    const functionPrincipal = federatedPrincipal(wif, msi.objectId);
+    for (const sa of sandboxServiceAccounts) googleState.allowImpersonation(sa, functionPrincipal);
+    Object.assign(env, {
+      GOOGLE_AUTH_MODE: 'keyless',
+      GOOGLE_WIF_AUDIENCE: providerAudience(wif),
+      GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://AzureADTokenExchange',
+      GOOGLE_STS_TOKEN_URL: `${sts.url}/v1/token`,
+      GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
+    });
+    services['Google STS'] = `${sts.url}/v1/token`;
+    services['Google IAM Credentials'] = `${iamcredentials.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`;
+    const google: GoogleSandbox = { state: googleState, sts, iamcredentials, wif, functionPrincipal };
+    // ---- end Google ----
+
     // ---- Cloud SQL / PostgreSQL (query function) ----
     let sqlAdmin: (SqlAdminEmulator & { readonly state: GoogleState }) | undefined;
     let cloudSql: CloudSqlServer | undefined;
@@ -107,9 +156,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     if (cloudSqlOpt) {
       const g = SANDBOX.google;
       const host = (typeof cloudSqlOpt === 'object' && cloudSqlOpt.host) || '127.0.0.1';
-      // Shared with the other Google emulators once they are in the sandbox (GoogleState).
-      const state = new GoogleState();
-      for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!state.serviceAccounts.has(sa)) state.addServiceAccount(sa);
+      // The Google state shared with STS and IAM Credentials: SQL Admin checks the tokens they issue.
+      const state = googleState;
       const pgHandle = await startPostgres({
         database: g.database,
         iamUsers: [
@@ -156,6 +204,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       env,
       entra,
       msi,
+      google,
       sqlAdmin,
       cloudSql,
       postgres,

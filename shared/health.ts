@@ -58,6 +58,8 @@ export const checks: HealthCheck[] = [
     },
   },
   { name: 'jwks', run: checkJwks },
+  // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).
+  { name: 'google', run: async () => (await import('./google/health')).googleHealth() },
   // query function: the catalog parses (skipped when the query function is not configured)
   {
     name: 'queryCatalog',

@@ -28,13 +28,15 @@ export interface ManagedIdentityOptions {
   port?: number;
   /** Token lifetime in seconds (default 3600). */
   lifetimeSeconds?: number;
+  /** The X-IDENTITY-HEADER value to require (default: a random one). */
+  secretHeader?: string;
 }
 
 export const SANDBOX_FUNCTION_OID = '5e7f0000-0000-4000-8000-0000000f00c1';
 export const SANDBOX_FUNCTION_CLIENT_ID = '5e7f0000-0000-4000-8000-00000c11e471';
 
 export async function startManagedIdentity(opts: ManagedIdentityOptions): Promise<ManagedIdentityEmulator> {
-  const secretHeader = randomUUID();
+  const secretHeader = opts.secretHeader ?? randomUUID();
   const objectId = opts.objectId ?? SANDBOX_FUNCTION_OID;
   const clientId = opts.clientId ?? SANDBOX_FUNCTION_CLIENT_ID;
   const issued: { resource: string; token: string }[] = [];

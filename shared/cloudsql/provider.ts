@@ -1,8 +1,40 @@
-import { BrokerError } from '../errors';
+import { tokenFingerprint } from '../audit';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
-import type { IssueInput, ProviderResult } from '../exchange/types';
+import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
+import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
-/** Cloud SQL IAM database tokens (issue: Cloud SQL token exchange). Not built yet. */
-export async function issueCloudSqlToken(_input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
-  throw new BrokerError('invalid_target', 'Cloud SQL token exchange is not enabled in this build.');
+/**
+ * Cloud SQL IAM database tokens: a Google access token of the service account the matching rule names,
+ * scope sqlservice.login only, with lifetime = min(requested_lifetime, rule maxTtlSeconds, 3600 s).
+ * A cached token may have less life left than asked, never more than that cap.
+ */
+
+/** The IAM database user of a service account: its email without `.gserviceaccount.com`. */
+export function databaseUserOf(serviceAccount: string): string {
+  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
+}
+
+export function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, requested?: number): number {
+  return Math.max(1, Math.min(requested ?? grant.maxTtlSeconds, grant.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS));
+}
+
+export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
+  const { grant } = input;
+  const cap = lifetimeCap(grant, input.requestedLifetimeSeconds);
+  const t = await getSqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
+  return {
+    response: {
+      access_token: t.token,
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: t.expiresInSeconds,
+      scope: SQL_LOGIN_SCOPE,
+      database_user: databaseUserOf(grant.serviceAccount),
+      service_account: grant.serviceAccount,
+      instance_connection_name: grant.connectionName,
+      database: grant.database,
+    },
+    tokenIdHash: tokenFingerprint(t.token),
+    cached: t.cached,
+  };
 }

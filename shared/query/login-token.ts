@@ -1,13 +1,10 @@
-import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 
 /**
  * The one seam between the query function and the Cloud SQL token issue: the `sqlservice.login` access
- * token of a service account, from the broker's own Google token service (cached, single-flight), in-process.
- *
- * STAND-IN until the Cloud SQL token exchange (shared/google/tokens.ts `getSqlLoginToken`) is on this
- * branch: `setSqlLoginTokenSource` must be called (the tests give it a source backed by the sandbox's
- * Google emulator state); without it the query function answers 503 config_invalid.
+ * token of a service account, from the broker's own Google token service (shared/google/tokens.ts
+ * `getSqlLoginToken`: cached per service account and scope, single-flight), in-process.
+ * `setSqlLoginTokenSource` replaces it (fault tests only).
  */
 
 export interface SqlLoginToken {
@@ -34,9 +31,6 @@ export function setSqlLoginTokenSource(next: SqlLoginTokenSource | undefined): S
 }
 
 export async function getLoginToken(input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
-  if (!source) {
-    throw new BrokerError('config_invalid', 'Cloud SQL login tokens are not available in this build (the token exchange is not wired in).');
-  }
-  const t = await source(input);
+  const t = source ? await source(input) : await (await import('../google/tokens')).getSqlLoginToken(input);
   return { token: t.token, expiresAtMs: t.expiresAtMs };
 }

@@ -26,7 +26,7 @@ let analystToken: string;
 let strangerToken: string;
 const issued: string[] = [];
 
-/** Test-only token source: mints sqlservice.login tokens in the sandbox's Google state (the stand-in for the token exchange). */
+/** Test-only token source: mints sqlservice.login tokens in the sandbox's Google state (used to compare with the real path). */
 const mintingSource: SqlLoginTokenSource = async ({ serviceAccount, lifetimeSeconds }) => {
   const t = sb.sqlAdmin!.state.issueToken('access', serviceAccount, [SQL_LOGIN_SCOPE], lifetimeSeconds);
   issued.push(t.token);
@@ -43,7 +43,6 @@ beforeAll(async () => {
     },
   });
   restoreEnv = sb.applyEnv();
-  setSqlLoginTokenSource(mintingSource);
   const subject = { aud: SANDBOX.subjectAudience };
   gatewayToken = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
   readerToken = await sb.entra.mint({ ...subject, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
@@ -68,8 +67,10 @@ function query(name: string, body: unknown = {}, caller: string = readerToken, h
   });
 }
 
+const allTokens = () => [...issued, ...sb.google.state.allTokens()];
+
 function expectNoLeak(r: Result): void {
-  for (const t of issued) expect(r.text).not.toContain(t);
+  for (const t of allTokens()) expect(r.text).not.toContain(t);
   expect(r.text).not.toMatch(/permission denied for|syntax error at|cannot execute|read-only transaction|canceling statement|terminating connection|Ada Lovelace/i);
 }
 
@@ -94,7 +95,7 @@ describe('happy path', () => {
     expect(rows[2]).toEqual(['101', 'shipped', '1234.50', '2024-05-01T10:00:00Z', '2024-05-03', 3, '9007199254740993', { gift: true }, 'Ada Lovelace']);
     expect(rows[0]![0]).toBe('104');
     expect(r.headers.get('x-correlation-id')).toBeTruthy();
-    for (const t of issued) expect(r.text).not.toContain(t);
+    for (const t of allTokens()) expect(r.text).not.toContain(t);
   });
 
   test('an optional parameter narrows; order-count runs with and without it', async () => {
@@ -124,6 +125,24 @@ describe('happy path', () => {
     expect(r.status).toBe(200);
     expect(sb.cloudSql!.stats.admitted).toBe(before + 1);
     expect(sb.sqlAdmin!.count('sqladmin.generateEphemeralCert')).toBeGreaterThan(0);
+    // the login token came from the broker's token exchange: STS + IAM Credentials impersonation, scope sqlservice.login
+    expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBeGreaterThan(0);
+    const logins = [...sb.google.state.tokens.values()].filter((t) => t.principal === SANDBOX.google.readerServiceAccount);
+    expect(logins.length).toBeGreaterThan(0);
+    expect(logins.every((t) => t.scopes.length === 1 && t.scopes[0] === SQL_LOGIN_SCOPE)).toBe(true);
+  });
+
+  test('the test-only minting source and the real token path give the same answer', async () => {
+    const real = await query('order-count');
+    await closeQueryPools();
+    setSqlLoginTokenSource(mintingSource);
+    try {
+      const minted = await query('order-count');
+      expect(minted.json.rows).toEqual(real.json.rows);
+    } finally {
+      setSqlLoginTokenSource(undefined);
+      await closeQueryPools();
+    }
   });
 
   test('concurrent first requests share one connector set-up; connections stay within the pool bound', async () => {
@@ -325,7 +344,7 @@ describe('faults', () => {
       expect(calls).toBe(2); // first attempt, then exactly one retry with a fresh connector and token
       expect(r.text).not.toContain('not-a-live-token');
     } finally {
-      setSqlLoginTokenSource(mintingSource);
+      setSqlLoginTokenSource(undefined); // back to the broker's own token exchange
     }
     expect((await query('order-count')).status).toBe(200);
   });
@@ -362,5 +381,5 @@ describe('faults', () => {
 test('no token of any kind reaches a log line', () => {
   const text = JSON.stringify(logs.records);
   expect(logs.records.length).toBeGreaterThan(10);
-  for (const t of [...issued, gatewayToken, readerToken, analystToken, sb.postgres!.iamPassword]) expect(text).not.toContain(t);
+  for (const t of [...allTokens(), gatewayToken, readerToken, analystToken, sb.postgres!.iamPassword]) expect(text).not.toContain(t);
 });

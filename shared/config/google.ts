@@ -1,0 +1,64 @@
+import { defineSection, int, oneOf, optionalStr, str, url, type SettingSpec } from './settings';
+
+/** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
+export const WIF_PROVIDER_AUDIENCE =
+  /^\/\/iam\.googleapis\.com\/projects\/\d+\/locations\/global\/workloadIdentityPools\/[a-z0-9-]{4,32}\/providers\/[a-z0-9-]{4,32}$/;
+
+function wifAudience(name: string, doc: string): SettingSpec<string> & { optional: true } {
+  return {
+    ...optionalStr(name, { doc }),
+    parse(raw) {
+      if (!WIF_PROVIDER_AUDIENCE.test(raw)) {
+        throw new Error('must be //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER');
+      }
+      return raw;
+    },
+  };
+}
+
+/** Settings of the Google credential plumbing (STS, IAM Credentials, token cache). */
+export const googleConfig = defineSection('google', {
+  authMode: oneOf('GOOGLE_AUTH_MODE', ['keyless', 'sa-key'] as const, {
+    doc: 'Source credential for impersonation: `keyless` (workload identity federation from the managed identity) or `sa-key` (a service-account key JSON from Key Vault)',
+    default: 'keyless',
+  }),
+  wifAudience: wifAudience(
+    'GOOGLE_WIF_AUDIENCE',
+    'Keyless: the workload identity pool provider, //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (required in keyless mode)',
+  ),
+  subjectTokenAudience: str('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE', {
+    doc: "Keyless: the audience (resource) of the managed identity token presented to STS; must be one of the provider's allowed audiences",
+    default: 'api://AzureADTokenExchange',
+  }),
+  managedIdentityClientId: optionalStr('AZURE_CLIENT_ID', {
+    doc: "Client id of the Function's user-assigned managed identity (absent: the system-assigned identity)",
+  }),
+  stsTokenUrl: url('GOOGLE_STS_TOKEN_URL', {
+    doc: 'Google Security Token Service token endpoint (google-auth-library `token_url`)',
+    default: 'https://sts.googleapis.com/v1/token',
+  }),
+  iamCredentialsEndpoint: url('GOOGLE_IAM_CREDENTIALS_ENDPOINT', {
+    doc: 'IAM Service Account Credentials API base URL; generateAccessToken is {base}/v1/projects/-/serviceAccounts/{email}:generateAccessToken',
+    default: 'https://iamcredentials.googleapis.com',
+  }),
+  minRemainingSeconds: int('GOOGLE_TOKEN_MIN_REMAINING_SECONDS', {
+    doc: 'A cached Google token is served only while it has more than this much life left (the Cloud SQL connectors refresh 4 min before expiry)',
+    default: '300',
+    min: 0,
+    max: 1800,
+  }),
+  refreshAheadSeconds: int('GOOGLE_TOKEN_REFRESH_AHEAD_SECONDS', {
+    doc: 'When a served cached token has less life left than this, one background refresh is started (must exceed the minimum remaining life)',
+    default: '600',
+    min: 0,
+    max: 3000,
+  }),
+  cacheMaxEntries: int('GOOGLE_TOKEN_CACHE_MAX_ENTRIES', {
+    doc: 'Most impersonated tokens kept in memory (one per service account and scope); the oldest is evicted',
+    default: '1000',
+    min: 1,
+    max: 100000,
+  }),
+});
+
+export type GoogleConfig = ReturnType<typeof googleConfig.get>;

@@ -1,0 +1,76 @@
+import { BrokerError } from '../errors';
+import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
+
+/**
+ * IAM Service Account Credentials `generateAccessToken`: the source token impersonates a service
+ * account and gets an access token with exactly the given scopes and lifetime.
+ * https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken
+ */
+
+export const SERVICE = 'Google IAM Credentials';
+
+export interface GenerateAccessTokenInput {
+  readonly endpoint: string;
+  readonly sourceToken: string;
+  readonly serviceAccount: string;
+  readonly scopes: readonly string[];
+  readonly lifetimeSeconds: number;
+  readonly timeoutMs: number;
+}
+
+export interface ImpersonatedToken {
+  readonly token: string;
+  /** From Google's `expireTime`, never a local guess. */
+  readonly expiresAtMs: number;
+}
+
+/** IAM answered 401: the source token is no longer accepted (the caller may refresh it once). */
+export class SourceTokenRejected extends BrokerError {
+  constructor(cause: BrokerError) {
+    super(cause.code, cause.message, { cause });
+  }
+}
+
+export function generateAccessTokenUrl(endpoint: string, serviceAccount: string): string {
+  return `${endpoint.replace(/\/+$/, '')}/v1/projects/-/serviceAccounts/${encodeURIComponent(serviceAccount)}:generateAccessToken`;
+}
+
+export async function generateAccessToken(input: GenerateAccessTokenInput): Promise<ImpersonatedToken> {
+  const res = await fetchWithTimeout(
+    SERVICE,
+    generateAccessTokenUrl(input.endpoint, input.serviceAccount),
+    {
+      method: 'POST',
+      headers: { authorization: `Bearer ${input.sourceToken}`, 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ scope: [...input.scopes], lifetime: `${input.lifetimeSeconds}s` }),
+    },
+    input.timeoutMs,
+  );
+  let body: unknown;
+  try {
+    body = await res.json();
+  } catch (e) {
+    // A body that stalls past the timeout (the signal covers the body read too) is a timeout.
+    const name = (e as { name?: string }).name;
+    if (name === 'TimeoutError' || name === 'AbortError') throw networkFailure(SERVICE, e);
+    if (res.ok) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`, { cause: e, retryAfterSeconds: 5 });
+    body = undefined;
+  }
+  if (!res.ok) {
+    const err = upstreamStatusFailure(SERVICE, res.status, retryAfterSeconds(res.headers.get('retry-after')));
+    // Google's error status (e.g. PERMISSION_DENIED) is logged via cause; its message is not passed on.
+    const status = (body as { error?: { status?: unknown } } | undefined)?.error?.status;
+    const logged = new BrokerError(err.code, err.message, {
+      cause: { httpStatus: res.status, googleStatus: typeof status === 'string' ? status : undefined },
+      retryAfterSeconds: err.retryAfterSeconds,
+    });
+    if (res.status === 401) throw new SourceTokenRejected(logged);
+    throw logged;
+  }
+  const b = body as { accessToken?: unknown; expireTime?: unknown } | undefined;
+  const expiresAtMs = typeof b?.expireTime === 'string' ? Date.parse(b.expireTime) : NaN;
+  if (typeof b?.accessToken !== 'string' || b.accessToken.length === 0 || !Number.isFinite(expiresAtMs)) {
+    throw new BrokerError('upstream_error', `${SERVICE} sent an answer without accessToken/expireTime.`, { retryAfterSeconds: 5 });
+  }
+  return { token: b.accessToken, expiresAtMs };
+}

@@ -1,0 +1,100 @@
+import { ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
+import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-auth-library';
+import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
+import { BrokerError } from '../errors';
+import { googleFailure, managedIdentityFailure, withDeadline } from './errors';
+import type { SourceCredential, SourceCredentialContext, SourceToken } from './source';
+
+/**
+ * Keyless source credential: google-auth-library's identity-pool (workload identity federation) client
+ * with a programmatic subject-token supplier returning the Function's managed identity token for the
+ * pool's audience. STS answers with a federated access token (scope cloud-platform) that may impersonate
+ * the service accounts whose IAM bindings name the Function's federated principal.
+ *
+ * This module imports google-auth-library and @azure/identity at the top: it is itself only loaded
+ * lazily (shared/google/source.ts), on the first Cloud SQL token request.
+ */
+
+export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
+export const JWT_SUBJECT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+
+/** gaxios with a hard timeout and no retries: the broker answers 503/504 with Retry-After instead. */
+function boundedTransporter(timeoutMs: number): gaxios.Gaxios {
+  return new gaxios.Gaxios({ timeout: timeoutMs, retry: false, retryConfig: { retry: 0, noResponseRetries: 0 } });
+}
+
+/**
+ * IdentityPoolClient whose STS exchange uses the bounded transporter (the base class builds its own
+ * StsCredentials with an unbounded, retrying gaxios; `stsCredential` is protected for subclasses).
+ */
+class BoundedIdentityPoolClient extends IdentityPoolClient {
+  constructor(options: ConstructorParameters<typeof IdentityPoolClient>[0], transporter: gaxios.Gaxios) {
+    super(options);
+    this.stsCredential = new StsCredentials({ tokenExchangeEndpoint: this.getTokenUrl(), transporter });
+  }
+}
+
+export function managedIdentitySupplier(credential: TokenCredential, audience: string, timeoutMs: number): SubjectTokenSupplier {
+  const scope = `${audience.replace(/\/+$/, '')}/.default`;
+  return {
+    async getSubjectToken(): Promise<string> {
+      let token: { token: string } | null;
+      try {
+        token = await withDeadline(
+          credential.getToken(scope, { abortSignal: AbortSignal.timeout(timeoutMs) }),
+          timeoutMs,
+          () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { retryAfterSeconds: 5 }),
+        );
+      } catch (e) {
+        throw managedIdentityFailure(e);
+      }
+      if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.', { retryAfterSeconds: 5 });
+      return token.token;
+    },
+  };
+}
+
+export function createKeylessSource(ctx: SourceCredentialContext): SourceCredential {
+  const { config, timeoutMs, now } = ctx;
+  const audience = config.wifAudience;
+  if (!audience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required in keyless mode.');
+  const mi = new ManagedIdentityCredential({
+    ...(config.managedIdentityClientId ? { clientId: config.managedIdentityClientId } : {}),
+    retryOptions: { maxRetries: 0 },
+  });
+  const supplier = managedIdentitySupplier(mi, config.subjectTokenAudience, timeoutMs);
+  const transporter = boundedTransporter(timeoutMs);
+
+  return {
+    mode: 'keyless',
+    async fetchSourceToken(): Promise<SourceToken> {
+      // A new client per fetch: the caller caches the federated token, so the client's own cache must not
+      // hand back a token the caller has already discarded (e.g. after IAM answered 401).
+      const client = new BoundedIdentityPoolClient(
+        {
+          type: 'external_account',
+          audience,
+          subject_token_type: JWT_SUBJECT_TOKEN_TYPE,
+          token_url: config.stsTokenUrl,
+          subject_token_supplier: supplier,
+          scopes: [CLOUD_PLATFORM_SCOPE],
+        },
+        transporter,
+      );
+      let token: string | null | undefined;
+      try {
+        // The transporter bounds the STS call; the deadline bounds the whole exchange (MI + STS).
+        token = (await withDeadline(client.getAccessToken(), timeoutMs * 2, () =>
+          new BrokerError('upstream_timeout', 'Google STS did not answer in time.', { retryAfterSeconds: 5 }),
+        )).token;
+      } catch (e) {
+        throw googleFailure('Google STS', e);
+      }
+      if (!token) throw new BrokerError('upstream_error', 'Google STS returned no access token.', { retryAfterSeconds: 5 });
+      const expiry = client.credentials.expiry_date;
+      // STS always sends expires_in; without it, assume the shortest useful life rather than guess long.
+      const expiresAtMs = typeof expiry === 'number' && Number.isFinite(expiry) ? expiry : now() + 5 * 60_000;
+      return { token, expiresAtMs };
+    },
+  };
+}

@@ -1,0 +1,263 @@
+import { TokenCache, SingleFlight } from '../cache';
+import { coreConfig } from '../config/core';
+import { googleConfig, type GoogleConfig } from '../config/google';
+import { BrokerError } from '../errors';
+import type { Logger } from '../log';
+import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
+import { createSourceCredential, type SourceCredential, type SourceToken } from './source';
+
+/**
+ * Google access tokens for service accounts the policy names, via impersonation from one source
+ * credential (keyless federation by default). Both layers are cached and single-flight:
+ *
+ * - the source (federated) token: one entry, served while it has more than the minimum remaining life;
+ * - impersonated tokens: keyed by (service account, scope). An entry is served while it has more than
+ *   GOOGLE_TOKEN_MIN_REMAINING_SECONDS left and no more life than the caller's cap allows (a token cannot
+ *   be shortened, so a longer-lived entry is replaced by one minted for the smaller cap). Once less than
+ *   min(GOOGLE_TOKEN_REFRESH_AHEAD_SECONDS, half its lifetime) is left, one background refresh replaces it. Concurrent misses for one
+ *   (service account, scope, lifetime) share one STS call and one generateAccessToken call.
+ *
+ * google-auth-library and @azure/identity are loaded on the first miss only.
+ */
+
+export const SQL_LOGIN_SCOPE = 'https://www.googleapis.com/auth/sqlservice.login';
+/** generateAccessToken's default (and, without an org policy exception, maximum) lifetime. */
+export const MAX_IMPERSONATION_LIFETIME_SECONDS = 3600;
+
+export interface GoogleAccessToken {
+  readonly token: string;
+  /** From Google's expireTime. */
+  readonly expiresAtMs: number;
+  /** Whole seconds of life left when served (floored, never above the requested lifetime). */
+  readonly expiresInSeconds: number;
+  /** Served from the cache (no upstream call for this request). */
+  readonly cached: boolean;
+}
+
+export interface TokenRequest {
+  readonly serviceAccount: string;
+  readonly scopes: readonly string[];
+  /** Upper bound of the returned token's remaining life, 1–3600 s. */
+  readonly lifetimeSeconds: number;
+  readonly log?: Logger;
+}
+
+export interface GoogleTokenServiceOptions {
+  readonly config: GoogleConfig;
+  readonly timeoutMs: number;
+  readonly now?: () => number;
+  /** Override the source credential (the sa-key fallback, or tests); default from config.authMode. */
+  readonly source?: SourceCredential;
+}
+
+interface Entry {
+  readonly token: string;
+  readonly expiresAtMs: number;
+  /** When the broker received it (its own clock), to size the refresh-ahead window. */
+  readonly receivedAtMs: number;
+}
+
+export interface GoogleTokenStats {
+  readonly hits: number;
+  readonly misses: number;
+  readonly coalesced: number;
+  readonly refreshes: number;
+  readonly sourceFetches: number;
+  readonly impersonations: number;
+  readonly cachedTokens: number;
+}
+
+export class GoogleTokenService {
+  private readonly now: () => number;
+  private readonly minRemainingMs: number;
+  private readonly refreshAheadMs: number;
+  private readonly tokens: TokenCache<Entry>;
+  private readonly source: TokenCache<SourceToken>;
+  private readonly flights = new SingleFlight<Entry>();
+  private readonly refreshing = new Set<string>();
+  private sourceCredential?: Promise<SourceCredential>;
+  private counters = { hits: 0, misses: 0, coalesced: 0, refreshes: 0, sourceFetches: 0, impersonations: 0 };
+  private readonly inflightKeys = new Set<string>();
+
+  constructor(private readonly opts: GoogleTokenServiceOptions) {
+    this.now = opts.now ?? Date.now;
+    this.minRemainingMs = opts.config.minRemainingSeconds * 1000;
+    this.refreshAheadMs = Math.max(opts.config.refreshAheadSeconds * 1000, this.minRemainingMs);
+    this.tokens = new TokenCache<Entry>({ maxEntries: opts.config.cacheMaxEntries, minRemainingMs: this.minRemainingMs, now: this.now });
+    // The federated token must outlive the impersonation call made with it; one minute is plenty.
+    this.source = new TokenCache<SourceToken>({ maxEntries: 1, minRemainingMs: 60_000, now: this.now });
+    if (opts.source) this.sourceCredential = Promise.resolve(opts.source);
+  }
+
+  stats(): GoogleTokenStats {
+    return { ...this.counters, cachedTokens: this.tokens.size };
+  }
+
+  clear(): void {
+    this.tokens.clear();
+    this.source.clear();
+  }
+
+  /** A token for the service account with exactly `scopes`, with at most `lifetimeSeconds` of life left. */
+  async getAccessToken(req: TokenRequest): Promise<GoogleAccessToken> {
+    const lifetime = req.lifetimeSeconds;
+    if (!Number.isInteger(lifetime) || lifetime < 1 || lifetime > MAX_IMPERSONATION_LIFETIME_SECONDS) {
+      throw new BrokerError('invalid_parameter', `The token lifetime must be 1–${MAX_IMPERSONATION_LIFETIME_SECONDS} s.`);
+    }
+    const scopes = [...new Set(req.scopes)].sort();
+    const key = `${req.serviceAccount}\u0000${scopes.join(' ')}`;
+    const capMs = (lifetime + 1) * 1000; // expireTime has whole seconds; expires_in is floored
+    const now = this.now();
+    const cached = this.tokens.peek(key);
+    if (cached) {
+      const left = cached.expiresAtMs - now;
+      if (left < capMs) {
+        this.counters.hits++;
+        if (left <= this.refreshWindowMs(cached)) this.refreshInBackground(key, req, scopes, lifetime);
+        return this.served(cached, lifetime, true);
+      }
+    }
+    const flightKey = `${key}\u0000${lifetime}`;
+    if (this.inflightKeys.has(flightKey)) this.counters.coalesced++;
+    else this.counters.misses++;
+    const fresh = await this.fetchOnce(flightKey, key, req, scopes, lifetime);
+    return this.served(fresh, lifetime, false);
+  }
+
+  /**
+   * Refresh ahead when less than min(refresh-ahead, half the token's life) is left, but never inside the
+   * minimum remaining life (there the entry is a miss): a short-lived token is not refreshed on every hit.
+   */
+  private refreshWindowMs(e: Entry): number {
+    const total = e.expiresAtMs - e.receivedAtMs;
+    return Math.max(this.minRemainingMs, Math.min(this.refreshAheadMs, total / 2));
+  }
+
+  private served(e: Entry, lifetime: number, cached: boolean): GoogleAccessToken {
+    const left = Math.floor((e.expiresAtMs - this.now()) / 1000);
+    return { token: e.token, expiresAtMs: e.expiresAtMs, expiresInSeconds: Math.max(0, Math.min(lifetime, left)), cached };
+  }
+
+  private fetchOnce(flightKey: string, key: string, req: TokenRequest, scopes: readonly string[], lifetime: number): Promise<Entry> {
+    return this.flights.run(flightKey, async () => {
+      this.inflightKeys.add(flightKey);
+      try {
+        const entry = await this.impersonate(req, scopes, lifetime);
+        // A token that can never be served from the cache (cap below the minimum life) is not stored,
+        // so it does not displace a longer-lived one.
+        if (entry.expiresAtMs - this.now() > this.minRemainingMs) this.tokens.set(key, entry);
+        return entry;
+      } finally {
+        this.inflightKeys.delete(flightKey);
+      }
+    });
+  }
+
+  private refreshInBackground(key: string, req: TokenRequest, scopes: readonly string[], lifetime: number): void {
+    const flightKey = `${key}\u0000${lifetime}`;
+    if (this.refreshing.has(key) || this.inflightKeys.has(flightKey)) return;
+    this.refreshing.add(key);
+    this.counters.refreshes++;
+    this.fetchOnce(flightKey, key, req, scopes, lifetime)
+      .catch((e: unknown) => {
+        // The served token is still good; the next request past the minimum life retries in the foreground.
+        req.log?.warn('google token refresh-ahead failed', { serviceAccount: req.serviceAccount, code: (e as BrokerError).code, cause: e });
+      })
+      .finally(() => this.refreshing.delete(key));
+  }
+
+  private async impersonate(req: TokenRequest, scopes: readonly string[], lifetime: number): Promise<Entry> {
+    const call = async (source: SourceToken) => {
+      this.counters.impersonations++;
+      return generateAccessToken({
+        endpoint: this.opts.config.iamCredentialsEndpoint,
+        sourceToken: source.token,
+        serviceAccount: req.serviceAccount,
+        scopes,
+        lifetimeSeconds: lifetime,
+        timeoutMs: this.opts.timeoutMs,
+      });
+    };
+    const received = (t: { token: string; expiresAtMs: number }): Entry => ({ token: t.token, expiresAtMs: t.expiresAtMs, receivedAtMs: this.now() });
+    try {
+      return received(await call(await this.sourceToken()));
+    } catch (e) {
+      if (!(e instanceof SourceTokenRejected)) throw e;
+      // IAM no longer accepts the cached source token (revoked or expired early): get a new one, once.
+      req.log?.warn('google source token rejected; refreshing it once', { serviceAccount: req.serviceAccount });
+      this.source.clear();
+      try {
+        return received(await call(await this.sourceToken()));
+      } catch (again) {
+        if (again instanceof SourceTokenRejected) throw new BrokerError(again.code, again.message, { cause: again.cause });
+        throw again;
+      }
+    }
+  }
+
+  private sourceToken(): Promise<SourceToken> {
+    return this.source.get('source', async () => {
+      this.counters.sourceFetches++;
+      const cred = await this.credential();
+      return cred.fetchSourceToken();
+    });
+  }
+
+  private credential(): Promise<SourceCredential> {
+    this.sourceCredential ??= createSourceCredential({ config: this.opts.config, timeoutMs: this.opts.timeoutMs, now: this.now }).catch((e: unknown) => {
+      this.sourceCredential = undefined; // a config fix (or a transient import failure) is picked up next time
+      throw e;
+    });
+    return this.sourceCredential;
+  }
+}
+
+// ---------- the process-wide instance (what the functions use) ----------
+
+let instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
+let clockOverride: (() => number) | undefined;
+
+function configError(e: unknown): BrokerError {
+  if (e instanceof BrokerError) return e;
+  return new BrokerError('config_invalid', 'The broker is misconfigured for Google; see the logs.', { cause: e, retryAfterSeconds: 30 });
+}
+
+/** The shared service for the current settings (rebuilt, with empty caches, when the settings change). */
+export function googleTokenService(): GoogleTokenService {
+  let config: GoogleConfig;
+  let timeoutMs: number;
+  try {
+    config = googleConfig.get();
+    timeoutMs = coreConfig.get().upstreamTimeoutMs;
+  } catch (e) {
+    throw configError(e);
+  }
+  // Sections are memoised on the raw settings: the same object back means nothing changed.
+  if (!instance || instance.config !== config || instance.timeoutMs !== timeoutMs) {
+    instance = { config, timeoutMs, service: new GoogleTokenService({ config, timeoutMs, now: clockOverride }) };
+  }
+  return instance.service;
+}
+
+/**
+ * A Cloud SQL IAM database login token (scope sqlservice.login only) for `serviceAccount`, with at most
+ * `lifetimeSeconds` of life left (1–3600), from the shared cache / single-flight.
+ */
+export async function getSqlLoginToken(input: {
+  serviceAccount: string;
+  lifetimeSeconds: number;
+  log?: Logger;
+}): Promise<GoogleAccessToken> {
+  return googleTokenService().getAccessToken({
+    serviceAccount: input.serviceAccount,
+    scopes: [SQL_LOGIN_SCOPE],
+    lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
+    log: input.log,
+  });
+}
+
+/** Drop the shared service and its caches; optionally run it on another clock (tests). */
+export function resetGoogleTokens(opts: { now?: () => number } = {}): void {
+  instance = undefined;
+  clockOverride = opts.now;
+}
