@@ -3,6 +3,10 @@ import { join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
+import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
+import { createCa } from './pki';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -26,6 +30,8 @@ export interface Sandbox {
   readonly env: Record<string, string>;
   readonly entra: EntraEmulator;
   readonly msi: ManagedIdentityEmulator;
+  /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
+  readonly keyVault: KeyVaultEmulator;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Copy env into process.env; returns a function that restores the previous values. */
@@ -69,11 +75,26 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       'Managed identity endpoint': msi.endpoint,
     };
 
+    // ---- Key Vault (secrets) ----
+    const kvCa = createCa('Token Broker Sandbox Key Vault CA');
+    const keyVault = await startKeyVault({ entra, ca: kvCa, port: port(SANDBOX.ports.keyVault), access: { [msi.objectId]: 'officer' } });
+    stops.push(() => keyVault.close());
+    const kvCaDir = opts.fixedPorts ? STATE_DIR : mkdtempSync(join(tmpdir(), 'broker-kv-'));
+    mkdirSync(kvCaDir, { recursive: true });
+    const kvCaFile = join(kvCaDir, 'keyvault-ca.pem');
+    writeFileSync(kvCaFile, kvCa.certPem);
+    if (!opts.fixedPorts) stops.push(async () => rmSync(kvCaDir, { recursive: true, force: true }));
+    env.KEY_VAULT_URL = keyVault.vaultUrl;
+    env.KEY_VAULT_CA_FILE = kvCaFile;
+    services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
+    // ---- end Key Vault ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
       entra,
       msi,
+      keyVault,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};
