@@ -6,4 +6,5 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, tsconfig: 'tsconfig.json' }] },
   maxWorkers: 2,
   testTimeout: 30000,
+  setupFiles: ['<rootDir>/test/setup.ts'],
 };

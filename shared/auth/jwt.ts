@@ -20,6 +20,8 @@ export interface ValidatorOptions {
   readonly jwksCooldownSeconds: number;
   readonly jwksCacheMaxAgeSeconds: number;
   readonly timeoutMs: number;
+  /** Injectable clock (ms since the epoch) for tests. */
+  readonly now?: () => number;
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -36,6 +38,14 @@ export function jwksUrl(authorityHost: string, tenantId: string): string {
 export class TokenValidator {
   private readonly jwks = new Map<string, JWTVerifyGetKey>();
   private readonly tenants: ReadonlySet<string>;
+  /**
+   * Tokens already verified, keyed by audience set + the exact token text. A hit skips the RSA check
+   * (identical bytes verify identically) but `exp` is re-checked on every hit, and entries are never
+   * kept past `exp` or VERIFIED_MAX_AGE_MS: after that the token goes through the full check again.
+   */
+  private readonly verified = new Map<string, { principal: Principal; untilMs: number }>();
+  static readonly VERIFIED_MAX_ENTRIES = 10_000;
+  static readonly VERIFIED_MAX_AGE_MS = 5 * 60_000;
 
   constructor(private readonly opts: ValidatorOptions) {
     this.tenants = new Set(opts.allowedTenants.map((t) => t.toLowerCase()));
@@ -68,6 +78,21 @@ export class TokenValidator {
 
   async validate(token: string | undefined | null, audiences: readonly string[]): Promise<Principal> {
     if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
+    const cacheKey = `${audiences.join(' ')}\n${token}`;
+    const now = this.opts.now ?? Date.now;
+    const hit = this.verified.get(cacheKey);
+    if (hit) {
+      if (now() < hit.untilMs) return hit.principal;
+      this.verified.delete(cacheKey);
+    }
+    const principal = await this.verify(token, audiences);
+    const untilMs = Math.min((principal.expiresAt + this.opts.clockSkewSeconds) * 1000, now() + TokenValidator.VERIFIED_MAX_AGE_MS);
+    this.verified.set(cacheKey, { principal, untilMs });
+    if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES) this.verified.delete(this.verified.keys().next().value as string);
+    return principal;
+  }
+
+  private async verify(token: string, audiences: readonly string[]): Promise<Principal> {
     if (Buffer.byteLength(token) > this.opts.maxTokenBytes) {
       throw new BrokerError('token_too_large', `The token exceeds ${this.opts.maxTokenBytes} bytes.`);
     }
@@ -102,6 +127,7 @@ export class TokenValidator {
         issuer: [v1Issuer(tenantId), v2Issuer(tenantId)],
         audience: [...audiences],
         clockTolerance: this.opts.clockSkewSeconds,
+        currentDate: this.opts.now ? new Date(this.opts.now()) : undefined,
         requiredClaims: ['exp', 'iss', 'aud'],
       }));
     } catch (e) {

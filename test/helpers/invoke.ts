@@ -46,7 +46,7 @@ export async function invoke(handler: HttpHandler, opts: CallOptions = {}): Prom
   const init = (await handler(req, ctx)) as HttpResponseInit;
   const res = new HttpResponse(init);
   const text = await res.text();
-  let json: Record<string, unknown> = {};
+  let json: Record<string, unknown>;
   try {
     json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
   } catch {

@@ -1,0 +1,68 @@
+import { coreConfig } from '../../shared/config/core';
+import { ConfigError, allSettings } from '../../shared/config/settings';
+
+const valid = {
+  BROKER_ALLOWED_TENANTS: '72f988bf-0000-4000-8000-00000000c0de',
+  BROKER_CLIENT_AUDIENCES: 'api://token-broker',
+  BROKER_ALLOWED_CLIENT_OIDS: '9a7e0000-0000-4000-8000-0000000a9140',
+  BROKER_SUBJECT_AUDIENCES: 'api://orders-api',
+  BROKER_POLICY_PATH: '/tmp/policy.json',
+};
+
+describe('configuration', () => {
+  test('valid settings load, with defaults', () => {
+    const cfg = coreConfig.load(valid);
+    expect(cfg.authorityHost).toBe('https://login.microsoftonline.com');
+    expect(cfg.clockSkewSeconds).toBe(60);
+    expect(cfg.allowedTenants).toEqual(['72f988bf-0000-4000-8000-00000000c0de']);
+  });
+
+  test('every missing setting is reported at once, by name', () => {
+    let err: ConfigError | undefined;
+    try {
+      coreConfig.load({});
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    for (const name of ['BROKER_ALLOWED_TENANTS', 'BROKER_CLIENT_AUDIENCES', 'BROKER_ALLOWED_CLIENT_OIDS', 'BROKER_SUBJECT_AUDIENCES', 'BROKER_POLICY_PATH']) {
+      expect(err!.message).toContain(`${name} is required`);
+    }
+    expect(err!.problems).toHaveLength(5);
+  });
+
+  test('invalid values name the setting and say what is expected', () => {
+    let message = '';
+    try {
+      coreConfig.load({ ...valid, BROKER_ALLOWED_TENANTS: 'contoso', BROKER_CLOCK_SKEW_SECONDS: '9000', ENTRA_AUTHORITY_HOST: 'ftp://x', LOG_LEVEL: 'loud' });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain('BROKER_ALLOWED_TENANTS has an invalid entry "contoso": each must be a tenant GUID');
+    expect(message).toContain('ENTRA_AUTHORITY_HOST must use https: or http:');
+    expect(message).toContain('BROKER_CLOCK_SKEW_SECONDS must be between 0 and 300, got 9000');
+    expect(message).toContain('LOG_LEVEL must be one of debug, info, warn, error');
+  });
+
+  test('importing every function module with no settings does not throw (loading is lazy)', () => {
+    const saved = { ...process.env };
+    try {
+      for (const k of Object.keys(process.env)) if (k.startsWith('BROKER_')) delete process.env[k];
+      jest.isolateModules(() => {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        expect(() => require('../../functions/token')).not.toThrow();
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        expect(() => require('../../functions/explain')).not.toThrow();
+      });
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  test('every declared setting has a name and a description', () => {
+    for (const s of allSettings()) {
+      expect(s.name).toMatch(/^[A-Z][A-Z0-9_]+$/);
+      expect(s.doc.length).toBeGreaterThan(5);
+    }
+  });
+});
