@@ -5,6 +5,9 @@ import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
 import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
 import { createCa } from './pki';
+import { GoogleState } from './emulators/google/state';
+import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
+import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
@@ -32,6 +35,8 @@ export interface Sandbox {
   readonly msi: ManagedIdentityEmulator;
   /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
   readonly keyVault: KeyVaultEmulator;
+  /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
+  readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Copy env into process.env; returns a function that restores the previous values. */
@@ -89,12 +94,34 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
     // ---- end Key Vault ----
 
+    // ---- Google service-account keys (rotation): IAM keys API + OAuth token endpoint ----
+    // TODO(merge): use the sandbox's single GoogleState once the Cloud SQL block creates it.
+    const googleState = new GoogleState();
+    const g = SANDBOX.google;
+    for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
+    const googleOauth = await startGoogleOAuth({ state: googleState, port: port(7112) });
+    stops.push(() => googleOauth.close());
+    const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
+    stops.push(() => googleIam.close());
+    // The Function's federated identity (workload identity pool principal of its managed identity) administers keys.
+    const rotationPrincipal = `principal://iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/subject/${msi.objectId}`;
+    googleIam.grantKeyAdmin(rotationPrincipal);
+    env.GOOGLE_IAM_ENDPOINT = googleIam.endpoint;
+    env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
+    env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;
+    env.ROTATION_WIF_AUDIENCE = `//iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/providers/${g.providerId}`;
+    services['Google IAM (service-account keys)'] = `${googleIam.endpoint}/v1/projects/-/serviceAccounts/{email}/keys`;
+    services['Google OAuth token endpoint'] = googleOauth.tokenUrl;
+    const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };
+    // ---- end Google service-account keys ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
       entra,
       msi,
       keyVault,
+      googleKeys,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};
