@@ -58,6 +58,7 @@ export const checks: HealthCheck[] = [
     },
   },
   { name: 'jwks', run: checkJwks },
+  { name: 'keyvault', run: () => import('./keyvault/health').then((m) => m.checkKeyVault()) },
 ];
 
 /**

@@ -160,6 +160,25 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
     expect((await kv.get('steady'))?.value).toBe('x');
   });
 
+  test('readiness check: ok against the sandbox vault, fail (code only) when it is down', async () => {
+    const { checkKeyVault } = await import('../../shared/keyvault/health');
+    expect(await checkKeyVault()).toEqual({ status: 'ok' });
+    await new Promise((r) => setTimeout(r, 0));
+    const saved = process.env.KEY_VAULT_URL;
+    process.env.KEY_VAULT_URL = saved + '/'; // a different cache key, same vault
+    process.env.KEY_VAULT_MAX_RETRIES = '0';
+    sb.keyVault.inject({ fault: { kind: 'down' } });
+    await settle(sb.keyVault);
+    try {
+      expect(await checkKeyVault()).toEqual({ status: 'fail', detail: 'upstream_unavailable' });
+    } finally {
+      process.env.KEY_VAULT_URL = saved;
+      delete process.env.KEY_VAULT_MAX_RETRIES;
+      sb.keyVault.clearFaults();
+      await settle(sb.keyVault);
+    }
+  });
+
   test('the CA setting is refused for a non-loopback vault', () => {
     expect(() => createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(BrokerError);
     const c = createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined } });
