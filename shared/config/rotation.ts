@@ -66,3 +66,16 @@ export function managedKeysOf(cfg: Pick<RotationConfig, 'managedKeys'>): Managed
     return { serviceAccount, secretName };
   });
 }
+
+/** Fallback source credential of the Cloud SQL exchange (GOOGLE_AUTH_MODE=sa-key). */
+export const saKeyConfig = defineSection('google-sa-key', {
+  secretName: str('GOOGLE_SA_KEY_SECRET', {
+    doc: 'sa-key mode: Key Vault secret holding the source service-account key JSON (kept fresh by the rotation timer)',
+    pattern: /^[0-9a-zA-Z-]{1,127}$/,
+    patternDoc: 'a Key Vault secret name',
+  }),
+  tokenUrl: url('GOOGLE_OAUTH_TOKEN_URL', {
+    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
+    default: 'https://oauth2.googleapis.com/token',
+  }),
+});
