@@ -1,6 +1,7 @@
 import { BrokerError } from '../errors';
 import type { Logger } from '../log';
-import type { KeyVaultSecrets } from '../keyvault/client';
+import { KeyVaultSecrets } from '../keyvault/client';
+import { saKeyConfig } from '../config/rotation';
 import { CLOUD_PLATFORM_SCOPE, exchangeKey, parseKeyFile, type ServiceAccountKeyFile } from './prove';
 
 /**
@@ -60,4 +61,39 @@ export class KeyVaultKeySource {
       return { token: t.accessToken, expiresAtMs: t.expiresAtMs };
     }
   }
+}
+
+let shared: { key: string; source: KeyVaultKeySource } | undefined;
+
+/**
+ * The `sa-key` source credential from settings (GOOGLE_SA_KEY_SECRET, GOOGLE_OAUTH_TOKEN_URL, KEY_VAULT_URL),
+ * shaped as the Cloud SQL exchange's SourceCredential (`mode`, `fetchSourceToken`). One per configuration,
+ * so the cached key survives across requests.
+ */
+export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger }): {
+  readonly mode: 'sa-key';
+  fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }>;
+} {
+  let cfg;
+  try {
+    cfg = saKeyConfig.get();
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+  const key = `${cfg.secretName}|${cfg.tokenUrl}|${ctx.timeoutMs}`;
+  if (shared?.key !== key) {
+    shared = {
+      key,
+      source: new KeyVaultKeySource({
+        vault: KeyVaultSecrets.fromSettings({ timeoutMs: ctx.timeoutMs }),
+        secretName: cfg.secretName,
+        tokenUrl: cfg.tokenUrl,
+        timeoutMs: ctx.timeoutMs,
+        now: ctx.now,
+        log: ctx.log,
+      }),
+    };
+  }
+  const source = shared.source;
+  return { mode: 'sa-key', fetchSourceToken: () => source.fetchSourceToken() };
 }
