@@ -2,7 +2,8 @@ import { captureLogs, invoke } from '../helpers/invoke';
 import { SANDBOX } from '../../local/ids';
 import { httpHandler } from '../../shared/http';
 import { makeAdminRotate } from '../../shared/rotation/admin';
-import { registration as timerRegistration } from '../../functions/rotationTimer';
+import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotationTimer';
+import { InvocationContext, type Timer } from '@azure/functions';
 import { registration as adminRegistration } from '../../functions/adminRotate';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
@@ -82,5 +83,21 @@ describe('POST /api/admin/rotate', () => {
     f.clock.advanceSeconds(301);
     const ok = await invoke(handler(), { url: url('?dryRun=false'), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
     expect(ok.status).toBe(200);
+  });
+
+  test('timer: a past-due tick runs; an unreachable Google STS is logged, never thrown', async () => {
+    const saved = process.env.ROTATION_STS_URL;
+    process.env.ROTATION_STS_URL = 'http://127.0.0.1:9/v1/token'; // closed port
+    const start = logs.records.length;
+    try {
+      const timer: Timer = { isPastDue: true, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
+      await expect(timerHandler(timer, new InvocationContext({ functionName: 'rotationTimer' }))).resolves.toBeUndefined();
+    } finally {
+      if (saved === undefined) delete process.env.ROTATION_STS_URL;
+      else process.env.ROTATION_STS_URL = saved;
+    }
+    const mine = logs.records.slice(start);
+    expect(mine.some((l) => l.event === 'rotation.past-due')).toBe(true);
+    expect(mine.some((l) => l.event === 'rotation.observe-failed' || l.event === 'rotation.error')).toBe(true);
   });
 });
