@@ -12,6 +12,11 @@ import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-s
 import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
 import { createCa } from './pki';
 // ---- end Cloud SQL / PostgreSQL ----
+import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
+import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
+import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -60,6 +65,10 @@ export interface Sandbox {
   readonly cloudSql?: CloudSqlServer;
   /** The PostgreSQL behind it. */
   readonly postgres?: SandboxPostgres;
+  /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
+  readonly keyVault: KeyVaultEmulator;
+  /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
+  readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Copy env into process.env; returns a function that restores the previous values. */
@@ -199,6 +208,42 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     }
     // ---- end Cloud SQL / PostgreSQL ----
 
+    // ---- Key Vault (secrets) ----
+    const kvCa = createCa('Token Broker Sandbox Key Vault CA');
+    const keyVault = await startKeyVault({ entra, ca: kvCa, port: port(SANDBOX.ports.keyVault), access: { [msi.objectId]: 'officer' } });
+    stops.push(() => keyVault.close());
+    const kvCaDir = opts.fixedPorts ? STATE_DIR : mkdtempSync(join(tmpdir(), 'broker-kv-'));
+    mkdirSync(kvCaDir, { recursive: true });
+    const kvCaFile = join(kvCaDir, 'keyvault-ca.pem');
+    writeFileSync(kvCaFile, kvCa.certPem);
+    if (!opts.fixedPorts) stops.push(async () => rmSync(kvCaDir, { recursive: true, force: true }));
+    env.KEY_VAULT_URL = keyVault.vaultUrl;
+    env.KEY_VAULT_CA_FILE = kvCaFile;
+    services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
+    // ---- end Key Vault ----
+
+    // ---- Google service-account keys (rotation): IAM keys API + OAuth token endpoint ----
+    // Shares the sandbox's single GoogleState with STS, IAM Credentials and SQL Admin.
+    const g = SANDBOX.google;
+    for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
+    const googleOauth = await startGoogleOAuth({ state: googleState, port: port(7112) });
+    stops.push(() => googleOauth.close());
+    const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
+    stops.push(() => googleIam.close());
+    // The Function's federated identity (workload identity pool principal of its managed identity) administers keys.
+    const rotationPrincipal = `principal://iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/subject/${msi.objectId}`;
+    googleIam.grantKeyAdmin(rotationPrincipal);
+    env.GOOGLE_IAM_ENDPOINT = googleIam.endpoint;
+    env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
+    env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;
+    env.ROTATION_SCHEDULE = '0 30 2 * * *'; // the Functions host resolves %ROTATION_SCHEDULE% itself: it must be set
+    env.ROTATION_STS_URL = `${sts.url}/v1/token`;
+    env.ROTATION_WIF_AUDIENCE = `//iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/providers/${g.providerId}`;
+    services['Google IAM (service-account keys)'] = `${googleIam.endpoint}/v1/projects/-/serviceAccounts/{email}/keys`;
+    services['Google OAuth token endpoint'] = googleOauth.tokenUrl;
+    const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };
+    // ---- end Google service-account keys ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
@@ -208,6 +253,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       sqlAdmin,
       cloudSql,
       postgres,
+      keyVault,
+      googleKeys,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};

@@ -70,6 +70,7 @@ export const checks: HealthCheck[] = [
       return { status: 'ok', detail: `${loadCatalogFile(path).queries.length} queries` };
     },
   },
+  { name: 'keyvault', run: () => import('./keyvault/health').then((m) => m.checkKeyVault()) },
 ];
 
 /**

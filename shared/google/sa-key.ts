@@ -1,13 +1,13 @@
-import { BrokerError } from '../errors';
 import type { SourceCredential, SourceCredentialContext } from './source';
 
 /**
  * Fallback source credential (GOOGLE_AUTH_MODE=sa-key): the service-account key JSON the rotation timer
- * keeps in Key Vault. Placeholder until the key-rotation work lands its Key Vault client; it must return
- * a SourceCredential whose fetchSourceToken() reads the key and gets an access token for the key's
- * service account (scope cloud-platform). That account then needs roles/iam.serviceAccountTokenCreator
- * on every service account the policy names (member `serviceAccount:EMAIL`).
+ * keeps in Key Vault (GOOGLE_SA_KEY_SECRET), read through the Function's managed identity, exchanged at
+ * Google's OAuth token endpoint (JWT bearer) for a cloud-platform token. That account then needs
+ * roles/iam.serviceAccountTokenCreator on every service account the policy names. The key is cached,
+ * follows new Key Vault versions, and is re-read once when Google refuses it (rotated).
  */
-export async function createSaKeySource(_ctx: SourceCredentialContext): Promise<SourceCredential> {
-  throw new BrokerError('config_invalid', 'GOOGLE_AUTH_MODE=sa-key is not available in this build.');
+export async function createSaKeySource(ctx: SourceCredentialContext): Promise<SourceCredential> {
+  const { saKeySourceFromSettings } = await import('../rotation/saKeySource');
+  return saKeySourceFromSettings({ timeoutMs: ctx.timeoutMs, now: ctx.now });
 }

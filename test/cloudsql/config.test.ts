@@ -96,7 +96,7 @@ test('an invalid Google setting → 503 config_invalid naming no secret, readine
   });
 });
 
-test('GOOGLE_AUTH_MODE=sa-key selects the key-based source (not in this build: 503 config_invalid)', async () => {
+test('GOOGLE_AUTH_MODE=sa-key without GOOGLE_SA_KEY_SECRET is a 503 config_invalid naming it', async () => {
   await withEnv({ GOOGLE_AUTH_MODE: 'sa-key' }, async () => {
     const res = await exchange();
     expect(res.status).toBe(503);

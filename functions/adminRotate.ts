@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { makeAdminRotate } from '../shared/rotation/admin';
+
+/** POST /api/admin/rotate?dryRun=true|false: the key-rotation plan on demand (admin role). */
+export const handler = httpHandler('adminRotate', 'problem', makeAdminRotate());
+
+export const registration = {
+  name: 'adminRotate',
+  options: { route: 'admin/rotate', methods: ['POST'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

@@ -1,0 +1,256 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
+import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from './state';
+
+/**
+ * Google IAM API v1, service-account keys (`projects.serviceAccounts.keys`): create (returns
+ * `privateKeyData` = base64 of a real service-account key JSON with a real RSA-2048 key), list (with the
+ * `keyTypes` filter), get, disable, enable, delete. At most 10 user-managed keys per account
+ * (the 11th create fails with 400 FAILED_PRECONDITION "Precondition check failed.", as Google answers).
+ * Each account also has one system-managed key, which never counts against the cap. Callers present
+ * `Authorization: Bearer <Google access or federated token>` issued into the shared GoogleState for a
+ * principal granted key administration (`grantKeyAdmin`), with the cloud-platform scope.
+ * Errors are Google's `{"error": {"code", "message", "status"}}`.
+ */
+
+export const MAX_USER_MANAGED_KEYS = 10;
+export const NO_EXPIRY = '9999-12-31T23:59:59Z';
+
+export interface GoogleIamOptions {
+  state: GoogleState;
+  port?: number;
+  /** token_uri written into created key files (the sandbox OAuth token endpoint). */
+  tokenUri: string;
+  /** Like the org policy constraints/iam.serviceAccountKeyExpiryHours: keys expire after this many hours. */
+  keyExpiryHours?: number;
+}
+
+export interface GoogleIamEmulator extends Emulator {
+  /** Base URL, e.g. http://127.0.0.1:PORT (paths are /v1/projects/...). */
+  readonly endpoint: string;
+  /** Principals (service account email or workload identity principal) that may manage keys. */
+  readonly keyAdmins: Set<string>;
+  grantKeyAdmin(principal: string): void;
+  /** The user-managed keys of an account, as stored (no private material). */
+  userKeys(email: string): ServiceAccountKey[];
+}
+
+type KeyWithMeta = ServiceAccountKey & { readonly keyAlgorithm?: string };
+
+const isoNoMillis = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamEmulator> {
+  const { state } = opts;
+  const keyAdmins = new Set<string>();
+
+  const keysOf = (email: string): KeyWithMeta[] => {
+    let list = state.keys.get(email);
+    if (!list) {
+      list = [];
+      state.keys.set(email, list);
+    }
+    if (!list.some((k) => k.keyType === 'SYSTEM_MANAGED')) {
+      const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const keyId = randomBytes(20).toString('hex');
+      const sa = state.serviceAccounts.get(email)!;
+      list.unshift({
+        name: `projects/${sa.projectId}/serviceAccounts/${email}/keys/${keyId}`,
+        keyId,
+        serviceAccount: email,
+        publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+        validAfterTime: isoNoMillis(state.now()),
+        validBeforeTime: isoNoMillis(state.now() + 14 * 86400_000),
+        disabled: false,
+        keyType: 'SYSTEM_MANAGED',
+      });
+    }
+    return list;
+  };
+
+  const authorize = (req: EmuRequest, permission: string, resource: string): EmuResponse | undefined => {
+    const auth = req.header('authorization');
+    const m = auth ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
+    if (!m) {
+      return googleError(
+        401,
+        'UNAUTHENTICATED',
+        'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.',
+      );
+    }
+    const tok = state.lookupToken(m[1]!);
+    if (!tok) return googleError(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
+    if (!tok.scopes.includes(CLOUD_PLATFORM_SCOPE)) return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
+    if (!keyAdmins.has(tok.principal)) return googleError(403, 'PERMISSION_DENIED', `Permission '${permission}' denied on resource '${resource}' (or it may not exist).`);
+    return undefined;
+  };
+
+  /** Resolve projects/{project}/serviceAccounts/{email or uniqueId}; project may be '-'. */
+  const account = (req: EmuRequest): ServiceAccount | EmuResponse => {
+    const project = decodeURIComponent(req.params.project ?? '');
+    const id = decodeURIComponent(req.params.account ?? '');
+    const sa = state.serviceAccounts.get(id) ?? [...state.serviceAccounts.values()].find((s) => s.uniqueId === id);
+    if (!sa || (project !== '-' && project !== sa.projectId)) {
+      return googleError(404, 'NOT_FOUND', `Unknown service account`);
+    }
+    return sa;
+  };
+
+  const view = (k: KeyWithMeta, withPublic: boolean) => ({
+    name: k.name,
+    validAfterTime: k.validAfterTime,
+    validBeforeTime: k.validBeforeTime,
+    keyAlgorithm: k.keyAlgorithm ?? 'KEY_ALG_RSA_2048',
+    keyOrigin: 'GOOGLE_PROVIDED',
+    keyType: k.keyType,
+    ...(k.disabled ? { disabled: true } : {}),
+    ...(withPublic ? { publicKeyData: Buffer.from(k.publicKeyPem).toString('base64') } : {}),
+  });
+
+  const findKey = (sa: ServiceAccount, keyId: string): KeyWithMeta | EmuResponse => {
+    const k = keysOf(sa.email).find((x) => x.keyId === keyId);
+    return k ?? googleError(404, 'NOT_FOUND', `Service account key projects/${sa.projectId}/serviceAccounts/${sa.email}/keys/${keyId} does not exist.`);
+  };
+
+  const keyPath = /^\/v1\/projects\/(?<project>[^/]+)\/serviceAccounts\/(?<account>[^/]+)\/keys\/(?<key>[0-9a-f]+)$/;
+  const keyAction = /^\/v1\/projects\/(?<project>[^/]+)\/serviceAccounts\/(?<account>[^/]+)\/keys\/(?<key>[0-9a-f]+):(?<action>disable|enable)$/;
+
+  const emu = await startEmulator({
+    name: 'google-iam',
+    port: opts.port,
+    errorBody: (status, message) => googleError(status, status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT', message).body,
+    routes: [
+      {
+        method: 'GET',
+        path: '/v1/projects/:project/serviceAccounts/:account/keys',
+        name: 'iam.keys.list',
+        handle: (req) => {
+          const denied = authorize(req, 'iam.serviceAccountKeys.list', req.path);
+          if (denied) return denied;
+          const sa = account(req);
+          if ('status' in sa) return sa;
+          const types = req.url.searchParams.getAll('keyTypes');
+          for (const t of types) {
+            if (!['USER_MANAGED', 'SYSTEM_MANAGED', 'KEY_TYPE_UNSPECIFIED'].includes(t)) {
+              return googleError(400, 'INVALID_ARGUMENT', `Invalid value at 'key_types' (type.googleapis.com/google.iam.admin.v1.ListServiceAccountKeysRequest.KeyType), "${t}"`);
+            }
+          }
+          const keys = keysOf(sa.email).filter((k) => types.length === 0 || types.includes('KEY_TYPE_UNSPECIFIED') || types.includes(k.keyType));
+          return { status: 200, body: keys.length ? { keys: keys.map((k) => view(k, false)) } : {} };
+        },
+      },
+      {
+        method: 'POST',
+        path: '/v1/projects/:project/serviceAccounts/:account/keys',
+        name: 'iam.keys.create',
+        handle: (req) => {
+          const denied = authorize(req, 'iam.serviceAccountKeys.create', req.path);
+          if (denied) return denied;
+          const sa = account(req);
+          if ('status' in sa) return sa;
+          const body = (req.body.length ? req.json() : {}) as Record<string, unknown> | undefined;
+          if (!body || typeof body !== 'object') return googleError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.');
+          const pkType = body.privateKeyType ?? 'TYPE_GOOGLE_CREDENTIALS_FILE';
+          if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE') return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${String(pkType)} in the sandbox.`);
+          const alg = body.keyAlgorithm ?? 'KEY_ALG_RSA_2048';
+          if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED') return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${String(alg)}.`);
+          const list = keysOf(sa.email);
+          if (list.filter((k) => k.keyType === 'USER_MANAGED').length >= MAX_USER_MANAGED_KEYS) {
+            return googleError(400, 'FAILED_PRECONDITION', 'Precondition check failed.');
+          }
+          const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+          const keyId = randomBytes(20).toString('hex');
+          const now = state.now();
+          const key: KeyWithMeta = {
+            name: `projects/${sa.projectId}/serviceAccounts/${sa.email}/keys/${keyId}`,
+            keyId,
+            serviceAccount: sa.email,
+            publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+            validAfterTime: isoNoMillis(now),
+            validBeforeTime: opts.keyExpiryHours ? isoNoMillis(now + opts.keyExpiryHours * 3600_000) : NO_EXPIRY,
+            disabled: false,
+            keyType: 'USER_MANAGED',
+            keyAlgorithm: 'KEY_ALG_RSA_2048',
+          };
+          list.push(key);
+          const file = {
+            type: 'service_account',
+            project_id: sa.projectId,
+            private_key_id: keyId,
+            private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+            client_email: sa.email,
+            client_id: sa.uniqueId,
+            auth_uri: 'https://accounts.google.com/o/oauth2/auth',
+            token_uri: opts.tokenUri,
+            auth_provider_x509_cert_url: 'https://www.googleapis.com/oauth2/v1/certs',
+            client_x509_cert_url: `https://www.googleapis.com/robot/v1/metadata/x509/${encodeURIComponent(sa.email)}`,
+            universe_domain: 'googleapis.com',
+          };
+          return {
+            status: 200,
+            body: {
+              ...view(key, false),
+              privateKeyType: 'TYPE_GOOGLE_CREDENTIALS_FILE',
+              privateKeyData: Buffer.from(JSON.stringify(file, null, 2)).toString('base64'),
+            },
+          };
+        },
+      },
+      {
+        method: 'POST',
+        path: keyAction,
+        name: 'iam.keys.toggle',
+        handle: (req) => {
+          const action = req.params.action!;
+          const denied = authorize(req, `iam.serviceAccountKeys.${action}`, req.path);
+          if (denied) return denied;
+          const sa = account(req);
+          if ('status' in sa) return sa;
+          const k = findKey(sa, req.params.key!);
+          if ('status' in k) return k;
+          if (k.keyType === 'SYSTEM_MANAGED') return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be disabled or enabled.');
+          k.disabled = action === 'disable';
+          return { status: 200, body: {} };
+        },
+      },
+      {
+        method: 'GET',
+        path: keyPath,
+        name: 'iam.keys.get',
+        handle: (req) => {
+          const denied = authorize(req, 'iam.serviceAccountKeys.get', req.path);
+          if (denied) return denied;
+          const sa = account(req);
+          if ('status' in sa) return sa;
+          const k = findKey(sa, req.params.key!);
+          if ('status' in k) return k;
+          const pub = req.url.searchParams.get('publicKeyType');
+          return { status: 200, body: view(k, pub === 'TYPE_X509_PEM_FILE' || pub === 'TYPE_RAW_PUBLIC_KEY') };
+        },
+      },
+      {
+        method: 'DELETE',
+        path: keyPath,
+        name: 'iam.keys.delete',
+        handle: (req) => {
+          const denied = authorize(req, 'iam.serviceAccountKeys.delete', req.path);
+          if (denied) return denied;
+          const sa = account(req);
+          if ('status' in sa) return sa;
+          const k = findKey(sa, req.params.key!);
+          if ('status' in k) return k;
+          if (k.keyType === 'SYSTEM_MANAGED') return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be deleted.');
+          const list = keysOf(sa.email);
+          list.splice(list.indexOf(k), 1);
+          return { status: 200, body: {} };
+        },
+      },
+    ],
+  });
+
+  return Object.assign(emu, {
+    endpoint: emu.url,
+    keyAdmins,
+    grantKeyAdmin: (p: string) => void keyAdmins.add(p),
+    userKeys: (email: string) => keysOf(email).filter((k) => k.keyType === 'USER_MANAGED'),
+  }) as GoogleIamEmulator;
+}

@@ -1,0 +1,23 @@
+import { defineSection, int, optionalStr, url } from './settings';
+
+/** Key Vault (secrets) access through the Function's managed identity. */
+export const keyVaultConfig = defineSection('keyvault', {
+  vaultUrl: url('KEY_VAULT_URL', {
+    doc: 'Vault URL, e.g. https://my-vault.vault.azure.net (HTTPS only)',
+    protocols: ['https:'],
+  }),
+  caFile: optionalStr('KEY_VAULT_CA_FILE', {
+    doc: 'PEM CA bundle trusted for the vault; sandbox only: honoured only when KEY_VAULT_URL is a loopback host',
+  }),
+  clientId: optionalStr('AZURE_CLIENT_ID', {
+    doc: "Client id of the Function's user-assigned managed identity (unset: system-assigned)",
+  }),
+  maxRetries: int('KEY_VAULT_MAX_RETRIES', {
+    doc: 'Retries of one Key Vault call on 429/5xx/network errors (the SDK retry policy)',
+    default: '2',
+    min: 0,
+    max: 5,
+  }),
+});
+
+export type KeyVaultConfig = ReturnType<typeof keyVaultConfig.get>;

@@ -1,0 +1,81 @@
+import { csv, defineSection, int, optionalStr, str, url } from './settings';
+
+const MANAGED_KEY = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com=[0-9a-zA-Z-]{1,127}$/;
+
+/** Service-account key rotation (timer + admin trigger). */
+export const rotationConfig = defineSection('rotation', {
+  managedKeys: csv('ROTATION_MANAGED_KEYS', {
+    doc: 'Managed keys, comma-separated SA_EMAIL=KEY_VAULT_SECRET_NAME pairs',
+    item: MANAGED_KEY,
+    itemDoc: 'SERVICE_ACCOUNT_EMAIL=SECRET_NAME (secret names: 0-9, a-z, A-Z, -)',
+  }),
+  periodDays: int('ROTATION_PERIOD_DAYS', { doc: 'Rotate a key once it is this many days old', default: '90', min: 1, max: 3650 }),
+  graceDays: int('ROTATION_GRACE_DAYS', {
+    doc: 'Days the previous key stays enabled after a rotation (consumers refresh), then it is disabled, and deleted on a later run',
+    default: '7',
+    min: 0,
+    max: 365,
+  }),
+  schedule: str('ROTATION_SCHEDULE', {
+    doc: 'NCRONTAB schedule of the rotation timer (six fields); the timer runs often, keys rotate only when due',
+    default: '0 30 2 * * *',
+    pattern: /^\S+( \S+){5}$/,
+    patternDoc: 'a six-field NCRONTAB expression, e.g. "0 30 2 * * *"',
+  }),
+  iamEndpoint: url('GOOGLE_IAM_ENDPOINT', { doc: 'Google IAM API base URL (service-account keys)', default: 'https://iam.googleapis.com' }),
+  oauthTokenUrl: url('GOOGLE_OAUTH_TOKEN_URL', {
+    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
+    default: 'https://oauth2.googleapis.com/token',
+  }),
+  stsUrl: url('ROTATION_STS_URL', {
+    doc: "Google STS token endpoint: the Function's managed-identity token is exchanged there for the federated token that calls the IAM API",
+    default: 'https://sts.googleapis.com/v1/token',
+  }),
+  wifAudience: optionalStr('ROTATION_WIF_AUDIENCE', {
+    doc: 'Workload identity provider audience for the rotation caller (//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)',
+  }),
+  entraTokenResource: str('ROTATION_ENTRA_RESOURCE', {
+    doc: "Resource of the Function's managed-identity token presented to STS (the provider's allowed audience)",
+    default: 'api://AzureADTokenExchange',
+  }),
+  lockSecret: str('ROTATION_LOCK_SECRET', {
+    doc: 'Key Vault secret used as the rotation lease (one version per run)',
+    default: 'rotation-lock',
+    pattern: /^[0-9a-zA-Z-]{1,127}$/,
+    patternDoc: 'a Key Vault secret name',
+  }),
+  lockSeconds: int('ROTATION_LOCK_SECONDS', { doc: 'Lease duration; a crashed run holds the lease at most this long', default: '600', min: 30, max: 3600 }),
+  lockSettleMs: int('ROTATION_LOCK_SETTLE_MS', {
+    doc: 'Wait between writing the lease and checking who holds it (lets a racing writer land)',
+    default: '1500',
+    min: 0,
+    max: 10000,
+  }),
+});
+
+export type RotationConfig = ReturnType<typeof rotationConfig.get>;
+
+export interface ManagedKey {
+  readonly serviceAccount: string;
+  readonly secretName: string;
+}
+
+export function managedKeysOf(cfg: Pick<RotationConfig, 'managedKeys'>): ManagedKey[] {
+  return cfg.managedKeys.map((pair) => {
+    const [serviceAccount, secretName] = pair.split('=') as [string, string];
+    return { serviceAccount, secretName };
+  });
+}
+
+/** Fallback source credential of the Cloud SQL exchange (GOOGLE_AUTH_MODE=sa-key). */
+export const saKeyConfig = defineSection('google-sa-key', {
+  secretName: str('GOOGLE_SA_KEY_SECRET', {
+    doc: 'sa-key mode: Key Vault secret holding the source service-account key JSON (kept fresh by the rotation timer)',
+    pattern: /^[0-9a-zA-Z-]{1,127}$/,
+    patternDoc: 'a Key Vault secret name',
+  }),
+  tokenUrl: url('GOOGLE_OAUTH_TOKEN_URL', {
+    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
+    default: 'https://oauth2.googleapis.com/token',
+  }),
+});

@@ -1,0 +1,189 @@
+import { readFileSync } from 'node:fs';
+import type { TokenCredential } from '@azure/core-auth';
+import { ManagedIdentityCredential } from '@azure/identity';
+import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure/keyvault-secrets';
+import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
+import { coreConfig } from '../config/core';
+import { BrokerError } from '../errors';
+import { networkFailure, upstreamStatusFailure } from '../upstream';
+
+/**
+ * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is
+ * the unmodified SDK; for the loopback sandbox only, it trusts the sandbox CA per client (core-rest-pipeline
+ * `tlsOptions.ca`, since NODE_EXTRA_CA_CERTS is read only at process start) and skips the challenge
+ * resource check (the sandbox vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
+ */
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+export function isLoopbackUrl(u: string): boolean {
+  return LOOPBACK.has(new URL(u).hostname.toLowerCase());
+}
+
+export interface SecretClientDeps {
+  /** Default: ManagedIdentityCredential (user-assigned when AZURE_CLIENT_ID is set). */
+  credential?: TokenCredential;
+  /** Default: keyVaultConfig.get(). */
+  config?: KeyVaultConfig;
+}
+
+let credential: TokenCredential | undefined;
+let credentialKey: string | undefined;
+
+/** The Function's managed identity, one per process (it caches its tokens). */
+export function functionIdentity(clientId = keyVaultConfig.get().clientId): TokenCredential {
+  if (!credential || credentialKey !== (clientId ?? '')) {
+    credential = clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
+    credentialKey = clientId ?? '';
+  }
+  return credential;
+}
+
+export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {
+  const cfg = deps.config ?? keyVaultConfig.get();
+  const loopback = isLoopbackUrl(cfg.vaultUrl);
+  if (cfg.caFile && !loopback) {
+    throw new BrokerError('config_invalid', 'Key Vault is misconfigured.', {
+      cause: new Error('KEY_VAULT_CA_FILE is only honoured for a loopback (sandbox) KEY_VAULT_URL'),
+    });
+  }
+  let ca: string | undefined;
+  if (cfg.caFile) {
+    try {
+      ca = readFileSync(cfg.caFile, 'utf8');
+    } catch (e) {
+      throw new BrokerError('config_invalid', 'Key Vault is misconfigured.', { cause: e });
+    }
+  }
+  return new SecretClient(cfg.vaultUrl, deps.credential ?? functionIdentity(cfg.clientId), {
+    disableChallengeResourceVerification: loopback,
+    ...(ca ? { tlsOptions: { ca } } : {}),
+    retryOptions: { maxRetries: cfg.maxRetries, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
+  });
+}
+
+interface RestErrorLike {
+  name?: string;
+  statusCode?: number;
+  code?: string;
+  response?: { headers?: { get(name: string): string | undefined } };
+  details?: { error?: { code?: string; innerError?: { code?: string } } };
+}
+
+/** The inner Key Vault error code (e.g. SecretDisabled, ForbiddenByRbac), if any. */
+export function keyVaultErrorCode(err: unknown): string | undefined {
+  const e = err as RestErrorLike;
+  return e?.details?.error?.innerError?.code ?? e?.details?.error?.code ?? e?.code;
+}
+
+/** Map any Key Vault SDK failure to a client-safe BrokerError (upstream text stays in `cause`). */
+export function keyVaultFailure(err: unknown): BrokerError {
+  if (err instanceof BrokerError) return err;
+  const e = err as RestErrorLike;
+  if (e?.name === 'AbortError') return new BrokerError('upstream_timeout', 'Key Vault did not answer in time.', { cause: err, retryAfterSeconds: 5 });
+  if (typeof e?.statusCode === 'number') {
+    const ra = Number(e.response?.headers?.get('retry-after'));
+    const b = upstreamStatusFailure('Key Vault', e.statusCode, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+    const code = keyVaultErrorCode(err);
+    return new BrokerError(b.code, b.message, {
+      cause: err,
+      retryAfterSeconds: b.retryAfterSeconds,
+      ...(code && /^[A-Za-z]+$/.test(code) ? { detail: { upstreamCode: code } } : {}),
+    });
+  }
+  if (e?.name === 'CredentialUnavailableError' || e?.name === 'AuthenticationError') {
+    return new BrokerError('upstream_unavailable', "The broker's managed identity is unavailable.", { cause: err, retryAfterSeconds: 5 });
+  }
+  return networkFailure('Key Vault', err);
+}
+
+export interface SecretVersionInfo {
+  readonly name: string;
+  readonly version: string;
+  readonly enabled: boolean;
+  readonly contentType?: string;
+  readonly expiresOn?: Date;
+  readonly createdOn?: Date;
+  readonly tags: Readonly<Record<string, string>>;
+}
+
+function info(p: SecretProperties): SecretVersionInfo {
+  return {
+    name: p.name,
+    version: p.version ?? '',
+    enabled: p.enabled !== false,
+    contentType: p.contentType,
+    expiresOn: p.expiresOn,
+    createdOn: p.createdOn,
+    tags: { ...(p.tags ?? {}) },
+  };
+}
+
+export interface SecretValue extends SecretVersionInfo {
+  readonly value: string;
+}
+
+/**
+ * The few secret operations the broker uses, each bounded by the upstream timeout and mapped to
+ * BrokerErrors. `get` returns undefined for a secret (or version) that does not exist.
+ */
+export class KeyVaultSecrets {
+  constructor(
+    readonly client: SecretClient,
+    private readonly timeoutMs: number = coreConfig.get().upstreamTimeoutMs,
+  ) {}
+
+  static fromSettings(deps: SecretClientDeps & { timeoutMs?: number } = {}): KeyVaultSecrets {
+    return new KeyVaultSecrets(createSecretClient(deps), deps.timeoutMs ?? coreConfig.get().upstreamTimeoutMs);
+  }
+
+  private signal(): AbortSignal {
+    return AbortSignal.timeout(this.timeoutMs);
+  }
+
+  private async call<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    try {
+      return await fn(this.signal());
+    } catch (e) {
+      throw keyVaultFailure(e);
+    }
+  }
+
+  async get(name: string, version?: string): Promise<SecretValue | undefined> {
+    try {
+      const s: KeyVaultSecret = await this.client.getSecret(name, { version, abortSignal: this.signal() });
+      return { ...info(s.properties), value: s.value ?? '' };
+    } catch (e) {
+      if ((e as RestErrorLike)?.statusCode === 404) return undefined;
+      throw keyVaultFailure(e);
+    }
+  }
+
+  set(
+    name: string,
+    value: string,
+    opts: { contentType?: string; expiresOn?: Date; tags?: Record<string, string>; enabled?: boolean } = {},
+  ): Promise<SecretVersionInfo> {
+    return this.call(async (abortSignal) => info((await this.client.setSecret(name, value, { ...opts, abortSignal })).properties));
+  }
+
+  /** Every version (paged through nextLink), oldest first by creation time. */
+  async versions(name: string): Promise<SecretVersionInfo[]> {
+    try {
+      const out: SecretVersionInfo[] = [];
+      for await (const p of this.client.listPropertiesOfSecretVersions(name, { abortSignal: this.signal() })) out.push(info(p));
+      return out.sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0));
+    } catch (e) {
+      if ((e as RestErrorLike)?.statusCode === 404) return [];
+      throw keyVaultFailure(e);
+    }
+  }
+
+  update(
+    name: string,
+    version: string,
+    props: { enabled?: boolean; expiresOn?: Date; contentType?: string; tags?: Record<string, string> },
+  ): Promise<SecretVersionInfo> {
+    return this.call(async (abortSignal) => info(await this.client.updateSecretProperties(name, version, { ...props, abortSignal })));
+  }
+}

@@ -1,0 +1,228 @@
+import { audit } from '../audit';
+import { BrokerError } from '../errors';
+import type { Logger } from '../log';
+import type { KeyVaultSecrets } from '../keyvault/client';
+import type { ManagedKey } from '../config/rotation';
+import { acquireLease } from './lock';
+import type { GoogleIamKeys } from './iam';
+import { CLOUD_PLATFORM_SCOPE, exchangeKey, parseKeyFile } from './prove';
+import { DAY_MS, MANAGED_BY, TAG, plan, type AccountPlan, type Action, type Observed } from './plan';
+
+/**
+ * The effects of a rotation run: observe each managed key (Google keys, Key Vault versions), plan
+ * (pure, ./plan.ts), and unless dry-run, apply the plan in order under the Key Vault lease. A rotation
+ * is create → prove (the new key gets a token from Google) → store (new Key Vault version): nobody
+ * learns of a key before it works, and a crash in between leaves only an orphan, deleted next run.
+ */
+
+export type Step = 'deleted-key' | 'created' | 'proved' | 'stored' | 'disabled-key' | 'disabled-version';
+
+export interface RotationDeps {
+  readonly iam: GoogleIamKeys;
+  readonly vault: KeyVaultSecrets;
+  readonly managed: readonly ManagedKey[];
+  readonly settings: {
+    readonly periodDays: number;
+    readonly graceDays: number;
+    readonly oauthTokenUrl: string;
+    readonly lockSecret: string;
+    readonly lockSeconds: number;
+    readonly lockSettleMs: number;
+    readonly timeoutMs: number;
+  };
+  readonly now: () => number;
+  readonly log: Logger;
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** Called after each completed step (tests inject crashes here). */
+  readonly afterStep?: (step: Step, account: string) => void | Promise<void>;
+}
+
+export type Outcome = 'planned' | 'done' | 'failed' | 'skipped';
+
+export interface ActionReport {
+  readonly action: Action;
+  readonly outcome: Outcome;
+  readonly error?: string;
+  readonly newKeyId?: string;
+  readonly newVersion?: string;
+}
+
+export interface AccountReport extends Omit<AccountPlan, 'actions'> {
+  readonly actions: readonly ActionReport[];
+  readonly error?: string;
+}
+
+export interface RotationReport {
+  readonly dryRun: boolean;
+  readonly startedAt: string;
+  readonly status: 'completed' | 'locked' | 'partial';
+  readonly heldBy?: string;
+  readonly accounts: readonly AccountReport[];
+}
+
+async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
+  const [keys, versions] = await Promise.all([deps.iam.list(mk.serviceAccount), deps.vault.versions(mk.secretName)]);
+  return {
+    serviceAccount: mk.serviceAccount,
+    secretName: mk.secretName,
+    keys,
+    versions: versions.map((v) => ({ version: v.version, enabled: v.enabled, createdOn: v.createdOn?.getTime() ?? 0, tags: v.tags })),
+  };
+}
+
+const errCode = (e: unknown) => (e instanceof BrokerError ? e.code : 'internal');
+
+async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void> {
+  const key = parseKeyFile(keyJson);
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  let last: unknown;
+  // A new key can take a few seconds to be usable at Google; try a few times before giving up.
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await exchangeKey(key, { tokenUrl: deps.settings.oauthTokenUrl, scope: CLOUD_PLATFORM_SCOPE, nowMs: deps.now(), timeoutMs: deps.settings.timeoutMs });
+      return;
+    } catch (e) {
+      last = e;
+      if (attempt < 2) await sleep(1000 * (attempt + 1));
+    }
+  }
+  throw last;
+}
+
+async function apply(deps: RotationDeps, p: AccountPlan): Promise<AccountReport> {
+  const sa = p.serviceAccount;
+  const reports: ActionReport[] = [];
+  const event = (action: string, ok: boolean, reason: string, extra: Record<string, string | number | boolean | undefined>) =>
+    audit(deps.log, { decision: ok ? 'grant' : 'deny', action: `rotation.${action}`, target: sa, reason, extra: { secretName: p.secretName, ...extra } });
+  const step = async (s: Step) => {
+    await deps.afterStep?.(s, sa);
+  };
+
+  for (let i = 0; i < p.actions.length; i++) {
+    const a = p.actions[i]!;
+    try {
+      if (a.kind === 'delete-key') {
+        await deps.iam.delete(sa, a.keyId);
+        event('delete-key', true, a.why, { keyId: a.keyId });
+        reports.push({ action: a, outcome: 'done' });
+        await step('deleted-key');
+      } else if (a.kind === 'disable-key') {
+        await deps.iam.disable(sa, a.keyId);
+        event('disable-key', true, a.why, { keyId: a.keyId });
+        reports.push({ action: a, outcome: 'done' });
+        await step('disabled-key');
+      } else if (a.kind === 'disable-version') {
+        await deps.vault.update(p.secretName, a.version, { enabled: false });
+        event('disable-version', true, a.why, { keyId: a.keyId, vaultVersion: a.version });
+        reports.push({ action: a, outcome: 'done' });
+        await step('disabled-version');
+      } else {
+        // Tag check: the current version must still be the one planned on (no concurrent rotation).
+        const latest = await deps.vault.get(p.secretName).catch((e: unknown) => {
+          if (e instanceof BrokerError && e.code === 'upstream_denied') return undefined; // disabled latest: repair proceeds
+          throw e;
+        });
+        if (latest && latest.version !== p.found.currentVersion) {
+          throw new BrokerError('conflict', 'The key was rotated concurrently.', { detail: { reason: 'concurrent_change' } });
+        }
+        if (a.why === 'repair') deps.log.error('rotation repair: current key is broken, rotating now', { event: 'rotation.repair', serviceAccount: sa, keyId: a.previousKeyId, why: a.detail });
+        const created = await deps.iam.create(sa);
+        event('create-key', true, a.why, { keyId: created.keyId, previousKeyId: a.previousKeyId });
+        await step('created');
+        try {
+          await proveWithRetry(deps, created.keyJson);
+        } catch (e) {
+          event('prove-key', false, errCode(e), { keyId: created.keyId });
+          await deps.iam.delete(sa, created.keyId).catch(() => undefined); // else an orphan, deleted next run
+          throw e;
+        }
+        event('prove-key', true, 'token-issued', { keyId: created.keyId });
+        await step('proved');
+        const createdAt = created.validAfter || deps.now();
+        const settings = deps.settings;
+        let stored;
+        try {
+          stored = await deps.vault.set(p.secretName, created.keyJson, {
+            contentType: 'application/json',
+            expiresOn: new Date(createdAt + (settings.periodDays + settings.graceDays) * DAY_MS),
+            tags: {
+              [TAG.keyId]: created.keyId,
+              [TAG.serviceAccount]: sa,
+              [TAG.created]: new Date(createdAt).toISOString(),
+              [TAG.period]: String(settings.periodDays),
+              [TAG.previousKeyId]: a.previousKeyId ?? 'none',
+              [TAG.managedBy]: MANAGED_BY,
+            },
+          });
+        } catch (e) {
+          event('store-key', false, errCode(e), { keyId: created.keyId });
+          // The outcome of a failed write is unknown: leave the key; next run keeps it if stored, else deletes the orphan.
+          throw e;
+        }
+        event('store-key', true, a.why, { keyId: created.keyId, vaultVersion: stored.version, previousKeyId: a.previousKeyId });
+        reports.push({ action: a, outcome: 'done', newKeyId: created.keyId, newVersion: stored.version });
+        await step('stored');
+      }
+    } catch (e) {
+      reports.push({ action: a, outcome: 'failed', error: errCode(e) });
+      for (const rest of p.actions.slice(i + 1)) reports.push({ action: rest, outcome: 'skipped' });
+      deps.log.warn('rotation step failed', { event: 'rotation.failed', serviceAccount: sa, action: a.kind, code: errCode(e), err: e });
+      return { ...p, actions: reports, error: errCode(e) };
+    }
+  }
+  return { ...p, actions: reports };
+}
+
+export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; trigger: 'timer' | 'admin' }): Promise<RotationReport> {
+  const startedAt = new Date(deps.now()).toISOString();
+  let lease: Awaited<ReturnType<typeof acquireLease>> | undefined;
+  if (!opts.dryRun) {
+    lease = await acquireLease(deps.vault, {
+      secretName: deps.settings.lockSecret,
+      ttlSeconds: deps.settings.lockSeconds,
+      settleMs: deps.settings.lockSettleMs,
+      now: deps.now,
+      sleep: deps.sleep,
+    });
+    if (!lease.acquired) {
+      deps.log.info('rotation skipped: another run holds the lease', { event: 'rotation.locked', trigger: opts.trigger, until: lease.until });
+      return { dryRun: false, startedAt, status: 'locked', heldBy: lease.heldBy, accounts: [] };
+    }
+  }
+  const accounts: AccountReport[] = [];
+  try {
+    for (const mk of deps.managed) {
+      let p: AccountPlan;
+      try {
+        p = plan(await observe(deps, mk), deps.settings, deps.now());
+      } catch (e) {
+        deps.log.warn('rotation could not observe an account', { event: 'rotation.observe-failed', serviceAccount: mk.serviceAccount, code: errCode(e), err: e });
+        accounts.push({
+          serviceAccount: mk.serviceAccount,
+          secretName: mk.secretName,
+          found: { currentKeyHealth: 'none', keys: [], versions: 0 },
+          actions: [],
+          status: 'blocked',
+          reason: 'could not read the current state',
+          error: errCode(e),
+        });
+        continue;
+      }
+      if (p.status === 'blocked') deps.log.error('rotation blocked', { event: 'rotation.blocked', serviceAccount: mk.serviceAccount, reason: p.reason });
+      if (opts.dryRun) accounts.push({ ...p, actions: p.actions.map((action) => ({ action, outcome: 'planned' as const })) });
+      else accounts.push(await apply(deps, p));
+    }
+  } finally {
+    if (lease?.acquired) await lease.lease.release();
+  }
+  const partial = accounts.some((a) => a.error !== undefined || a.status === 'blocked');
+  deps.log.info('rotation run finished', {
+    event: 'rotation.run',
+    trigger: opts.trigger,
+    dryRun: opts.dryRun,
+    accounts: accounts.length,
+    actions: accounts.reduce((n, a) => n + a.actions.filter((x) => x.outcome === 'done').length, 0),
+    partial,
+  });
+  return { dryRun: opts.dryRun, startedAt, status: partial ? 'partial' : 'completed', accounts };
+}

@@ -1,0 +1,103 @@
+import { captureLogs, invoke } from '../helpers/invoke';
+import { SANDBOX } from '../../local/ids';
+import { httpHandler } from '../../shared/http';
+import { makeAdminRotate } from '../../shared/rotation/admin';
+import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotationTimer';
+import { InvocationContext, type Timer } from '@azure/functions';
+import { registration as adminRegistration } from '../../functions/adminRotate';
+import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
+
+let f: RotationFixture;
+let logs: ReturnType<typeof captureLogs>;
+let acct: { serviceAccount: string; secretName: string };
+
+beforeAll(async () => {
+  logs = captureLogs();
+  f = await startRotationFixture({ BROKER_JWKS_COOLDOWN_SECONDS: '0' });
+  acct = f.addAccount('admin-sa');
+});
+afterAll(async () => {
+  logs?.restore();
+  await f?.stop();
+});
+
+const handler = () => httpHandler('adminRotate', 'problem', makeAdminRotate(() => f.deps({ managed: [acct] })));
+const gateway = () => f.sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+const admin = (roles: string[] = [SANDBOX.adminRole]) => f.sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles });
+const url = (q: string) => `http://127.0.0.1:7071/api/admin/rotate${q}`;
+
+describe('POST /api/admin/rotate', () => {
+  test('registrations: admin route and the timer on %ROTATION_SCHEDULE%', () => {
+    expect(adminRegistration.options).toMatchObject({ route: 'admin/rotate', methods: ['POST'] });
+    expect(timerRegistration.timer.schedule).toBe('%ROTATION_SCHEDULE%');
+  });
+
+  test('without the gateway token: 401; a non-gateway client: 403', async () => {
+    const r = await invoke(handler(), { url: url('?dryRun=true'), form: { subject_token: await admin() } });
+    expect(r.status).toBe(401);
+    const other = await f.sb.entra.mint({ aud: SANDBOX.clientAudience, version: '1.0' });
+    const r2 = await invoke(handler(), { url: url(''), headers: { authorization: `Bearer ${other}` }, form: { subject_token: await admin() } });
+    expect(r2.status).toBe(403);
+    expect(r2.json.code).toBe('client_not_allowed');
+  });
+
+  test('a subject without the admin role: 403 role_required, nothing runs', async () => {
+    const before = f.sb.googleKeys.iam.count();
+    const r = await invoke(handler(), { url: url('?dryRun=false'), headers: { authorization: `Bearer ${await gateway()}` }, form: { subject_token: await admin(['Orders.Read']) } });
+    expect(r.status).toBe(403);
+    expect(r.json.code).toBe('role_required');
+    expect(f.sb.googleKeys.iam.count()).toBe(before);
+  });
+
+  test('bad dryRun value or missing subject_token: 400', async () => {
+    const g = await gateway();
+    const bad = await invoke(handler(), { url: url('?dryRun=yes'), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
+    expect(bad.status).toBe(400);
+    const missing = await invoke(handler(), { url: url('?dryRun=true'), headers: { authorization: `Bearer ${g}` }, form: {} });
+    expect(missing.status).toBe(400);
+  });
+
+  test('dry-run (the default) returns the plan and changes nothing; dryRun=false rotates', async () => {
+    const g = await gateway();
+    const dry = await invoke(handler(), { url: url(''), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
+    expect(dry.status).toBe(200);
+    expect(dry.json.dryRun).toBe(true);
+    const accounts = dry.json.accounts as { serviceAccount: string; actions: { action: { kind: string; why: string }; outcome: string }[]; reason: string }[];
+    expect(accounts[0]).toMatchObject({ serviceAccount: acct.serviceAccount, actions: [{ action: { kind: 'rotate', why: 'initial' }, outcome: 'planned' }] });
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(0);
+
+    const real = await invoke(handler(), { url: url('?dryRun=false'), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
+    expect(real.status).toBe(200);
+    expect(real.json.status).toBe('completed');
+    await assertHealthy(f, acct);
+    expect(real.text).not.toMatch(/PRIVATE KEY|private_key/);
+  });
+
+  test('while another run holds the lease: 409 with Retry-After', async () => {
+    const g = await gateway();
+    // A live lease written by "another instance".
+    await f.vault.set('rotation-lock', 'other', { tags: { owner: 'other-instance', expiresAt: new Date(f.clock.now() + 300_000).toISOString() } });
+    const r = await invoke(handler(), { url: url('?dryRun=false'), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
+    expect(r.status).toBe(409);
+    expect(r.headers.get('retry-after')).toBe('60');
+    f.clock.advanceSeconds(301);
+    const ok = await invoke(handler(), { url: url('?dryRun=false'), headers: { authorization: `Bearer ${g}` }, form: { subject_token: await admin() } });
+    expect(ok.status).toBe(200);
+  });
+
+  test('timer: a past-due tick runs; an unreachable Google STS is logged, never thrown', async () => {
+    const saved = process.env.ROTATION_STS_URL;
+    process.env.ROTATION_STS_URL = 'http://127.0.0.1:9/v1/token'; // closed port
+    const start = logs.records.length;
+    try {
+      const timer: Timer = { isPastDue: true, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
+      await expect(timerHandler(timer, new InvocationContext({ functionName: 'rotationTimer' }))).resolves.toBeUndefined();
+    } finally {
+      if (saved === undefined) delete process.env.ROTATION_STS_URL;
+      else process.env.ROTATION_STS_URL = saved;
+    }
+    const mine = logs.records.slice(start);
+    expect(mine.some((l) => l.event === 'rotation.past-due')).toBe(true);
+    expect(mine.some((l) => l.event === 'rotation.observe-failed' || l.event === 'rotation.error')).toBe(true);
+  });
+});

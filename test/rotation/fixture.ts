@@ -1,0 +1,106 @@
+import { startSandbox, type Sandbox } from '../../local/sandbox';
+import { SANDBOX } from '../../local/ids';
+import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
+import { createLogger } from '../../shared/log';
+import { KeyVaultSecrets } from '../../shared/keyvault/client';
+import { DAY_MS, TAG } from '../../shared/rotation/plan';
+import { exchangeKey, parseKeyFile } from '../../shared/rotation/prove';
+import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
+import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
+import type { GoogleTokenSource } from '../../shared/rotation/iam';
+
+export const T0 = Date.parse('2026-01-05T03:00:00Z');
+
+/** A controllable clock shared by the broker code and the Google / Key Vault emulators. */
+export class Clock {
+  t = T0;
+  now = (): number => this.t;
+  advanceDays(d: number): void {
+    this.t += d * DAY_MS;
+  }
+  advanceSeconds(s: number): void {
+    this.t += s * 1000;
+  }
+}
+
+export interface RotationFixture {
+  sb: Sandbox;
+  clock: Clock;
+  restore: () => void;
+  /** A Google token for the Function's federated principal (what STS would hand it). */
+  tokens: GoogleTokenSource;
+  deps(over?: Partial<RotationDeps>): RotationDeps;
+  run(over?: Partial<RotationDeps>, dryRun?: boolean): Promise<RotationReport>;
+  vault: KeyVaultSecrets;
+  addAccount(name: string): { serviceAccount: string; secretName: string };
+  stop(): Promise<void>;
+}
+
+export async function startRotationFixture(env: Record<string, string> = {}): Promise<RotationFixture> {
+  const sb = await startSandbox({ env: { ROTATION_LOCK_SETTLE_MS: '0', ...env } });
+  const restore = sb.applyEnv();
+  const clock = new Clock();
+  sb.googleKeys.state.now = clock.now;
+  sb.keyVault.now = clock.now;
+  const state = sb.googleKeys.state;
+  const tokens: GoogleTokenSource = {
+    getAccessToken: async () => state.issueToken('federated', sb.googleKeys.rotationPrincipal, [CLOUD_PLATFORM_SCOPE], 3600).token,
+  };
+  const log = createLogger({ fn: 'rotation-test' });
+  const deps = (over: Partial<RotationDeps> = {}): RotationDeps => ({
+    ...rotationDepsFromSettings(log, { tokens, now: clock.now, sleep: async () => undefined }),
+    ...over,
+  });
+  return {
+    sb,
+    clock,
+    restore,
+    tokens,
+    deps,
+    run: (over = {}, dryRun = false) => runRotation(deps(over), { dryRun, trigger: 'timer' }),
+    vault: KeyVaultSecrets.fromSettings({ timeoutMs: 3000 }),
+    addAccount(name) {
+      const serviceAccount = `${name}@${SANDBOX.google.project}.iam.gserviceaccount.com`;
+      state.addServiceAccount(serviceAccount);
+      return { serviceAccount, secretName: `${name}-key` };
+    },
+    async stop() {
+      restore();
+      await sb.stop();
+    },
+  };
+}
+
+/** Does this key JSON get a token from the (emulated) Google token endpoint right now? */
+export async function keyWorks(f: RotationFixture, keyJson: string): Promise<boolean> {
+  try {
+    await exchangeKey(parseKeyFile(keyJson), { tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, scope: CLOUD_PLATFORM_SCOPE, nowMs: f.clock.now(), timeoutMs: 3000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The invariants every finished run must leave: the latest Key Vault version is enabled and names a
+ * key that exists, is enabled and works in Google; every user-managed key is named by some version
+ * (no orphans); at most 10 keys.
+ */
+export async function assertHealthy(f: RotationFixture, acct: { serviceAccount: string; secretName: string }): Promise<string> {
+  const current = await f.vault.get(acct.secretName);
+  if (!current) throw new Error('no current version');
+  const keyId = current.tags[TAG.keyId]!;
+  const keys = f.sb.googleKeys.iam.userKeys(acct.serviceAccount);
+  const k = keys.find((x) => x.keyId === keyId);
+  if (!k || k.disabled) throw new Error(`current key ${keyId} is ${k ? 'disabled' : 'missing'} in Google`);
+  if (parseKeyFile(current.value).private_key_id !== keyId) throw new Error('tag and key file disagree');
+  if (!(await keyWorks(f, current.value))) throw new Error('current key does not work');
+  const referenced = new Set(f.sb.keyVault.versions(acct.secretName).map((v) => v.tags?.[TAG.keyId]));
+  const orphans = keys.filter((x) => !referenced.has(x.keyId)).map((x) => x.keyId);
+  if (orphans.length) throw new Error(`orphans: ${orphans.join(',')}`);
+  if (keys.length > 10) throw new Error(`${keys.length} keys`);
+  return keyId;
+}
+
+export const never = (): Promise<void> => new Promise<void>(() => undefined);
+export type { Step };

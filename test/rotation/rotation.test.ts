@@ -1,0 +1,268 @@
+import { captureLogs } from '../helpers/invoke';
+import { TAG } from '../../shared/rotation/plan';
+import { assertHealthy, keyWorks, never, startRotationFixture, type RotationFixture, type Step } from './fixture';
+
+let f: RotationFixture;
+let logs: ReturnType<typeof captureLogs>;
+
+beforeAll(async () => {
+  logs = captureLogs();
+  f = await startRotationFixture();
+});
+afterAll(async () => {
+  logs?.restore();
+  await f?.stop();
+});
+
+const creates = () => f.sb.googleKeys.iam.count('iam.keys.create');
+
+describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth token endpoint)', () => {
+  test('lifecycle: initial key; nothing before 90 days; rotation at 90; previous alive through grace, then disabled, then deleted', async () => {
+    const acct = f.addAccount('lifecycle-sa');
+    const managed = [acct];
+
+    // Day 0: no key yet → initial rotation.
+    const r0 = await f.run({ managed });
+    expect(r0.status).toBe('completed');
+    expect(r0.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['rotate', 'done']]);
+    const k0 = await assertHealthy(f, acct);
+    const v0 = (await f.vault.get(acct.secretName))!;
+    expect(v0.contentType).toBe('application/json');
+    expect(v0.tags).toMatchObject({ [TAG.keyId]: k0, [TAG.serviceAccount]: acct.serviceAccount, [TAG.period]: '90', [TAG.previousKeyId]: 'none' });
+    expect(v0.expiresOn!.getTime()).toBe(f.clock.now() + 97 * 86_400_000 - (f.clock.now() % 1000));
+
+    // Day 89: nothing to do.
+    f.clock.advanceDays(89);
+    const before = creates();
+    const r89 = await f.run({ managed });
+    expect(r89.accounts[0]!.actions).toEqual([]);
+    expect(creates()).toBe(before);
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
+
+    // Day 90: rotate; the previous key keeps working.
+    f.clock.advanceDays(1);
+    const r90 = await f.run({ managed });
+    expect(r90.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['rotate', 'done']]);
+    const k1 = await assertHealthy(f, acct);
+    expect(k1).not.toBe(k0);
+    expect((await f.vault.get(acct.secretName))!.tags[TAG.previousKeyId]).toBe(k0);
+    const oldJson = (await f.vault.get(acct.secretName, v0.version))!.value;
+
+    // Day 96 (inside grace): previous key alive; runs do nothing.
+    f.clock.advanceDays(6);
+    expect((await f.run({ managed })).accounts[0]!.actions).toEqual([]);
+    expect(await keyWorks(f, oldJson)).toBe(true);
+
+    // Day 97: grace over → previous key disabled (not yet deleted), its Key Vault version still there.
+    f.clock.advanceDays(1);
+    const r97 = await f.run({ managed });
+    expect(r97.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['disable-key', 'done']]);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).find((k) => k.keyId === k0)?.disabled).toBe(true);
+    expect(await keyWorks(f, oldJson)).toBe(false);
+    await assertHealthy(f, acct);
+
+    // Day 98 (a later run): previous key deleted, its Key Vault version disabled.
+    f.clock.advanceDays(1);
+    const r98 = await f.run({ managed });
+    expect(r98.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([
+      ['delete-key', 'done'],
+      ['disable-version', 'done'],
+    ]);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId)).toEqual([k1]);
+    expect(f.sb.keyVault.read(acct.secretName, v0.version)!.enabled).toBe(false);
+    await assertHealthy(f, acct);
+
+    // Idempotent: another run right away does nothing.
+    expect((await f.run({ managed })).accounts[0]!.actions).toEqual([]);
+  });
+
+  const steps: Step[] = ['created', 'proved', 'stored', 'disabled-key', 'deleted-key', 'disabled-version'];
+  test.each(steps)('a crash after step "%s", then a re-run, leaves one working current key, no orphans, ≤ 10 keys', async (step) => {
+    const acct = f.addAccount(`crash-${step}`);
+    const managed = [acct];
+    let crashed = false;
+    let signalCrash: () => void = () => undefined;
+    const crashSignal = new Promise<'crashed'>((r) => (signalCrash = () => r('crashed')));
+    const crashAt = (s: Step) => {
+      if (!crashed && s === step) {
+        crashed = true;
+        signalCrash();
+        return never(); // the process "dies": the run never continues, its lease is never released
+      }
+      return undefined;
+    };
+    // Timeline that passes through every step: initial, rotation, disable, delete (+ version disable).
+    for (const day of [0, 90, 7, 1]) {
+      f.clock.advanceDays(day);
+      const run = f.run({ managed, afterStep: crashAt }).then(() => 'done' as const);
+      const outcome = crashed ? await run : await Promise.race([run, crashSignal]);
+      if (outcome === 'crashed') {
+        // Another run while the dead run's lease is live is refused …
+        expect((await f.run({ managed })).status).toBe('locked');
+        // … and after the lease expires, a re-run finishes the job.
+        f.clock.advanceSeconds(601);
+        expect((await f.run({ managed })).status).toBe('completed');
+      }
+      await assertHealthy(f, acct);
+    }
+    expect(crashed).toBe(true);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).length).toBeLessThanOrEqual(2);
+  });
+
+  test('a deleted current key is repaired at once, loudly', async () => {
+    const acct = f.addAccount('repair-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    const v0 = (await f.vault.get(acct.secretName))!.version;
+    f.clock.advanceDays(3);
+    const keys = f.sb.googleKeys.state.keys.get(acct.serviceAccount)!;
+    keys.splice(keys.findIndex((k) => k.keyId === k0), 1); // deleted in Google behind our back
+    const start = logs.records.length;
+    const r = await f.run({ managed });
+    const a = r.accounts[0]!;
+    expect(a.found.currentKeyHealth).toBe('missing');
+    expect(a.actions.map((x) => [x.action.kind, x.outcome])).toEqual([
+      ['rotate', 'done'],
+      ['disable-version', 'done'],
+    ]);
+    expect(a.actions[0]!.action).toMatchObject({ why: 'repair' });
+    const k1 = await assertHealthy(f, acct);
+    expect(k1).not.toBe(k0);
+    expect(f.sb.keyVault.read(acct.secretName, v0)!.enabled).toBe(false);
+    expect(logs.records.slice(start).some((l) => l.level === 'error' && l.event === 'rotation.repair')).toBe(true);
+  });
+
+  test('a disabled current key is repaired too', async () => {
+    const acct = f.addAccount('repair2-sa');
+    await f.run({ managed: [acct] });
+    const k0 = await assertHealthy(f, acct);
+    f.sb.googleKeys.iam.userKeys(acct.serviceAccount).find((k) => k.keyId === k0)!.disabled = true;
+    const r = await f.run({ managed: [acct] });
+    expect(r.accounts[0]!.found.currentKeyHealth).toBe('disabled');
+    expect(await assertHealthy(f, acct)).not.toBe(k0);
+  });
+
+  test('two concurrent runs create one key', async () => {
+    const acct = f.addAccount('race-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    f.clock.advanceDays(90);
+    const before = creates();
+    const settle = { ...f.deps().settings, lockSettleMs: 300 };
+    const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+    const [a, b] = await Promise.all([f.run({ managed, settings: settle, sleep: realSleep }), f.run({ managed, settings: settle, sleep: realSleep })]);
+    expect([a.status, b.status].sort()).toEqual(['completed', 'locked']);
+    expect(creates() - before).toBe(1);
+    await assertHealthy(f, acct);
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(2);
+  });
+
+  test('dry-run reports the plan and changes nothing', async () => {
+    const acct = f.addAccount('dry-sa');
+    const managed = [acct];
+    const dry0 = await f.run({ managed }, true);
+    expect(dry0.dryRun).toBe(true);
+    expect(dry0.accounts[0]!.actions).toEqual([{ action: expect.objectContaining({ kind: 'rotate', why: 'initial' }), outcome: 'planned' }]);
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(0);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(0);
+
+    await f.run({ managed });
+    f.clock.advanceDays(90);
+    const lockVersions = f.sb.keyVault.versions('rotation-lock').length;
+    const kvWrites = () => f.sb.keyVault.count('secrets.set') + f.sb.keyVault.count('secrets.update');
+    const iamWrites = () => ['iam.keys.create', 'iam.keys.delete', 'iam.keys.toggle'].reduce((n, r) => n + f.sb.googleKeys.iam.count(r), 0);
+    const [kv, iam] = [kvWrites(), iamWrites()];
+    const dry = await f.run({ managed }, true);
+    expect(dry.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['rotate', 'planned']]);
+    expect(dry.accounts[0]!.reason).toMatch(/90 days old/);
+    expect(kvWrites()).toBe(kv);
+    expect(iamWrites()).toBe(iam);
+    expect(f.sb.keyVault.versions('rotation-lock')).toHaveLength(lockVersions);
+  });
+
+  test('orphans (created but never stored) are deleted before anything else; the cap is never exceeded', async () => {
+    const acct = f.addAccount('orphan-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const token = await f.tokens.getAccessToken();
+    const url = `${f.sb.googleKeys.iam.endpoint}/v1/projects/-/serviceAccounts/${acct.serviceAccount}/keys`;
+    for (let i = 0; i < 9; i++) {
+      const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+      expect(res.status).toBe(200);
+    }
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(10);
+    f.clock.advanceDays(90);
+    const r = await f.run({ managed });
+    const kinds = r.accounts[0]!.actions.map((a) => a.action.kind);
+    expect(kinds.slice(0, 9)).toEqual(Array(9).fill('delete-key'));
+    expect(kinds[9]).toBe('rotate');
+    await assertHealthy(f, acct);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(2);
+  });
+
+  test('a new key that Google refuses is never stored, and is deleted', async () => {
+    const acct = f.addAccount('refused-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    f.clock.advanceDays(90);
+    f.sb.googleKeys.oauth.inject({ fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' } } });
+    try {
+      const r = await f.run({ managed });
+      expect(r.status).toBe('partial');
+      expect(r.accounts[0]!.actions[0]).toMatchObject({ outcome: 'failed', error: 'upstream_denied' });
+    } finally {
+      f.sb.googleKeys.oauth.clearFaults();
+    }
+    expect(await assertHealthy(f, acct)).toBe(k0);
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
+  });
+
+  test('Key Vault failing at the store step: the run reports it, keeps the current key, and the next run cleans up and catches up', async () => {
+    const acct = f.addAccount('kvdown-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    f.clock.advanceDays(90);
+    const r = await f.run({
+      managed,
+      afterStep: (s) => {
+        if (s === 'proved') f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 }, routes: ['secrets.set'], times: 3 });
+      },
+    });
+    f.sb.keyVault.clearFaults();
+    expect(r.status).toBe('partial');
+    expect(r.accounts[0]!.actions[0]).toMatchObject({ outcome: 'failed', error: 'upstream_unavailable' });
+    expect(await f.vault.get(acct.secretName).then((v) => v?.tags[TAG.keyId])).toBe(k0);
+    expect(await keyWorks(f, (await f.vault.get(acct.secretName))!.value)).toBe(true);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(2); // the unstored key: an orphan
+
+    const next = await f.run({ managed });
+    expect(next.accounts[0]!.actions.map((a) => [a.action.kind, a.action.kind === 'delete-key' ? a.action.why : '', a.outcome])).toEqual([
+      ['delete-key', 'orphan', 'done'],
+      ['rotate', '', 'done'],
+    ]);
+    expect(await assertHealthy(f, acct)).not.toBe(k0);
+  });
+
+  test('Key Vault down before the lease: the run fails cleanly (mapped error), nothing changes', async () => {
+    const acct = f.addAccount('kvdown2-sa');
+    f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
+    const before = creates();
+    try {
+      await expect(f.run({ managed: [acct] })).rejects.toMatchObject({ code: 'upstream_unavailable' });
+    } finally {
+      f.sb.keyVault.clearFaults();
+    }
+    expect(creates()).toBe(before);
+  });
+
+  test('no key material reaches a log line', () => {
+    const text = JSON.stringify(logs.records);
+    expect(text).not.toMatch(/PRIVATE KEY/);
+    expect(text).not.toMatch(/privateKeyData|private_key"/);
+    expect(text).not.toMatch(/ya29\.[A-Za-z0-9_-]{10}/);
+    expect(logs.records.some((l) => l.action === 'rotation.store-key')).toBe(true);
+  });
+});

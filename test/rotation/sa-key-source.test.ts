@@ -1,0 +1,53 @@
+import { KeyVaultKeySource } from '../../shared/rotation/saKeySource';
+import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
+
+let f: RotationFixture;
+beforeAll(async () => {
+  f = await startRotationFixture();
+});
+afterAll(async () => {
+  await f?.stop();
+});
+
+describe('sa-key source credential (Key Vault → JWT-bearer → Google token) across rotations', () => {
+  test('follows the rotated key, survives a Key Vault outage with the cached key, and never uses a retired key', async () => {
+    const acct = f.addAccount('broker-src');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    const source = new KeyVaultKeySource({ vault: f.vault, secretName: acct.secretName, tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, timeoutMs: 3000, now: f.clock.now });
+    const principalOf = async () => f.sb.googleKeys.state.lookupToken((await source.fetchSourceToken()).token)?.principal;
+
+    expect(await principalOf()).toBe(acct.serviceAccount);
+    expect(f.sb.googleKeys.oauth.keysUsed.at(-1)).toBe(k0);
+
+    // Rotation at day 90: the next fetch uses the new key.
+    f.clock.advanceDays(90);
+    await f.run({ managed });
+    const k1 = await assertHealthy(f, acct);
+    expect(await principalOf()).toBe(acct.serviceAccount);
+    expect(f.sb.googleKeys.oauth.keysUsed.at(-1)).toBe(k1);
+
+    // Key Vault down: the cached (current) key keeps working.
+    f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
+    try {
+      expect(await principalOf()).toBe(acct.serviceAccount);
+    } finally {
+      f.sb.keyVault.clearFaults();
+    }
+
+    // Through grace, disable and delete of the old key, fetches keep working on the new one.
+    for (const d of [7, 1]) {
+      f.clock.advanceDays(d);
+      await f.run({ managed });
+      expect(await principalOf()).toBe(acct.serviceAccount);
+      expect(f.sb.googleKeys.oauth.keysUsed.at(-1)).toBe(k1);
+    }
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId)).toEqual([k1]);
+  });
+
+  test('no secret in Key Vault: a clear misconfiguration error', async () => {
+    const source = new KeyVaultKeySource({ vault: f.vault, secretName: 'absent-secret', tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, timeoutMs: 3000, now: f.clock.now });
+    await expect(source.fetchSourceToken()).rejects.toMatchObject({ code: 'target_misconfigured' });
+  });
+});
