@@ -89,6 +89,15 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined
 }
 
 async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
+  // Fast path: the broker's handlers answer with a string body and plain headers.
+  if ((typeof init.body === 'string' || init.body === undefined) && init.jsonBody === undefined && !(init.headers instanceof Headers) && !init.cookies) {
+    const headers = { ...((init.headers as Record<string, string> | undefined) ?? {}) };
+    const body = init.body ?? '';
+    if (body && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'text/plain;charset=UTF-8';
+    res.writeHead(init.status ?? 200, headers);
+    res.end(body);
+    return;
+  }
   const r = new HttpResponse(init);
   const body = Buffer.from(await r.arrayBuffer());
   const headers: Record<string, string> = {};
