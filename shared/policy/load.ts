@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
-import { z } from 'zod';
 import { BrokerError } from '../errors';
+import { parseJsonDocument } from '../json-schema-doc';
 import { policySchema, type Policy } from './schema';
 
 export class PolicyError extends Error {
@@ -13,28 +13,11 @@ export class PolicyError extends Error {
   }
 }
 
-function pathOf(path: readonly (string | number)[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
-  return out || '(root)';
-}
-
 /** Parse and schema-check a policy document; errors name the path of each bad entry. */
 export function parsePolicy(text: string, source = 'policy'): Policy {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new PolicyError(source, [`not valid JSON: ${(e as Error).message}`]);
-  }
-  const result = policySchema.safeParse(raw);
-  if (!result.success) {
-    throw new PolicyError(
-      source,
-      result.error.issues.map((i: z.ZodIssue) => `${pathOf(i.path)}: ${i.message}`),
-    );
-  }
-  return result.data;
+  const r = parseJsonDocument(text, policySchema);
+  if ('problems' in r) throw new PolicyError(source, r.problems);
+  return r.data;
 }
 
 const CHECK_INTERVAL_MS = 5000;

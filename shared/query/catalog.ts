@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { BrokerError } from '../errors';
+import { parseJsonDocument } from '../json-schema-doc';
 import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../policy/schema';
 
 /**
@@ -110,21 +111,9 @@ export class CatalogError extends Error {
   }
 }
 
-function pathOf(path: readonly (string | number)[]): string {
-  let out = '';
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
-  return out || '(root)';
-}
-
 export function parseCatalog(text: string, source = 'catalog'): Catalog {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new CatalogError(source, [`not valid JSON: ${(e as Error).message}`]);
-  }
-  const r = catalogSchema.safeParse(raw);
-  if (!r.success) throw new CatalogError(source, r.error.issues.map((i) => `${pathOf(i.path)}: ${i.message}`));
+  const r = parseJsonDocument(text, catalogSchema);
+  if ('problems' in r) throw new CatalogError(source, r.problems);
   return r.data;
 }
 
