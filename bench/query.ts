@@ -1,5 +1,71 @@
+import { Pool } from 'pg';
+import { startLocalHost } from '../local/host';
+import { iamDbUser } from '../local/postgres';
+import { SANDBOX } from '../local/ids';
+import { startSandbox } from '../local/sandbox';
+import { setLogSink } from '../shared/log';
+
 /**
- * (7) POST /api/query/{name} vs the same query on a raw pg pool. Filled in once the query function
- * exists; until then it reports that it was skipped.
+ * (7) POST /api/query/order-count through the broker (HTTP, front door, policy, Cloud SQL connector over the
+ * emulated TLS instance) vs the same SQL on a raw `pg` pool straight to the same PostgreSQL as the same role.
+ * Sequential requests after a warm-up; prints the medians as one JSON line.
  */
-process.stdout.write(JSON.stringify({ skipped: 'the query function is not built yet' }) + '\n');
+const N = Number(process.env.BENCH_QUERY_N ?? 300);
+const SQL = "SELECT status, count(*) AS orders FROM orders WHERE placed_at >= COALESCE($1::date, DATE '1970-01-01') GROUP BY status ORDER BY status";
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function time(fn: () => Promise<void>): Promise<number[]> {
+  for (let i = 0; i < 20; i++) await fn();
+  const out: number[] = [];
+  for (let i = 0; i < N; i++) {
+    const t = process.hrtime.bigint();
+    await fn();
+    out.push(Number(process.hrtime.bigint() - t) / 1e6);
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  setLogSink(() => undefined);
+  const sb = await startSandbox({ cloudSql: { host: '127.0.0.1' }, env: { LOG_LEVEL: 'warn' } });
+  sb.applyEnv();
+  const host = await startLocalHost({ port: 0 });
+  const pool = new Pool({
+    host: sb.postgres!.host,
+    port: sb.postgres!.port,
+    database: sb.postgres!.database,
+    user: iamDbUser(SANDBOX.google.readerServiceAccount),
+    password: sb.postgres!.iamPassword,
+    max: 5,
+  });
+  try {
+    const gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, aud: SANDBOX.clientAudience, version: '1.0' });
+    const caller = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] });
+    const broker = await time(async () => {
+      const res = await fetch(`${host.url}/query/order-count`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gateway}`, 'x-subject-token': caller, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      await res.arrayBuffer();
+      if (res.status !== 200) throw new Error(`query answered ${res.status}`);
+    });
+    const raw = await time(async () => {
+      await pool.query(SQL, [null]);
+    });
+    process.stdout.write(JSON.stringify({ brokerMedianMs: median(broker), rawMedianMs: median(raw), n: N }) + '\n');
+  } finally {
+    await pool.end();
+    await host.close();
+    await sb.stop();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stdout.write(JSON.stringify({ skipped: `failed: ${(e as Error).message}` }) + '\n');
+  process.exit(0);
+});
