@@ -1,4 +1,6 @@
+import { readFileSync, statSync } from 'node:fs';
 import type { z } from 'zod';
+import { BrokerError } from './errors';
 
 /** `rules[1].grants.cloudsql[0].instance`: a zod issue path as a reader would write it. */
 export function issuePath(path: readonly (string | number)[]): string {
@@ -20,4 +22,41 @@ export function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: 
   }
   const r = schema.safeParse(raw);
   return r.success ? { data: r.data as z.output<S> } : { problems: r.error.issues.map((i: z.ZodIssue) => `${issuePath(i.path)}: ${i.message}`) };
+}
+
+/**
+ * A loader for a configuration document on disk: parsed once, re-read when the file's mtime changes (checked
+ * at most every `checkIntervalMs`). A missing file or a parse failure is `config_invalid` (503 naming the
+ * setting or the problems), never a 500. `parse` throws an Error whose message is safe to show.
+ */
+export function watchedDocument<T>(opts: {
+  what: string;
+  setting: string;
+  parse: (text: string, source: string) => T;
+  /** Errors whose message lists the document's problems (others get a generic message). */
+  isDocumentError: (e: unknown) => boolean;
+  checkIntervalMs?: number;
+}): (path: string, now?: number) => T {
+  const interval = opts.checkIntervalMs ?? 5000;
+  let cache: { path: string; mtimeMs: number; checkedAt: number; value: T } | undefined;
+  return (path, now = Date.now()) => {
+    if (cache && cache.path === path && now - cache.checkedAt < interval) return cache.value;
+    let mtimeMs: number;
+    try {
+      mtimeMs = statSync(path).mtimeMs;
+    } catch (e) {
+      throw new BrokerError('config_invalid', `The ${opts.what} ${opts.setting}=${path} cannot be read.`, { cause: e });
+    }
+    if (cache && cache.path === path && cache.mtimeMs === mtimeMs) {
+      cache.checkedAt = now;
+      return cache.value;
+    }
+    try {
+      const value = opts.parse(readFileSync(path, 'utf8'), path);
+      cache = { path, mtimeMs, checkedAt: now, value };
+      return value;
+    } catch (e) {
+      throw new BrokerError('config_invalid', opts.isDocumentError(e) ? (e as Error).message : `The ${opts.what} ${path} cannot be read.`, { cause: e });
+    }
+  };
 }

@@ -1,7 +1,5 @@
-import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
-import { BrokerError } from '../errors';
-import { parseJsonDocument } from '../json-schema-doc';
+import { parseJsonDocument, watchedDocument } from '../json-schema-doc';
 import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../policy/schema';
 
 /**
@@ -117,26 +115,10 @@ export function parseCatalog(text: string, source = 'catalog'): Catalog {
   return r.data;
 }
 
-let cache: { path: string; mtimeMs: number; checkedAt: number; catalog: Catalog } | undefined;
-
 /** The catalog at `path`, re-read when the file changes (checked at most every 5 s); bad file → 503 naming the problems. */
-export function loadCatalogFile(path: string, now = Date.now()): Catalog {
-  if (cache && cache.path === path && now - cache.checkedAt < 5000) return cache.catalog;
-  let mtimeMs: number;
-  try {
-    mtimeMs = statSync(path).mtimeMs;
-  } catch (e) {
-    throw new BrokerError('config_invalid', `The query catalog QUERY_CATALOG_PATH=${path} cannot be read.`, { cause: e });
-  }
-  if (cache && cache.path === path && cache.mtimeMs === mtimeMs) {
-    cache.checkedAt = now;
-    return cache.catalog;
-  }
-  try {
-    const catalog = parseCatalog(readFileSync(path, 'utf8'), path);
-    cache = { path, mtimeMs, checkedAt: now, catalog };
-    return catalog;
-  } catch (e) {
-    throw new BrokerError('config_invalid', e instanceof CatalogError ? e.message : `The query catalog ${path} cannot be read.`, { cause: e });
-  }
-}
+export const loadCatalogFile: (path: string, now?: number) => Catalog = watchedDocument({
+  what: 'query catalog',
+  setting: 'QUERY_CATALOG_PATH',
+  parse: parseCatalog,
+  isDocumentError: (e) => e instanceof CatalogError,
+});
