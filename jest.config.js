@@ -7,4 +7,6 @@ module.exports = {
   maxWorkers: 2,
   testTimeout: 30000,
   setupFiles: ['<rootDir>/test/setup.ts'],
+  // Token-leak scan: every log line of every test file is checked against every credential the emulators issued.
+  setupFilesAfterEnv: ['<rootDir>/test/setup-leak-scan.ts'],
 };

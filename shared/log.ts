@@ -62,6 +62,22 @@ let sink: LogSink = (record) => {
   process.stdout.write(JSON.stringify(record) + '\n');
 };
 
+/** Observers of every record, whatever the sink (the test suite's token-leak scan). Empty in production. */
+const taps: LogSink[] = [];
+
+/**
+ * Observe every log record (after redaction, before the sink), regardless of which sink is installed.
+ * Returns a function that removes the tap. A tap must not throw; if it does, the error is swallowed so
+ * logging can never break a request.
+ */
+export function addLogTap(tap: LogSink): () => void {
+  taps.push(tap);
+  return () => {
+    const i = taps.indexOf(tap);
+    if (i >= 0) taps.splice(i, 1);
+  };
+}
+
 /** Replace where log records go (tests capture them; the Functions host reads stdout). Returns the previous sink. */
 export function setLogSink(next: LogSink): LogSink {
   const prev = sink;
@@ -95,6 +111,15 @@ export function createLogger(base: LogFields & { correlationId?: string } = {}):
       ...(redact(base) as LogFields),
       ...(fields ? (redact(fields) as LogFields) : {}),
     } as LogRecord;
+    if (taps.length > 0) {
+      for (const tap of taps) {
+        try {
+          tap(record);
+        } catch {
+          // a tap never breaks logging
+        }
+      }
+    }
     sink(record);
   };
   return {

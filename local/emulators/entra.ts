@@ -1,6 +1,7 @@
 import { createHash, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT, exportJWK, type JWK } from 'jose';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from './harness';
+import { recordIssuedToken } from './issued-tokens';
 
 /**
  * Entra ID (Azure AD) emulator: per-tenant OIDC discovery (v1 and v2) and JWKS, and a signer that
@@ -118,7 +119,9 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     if (m.groups) claims.groups = [...m.groups];
     Object.assign(claims, m.extra ?? {});
     for (const c of m.omit ?? []) delete claims[c];
-    return new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid, x5t: key.kid }).sign(key.privateKey);
+    const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid, x5t: key.kid }).sign(key.privateKey);
+    recordIssuedToken(jwt); // token-leak scan (test/setup-leak-scan.ts)
+    return jwt;
   };
 
   const emu = await startEmulator({

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from './harness';
 import type { EntraEmulator } from './entra';
+import { recordIssuedToken } from './issued-tokens';
 import type { SandboxCa } from '../pki';
 
 /**
@@ -102,6 +103,9 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
       created: t,
       updated: t,
     };
+    // token-leak scan: a secret value is a credential, unless the secret publishes it in its own tags
+    // (the rotation lease stores its owner id as both value and tag).
+    if (!Object.values(o.tags ?? {}).includes(value)) recordIssuedToken(value);
     const list = secrets.get(name) ?? [];
     list.push(v);
     secrets.set(name, list);

@@ -1,5 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
+import { recordIssuedToken } from '../issued-tokens';
 import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from './state';
 
 /**
@@ -185,12 +186,16 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
             client_x509_cert_url: `https://www.googleapis.com/robot/v1/metadata/x509/${encodeURIComponent(sa.email)}`,
             universe_domain: 'googleapis.com',
           };
+          const privateKeyData = Buffer.from(JSON.stringify(file, null, 2)).toString('base64');
+          // token-leak scan: the key file, its private key and the base64 blob are all credentials
+          recordIssuedToken(privateKeyData);
+          recordIssuedToken(file.private_key);
           return {
             status: 200,
             body: {
               ...view(key, false),
               privateKeyType: 'TYPE_GOOGLE_CREDENTIALS_FILE',
-              privateKeyData: Buffer.from(JSON.stringify(file, null, 2)).toString('base64'),
+              privateKeyData,
             },
           };
         },

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { recordIssuedToken } from '../issued-tokens';
 
 /**
  * State shared by the Google emulators (STS, IAM Credentials, IAM keys, OAuth token endpoint, SQL
@@ -99,6 +100,7 @@ export class GoogleState {
       expiresAtMs: now + lifetimeSeconds * 1000,
     };
     this.tokens.set(t.token, t);
+    recordIssuedToken(t.token); // token-leak scan
     return t;
   }
 

@@ -1,0 +1,42 @@
+/**
+ * Token-leak scan, run in every test file (jest `setupFilesAfterEnv`): every structured log line,
+ * whatever sink is installed (the silent default, or a test's own captureLogs()), is checked as it is
+ * written against every credential the emulators have issued so far in this file (a credential can only
+ * be logged after it was issued). A leak fails the test during which it was logged (afterEach) or, if it
+ * happened in a hook, the file (after each of the file's own afterAll hooks, and in ours).
+ */
+import { issuedTokens } from '../local/emulators/issued-tokens';
+import { addLogTap } from '../shared/log';
+import { describeLeaks, LeakScanner, type Leak } from './helpers/leak-scan';
+
+const scanner = new LeakScanner(issuedTokens);
+const leaks: Leak[] = [];
+let reported = 0;
+
+addLogTap((record) => {
+  const found = scanner.scan(JSON.stringify(record));
+  if (found.length > 0) leaks.push(...found);
+});
+
+function check(where: string): void {
+  if (leaks.length === reported) return;
+  const fresh = leaks.slice(reported);
+  reported = leaks.length;
+  throw new Error(describeLeaks(fresh, where));
+}
+
+afterEach(() => check('during this test'));
+
+// Our afterAll runs before the file's own (hooks run in registration order), so the check also runs
+// after each afterAll the test file registers: lines logged while it cleans up are covered too.
+type HookFn = Parameters<typeof afterAll>[0];
+const jestAfterAll = globalThis.afterAll;
+(globalThis as { afterAll: typeof afterAll }).afterAll = (fn: HookFn, timeout?: number) =>
+  fn.length > 0
+    ? jestAfterAll(fn, timeout) // done-callback hooks are left alone (our own afterAll still checks)
+    : jestAfterAll(async function (this: unknown) {
+        await (fn as () => unknown).call(this);
+        check('in an afterAll hook');
+      }, timeout);
+
+jestAfterAll(() => check('in a beforeAll/afterAll hook'));
