@@ -1,4 +1,5 @@
 import { BrokerError } from './errors';
+import { httpOutcome, recordUpstream, upstreamSlug } from './telemetry';
 
 /**
  * Classify a failure to reach an upstream (network, timeout) into the broker's codes. Upstream text is
@@ -23,13 +24,18 @@ export function upstreamStatusFailure(service: string, status: number, retryAfte
   return new BrokerError('upstream_denied', `${service} refused the request (HTTP ${status}).`);
 }
 
-/** fetch with a hard timeout; network failures become BrokerErrors. */
+/** fetch with a hard timeout; network failures become BrokerErrors. Counted per upstream (telemetry). */
 export async function fetchWithTimeout(service: string, url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+  let res: Response;
   try {
-    return await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
   } catch (e) {
-    throw networkFailure(service, e);
+    const err = networkFailure(service, e);
+    recordUpstream(upstreamSlug(service), err.code);
+    throw err;
   }
+  recordUpstream(upstreamSlug(service), httpOutcome(res.status));
+  return res;
 }
 
 /** Parse a Retry-After header (seconds or HTTP date) into seconds. */

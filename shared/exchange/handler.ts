@@ -1,12 +1,14 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { audit } from '../audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import type { CoreConfig } from '../config/core';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
 import { evaluate, type CloudSqlDecisionGrant, type CosmosDecisionGrant } from '../policy/evaluate';
 import { loadPolicyFile } from '../policy/load';
-import { formatTarget, parseTarget } from '../policy/target';
+import { formatTarget, parseTarget, type Target } from '../policy/target';
+import { recordCache, recordIssuance, withSpan } from '../telemetry';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
@@ -32,6 +34,7 @@ function parseLifetime(raw: string | undefined): number | undefined {
  * token decides what is granted; the policy names the target credential; a provider issues it.
  */
 export async function handleTokenExchange(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  const started = performance.now();
   const cfg = loadCore();
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
@@ -57,7 +60,27 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   const target = parseTarget(requireParam(params, 'resource'));
   if (target.kind === 'query') throw new BrokerError('invalid_target', 'Query targets are run by /api/query/{name}, not exchanged for tokens.');
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
+  const kind = target.kind;
+  try {
+    const res = await grantAndIssue(scope, cfg, client, target, subjectToken, requestedLifetimeSeconds);
+    recordIssuance(kind, 'issued', performance.now() - started);
+    return res;
+  } catch (e) {
+    recordIssuance(kind, toBrokerError(e).code, performance.now() - started);
+    throw e;
+  }
+}
 
+/** The subject, the policy decision and the provider: what the issuance latency measures beyond the front door. */
+async function grantAndIssue(
+  scope: RequestScope,
+  cfg: CoreConfig,
+  client: Principal,
+  target: Exclude<Target, { kind: 'query' }>,
+  subjectToken: string,
+  requestedLifetimeSeconds: number | undefined,
+): Promise<HttpResponseInit> {
+  const kind = target.kind;
   const subject = await validateSubject(subjectToken, cfg);
   const action = `token.${target.kind}`;
   const targetText = formatTarget(target);
@@ -72,7 +95,11 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
 
   let result: ProviderResult;
   try {
-    result = await issue(decision.grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId });
+    const grant = decision.grant;
+    result = await withSpan('broker.issue', { kind }, () =>
+      issue(grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId }),
+    );
+    recordCache(kind, result.cached);
   } catch (e) {
     const err = toBrokerError(e);
     denyAudit(err.code, decision.ruleId);

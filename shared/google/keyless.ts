@@ -2,6 +2,7 @@ import { ManagedIdentityCredential, type TokenCredential } from '@azure/identity
 import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-auth-library';
 import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
 import { BrokerError } from '../errors';
+import { recordUpstream } from '../telemetry';
 import { googleFailure, managedIdentityFailure, withDeadline } from './errors';
 import type { SourceCredential, SourceCredentialContext, SourceToken } from './source';
 
@@ -46,9 +47,15 @@ export function managedIdentitySupplier(credential: TokenCredential, audience: s
           () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { retryAfterSeconds: 5 }),
         );
       } catch (e) {
-        throw managedIdentityFailure(e);
+        const err = managedIdentityFailure(e);
+        recordUpstream('managed-identity', err.code);
+        throw err;
       }
-      if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.', { retryAfterSeconds: 5 });
+      if (!token?.token) {
+        recordUpstream('managed-identity', 'upstream_unavailable');
+        throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.', { retryAfterSeconds: 5 });
+      }
+      recordUpstream('managed-identity', 'ok');
       return token.token;
     },
   };
@@ -62,7 +69,17 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
     ...(config.managedIdentityClientId ? { clientId: config.managedIdentityClientId } : {}),
     retryOptions: { maxRetries: 0 },
   });
-  const supplier = managedIdentitySupplier(mi, config.subjectTokenAudience, timeoutMs);
+  const miSupplier = managedIdentitySupplier(mi, config.subjectTokenAudience, timeoutMs);
+  // STS is counted only when it was reached (the managed identity token was obtained).
+  let subjectObtained = false;
+  const supplier: SubjectTokenSupplier = {
+    async getSubjectToken(context) {
+      subjectObtained = false;
+      const t = await miSupplier.getSubjectToken(context);
+      subjectObtained = true;
+      return t;
+    },
+  };
   const transporter = boundedTransporter(timeoutMs);
 
   return {
@@ -88,8 +105,11 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
           new BrokerError('upstream_timeout', 'Google STS did not answer in time.', { retryAfterSeconds: 5 }),
         )).token;
       } catch (e) {
-        throw googleFailure('Google STS', e);
+        const err = googleFailure('Google STS', e);
+        if (subjectObtained) recordUpstream('google-sts', err.code);
+        throw err;
       }
+      recordUpstream('google-sts', token ? 'ok' : 'upstream_error');
       if (!token) throw new BrokerError('upstream_error', 'Google STS returned no access token.', { retryAfterSeconds: 5 });
       const expiry = client.credentials.expiry_date;
       // STS always sends expires_in; without it, assume the shortest useful life rather than guess long.

@@ -6,6 +6,7 @@ import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import { networkFailure, upstreamStatusFailure } from '../upstream';
+import { recordUpstream } from '../telemetry';
 
 /**
  * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is
@@ -97,6 +98,13 @@ export function keyVaultFailure(err: unknown): BrokerError {
   return networkFailure('Key Vault', err);
 }
 
+/** keyVaultFailure, counted (telemetry: upstream key-vault, outcome = the broker code). */
+function failed(err: unknown): BrokerError {
+  const b = keyVaultFailure(err);
+  recordUpstream('key-vault', b.code);
+  return b;
+}
+
 export interface SecretVersionInfo {
   readonly name: string;
   readonly version: string;
@@ -143,19 +151,25 @@ export class KeyVaultSecrets {
 
   private async call<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
     try {
-      return await fn(this.signal());
+      const out = await fn(this.signal());
+      recordUpstream('key-vault', 'ok');
+      return out;
     } catch (e) {
-      throw keyVaultFailure(e);
+      throw failed(e);
     }
   }
 
   async get(name: string, version?: string): Promise<SecretValue | undefined> {
     try {
       const s: KeyVaultSecret = await this.client.getSecret(name, { version, abortSignal: this.signal() });
+      recordUpstream('key-vault', 'ok');
       return { ...info(s.properties), value: s.value ?? '' };
     } catch (e) {
-      if ((e as RestErrorLike)?.statusCode === 404) return undefined;
-      throw keyVaultFailure(e);
+      if ((e as RestErrorLike)?.statusCode === 404) {
+        recordUpstream('key-vault', 'ok'); // an answer: the secret does not exist
+        return undefined;
+      }
+      throw failed(e);
     }
   }
 
@@ -172,10 +186,14 @@ export class KeyVaultSecrets {
     try {
       const out: SecretVersionInfo[] = [];
       for await (const p of this.client.listPropertiesOfSecretVersions(name, { abortSignal: this.signal() })) out.push(info(p));
+      recordUpstream('key-vault', 'ok');
       return out.sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0));
     } catch (e) {
-      if ((e as RestErrorLike)?.statusCode === 404) return [];
-      throw keyVaultFailure(e);
+      if ((e as RestErrorLike)?.statusCode === 404) {
+        recordUpstream('key-vault', 'ok');
+        return [];
+      }
+      throw failed(e);
     }
   }
 

@@ -13,6 +13,7 @@ import { convertValue, typeName, type JsonValue } from './convert';
 import { classifyDbError } from './errors';
 import { bindParameters, type BoundValue } from './params';
 import { PoolRegistry, type PoolTarget } from './pools';
+import { recordIssuance } from '../telemetry';
 
 /**
  * POST /api/query/{name}: run one catalogued, parameterized, read-only query as the caller's own
@@ -89,7 +90,20 @@ async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], ro
   };
 }
 
+/** The query endpoint, measured (telemetry: issuance latency, kind `query`, outcome `issued` or the code). */
 export async function handleQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  const started = performance.now();
+  try {
+    const res = await runQuery(req, scope);
+    recordIssuance('query', 'issued', performance.now() - started);
+    return res;
+  } catch (e) {
+    recordIssuance('query', toBrokerError(e).code, performance.now() - started);
+    throw e;
+  }
+}
+
+async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
   const core = loadCore();
   const client = await authenticateClient(req, core);
   const name = req.params.name ?? '';

@@ -3,6 +3,7 @@ import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import type { KeyVaultSecrets } from '../keyvault/client';
 import type { ManagedKey } from '../config/rotation';
+import { recordRotation } from '../telemetry';
 import { acquireLease } from './lock';
 import type { GoogleIamKeys } from './iam';
 import { CLOUD_PLATFORM_SCOPE, exchangeKey, parseKeyFile } from './prove';
@@ -186,6 +187,7 @@ export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; t
     });
     if (!lease.acquired) {
       deps.log.info('rotation skipped: another run holds the lease', { event: 'rotation.locked', trigger: opts.trigger, until: lease.until });
+      recordRotation('run', 'locked');
       return { dryRun: false, startedAt, status: 'locked', heldBy: lease.heldBy, accounts: [] };
     }
   }
@@ -216,6 +218,11 @@ export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; t
     if (lease?.acquired) await lease.lease.release();
   }
   const partial = accounts.some((a) => a.error !== undefined || a.status === 'blocked');
+  for (const a of accounts) {
+    for (const r of a.actions) recordRotation(r.action.kind, r.outcome);
+    if (a.status === 'blocked') recordRotation('account', 'blocked');
+  }
+  recordRotation('run', opts.dryRun ? 'dry-run' : partial ? 'partial' : 'completed');
   deps.log.info('rotation run finished', {
     event: 'rotation.run',
     trigger: opts.trigger,

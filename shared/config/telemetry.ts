@@ -1,0 +1,13 @@
+import { defineSection, optionalStr } from './settings';
+
+/**
+ * Telemetry (OpenTelemetry metrics and traces to Application Insights). Unset: no telemetry SDK is
+ * loaded and every instrument is a no-op. Read once per process, on the first instrument call.
+ */
+export const telemetryConfig = defineSection('telemetry', {
+  connectionString: optionalStr('APPLICATIONINSIGHTS_CONNECTION_STRING', {
+    doc: 'Application Insights connection string; when set, metrics and traces are exported with @azure/monitor-opentelemetry (unset: no telemetry)',
+  }),
+});
+
+export type TelemetryConfig = ReturnType<typeof telemetryConfig.get>;

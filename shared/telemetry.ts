@@ -1,0 +1,171 @@
+import type { Attributes, Counter, Histogram, Tracer } from '@opentelemetry/api';
+import { telemetryConfig } from './config/telemetry';
+
+/**
+ * A small typed facade over OpenTelemetry metrics and traces.
+ *
+ * - `APPLICATIONINSIGHTS_CONNECTION_STRING` set: on the first instrument call, `@azure/monitor-opentelemetry`
+ *   is imported (once, asynchronously) and `useAzureMonitor()` registers the global providers; from then on
+ *   the instruments record through `@opentelemetry/api` (calls made while it loads are dropped).
+ * - Unset: nothing is loaded (not even `@opentelemetry/api`) and every call returns at once.
+ * - `enableOpenTelemetry()` binds the instruments to whatever global providers are registered (tests
+ *   register an in-memory MeterProvider).
+ *
+ * Attribute values are closed vocabularies (kinds, reason codes, upstream names, actions): never token
+ * material, never a subject or client identifier. Imports of this module cost nothing: the OTel API is
+ * loaded with `require` only when telemetry is on.
+ */
+
+export type IssuanceKind = 'cloudsql' | 'cosmos' | 'query';
+/** `issued`, or the BrokerError code the request failed with. */
+export type Outcome = string;
+/** Upstream names: slugs of the services' display names (`google-sts`, `google-iam-credentials`, `key-vault`, …). */
+export type UpstreamName = string;
+
+export const METRIC = {
+  issuanceDuration: 'broker.issuance.duration',
+  cache: 'broker.cache.requests',
+  upstreamCalls: 'broker.upstream.calls',
+  rotation: 'broker.rotation.outcomes',
+} as const;
+
+export const METER_NAME = 'token-broker';
+
+interface Instruments {
+  readonly issuance: Histogram;
+  readonly cache: Counter;
+  readonly upstream: Counter;
+  readonly rotation: Counter;
+  readonly tracer: Tracer;
+}
+
+type State = 'unresolved' | 'off' | 'loading' | 'on';
+let state: State = 'unresolved';
+let inst: Instruments | undefined;
+let loading: Promise<void> | undefined;
+
+type OtelApi = typeof import('@opentelemetry/api');
+
+function loadApi(): OtelApi {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('@opentelemetry/api') as OtelApi;
+}
+
+/** Bind the instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
+export function enableOpenTelemetry(): void {
+  const api = loadApi();
+  const meter = api.metrics.getMeter(METER_NAME);
+  inst = {
+    issuance: meter.createHistogram(METRIC.issuanceDuration, {
+      unit: 'ms',
+      description: 'Time from a parsed target to the answer (subject validation, policy, provider), by kind and outcome',
+    }),
+    cache: meter.createCounter(METRIC.cache, { description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind' }),
+    upstream: meter.createCounter(METRIC.upstreamCalls, { description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)' }),
+    rotation: meter.createCounter(METRIC.rotation, { description: 'Key rotation outcomes, by action and outcome' }),
+    tracer: api.trace.getTracer(METER_NAME),
+  };
+  state = 'on';
+}
+
+/** Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly. */
+export function initTelemetry(): Promise<void> {
+  if (state !== 'unresolved') return loading ?? Promise.resolve();
+  let connectionString: string | undefined;
+  try {
+    connectionString = telemetryConfig.get().connectionString;
+  } catch {
+    connectionString = undefined;
+  }
+  if (!connectionString) {
+    state = 'off';
+    return Promise.resolve();
+  }
+  state = 'loading';
+  loading = import('@azure/monitor-opentelemetry')
+    .then((m) => {
+      m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString } });
+      enableOpenTelemetry();
+    })
+    .catch((e: unknown) => {
+      state = 'off';
+      process.stderr.write(`telemetry disabled: @azure/monitor-opentelemetry failed to start (${(e as Error)?.name ?? 'error'})\n`);
+    });
+  return loading;
+}
+
+/** The bound instruments, or undefined when telemetry is off or still loading. */
+function on(): Instruments | undefined {
+  if (state === 'on') return inst;
+  if (state === 'unresolved') void initTelemetry();
+  return undefined;
+}
+
+/** Forget the resolved state (tests). */
+export function resetTelemetry(): void {
+  state = 'unresolved';
+  inst = undefined;
+  loading = undefined;
+}
+
+export function telemetryState(): State {
+  return state;
+}
+
+// ---------- instruments ----------
+
+export function recordIssuance(kind: IssuanceKind, outcome: Outcome, durationMs: number): void {
+  const i = on();
+  if (i) i.issuance.record(durationMs, { kind, outcome });
+}
+
+export function recordCache(kind: IssuanceKind, hit: boolean): void {
+  const i = on();
+  if (i) i.cache.add(1, { kind, result: hit ? 'hit' : 'miss' });
+}
+
+export function recordUpstream(upstream: UpstreamName, outcome: Outcome): void {
+  const i = on();
+  if (i) i.upstream.add(1, { upstream, outcome });
+}
+
+export function recordRotation(action: string, outcome: string): void {
+  const i = on();
+  if (i) i.rotation.add(1, { action, outcome });
+}
+
+/** `Google IAM Credentials` → `google-iam-credentials`. */
+export function upstreamSlug(service: string): UpstreamName {
+  return service.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+}
+
+/** The outcome of an upstream HTTP answer: `ok`, or the code the broker maps the status to. */
+export function httpOutcome(status: number): Outcome {
+  if (status < 400) return 'ok';
+  if (status === 429) return 'upstream_throttled';
+  if (status === 503) return 'upstream_unavailable';
+  if (status === 504) return 'upstream_timeout';
+  if (status >= 500) return 'upstream_error';
+  return 'upstream_denied';
+}
+
+/**
+ * Run `fn` in a span when telemetry is on (attributes as for metrics: no identifiers, no tokens); the span
+ * records the error code on failure. Off: just `fn()`.
+ */
+export async function withSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
+  const i = on();
+  if (!i) return fn();
+  return i.tracer.startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      return await fn();
+    } catch (e) {
+      const code = (e as { code?: unknown })?.code;
+      span.setAttribute('broker.outcome', typeof code === 'string' ? code : 'internal');
+      span.setStatus({ code: 2 /* SpanStatusCode.ERROR */ });
+      throw e;
+    } finally {
+      span.end();
+    }
+  });
+}
