@@ -1,0 +1,202 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { metrics, trace } from '@opentelemetry/api';
+import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { handler as tokenHandler } from '../../functions/token';
+import { handler as adminHandler } from '../../functions/adminRotate';
+import { issuedTokens } from '../../local/emulators/issued-tokens';
+import { resetGoogleTokens } from '../../shared/google/tokens';
+import { enableOpenTelemetry, initTelemetry, METRIC, recordIssuance, resetTelemetry, telemetryState } from '../../shared/telemetry';
+import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
+import { captureLogs, invoke } from '../helpers/invoke';
+
+/**
+ * Telemetry through the real handlers and the sandbox: an in-memory OpenTelemetry MeterProvider (the
+ * SDK @azure/monitor-opentelemetry itself uses) receives what the broker records. Azure Monitor itself is
+ * replaced by a recording stand-in (a third-party module: it would export to the internet), to prove it
+ * is loaded only, and exactly once, when APPLICATIONINSIGHTS_CONNECTION_STRING is set.
+ */
+
+const monitorCalls: unknown[] = [];
+let monitorLoaded = 0;
+jest.mock('@azure/monitor-opentelemetry', () => {
+  monitorLoaded++;
+  return { useAzureMonitor: (opts: unknown) => monitorCalls.push(opts) };
+});
+
+class TestReader extends MetricReader {
+  protected async onForceFlush(): Promise<void> {}
+  protected async onShutdown(): Promise<void> {}
+}
+
+const ROOT = resolve(__dirname, '..', '..');
+const reader = new TestReader();
+const meterProvider = new MeterProvider({ readers: [reader] });
+const spans = new InMemorySpanExporter();
+const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(spans)] });
+
+let f: Fixture;
+const logs = captureLogs();
+
+beforeAll(async () => {
+  metrics.setGlobalMeterProvider(meterProvider);
+  trace.setGlobalTracerProvider(tracerProvider);
+  f = await startFixture();
+});
+
+afterAll(async () => {
+  logs.restore();
+  resetTelemetry();
+  await meterProvider.shutdown();
+  await tracerProvider.shutdown();
+  metrics.disable();
+  trace.disable();
+  await f?.stop();
+});
+
+async function collect(): Promise<MetricData[]> {
+  const { resourceMetrics } = await reader.collect();
+  return resourceMetrics.scopeMetrics.flatMap((s) => s.metrics);
+}
+
+type Point = { attributes: Record<string, unknown>; value: number };
+
+/** The data points of one metric: counters' values, histograms' counts. */
+async function points(name: string): Promise<Point[]> {
+  const m = (await collect()).find((x) => x.descriptor.name === name);
+  if (!m) return [];
+  return m.dataPoints.map((p) => ({
+    attributes: p.attributes as Record<string, unknown>,
+    value: m.dataPointType === DataPointType.HISTOGRAM ? (p.value as { count: number }).count : (p.value as number),
+  }));
+}
+
+async function valueOf(name: string, attrs: Record<string, string>): Promise<number> {
+  const match = (await points(name)).find((p) => Object.entries(attrs).every(([k, v]) => p.attributes[k] === v));
+  return match?.value ?? 0;
+}
+
+async function exchange(subject: string) {
+  return invoke(tokenHandler, {
+    headers: { authorization: `Bearer ${await f.gateway()}` },
+    form: { grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: ACCESS_TOKEN_TYPE, resource: CLOUDSQL_RESOURCE },
+  });
+}
+
+describe('with an OpenTelemetry MeterProvider registered', () => {
+  beforeAll(() => {
+    resetTelemetry();
+    enableOpenTelemetry();
+  });
+
+  test('a Cloud SQL exchange records issuance latency, a cache miss then a hit, and each upstream call', async () => {
+    resetGoogleTokens();
+    const first = await exchange(await f.caller());
+    const second = await exchange(await f.caller());
+    expect([first.status, second.status]).toEqual([200, 200]);
+
+    const issued = (await points(METRIC.issuanceDuration)).find((p) => p.attributes.kind === 'cloudsql' && p.attributes.outcome === 'issued');
+    expect(issued?.value).toBe(2);
+    expect(await valueOf(METRIC.cache, { kind: 'cloudsql', result: 'miss' })).toBe(1);
+    expect(await valueOf(METRIC.cache, { kind: 'cloudsql', result: 'hit' })).toBe(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'managed-identity', outcome: 'ok' })).toBe(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'google-sts', outcome: 'ok' })).toBe(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'google-iam-credentials', outcome: 'ok' })).toBe(1);
+    // and a span per issuance, with the kind only
+    const issueSpans = spans.getFinishedSpans().filter((s) => s.name === 'broker.issue');
+    expect(issueSpans.length).toBe(2);
+    expect(issueSpans[0]!.attributes).toEqual({ kind: 'cloudsql' });
+  });
+
+  test('a denial and an upstream failure are recorded with their codes', async () => {
+    const denied = await exchange(await f.caller({ roles: ['Nothing'] }));
+    expect(denied.status).toBe(403);
+    expect(await valueOf(METRIC.issuanceDuration, { kind: 'cloudsql', outcome: 'not_granted' })).toBe(1);
+
+    resetGoogleTokens();
+    f.sandbox.google.iamcredentials.inject({ fault: { kind: 'status', status: 503 }, times: 1 });
+    const failed = await exchange(await f.caller());
+    f.sandbox.google.iamcredentials.clearFaults();
+    expect(failed.status).toBe(503);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'google-iam-credentials', outcome: 'upstream_unavailable' })).toBe(1);
+    expect(await valueOf(METRIC.issuanceDuration, { kind: 'cloudsql', outcome: 'upstream_unavailable' })).toBe(1);
+  });
+
+  test('a rotation dry run records its planned actions, the run and its Key Vault and Google IAM calls', async () => {
+    const r = await invoke(adminHandler, {
+      url: 'http://127.0.0.1:7071/api/admin/rotate?dryRun=true',
+      headers: { authorization: `Bearer ${await f.gateway()}` },
+      form: { subject_token: await f.caller({ roles: [SANDBOX.adminRole] }) },
+    });
+    expect(r.status).toBe(200);
+    expect(await valueOf(METRIC.rotation, { action: 'run', outcome: 'dry-run' })).toBe(1);
+    expect(await valueOf(METRIC.rotation, { action: 'rotate', outcome: 'planned' })).toBe(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'key-vault', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'google-iam', outcome: 'ok' })).toBeGreaterThanOrEqual(1);
+  });
+
+  test('no attribute value carries a token or an identifier', async () => {
+    const values = (await collect()).flatMap((m) => m.dataPoints.flatMap((p) => Object.values(p.attributes).map(String)));
+    values.push(...spans.getFinishedSpans().flatMap((s) => Object.values(s.attributes).map(String)));
+    expect(values.length).toBeGreaterThan(10);
+    const secrets = [...issuedTokens()];
+    const ids = [SANDBOX.tenantId, SANDBOX.readerObjectId, SANDBOX.gatewayObjectId, SANDBOX.gatewayAppId, SANDBOX.google.readerServiceAccount];
+    for (const v of values) {
+      expect(v).toMatch(/^[a-z0-9_.-]{1,40}$/); // closed vocabularies only
+      for (const s of [...secrets, ...ids]) expect(s.includes(v) && v.length >= 16).toBe(false);
+    }
+  });
+});
+
+describe('Azure Monitor is loaded only when the connection string is set', () => {
+  const CONN = 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:1/';
+  afterEach(() => {
+    delete process.env.APPLICATIONINSIGHTS_CONNECTION_STRING;
+    resetTelemetry();
+  });
+
+  test('unset: instruments are no-ops and @azure/monitor-opentelemetry is never imported', async () => {
+    resetTelemetry();
+    recordIssuance('cloudsql', 'issued', 1);
+    await initTelemetry();
+    expect(telemetryState()).toBe('off');
+    expect(monitorLoaded).toBe(0);
+  });
+
+  test('set: imported once, useAzureMonitor called once with the connection string, instruments then record', async () => {
+    process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = CONN;
+    resetTelemetry();
+    recordIssuance('cosmos', 'issued', 1); // starts loading; dropped
+    expect(telemetryState()).toBe('loading');
+    await initTelemetry();
+    await initTelemetry();
+    recordIssuance('cosmos', 'issued', 1);
+    expect(telemetryState()).toBe('on');
+    expect(monitorLoaded).toBe(1);
+    expect(monitorCalls).toEqual([{ azureMonitorExporterOptions: { connectionString: CONN } }]);
+    expect(await valueOf(METRIC.issuanceDuration, { kind: 'cosmos', outcome: 'issued' })).toBe(1);
+  });
+});
+
+// Against the compiled output (`npm test` builds first): what a cold Functions host would load.
+const dist = resolve(ROOT, 'dist', 'shared', 'telemetry.js');
+(existsSync(dist) ? describe : describe.skip)('compiled (dist/), in a fresh process', () => {
+  test('without the connection string, neither @azure/monitor-opentelemetry nor @opentelemetry/api is ever loaded', () => {
+    const script = `
+      require('./dist/functions/token.js');
+      const t = require('./dist/shared/telemetry.js');
+      const atImport = Object.keys(require.cache).filter((k) => /[\\\\/]@opentelemetry[\\\\/]|monitor-opentelemetry/.test(k)).length;
+      t.recordIssuance('cloudsql', 'issued', 1); t.recordCache('cloudsql', true); t.recordUpstream('google-sts', 'ok'); t.recordRotation('run', 'completed');
+      t.initTelemetry().then(() => {
+        const after = Object.keys(require.cache).filter((k) => /[\\\\/]@opentelemetry[\\\\/]|monitor-opentelemetry/.test(k)).length;
+        process.stdout.write(JSON.stringify({ atImport, after, state: t.telemetryState() }));
+      });`;
+    const env = { ...process.env };
+    delete env.APPLICATIONINSIGHTS_CONNECTION_STRING;
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 });
+    expect(run.status).toBe(0);
+    expect(JSON.parse(run.stdout)).toEqual({ atImport: 0, after: 0, state: 'off' });
+  });
+});
