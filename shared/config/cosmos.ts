@@ -1,17 +1,19 @@
-import { csv, defineSection, int, optionalStr, str } from './settings';
+import { csv, defineSection, int, optionalStr, str, type SettingSpec } from './settings';
+
+function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
+  return { ...s, optional: true };
+}
 
 /** `account=https://endpoint` (Cosmos account names: 3-44 of a-z, 0-9, -). */
 const ACCOUNT_ENDPOINT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=https:\/\/[^\s,]+$/;
 
 /** CosmosDB resource tokens (POST /api/token with a cosmos:// target). */
 export const cosmosConfig = defineSection('cosmos', {
-  endpoints: csv('COSMOS_ENDPOINTS', {
-    doc: 'Comma-separated ACCOUNT=ENDPOINT pairs, e.g. orders=https://orders.documents.azure.com:443/; an account not listed is never issued for',
+  endpoints: optional(csv('COSMOS_ENDPOINTS', {
+    doc: 'CosmosDB accounts the broker issues for: comma-separated ACCOUNT=ENDPOINT pairs, e.g. orders=https://orders.documents.azure.com:443/; an account not listed is never issued for',
     item: ACCOUNT_ENDPOINT,
     itemDoc: 'ACCOUNT=https://ENDPOINT (account: 3-44 of a-z, 0-9, -)',
-    allowEmpty: true,
-    default: '',
-  }),
+  })),
   keySecretName: str('COSMOS_KEY_SECRET_NAME', {
     doc: "Key Vault secret holding an account's primary key; {account} is replaced by the account name",
     default: 'cosmos-{account}-key',
@@ -39,7 +41,7 @@ export type CosmosConfig = ReturnType<typeof cosmosConfig.get>;
 
 /** The endpoint configured for an account, or undefined. */
 export function endpointOf(cfg: CosmosConfig, account: string): string | undefined {
-  for (const pair of cfg.endpoints) {
+  for (const pair of cfg.endpoints ?? []) {
     const i = pair.indexOf('=');
     if (pair.slice(0, i) === account) return pair.slice(i + 1);
   }
