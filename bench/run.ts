@@ -132,7 +132,7 @@ async function throughput(): Promise<void> {
 async function burst(): Promise<void> {
   for (const [name, resource, kinds] of [
     ['cloudsql', CLOUDSQL, ['sts', 'generateAccessToken']],
-    ['cosmos', COSMOS, ['permission']],
+    ['cosmos', COSMOS, ['cosmos.user', 'cosmos.permission']],
   ] as const) {
     const { child, info } = await startServer();
     try {

@@ -1,4 +1,6 @@
+import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +19,7 @@ import { correlationIdOf, errorResponse } from '../shared/http';
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
  * in functions/, reads its exported `registration`, and serves the HTTP ones under /api with the same
- * routes, passing real HttpRequest / InvocationContext objects to the same handlers `func start` runs.
+ * routes, passing HttpRequest-shaped requests and real InvocationContext objects to the same handlers `func start` runs.
  */
 
 export interface HttpRegistration {
@@ -73,6 +75,53 @@ function compileRoute(reg: HttpRegistration): CompiledRoute {
     })
     .join('/');
   return { reg, re: new RegExp(`^/api/${src}/?$`, 'i'), methods: (reg.options.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()) };
+}
+
+/**
+ * The request object the local host hands to handlers: the public `HttpRequest` surface (type-checked
+ * against it) over a body already read into memory. Building an `@azure/functions` HttpRequest means an
+ * undici Request per call (body stream, abort signal), which was most of the local host's cost per request;
+ * the tests still call the handlers with real HttpRequest objects (test/helpers/invoke.ts).
+ * `user` (App Service authentication headers) is not used by the broker and is always null here.
+ */
+function headerRecord(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  h.forEach((v, k) => {
+    out[k] = v;
+  });
+  return out;
+}
+
+class LocalHttpRequest implements HttpRequest {
+  readonly bodyUsed = false;
+  readonly user = null;
+  readonly query: URLSearchParams;
+  constructor(
+    readonly url: string,
+    readonly method: string,
+    readonly headers: Headers,
+    readonly params: Record<string, string>,
+    private readonly bytes: Buffer,
+    search: string,
+  ) {
+    this.query = new URLSearchParams(search);
+  }
+  get body(): NodeReadableStream | null {
+    return this.bytes.length ? new NodeBlob([this.bytes]).stream() : null;
+  }
+  readonly text = async (): Promise<string> => this.bytes.toString('utf8');
+  readonly json = async (): Promise<unknown> => JSON.parse(this.bytes.toString('utf8')) as unknown;
+  readonly arrayBuffer = async (): Promise<ArrayBuffer> => new Uint8Array(this.bytes).buffer;
+  readonly blob = async (): Promise<NodeBlob> => new NodeBlob([this.bytes]);
+  readonly formData = async (): Promise<FormData> => this.clone().formData();
+  readonly clone = (): HttpRequest =>
+    new HttpRequest({
+      method: this.method,
+      url: this.url,
+      headers: headerRecord(this.headers),
+      params: this.params,
+      ...(this.bytes.length ? { body: { bytes: new Uint8Array(this.bytes) } } : {}),
+    });
 }
 
 function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
@@ -134,15 +183,10 @@ export async function startLocalHost(opts: { port?: number; host?: string; regis
       }
       const body = await readBody(req, 1024 * 1024);
       if (body === undefined) return writeInit(res, errorResponse(new BrokerError('payload_too_large', 'The request body is too large.'), 'problem', cid));
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-      const request = new HttpRequest({
-        method,
-        url: url.toString(),
-        headers,
-        params: { ...(hit.m!.groups ?? {}) },
-        ...(body.length ? { body: { bytes: body } } : {}),
-      });
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+      const noBody = method === 'GET' || method === 'HEAD';
+      const request = new LocalHttpRequest(url.toString(), method, headers, { ...(hit.m!.groups ?? {}) }, noBody ? Buffer.alloc(0) : body, url.search);
       const ctx = new InvocationContext({ invocationId: randomUUID(), functionName: hit.r.reg.name });
       const init = await hit.r.reg.options.handler(request, ctx);
       await writeInit(res, init as HttpResponseInit);

@@ -16,6 +16,7 @@ import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
 import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
 import { tmpdir } from 'node:os';
 
 /**
@@ -67,6 +68,8 @@ export interface Sandbox {
   readonly postgres?: SandboxPostgres;
   /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
   readonly keyVault: KeyVaultEmulator;
+  /** CosmosDB gateway emulator (HTTPS, sandbox CA); its primary key is in Key Vault as `cosmosKeySecret`. */
+  readonly cosmos: CosmosEmulator & { readonly keySecret: string };
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Everything started, for printing. */
@@ -244,6 +247,28 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };
     // ---- end Google service-account keys ----
 
+    // ---- CosmosDB (resource tokens) ----
+    const cosmosCa = createCa('Token Broker Sandbox CosmosDB CA');
+    const cosmosEmu = await startCosmos({
+      account: SANDBOX.cosmos.account,
+      ca: cosmosCa,
+      port: port(SANDBOX.ports.cosmos),
+      containers: [
+        { database: SANDBOX.cosmos.database, id: SANDBOX.cosmos.container, partitionKeyPath: '/pk' },
+        { database: SANDBOX.cosmos.database, id: SANDBOX.cosmos.catalogContainer, partitionKeyPath: '/pk' },
+      ],
+    });
+    stops.push(() => cosmosEmu.close());
+    const cosmosKeySecret = `cosmos-${SANDBOX.cosmos.account}-key`;
+    keyVault.seed(cosmosKeySecret, cosmosEmu.masterKey, { contentType: 'text/plain' });
+    const cosmosCaFile = join(kvCaDir, 'cosmos-ca.pem');
+    writeFileSync(cosmosCaFile, cosmosCa.certPem);
+    env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint}`;
+    env.COSMOS_CA_FILE = cosmosCaFile;
+    services['CosmosDB (HTTPS)'] = cosmosEmu.endpoint;
+    const cosmos = Object.assign(cosmosEmu, { keySecret: cosmosKeySecret });
+    // ---- end CosmosDB ----
+
     Object.assign(env, opts.env ?? {});
     return {
       env,
@@ -254,6 +279,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       cloudSql,
       postgres,
       keyVault,
+      cosmos,
       googleKeys,
       services,
       applyEnv() {

@@ -71,6 +71,15 @@ export const checks: HealthCheck[] = [
     },
   },
   { name: 'keyvault', run: () => import('./keyvault/health').then((m) => m.checkKeyVault()) },
+  // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
+  {
+    name: 'cosmos',
+    run: async () => {
+      const { cosmosConfig } = await import('./config/cosmos');
+      const accounts = (cosmosConfig.get().endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
+      return accounts.length === 0 ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' } : { status: 'ok', detail: `accounts: ${accounts.join(', ')}` };
+    },
+  },
 ];
 
 /**

@@ -9,3 +9,7 @@ console.warn = (...args: unknown[]) => {
 // logs install their own sink with captureLogs().
 import { setLogSink } from '../shared/log';
 if (!process.env.TEST_LOGS) setLogSink(() => undefined);
+
+// Tests rewrite process.env between calls: re-read settings on every call (production re-reads at most once a second).
+import { setSettingsRecheckMs } from '../shared/config/settings';
+setSettingsRecheckMs(0);

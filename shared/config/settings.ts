@@ -43,6 +43,17 @@ export interface Section<S extends Record<string, SettingSpec<unknown>>> {
   get(): SectionValues<S>;
 }
 
+let recheckMs = 1000;
+
+/**
+ * App settings do not change during the life of a Functions process (changing one restarts the app), so
+ * `get()` re-reads process.env at most this often; reading ~40 variables of process.env on every call was a
+ * tenth of the token cache-hit path. Tests that rewrite process.env between calls set 0 (test/setup.ts).
+ */
+export function setSettingsRecheckMs(ms: number): void {
+  recheckMs = ms;
+}
+
 const registry: SettingSpec<unknown>[] = [];
 const sectionNames = new Map<string, string>();
 
@@ -81,17 +92,21 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(na
   };
   let memoKey: string | undefined;
   let memo: SectionValues<S> | undefined;
+  let memoAt = 0;
   return {
     name,
     spec,
     load,
     get() {
+      const now = recheckMs > 0 ? Date.now() : 0;
+      if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
       const key = specs.map(([, s]) => process.env[s.name] ?? '\u0001').join('\u0000');
-      if (memo !== undefined && key === memoKey) return memo;
-      const value = load(process.env);
-      memo = value;
-      memoKey = key;
-      return value;
+      if (memo === undefined || key !== memoKey) {
+        memo = load(process.env);
+        memoKey = key;
+      }
+      memoAt = now;
+      return memo;
     },
   };
 }

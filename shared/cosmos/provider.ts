@@ -1,8 +1,127 @@
+import { PermissionMode, type PermissionDefinition } from '@azure/cosmos';
+import { tokenFingerprint } from '../audit';
+import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
+import { TokenCache } from '../cache';
 import type { CosmosDecisionGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
+import { withAccount, type AccountHandle } from './client';
+import { cosmosFailure, cosmosStatus } from './errors';
+import { containerLink, cosmosUserId, permissionId } from './ids';
 
-/** CosmosDB resource tokens (issue: CosmosDB resource tokens). Not built yet. */
-export async function issueCosmosToken(_input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> {
-  throw new BrokerError('invalid_target', 'CosmosDB resource tokens are not enabled in this build.');
+/**
+ * CosmosDB resource tokens: one Cosmos user per subject (tenant + object id), one permission per
+ * grant (container, mode, partition) on it, upserted with `x-ms-documentdb-expiry-seconds`
+ * = min(requested_lifetime, rule maxTtlSeconds) clamped to what Cosmos accepts (600–18,000 s).
+ * Issued tokens are cached per (subject, grant, lifetime) while enough life is left; concurrent misses
+ * share one upstream call. Cosmos cannot revoke a resource token early: short lifetimes and the policy's
+ * deny list (which stops new issuance) are the controls.
+ */
+
+export const COSMOS_RESOURCE_TOKEN_TYPE = 'urn:token-broker:params:oauth:token-type:cosmos-resource-token';
+export const COSMOS_MIN_TTL_SECONDS = 600;
+export const COSMOS_MAX_TTL_SECONDS = 18000;
+
+export function cosmosLifetime(maxTtlSeconds: number, requested?: number): number {
+  const wanted = Math.min(requested ?? maxTtlSeconds, maxTtlSeconds);
+  return Math.min(COSMOS_MAX_TTL_SECONDS, Math.max(COSMOS_MIN_TTL_SECONDS, wanted));
+}
+
+interface Issued {
+  readonly token: string;
+  /** When the broker stops serving it from cache (real expiry minus the margin). */
+  readonly expiresAtMs: number;
+  /** When Cosmos stops accepting it. */
+  readonly validUntilMs: number;
+}
+
+const cache = new TokenCache<Issued>({ maxEntries: 10_000, minRemainingMs: 0 });
+/** Users known to exist, per account/database (skips the user upsert on later misses). */
+const knownUsers = new Set<string>();
+
+export function resetCosmosTokens(): void {
+  cache.clear();
+  knownUsers.clear();
+}
+
+export function cosmosCacheStats(): Readonly<typeof cache.stats> {
+  return cache.stats;
+}
+
+async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, userId: string, ttl: number): Promise<string> {
+  const database = h.client.database(grant.database);
+  const userKey = `${h.account}/${grant.database}/${userId}`;
+  const definition: PermissionDefinition = {
+    id: permissionId(grant),
+    permissionMode: grant.mode === 'all' ? PermissionMode.All : PermissionMode.Read,
+    resource: containerLink(grant),
+    ...(grant.partitionKey !== undefined ? { resourcePartitionKey: [grant.partitionKey] } : {}),
+  };
+  const attempt = async (): Promise<string> => {
+    if (!knownUsers.has(userKey)) {
+      try {
+        await database.users.upsert({ id: userId });
+      } catch (e) {
+        throw cosmosStatus(e) === 404 ? cosmosFailure(e, 'database') : e;
+      }
+      knownUsers.add(userKey);
+    }
+    const { resource } = await database.user(userId).permissions.upsert(definition, { resourceTokenExpirySeconds: ttl });
+    if (!resource?._token) throw new Error('CosmosDB answered a permission without a token');
+    return resource._token;
+  };
+  try {
+    return await attempt();
+  } catch (e) {
+    // The user may have been deleted behind the broker's back: upsert it once more, then the container is missing.
+    if (cosmosStatus(e) !== 404 || !knownUsers.has(userKey)) throw e;
+    knownUsers.delete(userKey);
+    try {
+      return await attempt();
+    } catch (e2) {
+      throw cosmosStatus(e2) === 404 ? cosmosFailure(e2, 'container') : e2;
+    }
+  }
+}
+
+export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> {
+  const { grant, subject } = input;
+  const cfg = cosmosConfig.get();
+  const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
+  const userId = cosmosUserId(subject);
+  const key = [userId, grant.account, grant.database, grant.container, grant.mode, grant.partitionKey ?? '\u0000', ttl].join('|');
+  const marginMs = Math.min(cfg.minRemainingSeconds, Math.floor(ttl / 2)) * 1000;
+
+  const endpoint = endpointOf(cfg, grant.account);
+  if (!endpoint) throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
+  let fetched = false;
+  const issued = await cache.get(key, async () => {
+    fetched = true;
+    const startedAt = Date.now();
+    try {
+      return await withAccount(grant.account, async (h) => {
+        const token = await upsertPermission(h, grant, userId, ttl);
+        const validUntilMs = startedAt + ttl * 1000;
+        return { token, validUntilMs, expiresAtMs: validUntilMs - marginMs };
+      });
+    } catch (e) {
+      throw cosmosFailure(e, 'container');
+    }
+  });
+  input.log.debug('cosmos.resource_token', { account: grant.account, cached: !fetched, ttlSeconds: ttl });
+  return {
+    response: {
+      access_token: issued.token,
+      issued_token_type: COSMOS_RESOURCE_TOKEN_TYPE,
+      token_type: 'N_A',
+      expires_in: Math.max(0, Math.floor((issued.validUntilMs - Date.now()) / 1000)),
+      account_endpoint: endpoint,
+      database: grant.database,
+      container: grant.container,
+      partition_key: grant.partitionKey ?? null,
+      mode: grant.mode,
+    },
+    tokenIdHash: tokenFingerprint(issued.token),
+    cached: !fetched,
+  };
 }

@@ -1,0 +1,49 @@
+import { csv, defineSection, int, optionalStr, str, type SettingSpec } from './settings';
+
+function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
+  return { ...s, optional: true };
+}
+
+/** `account=https://endpoint` (Cosmos account names: 3-44 of a-z, 0-9, -). */
+const ACCOUNT_ENDPOINT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=https:\/\/[^\s,]+$/;
+
+/** CosmosDB resource tokens (POST /api/token with a cosmos:// target). */
+export const cosmosConfig = defineSection('cosmos', {
+  endpoints: optional(csv('COSMOS_ENDPOINTS', {
+    doc: 'CosmosDB accounts the broker issues for: comma-separated ACCOUNT=ENDPOINT pairs, e.g. orders=https://orders.documents.azure.com:443/; an account not listed is never issued for',
+    item: ACCOUNT_ENDPOINT,
+    itemDoc: 'ACCOUNT=https://ENDPOINT (account: 3-44 of a-z, 0-9, -)',
+  })),
+  keySecretName: str('COSMOS_KEY_SECRET_NAME', {
+    doc: "Key Vault secret holding an account's primary key; {account} is replaced by the account name",
+    default: 'cosmos-{account}-key',
+    pattern: /^[0-9a-zA-Z-]*\{account\}[0-9a-zA-Z-]*$/,
+    patternDoc: 'letters, digits and dashes around one {account} placeholder',
+  }),
+  caFile: optionalStr('COSMOS_CA_FILE', {
+    doc: 'PEM CA bundle trusted for the account endpoint; sandbox only: honoured only for a loopback endpoint',
+  }),
+  minRemainingSeconds: int('COSMOS_TOKEN_MIN_REMAINING_SECONDS', {
+    doc: 'A cached resource token is served only while this much life is left (at most half its lifetime)',
+    default: '300',
+    min: 0,
+    max: 3600,
+  }),
+  throttleBudgetMs: int('COSMOS_THROTTLE_BUDGET_MS', {
+    doc: "Total time spent honouring Cosmos 429 x-ms-retry-after-ms before answering 503 with Retry-After",
+    default: '3000',
+    min: 0,
+    max: 30000,
+  }),
+});
+
+export type CosmosConfig = ReturnType<typeof cosmosConfig.get>;
+
+/** The endpoint configured for an account, or undefined. */
+export function endpointOf(cfg: CosmosConfig, account: string): string | undefined {
+  for (const pair of cfg.endpoints ?? []) {
+    const i = pair.indexOf('=');
+    if (pair.slice(0, i) === account) return pair.slice(i + 1);
+  }
+  return undefined;
+}

@@ -1,0 +1,118 @@
+import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
+import { CosmosClient } from '@azure/cosmos';
+import { coreConfig } from '../config/core';
+import { cosmosConfig, endpointOf, type CosmosConfig } from '../config/cosmos';
+import { BrokerError } from '../errors';
+import { isLoopbackUrl, KeyVaultSecrets } from '../keyvault/client';
+import { cosmosStatus } from './errors';
+
+/**
+ * One CosmosClient per account, built with the account key read from Key Vault through the Function's
+ * managed identity (never from an app setting). The key is cached with its Key Vault version; when
+ * Cosmos answers 401 (the key was regenerated), the key is read again and the call retried once with
+ * the new version. Concurrent first uses of an account share one Key Vault read.
+ */
+
+export interface AccountHandle {
+  readonly account: string;
+  readonly endpoint: string;
+  readonly client: CosmosClient;
+  readonly keyVersion: string;
+}
+
+let secrets: KeyVaultSecrets | undefined;
+const handles = new Map<string, Promise<AccountHandle>>();
+
+function keyVault(): KeyVaultSecrets {
+  secrets ??= KeyVaultSecrets.fromSettings();
+  return secrets;
+}
+
+export function secretNameOf(cfg: CosmosConfig, account: string): string {
+  return cfg.keySecretName.replace('{account}', account);
+}
+
+function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined {
+  if (!cfg.caFile) return undefined;
+  if (!isLoopbackUrl(endpoint)) {
+    throw new BrokerError('config_invalid', 'CosmosDB is misconfigured.', {
+      cause: new Error('COSMOS_CA_FILE is only honoured for a loopback (sandbox) endpoint'),
+    });
+  }
+  try {
+    return new Agent({ keepAlive: true, ca: readFileSync(cfg.caFile, 'utf8') });
+  } catch (e) {
+    throw new BrokerError('config_invalid', 'CosmosDB is misconfigured (COSMOS_CA_FILE cannot be read).', { cause: e });
+  }
+}
+
+async function open(account: string): Promise<AccountHandle> {
+  const cfg = cosmosConfig.get();
+  const endpoint = endpointOf(cfg, account);
+  if (!endpoint) {
+    throw new BrokerError('target_misconfigured', `CosmosDB account "${account}" is not configured (COSMOS_ENDPOINTS).`);
+  }
+  const name = secretNameOf(cfg, account);
+  const secret = await keyVault().get(name);
+  if (!secret || !secret.enabled || secret.value.length === 0) {
+    throw new BrokerError('config_invalid', `The key of CosmosDB account "${account}" is missing from Key Vault (secret ${name}).`);
+  }
+  const budgetMs = cfg.throttleBudgetMs;
+  const agent = agentFor(cfg, endpoint);
+  const client = new CosmosClient({
+    endpoint,
+    key: secret.value,
+    ...(agent ? { agent } : {}),
+    userAgentSuffix: 'token-broker',
+    connectionPolicy: {
+      requestTimeout: coreConfig.get().upstreamTimeoutMs,
+      retryOptions: {
+        // The SDK honours x-ms-retry-after-ms on 429 until this budget is spent, then surfaces the 429.
+        maxRetryAttemptCount: budgetMs === 0 ? 0 : 9,
+        fixedRetryIntervalInMilliseconds: 0,
+        maxWaitTimeInSeconds: Math.max(0, Math.floor(budgetMs / 1000)),
+      },
+    },
+  });
+  return { account, endpoint, client, keyVersion: secret.version };
+}
+
+export function accountHandle(account: string): Promise<AccountHandle> {
+  let h = handles.get(account);
+  if (!h) {
+    h = open(account);
+    handles.set(account, h);
+    h.catch(() => handles.delete(account)); // a failed open is retried on the next call
+  }
+  return h;
+}
+
+/** Forget a handle whose key Cosmos refused (unless another call already replaced it). */
+function drop(account: string, h: AccountHandle, current: Promise<AccountHandle> | undefined): void {
+  if (current && handles.get(account) === current) handles.delete(account);
+  // Calls still running on the old client finish first; then its background timers are released.
+  setTimeout(() => h.client.dispose(), 30_000).unref();
+}
+
+/** Run `fn` with the account's client; on a 401 re-read the key and retry once if it changed. */
+export async function withAccount<T>(account: string, fn: (h: AccountHandle) => Promise<T>): Promise<T> {
+  const pending = accountHandle(account);
+  const h = await pending;
+  try {
+    return await fn(h);
+  } catch (e) {
+    if (cosmosStatus(e) !== 401) throw e;
+    drop(account, h, pending);
+    const fresh = await accountHandle(account);
+    if (fresh.keyVersion === h.keyVersion) throw e; // same key: Cosmos refuses it for another reason
+    return fn(fresh);
+  }
+}
+
+/** Forget every client and the Key Vault client (tests and settings changes). */
+export function resetCosmosClients(): void {
+  for (const h of handles.values()) void h.then((x) => x.client.dispose()).catch(() => undefined);
+  handles.clear();
+  secrets = undefined;
+}
