@@ -8,6 +8,7 @@ import type { IssueInput, ProviderResult } from '../exchange/types';
 import { withAccount, type AccountHandle } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
 import { containerLink, cosmosUserId, permissionId } from './ids';
+import { recordUpstream } from '../telemetry';
 
 /**
  * CosmosDB resource tokens: one Cosmos user per subject (tenant + object id), one permission per
@@ -99,13 +100,17 @@ export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): 
     fetched = true;
     const startedAt = Date.now();
     try {
-      return await withAccount(grant.account, async (h) => {
+      const issued = await withAccount(grant.account, async (h) => {
         const token = await upsertPermission(h, grant, userId, ttl);
         const validUntilMs = startedAt + ttl * 1000;
         return { token, validUntilMs, expiresAtMs: validUntilMs - marginMs };
       });
+      recordUpstream('cosmos', 'ok'); // telemetry: one per issuance from Cosmos (user + permission upsert)
+      return issued;
     } catch (e) {
-      throw cosmosFailure(e, 'container');
+      const err = cosmosFailure(e, 'container');
+      recordUpstream('cosmos', err.code);
+      throw err;
     }
   });
   input.log.debug('cosmos.resource_token', { account: grant.account, cached: !fetched, ttlSeconds: ttl });

@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import type { HttpHandler } from '@azure/functions';
 import { handler as tokenHandler } from '../../functions/token';
 import { handler as explainHandler } from '../../functions/explain';
@@ -27,7 +28,8 @@ const CLOUDSQL = `cloudsql://${G.project}/${G.region}/${G.instance}/${G.database
 const COSMOS = `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`;
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
-const HOST = `127.0.0.${10 + Number(process.env.JEST_WORKER_ID ?? '1')}`;
+// The connector always dials port 3307: a loopback address of our own (test/query uses 127.0.0.1x).
+const HOST = `127.0.0.${30 + Number(process.env.JEST_WORKER_ID ?? '1')}`;
 jest.setTimeout(60_000);
 
 const spec = loadSpec();
@@ -125,11 +127,31 @@ let gateway: string;
 let reader: string;
 let stranger: string;
 let admin: string;
+let policyFile: string | undefined;
+const MISSING_CONTAINER = 'no-such-container';
+
+/** The sample policy, plus a grant on a Cosmos container the account does not have (for the 502). */
+function writePolicy(): string {
+  const policy = JSON.parse(readFileSync(join(ROOT, 'local', 'sample-policy.json'), 'utf8')) as { rules: { grants: { cosmos?: object[] } }[] };
+  policy.rules[0]!.grants.cosmos!.push({
+    account: SANDBOX.cosmos.account,
+    database: SANDBOX.cosmos.database,
+    container: MISSING_CONTAINER,
+    mode: 'read',
+    partitionKey: { type: 'none' },
+    maxTtlSeconds: 600,
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'contract-'));
+  const file = join(dir, 'policy.json');
+  writeFileSync(file, JSON.stringify(policy));
+  return file;
+}
 
 beforeAll(async () => {
+  policyFile = writePolicy();
   sb = await startSandbox({
     cloudSql: { host: HOST },
-    env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', BROKER_UPSTREAM_TIMEOUT_MS: '1500' },
+    env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', BROKER_UPSTREAM_TIMEOUT_MS: '1500', BROKER_POLICY_PATH: policyFile },
   });
   restoreEnv = sb.applyEnv();
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
@@ -143,6 +165,7 @@ afterAll(async () => {
   await closeQueryPools();
   restoreEnv?.();
   await sb?.stop();
+  if (policyFile) rmSync(dirname(policyFile), { recursive: true, force: true });
 });
 
 /** Call a handler and validate its real response against the spec; returns it for further checks. */
@@ -252,17 +275,25 @@ describe('POST /token', () => {
     expect(t.headers.get('retry-after')).not.toBeNull();
   });
 
-  test('a Cosmos target: validated against the spec whatever this build answers (200 once the provider lands)', async () => {
-    const r = await token({ headers: auth(), form: exchangeForm({ resource: `${COSMOS}?mode=read` }) });
-    if (r.status === 200) {
-      expect(r.json.issued_token_type).toBe('urn:token-broker:params:oauth:token-type:cosmos-resource-token');
-    } else {
-      expect([400, 502, 503]).toContain(r.status);
-    }
+  test('200 CosmosDB resource token (partition-bound, and narrowed to read)', async () => {
+    const r = await token({ headers: auth(), form: exchangeForm({ resource: COSMOS }) });
+    expect(r.status).toBe(200);
+    expect([r.json.issued_token_type, r.json.mode, r.json.partition_key]).toEqual([
+      'urn:token-broker:params:oauth:token-type:cosmos-resource-token',
+      'all',
+      SANDBOX.readerObjectId,
+    ]);
+    const read = await token({ headers: auth(), body: exchangeForm({ resource: `${COSMOS}?mode=read` }) });
+    expect([read.status, read.json.mode]).toEqual([200, 'read']);
+  });
+
+  test('502 target_misconfigured for a granted Cosmos container that does not exist', async () => {
+    const r = await token({ headers: auth(), form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${MISSING_CONTAINER}` }) });
+    expect([r.status, r.json.error, r.json.reason]).toEqual([502, 'server_error', 'target_misconfigured']);
   });
 });
 
-test('the CosmosToken schema accepts the fixed Cosmos contract (until the provider answers 200 on this branch)', () => {
+test('the CosmosToken schema accepts the fixed Cosmos contract and rejects what breaks it', () => {
   // The Cosmos success shape fixed by the integrator for issue #4.
   const example = {
     access_token: 'type=resource&ver=1.0&sig=Zm9vYmFyYmF6cXV4;cGVybWlzc2lvbg==;',
@@ -382,7 +413,7 @@ describe('POST /admin/rotate', () => {
 test('coverage: every operation succeeded once, and each error family of /token was validated', () => {
   const seen = (op: string) => new Set(contract.checked.filter((c) => c.operationId === op).map((c) => c.status));
   for (const op of ['exchangeToken', 'explainPolicy', 'getHealth', 'runQuery', 'rotateKeys']) expect(seen(op).has(200)).toBe(true);
-  expect([...seen('exchangeToken')].sort()).toEqual(expect.arrayContaining([200, 400, 401, 403, 413, 415, 502, 503, 504]));
+  expect([...seen('exchangeToken')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 413, 415, 502, 503, 504]));
   expect([...seen('runQuery')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 404, 415]));
   expect([...seen('getHealth')]).toEqual(expect.arrayContaining([200, 503]));
 });

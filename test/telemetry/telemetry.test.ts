@@ -124,6 +124,20 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'cloudsql', outcome: 'upstream_unavailable' })).toBe(1);
   });
 
+  test('a CosmosDB exchange records kind cosmos, a miss then a hit, and one Cosmos call', async () => {
+    const cosmos = `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`;
+    const call = async () =>
+      invoke(tokenHandler, {
+        headers: { authorization: `Bearer ${await f.gateway()}` },
+        form: { grant_type: TOKEN_EXCHANGE, subject_token: await f.caller(), subject_token_type: ACCESS_TOKEN_TYPE, resource: cosmos },
+      });
+    expect([(await call()).status, (await call()).status]).toEqual([200, 200]);
+    expect(await valueOf(METRIC.issuanceDuration, { kind: 'cosmos', outcome: 'issued' })).toBe(2);
+    expect(await valueOf(METRIC.cache, { kind: 'cosmos', result: 'miss' })).toBe(1);
+    expect(await valueOf(METRIC.cache, { kind: 'cosmos', result: 'hit' })).toBe(1);
+    expect(await valueOf(METRIC.upstreamCalls, { upstream: 'cosmos', outcome: 'ok' })).toBe(1);
+  });
+
   test('a rotation dry run records its planned actions, the run and its Key Vault and Google IAM calls', async () => {
     const r = await invoke(adminHandler, {
       url: 'http://127.0.0.1:7071/api/admin/rotate?dryRun=true',
@@ -168,15 +182,16 @@ describe('Azure Monitor is loaded only when the connection string is set', () =>
   test('set: imported once, useAzureMonitor called once with the connection string, instruments then record', async () => {
     process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = CONN;
     resetTelemetry();
-    recordIssuance('cosmos', 'issued', 1); // starts loading; dropped
+    recordIssuance('query', 'issued', 1); // starts loading; dropped
     expect(telemetryState()).toBe('loading');
     await initTelemetry();
     await initTelemetry();
-    recordIssuance('cosmos', 'issued', 1);
+    const before = await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' });
+    recordIssuance('query', 'issued', 1);
     expect(telemetryState()).toBe('on');
     expect(monitorLoaded).toBe(1);
     expect(monitorCalls).toEqual([{ azureMonitorExporterOptions: { connectionString: CONN } }]);
-    expect(await valueOf(METRIC.issuanceDuration, { kind: 'cosmos', outcome: 'issued' })).toBe(1);
+    expect(await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' })).toBe(before + 1);
   });
 });
 
