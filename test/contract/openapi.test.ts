@@ -172,6 +172,9 @@ afterAll(async () => {
 async function call(path: string, method: string, handler: HttpHandler, opts: CallOptions): Promise<Result> {
   const res = await invoke(handler, { ...opts, method, url: `http://127.0.0.1:7071/api${opts.url ?? path}` });
   expect(contract.check(path, method, res)).toEqual([]);
+  // A request the handler accepted must be one the spec admits.
+  if (res.status < 300 && opts.form) expect(contract.checkRequest(path, method, 'application/x-www-form-urlencoded', opts.form)).toEqual([]);
+  if (res.status < 300 && opts.body !== undefined) expect(contract.checkRequest(path, method, 'application/json', opts.body)).toEqual([]);
   return res;
 }
 
@@ -431,4 +434,6 @@ test('the validator fails an undocumented status and a non-conforming body', () 
   expect(contract.check('/health', 'GET', fake(200, { status: 'ok', live: true }, 'text/plain')).join()).toMatch(/content-type/);
   const noRetry = fake(503, { error: 'temporarily_unavailable', error_description: 'x', reason: 'upstream_unavailable', correlation_id: 'c' });
   expect(contract.check('/token', 'POST', noRetry).join()).toMatch(/Retry-After is missing/);
+  expect(contract.checkRequest('/token', 'POST', 'application/json', { grant_type: 'client_credentials' }).join()).toMatch(/request/);
+  expect(contract.checkRequest('/token', 'POST', 'text/plain', {}).join()).toMatch(/not documented/);
 });

@@ -107,6 +107,11 @@ export class LeakScanner {
     this.seen = set.size;
   }
 
+  get needleCount(): number {
+    this.sync();
+    return this.needles.length;
+  }
+
   scan(line: string): Leak[] {
     this.sync();
     return this.needles.length === 0 ? [] : findLeaks(line, this.needles);

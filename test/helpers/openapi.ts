@@ -96,6 +96,20 @@ export class ContractValidator {
     throw new Error(`openapi.yaml: $ref chain too long at ${pointer}`);
   }
 
+  /** Problems of a request body the handler accepted (the documented request shape must admit it). */
+  checkRequest(path: string, method: string, contentType: string, body: unknown): string[] {
+    const opPointer = `#/paths/${escapePointer(path)}/${method.toLowerCase()}`;
+    const where = `${method.toUpperCase()} ${path} request`;
+    const op = atPointer(this.spec, opPointer) as JsonObject | undefined;
+    if (!op) return [`no operation ${method.toUpperCase()} ${path} in openapi.yaml`];
+    if (!op.requestBody) return [`${where}: a body was accepted but none is documented`];
+    const { node: rb, pointer } = this.deref(`${opPointer}/requestBody`);
+    const media = Object.keys((rb.content ?? {}) as JsonObject).find((m) => m.toLowerCase() === contentType.toLowerCase());
+    if (!media) return [`${where}: content-type ${contentType} was accepted but is not documented`];
+    const v = this.schemaAt(`${pointer}/content/${escapePointer(media)}/schema`);
+    return v(body) ? [] : [`${where}: ${this.ajv.errorsText(v.errors, { separator: '; ' })}`];
+  }
+
   /** Problems of a real response (empty when it conforms). */
   check(path: string, method: string, res: Result): string[] {
     const opPointer = `#/paths/${escapePointer(path)}/${method.toLowerCase()}`;
