@@ -195,23 +195,47 @@ describe('Azure Monitor is loaded only when the connection string is set', () =>
   });
 });
 
-// Against the compiled output (`npm test` builds first): what a cold Functions host would load.
-const dist = resolve(ROOT, 'dist', 'shared', 'telemetry.js');
-(existsSync(dist) ? describe : describe.skip)('compiled (dist/), in a fresh process', () => {
+// In a fresh process, as a cold Functions host would load the app: the TypeScript sources (transpiled on
+// require) and, when built (`npm test` builds first), the compiled dist/.
+const TS_HOOK = `
+  const ts = require('typescript'); const fs = require('fs');
+  require.extensions['.ts'] = (m, f) => m._compile(ts.transpileModule(fs.readFileSync(f, 'utf8'), { fileName: f, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText, f);`;
+const variants: { name: string; hook: string; token: string; telemetry: string }[] = [
+  { name: 'TypeScript sources', hook: TS_HOOK, token: './functions/token.ts', telemetry: './shared/telemetry.ts' },
+  ...(existsSync(resolve(ROOT, 'dist', 'shared', 'telemetry.js'))
+    ? [{ name: 'compiled dist/', hook: '', token: './dist/functions/token.js', telemetry: './dist/shared/telemetry.js' }]
+    : []),
+];
+
+describe.each(variants)('in a fresh process ($name)', ({ hook, token, telemetry }) => {
   test('without the connection string, neither @azure/monitor-opentelemetry nor @opentelemetry/api is ever loaded', () => {
-    const script = `
-      require('./dist/functions/token.js');
-      const t = require('./dist/shared/telemetry.js');
-      const atImport = Object.keys(require.cache).filter((k) => /[\\\\/]@opentelemetry[\\\\/]|monitor-opentelemetry/.test(k)).length;
+    const script = `${hook}
+      const otel = () => Object.keys(require.cache).filter((k) => /[\\/]@opentelemetry[\\/]|monitor-opentelemetry/.test(k)).length;
+      require('${token}');
+      const t = require('${telemetry}');
+      const atImport = otel();
       t.recordIssuance('cloudsql', 'issued', 1); t.recordCache('cloudsql', true); t.recordUpstream('google-sts', 'ok'); t.recordRotation('run', 'completed');
-      t.initTelemetry().then(() => {
-        const after = Object.keys(require.cache).filter((k) => /[\\\\/]@opentelemetry[\\\\/]|monitor-opentelemetry/.test(k)).length;
-        process.stdout.write(JSON.stringify({ atImport, after, state: t.telemetryState() }));
-      });`;
+      t.initTelemetry().then(() => process.stdout.write(JSON.stringify({ atImport, after: otel(), state: t.telemetryState() })));`;
     const env = { ...process.env };
     delete env.APPLICATIONINSIGHTS_CONNECTION_STRING;
     const run = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 });
-    expect(run.status).toBe(0);
+    expect(run.stderr).not.toMatch(/Error/);
     expect(JSON.parse(run.stdout)).toEqual({ atImport: 0, after: 0, state: 'off' });
+  });
+
+  test('with the connection string, @azure/monitor-opentelemetry is loaded (once) on the first instrument call', () => {
+    const script = `${hook}
+      const monitor = () => Object.keys(require.cache).filter((k) => /monitor-opentelemetry[\\/]/.test(k)).length;
+      require('${token}');
+      const t = require('${telemetry}');
+      const atImport = monitor();
+      t.recordIssuance('cloudsql', 'issued', 1);
+      t.initTelemetry().then(() => { process.stdout.write(JSON.stringify({ atImport, loaded: monitor() > 0, state: t.telemetryState() })); process.exit(0); });`;
+    const env = {
+      ...process.env,
+      APPLICATIONINSIGHTS_CONNECTION_STRING: 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:9/',
+    };
+    const run = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    expect(JSON.parse(run.stdout)).toEqual({ atImport: 0, loaded: true, state: 'on' });
   });
 });
