@@ -91,6 +91,11 @@ async function throughput(): Promise<void> {
     const bareRps = bare.requests.average;
     figures.bare = { rps: bareRps, p50: bare.latency.p50, p99: bare.latency.p99 };
     rows.push({ id: '1', what: 'bare Node HTTP server, requests/s', value: bareRps.toFixed(0) });
+    // The same fixed-rate run against the bare server: what this machine's scheduling costs at p99.
+    const bareFixed = await autocannon({ url: info.bareUrl, duration: DURATION, connections: 20, overallRate: 1000 });
+    check(bareFixed, 'bare fixed rate');
+    figures.bareFixedRate = { rps: bareFixed.requests.average, p50: bareFixed.latency.p50, p99: bareFixed.latency.p99 };
+    rows.push({ id: '3', what: 'reference: bare server p99 at a fixed 1,000 req/s', value: `${bareFixed.latency.p99} ms` });
 
     for (const [name, resource] of [
       ['cloudsql', CLOUDSQL],

@@ -21,9 +21,20 @@ export interface AuditEvent {
   extra?: Record<string, string | number | boolean | undefined>;
 }
 
-/** A stable, one-way fingerprint of a credential, safe to log and to correlate. */
+const fingerprints = new Map<string, string>();
+
+/**
+ * A stable, one-way fingerprint of a credential, safe to log and to correlate. Cache hits hand out the same
+ * token many times, so recent fingerprints are remembered (bounded) instead of hashed on every request.
+ */
 export function tokenFingerprint(tokenOrId: string): string {
-  return createHash('sha256').update(tokenOrId).digest('hex').slice(0, 16);
+  let fp = fingerprints.get(tokenOrId);
+  if (fp === undefined) {
+    fp = createHash('sha256').update(tokenOrId).digest('hex').slice(0, 16);
+    if (fingerprints.size >= 1024) fingerprints.clear();
+    fingerprints.set(tokenOrId, fp);
+  }
+  return fp;
 }
 
 export function audit(logger: Logger, event: AuditEvent): void {

@@ -6,6 +6,8 @@
  * key material. The `cause` is for logs only (and is itself redacted by the logger).
  */
 
+import { ConfigError } from './config/settings';
+
 export type OAuthErrorCode =
   | 'invalid_request'
   | 'invalid_client'
@@ -145,6 +147,8 @@ export function oauthErrorFor(err: BrokerError): OAuthErrorCode {
 /** Anything thrown that is not a BrokerError is a bug: it becomes `internal` (500) and is logged in full. */
 export function toBrokerError(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
+  // A settings section that fails to load names the bad settings (never their secret values): 503, not 500.
+  if (err instanceof ConfigError) return new BrokerError('config_invalid', err.message, { cause: err, retryAfterSeconds: 30 });
   return new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', {
     cause: err,
   });

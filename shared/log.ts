@@ -1,3 +1,5 @@
+import { settingsRecheckMs } from './config/settings';
+
 /**
  * Structured JSON logging. Every line carries the correlation id. Values under sensitive keys and
  * anything that looks like a bearer token, JWT, Google access token or PEM key are masked before
@@ -96,9 +98,15 @@ export interface Logger {
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
+let level = { value: LEVELS.info, at: -Infinity };
+
+/** LOG_LEVEL, re-read as often as the other settings (at most once a second in production). */
 function minLevel(): number {
+  const now = Date.now();
+  if (now - level.at < settingsRecheckMs()) return level.value;
   const raw = (process.env.LOG_LEVEL ?? 'info').toLowerCase();
-  return raw in LEVELS ? LEVELS[raw as LogLevel] : LEVELS.info;
+  level = { value: raw in LEVELS ? LEVELS[raw as LogLevel] : LEVELS.info, at: now };
+  return level.value;
 }
 
 export function createLogger(base: LogFields & { correlationId?: string } = {}): Logger {

@@ -54,6 +54,10 @@ export function setSettingsRecheckMs(ms: number): void {
   recheckMs = ms;
 }
 
+export function settingsRecheckMs(): number {
+  return recheckMs;
+}
+
 const registry: SettingSpec<unknown>[] = [];
 const sectionNames = new Map<string, string>();
 

@@ -399,6 +399,19 @@ describe('Cosmos faults', () => {
     }
   });
 
+  test('invalid Cosmos settings are 503 config_invalid naming the setting, before any upstream call', async () => {
+    const restore = withEnv({ COSMOS_ENDPOINTS: 'sandbox-cosmos=http://plain-http.example' });
+    try {
+      const res = await exchange(PROFILES);
+      expect(res.status).toBe(503);
+      expect(res.json).toMatchObject({ error: 'temporarily_unavailable', reason: 'config_invalid' });
+      expect(String(res.json.error_description)).toContain('COSMOS_ENDPOINTS');
+      expect(fx.sandbox.cosmos.calls).toHaveLength(0);
+    } finally {
+      restore();
+    }
+  });
+
   test('no token or key reaches a log line', async () => {
     const res = await exchange(PROFILES);
     expect(res.status).toBe(200);
