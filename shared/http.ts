@@ -57,11 +57,12 @@ export function errorResponse(err: BrokerError, style: ResponseStyle, correlatio
       status: spec.status,
       headers,
       jsonBody: {
+        // detail first: it adds fields (e.g. parameter), never replaces the standard ones
+        ...(err.detail ?? {}),
         error: oauthErrorFor(err),
         error_description: err.message,
         reason: err.code,
         ...(err.party ? { party: err.party } : {}),
-        ...(err.detail ?? {}),
         correlation_id: correlationId,
       },
     };
@@ -71,13 +72,13 @@ export function errorResponse(err: BrokerError, style: ResponseStyle, correlatio
     status: spec.status,
     headers,
     body: JSON.stringify({
+      ...(err.detail ?? {}),
       type: `urn:token-broker:problem:${err.code}`,
       title: spec.title,
       status: spec.status,
       detail: err.message,
       code: err.code,
       ...(err.party ? { party: err.party } : {}),
-      ...(err.detail ?? {}),
       correlationId,
     }),
   };
