@@ -27,7 +27,7 @@ const figures: Record<string, unknown> = {};
 
 function startServer(): Promise<{ child: ChildProcess; info: ServerInfo }> {
   return new Promise((resolve, reject) => {
-    const child = fork(join(__dirname, 'server.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: ['--experimental-vm-modules'] });
+    const child = fork(join(__dirname, 'server.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: ['--experimental-vm-modules', ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)] });
     child.once('message', (m: { ready?: ServerInfo }) => (m.ready ? resolve({ child, info: m.ready }) : reject(new Error('bad ready message'))));
     child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
   });
@@ -117,6 +117,7 @@ async function throughput(): Promise<void> {
         pass: ratio >= 0.5,
       });
       if (name === 'cloudsql' || !figures.fixedRate) {
+        await ask(child, 'eld-reset');
         const fixed = await autocannon({
           url: info.brokerUrl.replace(/\/api$/, ''),
           requests: post(info, tokenBody(info, resource)),
@@ -126,7 +127,10 @@ async function throughput(): Promise<void> {
         });
         check(fixed, 'fixed rate');
         figures.fixedRate = { target: name, rps: fixed.requests.average, p50: fixed.latency.p50, p99: fixed.latency.p99 };
+        const { eld } = await ask<{ eld: { p50: number; p99: number; max: number; gc: { count: number; totalMs: number; maxMs: number } } }>(child, 'eld');
+        figures.fixedRate = { ...(figures.fixedRate as object), serverEventLoopDelayMs: eld };
         rows.push({ id: '3', what: `p99 latency at a fixed 1,000 req/s (${name})`, value: `${fixed.latency.p99} ms (achieved ${fixed.requests.average.toFixed(0)} req/s)`, target: '< 10 ms', pass: fixed.latency.p99 < 10 });
+        rows.push({ id: '3', what: '  server event-loop delay during that run, p99 / max', value: `${eld.p99.toFixed(1)} / ${eld.max.toFixed(1)} ms; GC ${eld.gc.count}× ${eld.gc.totalMs.toFixed(0)} ms, longest ${eld.gc.maxMs.toFixed(1)} ms` });
       }
     }
   } finally {

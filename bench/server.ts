@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { startLocalHost } from '../local/host';
 import { startSandbox, type Sandbox } from '../local/sandbox';
@@ -54,8 +55,21 @@ async function main(): Promise<void> {
     callerToken: await sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 }),
     analystToken: await sandbox.entra.mint({ oid: SANDBOX.strangerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Analyst'], expiresIn: 7200 }),
   };
+  // Event-loop delay of the server process: tells a stall of the broker from the machine's scheduling.
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  let gc = { count: 0, totalMs: 0, maxMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
+  }).observe({ entryTypes: ['gc'] });
   process.on('message', (msg: { cmd: string }) => {
     if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox) });
+    if (msg.cmd === 'eld-reset') {
+      eld.reset();
+      gc = { count: 0, totalMs: 0, maxMs: 0 };
+      process.send?.({ ok: true });
+    }
+    if (msg.cmd === 'eld') process.send?.({ eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, gc } });
     if (msg.cmd === 'stop') {
       void (async () => {
         await host.close();
