@@ -1,0 +1,19 @@
+output "wif_audience" {
+  description = "App settings GOOGLE_WIF_AUDIENCE and ROTATION_WIF_AUDIENCE (azd env set GOOGLE_WIF_AUDIENCE ...)"
+  value       = "//iam.googleapis.com/${google_iam_workload_identity_pool_provider.entra.name}"
+}
+
+output "service_accounts" {
+  description = "Service accounts to name in the broker policy (grants.cloudsql[].serviceAccount)"
+  value       = { for k, sa in google_service_account.db : k => sa.email }
+}
+
+output "database_users" {
+  description = "IAM database users; GRANT them privileges inside PostgreSQL"
+  value       = { for k, u in google_sql_user.db : k => u.name }
+}
+
+output "rotation_managed_keys" {
+  description = "App setting ROTATION_MANAGED_KEYS (SA_EMAIL=KEY_VAULT_SECRET_NAME pairs)"
+  value       = join(",", [for k in var.rotated_identities : "${google_service_account.db[k].email}=${k}-sa-key"])
+}

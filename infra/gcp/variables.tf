@@ -1,0 +1,54 @@
+variable "project_id" {
+  description = "Google Cloud project holding the Cloud SQL instance and the service accounts"
+  type        = string
+}
+
+variable "azure_tenant_id" {
+  description = "Entra ID tenant of the broker's managed identity (azd output AZURE_TENANT_ID)"
+  type        = string
+}
+
+variable "broker_identity_principal_id" {
+  description = "Object (principal) id of the broker Function's managed identity (azd output BROKER_IDENTITY_PRINCIPAL_ID); the only Azure identity the pool trusts"
+  type        = string
+}
+
+variable "subject_token_audience" {
+  description = "Audience of the managed-identity token presented to Google STS (app setting GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE)"
+  type        = string
+  default     = "api://AzureADTokenExchange"
+}
+
+variable "pool_id" {
+  description = "Workload identity pool id"
+  type        = string
+  default     = "azure-token-broker"
+}
+
+variable "provider_id" {
+  description = "Workload identity pool provider id"
+  type        = string
+  default     = "entra"
+}
+
+variable "cloudsql_instance" {
+  description = "Name of the existing Cloud SQL for PostgreSQL instance (flag cloudsql.iam_authentication=on)"
+  type        = string
+}
+
+variable "database_identities" {
+  description = <<-EOT
+    The service accounts the broker's policy names (one per database role), by short id, e.g.
+    { "orders-reader" = { display_name = "Orders reader" }, "orders-analyst" = { display_name = "Orders analyst" } }.
+    Each becomes an IAM database user; grant it SQL privileges inside PostgreSQL (GRANT SELECT ...).
+  EOT
+  type = map(object({
+    display_name = string
+  }))
+}
+
+variable "rotated_identities" {
+  description = "Short ids (keys of database_identities) whose keys the rotation timer manages (only for tenants that need sa-key mode); empty for fully keyless"
+  type        = set(string)
+  default     = []
+}

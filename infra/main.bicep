@@ -1,0 +1,134 @@
+// azd entry point (`azd up`): one resource group with the token broker and everything it needs on Azure.
+// The Google side is infra/gcp (Terraform); its outputs feed googleWifAudience and rotationManagedKeys here.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('azd environment name; names every resource')
+param environmentName string
+@description('Azure region')
+param location string
+
+@description('Tenant whose callers and gateway tokens are accepted')
+param tenantId string = subscription().tenantId
+@description('App ID URI of the broker app registration (audience of APIM\'s managed-identity token), e.g. api://token-broker')
+param brokerAppIdUri string
+@description('App ID URI of the Orders API app registration (audience of callers\' tokens)')
+param ordersApiAudience string
+@description('App ID URI of the Profiles API app registration (audience of SPA/mobile callers\' tokens)')
+param profilesApiAudience string
+@description('Backend of the Orders API (it receives X-Db-Token)')
+param ordersBackendUrl string
+@description('cloudsql://PROJECT/REGION/INSTANCE/DATABASE the Orders API exchanges for')
+param cloudsqlTarget string
+@description('Workload identity provider audience (terraform output wif_audience)')
+param googleWifAudience string
+@description('SA_EMAIL=SECRET_NAME pairs the rotation timer manages (terraform output rotation_managed_keys)')
+param rotationManagedKeys string
+@allowed([ 'keyless', 'sa-key' ])
+param googleAuthMode string = 'keyless'
+param publisherEmail string
+param publisherName string = 'Token broker'
+param apimSku string = 'Developer'
+
+var name = toLower('${environmentName}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
+var tags = { 'azd-env-name': environmentName }
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identities 'modules/identities.bicep' = {
+  scope: rg
+  name: 'identities'
+  params: { name: name, location: location, tags: tags }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  scope: rg
+  name: 'monitoring'
+  params: { name: name, location: location, tags: tags, brokerPrincipalId: identities.outputs.brokerPrincipalId }
+}
+
+module storage 'modules/storage.bicep' = {
+  scope: rg
+  name: 'storage'
+  params: { name: name, location: location, tags: tags, brokerPrincipalId: identities.outputs.brokerPrincipalId }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  scope: rg
+  name: 'keyvault'
+  params: { name: name, location: location, tags: tags, brokerPrincipalId: identities.outputs.brokerPrincipalId }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  scope: rg
+  name: 'cosmos'
+  params: { name: name, location: location, tags: tags, keyVaultName: keyVault.outputs.name }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  scope: rg
+  name: 'functionapp'
+  params: {
+    name: name
+    location: location
+    tags: tags
+    brokerIdentityId: identities.outputs.brokerId
+    brokerClientId: identities.outputs.brokerClientId
+    storageName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultUri: keyVault.outputs.uri
+    allowedTenants: tenantId
+    brokerAppIdUri: brokerAppIdUri
+    allowedClientOids: identities.outputs.gatewayPrincipalId
+    subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
+    googleAuthMode: googleAuthMode
+    googleWifAudience: googleWifAudience
+    rotationManagedKeys: rotationManagedKeys
+    cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'
+  }
+}
+
+module apim 'modules/apim.bicep' = {
+  scope: rg
+  name: 'apim'
+  params: {
+    name: name
+    location: location
+    tags: tags
+    sku: apimSku
+    publisherEmail: publisherEmail
+    publisherName: publisherName
+    gatewayIdentityId: identities.outputs.gatewayId
+    gatewayClientId: identities.outputs.gatewayClientId
+    tenantId: tenantId
+    brokerUrl: functionApp.outputs.url
+    brokerAppIdUri: brokerAppIdUri
+    ordersApiAudience: ordersApiAudience
+    profilesApiAudience: profilesApiAudience
+    ordersBackendUrl: ordersBackendUrl
+    cloudsqlTarget: cloudsqlTarget
+    cosmosTarget: 'cosmos://${cosmos.outputs.accountName}/${cosmos.outputs.databaseName}/profiles'
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output BROKER_FUNCTION_APP_NAME string = functionApp.outputs.name
+output BROKER_URL string = functionApp.outputs.url
+output BROKER_IDENTITY_CLIENT_ID string = identities.outputs.brokerClientId
+output BROKER_IDENTITY_PRINCIPAL_ID string = identities.outputs.brokerPrincipalId
+output APIM_NAME string = apim.outputs.name
+output APIM_GATEWAY_URL string = apim.outputs.gatewayUrl
+output APIM_IDENTITY_PRINCIPAL_ID string = identities.outputs.gatewayPrincipalId
+output KEY_VAULT_NAME string = keyVault.outputs.name
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output COSMOS_ACCOUNT_NAME string = cosmos.outputs.accountName
+output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -1,0 +1,157 @@
+// API Management: its user-assigned identity is the broker's client (RFC 8693 client authentication with a
+// managed-identity token); named values hold every environment-specific setting the policies use (no secret
+// among them); three APIs with the policies of infra/apim/, and the broker's own API imported from openapi.yaml.
+param name string
+param location string
+param tags object = {}
+param publisherEmail string
+param publisherName string
+@allowed([ 'Developer', 'Basic', 'Standard', 'BasicV2', 'StandardV2', 'Premium' ])
+@description('A tier with the built-in cache (the Consumption tier has none; the policies cache tokens)')
+param sku string = 'Developer'
+param gatewayIdentityId string
+param gatewayClientId string
+param tenantId string
+param brokerUrl string
+param brokerAppIdUri string
+param ordersApiAudience string
+param profilesApiAudience string
+param ordersBackendUrl string
+param cloudsqlTarget string
+param cosmosTarget string
+
+resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
+  name: 'apim-${name}'
+  location: location
+  tags: tags
+  sku: { name: sku, capacity: 1 }
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${gatewayIdentityId}': {} }
+  }
+  properties: {
+    publisherEmail: publisherEmail
+    publisherName: publisherName
+  }
+}
+
+var namedValues = {
+  'entra-tenant-id': tenantId
+  'broker-base-url': brokerUrl
+  'broker-app-id-uri': brokerAppIdUri
+  'apim-identity-client-id': gatewayClientId
+  'orders-api-audience': ordersApiAudience
+  'profiles-api-audience': profilesApiAudience
+  'cloudsql-target': cloudsqlTarget
+  'cosmos-target': cosmosTarget
+}
+
+resource values 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for nv in items(namedValues): {
+  parent: apim
+  name: nv.key
+  properties: {
+    displayName: nv.key
+    value: nv.value
+    secret: false
+  }
+}]
+
+// --- Orders API, backed by Cloud SQL: the backend receives the caller's database token (X-Db-Token) ---
+resource ordersApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'orders'
+  properties: {
+    displayName: 'Orders (Cloud SQL)'
+    path: 'orders'
+    protocols: [ 'https' ]
+    serviceUrl: ordersBackendUrl
+    subscriptionRequired: false
+  }
+}
+
+resource ordersGet 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = {
+  parent: ordersApi
+  name: 'list-orders'
+  properties: { displayName: 'List orders', method: 'GET', urlTemplate: '/' }
+}
+
+resource ordersPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: ordersApi
+  name: 'policy'
+  properties: { format: 'xml', value: loadTextContent('../apim/cloudsql-api.xml') }
+  dependsOn: [ values ]
+}
+
+// --- Profiles token API: hands Cosmos resource tokens to SPA/mobile clients ---
+resource profilesApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'profiles-token'
+  properties: {
+    displayName: 'Profiles (Cosmos resource tokens)'
+    path: 'profiles'
+    protocols: [ 'https' ]
+    subscriptionRequired: false
+  }
+}
+
+resource profilesToken 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = {
+  parent: profilesApi
+  name: 'get-token'
+  properties: { displayName: 'Get a resource token for my profile', method: 'POST', urlTemplate: '/token' }
+}
+
+resource profilesPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: profilesApi
+  name: 'policy'
+  properties: { format: 'xml', value: loadTextContent('../apim/cosmos-token-api.xml') }
+  dependsOn: [ values ]
+}
+
+// --- Orders query API: fronts the broker's POST /api/query/{name} ---
+resource queryApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'orders-query'
+  properties: {
+    displayName: 'Orders queries (Cloud SQL, read-only)'
+    path: 'orders-query'
+    protocols: [ 'https' ]
+    serviceUrl: '${brokerUrl}/api'
+    subscriptionRequired: false
+  }
+}
+
+resource queryRun 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = {
+  parent: queryApi
+  name: 'run-query'
+  properties: {
+    displayName: 'Run a catalogued query'
+    method: 'POST'
+    urlTemplate: '/query/{name}'
+    templateParameters: [ { name: 'name', type: 'string', required: true } ]
+  }
+}
+
+resource queryPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: queryApi
+  name: 'policy'
+  properties: { format: 'xml', value: loadTextContent('../apim/query-api.xml') }
+  dependsOn: [ values ]
+}
+
+// --- The broker's own API, imported from its OpenAPI document (operators' and admins' view; subscription key required) ---
+resource brokerApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'token-broker'
+  properties: {
+    displayName: 'Token broker (internal)'
+    path: 'broker'
+    protocols: [ 'https' ]
+    serviceUrl: '${brokerUrl}/api'
+    subscriptionRequired: true
+    format: 'openapi'
+    value: loadTextContent('../../openapi.yaml')
+  }
+}
+
+output name string = apim.name
+output gatewayUrl string = apim.properties.gatewayUrl

@@ -1,0 +1,113 @@
+// The broker: Azure Functions on Flex Consumption (Linux, Node 20), running as its user-assigned identity.
+// Every app setting the code reads in production is set here (test/infra/settings-drift.test.ts checks it
+// against shared/config/*); nothing secret is an app setting.
+param name string
+param location string
+param tags object = {}
+param brokerIdentityId string
+param brokerClientId string
+param storageName string
+param storageBlobEndpoint string
+param appInsightsConnectionString string
+param keyVaultUri string
+
+@description('Entra tenant(s) whose tokens the broker accepts')
+param allowedTenants string
+@description('App ID URI (or client id) of the broker app registration: the audience of APIM\'s token')
+param brokerAppIdUri string
+@description('Object id(s) of the gateway identities allowed to call the broker (APIM\'s managed identity)')
+param allowedClientOids string
+@description('Audiences of the end callers\' tokens (the APIs exposed through APIM)')
+param subjectAudiences string
+param policyPath string = 'config/policy.json'
+param queryCatalogPath string = 'config/queries.json'
+
+@allowed([ 'keyless', 'sa-key' ])
+param googleAuthMode string = 'keyless'
+@description('//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (terraform output wif_audience)')
+param googleWifAudience string
+param googleWifSubjectTokenAudience string = 'api://AzureADTokenExchange'
+@description('sa-key mode only: Key Vault secret with the source service-account key JSON')
+param googleSaKeySecret string = ''
+@description('Comma-separated SA_EMAIL=SECRET_NAME pairs the rotation timer manages')
+param rotationManagedKeys string
+param rotationSchedule string = '0 30 2 * * *'
+@description('ACCOUNT=ENDPOINT pairs of the Cosmos accounts the broker issues for')
+param cosmosEndpoints string
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${name}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: { tier: 'FlexConsumption', name: 'FC1' }
+  properties: { reserved: true }
+}
+
+var baseSettings = [
+  // --- Functions platform: identity-based host storage, telemetry with Entra ID auth ---
+  { name: 'AzureWebJobsStorage__accountName', value: storageName }
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'AzureWebJobsStorage__clientId', value: brokerClientId }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+  { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${brokerClientId};Authorization=AAD' }
+  // --- core: who may call, whose tokens are accepted, the policy ---
+  { name: 'BROKER_ALLOWED_TENANTS', value: allowedTenants }
+  { name: 'BROKER_CLIENT_AUDIENCES', value: brokerAppIdUri }
+  { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
+  { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
+  { name: 'BROKER_POLICY_PATH', value: policyPath }
+  { name: 'AZURE_CLIENT_ID', value: brokerClientId }
+  // --- Google: keyless federation (workload identity pool trusting this identity) ---
+  { name: 'GOOGLE_AUTH_MODE', value: googleAuthMode }
+  { name: 'GOOGLE_WIF_AUDIENCE', value: googleWifAudience }
+  { name: 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE', value: googleWifSubjectTokenAudience }
+  // --- Key Vault (rotated keys, Cosmos keys) ---
+  { name: 'KEY_VAULT_URL', value: keyVaultUri }
+  // --- query function ---
+  { name: 'QUERY_CATALOG_PATH', value: queryCatalogPath }
+  // --- key rotation (the rotation caller federates through the same pool) ---
+  { name: 'ROTATION_MANAGED_KEYS', value: rotationManagedKeys }
+  { name: 'ROTATION_SCHEDULE', value: rotationSchedule }
+  { name: 'ROTATION_WIF_AUDIENCE', value: googleWifAudience }
+  { name: 'ROTATION_ENTRA_RESOURCE', value: googleWifSubjectTokenAudience }
+  // --- CosmosDB resource tokens (keys are read from Key Vault) ---
+  { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
+]
+var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET', value: googleSaKeySecret } ] : []
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: 'func-${name}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'broker' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: { '${brokerIdentityId}': {} }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: brokerIdentityId
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}deploymentpackage'
+          authentication: { type: 'UserAssignedIdentity', userAssignedIdentityResourceId: brokerIdentityId }
+        }
+      }
+      scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: 2048 }
+      runtime: { name: 'node', version: '20' }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      appSettings: concat(baseSettings, saKeySettings)
+    }
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
+output url string = 'https://${site.properties.defaultHostName}'

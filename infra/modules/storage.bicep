@@ -1,0 +1,46 @@
+// The Function's storage: no shared keys (identity-based AzureWebJobsStorage), TLS 1.2, no public blob access.
+param name string
+param location string
+param tags object = {}
+@description('Principal id of the Function identity')
+param brokerPrincipalId string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: take(replace('st${name}', '-', ''), 24)
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: { name: 'Standard_LRS' }
+  properties: {
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    defaultToOAuthAuthentication: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Flex Consumption deploys the app package into this container.
+resource deployments 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'deploymentpackage'
+}
+
+// Storage Blob Data Owner: the host keeps its leases (timer singleton) and the deployment package in blobs.
+resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: storage
+  name: guid(storage.id, brokerPrincipalId, 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b')
+    principalId: brokerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob

@@ -1,0 +1,228 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
+
+/**
+ * The APIM policies (infra/apim/*.xml) parsed with a real XML parser, checked for what matters: the caller is
+ * validated before anything uses it, the cache key comes only from validated claims and the target, the broker
+ * is called with APIM's managed identity and a bounded timeout, cache durations derive from expires_in, errors
+ * never carry context.LastError or the broker's text to the caller, and every named value is declared in Bicep.
+ */
+
+const root = join(__dirname, '..', '..');
+const FILES = ['cloudsql-api.xml', 'cosmos-token-api.xml', 'query-api.xml'] as const;
+const read = (f: string) => readFileSync(join(root, 'infra', 'apim', f), 'utf8');
+const apimBicep = readFileSync(join(root, 'infra', 'modules', 'apim.bicep'), 'utf8');
+
+interface Node {
+  readonly tag: string;
+  readonly attrs: Readonly<Record<string, string>>;
+  /** Text directly inside the element. */
+  readonly text: string;
+  /** Ancestor tags, outermost first. */
+  readonly path: readonly string[];
+  /** Document order. */
+  readonly order: number;
+  readonly children: Node[];
+}
+
+type Raw = Record<string, unknown>;
+
+function parse(xml: string): Node[] {
+  const parser = new XMLParser({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', parseTagValue: false, parseAttributeValue: false, trimValues: true });
+  const all: Node[] = [];
+  let order = 0;
+  const walk = (items: Raw[], path: string[], into: Node[]) => {
+    for (const item of items) {
+      const tag = Object.keys(item).find((k) => k !== ':@');
+      if (!tag || tag === '#text') continue;
+      const kids = (item[tag] as Raw[]) ?? [];
+      const node: Node = {
+        tag,
+        attrs: (item[':@'] as Record<string, string>) ?? {},
+        text: kids.filter((k) => '#text' in k).map((k) => String(k['#text'])).join(''),
+        path,
+        order: order++,
+        children: [],
+      };
+      all.push(node);
+      into.push(node);
+      walk(kids, [...path, tag], node.children);
+    }
+  };
+  walk(parser.parse(xml) as Raw[], [], []);
+  return all;
+}
+
+const docs = Object.fromEntries(FILES.map((f) => [f, { xml: read(f), nodes: parse(read(f)) }])) as Record<(typeof FILES)[number], { xml: string; nodes: Node[] }>;
+const byTag = (nodes: Node[], tag: string) => nodes.filter((n) => n.tag === tag);
+const one = (nodes: Node[], tag: string) => {
+  const found = byTag(nodes, tag);
+  expect(found).toHaveLength(1);
+  return found[0]!;
+};
+const setVariable = (nodes: Node[], name: string) => nodes.find((n) => n.tag === 'set-variable' && n.attrs.name === name);
+/** Every expression or literal that can end up in what the caller receives (bodies, headers, status lines). */
+const callerFacing = (nodes: Node[]) =>
+  nodes.filter((n) => n.path.includes('return-response') || (n.path.includes('outbound') && n.tag !== 'choose' && n.tag !== 'when')).flatMap((n) => [n.text, ...Object.entries(n.attrs).filter(([k]) => k !== 'condition').map(([, v]) => v)]);
+
+describe.each(FILES)('%s', (file) => {
+  const { xml, nodes } = docs[file];
+
+  test('is well-formed XML with the four policy sections in order, each calling <base />', () => {
+    expect(XMLValidator.validate(xml)).toBe(true);
+    const top = nodes.filter((n) => n.path.length === 1).map((n) => n.tag);
+    expect(top).toEqual(['inbound', 'backend', 'outbound', 'on-error']);
+    for (const section of ['inbound', 'outbound', 'on-error']) {
+      expect(nodes.find((n) => n.tag === 'base' && n.path.at(-1) === section)).toBeDefined();
+    }
+  });
+
+  test('validates the caller (Entra ID, tenant and audience from named values, tid and oid required) before anything else uses it', () => {
+    const jwt = one(nodes, 'validate-jwt');
+    expect(jwt.path).toEqual(['policies', 'inbound']);
+    expect(jwt.attrs['require-scheme']).toBe('Bearer');
+    expect(jwt.attrs['output-token-variable-name']).toBe('caller-jwt');
+    const openid = jwt.children.find((c) => c.tag === 'openid-config');
+    expect(openid?.attrs.url).toBe('https://login.microsoftonline.com/{{entra-tenant-id}}/v2.0/.well-known/openid-configuration');
+    const audiences = byTag(nodes, 'audience').map((a) => a.text);
+    expect(audiences.length).toBeGreaterThan(0);
+    for (const a of audiences) expect(a).toMatch(/^\{\{[a-z-]+-audience\}\}$/);
+    const claims = byTag(nodes, 'claim').map((c) => c.attrs.name);
+    expect(claims).toEqual(expect.arrayContaining(['tid', 'oid']));
+    const firstUse = nodes.find((n) => n.order > 0 && n.tag !== 'base' && n.path.includes('inbound') && !n.path.includes('validate-jwt') && n.tag !== 'validate-jwt');
+    expect(firstUse!.order).toBeGreaterThan(jwt.order);
+  });
+
+  test('never sends context.LastError, the broker\'s error text or its raw body to the caller', () => {
+    const out = callerFacing(nodes).join('\n');
+    expect(out).not.toMatch(/LastError/);
+    expect(out).not.toMatch(/error_description/);
+    // on-error answers are fixed problem documents
+    for (const body of nodes.filter((n) => n.path.includes('on-error') && n.tag === 'set-body')) {
+      expect(body.text).toMatch(/application\/problem\+json|about:blank/);
+      expect(body.text).not.toMatch(/LastError|Message|Reason/);
+    }
+    // LastError appears only in conditions, to pick the status
+    const uses = nodes.flatMap((n) => [n.text, ...Object.entries(n.attrs).map(([k, v]) => `${k}=${v}`)]).filter((s) => s.includes('LastError'));
+    for (const u of uses) expect(u).toMatch(/^condition=/);
+  });
+});
+
+describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token exchange with cache)', (file) => {
+  const { nodes } = docs[file];
+
+  test('the cache key comes only from validated claims (tid, oid) and the target', () => {
+    const key = setVariable(nodes, 'broker-cache-key')!;
+    expect(key).toBeDefined();
+    const expr = key.attrs.value!;
+    expect(expr).toContain('(Jwt)context.Variables["caller-jwt"]');
+    expect(expr).toContain('Claims.GetValueOrDefault("tid"');
+    expect(expr).toContain('Claims.GetValueOrDefault("oid"');
+    expect(expr).toMatch(/\{\{(cloudsql|cosmos)-target\}\}/);
+    expect(expr).not.toMatch(/context\.Request|Headers|Authorization|AsJwt/);
+    for (const c of [...byTag(nodes, 'cache-lookup-value'), ...byTag(nodes, 'cache-store-value')]) {
+      expect(c.attrs.key).toBe('@((string)context.Variables["broker-cache-key"])');
+    }
+    const lookup = one(nodes, 'cache-lookup-value');
+    expect(lookup.order).toBeGreaterThan(key.order);
+  });
+
+  test('a miss calls the broker: send-request mode new, bounded timeout, POST /api/token, APIM managed identity, RFC 8693 body', () => {
+    const send = one(nodes, 'send-request');
+    expect(send.attrs.mode).toBe('new');
+    expect(Number(send.attrs.timeout)).toBeGreaterThan(0);
+    expect(Number(send.attrs.timeout)).toBeLessThanOrEqual(30);
+    expect(send.attrs['ignore-error']).toBe('true');
+    expect(send.children.find((c) => c.tag === 'set-url')?.text).toBe('{{broker-base-url}}/api/token');
+    expect(send.children.find((c) => c.tag === 'set-method')?.text).toBe('POST');
+    const mi = send.children.find((c) => c.tag === 'authentication-managed-identity');
+    expect(mi?.attrs.resource).toBe('{{broker-app-id-uri}}');
+    const body = send.children.find((c) => c.tag === 'set-body')!.text;
+    expect(body).toContain('urn:ietf:params:oauth:grant-type:token-exchange');
+    expect(body).toContain('&subject_token=');
+    expect(body).toContain('&resource=');
+    expect(body).toContain('Uri.EscapeDataString(caller)');
+    // the broker is only called when the cache missed
+    expect(send.path).toContain('when');
+    const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(send));
+    expect(guard?.attrs.condition).toMatch(/!context\.Variables\.ContainsKey\("(db-token|cosmos-grant)"\)/);
+  });
+
+  test('broker failures become clean problem answers: no answer 504, throttling 503 with a bounded Retry-After, else 401/403/502', () => {
+    const returns = nodes.filter((n) => n.tag === 'return-response' && n.path.includes('inbound'));
+    const statuses = returns.flatMap((r) => r.children.filter((c) => c.tag === 'set-status').map((c) => c.attrs.code));
+    expect(statuses).toContain('504');
+    const mapping = setVariable(nodes, 'caller-status')!.attrs.value!;
+    expect(mapping).toMatch(/return 401/);
+    expect(mapping).toMatch(/return 403/);
+    expect(mapping).toMatch(/return 503/);
+    expect(mapping).toMatch(/return 502/);
+    const retryAfter = nodes.filter((n) => n.tag === 'set-header' && n.attrs.name === 'Retry-After').flatMap((h) => h.children.map((c) => c.text));
+    expect(retryAfter.some((v) => /seconds <= 300/.test(v))).toBe(true);
+  });
+
+  test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
+    const seconds = setVariable(nodes, 'cache-seconds')!.attrs.value!;
+    const source = file === 'cloudsql-api.xml' ? seconds : setVariable(nodes, 'cosmos-grant')!.attrs.value! + seconds;
+    expect(source).toContain('expires_in');
+    expect(seconds).toMatch(/Math\.Max\(0,/);
+    expect(seconds).toMatch(/- (120|300) - jitter/);
+    expect(seconds).toContain('new Random()');
+    const store = one(nodes, 'cache-store-value');
+    expect(store.attrs.duration).toBe('@((int)context.Variables["cache-seconds"])');
+    const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(store));
+    expect(guard?.attrs.condition).toBe('@((int)context.Variables["cache-seconds"] > 0)');
+  });
+});
+
+describe('where the credential goes', () => {
+  test('Cloud SQL: the backend gets the database token in a header, never the caller\'s token, and the header never flows back', () => {
+    const { nodes } = docs['cloudsql-api.xml'];
+    const inboundHeaders = nodes.filter((n) => n.tag === 'set-header' && n.path.at(-1) === 'inbound');
+    expect(inboundHeaders.find((h) => h.attrs.name === 'X-Db-Token')?.children[0]?.text).toBe('@((string)context.Variables["db-token"])');
+    expect(inboundHeaders.find((h) => h.attrs.name === 'Authorization')?.attrs['exists-action']).toBe('delete');
+    expect(nodes.find((n) => n.tag === 'set-header' && n.path.includes('outbound') && n.attrs.name === 'X-Db-Token')?.attrs['exists-action']).toBe('delete');
+  });
+
+  test('Cosmos: the client gets the resource token and where to use it, with expires_in recomputed, and no-store', () => {
+    const { nodes } = docs['cosmos-token-api.xml'];
+    const grant = setVariable(nodes, 'cosmos-grant')!.attrs.value!;
+    for (const field of ['access_token', 'account_endpoint', 'database', 'container', 'partition_key', 'mode']) expect(grant).toContain(`b["${field}"]`);
+    const final = nodes.filter((n) => n.tag === 'return-response' && n.path.at(-1) === 'inbound').at(-1)!;
+    expect(final.children.find((c) => c.tag === 'set-status')?.attrs.code).toBe('200');
+    expect(final.children.find((c) => c.tag === 'set-header' && c.attrs.name === 'Cache-Control')?.children[0]?.text).toBe('no-store');
+    expect(final.children.find((c) => c.tag === 'set-body')?.text).toContain('"expires_in", expiresIn');
+  });
+
+  test('Query: the caller\'s validated token is the subject, APIM\'s managed identity the client, the broker the backend', () => {
+    const { nodes } = docs['query-api.xml'];
+    const jwt = one(nodes, 'validate-jwt');
+    const subject = nodes.find((n) => n.tag === 'set-header' && n.attrs.name === 'X-Subject-Token')!;
+    expect(subject.order).toBeGreaterThan(jwt.order);
+    expect(one(nodes, 'authentication-managed-identity').attrs.resource).toBe('{{broker-app-id-uri}}');
+    expect(one(nodes, 'set-backend-service').attrs['base-url']).toBe('{{broker-base-url}}/api');
+    expect(Number(one(nodes, 'forward-request').attrs.timeout)).toBeLessThanOrEqual(60);
+  });
+});
+
+describe('named values and Bicep', () => {
+  const declared = new Set([...apimBicep.matchAll(/^\s+'([a-z0-9-]+)': [a-zA-Z]+$/gm)].map((m) => m[1]!));
+
+  test('every {{named-value}} a policy uses is declared in infra/modules/apim.bicep, and each declared one is used', () => {
+    expect(declared.size).toBeGreaterThan(5);
+    const used = new Set(FILES.flatMap((f) => [...docs[f].xml.matchAll(/\{\{([a-z0-9-]+)\}\}/g)].map((m) => m[1]!)));
+    expect([...used].filter((u) => !declared.has(u))).toEqual([]);
+    expect([...declared].filter((d) => !used.has(d))).toEqual([]);
+  });
+
+  test('no named value is a secret and no policy holds an inline credential', () => {
+    expect(apimBicep).toMatch(/secret: false/);
+    for (const f of FILES) expect(docs[f].xml).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}|subscription-key|client_secret|AccountKey=|sig=/i);
+  });
+
+  test('Bicep deploys each policy file as XML', () => {
+    for (const f of FILES) expect(apimBicep).toContain(`loadTextContent('../apim/${f}')`);
+    expect(apimBicep).not.toMatch(/format: 'rawxml'/);
+  });
+});
