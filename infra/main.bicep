@@ -24,7 +24,7 @@ param cloudsqlTarget string
 @description('Workload identity provider audience (terraform output wif_audience)')
 param googleWifAudience string
 @description('SA_EMAIL=SECRET_NAME pairs the rotation timer manages (terraform output rotation_managed_keys)')
-param rotationManagedKeys string
+param rotationManagedKeys string = ''
 @allowed([ 'keyless', 'sa-key' ])
 param googleAuthMode string = 'keyless'
 param publisherEmail string

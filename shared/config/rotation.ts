@@ -4,11 +4,14 @@ const MANAGED_KEY = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\
 
 /** Service-account key rotation (timer + admin trigger). */
 export const rotationConfig = defineSection('rotation', {
-  managedKeys: csv('ROTATION_MANAGED_KEYS', {
-    doc: 'Managed keys, comma-separated SA_EMAIL=KEY_VAULT_SECRET_NAME pairs',
-    item: MANAGED_KEY,
-    itemDoc: 'SERVICE_ACCOUNT_EMAIL=SECRET_NAME (secret names: 0-9, a-z, A-Z, -)',
-  }),
+  managedKeys: {
+    ...csv('ROTATION_MANAGED_KEYS', {
+      doc: 'Managed keys, comma-separated SA_EMAIL=KEY_VAULT_SECRET_NAME pairs (unset: nothing to rotate, e.g. a keyless-only deployment)',
+      item: MANAGED_KEY,
+      itemDoc: 'SERVICE_ACCOUNT_EMAIL=SECRET_NAME (secret names: 0-9, a-z, A-Z, -)',
+    }),
+    optional: true as const,
+  },
   periodDays: int('ROTATION_PERIOD_DAYS', { doc: 'Rotate a key once it is this many days old', default: '90', min: 1, max: 3650 }),
   graceDays: int('ROTATION_GRACE_DAYS', {
     doc: 'Days the previous key stays enabled after a rotation (consumers refresh), then it is disabled, and deleted on a later run',
@@ -61,7 +64,7 @@ export interface ManagedKey {
 }
 
 export function managedKeysOf(cfg: Pick<RotationConfig, 'managedKeys'>): ManagedKey[] {
-  return cfg.managedKeys.map((pair) => {
+  return (cfg.managedKeys ?? []).map((pair) => {
     const [serviceAccount, secretName] = pair.split('=') as [string, string];
     return { serviceAccount, secretName };
   });
