@@ -4,6 +4,8 @@ import { iamDbUser } from '../local/postgres';
 import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
 import { setLogSink } from '../shared/log';
+import { queryConfig } from '../shared/config/query';
+import { PoolRegistry } from '../shared/query/pools';
 
 /**
  * (7) POST /api/query/order-count through the broker (HTTP, front door, policy, Cloud SQL connector over the
@@ -57,7 +59,35 @@ async function main(): Promise<void> {
     const raw = await time(async () => {
       await pool.query(SQL, [null]);
     });
-    process.stdout.write(JSON.stringify({ brokerMedianMs: median(broker), rawMedianMs: median(raw), n: N }) + '\n');
+    // Breakdown: the HTTP + front door + policy part alone (explain does all of it but the database) ...
+    const frontDoor = await time(async () => {
+      const res = await fetch(`${host.url}/policy/explain`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gateway}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ subject_token: caller, resource: 'query://order-count' }).toString(),
+      });
+      await res.arrayBuffer();
+    });
+    // ... and the database part alone: the broker's pool through the connector and the emulated TLS instance,
+    // the same READ ONLY transaction the handler runs (preamble, query, rollback).
+    const registry = new PoolRegistry(queryConfig.get());
+    const target = {
+      connectionName: `${SANDBOX.google.project}:${SANDBOX.google.region}:${SANDBOX.google.instance}`,
+      database: SANDBOX.google.database,
+      serviceAccount: SANDBOX.google.readerServiceAccount,
+      tokenLifetimeSeconds: 900,
+    };
+    const db = await time(async () => {
+      const c = await registry.connect(target);
+      await c.query('BEGIN READ ONLY; SET LOCAL statement_timeout = 5000');
+      await c.query(SQL, [null]);
+      await c.query('ROLLBACK');
+      c.release();
+    });
+    await registry.closeAll();
+    process.stdout.write(
+      JSON.stringify({ brokerMedianMs: median(broker), rawMedianMs: median(raw), frontDoorMedianMs: median(frontDoor), connectorTransactionMedianMs: median(db), n: N }) + '\n',
+    );
   } finally {
     await pool.end();
     await host.close();

@@ -223,7 +223,7 @@ function coldImports(): void {
 async function queryVsRaw(): Promise<void> {
   const mod = join(__dirname, 'query.js');
   const r = spawnSync(process.execPath, ['--experimental-vm-modules', mod], { encoding: 'utf8', timeout: 120_000 });
-  let out: { brokerMedianMs?: number; rawMedianMs?: number; skipped?: string } = {};
+  let out: { brokerMedianMs?: number; rawMedianMs?: number; frontDoorMedianMs?: number; connectorTransactionMedianMs?: number; skipped?: string } = {};
   try {
     out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as typeof out;
   } catch {
@@ -242,6 +242,13 @@ async function queryVsRaw(): Promise<void> {
     target: '≤ 1.3×',
     pass: ratio <= 1.3,
   });
+  if (out.frontDoorMedianMs !== undefined && out.connectorTransactionMedianMs !== undefined) {
+    rows.push({
+      id: '7',
+      what: '  of which: HTTP + front door + policy (explain) / READ ONLY transaction via connector',
+      value: `${out.frontDoorMedianMs.toFixed(2)} ms / ${out.connectorTransactionMedianMs.toFixed(2)} ms`,
+    });
+  }
 }
 
 function print(): void {

@@ -210,6 +210,10 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     });
 
   const relay = (client: Socket, up: Socket, clientRest: Buffer, upRest: Buffer) => {
+    // A proxy of a request/response protocol must not hold small writes back (Nagle's algorithm against delayed
+    // ACKs costs milliseconds per round trip); the real instance's server proxy sends immediately too.
+    client.setNoDelay(true);
+    up.setNoDelay(true);
     sockets.add(up);
     up.on('close', () => sockets.delete(up));
     if (upRest.length) client.write(upRest);

@@ -64,8 +64,9 @@ export interface QueryResult {
 const RAW_TEXT = { getTypeParser: () => (v: string) => v };
 
 async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], rowLimit: number): Promise<QueryResult> {
-  await client.query('BEGIN READ ONLY');
-  await client.query(`SET LOCAL statement_timeout = ${Math.trunc(q.timeoutMs)}`);
+  // One round trip for the transaction preamble (simple protocol, two statements, no parameters): READ ONLY
+  // for the whole transaction and the query's own timeout. The timeout is an integer from the catalog.
+  await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = ${Math.trunc(q.timeoutMs)}`);
   // query_timeout (client side) backs up the server's statement_timeout should the server stop answering.
   const config: QueryArrayConfig<BoundValue[]> & { query_timeout: number } = {
     text: q.sql,
