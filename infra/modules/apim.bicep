@@ -56,6 +56,28 @@ resource values 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for 
   }
 }]
 
+// --- Policy fragments shared by the APIs: the cached token exchange at the broker, and the on-error answer ---
+resource brokerExchange 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = {
+  parent: apim
+  name: 'broker-exchange'
+  properties: {
+    description: 'Credential for the validated caller from the token broker, through the APIM cache'
+    format: 'xml'
+    value: loadTextContent('../apim/fragments/broker-exchange.xml')
+  }
+  dependsOn: [ values ]
+}
+
+resource callerErrors 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = {
+  parent: apim
+  name: 'caller-errors'
+  properties: {
+    description: 'Fixed problem answers for on-error sections (never the error message)'
+    format: 'xml'
+    value: loadTextContent('../apim/fragments/caller-errors.xml')
+  }
+}
+
 // --- Orders API, backed by Cloud SQL: the backend receives the caller's database token (X-Db-Token) ---
 resource ordersApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
@@ -79,7 +101,7 @@ resource ordersPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01'
   parent: ordersApi
   name: 'policy'
   properties: { format: 'xml', value: loadTextContent('../apim/cloudsql-api.xml') }
-  dependsOn: [ values ]
+  dependsOn: [ values, brokerExchange, callerErrors ]
 }
 
 // --- Profiles token API: hands Cosmos resource tokens to SPA/mobile clients ---
@@ -104,7 +126,7 @@ resource profilesPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-0
   parent: profilesApi
   name: 'policy'
   properties: { format: 'xml', value: loadTextContent('../apim/cosmos-token-api.xml') }
-  dependsOn: [ values ]
+  dependsOn: [ values, brokerExchange, callerErrors ]
 }
 
 // --- Orders query API: fronts the broker's POST /api/query/{name} ---
@@ -135,7 +157,7 @@ resource queryPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' 
   parent: queryApi
   name: 'policy'
   properties: { format: 'xml', value: loadTextContent('../apim/query-api.xml') }
-  dependsOn: [ values ]
+  dependsOn: [ values, callerErrors ]
 }
 
 // --- The broker's own API, imported from its OpenAPI document (operators' and admins' view; subscription key required) ---

@@ -11,7 +11,16 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 
 const root = join(__dirname, '..', '..');
 const FILES = ['cloudsql-api.xml', 'cosmos-token-api.xml', 'query-api.xml'] as const;
-const read = (f: string) => readFileSync(join(root, 'infra', 'apim', f), 'utf8');
+const FRAGMENTS = ['broker-exchange', 'caller-errors'] as const;
+const apimDir = join(root, 'infra', 'apim');
+const fragmentXml = (id: string) => readFileSync(join(apimDir, 'fragments', `${id}.xml`), 'utf8');
+const INCLUDE = /<include-fragment fragment-id="([a-z0-9-]+)"\s*\/>/g;
+/** A policy as APIM runs it: every <include-fragment> replaced by the fragment's statements. */
+const read = (f: string) =>
+  readFileSync(join(apimDir, f), 'utf8').replace(INCLUDE, (_m, id: string) => {
+    const body = fragmentXml(id).replace(/<!--[\s\S]*?-->/g, '');
+    return body.slice(body.indexOf('<fragment>') + '<fragment>'.length, body.lastIndexOf('</fragment>'));
+  });
 const apimBicep = readFileSync(join(root, 'infra', 'modules', 'apim.bicep'), 'utf8');
 
 interface Node {
@@ -119,8 +128,12 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
     expect(expr).toContain('(Jwt)context.Variables["caller-jwt"]');
     expect(expr).toContain('Claims.GetValueOrDefault("tid"');
     expect(expr).toContain('Claims.GetValueOrDefault("oid"');
-    expect(expr).toMatch(/\{\{(cloudsql|cosmos)-target\}\}/);
+    expect(expr).toContain('(string)context.Variables["broker-resource"]');
     expect(expr).not.toMatch(/context\.Request|Headers|Authorization|AsJwt/);
+    // the target comes from a named value, set before the exchange
+    const resource = setVariable(nodes, 'broker-resource')!;
+    expect(resource.attrs.value).toMatch(/^\{\{(cloudsql|cosmos)-target\}\}$/);
+    expect(resource.order).toBeLessThan(key.order);
     for (const c of [...byTag(nodes, 'cache-lookup-value'), ...byTag(nodes, 'cache-store-value')]) {
       expect(c.attrs.key).toBe('@((string)context.Variables["broker-cache-key"])');
     }
@@ -143,10 +156,11 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
     expect(body).toContain('&subject_token=');
     expect(body).toContain('&resource=');
     expect(body).toContain('Uri.EscapeDataString(caller)');
+    expect(body).toContain('Uri.EscapeDataString((string)context.Variables["broker-resource"])');
     // the broker is only called when the cache missed
     expect(send.path).toContain('when');
     const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(send));
-    expect(guard?.attrs.condition).toMatch(/!context\.Variables\.ContainsKey\("(db-token|cosmos-grant)"\)/);
+    expect(guard?.attrs.condition).toBe('@(!context.Variables.ContainsKey("broker-grant"))');
   });
 
   test('broker failures become clean problem answers: no answer 504, throttling 503 with a bounded Retry-After, else 401/403/502', () => {
@@ -163,12 +177,15 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
   });
 
   test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
+    const grant = setVariable(nodes, 'broker-grant')!.attrs.value!;
+    expect(grant).toContain('(long)b["expires_in"]');
+    expect(grant).toContain('b.Add("expires_at", expiresAt)');
     const seconds = setVariable(nodes, 'cache-seconds')!.attrs.value!;
-    const source = file === 'cloudsql-api.xml' ? seconds : setVariable(nodes, 'cosmos-grant')!.attrs.value! + seconds;
-    expect(source).toContain('expires_in');
-    expect(seconds).toMatch(/Math\.Max\(0,/);
-    expect(seconds).toMatch(/- (120|300) - jitter/);
+    expect(seconds).toContain('g["expires_at"]');
+    expect(seconds).toMatch(/Math\.Max\(0, left - margin - jitter\)/);
     expect(seconds).toContain('new Random()');
+    const margin = setVariable(nodes, 'broker-cache-margin-seconds')!.attrs.value!;
+    expect(Number(/^@\((\d+)\)$/.exec(margin)?.[1])).toBeGreaterThanOrEqual(60);
     const store = one(nodes, 'cache-store-value');
     expect(store.attrs.duration).toBe('@((int)context.Variables["cache-seconds"])');
     const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(store));
@@ -180,19 +197,21 @@ describe('where the credential goes', () => {
   test('Cloud SQL: the backend gets the database token in a header, never the caller\'s token, and the header never flows back', () => {
     const { nodes } = docs['cloudsql-api.xml'];
     const inboundHeaders = nodes.filter((n) => n.tag === 'set-header' && n.path.at(-1) === 'inbound');
-    expect(inboundHeaders.find((h) => h.attrs.name === 'X-Db-Token')?.children[0]?.text).toBe('@((string)context.Variables["db-token"])');
+    expect(inboundHeaders.find((h) => h.attrs.name === 'X-Db-Token')?.children[0]?.text).toBe(
+      '@((string)JObject.Parse((string)context.Variables["broker-grant"])["access_token"])',
+    );
     expect(inboundHeaders.find((h) => h.attrs.name === 'Authorization')?.attrs['exists-action']).toBe('delete');
     expect(nodes.find((n) => n.tag === 'set-header' && n.path.includes('outbound') && n.attrs.name === 'X-Db-Token')?.attrs['exists-action']).toBe('delete');
   });
 
   test('Cosmos: the client gets the resource token and where to use it, with expires_in recomputed, and no-store', () => {
     const { nodes } = docs['cosmos-token-api.xml'];
-    const grant = setVariable(nodes, 'cosmos-grant')!.attrs.value!;
-    for (const field of ['access_token', 'account_endpoint', 'database', 'container', 'partition_key', 'mode']) expect(grant).toContain(`b["${field}"]`);
     const final = nodes.filter((n) => n.tag === 'return-response' && n.path.at(-1) === 'inbound').at(-1)!;
     expect(final.children.find((c) => c.tag === 'set-status')?.attrs.code).toBe('200');
     expect(final.children.find((c) => c.tag === 'set-header' && c.attrs.name === 'Cache-Control')?.children[0]?.text).toBe('no-store');
-    expect(final.children.find((c) => c.tag === 'set-body')?.text).toContain('"expires_in", expiresIn');
+    const body = final.children.find((c) => c.tag === 'set-body')!.text;
+    for (const field of ['access_token', 'account_endpoint', 'database', 'container', 'partition_key', 'mode', 'expires_at']) expect(body).toContain(`g["${field}"]`);
+    expect(body).toContain('"expires_in", expiresIn');
   });
 
   test('Query: the caller\'s validated token is the subject, APIM\'s managed identity the client, the broker the backend', () => {
@@ -211,18 +230,35 @@ describe('named values and Bicep', () => {
 
   test('every {{named-value}} a policy uses is declared in infra/modules/apim.bicep, and each declared one is used', () => {
     expect(declared.size).toBeGreaterThan(5);
-    const used = new Set(FILES.flatMap((f) => [...docs[f].xml.matchAll(/\{\{([a-z0-9-]+)\}\}/g)].map((m) => m[1]!)));
+    const used = new Set([...FILES.map((f) => docs[f].xml), ...FRAGMENTS.map(fragmentXml)].flatMap((x) => [...x.matchAll(/\{\{([a-z0-9-]+)\}\}/g)].map((m) => m[1]!)));
     expect([...used].filter((u) => !declared.has(u))).toEqual([]);
     expect([...declared].filter((d) => !used.has(d))).toEqual([]);
   });
 
   test('no named value is a secret and no policy holds an inline credential', () => {
     expect(apimBicep).toMatch(/secret: false/);
-    for (const f of FILES) expect(docs[f].xml).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}|subscription-key|client_secret|AccountKey=|sig=/i);
+    for (const x of [...FILES.map((f) => docs[f].xml), ...FRAGMENTS.map(fragmentXml)]) {
+      expect(x).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}|subscription-key|client_secret|AccountKey=|sig=/i);
+    }
   });
 
-  test('Bicep deploys each policy file as XML', () => {
+  test('Bicep deploys each policy file as XML, and each fragment a policy includes before the policies that use it', () => {
     for (const f of FILES) expect(apimBicep).toContain(`loadTextContent('../apim/${f}')`);
     expect(apimBicep).not.toMatch(/format: 'rawxml'/);
+    for (const id of FRAGMENTS) {
+      expect(XMLValidator.validate(fragmentXml(id))).toBe(true);
+      expect(apimBicep).toContain(`name: '${id}'`);
+      expect(apimBicep).toContain(`loadTextContent('../apim/fragments/${id}.xml')`);
+    }
+    const included = new Set(FILES.flatMap((f) => [...readFileSync(join(apimDir, f), 'utf8').matchAll(INCLUDE)].map((m) => m[1]!)));
+    expect([...included].sort()).toEqual([...FRAGMENTS].sort());
+    for (const [file, deps] of [
+      ['cloudsql-api.xml', 'brokerExchange, callerErrors'],
+      ['cosmos-token-api.xml', 'brokerExchange, callerErrors'],
+      ['query-api.xml', 'callerErrors'],
+    ] as const) {
+      const at = apimBicep.indexOf(`loadTextContent('../apim/${file}')`);
+      expect(apimBicep.slice(at, at + 200)).toContain(`dependsOn: [ values, ${deps} ]`);
+    }
   });
 });
