@@ -45,10 +45,6 @@ export function resetCosmosTokens(): void {
   knownUsers.clear();
 }
 
-export function cosmosCacheStats(): Readonly<typeof cache.stats> {
-  return cache.stats;
-}
-
 async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, userId: string, ttl: number): Promise<string> {
   const database = h.client.database(grant.database);
   const userKey = `${h.account}/${grant.database}/${userId}`;
@@ -65,6 +61,7 @@ async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, us
       } catch (e) {
         throw cosmosStatus(e) === 404 ? cosmosFailure(e, 'database') : e;
       }
+      if (knownUsers.size >= 100_000) knownUsers.clear(); // bounded: forgetting only costs one more upsert
       knownUsers.add(userKey);
     }
     const { resource } = await database.user(userId).permissions.upsert(definition, { resourceTokenExpirySeconds: ttl });
