@@ -102,7 +102,8 @@ class EmbeddedServer {
   private proc?: ChildProcess;
   constructor(
     private readonly dataDir: string,
-    private readonly port: number,
+    /** Set before start(); startPostgres may move it when another process took the port first. */
+    public port: number,
     private readonly password: string,
   ) {}
 
@@ -272,16 +273,25 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
     };
   }
 
-  const port = opts.port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), 'tb-pg-'));
   const superPassword = randomBytes(18).toString('base64url');
-  const pg = new EmbeddedServer(join(dir, 'data'), port, superPassword);
-  const admin = (database = 'postgres'): ClientConfig => ({ host: '127.0.0.1', port, user: 'postgres', password: superPassword, database });
+  const pg = new EmbeddedServer(join(dir, 'data'), opts.port ?? 0, superPassword);
+  const admin = (database = 'postgres'): ClientConfig => ({ host: '127.0.0.1', port: pg.port, user: 'postgres', password: superPassword, database });
   let running = false;
   try {
     if (process.getuid?.() === 0) chownSync(dir, ...pgUser());
     await pg.initialise();
-    await pg.start();
+    // An ephemeral port is probed just before the server binds it; should another process take it in between
+    // (parallel test workers), another one is tried.
+    for (let attempt = 1; ; attempt++) {
+      if (opts.port === undefined) pg.port = await freePort();
+      try {
+        await pg.start();
+        break;
+      } catch (e) {
+        if (opts.port !== undefined || attempt >= 5 || !/Address already in use/.test((e as Error).message)) throw e;
+      }
+    }
     running = true;
     await provision(admin, opts, iamPassword);
   } catch (e) {
@@ -292,7 +302,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
   const handle: SandboxPostgres = {
     kind: 'embedded',
     host: '127.0.0.1',
-    port,
+    port: pg.port,
     database: opts.database,
     iamPassword,
     admin,
