@@ -118,6 +118,46 @@ describe.each(FILES)('%s', (file) => {
   });
 });
 
+describe.each(FILES)('%s: caller answers', (file) => {
+  const { nodes } = docs[file];
+  const answers = nodes.filter((n) => n.tag === 'return-response');
+  const statusOf = (r: Node) => r.children.find((c) => c.tag === 'set-status')?.attrs.code ?? '';
+  const header = (r: Node, name: string) => r.children.find((c) => c.tag === 'set-header' && c.attrs.name === name);
+
+  test('Retry-After only on 503/504 answers (a retry cannot fix a 401, 403 or 502), and every 401 says Bearer', () => {
+    expect(answers.length).toBeGreaterThan(0);
+    for (const r of answers) {
+      const code = statusOf(r);
+      if (header(r, 'Retry-After')) expect(code).toMatch(/^(503|504|@\(context\.Response\.StatusCode == 504 \? 504 : 503\))$/);
+      if (code === '401') expect(header(r, 'WWW-Authenticate')?.children[0]?.text).toMatch(/^Bearer /);
+      if (code !== '200') expect(header(r, 'Content-Type')?.children[0]?.text).toBe('application/problem+json');
+    }
+  });
+
+  test("the broker's body is parsed for a status decision only when it is JSON (a platform error page cannot turn a 503 into an exception)", () => {
+    const decisions = nodes.filter((n) => n.tag === 'set-variable' && ['caller-status', 'gateway-fault'].includes(n.attrs.name ?? ''));
+    for (const d of decisions) {
+      const expr = d.attrs.value!;
+      const guard = expr.indexOf('GetValueOrDefault("Content-Type", "").Contains("json")');
+      expect(guard).toBeGreaterThan(-1);
+      expect(expr.indexOf('Body.As<JObject>')).toBeGreaterThan(guard);
+    }
+  });
+});
+
+describe('query-api.xml: which broker errors reach the caller', () => {
+  const { nodes } = docs['query-api.xml'];
+  test("a broker 401 not about the caller, or a 403 about the gateway (party client, upstream_denied), becomes a fixed 502", () => {
+    const fault = setVariable(nodes, 'gateway-fault')!.attrs.value!;
+    expect(fault).toContain('if (s == 401) { return party != "subject"; }');
+    expect(fault).toContain('party == "client" || code == "upstream_denied"');
+    const when = nodes.find((n) => n.tag === 'when' && n.attrs.condition === '@((bool)context.Variables["gateway-fault"])')!;
+    const status = when.children.find((c) => c.tag === 'return-response')!.children.find((c) => c.tag === 'set-status');
+    expect(status?.attrs.code).toBe('502');
+    expect(fault).not.toMatch(/LastError|detail|title/);
+  });
+});
+
 describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token exchange with cache)', (file) => {
   const { nodes } = docs[file];
 
@@ -172,8 +212,12 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
     expect(mapping).toMatch(/return 403/);
     expect(mapping).toMatch(/return 503/);
     expect(mapping).toMatch(/return 502/);
+    expect(mapping).toContain('r.StatusCode == 401 && error == "invalid_grant"');
     const retryAfter = nodes.filter((n) => n.tag === 'set-header' && n.attrs.name === 'Retry-After').flatMap((h) => h.children.map((c) => c.text));
     expect(retryAfter.some((v) => /seconds <= 300/.test(v))).toBe(true);
+    // each mapped status has its own answer: 503 (Retry-After), 401 (Bearer), and 403/502 from the mapping
+    const branches = nodes.filter((n) => n.tag === 'when' && /caller-status"\] == (503|401)\)$/.test(n.attrs.condition ?? ''));
+    expect(branches).toHaveLength(2);
   });
 
   test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
