@@ -27,6 +27,8 @@ param googleWifAudience string
 param rotationManagedKeys string = ''
 @allowed([ 'keyless', 'sa-key' ])
 param googleAuthMode string = 'keyless'
+@description('sa-key mode only: Key Vault secret with the source service-account key JSON (terraform output google_sa_key_secret)')
+param googleSaKeySecret string = ''
 param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
@@ -89,6 +91,7 @@ module functionApp 'modules/functionapp.bicep' = {
     subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
     googleAuthMode: googleAuthMode
     googleWifAudience: googleWifAudience
+    googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
     cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'
   }
