@@ -33,7 +33,8 @@ param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
 
-var name = toLower('${environmentName}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
+// At most 31 characters, so every derived name fits its service's limit (APIM 50, Cosmos 44, Key Vault 24, ...).
+var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {

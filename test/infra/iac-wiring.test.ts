@@ -92,6 +92,21 @@ test("Application Insights refuses key-based ingestion only if the broker's expo
   expect(monitoring).toMatch(/DisableLocalAuth: disableLocalAuth/);
 });
 
+test('resource names fit their limits for the longest environment name, keeping the unique suffix', () => {
+  expect(main).toContain("var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')");
+  const longest = 24 + 1 + 6;
+  const limits: Record<string, number> = { 'apim.bicep': 50, 'cosmos.bicep': 44, 'functionapp.bicep': 60, 'monitoring.bicep': 63, 'identities.bicep': 128 };
+  for (const [file, limit] of Object.entries(limits)) {
+    const names = [...text(join(infra, 'modules', file)).matchAll(/^ {2}name: '([a-z-]*)\$\{name\}'$/gm)].map((m) => m[1]!);
+    expect(names.length).toBeGreaterThan(0);
+    for (const prefix of names) expect({ file, prefix, length: prefix.length + longest }).toEqual({ file, prefix, length: Math.min(prefix.length + longest, limit) });
+  }
+  for (const file of ['keyvault.bicep', 'storage.bicep']) {
+    // 2-letter prefix + the last 22 characters of the hyphen-less name: 24 at most, suffix kept, no hyphen
+    expect(text(join(infra, 'modules', file))).toMatch(/name: '(kv|st)\$\{substring\(compact, max\(0, length\(compact\) - 22\)\)\}'/);
+  }
+});
+
 describe('Terraform (infra/gcp)', () => {
   const tf = readdirSync(join(infra, 'gcp'))
     .filter((f) => f.endsWith('.tf'))
