@@ -69,6 +69,11 @@ test('every file a Bicep file loads exists (policies, fragments, openapi.yaml)',
   const loads = bicepFiles.flatMap((f) => [...text(f).matchAll(/loadTextContent\('([^']+)'\)/g)].map((m) => join(dirname(f), m[1]!)));
   expect(loads.some((l) => l.endsWith('openapi.yaml'))).toBe(true);
   expect(loads.filter((l) => !existsSync(l))).toEqual([]);
+  // Bicep's loadTextContent refuses files over 131,072 characters
+  for (const l of loads) expect({ file: l, fits: text(l).length <= 131072 }).toEqual({ file: l, fits: true });
+  // APIM imports OpenAPI 3.1 (import only) but cannot follow $ref pointers to other files
+  const openapi = text(join(root, 'openapi.yaml'));
+  expect([...openapi.matchAll(/\$ref: ['"]?([^'"\s]+)/g)].map((m) => m[1]!).filter((r) => !r.startsWith('#/'))).toEqual([]);
 });
 
 test('azd: main.parameters.json names only Bicep parameters, and sets every required one; outputs are UPPER_SNAKE', () => {
