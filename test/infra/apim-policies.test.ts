@@ -118,6 +118,88 @@ describe.each(FILES)('%s', (file) => {
   });
 });
 
+/**
+ * The policy elements these files use, where APIM's policy reference allows each (section, or the only parent it may
+ * have). A misspelt or misplaced element is well-formed XML but APIM refuses to save the policy.
+ */
+const ALL = ['inbound', 'backend', 'outbound', 'on-error'];
+const PLACEMENT: Record<string, { sections?: string[]; parents?: string[] }> = {
+  policies: { parents: [''] },
+  inbound: { parents: ['policies'] },
+  backend: { parents: ['policies'] },
+  outbound: { parents: ['policies'] },
+  'on-error': { parents: ['policies'] },
+  base: { parents: ALL },
+  'validate-jwt': { sections: ['inbound'] },
+  'openid-config': { parents: ['validate-jwt'] },
+  audiences: { parents: ['validate-jwt'] },
+  audience: { parents: ['audiences'] },
+  issuers: { parents: ['validate-jwt'] },
+  issuer: { parents: ['issuers'] },
+  'required-claims': { parents: ['validate-jwt'] },
+  claim: { parents: ['required-claims'] },
+  value: { parents: ['claim', 'set-header'] },
+  'authentication-managed-identity': { sections: ['inbound'] },
+  'set-backend-service': { sections: ['inbound', 'backend'] },
+  'forward-request': { sections: ['backend'] },
+  'cache-lookup-value': { sections: ALL },
+  'cache-store-value': { sections: ALL },
+  'send-request': { sections: ALL },
+  'set-url': { parents: ['send-request'] },
+  'set-method': { parents: ['send-request'] },
+  'return-response': { sections: ALL },
+  'set-status': { sections: ALL },
+  'set-header': { sections: ALL },
+  'set-body': { sections: ALL },
+  'set-variable': { sections: ALL },
+  choose: { sections: ALL },
+  when: { parents: ['choose'] },
+  otherwise: { parents: ['choose'] },
+};
+
+describe.each(FILES)('%s: every element is one APIM knows, where APIM allows it', (file) => {
+  const { nodes } = docs[file];
+  test('known elements, allowed parents and sections, each choose with a when and at most one otherwise (last)', () => {
+    const problems: string[] = [];
+    for (const n of nodes) {
+      const rule = PLACEMENT[n.tag];
+      if (!rule) {
+        problems.push(`unknown element <${n.tag}>`);
+        continue;
+      }
+      const parent = n.path.at(-1) ?? '';
+      if (rule.parents && !rule.parents.includes(parent)) problems.push(`<${n.tag}> under <${parent}>`);
+      if (rule.sections && !rule.sections.includes(n.path[1] ?? '')) problems.push(`<${n.tag}> in <${n.path[1]}>`);
+      if (n.tag === 'choose') {
+        const kids = n.children.map((c) => c.tag);
+        if (!kids.includes('when') || kids.some((k) => k !== 'when' && k !== 'otherwise')) problems.push('choose without when, or with other children');
+        if (kids.filter((k) => k === 'otherwise').length > 1 || (kids.includes('otherwise') && kids.at(-1) !== 'otherwise')) problems.push('otherwise not last/unique');
+      }
+      if (n.tag === 'when' && !/^@\(/.test(n.attrs.condition ?? '')) problems.push('when without an @( ) condition');
+    }
+    expect(problems).toEqual([]);
+  });
+
+  test('every policy expression is @(...) or @{...} and its braces/parentheses balance', () => {
+    const exprs = nodes.flatMap((n) => [n.text, ...Object.values(n.attrs)]).filter((v) => v.startsWith('@'));
+    expect(exprs.length).toBeGreaterThan(0);
+    for (const e of exprs) {
+      expect(e).toMatch(/^@(\([\s\S]*\)|\{[\s\S]*\})$/);
+      // strip string literals (with escaped quotes) before counting
+      const code = e.replace(/"(?:\\.|[^"\\])*"/g, '""');
+      for (const [open, close] of [['(', ')'], ['{', '}'], ['[', ']']] as const) {
+        let depth = 0;
+        for (const ch of code) {
+          if (ch === open) depth++;
+          if (ch === close) depth--;
+          expect(depth).toBeGreaterThanOrEqual(0);
+        }
+        expect({ expr: e.slice(0, 60), open, depth }).toEqual({ expr: e.slice(0, 60), open, depth: 0 });
+      }
+    }
+  });
+});
+
 describe.each(FILES)('%s: caller answers', (file) => {
   const { nodes } = docs[file];
   const answers = nodes.filter((n) => n.tag === 'return-response');
