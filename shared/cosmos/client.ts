@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { CosmosClient } from '@azure/cosmos';
 import { coreConfig } from '../config/core';
 import { cosmosConfig, endpointOf, type CosmosConfig } from '../config/cosmos';
 import { BrokerError } from '../errors';
-import { isLoopbackUrl, KeyVaultSecrets } from '../keyvault/client';
+import { KeyVaultSecrets } from '../keyvault/client';
+import { sandboxCa } from '../sandbox-ca';
 import { cosmosStatus } from './errors';
 
 /**
@@ -34,17 +34,8 @@ export function secretNameOf(cfg: CosmosConfig, account: string): string {
 }
 
 function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined {
-  if (!cfg.caFile) return undefined;
-  if (!isLoopbackUrl(endpoint)) {
-    throw new BrokerError('config_invalid', 'CosmosDB is misconfigured.', {
-      cause: new Error('COSMOS_CA_FILE is only honoured for a loopback (sandbox) endpoint'),
-    });
-  }
-  try {
-    return new Agent({ keepAlive: true, ca: readFileSync(cfg.caFile, 'utf8') });
-  } catch (e) {
-    throw new BrokerError('config_invalid', 'CosmosDB is misconfigured (COSMOS_CA_FILE cannot be read).', { cause: e });
-  }
+  const ca = sandboxCa({ caFile: cfg.caFile, url: endpoint, setting: 'COSMOS_CA_FILE', service: 'CosmosDB' });
+  return ca ? new Agent({ keepAlive: true, ca }) : undefined;
 }
 
 async function open(account: string): Promise<AccountHandle> {

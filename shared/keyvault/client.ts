@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { TokenCredential } from '@azure/core-auth';
 import { ManagedIdentityCredential } from '@azure/identity';
 import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure/keyvault-secrets';
@@ -6,6 +5,7 @@ import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import { networkFailure, upstreamStatusFailure } from '../upstream';
+import { isLoopbackUrl, sandboxCa } from '../sandbox-ca';
 import { recordUpstream } from '../telemetry';
 
 /**
@@ -14,12 +14,6 @@ import { recordUpstream } from '../telemetry';
  * `tlsOptions.ca`, since NODE_EXTRA_CA_CERTS is read only at process start) and skips the challenge
  * resource check (the sandbox vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
  */
-
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
-
-export function isLoopbackUrl(u: string): boolean {
-  return LOOPBACK.has(new URL(u).hostname.toLowerCase());
-}
 
 export interface SecretClientDeps {
   /** Default: ManagedIdentityCredential (user-assigned when AZURE_CLIENT_ID is set). */
@@ -43,19 +37,7 @@ export function functionIdentity(clientId = keyVaultConfig.get().clientId): Toke
 export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {
   const cfg = deps.config ?? keyVaultConfig.get();
   const loopback = isLoopbackUrl(cfg.vaultUrl);
-  if (cfg.caFile && !loopback) {
-    throw new BrokerError('config_invalid', 'Key Vault is misconfigured.', {
-      cause: new Error('KEY_VAULT_CA_FILE is only honoured for a loopback (sandbox) KEY_VAULT_URL'),
-    });
-  }
-  let ca: string | undefined;
-  if (cfg.caFile) {
-    try {
-      ca = readFileSync(cfg.caFile, 'utf8');
-    } catch (e) {
-      throw new BrokerError('config_invalid', 'Key Vault is misconfigured.', { cause: e });
-    }
-  }
+  const ca = sandboxCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
   return new SecretClient(cfg.vaultUrl, deps.credential ?? functionIdentity(cfg.clientId), {
     disableChallengeResourceVerification: loopback,
     ...(ca ? { tlsOptions: { ca } } : {}),
