@@ -27,11 +27,14 @@ param googleWifAudience string
 param rotationManagedKeys string = ''
 @allowed([ 'keyless', 'sa-key' ])
 param googleAuthMode string = 'keyless'
+@description('sa-key mode only: Key Vault secret with the source service-account key JSON (terraform output google_sa_key_secret)')
+param googleSaKeySecret string = ''
 param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
 
-var name = toLower('${environmentName}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
+// At most 31 characters, so every derived name fits its service's limit (APIM 50, Cosmos 44, Key Vault 24, ...).
+var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -89,6 +92,7 @@ module functionApp 'modules/functionapp.bicep' = {
     subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
     googleAuthMode: googleAuthMode
     googleWifAudience: googleWifAudience
+    googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
     cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'
   }

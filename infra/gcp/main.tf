@@ -57,12 +57,23 @@ resource "google_service_account_iam_member" "broker_wif_user" {
   member             = local.broker_principal
 }
 
-# Log in to Cloud SQL with IAM (instanceUser) and connect through the connector / Admin API (client).
+# Log in to Cloud SQL with IAM (instanceUser) and connect through the connector / Admin API (client). Cloud SQL has
+# no instance-level IAM policy, so the project-level grants carry an IAM condition that pins them to the one
+# instance (Google's documented form for Cloud SQL instance conditions).
+locals {
+  cloudsql_instance_condition = "resource.name == 'projects/${var.project_id}/instances/${var.cloudsql_instance}' && resource.type == 'sqladmin.googleapis.com/Instance'"
+}
+
 resource "google_project_iam_member" "db_instance_user" {
   for_each = google_service_account.db
   project  = var.project_id
   role     = "roles/cloudsql.instanceUser"
   member   = "serviceAccount:${each.value.email}"
+  condition {
+    title       = "only-${var.cloudsql_instance}"
+    description = "IAM database login on the broker's instance only"
+    expression  = local.cloudsql_instance_condition
+  }
 }
 
 resource "google_project_iam_member" "db_client" {
@@ -70,6 +81,11 @@ resource "google_project_iam_member" "db_client" {
   project  = var.project_id
   role     = "roles/cloudsql.client"
   member   = "serviceAccount:${each.value.email}"
+  condition {
+    title       = "only-${var.cloudsql_instance}"
+    description = "Connector access (connectSettings, generateEphemeralCert) to the broker's instance only"
+    expression  = local.cloudsql_instance_condition
+  }
 }
 
 # The IAM database users (PostgreSQL role name: the email without .gserviceaccount.com).
@@ -84,6 +100,34 @@ resource "google_sql_user" "db" {
 resource "google_service_account_iam_member" "rotation_key_admin" {
   for_each           = var.rotated_identities
   service_account_id = google_service_account.db[each.value].name
+  role               = "roles/iam.serviceAccountKeyAdmin"
+  member             = local.broker_principal
+}
+
+# sa-key mode only (GOOGLE_AUTH_MODE=sa-key, tenants that cannot federate): a dedicated source service account whose
+# key JSON the broker keeps in Key Vault (GOOGLE_SA_KEY_SECRET) and rotates. It holds no data access itself; it may
+# only mint access tokens of the database identities. A plain service-account credential impersonating another
+# account needs roles/iam.serviceAccountTokenCreator (workloadIdentityUser applies to federated principals only),
+# granted on each database identity, never project-wide. Keyless deployments leave sa_key_source_id empty and get
+# none of this.
+resource "google_service_account" "sa_key_source" {
+  count        = var.sa_key_source_id == "" ? 0 : 1
+  account_id   = var.sa_key_source_id
+  display_name = "Token broker source credential (sa-key mode)"
+  description  = "Source credential of the token broker in sa-key mode; impersonates the database identities only"
+}
+
+resource "google_service_account_iam_member" "sa_key_source_token_creator" {
+  for_each           = var.sa_key_source_id == "" ? {} : google_service_account.db
+  service_account_id = each.value.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.sa_key_source[0].email}"
+}
+
+# The rotation timer (federated principal) administers the source account's keys, on that account only.
+resource "google_service_account_iam_member" "sa_key_source_key_admin" {
+  count              = var.sa_key_source_id == "" ? 0 : 1
+  service_account_id = google_service_account.sa_key_source[0].name
   role               = "roles/iam.serviceAccountKeyAdmin"
   member             = local.broker_principal
 }

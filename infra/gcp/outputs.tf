@@ -14,6 +14,14 @@ output "database_users" {
 }
 
 output "rotation_managed_keys" {
-  description = "App setting ROTATION_MANAGED_KEYS (SA_EMAIL=KEY_VAULT_SECRET_NAME pairs)"
-  value       = join(",", [for k in var.rotated_identities : "${google_service_account.db[k].email}=${k}-sa-key"])
+  description = "App setting ROTATION_MANAGED_KEYS (SA_EMAIL=KEY_VAULT_SECRET_NAME pairs): the rotated database identities and, in sa-key mode, the source account"
+  value = join(",", concat(
+    [for k in var.rotated_identities : "${google_service_account.db[k].email}=${k}-sa-key"],
+    [for sa in google_service_account.sa_key_source : "${sa.email}=${var.sa_key_source_id}-sa-key"],
+  ))
+}
+
+output "google_sa_key_secret" {
+  description = "sa-key mode: app setting GOOGLE_SA_KEY_SECRET (Bicep parameter googleSaKeySecret); empty when keyless"
+  value       = var.sa_key_source_id == "" ? "" : "${var.sa_key_source_id}-sa-key"
 }

@@ -52,3 +52,13 @@ variable "rotated_identities" {
   type        = set(string)
   default     = []
 }
+
+variable "sa_key_source_id" {
+  description = "sa-key mode only: account id of a dedicated source service account to create (its key, kept in Key Vault as <id>-sa-key and rotated by the timer, impersonates the database identities). Empty (default) for keyless"
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.sa_key_source_id == "" || can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.sa_key_source_id))
+    error_message = "sa_key_source_id must be empty or a service account id (6-30 chars, a-z 0-9 -)."
+  }
+}

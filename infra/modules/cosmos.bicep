@@ -12,7 +12,7 @@ param containers array = [
 ]
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
-  name: take('cosmos-${name}', 44)
+  name: 'cosmos-${name}'
   location: location
   tags: tags
   kind: 'GlobalDocumentDB'

@@ -5,8 +5,11 @@ param location string
 param tags object = {}
 param brokerPrincipalId string
 
+// Vault names: 3-24 characters, letters, digits and single hyphens; the unique suffix of `name` is kept.
+var compact = replace(name, '-', '')
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  name: take('kv-${name}', 24)
+  name: 'kv${substring(compact, max(0, length(compact) - 22))}'
   location: location
   tags: tags
   properties: {

@@ -1,9 +1,16 @@
-// Log Analytics + workspace-based Application Insights (local auth disabled: telemetry is sent with Entra ID).
+// Log Analytics + workspace-based Application Insights. The Functions host sends its telemetry with Entra ID
+// (APPLICATIONINSIGHTS_AUTHENTICATION_STRING + Monitoring Metrics Publisher). The broker's own OpenTelemetry export
+// (shared/telemetry.ts, @azure/monitor-opentelemetry) authenticates with the connection string only: it does not
+// read APPLICATIONINSIGHTS_AUTHENTICATION_STRING and is given no credential, so local auth stays on by default.
+// Turn disableLocalAuth on once shared/telemetry.ts passes a managed-identity credential to the exporter
+// (test/infra/iac-wiring.test.ts holds the two together).
 param name string
 param location string
 param tags object = {}
 @description('Principal id of the Function identity (publishes telemetry with Entra ID auth)')
 param brokerPrincipalId string
+@description('Entra-only ingestion; requires the broker\'s exporter to authenticate with its managed identity')
+param disableLocalAuth bool = false
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${name}'
@@ -23,11 +30,11 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: workspace.id
-    DisableLocalAuth: true
+    DisableLocalAuth: disableLocalAuth
   }
 }
 
-// Monitoring Metrics Publisher: the only right the Function needs on Application Insights (local auth is off).
+// Monitoring Metrics Publisher: the only right the Function needs on Application Insights (Entra ID ingestion).
 resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: appInsights
   name: guid(appInsights.id, brokerPrincipalId, '3913510d-42f4-4e42-8a64-420c390055eb')

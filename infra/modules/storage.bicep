@@ -5,8 +5,11 @@ param tags object = {}
 @description('Principal id of the Function identity')
 param brokerPrincipalId string
 
+// Storage names: 3-24 lowercase letters and digits; the unique suffix of `name` is kept.
+var compact = replace(name, '-', '')
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: take(replace('st${name}', '-', ''), 24)
+  name: 'st${substring(compact, max(0, length(compact) - 22))}'
   location: location
   tags: tags
   kind: 'StorageV2'

@@ -118,6 +118,128 @@ describe.each(FILES)('%s', (file) => {
   });
 });
 
+/**
+ * The policy elements these files use, where APIM's policy reference allows each (section, or the only parent it may
+ * have). A misspelt or misplaced element is well-formed XML but APIM refuses to save the policy.
+ */
+const ALL = ['inbound', 'backend', 'outbound', 'on-error'];
+const PLACEMENT: Record<string, { sections?: string[]; parents?: string[] }> = {
+  policies: { parents: [''] },
+  inbound: { parents: ['policies'] },
+  backend: { parents: ['policies'] },
+  outbound: { parents: ['policies'] },
+  'on-error': { parents: ['policies'] },
+  base: { parents: ALL },
+  'validate-jwt': { sections: ['inbound'] },
+  'openid-config': { parents: ['validate-jwt'] },
+  audiences: { parents: ['validate-jwt'] },
+  audience: { parents: ['audiences'] },
+  issuers: { parents: ['validate-jwt'] },
+  issuer: { parents: ['issuers'] },
+  'required-claims': { parents: ['validate-jwt'] },
+  claim: { parents: ['required-claims'] },
+  value: { parents: ['claim', 'set-header'] },
+  'authentication-managed-identity': { sections: ['inbound'] },
+  'set-backend-service': { sections: ['inbound', 'backend'] },
+  'forward-request': { sections: ['backend'] },
+  'cache-lookup-value': { sections: ALL },
+  'cache-store-value': { sections: ALL },
+  'send-request': { sections: ALL },
+  'set-url': { parents: ['send-request'] },
+  'set-method': { parents: ['send-request'] },
+  'return-response': { sections: ALL },
+  'set-status': { sections: ALL },
+  'set-header': { sections: ALL },
+  'set-body': { sections: ALL },
+  'set-variable': { sections: ALL },
+  choose: { sections: ALL },
+  when: { parents: ['choose'] },
+  otherwise: { parents: ['choose'] },
+};
+
+describe.each(FILES)('%s: every element is one APIM knows, where APIM allows it', (file) => {
+  const { nodes } = docs[file];
+  test('known elements, allowed parents and sections, each choose with a when and at most one otherwise (last)', () => {
+    const problems: string[] = [];
+    for (const n of nodes) {
+      const rule = PLACEMENT[n.tag];
+      if (!rule) {
+        problems.push(`unknown element <${n.tag}>`);
+        continue;
+      }
+      const parent = n.path.at(-1) ?? '';
+      if (rule.parents && !rule.parents.includes(parent)) problems.push(`<${n.tag}> under <${parent}>`);
+      if (rule.sections && !rule.sections.includes(n.path[1] ?? '')) problems.push(`<${n.tag}> in <${n.path[1]}>`);
+      if (n.tag === 'choose') {
+        const kids = n.children.map((c) => c.tag);
+        if (!kids.includes('when') || kids.some((k) => k !== 'when' && k !== 'otherwise')) problems.push('choose without when, or with other children');
+        if (kids.filter((k) => k === 'otherwise').length > 1 || (kids.includes('otherwise') && kids.at(-1) !== 'otherwise')) problems.push('otherwise not last/unique');
+      }
+      if (n.tag === 'when' && !/^@\(/.test(n.attrs.condition ?? '')) problems.push('when without an @( ) condition');
+    }
+    expect(problems).toEqual([]);
+  });
+
+  test('every policy expression is @(...) or @{...} and its braces/parentheses balance', () => {
+    const exprs = nodes.flatMap((n) => [n.text, ...Object.values(n.attrs)]).filter((v) => v.startsWith('@'));
+    expect(exprs.length).toBeGreaterThan(0);
+    for (const e of exprs) {
+      expect(e).toMatch(/^@(\([\s\S]*\)|\{[\s\S]*\})$/);
+      // strip string literals (with escaped quotes) before counting
+      const code = e.replace(/"(?:\\.|[^"\\])*"/g, '""');
+      for (const [open, close] of [['(', ')'], ['{', '}'], ['[', ']']] as const) {
+        let depth = 0;
+        for (const ch of code) {
+          if (ch === open) depth++;
+          if (ch === close) depth--;
+          expect(depth).toBeGreaterThanOrEqual(0);
+        }
+        expect({ expr: e.slice(0, 60), open, depth }).toEqual({ expr: e.slice(0, 60), open, depth: 0 });
+      }
+    }
+  });
+});
+
+describe.each(FILES)('%s: caller answers', (file) => {
+  const { nodes } = docs[file];
+  const answers = nodes.filter((n) => n.tag === 'return-response');
+  const statusOf = (r: Node) => r.children.find((c) => c.tag === 'set-status')?.attrs.code ?? '';
+  const header = (r: Node, name: string) => r.children.find((c) => c.tag === 'set-header' && c.attrs.name === name);
+
+  test('Retry-After only on 503/504 answers (a retry cannot fix a 401, 403 or 502), and every 401 says Bearer', () => {
+    expect(answers.length).toBeGreaterThan(0);
+    for (const r of answers) {
+      const code = statusOf(r);
+      if (header(r, 'Retry-After')) expect(code).toMatch(/^(503|504|@\(context\.Response\.StatusCode == 504 \? 504 : 503\))$/);
+      if (code === '401') expect(header(r, 'WWW-Authenticate')?.children[0]?.text).toMatch(/^Bearer /);
+      if (code !== '200') expect(header(r, 'Content-Type')?.children[0]?.text).toBe('application/problem+json');
+    }
+  });
+
+  test("the broker's body is parsed for a status decision only when it is JSON (a platform error page cannot turn a 503 into an exception)", () => {
+    const decisions = nodes.filter((n) => n.tag === 'set-variable' && ['caller-status', 'gateway-fault'].includes(n.attrs.name ?? ''));
+    for (const d of decisions) {
+      const expr = d.attrs.value!;
+      const guard = expr.indexOf('GetValueOrDefault("Content-Type", "").Contains("json")');
+      expect(guard).toBeGreaterThan(-1);
+      expect(expr.indexOf('Body.As<JObject>')).toBeGreaterThan(guard);
+    }
+  });
+});
+
+describe('query-api.xml: which broker errors reach the caller', () => {
+  const { nodes } = docs['query-api.xml'];
+  test("a broker 401 not about the caller, or a 403 about the gateway (party client, upstream_denied), becomes a fixed 502", () => {
+    const fault = setVariable(nodes, 'gateway-fault')!.attrs.value!;
+    expect(fault).toContain('if (s == 401) { return party != "subject"; }');
+    expect(fault).toContain('party == "client" || code == "upstream_denied"');
+    const when = nodes.find((n) => n.tag === 'when' && n.attrs.condition === '@((bool)context.Variables["gateway-fault"])')!;
+    const status = when.children.find((c) => c.tag === 'return-response')!.children.find((c) => c.tag === 'set-status');
+    expect(status?.attrs.code).toBe('502');
+    expect(fault).not.toMatch(/LastError|detail|title/);
+  });
+});
+
 describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token exchange with cache)', (file) => {
   const { nodes } = docs[file];
 
@@ -172,8 +294,12 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
     expect(mapping).toMatch(/return 403/);
     expect(mapping).toMatch(/return 503/);
     expect(mapping).toMatch(/return 502/);
+    expect(mapping).toContain('r.StatusCode == 401 && error == "invalid_grant"');
     const retryAfter = nodes.filter((n) => n.tag === 'set-header' && n.attrs.name === 'Retry-After').flatMap((h) => h.children.map((c) => c.text));
     expect(retryAfter.some((v) => /seconds <= 300/.test(v))).toBe(true);
+    // each mapped status has its own answer: 503 (Retry-After), 401 (Bearer), and 403/502 from the mapping
+    const branches = nodes.filter((n) => n.tag === 'when' && /caller-status"\] == (503|401)\)$/.test(n.attrs.condition ?? ''));
+    expect(branches).toHaveLength(2);
   });
 
   test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
