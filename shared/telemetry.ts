@@ -72,8 +72,9 @@ export function enableOpenTelemetry(): void {
 export function initTelemetry(): Promise<void> {
   if (state !== 'unresolved') return loading ?? Promise.resolve();
   let connectionString: string | undefined;
+  let clientId: string | undefined;
   try {
-    connectionString = telemetryConfig.get().connectionString;
+    ({ connectionString, clientId } = telemetryConfig.get());
   } catch {
     connectionString = undefined;
   }
@@ -82,9 +83,12 @@ export function initTelemetry(): Promise<void> {
     return Promise.resolve();
   }
   state = 'loading';
-  loading = import('@azure/monitor-opentelemetry')
-    .then((m) => {
-      m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString } });
+  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
+    .then(([m, identity]) => {
+      // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
+      // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
+      const credential = clientId ? new identity.ManagedIdentityCredential({ clientId }) : new identity.ManagedIdentityCredential();
+      m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
       enableOpenTelemetry();
     })
     .catch((e: unknown) => {

@@ -1,16 +1,14 @@
-// Log Analytics + workspace-based Application Insights. The Functions host sends its telemetry with Entra ID
-// (APPLICATIONINSIGHTS_AUTHENTICATION_STRING + Monitoring Metrics Publisher). The broker's own OpenTelemetry export
-// (shared/telemetry.ts, @azure/monitor-opentelemetry) authenticates with the connection string only: it does not
-// read APPLICATIONINSIGHTS_AUTHENTICATION_STRING and is given no credential, so local auth stays on by default.
-// Turn disableLocalAuth on once shared/telemetry.ts passes a managed-identity credential to the exporter
-// (test/infra/iac-wiring.test.ts holds the two together).
+// Log Analytics + workspace-based Application Insights, Entra ID ingestion only: the Functions host sends its
+// telemetry with APPLICATIONINSIGHTS_AUTHENTICATION_STRING, the broker's own OpenTelemetry export
+// (shared/telemetry.ts) with the Function's managed identity as the exporter credential; both need Monitoring
+// Metrics Publisher, granted below. (test/infra/iac-wiring.test.ts holds the exporter and this setting together.)
 param name string
 param location string
 param tags object = {}
 @description('Principal id of the Function identity (publishes telemetry with Entra ID auth)')
 param brokerPrincipalId string
 @description('Entra-only ingestion; requires the broker\'s exporter to authenticate with its managed identity')
-param disableLocalAuth bool = false
+param disableLocalAuth bool = true
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: 'log-${name}'

@@ -8,6 +8,9 @@ export const telemetryConfig = defineSection('telemetry', {
   connectionString: optionalStr('APPLICATIONINSIGHTS_CONNECTION_STRING', {
     doc: 'Application Insights connection string; when set, metrics and traces are exported with @azure/monitor-opentelemetry (unset: no telemetry)',
   }),
+  clientId: optionalStr('AZURE_CLIENT_ID', {
+    doc: "Client id of the Function's user-assigned managed identity (unset: system-assigned)",
+  }),
 });
 
 export type TelemetryConfig = ReturnType<typeof telemetryConfig.get>;

@@ -1,3 +1,4 @@
+import { ManagedIdentityCredential } from '@azure/identity';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -190,7 +191,8 @@ describe('Azure Monitor is loaded only when the connection string is set', () =>
     recordIssuance('query', 'issued', 1);
     expect(telemetryState()).toBe('on');
     expect(monitorLoaded).toBe(1);
-    expect(monitorCalls).toEqual([{ azureMonitorExporterOptions: { connectionString: CONN } }]);
+    // ingestion authenticates with the Function's managed identity (Application Insights local auth can be off)
+    expect(monitorCalls).toEqual([{ azureMonitorExporterOptions: { connectionString: CONN, credential: expect.any(ManagedIdentityCredential) } }]);
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' })).toBe(before + 1);
   });
 });
