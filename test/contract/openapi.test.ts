@@ -1,4 +1,5 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { workerHost } from '../helpers/loopback';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { HttpHandler } from '@azure/functions';
@@ -29,7 +30,7 @@ const COSMOS = `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${
 const EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 // The connector always dials port 3307: a loopback address of our own (test/query uses 127.0.0.1x).
-const HOST = `127.0.0.${30 + Number(process.env.JEST_WORKER_ID ?? '1')}`;
+const HOST = workerHost(30);
 jest.setTimeout(60_000);
 
 const spec = loadSpec();

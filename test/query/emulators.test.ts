@@ -1,4 +1,5 @@
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { workerHost } from '../helpers/loopback';
 import { connect as tlsConnect } from 'node:tls';
 import { Connector, AuthTypes, IpAddressTypes } from '@google-cloud/cloud-sql-connector';
 import { OAuth2Client } from 'google-auth-library';
@@ -9,7 +10,7 @@ import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/goo
 
 /** The Cloud SQL emulators are strict where the real service is: tokens, scopes, allowlist, certificates, identity. */
 
-const HOST = `127.0.0.${10 + Number(process.env.JEST_WORKER_ID ?? '1')}`;
+const HOST = workerHost(10);
 const G = SANDBOX.google;
 const CONNECTION = `${G.project}:${G.region}:${G.instance}`;
 jest.setTimeout(60_000);

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { workerHost } from '../helpers/loopback';
 import { Client } from 'pg';
 import { handler } from '../../functions/query';
 import { SANDBOX } from '../../local/ids';
@@ -13,7 +14,7 @@ import { captureLogs, invoke, type Result } from '../helpers/invoke';
  * to the SQL Admin emulator and the Cloud SQL TLS endpoint on <worker loopback>:3307, real PostgreSQL.
  */
 
-const HOST = `127.0.0.${10 + Number(process.env.JEST_WORKER_ID ?? '1')}`;
+const HOST = workerHost(10);
 const FIXTURES = resolve(__dirname, 'fixtures');
 jest.setTimeout(60_000);
 
