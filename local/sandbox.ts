@@ -179,6 +179,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://AzureADTokenExchange',
       GOOGLE_STS_TOKEN_URL: `${sts.url}/v1/token`,
       GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
+      // Tests count upstream calls from a cold cache; npm start (fixed ports) prewarms as production does.
+      GOOGLE_TOKEN_PREWARM: opts.fixedPorts ? 'true' : 'false',
     });
     services['Google STS'] = `${sts.url}/v1/token`;
     services['Google IAM Credentials'] = `${iamcredentials.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`;

@@ -168,7 +168,7 @@ export function faultOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Emula
     try {
       out.throttle = validThrottle(t);
     } catch (e) {
-      throw new Error(`SANDBOX_EMULATOR_THROTTLE: ${(e as Error).message}`);
+      throw new Error(`SANDBOX_EMULATOR_THROTTLE: ${(e as Error).message}`, { cause: e });
     }
   }
   return out.latencyMs === undefined && out.throttle === undefined ? undefined : out;
