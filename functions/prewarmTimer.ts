@@ -1,4 +1,5 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
+import { prewarmGoogleTokens } from '../shared/google/prewarm';
 import { createLogger } from '../shared/log';
 
 /**
@@ -7,7 +8,6 @@ import { createLogger } from '../shared/log';
  * start, a policy change or an expiry does not wait for STS and generateAccessToken. Failures are logged only.
  */
 async function prewarm(log: ReturnType<typeof createLogger>): Promise<void> {
-  const { prewarmGoogleTokens } = await import('../shared/google/prewarm');
   await prewarmGoogleTokens(log);
 }
 
