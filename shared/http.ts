@@ -109,7 +109,7 @@ export function jsonResponse(
  * error to its response, and one log line per request (never bodies or headers).
  */
 export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
-  return async (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
+  const handler = async (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
     const correlationId = correlationIdOf(req.headers);
     const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
@@ -131,6 +131,18 @@ export function httpHandler(functionName: string, style: ResponseStyle, fn: Scop
     log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
     return res;
   };
+  styles.set(handler, style);
+  return handler;
+}
+
+const styles = new WeakMap<HttpHandler, ResponseStyle>();
+
+/**
+ * The error style of a handler built by httpHandler (`problem` for anything else): what a host answers
+ * in for a request it refuses before the handler runs (body too large, bad Host, malformed request).
+ */
+export function errorStyleOf(handler: HttpHandler): ResponseStyle {
+  return styles.get(handler) ?? 'problem';
 }
 
 // ---------- request bodies ----------
