@@ -9,6 +9,7 @@ import { clearConnectInfoCache, refreshAfterSeconds } from '../../shared/cloudsq
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 import { workerHost } from '../helpers/loopback';
+import { ContractValidator, loadSpec } from '../helpers/openapi';
 
 /**
  * A backend without Google credentials: plain `pg` over TLS with only the broker's Cloud SQL answer (address,
@@ -98,6 +99,7 @@ test('the Cloud SQL answer carries address, server CA, port and refresh_after (t
   const r = await exchange();
   expect(r.status).toBe(200);
   answer = r.json as unknown as Answer;
+  expect(new ContractValidator(loadSpec()).check('/token', 'POST', r)).toEqual([]); // openapi.yaml describes the new fields
   expect(answer.connect_details).toBe('included');
   expect(answer.ip_addresses).toEqual([{ type: 'PRIMARY', ip_address: HOST }]);
   expect(answer.port).toBe(5432);
@@ -153,6 +155,7 @@ test('SQL Admin unavailable: the token is still issued (connector users need not
     const r = await exchange();
     expect(r.status).toBe(200);
     expect(r.json.connect_details).toBe('unavailable');
+    expect(new ContractValidator(loadSpec()).check('/token', 'POST', r)).toEqual([]);
     expect(r.json.server_ca_cert).toBeUndefined();
     expect(r.json.instance_connection_name).toBe('sandbox-project:europe-west1:orders-db');
   } finally {
