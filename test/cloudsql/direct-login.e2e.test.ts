@@ -6,7 +6,9 @@ import { createCa } from '../../local/pki';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { clearConnectInfoCache, refreshAfterSeconds } from '../../shared/cloudsql/connect-settings';
+import { prewarmGoogleTokens } from '../../shared/google/prewarm';
 import { resetGoogleTokens } from '../../shared/google/tokens';
+import { createLogger } from '../../shared/log';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 import { workerHost } from '../helpers/loopback';
 import { ContractValidator, loadSpec } from '../helpers/openapi';
@@ -163,4 +165,14 @@ test('SQL Admin unavailable: the token is still issued (connector users need not
     clearConnectInfoCache();
   }
   expect((await exchange()).json.connect_details).toBe('included');
+});
+
+test('the prewarm also fetches the instances’ connect details: the first exchange makes no SQL Admin call', async () => {
+  clearConnectInfoCache();
+  await prewarmGoogleTokens(createLogger({ fn: 'test' }));
+  const before = sb.sqlAdmin!.count('sqladmin.connectSettings');
+  expect(before).toBeGreaterThan(0);
+  const r = await exchange();
+  expect(r.json.connect_details).toBe('included');
+  expect(sb.sqlAdmin!.count('sqladmin.connectSettings')).toBe(before);
 });
