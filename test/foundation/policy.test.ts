@@ -38,7 +38,7 @@ function problemsOf(doc: unknown): string[] {
 
 describe('policy schema', () => {
   test('the sample policy is valid', () => {
-    expect(samplePolicy().rules.map((r) => r.id)).toEqual(['orders-readers', 'orders-analysts']);
+    expect(samplePolicy().rules.map((r) => r.id)).toEqual(['orders-readers', 'orders-analysts', 'ticket-owners']);
   });
 
   test('errors name the path of every bad entry', () => {
