@@ -105,6 +105,12 @@ describe('identity-bound parameters', () => {
       expect(r.json.parameter).toBe(Object.keys(body)[0]);
     }
     expect(sb.cloudSql!.stats.admitted).toBe(before);
+    // the attempt is audited as a denial (with the rule, without the value)
+    logs.records.length = 0;
+    await query('orders-by-customer', tokens.ada!, { callerOid: SANDBOX.secondReaderObjectId });
+    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<string, unknown>;
+    expect(ev).toMatchObject({ action: 'query', decision: 'deny', reason: 'invalid_parameter', ruleId: 'orders-readers' });
+    expect(JSON.stringify(ev)).not.toContain(SANDBOX.secondReaderObjectId);
   });
 });
 
