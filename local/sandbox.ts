@@ -10,6 +10,7 @@ import { startIamCredentials, type IamCredentialsEmulator } from './emulators/go
 import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulators/google/sqladmin';
 import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-server';
 import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
+import { verifyIamLoginToken } from './emulators/google/iam-login';
 import { createCa } from './pki';
 // ---- end Cloud SQL / PostgreSQL ----
 import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
@@ -228,6 +229,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
         port: 3307,
         upstream: { host: pgHandle.host, port: pgHandle.port, iamPassword: pgHandle.iamPassword },
         bindingOf: (fp) => admin.bindingOf(fp),
+        // Direct logins (plain pg over TLS, the IAM token as the password) on HOST:5432, as on Cloud SQL.
+        direct: { port: 5432, verifyLoginToken: (user, token) => verifyIamLoginToken(state, instance, user, token) },
       });
       cloudSql = server;
       stops.push(() => server.close());

@@ -1,6 +1,6 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { connect as netConnect, type Socket } from 'node:net';
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createSecureContext, createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import type { SandboxCa } from '../pki';
 import type { CertBinding } from './google/sqladmin';
 
@@ -29,11 +29,24 @@ export interface CloudSqlServerOptions {
   bindingOf(fingerprint256: string): CertBinding | undefined;
   /** Upstream connect timeout (default 3000 ms). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Direct connections (plain PostgreSQL protocol with TLS, the IAM token as the password; no connector), on
+   * HOST:directPort (Cloud SQL: 5432). Absent: no direct listener. `verifyLoginToken` decides a login.
+   */
+  readonly direct?: { readonly port: number; verifyLoginToken(user: string, token: string): LoginRefusal | undefined };
+}
+
+/** Why an IAM login with a token as the password was refused: PostgreSQL's SQLSTATE and message. */
+export interface LoginRefusal {
+  readonly code: string;
+  readonly message: string;
 }
 
 export interface CloudSqlServer {
   readonly host: string;
   readonly port: number;
+  /** Port of the direct (password) listener, when started. */
+  readonly directPort?: number;
   /** Logins admitted / refused (by reason), for tests. */
   readonly stats: { admitted: number; refused: Record<string, number> };
   /** Take the instance down (connections refused, open sessions cut) or bring it back. */
@@ -289,6 +302,116 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     relay(client, up, reader.release(), upReader.release());
   };
 
+  // ---- direct connections: TLS via SSLRequest, the IAM token as the password (docs/emulators.md, Cloud SQL instance) ----
+  // The server certificate has CN = PROJECT:INSTANCE and no subject alternative name, as the legacy per-instance CA
+  // issues it: a client verifies the CA and that CN (verify-ca), not the host name.
+  const directCert = opts.ca.issueServer({ commonName: `${project}:${instance}` });
+  const directContext = createSecureContext({ key: directCert.keyPem, cert: directCert.certPem, minVersion: 'TLSv1.2' });
+  const IAM_SA_USER = /^[^@\s]+@[a-z][a-z0-9-]*\.iam$/;
+  const onDirectSession = async (client: TLSSocket, startup: Buffer, reader: WireReader): Promise<void> => {
+    const params = parseStartup(startup);
+    const user = params.user ?? '';
+    if (!IAM_SA_USER.test(user)) {
+      // A built-in user: PostgreSQL authenticates it itself.
+      let up: Socket;
+      try {
+        up = await connectUpstream();
+      } catch {
+        return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
+      }
+      up.write(startup);
+      return relay(client, up, reader.release(), Buffer.alloc(0));
+    }
+    client.write(message('R', Buffer.from([0, 0, 0, 3]))); // AuthenticationCleartextPassword (over TLS)
+    const pw = await reader.typed();
+    if (pw.type !== 'p') return refuse(client, 'protocol', '08P01', 'expected a password message');
+    const token = pw.payload.subarray(0, Math.max(0, pw.payload.length - 1)).toString('utf8');
+    const refusal = opts.direct!.verifyLoginToken(user, token);
+    if (refusal) return refuse(client, 'token_refused', refusal.code, refusal.message);
+    let up: Socket;
+    try {
+      up = await connectUpstream();
+    } catch {
+      return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
+    }
+    sockets.add(up);
+    const upReader = new WireReader(up);
+    up.write(startup);
+    try {
+      await authenticateUpstream(up, upReader, user, opts.upstream.iamPassword);
+    } catch (e) {
+      stats.refused.upstream = (stats.refused.upstream ?? 0) + 1;
+      up.destroy();
+      client.end((e as { raw?: Buffer }).raw ?? errorResponse('57P03', 'the database system is not accepting connections'));
+      return;
+    }
+    stats.admitted++;
+    client.write(AUTH_OK);
+    relay(client, up, reader.release(), upReader.release());
+  };
+  const onDirect = async (raw: Socket): Promise<void> => {
+    const reader = new WireReader(raw);
+    for (;;) {
+      const first = await reader.untyped();
+      const code = first.readInt32BE(4);
+      if (code === GSSENC_REQUEST) {
+        raw.write('N');
+        continue;
+      }
+      if (code === CANCEL_REQUEST) {
+        const up = await connectUpstream();
+        up.end(first);
+        raw.end();
+        return;
+      }
+      if (code === PROTOCOL_3) {
+        // Cloud SQL requires SSL for these connections (ssl_mode ENCRYPTED_ONLY or stricter): no cleartext session.
+        const p = parseStartup(first);
+        return refuse(raw, 'no_tls', '28000', `pg_hba.conf rejects connection for host "${raw.remoteAddress ?? ''}", user "${p.user ?? ''}", database "${p.database ?? ''}", no encryption`);
+      }
+      if (code !== SSL_REQUEST) return refuse(raw, 'protocol', '08P01', 'unsupported frontend protocol');
+      break;
+    }
+    reader.release();
+    raw.write('S');
+    const tls = new TLSSocket(raw, { isServer: true, secureContext: directContext });
+    tls.on('error', () => tls.destroy());
+    sockets.add(tls);
+    tls.on('close', () => sockets.delete(tls));
+    await new Promise<void>((ok, fail) => {
+      tls.once('secure', () => ok());
+      tls.once('close', () => fail(new Error('closed during TLS handshake')));
+    });
+    const tlsReader = new WireReader(tls);
+    const startup = await tlsReader.untyped();
+    if (startup.readInt32BE(4) !== PROTOCOL_3) return refuse(tls, 'protocol', '08P01', 'unsupported frontend protocol');
+    await onDirectSession(tls, startup, tlsReader);
+  };
+  let directServer: NetServer | undefined;
+  let directPort = opts.direct?.port;
+  const listenDirect = async () => {
+    if (!opts.direct) return;
+    const s = createNetServer((raw) => {
+      sockets.add(raw);
+      raw.on('close', () => sockets.delete(raw));
+      raw.on('error', () => raw.destroy());
+      onDirect(raw).catch(() => raw.destroy());
+    });
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(directPort, opts.host, () => resolve());
+    });
+    const addr = s.address();
+    if (typeof addr === 'object' && addr) directPort = addr.port;
+    directServer = s;
+  };
+  const shutdownDirect = async () => {
+    const s = directServer;
+    directServer = undefined;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  };
+  // ---- end direct connections ----
+
   let server: TlsServer | undefined;
   let port = opts.port ?? 3307;
   const listen = async () => {
@@ -328,16 +451,31 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     if (s) await new Promise<void>((r) => s.close(() => r()));
   };
   await listen();
+  await listenDirect().catch(async (e) => {
+    await shutdown();
+    throw e;
+  });
   return {
     host: opts.host,
     get port() {
       return port;
     },
+    get directPort() {
+      return directServer ? directPort : undefined;
+    },
     stats,
     async setDown(down) {
-      if (down && server) await shutdown();
-      else if (!down && !server) await listen();
+      if (down && server) {
+        await shutdownDirect();
+        await shutdown();
+      } else if (!down && !server) {
+        await listen();
+        await listenDirect();
+      }
     },
-    close: shutdown,
+    close: async () => {
+      await shutdownDirect();
+      await shutdown();
+    },
   };
 }

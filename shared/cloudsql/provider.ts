@@ -1,6 +1,8 @@
 import { tokenFingerprint } from '../audit';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
+import { loadCore } from '../auth/frontdoor';
+import { connectInfo, refreshAfterSeconds } from './connect-settings';
 import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
 /**
@@ -22,6 +24,13 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
   const { grant } = input;
   const cap = lifetimeCap(grant, input.requestedLifetimeSeconds);
   const t = await getSqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
+  // Connect details for a backend without Google credentials: plain pg over TLS, the token as the password.
+  // Fail-soft: without SQL Admin the token still serves connector users (instance_connection_name); the
+  // direct-connect fields are then absent and `connect_details` says so.
+  const info = await connectInfo(grant.connectionName, t.token, loadCore().upstreamTimeoutMs).catch((e: unknown) => {
+    input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details', { cause: e });
+    return undefined;
+  });
   return {
     response: {
       access_token: t.token,
@@ -33,6 +42,17 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
       service_account: grant.serviceAccount,
       instance_connection_name: grant.connectionName,
       database: grant.database,
+      refresh_after: refreshAfterSeconds(t.expiresInSeconds),
+      connect_details: info ? 'included' : 'unavailable',
+      ...(info
+        ? {
+            ip_addresses: info.ipAddresses.map((i) => ({ type: i.type, ip_address: i.ipAddress })),
+            ...(info.dnsName ? { dns_name: info.dnsName } : {}),
+            port: 5432,
+            server_ca_cert: info.serverCaCert,
+            server_cert_common_name: info.serverCertCommonName,
+          }
+        : {}),
     },
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,

@@ -1,12 +1,8 @@
-import { defineSection, int, str, url } from './settings';
+import { defineSection, int, str } from './settings';
 
 /** Settings of the query function (POST /api/query/{name}). */
 export const queryConfig = defineSection('query', {
   catalogPath: str('QUERY_CATALOG_PATH', { doc: 'Path of the query catalog JSON file (the only SQL the query function runs)' }),
-  sqlAdminEndpoint: url('CLOUDSQL_ADMIN_ENDPOINT', {
-    doc: 'Root URL of the Cloud SQL Admin API the connector calls (connectSettings, generateEphemeralCert)',
-    default: 'https://sqladmin.googleapis.com',
-  }),
   poolMax: int('QUERY_POOL_MAX', { doc: 'Most connections per pool (one pool per instance, database and identity)', default: '5', min: 1, max: 50 }),
   maxPools: int('QUERY_MAX_POOLS', { doc: 'Most pools kept; the least recently used is closed beyond it', default: '20', min: 1, max: 500 }),
   idleSeconds: int('QUERY_POOL_IDLE_SECONDS', { doc: 'An idle connection is closed after this long', default: '30', min: 1, max: 3600 }),

@@ -22,7 +22,7 @@ export interface IssuedToken {
   readonly issued_token_type: string;
   readonly token_type: string;
   readonly expires_in: number;
-  readonly [extra: string]: string | number | boolean | null | undefined;
+  readonly [extra: string]: string | number | boolean | null | undefined | readonly Readonly<Record<string, string>>[];
 }
 
 export interface ProviderResult {

@@ -3,6 +3,7 @@ import { googleConfig } from '../config/google';
 import type { Logger } from '../log';
 import { loadPolicyFile } from '../policy/load';
 import type { Policy } from '../policy/schema';
+import { connectInfo } from '../cloudsql/connect-settings';
 import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
 
 /**
@@ -39,15 +40,25 @@ export interface PrewarmResult {
 /** Warm every policy service account (concurrently; failures are logged, never thrown). */
 export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
   let targets: PrewarmTarget[];
+  let policy: Policy;
   try {
     if (!googleConfig.get().prewarm) return { skipped: 'GOOGLE_TOKEN_PREWARM is off', warmed: 0, failed: 0 };
-    targets = policyServiceAccounts(loadPolicyFile(coreConfig.get().policyPath));
+    policy = loadPolicyFile(coreConfig.get().policyPath);
+    targets = policyServiceAccounts(policy);
   } catch (e) {
     // Not configured for Google (a Cosmos-only deployment) or no valid policy yet: the first request reports it.
     log.debug('token prewarm skipped: configuration incomplete', { event: 'prewarm.skipped', err: e });
     return { skipped: 'configuration incomplete', warmed: 0, failed: 0 };
   }
-  const results = await Promise.allSettled(targets.map((t) => getSqlLoginToken({ ...t, log })));
+  const results = await Promise.allSettled(
+    targets.map(async (t) => {
+      const tok = await getSqlLoginToken({ ...t, log });
+      // Also the instances' connect details of the token answer (one SQL Admin call per instance, cached an hour).
+      const instances = new Set(policy.rules.flatMap((r) => r.grants.cloudsql.filter((g) => g.serviceAccount === t.serviceAccount).map((g) => g.instance)));
+      await Promise.all([...instances].map((i) => connectInfo(i, tok.token, coreConfig.get().upstreamTimeoutMs).catch(() => undefined)));
+      return tok;
+    }),
+  );
   const failed = results.filter((r) => r.status === 'rejected');
   for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: (f as PromiseRejectedResult).reason });
   log.info('token prewarm', { event: 'prewarm', serviceAccounts: targets.length, failed: failed.length });

@@ -146,7 +146,14 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   const grant = identity.grant;
 
   const body = await readJsonObject(req);
-  const values = bindParameters(query, body, subject);
+  let values: BoundValue[];
+  try {
+    values = bindParameters(query, body, subject);
+  } catch (e) {
+    // Audited too: a body trying to set an identity-bound parameter is an attempt to read as someone else.
+    deny(toBrokerError(e).code, identity.ruleId);
+    throw e;
+  }
   const names = parameterNames(query, body);
   const identityRule = identity.ruleId ?? '';
   const session: SessionIdentity = {

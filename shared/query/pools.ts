@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import { SingleFlight } from '../cache';
 import type { Logger } from '../log';
 import type { QueryConfig } from '../config/query';
+import { cloudSqlConfig } from '../config/cloudsql';
 import { classifyDbError } from './errors';
 import { getLoginToken } from './login-token';
 
@@ -75,7 +76,7 @@ export class PoolRegistry {
       tokenExpiresAtMs = tok.expiresAtMs;
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
-    const connector = new Connector({ auth, sqlAdminAPIEndpoint: this.cfg.sqlAdminEndpoint });
+    const connector = new Connector({ auth, sqlAdminAPIEndpoint: cloudSqlConfig.get().sqlAdminEndpoint });
     // On failure connector.close() is not called: after a failed first refresh it holds no timers, and its
     // close() would turn the failed refresh into an unhandled rejection.
     const pending = connector.getOptions({ instanceConnectionName: t.connectionName, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC });

@@ -35,6 +35,18 @@ const PROBES = [
     rowLimit: 1,
     timeoutMs: 3000,
   },
+  {
+    name: 'whoami-claim',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: 'SELECT $1::text AS upn, $2::text AS tid',
+    parameters: [
+      { name: 'upn', from: 'claim', claim: 'preferred_username' },
+      { name: 'tenant', from: 'caller.tid' },
+    ],
+    rowLimit: 1,
+    timeoutMs: 2000,
+  },
   { name: 'sleepy', instance: 'sandbox-project:europe-west1:orders-db', database: 'orders', sql: 'SELECT pg_sleep($1) AS slept', parameters: [{ name: 'seconds', type: 'number', min: 0, max: 3 }], rowLimit: 1, timeoutMs: 5000 },
 ];
 
@@ -44,7 +56,7 @@ beforeAll(async () => {
   catalog.queries.push(...PROBES);
   writeFileSync(join(dir, 'queries.json'), JSON.stringify(catalog));
   const policy = JSON.parse(readFileSync(resolve(ROOT, 'local/sample-policy.json'), 'utf8')) as { rules: { id: string; grants: { queries: string[] } }[] };
-  for (const r of policy.rules) if (r.id === 'orders-readers' || r.id === 'ticket-owners') r.grants.queries.push('whoami', 'sleepy');
+  for (const r of policy.rules) if (r.id === 'orders-readers' || r.id === 'ticket-owners') r.grants.queries.push('whoami', 'whoami-claim', 'sleepy');
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
   sb = await startSandbox({
     cloudSql: { host: HOST },
@@ -57,6 +69,7 @@ beforeAll(async () => {
   tokens.grace = await sb.entra.mint({ aud, oid: SANDBOX.secondReaderObjectId, roles: ['Orders.Read'], omit: ['azp', 'appid'] });
   tokens.adaTickets = await sb.entra.mint({ aud, oid: SANDBOX.readerObjectId, roles: ['Tickets.Read'] });
   tokens.graceTickets = await sb.entra.mint({ aud, oid: SANDBOX.secondReaderObjectId, roles: ['Tickets.Read'] });
+  tokens.adaUpn = await sb.entra.mint({ aud, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'], extra: { preferred_username: 'ada@example.com' } });
   tokens.nobodyTickets = await sb.entra.mint({ aud, oid: '0b5e0000-0000-4000-8000-00000000beef', roles: ['Tickets.Read'] });
 });
 
@@ -105,7 +118,23 @@ describe('identity-bound parameters', () => {
       expect(r.json.parameter).toBe(Object.keys(body)[0]);
     }
     expect(sb.cloudSql!.stats.admitted).toBe(before);
+    // the attempt is audited as a denial (with the rule, without the value)
+    logs.records.length = 0;
+    await query('orders-by-customer', tokens.ada!, { callerOid: SANDBOX.secondReaderObjectId });
+    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<string, unknown>;
+    expect(ev).toMatchObject({ action: 'query', decision: 'deny', reason: 'invalid_parameter', ruleId: 'orders-readers' });
+    expect(JSON.stringify(ev)).not.toContain(SANDBOX.secondReaderObjectId);
   });
+});
+
+test('a parameter bound to a named claim takes the claim of the caller’s token; without the claim the query is refused', async () => {
+  const r = await query('whoami-claim', tokens.adaUpn!);
+  expect(r.status).toBe(200);
+  expect(r.json.rows).toEqual([['ada@example.com', SANDBOX.tenantId]]);
+  const forged = await query('whoami-claim', tokens.adaUpn!, { upn: 'grace@example.com' });
+  expect([forged.status, forged.json.parameter]).toEqual([400, 'upn']);
+  const missing = await query('whoami-claim', tokens.ada!);
+  expect([missing.status, missing.json.code]).toEqual([403, 'not_granted']);
 });
 
 describe('row-level security on broker.caller_oid', () => {
