@@ -3,6 +3,7 @@ import { isHttp, startLocalHost, type HttpRegistration, type LocalHost } from '.
 import { errorStyleOf, MAX_BODY_BYTES, type ResponseStyle } from '../../shared/http';
 import type { LogRecord } from '../../shared/log';
 import { captureLogs } from '../helpers/invoke';
+import { ContractValidator } from '../helpers/openapi';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
 
 /**
@@ -28,7 +29,10 @@ interface Endpoint {
   readonly style: ResponseStyle;
   /** Reads a form/JSON body with subject_token (token, explain, admin) rather than a JSON parameter object (query). */
   readonly readsParams: boolean;
+  /** Its path in openapi.yaml (`/query/{name}`). */
+  readonly specPath: string;
 }
+const contract = new ContractValidator();
 let endpoints: Endpoint[];
 
 beforeAll(async () => {
@@ -51,6 +55,7 @@ beforeAll(async () => {
       method,
       style: errorStyleOf(r.options.handler),
       readsParams: method === 'POST' && r.name !== 'query',
+      specPath: `/${r.options.route ?? r.name}`,
     };
   });
   logs = captureLogs();
@@ -179,6 +184,9 @@ async function sweep(what: string, make: (ep: Endpoint) => Req | undefined, chec
     if (!r) continue;
     const res = await send(build({ method: ep.method, ...r }));
     expectSafe(res, ep, what);
+    // the refusal is the one openapi.yaml documents for that endpoint
+    const headers = new Headers(Object.entries(res.headers));
+    expect(contract.check(ep.specPath, ep.method, { status: res.status, headers, json: res.json, text: res.text })).toEqual([]);
     check?.(res, ep);
   }
 }
