@@ -165,6 +165,9 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
 /** RFC 9110 §7.2 Host: a reg-name, IPv4 or bracketed IPv6 literal, optionally a port. */
 const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
+/** Headers that carry one value: a request repeating one is refused, not resolved first- or last-wins. */
+const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
+
 /** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
 function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid: string, method: string, extra: Record<string, string> = {}): Promise<void> {
   const log = createLogger({ correlationId: cid, fn: 'host' });
@@ -250,10 +253,15 @@ export async function startLocalHost(opts: { port?: number; host?: string; regis
           : new BrokerError('not_found', 'No function serves this path.');
         return refuse(res, err, 'problem', cid, method);
       }
-      const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
+      const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
-      if (hosts > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
+      if (count('host') > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
         return refuse(res, new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }), style, cid, method);
+      }
+      // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
+      const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
+      if (repeated) {
+        return refuse(res, new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }), style, cid, method);
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {

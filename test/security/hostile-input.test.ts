@@ -338,6 +338,18 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
     }
   });
 
+  test('repeated single-valued headers (a second Authorization, X-Subject-Token, Content-Type): 400 naming it', async () => {
+    for (const [name, value] of [
+      ['Authorization', 'Bearer other'],
+      ['X-Subject-Token', 'other'],
+      ['Content-Type', 'application/json'],
+    ]) {
+      await sweep(`repeated ${name}`, (ep) => ({ path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)), headers: { [name!]: value! } }), (res) => {
+        expect([res.status, res.json.parameter]).toEqual([400, name!.toLowerCase()]);
+      });
+    }
+  });
+
   test('request targets the URL parser would rewrite are refused, not routed', async () => {
     for (const path of ['/api/x/../token', '/api/%2e%2e/api/token', '/api/./health', '//evil.example/api/health', '/api\\token', 'http://evil.example/api/health', '*']) {
       const res = await send(build({ method: 'POST', path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)) }));
