@@ -2,15 +2,14 @@ import { HttpRequest, InvocationContext } from '@azure/functions';
 import { handler } from '../functions/token';
 import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
-import { setLogSink } from '../shared/log';
 
 /**
- * In-process profile of the token cache-hit path (no HTTP): `node --cpu-prof dist/bench/profile-token.js [cloudsql|cosmos]`.
- * Prints microseconds per call; the .cpuprofile shows where they go.
+ * In-process profile of the token cache-hit path (no HTTP), production defaults (LOG_LEVEL=info, log lines on
+ * stdout; redirect it to a file): `node --cpu-prof dist/bench/profile-token.js [cloudsql|cosmos] > /tmp/log`.
+ * Prints microseconds per call on stderr; the .cpuprofile shows where they go.
  */
 async function main(): Promise<void> {
-  setLogSink(() => undefined);
-  const sb = await startSandbox({ env: { LOG_LEVEL: 'warn' } });
+  const sb = await startSandbox({ env: { LOG_LEVEL: 'info' } });
   sb.applyEnv();
   const gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0', expiresIn: 7200 });
   const caller = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 });
@@ -38,7 +37,7 @@ async function main(): Promise<void> {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await call();
   const us = Number(process.hrtime.bigint() - t0) / 1000 / n;
-  process.stdout.write(`${target}: ${us.toFixed(1)} µs per in-process call\n`);
+  process.stderr.write(`${target}: ${us.toFixed(1)} µs per in-process call\n`);
   await sb.stop();
 }
 

@@ -1,16 +1,23 @@
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
+import { metrics, trace } from '@opentelemetry/api';
+import { MeterProvider, PeriodicExportingMetricReader, AggregationTemporality, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { startLocalHost } from '../local/host';
 import { startSandbox, type Sandbox } from '../local/sandbox';
 import { SANDBOX } from '../local/ids';
 import type { Emulator } from '../local/emulators/harness';
-import { setLogSink } from '../shared/log';
+import { enableOpenTelemetry } from '../shared/telemetry';
 
 /**
  * The benchmark's server process: the sandbox (emulators on ephemeral ports), the broker behind the
  * local host, and a bare Node HTTP server as the physical reference. Driven over IPC by bench/run.ts so
  * the load generator never shares an event loop with the server under test.
+ *
+ * Production defaults: LOG_LEVEL=info and the real log sink (JSON lines on stdout, which bench/run.ts
+ * redirects to a file), and the telemetry facade on (OpenTelemetry SDK meter and tracer providers with
+ * periodic/batch processing, exporting nowhere).
  */
 
 export interface ServerInfo {
@@ -23,13 +30,9 @@ export interface ServerInfo {
 
 export type CallCounts = Record<string, number>;
 
-/** Every emulator reachable from the sandbox object, found by shape (name + calls + count). */
-export function emulatorsOf(root: unknown, seen = new Set<unknown>()): Emulator[] {
-  if (!root || typeof root !== 'object' || seen.has(root)) return [];
-  seen.add(root);
-  const o = root as Partial<Emulator>;
-  if (typeof o.name === 'string' && Array.isArray(o.calls) && typeof o.count === 'function') return [o as Emulator];
-  return Object.values(root as Record<string, unknown>).flatMap((v) => emulatorsOf(v, seen));
+/** Every emulator reachable from the sandbox object. */
+export function emulatorsOf(sandbox: Pick<Sandbox, 'emulators'>): readonly Emulator[] {
+  return sandbox.emulators;
 }
 
 function counts(sandbox: Sandbox): CallCounts {
@@ -38,15 +41,48 @@ function counts(sandbox: Sandbox): CallCounts {
   return out;
 }
 
+/** Telemetry on, without an exporter: the SDK aggregates and batches as in production, the export is a no-op. */
+function telemetryWithoutExporter(): () => Promise<void> {
+  const metricExporter: PushMetricExporter = {
+    export: (_m, done) => done({ code: 0 }),
+    forceFlush: async () => undefined,
+    shutdown: async () => undefined,
+    selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
+  };
+  const spanExporter: SpanExporter = { export: (_s, done) => done({ code: 0 }), shutdown: async () => undefined };
+  const meterProvider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 60_000 })] });
+  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(spanExporter)] });
+  metrics.setGlobalMeterProvider(meterProvider);
+  trace.setGlobalTracerProvider(tracerProvider);
+  enableOpenTelemetry();
+  return async () => {
+    await meterProvider.shutdown();
+    await tracerProvider.shutdown();
+  };
+}
+
+function gcNow(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g) {
+    g();
+    g();
+  }
+}
+
 async function main(): Promise<void> {
-  if (!process.env.BENCH_LOGS) setLogSink(() => undefined);
-  const sandbox = await startSandbox({ env: { LOG_LEVEL: 'warn' } });
+  const stopTelemetry = telemetryWithoutExporter();
+  const sandbox = await startSandbox({ env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', GOOGLE_TOKEN_PREWARM: process.env.BENCH_PREWARM ?? 'true' } });
   sandbox.applyEnv();
+  if (process.env.BENCH_PRELOAD) {
+    // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
+    await Promise.all([import('../shared/cloudsql/provider'), import('../shared/cosmos/provider'), import('google-auth-library'), import('@azure/cosmos'), import('@azure/keyvault-secrets'), import('@azure/identity')]);
+  }
   const host = await startLocalHost({ port: 0 });
   const bare = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end('{"ok":true}');
   });
+  bare.keepAliveTimeout = 65_000;
   await new Promise<void>((r) => bare.listen(0, '127.0.0.1', () => r()));
   const info: ServerInfo = {
     brokerUrl: host.url,
@@ -62,7 +98,7 @@ async function main(): Promise<void> {
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
   }).observe({ entryTypes: ['gc'] });
-  process.on('message', (msg: { cmd: string }) => {
+  process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
     if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox) });
     if (msg.cmd === 'eld-reset') {
       eld.reset();
@@ -70,11 +106,32 @@ async function main(): Promise<void> {
       process.send?.({ ok: true });
     }
     if (msg.cmd === 'eld') process.send?.({ eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, gc } });
+    if (msg.cmd === 'latency') {
+      sandbox.setEmulatorFaults(msg.latencyMs ? { all: { latencyMs: msg.latencyMs } } : undefined);
+      process.send?.({ ok: true });
+    }
+    if (msg.cmd === 'rss') {
+      gcNow();
+      const m = process.memoryUsage();
+      process.send?.({ rss: m.rss, heapUsed: m.heapUsed });
+    }
+    if (msg.cmd === 'mint-callers') {
+      // Distinct callers (distinct object ids, so distinct Cosmos users and partitions), Orders.Read.
+      void (async () => {
+        const tokens: string[] = [];
+        for (let i = 0; i < (msg.n ?? 0); i++) {
+          const oid = `0b5e0000-0000-4000-8000-${(0x100000000 + (msg.offset ?? 0) + i).toString(16).slice(-12).padStart(12, '0')}`;
+          tokens.push(await sandbox.entra.mint({ oid, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 }));
+        }
+        process.send?.({ tokens });
+      })();
+    }
     if (msg.cmd === 'stop') {
       void (async () => {
         await host.close();
         bare.close();
         await sandbox.stop();
+        await stopTelemetry().catch(() => undefined);
         process.exit(0);
       })();
     }

@@ -18,6 +18,7 @@ import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/o
 import { mkdtempSync, rmSync } from 'node:fs';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
 import { tmpdir } from 'node:os';
+import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -46,6 +47,26 @@ export interface SandboxOptions {
    * host (one per jest worker, e.g. 127.0.0.(10+JEST_WORKER_ID)): the connector always dials port 3307.
    */
   cloudSql?: boolean | { host?: string; postgresUrl?: string };
+  /**
+   * Latency and 429 throttling of the HTTP emulators: `all` applies to every one, `byName` (emulator name,
+   * e.g. `google-sts`, `cosmos`) overrides it per emulator. Without it, SANDBOX_EMULATOR_LATENCY_MS and
+   * SANDBOX_EMULATOR_THROTTLE (see faultOptionsFromEnv), limited to the names in SANDBOX_EMULATOR_FAULTS_ONLY
+   * when set, apply. Changeable later with `setEmulatorFaults`.
+   */
+  emulatorFaults?: EmulatorFaults;
+}
+
+export interface EmulatorFaults {
+  readonly all?: EmulatorFaultOptions;
+  readonly byName?: Readonly<Record<string, EmulatorFaultOptions>>;
+}
+
+/** The faults the environment asks for (npm start, the benchmarks' child processes). */
+export function emulatorFaultsFromEnv(env: NodeJS.ProcessEnv = process.env): EmulatorFaults | undefined {
+  const f = faultOptionsFromEnv(env);
+  if (!f) return undefined;
+  const only = env.SANDBOX_EMULATOR_FAULTS_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+  return only?.length ? { byName: Object.fromEntries(only.map((n) => [n, f])) } : { all: f };
 }
 
 /** The Google emulators; every one of them shares `state` (service accounts, bindings, issued tokens). */
@@ -79,6 +100,10 @@ export interface Sandbox {
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
+  /** Every HTTP emulator of the sandbox. */
+  readonly emulators: readonly Emulator[];
+  /** Set latency and throttling (replaces what was set before; emulators not named get none). */
+  setEmulatorFaults(faults: EmulatorFaults | undefined): void;
   /** Copy env into process.env; returns a function that restores the previous values. */
   applyEnv(): () => void;
   stop(): Promise<void>;
@@ -159,6 +184,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://AzureADTokenExchange',
       GOOGLE_STS_TOKEN_URL: `${sts.url}/v1/token`,
       GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
+      // Tests count upstream calls from a cold cache; npm start (fixed ports) prewarms as production does.
+      GOOGLE_TOKEN_PREWARM: opts.fixedPorts ? 'true' : 'false',
     });
     services['Google STS'] = `${sts.url}/v1/token`;
     services['Google IAM Credentials'] = `${iamcredentials.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`;
@@ -275,7 +302,20 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // ---- end CosmosDB ----
 
     Object.assign(env, opts.env ?? {});
+    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu];
+    const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
+      const names = new Set(emulators.map((e) => e.name));
+      for (const n of Object.keys(faults?.byName ?? {})) if (!names.has(n)) throw new Error(`emulatorFaults: no emulator named "${n}" (${[...names].join(', ')})`);
+      for (const e of emulators) {
+        const f = faults?.byName?.[e.name] ?? faults?.all;
+        e.setLatency(f?.latencyMs ?? 0);
+        e.setThrottle(f?.throttle);
+      }
+    };
+    setEmulatorFaults(opts.emulatorFaults ?? emulatorFaultsFromEnv());
     return {
+      emulators,
+      setEmulatorFaults,
       env,
       entra,
       msi,

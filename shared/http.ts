@@ -3,6 +3,7 @@ import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } fr
 import { BrokerError, oauthErrorFor, specOf, toBrokerError } from './errors';
 import { createLogger, type Logger } from './log';
 import { parseStrictJson, StrictJsonError } from './strict-json';
+import { traceContextOf, type TraceContext } from './trace-context';
 
 /** `oauth`: RFC 6749 §5.2 error bodies (token endpoint). `problem`: RFC 9457 problem+json (everything else). */
 export type ResponseStyle = 'oauth' | 'problem';
@@ -11,6 +12,8 @@ export interface RequestScope {
   readonly correlationId: string;
   readonly log: Logger;
   readonly functionName: string;
+  /** W3C trace context of this request (from a valid `traceparent`, else new); its traceparent is returned. */
+  readonly trace?: TraceContext;
 }
 
 export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: InvocationContext) => Promise<HttpResponseInit>;
@@ -112,12 +115,13 @@ export function httpHandler(functionName: string, style: ResponseStyle, fn: Scop
   const handler = async (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
     const correlationId = correlationIdOf(req.headers);
+    const trace = traceContextOf(req.headers.get('traceparent'));
     const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
     let res: HttpResponseInit;
     let code: string | undefined;
     try {
       assertNoRepeatedQuery(req.query);
-      res = await fn(req, { correlationId, log, functionName }, ctx);
+      res = await fn(req, { correlationId, log, functionName, trace }, ctx);
       res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
     } catch (thrown) {
       const err = toBrokerError(thrown);
@@ -127,6 +131,7 @@ export function httpHandler(functionName: string, style: ResponseStyle, fn: Scop
       if (err.status >= 500) log.error(err.message, fields);
       else log.info(err.message, fields);
     }
+    res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
     const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
     log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
     return res;

@@ -545,6 +545,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     host: opts.host,
     port: opts.port,
     tls: { key: tls.keyPem, cert: tls.certPem },
+    throttleHeaders: (ms) => ({ 'x-ms-retry-after-ms': String(ms), 'x-ms-substatus': '3200' }),
     errorBody: (status, message) => ({ code: status === 429 ? 'TooManyRequests' : status >= 500 ? 'ServiceUnavailable' : 'BadRequest', message }),
   });
   endpoint = `https://127.0.0.1:${emu.port}/`;

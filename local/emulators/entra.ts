@@ -128,7 +128,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     name: 'entra',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) => ({ error: status === 404 ? 'not_found' : 'server_error', error_description: message }),
+    errorBody: (status, message) => ({ error: status === 404 ? 'not_found' : status === 429 ? 'temporarily_unavailable' : 'server_error', error_description: message }),
     routes: [
       {
         method: 'GET',

@@ -52,6 +52,30 @@ export interface FaultRule {
   times?: number;
 }
 
+/**
+ * Throttling: answer 429 with Retry-After (and the service's own retry header, e.g. Cosmos
+ * `x-ms-retry-after-ms`) to a share of the requests. Deterministic: `every` throttles requests
+ * N, 2N, 3N, … (counted over the routes it applies to); `rate` throttles that fraction using a
+ * seeded PRNG (same seed, same sequence). `every: 1` is sustained throttling.
+ */
+export interface ThrottleOptions {
+  readonly every?: number;
+  readonly rate?: number;
+  /** PRNG seed for `rate` (default 1). */
+  readonly seed?: number;
+  /** Retry-After in whole seconds (default 1). */
+  readonly retryAfterSeconds?: number;
+  /** Only routes with these names (default all). */
+  readonly routes?: readonly string[];
+}
+
+/** Latency and throttling of one emulator, as the sandbox and the benchmarks set them. */
+export interface EmulatorFaultOptions {
+  /** Added before every answer (default 0). */
+  readonly latencyMs?: number;
+  readonly throttle?: ThrottleOptions;
+}
+
 export interface CallRecord {
   readonly route: string;
   readonly method: string;
@@ -71,6 +95,12 @@ export interface Emulator {
   /** Inject a fault; returns a function that removes it. */
   inject(rule: FaultRule): () => void;
   clearFaults(): void;
+  /** Delay every answer by this many ms (0 turns it off). */
+  setLatency(ms: number): void;
+  /** Throttle a share of the requests with 429 + Retry-After (undefined turns it off; restarts the count). */
+  setThrottle(t: ThrottleOptions | undefined): void;
+  /** Requests answered 429 by the throttle since it was last set. */
+  throttled(): number;
   close(): Promise<void>;
 }
 
@@ -83,6 +113,65 @@ export interface EmulatorOptions {
   /** How this service shapes an error body (default `{ error: { code, message } }`). */
   readonly errorBody?: (status: number, message: string) => EmuResponse['body'];
   readonly maxBodyBytes?: number;
+  /** Extra headers of this service's 429 answer (e.g. Cosmos `x-ms-retry-after-ms`), given Retry-After in ms. */
+  readonly throttleHeaders?: (retryAfterMs: number) => Record<string, string>;
+  /** Initial latency and throttle (tests and the sandbox can change them later). */
+  readonly faults?: EmulatorFaultOptions;
+}
+
+/** mulberry32: a tiny seeded PRNG, so a throttle `rate` gives the same sequence every run. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function validThrottle(t: ThrottleOptions): ThrottleOptions {
+  if (t.every !== undefined && (!Number.isInteger(t.every) || t.every < 1)) throw new Error(`throttle.every must be a whole number ≥ 1, got ${t.every}`);
+  if (t.rate !== undefined && !(t.rate >= 0 && t.rate <= 1)) throw new Error(`throttle.rate must be between 0 and 1, got ${t.rate}`);
+  if (t.every === undefined && t.rate === undefined) throw new Error('throttle needs every or rate');
+  if (t.retryAfterSeconds !== undefined && (!Number.isInteger(t.retryAfterSeconds) || t.retryAfterSeconds < 0)) {
+    throw new Error(`throttle.retryAfterSeconds must be a whole number ≥ 0, got ${t.retryAfterSeconds}`);
+  }
+  return t;
+}
+
+/**
+ * Parse the sandbox's env form of latency/throttle: `SANDBOX_EMULATOR_LATENCY_MS=30`,
+ * `SANDBOX_EMULATOR_THROTTLE=every=10,retryAfter=1` or `rate=0.05,seed=7`. Bad values throw, naming the setting.
+ */
+export function faultOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): EmulatorFaultOptions | undefined {
+  const out: { latencyMs?: number; throttle?: ThrottleOptions } = {};
+  const lat = env.SANDBOX_EMULATOR_LATENCY_MS?.trim();
+  if (lat) {
+    if (!/^\d{1,6}$/.test(lat)) throw new Error(`SANDBOX_EMULATOR_LATENCY_MS must be whole milliseconds, got "${lat}"`);
+    out.latencyMs = Number(lat);
+  }
+  const thr = env.SANDBOX_EMULATOR_THROTTLE?.trim();
+  if (thr) {
+    const t: { every?: number; rate?: number; seed?: number; retryAfterSeconds?: number } = {};
+    for (const part of thr.split(',')) {
+      const [k, v] = part.split('=').map((x) => x.trim());
+      const n = Number(v);
+      if (!v || !Number.isFinite(n)) throw new Error(`SANDBOX_EMULATOR_THROTTLE: "${part}" is not key=number`);
+      if (k === 'every') t.every = n;
+      else if (k === 'rate') t.rate = n;
+      else if (k === 'seed') t.seed = n;
+      else if (k === 'retryAfter') t.retryAfterSeconds = n;
+      else throw new Error(`SANDBOX_EMULATOR_THROTTLE: unknown key "${k}" (every, rate, seed, retryAfter)`);
+    }
+    try {
+      out.throttle = validThrottle(t);
+    } catch (e) {
+      throw new Error(`SANDBOX_EMULATOR_THROTTLE: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return out.latencyMs === undefined && out.throttle === undefined ? undefined : out;
 }
 
 function compile(path: string | RegExp): RegExp {
@@ -116,6 +205,26 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
   const sockets = new Set<Socket>();
   const errorBody = opts.errorBody ?? ((status: number, message: string) => ({ error: { code: status, message } }));
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  let latencyMs = 0;
+  let throttle: { opts: ThrottleOptions; seen: number; hits: number; random: () => number } | undefined;
+  const setLatency = (ms: number) => {
+    if (!Number.isFinite(ms) || ms < 0) throw new Error(`latencyMs must be ≥ 0, got ${ms}`);
+    latencyMs = ms;
+  };
+  const setThrottle = (t: ThrottleOptions | undefined) => {
+    throttle = t ? { opts: validThrottle(t), seen: 0, hits: 0, random: seededRandom(t.seed ?? 1) } : undefined;
+  };
+  if (opts.faults?.latencyMs !== undefined) setLatency(opts.faults.latencyMs);
+  if (opts.faults?.throttle) setThrottle(opts.faults.throttle);
+  /** Whether this request is one the throttle answers with 429. */
+  const throttles = (routeName: string): boolean => {
+    const t = throttle;
+    if (!t || (t.opts.routes && !t.opts.routes.includes(routeName))) return false;
+    t.seen++;
+    const hit = t.opts.every !== undefined ? t.seen % t.opts.every === 0 : t.random() < (t.opts.rate ?? 0);
+    if (hit) t.hits++;
+    return hit;
+  };
 
   const listener = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
@@ -142,6 +251,16 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
         if (size > maxBody) {
           record(413);
           return send(res, { status: 413, body: errorBody(413, 'Request body too large') });
+        }
+        if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
+        if (throttle && throttles(routeName)) {
+          const seconds = throttle.opts.retryAfterSeconds ?? 1;
+          record(429);
+          return send(res, {
+            status: 429,
+            headers: { 'retry-after': String(seconds), ...(opts.throttleHeaders?.(seconds * 1000) ?? {}) },
+            body: errorBody(429, 'Too many requests (emulated throttling)'),
+          });
         }
         const rule = faults.find((f) => !f.routes || f.routes.includes(routeName));
         if (rule) {
@@ -259,6 +378,9 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
       faults = [];
       void applyDown();
     },
+    setLatency,
+    setThrottle,
+    throttled: () => throttle?.hits ?? 0,
     async close() {
       faults = [];
       await chain;

@@ -235,7 +235,7 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     name: 'keyvault',
     port: opts.port,
     tls: { key: server.keyPem, cert: server.certPem },
-    errorBody: (status, message) => ({ error: { code: status >= 500 ? 'InternalServerError' : 'BadRequest', message } }),
+    errorBody: (status, message) => ({ error: { code: status === 429 ? 'Throttled' : status >= 500 ? 'InternalServerError' : 'BadRequest', message } }),
     routes: [
       {
         method: 'PUT',

@@ -1,4 +1,4 @@
-import { defineSection, int, oneOf, optionalStr, str, url, type SettingSpec } from './settings';
+import { bool, defineSection, int, oneOf, optionalStr, str, url, type SettingSpec } from './settings';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
 export const WIF_PROVIDER_AUDIENCE =
@@ -58,6 +58,10 @@ export const googleConfig = defineSection('google', {
     default: '1000',
     min: 1,
     max: 100000,
+  }),
+  prewarm: bool('GOOGLE_TOKEN_PREWARM', {
+    doc: 'On start and on the prewarm timer (every 5 minutes), fetch the Cloud SQL login token of every service account the policy names, so the first caller does not wait for STS and generateAccessToken',
+    default: 'true',
   }),
 });
 

@@ -118,7 +118,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
   const emu = await startEmulator({
     name: 'google-iam',
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT', message).body,
+    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT', message).body,
     routes: [
       {
         method: 'GET',

@@ -99,7 +99,7 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
   const emu = await startEmulator({
     name: 'google-iamcredentials',
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL', message).body,
+    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL', message).body,
     routes: [
       {
         method: 'POST',

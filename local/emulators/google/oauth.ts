@@ -45,7 +45,7 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
   const emu = await startEmulator({
     name: 'google-oauth',
     port: opts.port,
-    errorBody: (status, message) => ({ error: status >= 500 ? 'internal_failure' : 'invalid_request', error_description: message }),
+    errorBody: (status, message) => ({ error: status === 429 ? 'rate_limit_exceeded' : status >= 500 ? 'internal_failure' : 'invalid_request', error_description: message }),
     routes: [
       {
         method: 'POST',

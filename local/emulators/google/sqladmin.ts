@@ -181,7 +181,7 @@ export async function startSqlAdmin(opts: {
     name: 'sqladmin',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
+    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
     routes: [
       {
         method: 'GET',

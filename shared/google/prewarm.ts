@@ -1,0 +1,55 @@
+import { coreConfig } from '../config/core';
+import { googleConfig } from '../config/google';
+import type { Logger } from '../log';
+import { loadPolicyFile } from '../policy/load';
+import type { Policy } from '../policy/schema';
+import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
+
+/**
+ * Prewarm: fetch, ahead of the first caller, the Cloud SQL login token of every service account the policy's
+ * Cloud SQL grants name. It only fills the broker's own token cache (the same entries a first exchange would
+ * create); every request is still authenticated and decided by the policy, the deny list included. Each
+ * service account is warmed for the smallest cap its grants allow, which serves every grant naming it (a cached
+ * token is served only with no more life than the caller's cap).
+ */
+
+export interface PrewarmTarget {
+  readonly serviceAccount: string;
+  readonly lifetimeSeconds: number;
+}
+
+/** The service accounts the policy's Cloud SQL grants name, each with the smallest lifetime cap among them. */
+export function policyServiceAccounts(policy: Policy): PrewarmTarget[] {
+  const out = new Map<string, number>();
+  for (const rule of policy.rules) {
+    for (const g of rule.grants.cloudsql) {
+      const cap = Math.min(g.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS);
+      out.set(g.serviceAccount, Math.min(out.get(g.serviceAccount) ?? cap, cap));
+    }
+  }
+  return [...out].map(([serviceAccount, lifetimeSeconds]) => ({ serviceAccount, lifetimeSeconds })).sort((a, b) => a.serviceAccount.localeCompare(b.serviceAccount));
+}
+
+export interface PrewarmResult {
+  readonly skipped?: string;
+  readonly warmed: number;
+  readonly failed: number;
+}
+
+/** Warm every policy service account (concurrently; failures are logged, never thrown). */
+export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
+  let targets: PrewarmTarget[];
+  try {
+    if (!googleConfig.get().prewarm) return { skipped: 'GOOGLE_TOKEN_PREWARM is off', warmed: 0, failed: 0 };
+    targets = policyServiceAccounts(loadPolicyFile(coreConfig.get().policyPath));
+  } catch (e) {
+    // Not configured for Google (a Cosmos-only deployment) or no valid policy yet: the first request reports it.
+    log.debug('token prewarm skipped: configuration incomplete', { event: 'prewarm.skipped', err: e });
+    return { skipped: 'configuration incomplete', warmed: 0, failed: 0 };
+  }
+  const results = await Promise.allSettled(targets.map((t) => getSqlLoginToken({ ...t, log })));
+  const failed = results.filter((r) => r.status === 'rejected');
+  for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: (f as PromiseRejectedResult).reason });
+  log.info('token prewarm', { event: 'prewarm', serviceAccounts: targets.length, failed: failed.length });
+  return { warmed: targets.length - failed.length, failed: failed.length };
+}
