@@ -167,7 +167,7 @@ export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): P
   const text = await req.text();
   if (Buffer.byteLength(text) > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
   if (type === 'application/x-www-form-urlencoded') {
-    const out: Record<string, string> = {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>; // no inherited names (toString, __proto__)
     for (const [k, v] of new URLSearchParams(text)) {
       if (Object.prototype.hasOwnProperty.call(out, k)) {
         throw new BrokerError('bad_request', `Parameter "${k}" is repeated.`, { detail: { parameter: k } });
@@ -181,7 +181,7 @@ export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): P
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new BrokerError('bad_request', 'The request body must be a JSON object.');
     }
-    const out: Record<string, string> = {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>; // no inherited names (toString, __proto__)
     for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
       if (v === undefined || v === null) continue;
       if (typeof v === 'number' && Number.isFinite(v)) out[k] = String(v);

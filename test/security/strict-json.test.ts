@@ -65,6 +65,17 @@ describe('the one strict JSON parser', () => {
     await expect(readJsonObject(json('{"f":{"status":"a","status":"b"}}'))).rejects.toMatchObject({ detail: { parameter: 'f.status' } });
     await expect(readParams(json('{"a":"1","b":"2"}'))).resolves.toEqual({ a: '1', b: '2' });
   });
+
+  test('parameter names are own names only: __proto__ is kept as data, toString is not "present"', async () => {
+    const p = await readParams(json('{"__proto__":"x","a":"1"}'));
+    expect(Object.keys(p)).toEqual(['__proto__', 'a']);
+    expect(p.toString).toBeUndefined();
+    const f = await readParams(
+      new HttpRequest({ method: 'POST', url: 'http://h/api/x', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: { string: '__proto__=x&constructor=y' } }),
+    );
+    expect(Object.keys(f)).toEqual(['__proto__', 'constructor']);
+    expect(f.hasOwnProperty).toBeUndefined();
+  });
 });
 
 describe('query-string switches', () => {
