@@ -22,6 +22,8 @@ describe('the one strict JSON parser', () => {
     ['{"a":"{\\"a\\":1}","a":1}', 'a'],
     ['{"__proto__":{},"__proto__":{}}', '__proto__'],
     ['{ "s" : 1 , "s" : 1 }', 's'],
+    ['{"a\\\\":1,"a\\\\":2}', 'a\\'],
+    ['{"x\\\\\\"y":1,"x\\\\\\"y":2}', 'x\\"y'],
   ])('%s: duplicate %s', (text, path) => {
     expect(failure(text)).toEqual({ kind: 'duplicate', path });
   });
