@@ -385,6 +385,47 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
     }
   });
 
+  test('a request that never finishes arriving (slow loris): 408 in the endpoint style, with a correlation id', async () => {
+    const slow = await startLocalHost({ requestTimeoutMs: 400 });
+    try {
+      const slowPort = Number(new URL(slow.url).port);
+      for (const [path, style] of [
+        ['/api/token', 'oauth'],
+        ['/api/policy/explain', 'problem'],
+      ] as const) {
+        const t0 = Date.now();
+        const res = await new Promise<Raw>((resolve, reject) => {
+          const s = connect(slowPort, '127.0.0.1');
+          const chunks: Buffer[] = [];
+          s.on('data', (c: Buffer) => chunks.push(c));
+          s.on('error', reject);
+          s.on('close', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const [head = '', body = ''] = text.split('\r\n\r\n');
+            const headers = Object.fromEntries(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+            let json: Record<string, unknown> = {};
+            try {
+              json = JSON.parse(body) as Record<string, unknown>;
+            } catch {
+              /* not JSON */
+            }
+            resolve({ status: Number(head.slice(9, 12)), headers, text: body, json });
+          });
+          s.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+        });
+        expect(Date.now() - t0).toBeLessThan(5000);
+        expectSafe(res, endpoints.find((e) => e.path === path), `slow ${path}`);
+        expect([res.status, code(res), style === 'oauth' ? res.json.error : res.headers['content-type']]).toEqual([
+          408,
+          'request_timeout',
+          style === 'oauth' ? 'invalid_request' : 'application/problem+json',
+        ]);
+      }
+    } finally {
+      await slow.close();
+    }
+  });
+
   test('requests the HTTP parser refuses still get a correlation id and a log line', async () => {
     for (const raw of [
       'GARBAGE\r\n\r\n',
