@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SANDBOX } from './ids';
-import { STATE_DIR } from './sandbox';
+import { CURRENT_LINK } from './sandbox';
 
 /**
  * `npm run dev-token -- [--oid ID] [--roles a,b] [--scp "s1 s2"] [--groups g1,g2] [--aud AUD] [--tid TID]
@@ -45,10 +45,12 @@ async function main(): Promise<void> {
   const known = new Set(['client', 'v1', 'oid', 'roles', 'scp', 'groups', 'aud', 'tid', 'expires-in', 'help']);
   for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`Unknown option --${k}.\n${HELP}`);
   let state: { entraUrl: string };
+  // The fixed-port sandbox links .sandbox/current to its run directory; another one prints its SANDBOX_STATE_DIR.
+  const dir = process.env.SANDBOX_STATE_DIR || CURRENT_LINK;
   try {
-    state = JSON.parse(readFileSync(join(STATE_DIR, 'sandbox.json'), 'utf8')) as { entraUrl: string };
+    state = JSON.parse(readFileSync(join(dir, 'sandbox.json'), 'utf8')) as { entraUrl: string };
   } catch {
-    throw new Error('No running sandbox found (.sandbox/sandbox.json). Start it first with `npm start`.');
+    throw new Error(`No running sandbox found (${join(dir, 'sandbox.json')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`);
   }
   const str = (k: string) => (typeof args[k] === 'string' ? (args[k] as string) : undefined);
   const list = (k: string) => str(k)?.split(',').map((s) => s.trim()).filter(Boolean);

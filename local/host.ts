@@ -165,6 +165,12 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
 /** RFC 9110 §7.2 Host: a reg-name, IPv4 or bracketed IPv6 literal, optionally a port. */
 const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
+/** The error style of the request a connection is serving (for a timeout, which has no request line to read). */
+const socketStyles = new WeakMap<Duplex, ResponseStyle>();
+
+/** Headers that carry one value: a request repeating one is refused, not resolved first- or last-wins. */
+const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
+
 /** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
 function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid: string, method: string, extra: Record<string, string> = {}): Promise<void> {
   const log = createLogger({ correlationId: cid, fn: 'host' });
@@ -183,19 +189,24 @@ function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid
 function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex, styleOfPath: (path: string) => ResponseStyle): void {
   const cid = randomUUID();
   const log = createLogger({ correlationId: cid, fn: 'host' });
-  log.info('request', { status: 400, code: 'bad_request', parseError: err.code });
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  log.info('request', { status: timeout ? 408 : 400, code: timeout ? 'request_timeout' : 'bad_request', parseError: err.code });
   if (!socket.writable || err.code === 'ECONNRESET') {
     socket.destroy();
     return;
   }
   const line = /^[A-Z]{1,16} (\/[^ \r\n?]*)/.exec(err.rawPacket?.toString('latin1') ?? '');
-  const style = line ? styleOfPath(line[1]!) : 'problem';
-  const init = errorResponse(new BrokerError('bad_request', 'The request is not valid HTTP/1.1.'), style, cid);
+  const style = line ? styleOfPath(line[1]!) : (socketStyles.get(socket) ?? 'problem');
+  const init = errorResponse(
+    timeout ? new BrokerError('request_timeout', 'The request was not received in full in time.') : new BrokerError('bad_request', 'The request is not valid HTTP/1.1.'),
+    style,
+    cid,
+  );
   const body = typeof init.body === 'string' ? init.body : JSON.stringify(init.jsonBody);
   const headers = Object.entries({ ...(init.headers as Record<string, string>), 'content-length': String(Buffer.byteLength(body)), connection: 'close' })
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
-  socket.end(`HTTP/1.1 400 Bad Request\r\n${headers}\r\n${body}`);
+  socket.end(`HTTP/1.1 ${timeout ? '408 Request Timeout' : '400 Bad Request'}\r\n${headers}\r\n${body}`);
 }
 
 async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
@@ -225,10 +236,21 @@ export interface LocalHost {
   close(): Promise<void>;
 }
 
-export async function startLocalHost(opts: { port?: number; host?: string; registrations?: Registration[] } = {}): Promise<LocalHost> {
+export async function startLocalHost(
+  opts: {
+    port?: number;
+    host?: string;
+    registrations?: Registration[];
+    /** A request (headers and body) must arrive within this long, else 408 (default 30 s: the slow-loris bound). */
+    requestTimeoutMs?: number;
+  } = {},
+): Promise<LocalHost> {
   const registrations = opts.registrations ?? loadRegistrations();
   const routes = registrations.filter(isHttp).map(compileRoute);
-  const server = createServer({ requireHostHeader: false }, (req, res) => {
+  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
+  const serverOptions = { requireHostHeader: false, requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: checking };
+  const server = createServer(serverOptions, (req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
     const headerGet = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
     const cid = correlationIdOf(headerGet);
@@ -241,6 +263,7 @@ export async function startLocalHost(opts: { port?: number; host?: string; regis
       const candidates = routes.map((r) => ({ r, m: r.re.exec(url.pathname) })).filter((x) => x.m);
       const hit = candidates.find((x) => x.r.methods.includes(method));
       if (hit) style = errorStyleOf(hit.r.reg.options.handler);
+      socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
         return refuse(res, new BrokerError('bad_request', 'The request target must be an absolute path in canonical form (no dot segments, backslashes or doubled slashes).'), style, cid, method);
       }
@@ -250,10 +273,15 @@ export async function startLocalHost(opts: { port?: number; host?: string; regis
           : new BrokerError('not_found', 'No function serves this path.');
         return refuse(res, err, 'problem', cid, method);
       }
-      const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
+      const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
-      if (hosts > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
+      if (count('host') > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
         return refuse(res, new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }), style, cid, method);
+      }
+      // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
+      const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
+      if (repeated) {
+        return refuse(res, new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }), style, cid, method);
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {

@@ -48,6 +48,10 @@ export interface SandboxPostgres {
   readonly running: boolean;
   /** Stop and remove the data directory. */
   close(): Promise<void>;
+  /** The server's process id while it runs (embedded only). */
+  readonly pid?: number;
+  /** The data directory (embedded only; removed by close()). */
+  readonly dataDir?: string;
 }
 
 /** The IAM database user for a service account: the email without `.gserviceaccount.com`. */
@@ -93,13 +97,22 @@ function spawnSyncText(cmd: string, args: string[]): string {
 }
 
 const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
+// Whatever way this process ends (a forced stop included), no PostgreSQL and no data directory outlive it.
 process.once('exit', () => {
   for (const p of live) p.kill('SIGKILL');
+  for (const d of liveDirs) rmSync(d, { recursive: true, force: true });
 });
+
+/** How long a fast shutdown (SIGINT) may take before the server is killed. */
+const STOP_GRACE_MS = 3000;
 
 /** initdb + postgres, run directly from the platform binaries. */
 class EmbeddedServer {
   private proc?: ChildProcess;
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
   constructor(
     private readonly dataDir: string,
     /** Set before start(); startPostgres may move it when another process took the port first. */
@@ -169,7 +182,11 @@ class EmbeddedServer {
     this.proc = undefined;
     if (!p || p.exitCode !== null) return;
     await new Promise<void>((ok) => {
-      p.once('exit', () => ok());
+      const kill = setTimeout(() => p.kill('SIGKILL'), STOP_GRACE_MS);
+      p.once('exit', () => {
+        clearTimeout(kill);
+        ok();
+      });
       p.kill('SIGINT'); // fast shutdown: clients are disconnected
     });
     live.delete(p);
@@ -316,6 +333,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
   }
 
   const dir = mkdtempSync(join(tmpdir(), 'tb-pg-'));
+  liveDirs.add(dir);
   const superPassword = randomBytes(18).toString('base64url');
   const pg = new EmbeddedServer(join(dir, 'data'), opts.port ?? 0, superPassword);
   const admin = (database = 'postgres'): ClientConfig => ({ host: '127.0.0.1', port: pg.port, user: 'postgres', password: superPassword, database });
@@ -339,6 +357,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
   } catch (e) {
     await pg.stop().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
     throw e;
   }
   const handle: SandboxPostgres = {
@@ -351,6 +370,10 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
     get running() {
       return running;
     },
+    get pid() {
+      return pg.pid;
+    },
+    dataDir: dir,
     async stop() {
       if (!running) return;
       await pg.stop();
@@ -365,6 +388,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       if (running) await pg.stop().catch(() => undefined);
       running = false;
       rmSync(dir, { recursive: true, force: true });
+      liveDirs.delete(dir);
     },
   };
   return handle;

@@ -1,5 +1,5 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
@@ -36,6 +36,11 @@ export interface SandboxOptions {
   allowMint?: boolean;
   /** Extra settings to layer over the generated ones. */
   env?: Record<string, string>;
+  /**
+   * Directory for this run's files (the Key Vault and Cosmos CA bundles). Given by `npm start` (its per-run
+   * directory, see createRunDir); default: a fresh temporary directory removed by stop(). Never shared by two runs.
+   */
+  stateDir?: string;
   /**
    * Cloud SQL / PostgreSQL (query function): SQL Admin emulator, the instance's TLS endpoint on
    * HOST:3307 and a PostgreSQL (embedded, or SANDBOX_POSTGRES_URL). Default: on with fixedPorts
@@ -245,11 +250,11 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const kvCa = createCa('Token Broker Sandbox Key Vault CA');
     const keyVault = await startKeyVault({ entra, ca: kvCa, port: port(SANDBOX.ports.keyVault), access: { [msi.objectId]: 'officer' } });
     stops.push(() => keyVault.close());
-    const kvCaDir = opts.fixedPorts ? STATE_DIR : mkdtempSync(join(tmpdir(), 'broker-kv-'));
+    const kvCaDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'broker-kv-'));
     mkdirSync(kvCaDir, { recursive: true });
     const kvCaFile = join(kvCaDir, 'keyvault-ca.pem');
     writeFileSync(kvCaFile, kvCa.certPem);
-    if (!opts.fixedPorts) stops.push(async () => rmSync(kvCaDir, { recursive: true, force: true }));
+    if (!opts.stateDir) stops.push(async () => rmSync(kvCaDir, { recursive: true, force: true }));
     env.KEY_VAULT_URL = keyVault.vaultUrl;
     env.KEY_VAULT_CA_FILE = kvCaFile;
     services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
@@ -348,12 +353,40 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   }
 }
 
-/** Where `npm start` records what it started, for `npm run dev-token`. */
+/** Where `npm start` keeps its per-run directories (`run-PID-RANDOM/`) and the `current` link. */
 export const STATE_DIR = resolve(process.cwd(), '.sandbox');
+/** The link to the fixed-port run's directory (what local.settings.json and `npm run dev-token` name). */
+export const CURRENT_LINK = join(STATE_DIR, 'current');
 
-export function writeState(state: Record<string, unknown>): string {
+/** A directory of this run's own: two sandboxes started from one checkout never write each other's files. */
+export function createRunDir(): string {
   mkdirSync(STATE_DIR, { recursive: true });
-  const file = join(STATE_DIR, 'sandbox.json');
+  return mkdtempSync(join(STATE_DIR, `run-${process.pid}-`));
+}
+
+/**
+ * Point `.sandbox/current` at this run (fixed ports only: the ports are exclusive, so at most one such run is
+ * alive). Replaced atomically (a new link renamed over the old one).
+ */
+export function linkCurrent(runDir: string): void {
+  const tmp = `${CURRENT_LINK}.${process.pid}`;
+  rmSync(tmp, { force: true });
+  symlinkSync(basename(runDir), tmp);
+  renameSync(tmp, CURRENT_LINK);
+}
+
+/** Remove `.sandbox/current` if it still points at this run. */
+export function unlinkCurrent(runDir: string): void {
+  try {
+    if (readlinkSync(CURRENT_LINK) === basename(runDir)) rmSync(CURRENT_LINK, { force: true });
+  } catch {
+    /* no link */
+  }
+}
+
+/** Record what this run started (for `npm run dev-token` and tests) in its own directory. */
+export function writeState(runDir: string, state: Record<string, unknown>): string {
+  const file = join(runDir, 'sandbox.json');
   writeFileSync(file, JSON.stringify(state, null, 2) + '\n');
   return file;
 }

@@ -38,6 +38,7 @@ const CODES = {
   scope_not_supported: { status: 400, oauth: 'invalid_scope', title: 'Scope not supported' },
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
+  request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
 
   // --- identity front door (401: who are you?) ---
   token_missing: { status: 401, oauth: 'invalid_client', title: 'Token missing' },

@@ -157,17 +157,40 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export type FormValue = string;
 
 /**
+ * The body as UTF-8 text, read at most `maxBytes` far: a declared Content-Length over the cap is refused before
+ * reading, a streamed body over it as soon as the cap is passed (the rest is never read: the stream is cancelled).
+ */
+export async function readBodyText(req: Pick<HttpRequest, 'headers' | 'body'>, maxBytes = MAX_BODY_BYTES): Promise<string> {
+  const tooLarge = () => new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  const declared = Number(req.headers.get('content-length') ?? '0');
+  if (declared > maxBytes) throw tooLarge();
+  const stream = req.body;
+  if (!stream) return '';
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
  * Parse an `application/x-www-form-urlencoded` (RFC 6749/8693) or JSON object body into string fields.
  * Repeated form parameters are rejected (RFC 6749 §3.2), non-string JSON values are rejected.
  */
 export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  const declared = Number(req.headers.get('content-length') ?? '0');
-  if (declared > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
-  const text = await req.text();
-  if (Buffer.byteLength(text) > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  const text = await readBodyText(req, maxBytes);
   if (type === 'application/x-www-form-urlencoded') {
-    const out: Record<string, string> = {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>; // no inherited names (toString, __proto__)
     for (const [k, v] of new URLSearchParams(text)) {
       if (Object.prototype.hasOwnProperty.call(out, k)) {
         throw new BrokerError('bad_request', `Parameter "${k}" is repeated.`, { detail: { parameter: k } });
@@ -181,7 +204,7 @@ export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): P
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new BrokerError('bad_request', 'The request body must be a JSON object.');
     }
-    const out: Record<string, string> = {};
+    const out: Record<string, string> = Object.create(null) as Record<string, string>; // no inherited names (toString, __proto__)
     for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
       if (v === undefined || v === null) continue;
       if (typeof v === 'number' && Number.isFinite(v)) out[k] = String(v);
@@ -256,8 +279,7 @@ export function queryParam(req: Pick<HttpRequest, 'query'>, name: string): strin
 /** Read a JSON object body (problem-style endpoints). */
 export async function readJsonObject(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  const text = await req.text();
-  if (Buffer.byteLength(text) > maxBytes) throw new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+  const text = await readBodyText(req, maxBytes);
   if (text.length === 0) return {};
   if (type !== 'application/json' && !type.endsWith('+json')) {
     throw new BrokerError('unsupported_media_type', 'Send application/json.');

@@ -3,6 +3,7 @@ import { isHttp, startLocalHost, type HttpRegistration, type LocalHost } from '.
 import { errorStyleOf, MAX_BODY_BYTES, type ResponseStyle } from '../../shared/http';
 import type { LogRecord } from '../../shared/log';
 import { captureLogs } from '../helpers/invoke';
+import { ContractValidator } from '../helpers/openapi';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
 
 /**
@@ -26,9 +27,16 @@ interface Endpoint {
   readonly path: string;
   readonly method: string;
   readonly style: ResponseStyle;
-  /** Reads a form/JSON body with subject_token (token, explain, admin) rather than a JSON parameter object (query). */
+  /** Takes a request body (POST, PUT, PATCH). */
+  readonly hasBody: boolean;
+  /** Reads a form/JSON body with subject_token (token, explain, admin rotate) rather than a JSON parameter object (query). */
   readonly readsParams: boolean;
+  /** Its path in openapi.yaml (`/query/{name}`). */
+  readonly specPath: string;
 }
+const contract = new ContractValidator();
+/** The endpoints that take RFC 6749-style parameters (form or JSON): their refusals are asserted exactly. */
+const FORM_ENDPOINTS = new Set(['token', 'explain', 'adminRotate']);
 let endpoints: Endpoint[];
 
 beforeAll(async () => {
@@ -42,16 +50,21 @@ beforeAll(async () => {
   port = Number(new URL(host.url).port);
   gateway = await fx.gateway();
   caller = await fx.caller({ roles: ['Orders.Read', 'Orders.Analyst', SANDBOX.adminRole] });
-  endpoints = host.registrations.filter(isHttp).map((r: HttpRegistration) => {
+  // One entry per (registration, method): a new endpoint, or a new method of one, is swept without editing this file.
+  endpoints = host.registrations.filter(isHttp).flatMap((r: HttpRegistration) => {
     const route = (r.options.route ?? r.name).replace(/\{[^}]+\}/g, 'order-count');
-    const method = (r.options.methods ?? ['POST'])[0]!.toUpperCase();
-    return {
-      name: r.name,
-      path: `/api/${route}${r.name === 'health' ? '?probe=live' : ''}`,
-      method,
-      style: errorStyleOf(r.options.handler),
-      readsParams: method === 'POST' && r.name !== 'query',
-    };
+    return (r.options.methods ?? ['GET', 'POST']).map((m) => {
+      const method = m.toUpperCase();
+      return {
+        name: r.name,
+        path: `/api/${route}${r.name === 'health' ? '?probe=live' : ''}`,
+        method,
+        style: errorStyleOf(r.options.handler),
+        hasBody: ['POST', 'PUT', 'PATCH'].includes(method),
+        readsParams: FORM_ENDPOINTS.has(r.name) && method === 'POST',
+        specPath: `/${r.options.route ?? r.name}`,
+      };
+    });
   });
   logs = captureLogs();
 }, 60_000);
@@ -179,6 +192,9 @@ async function sweep(what: string, make: (ep: Endpoint) => Req | undefined, chec
     if (!r) continue;
     const res = await send(build({ method: ep.method, ...r }));
     expectSafe(res, ep, what);
+    // the refusal is the one openapi.yaml documents for that endpoint
+    const headers = new Headers(Object.entries(res.headers));
+    expect(contract.check(ep.specPath, ep.method, { status: res.status, headers, json: res.json, text: res.text })).toEqual([]);
     check?.(res, ep);
   }
 }
@@ -198,11 +214,11 @@ test('the sweep sees every registered HTTP endpoint', () => {
 describe('duplicate keys and repeated parameters: 400 naming the parameter, never first- or last-wins', () => {
   test('duplicate JSON members, top level and nested', async () => {
     const dup = `{"grant_type":"${TOKEN_EXCHANGE}","subject_token_type":"${ACCESS_TOKEN_TYPE}","subject_token":"${caller}","resource":"${CLOUDSQL_RESOURCE}","since":"2024-01-01","resource":"cosmos://sandbox-cosmos/app/profiles"}`;
-    await sweep('duplicate JSON member', (ep) => (ep.method === 'POST' ? { path: ep.path, contentType: 'application/json', body: dup } : undefined), (res) => {
+    await sweep('duplicate JSON member', (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: dup } : undefined), (res) => {
       expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', 'resource']);
     });
     const nested = `{"subject_token":"${caller}","since":{"a":1,"a":2}}`;
-    await sweep('nested duplicate', (ep) => (ep.method === 'POST' ? { path: ep.path, contentType: 'application/json', body: nested } : undefined), (res) => {
+    await sweep('nested duplicate', (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: nested } : undefined), (res) => {
       expect([res.status, res.json.parameter]).toEqual([400, 'since.a']);
     });
   });
@@ -270,27 +286,43 @@ describe('non-canonical targets are refused, never normalised into a grant', () 
 describe('control characters, malformed and oversized requests, bad Host, bad content types', () => {
   test('control characters in JSON values and names', async () => {
     const bodies = [`{"subject_token":"${caller}","resource":"cosmos://sandbox-cosmos/app/pro\\u0000files"}`, '{"since\\u0000":"x"}', '{"\\ud800":"lone surrogate"}'];
-    for (const body of bodies) await sweep(`control characters ${body.slice(-30)}`, (ep) => (ep.method === 'POST' ? { path: ep.path, contentType: 'application/json', body } : undefined));
+    for (const body of bodies) await sweep(`control characters ${body.slice(-30)}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined));
   });
 
   test('malformed bodies', async () => {
     for (const body of ['{"a":', '[]', '"s"', 'null', '{"a":1,}', '['.repeat(5000), '\ufeff{}', '{"requested_lifetime":1e400}', '\u0000']) {
-      await sweep(`malformed body ${JSON.stringify(body.slice(0, 12))}`, (ep) => (ep.method === 'POST' ? { path: ep.path, contentType: 'application/json', body } : undefined), (res) => {
+      await sweep(`malformed body ${JSON.stringify(body.slice(0, 12))}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined), (res) => {
         expect(res.status).toBe(400);
       });
     }
   });
 
+  test('seeded random bytes as JSON and form bodies: never a 5xx', async () => {
+    let seed = 20261202;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const alphabet = '{}[]":,\\u0000\r\n\t %&=+.\u00e9\ud83d abc0123eE-truefalsenull';
+    for (let i = 0; i < 12; i++) {
+      const len = 1 + Math.floor(rnd() * 200);
+      let body = '';
+      for (let j = 0; j < len; j++) body += alphabet[Math.floor(rnd() * alphabet.length)];
+      for (const ct of ['application/json', 'application/x-www-form-urlencoded']) {
+        await sweep(`random body #${i} (${ct})`, (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body } : undefined), (res) => {
+          expect(res.json.access_token).toBeUndefined();
+        });
+      }
+    }
+  });
+
   test('bad content types: 415 in the endpoint style', async () => {
     for (const ct of ['text/plain', 'multipart/form-data; boundary=x', 'application/xml', 'application/x-www-form-urlencoded\u0001']) {
-      await sweep(`content-type ${JSON.stringify(ct)}`, (ep) => (ep.method === 'POST' ? { path: ep.path, contentType: ct, body: 'a=b' } : undefined), (res) => {
+      await sweep(`content-type ${JSON.stringify(ct)}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body: 'a=b' } : undefined), (res) => {
         expect([400, 415]).toContain(res.status);
       });
     }
   });
 
   test('a declared body over the cap: 413 in the endpoint style, answered before the body is sent', async () => {
-    for (const ep of endpoints.filter((e) => e.method === 'POST')) {
+    for (const ep of endpoints.filter((e) => e.hasBody)) {
       const head = build({ path: ep.path, contentType: 'application/x-www-form-urlencoded', headers: {}, body: '' })
         .toString('latin1')
         .replace(/Content-Length: 0\r\n/, `Content-Length: ${50 * 1024 * 1024}\r\n`);
@@ -302,7 +334,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
   });
 
   test('a streamed (chunked) body over the cap: the read stops at the cap, 413 in the endpoint style', async () => {
-    for (const ep of endpoints.filter((e) => e.method === 'POST')) {
+    for (const ep of endpoints.filter((e) => e.hasBody)) {
       const head = `POST ${ep.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n`;
       const chunk = Buffer.alloc(MAX_BODY_BYTES + 1024, 'a');
       // One chunk just over the cap and no terminating chunk: only a server that stops reading answers.
@@ -330,6 +362,18 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
     }
   });
 
+  test('repeated single-valued headers (a second Authorization, X-Subject-Token, Content-Type): 400 naming it', async () => {
+    for (const [name, value] of [
+      ['Authorization', 'Bearer other'],
+      ['X-Subject-Token', 'other'],
+      ['Content-Type', 'application/json'],
+    ]) {
+      await sweep(`repeated ${name}`, (ep) => ({ path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)), headers: { [name!]: value! } }), (res) => {
+        expect([res.status, res.json.parameter]).toEqual([400, name!.toLowerCase()]);
+      });
+    }
+  });
+
   test('request targets the URL parser would rewrite are refused, not routed', async () => {
     for (const path of ['/api/x/../token', '/api/%2e%2e/api/token', '/api/./health', '//evil.example/api/health', '/api\\token', 'http://evil.example/api/health', '*']) {
       const res = await send(build({ method: 'POST', path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)) }));
@@ -338,6 +382,47 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
       expectSafe(res, endpoints.find((e) => e.path.split('?')[0] === resolved), `path ${path}`);
       expect([path, res.status]).toEqual([path, 400]);
       expect(res.json.access_token).toBeUndefined();
+    }
+  });
+
+  test('a request that never finishes arriving (slow loris): 408 in the endpoint style, with a correlation id', async () => {
+    const slow = await startLocalHost({ requestTimeoutMs: 400 });
+    try {
+      const slowPort = Number(new URL(slow.url).port);
+      for (const [path, style] of [
+        ['/api/token', 'oauth'],
+        ['/api/policy/explain', 'problem'],
+      ] as const) {
+        const t0 = Date.now();
+        const res = await new Promise<Raw>((resolve, reject) => {
+          const s = connect(slowPort, '127.0.0.1');
+          const chunks: Buffer[] = [];
+          s.on('data', (c: Buffer) => chunks.push(c));
+          s.on('error', reject);
+          s.on('close', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const [head = '', body = ''] = text.split('\r\n\r\n');
+            const headers = Object.fromEntries(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+            let json: Record<string, unknown> = {};
+            try {
+              json = JSON.parse(body) as Record<string, unknown>;
+            } catch {
+              /* not JSON */
+            }
+            resolve({ status: Number(head.slice(9, 12)), headers, text: body, json });
+          });
+          s.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+        });
+        expect(Date.now() - t0).toBeLessThan(5000);
+        expectSafe(res, endpoints.find((e) => e.path === path), `slow ${path}`);
+        expect([res.status, code(res), style === 'oauth' ? res.json.error : res.headers['content-type']]).toEqual([
+          408,
+          'request_timeout',
+          style === 'oauth' ? 'invalid_request' : 'application/problem+json',
+        ]);
+      }
+    } finally {
+      await slow.close();
     }
   });
 

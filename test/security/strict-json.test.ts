@@ -22,6 +22,8 @@ describe('the one strict JSON parser', () => {
     ['{"a":"{\\"a\\":1}","a":1}', 'a'],
     ['{"__proto__":{},"__proto__":{}}', '__proto__'],
     ['{ "s" : 1 , "s" : 1 }', 's'],
+    ['{"a\\\\":1,"a\\\\":2}', 'a\\'],
+    ['{"x\\\\\\"y":1,"x\\\\\\"y":2}', 'x\\"y'],
   ])('%s: duplicate %s', (text, path) => {
     expect(failure(text)).toEqual({ kind: 'duplicate', path });
   });
@@ -64,6 +66,17 @@ describe('the one strict JSON parser', () => {
     });
     await expect(readJsonObject(json('{"f":{"status":"a","status":"b"}}'))).rejects.toMatchObject({ detail: { parameter: 'f.status' } });
     await expect(readParams(json('{"a":"1","b":"2"}'))).resolves.toEqual({ a: '1', b: '2' });
+  });
+
+  test('parameter names are own names only: __proto__ is kept as data, toString is not "present"', async () => {
+    const p = await readParams(json('{"__proto__":"x","a":"1"}'));
+    expect(Object.keys(p)).toEqual(['__proto__', 'a']);
+    expect(p.toString).toBeUndefined();
+    const f = await readParams(
+      new HttpRequest({ method: 'POST', url: 'http://h/api/x', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: { string: '__proto__=x&constructor=y' } }),
+    );
+    expect(Object.keys(f)).toEqual(['__proto__', 'constructor']);
+    expect(f.hasOwnProperty).toBeUndefined();
   });
 });
 
