@@ -315,7 +315,7 @@ async function memory(): Promise<void> {
           }
         }),
       );
-      const m = await ask<{ rss: number; heapUsed: number }>(broker, 'rss');
+      const m = await ask<{ rss: number; heapUsed: number; heapTotal: number; external: number }>(broker, 'rss');
       return { ...m, bad };
     };
     await exchange(info, CLOUDSQL);
@@ -329,7 +329,7 @@ async function memory(): Promise<void> {
     rows.push({
       id: '9',
       what: `broker RSS after ${MEMORY_CALLERS.toLocaleString('en')} distinct callers (both kinds), then ${MEMORY_CALLERS.toLocaleString('en')} more`,
-      value: `${mb(base.rss)} → ${mb(w1.rss)} → ${mb(w2.rss)} (${(growth * 100).toFixed(1)} %; heap ${mb(base.heapUsed)} → ${mb(w1.heapUsed)} → ${mb(w2.heapUsed)}; ${w1.bad + w2.bad} failed)`,
+      value: `${mb(base.rss)} → ${mb(w1.rss)} → ${mb(w2.rss)} (${(growth * 100).toFixed(1)} %; heap used ${mb(base.heapUsed)} → ${mb(w1.heapUsed)} → ${mb(w2.heapUsed)}, heap total ${mb(w1.heapTotal)} → ${mb(w2.heapTotal)}, external ${mb(w1.external)} → ${mb(w2.external)}; ${w1.bad + w2.bad} failed)`,
       target: 'second wave ≤ +10 %',
       pass: growth <= 0.1 && w1.bad + w2.bad === 0,
     });
