@@ -65,12 +65,13 @@ async function stopServer(s: Server): Promise<void> {
   });
 }
 
-function tokenBody(resource: string, subject: string): string {
+function tokenBody(resource: string, subject: string, extra: Record<string, string> = {}): string {
   return new URLSearchParams({
     grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
     subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
     subject_token: subject,
     resource,
+    ...extra,
   }).toString();
 }
 
@@ -94,9 +95,9 @@ const TARGETS = [
   ['cosmos', COSMOS],
 ] as const;
 
-async function exchange(info: ServerInfo, resource: string, subject = info.callerToken): Promise<{ status: number; ms: number }> {
+async function exchange(info: ServerInfo, resource: string, subject = info.callerToken, extra: Record<string, string> = {}): Promise<{ status: number; ms: number }> {
   const t = performance.now();
-  const res = await fetch(`${info.brokerUrl}/token`, { method: 'POST', headers: tokenHeaders(info), body: tokenBody(resource, subject) });
+  const res = await fetch(`${info.brokerUrl}/token`, { method: 'POST', headers: tokenHeaders(info), body: tokenBody(resource, subject, extra) });
   await res.arrayBuffer();
   return { status: res.status, ms: performance.now() - t };
 }
@@ -212,12 +213,16 @@ function diff(before: CallCounts, after: CallCounts): CallCounts {
  * process without prewarm (code paths cold too), and the first caller of a process that prewarms.
  */
 async function cold(): Promise<void> {
-  const upstreamCalls = async (s: Server, resource: string) => {
-    const before = (await ask<{ counts: CallCounts }>(s.child, 'counts')).counts;
-    const r = await exchange(s.info, resource);
-    const delta = diff(before, (await ask<{ counts: CallCounts }>(s.child, 'counts')).counts);
+  // The upstream time is what the emulators took to answer the broker's calls (the configured latency plus their
+  // own work: signing tokens, TLS on their side); the broker's cost is the rest of the exchange's time.
+  const upstreamCalls = async (s: Server, resource: string, subject = s.info.callerToken, extra: Record<string, string> = {}) => {
+    const before = await ask<{ counts: CallCounts; durations: CallCounts }>(s.child, 'counts');
+    const r = await exchange(s.info, resource, subject, extra);
+    const after = await ask<{ counts: CallCounts; durations: CallCounts }>(s.child, 'counts');
+    const delta = diff(before.counts, after.counts);
     const calls = Object.values(delta).reduce((a, b) => a + b, 0);
-    return { r, delta, calls, upstreamMs: calls * LATENCY_MS, overhead: r.ms - calls * LATENCY_MS };
+    const upstreamMs = Object.keys(delta).reduce((a, k) => a + (after.durations[k] ?? 0) - (before.durations[k] ?? 0), 0);
+    return { r, delta, calls, upstreamMs, overhead: r.ms - upstreamMs };
   };
   const list = (delta: CallCounts) => Object.entries(delta).map(([k, v]) => `${k}=${v}`).join(', ') || 'none';
   const s = await startServer({ BENCH_PRELOAD: '1', BENCH_PREWARM: 'false' });
@@ -228,14 +233,40 @@ async function cold(): Promise<void> {
     for (const [name, resource] of TARGETS) {
       const m = await upstreamCalls(s, resource);
       figures[`firstInProcess_${name}`] = { status: m.r.status, ms: m.r.ms, upstreamCalls: m.delta, upstreamMs: m.upstreamMs, overheadMs: m.overhead };
-      rows.push({ id: '8', what: `  first ${name} exchange of a fresh process, no prewarm (code paths cold too)`, value: `${m.r.ms.toFixed(1)} ms vs ${m.upstreamMs} ms upstream: +${m.overhead.toFixed(1)} ms` });
+      rows.push({ id: '8', what: `  first ${name} exchange of a fresh process, no prewarm (code paths cold too)`, value: `${m.r.ms.toFixed(1)} ms vs ${m.upstreamMs.toFixed(1)} ms upstream: +${m.overhead.toFixed(1)} ms` });
     }
-    const samples: Record<string, { ms: number; overhead: number; calls: number; delta: CallCounts; status: number }[]> = { cloudsql: [], cosmos: [] };
+    // The cache misses of a running worker: a Cloud SQL token that must be re-minted (its cached entry outlives the
+    // cap asked: generateAccessToken, the federated token still cached), and a Cosmos caller seen for the first time.
+    type Sample = { ms: number; overhead: number; calls: number; upstreamMs: number; delta: CallCounts; status: number };
+    const misses: Record<string, Sample[]> = { cloudsql: [], cosmos: [] };
+    const { tokens: fresh } = await ask<{ tokens: string[] }>(s.child, 'mint-callers', { n: 5, offset: 900_000 });
+    for (let i = 0; i < 5; i++) {
+      const c = await upstreamCalls(s, CLOUDSQL, s.info.callerToken, { requested_lifetime: String(800 - i * 60) });
+      misses.cloudsql!.push({ ms: c.r.ms, overhead: c.overhead, calls: c.calls, upstreamMs: c.upstreamMs, delta: c.delta, status: c.r.status });
+      const m = await upstreamCalls(s, COSMOS, fresh[i]!);
+      misses.cosmos!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, upstreamMs: m.upstreamMs, delta: m.delta, status: m.r.status });
+    }
+    for (const [name, what] of [
+      ['cloudsql', 'Cloud SQL token re-minted (cached one outlives the cap asked)'],
+      ['cosmos', 'Cosmos caller seen for the first time'],
+    ] as const) {
+      const xs = misses[name]!;
+      const med = [...xs].sort((a, b) => a.overhead - b.overhead)[Math.floor(xs.length / 2)]!;
+      figures[`miss_${name}`] = { latencyMs: LATENCY_MS, median: med, samples: xs };
+      rows.push({
+        id: '8',
+        what: `cache miss in a warm worker, ${what}, upstreams at ${LATENCY_MS} ms: total vs upstream sum, median of ${xs.length}`,
+        value: `${med.ms.toFixed(1)} ms vs ${med.calls} calls answered in ${med.upstreamMs.toFixed(1)} ms: +${med.overhead.toFixed(1)} ms (${list(med.delta)})`,
+        target: '≤ sum + 3 ms',
+        pass: xs.every((x) => x.status === 200) && med.overhead <= 3,
+      });
+    }
+    const samples: Record<string, Sample[]> = { cloudsql: [], cosmos: [] };
     for (let i = 0; i < 5; i++) {
       await ask(s.child, 'reset-caches');
       for (const [name, resource] of TARGETS) {
         const m = await upstreamCalls(s, resource);
-        samples[name]!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, delta: m.delta, status: m.r.status });
+        samples[name]!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, upstreamMs: m.upstreamMs, delta: m.delta, status: m.r.status });
       }
     }
     for (const [name] of TARGETS) {
@@ -245,7 +276,7 @@ async function cold(): Promise<void> {
       rows.push({
         id: '8',
         what: `cold ${name} exchange (all caches dropped, code warm), upstreams at ${LATENCY_MS} ms: total vs upstream sum, median of ${xs.length}`,
-        value: `${med.ms.toFixed(1)} ms vs ${med.calls} × ${LATENCY_MS} = ${med.calls * LATENCY_MS} ms: +${med.overhead.toFixed(1)} ms (${list(med.delta)})`,
+        value: `${med.ms.toFixed(1)} ms vs ${med.calls} calls answered in ${med.upstreamMs.toFixed(1)} ms: +${med.overhead.toFixed(1)} ms (${list(med.delta)})`,
         target: '≤ sum + 3 ms',
         pass: xs.every((x) => x.status === 200) && med.overhead <= 3,
       });

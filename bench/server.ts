@@ -38,6 +38,13 @@ function counts(sandbox: Sandbox): CallCounts {
   return out;
 }
 
+/** Total time the emulators spent answering, per emulator:route (latency and their own work). */
+function durations(sandbox: Sandbox): CallCounts {
+  const out: CallCounts = {};
+  for (const e of emulatorsOf(sandbox)) for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + c.durationMs;
+  return out;
+}
+
 async function main(): Promise<void> {
   const stopTelemetry = telemetryWithoutExporter();
   const sandbox = await startSandbox({ env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', GOOGLE_TOKEN_PREWARM: process.env.BENCH_PREWARM ?? 'true' } });
@@ -69,7 +76,7 @@ async function main(): Promise<void> {
   }).observe({ entryTypes: ['gc'] });
   process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
     if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
-    if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox) });
+    if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox), durations: durations(sandbox) });
     if (msg.cmd === 'eld-reset') {
       eld.reset();
       gc = { count: 0, totalMs: 0, maxMs: 0 };
