@@ -4,6 +4,7 @@ import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import { readdirSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { extname, join } from 'node:path';
 import {
   HttpRequest,
@@ -14,7 +15,8 @@ import {
   type TimerFunctionOptions,
 } from '@azure/functions';
 import { BrokerError } from '../shared/errors';
-import { correlationIdOf, errorResponse } from '../shared/http';
+import { correlationIdOf, errorResponse, errorStyleOf, MAX_BODY_BYTES, type ResponseStyle } from '../shared/http';
+import { createLogger } from '../shared/log';
 
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
@@ -124,17 +126,76 @@ class LocalHttpRequest implements HttpRequest {
     });
 }
 
-function readBody(req: IncomingMessage, max: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
+type BodyRead = { readonly kind: 'ok'; readonly bytes: Buffer } | { readonly kind: 'too_large' } | { readonly kind: 'aborted' };
+
+/**
+ * Read a request body up to `max` bytes. Over the cap (declared by Content-Length or counted while streaming)
+ * the read stops at once: the caller answers 413 and closes the connection instead of draining the rest.
+ */
+function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
+  return new Promise((resolve) => {
+    const declared = req.headers['content-length'];
+    if (declared !== undefined && Number(declared) > max) {
+      resolve({ kind: 'too_large' });
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    let done = false;
+    const finish = (r: BodyRead) => {
+      if (done) return;
+      done = true;
+      req.off('data', onData);
+      resolve(r);
+    };
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size <= max) chunks.push(c);
-    });
-    req.on('end', () => resolve(size > max ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
+      if (size > max) {
+        req.pause();
+        finish({ kind: 'too_large' });
+      } else chunks.push(c);
+    };
+    req.on('data', onData);
+    req.once('end', () => finish({ kind: 'ok', bytes: Buffer.concat(chunks) }));
+    req.once('error', () => finish({ kind: 'aborted' }));
+    req.once('close', () => finish({ kind: 'aborted' }));
   });
+}
+
+/** RFC 9110 §7.2 Host: a reg-name, IPv4 or bracketed IPv6 literal, optionally a port. */
+const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
+
+/** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
+function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid: string, method: string, extra: Record<string, string> = {}): Promise<void> {
+  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const fields = { method, status: err.status, code: err.code };
+  if (err.status >= 500) log.error(err.message, { ...fields, cause: err.cause });
+  log.info('request', fields);
+  const init = errorResponse(err, style, cid);
+  init.headers = { ...(init.headers as Record<string, string>), ...extra };
+  return writeInit(res, init);
+}
+
+/**
+ * A request the HTTP parser could not read (bad request line, header syntax, oversized headers, bad framing):
+ * 400 in the error style of the endpoint its request line names (when it can be read), with a correlation id.
+ */
+function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex, styleOfPath: (path: string) => ResponseStyle): void {
+  const cid = randomUUID();
+  const log = createLogger({ correlationId: cid, fn: 'host' });
+  log.info('request', { status: 400, code: 'bad_request', parseError: err.code });
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const line = /^[A-Z]{1,16} (\/[^ \r\n?]*)/.exec(err.rawPacket?.toString('latin1') ?? '');
+  const style = line ? styleOfPath(line[1]!) : 'problem';
+  const init = errorResponse(new BrokerError('bad_request', 'The request is not valid HTTP/1.1.'), style, cid);
+  const body = typeof init.body === 'string' ? init.body : JSON.stringify(init.jsonBody);
+  const headers = Object.entries({ ...(init.headers as Record<string, string>), 'content-length': String(Buffer.byteLength(body)), connection: 'close' })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.end(`HTTP/1.1 400 Bad Request\r\n${headers}\r\n${body}`);
 }
 
 async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
@@ -167,36 +228,72 @@ export interface LocalHost {
 export async function startLocalHost(opts: { port?: number; host?: string; registrations?: Registration[] } = {}): Promise<LocalHost> {
   const registrations = opts.registrations ?? loadRegistrations();
   const routes = registrations.filter(isHttp).map(compileRoute);
-  const server = createServer((req, res) => {
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
+    const method = (req.method ?? 'GET').toUpperCase();
+    const headerGet = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
+    const cid = correlationIdOf(headerGet);
+    let style: ResponseStyle = 'problem';
     void (async () => {
-      const url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
-      const method = (req.method ?? 'GET').toUpperCase();
-      const headerGet = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
-      const cid = correlationIdOf(headerGet);
+      // Routing never depends on the Host header, and never on a path the URL parser had to rewrite.
+      const raw = req.url ?? '/';
+      const rawPath = raw.split('?', 1)[0]!;
+      const url = new URL(raw.startsWith('/') && !raw.startsWith('//') ? raw : '/', 'http://127.0.0.1');
       const candidates = routes.map((r) => ({ r, m: r.re.exec(url.pathname) })).filter((x) => x.m);
       const hit = candidates.find((x) => x.r.methods.includes(method));
+      if (hit) style = errorStyleOf(hit.r.reg.options.handler);
+      if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
+        return refuse(res, new BrokerError('bad_request', 'The request target must be an absolute path in canonical form (no dot segments, backslashes or doubled slashes).'), style, cid, method);
+      }
       if (!hit) {
         const err = candidates.length
           ? new BrokerError('method_not_allowed', `${method} is not allowed here.`)
-          : new BrokerError('not_found', `No function serves ${url.pathname}.`);
-        return writeInit(res, errorResponse(err, 'problem', cid));
+          : new BrokerError('not_found', 'No function serves this path.');
+        return refuse(res, err, 'problem', cid, method);
       }
-      const body = await readBody(req, 1024 * 1024);
-      if (body === undefined) return writeInit(res, errorResponse(new BrokerError('payload_too_large', 'The request body is too large.'), 'problem', cid));
+      const hosts = req.rawHeaders.filter((_, i) => i % 2 === 0 && req.rawHeaders[i]!.toLowerCase() === 'host').length;
+      const host = req.headers.host;
+      if (hosts > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
+        return refuse(res, new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }), style, cid, method);
+      }
+      const body = await readBody(req, MAX_BODY_BYTES);
+      if (body.kind === 'aborted') {
+        createLogger({ correlationId: cid, fn: 'host' }).info('request', { method, status: 499, code: 'client_closed' });
+        res.destroy();
+        return;
+      }
+      if (body.kind === 'too_large') {
+        res.once('finish', () => req.destroy());
+        return refuse(res, new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`), style, cid, method, { connection: 'close' });
+      }
       const headers = new Headers();
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+      try {
+        for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+      } catch {
+        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
+      }
       const noBody = method === 'GET' || method === 'HEAD';
-      const request = new LocalHttpRequest(url.toString(), method, headers, { ...(hit.m!.groups ?? {}) }, noBody ? Buffer.alloc(0) : body, url.search);
+      const request = new LocalHttpRequest(
+        `http://${host ?? '127.0.0.1'}${raw}`,
+        method,
+        headers,
+        { ...(hit.m!.groups ?? {}) },
+        noBody ? Buffer.alloc(0) : body.bytes,
+        url.search,
+      );
       const ctx = new InvocationContext({ invocationId: randomUUID(), functionName: hit.r.reg.name });
       const init = await hit.r.reg.options.handler(request, ctx);
       await writeInit(res, init as HttpResponseInit);
     })().catch((e: unknown) => {
-      if (!res.headersSent) {
-        res.writeHead(500, { 'content-type': 'application/problem+json' });
-        res.end(JSON.stringify({ title: 'Local host error', status: 500, detail: (e as Error).message }));
-      }
+      // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
+      if (!res.headersSent) void refuse(res, new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }), style, cid, method);
+      else res.destroy();
     });
   });
+  const styleOfPath = (path: string): ResponseStyle => {
+    const r = routes.find((x) => x.re.test(path));
+    return r ? errorStyleOf(r.reg.options.handler) : 'problem';
+  };
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => answerClientError(err, socket, styleOfPath));
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

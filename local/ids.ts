@@ -13,6 +13,8 @@ export const SANDBOX = {
   subjectAudience: 'api://orders-api',
   /** An end caller with the Orders.Read role. */
   readerObjectId: '0b5e0000-0000-4000-8000-00000000ead1',
+  /** A second end caller (another customer): identity-bound queries and row-level security give each only their own rows. */
+  secondReaderObjectId: '0b5e0000-0000-4000-8000-00000000ead2',
   /** An end caller with no roles at all. */
   strangerObjectId: '0b5e0000-0000-4000-8000-0000057a9e70',
   adminRole: 'Broker.Admin',

@@ -239,10 +239,52 @@ async function provision(admin: (db: string) => ClientConfig, opts: PostgresOpti
       GRANT SELECT (id, status, placed_at) ON orders TO orders_analyst;
       GRANT USAGE ON SEQUENCE order_numbers TO orders_reader;
     `);
+    await db.query(IDENTITY_SAMPLE_SQL);
   } finally {
     await db.end();
   }
 }
+
+/**
+ * The caller's identity reaches the data (docs/query.md "What the database sees"):
+ * - customers.owner_oid maps an Entra object id to its customer, so `orders-by-customer` binds the customer
+ *   to the caller (catalog parameter `from: caller.oid`) instead of taking a customer id from the body;
+ * - support_tickets is under row-level security keyed on the broker's transaction-local
+ *   `broker.caller_oid`: a catalog query with no WHERE on the owner returns only the caller's rows, and a
+ *   session without the setting sees none. FORCE makes the policy apply to the table owner too; the owner
+ *   (here the superuser, on Cloud SQL a dedicated owner role) is never the IAM reader.
+ */
+export const SAMPLE_OWNERS = {
+  /** SANDBOX.readerObjectId: customer 1. */
+  first: '0b5e0000-0000-4000-8000-00000000ead1',
+  /** SANDBOX.secondReaderObjectId: customer 2. */
+  second: '0b5e0000-0000-4000-8000-00000000ead2',
+} as const;
+
+const IDENTITY_SAMPLE_SQL = `
+  ALTER TABLE customers ADD COLUMN IF NOT EXISTS owner_oid uuid UNIQUE;
+  UPDATE customers SET owner_oid = '${SAMPLE_OWNERS.first}' WHERE id = 1 AND owner_oid IS NULL;
+  UPDATE customers SET owner_oid = '${SAMPLE_OWNERS.second}' WHERE id = 2 AND owner_oid IS NULL;
+  CREATE TABLE IF NOT EXISTS support_tickets (
+    id bigint PRIMARY KEY,
+    owner_oid text NOT NULL,
+    subject text NOT NULL,
+    status text NOT NULL,
+    opened_at timestamptz NOT NULL
+  );
+  INSERT INTO support_tickets (id, owner_oid, subject, status, opened_at) VALUES
+    (1, '${SAMPLE_OWNERS.first}', 'Invoice 101 missing', 'open', '2024-05-02T09:00:00Z'),
+    (2, '${SAMPLE_OWNERS.first}', 'Change delivery address', 'closed', '2024-06-02T09:00:00Z'),
+    (3, '${SAMPLE_OWNERS.second}', 'Refund order 103', 'open', '2024-06-05T09:00:00Z'),
+    (4, '0b5e0000-0000-4000-8000-0000000000ff', 'Someone else''s ticket', 'open', '2024-07-01T09:00:00Z')
+  ON CONFLICT (id) DO NOTHING;
+  ALTER TABLE support_tickets ENABLE ROW LEVEL SECURITY;
+  ALTER TABLE support_tickets FORCE ROW LEVEL SECURITY;
+  DROP POLICY IF EXISTS support_tickets_owner ON support_tickets;
+  CREATE POLICY support_tickets_owner ON support_tickets FOR SELECT TO orders_reader
+    USING (owner_oid = current_setting('broker.caller_oid', true));
+  GRANT SELECT ON support_tickets TO orders_reader;
+`;
 
 export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostgres> {
   const iamPassword = randomBytes(24).toString('base64url');

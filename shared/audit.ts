@@ -18,7 +18,7 @@ export interface AuditEvent {
   /** A hash of the issued credential's id: never the credential itself. */
   tokenIdHash?: string;
   ttlSeconds?: number;
-  extra?: Record<string, string | number | boolean | undefined>;
+  extra?: Record<string, string | number | boolean | readonly string[] | undefined>;
 }
 
 const fingerprints = new Map<string, string>();

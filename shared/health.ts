@@ -2,7 +2,7 @@ import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from './config/core';
 import { jwksUrl } from './auth/jwt';
 import { loadPolicyFile } from './policy/load';
-import { jsonResponse, type RequestScope } from './http';
+import { jsonResponse, queryParam, type RequestScope } from './http';
 
 export type CheckStatus = 'ok' | 'fail' | 'skipped';
 
@@ -87,7 +87,7 @@ export const checks: HealthCheck[] = [
  * readiness: every check, 200 when all pass, 503 with Retry-After when any fails.
  */
 export async function handleHealth(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  if (req.query.get('probe') === 'live') return jsonResponse(200, { status: 'ok', live: true }, scope);
+  if (queryParam(req, 'probe') === 'live') return jsonResponse(200, { status: 'ok', live: true }, scope);
   const results: Record<string, CheckResult> = {};
   await Promise.all(
     checks.map(async (c) => {

@@ -153,8 +153,15 @@ export class TokenValidator {
       version,
       tokenId: typeof payload.uti === 'string' ? payload.uti : typeof payload.jti === 'string' ? payload.jti : undefined,
       expiresAt: payload.exp ?? 0,
+      claims: stringClaims(payload),
     });
   }
+}
+
+function stringClaims(payload: Record<string, unknown>): Readonly<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(payload)) if (typeof v === 'string') out[k] = v;
+  return Object.freeze(out);
 }
 
 function stringArray(v: unknown): readonly string[] {

@@ -14,6 +14,8 @@ export interface Principal {
   readonly tokenId?: string;
   /** Seconds since the epoch. */
   readonly expiresAt: number;
+  /** The token's top-level string-valued claims (identity-bound query parameters read named claims from here). */
+  readonly claims?: Readonly<Record<string, string>>;
 }
 
 export function v1Issuer(tenantId: string): string {

@@ -57,7 +57,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
     throw new BrokerError('bad_request', `requested_token_type, when given, must be ${ACCESS_TOKEN_TYPE}.`);
   }
-  const target = parseTarget(requireParam(params, 'resource'));
+  const target = parseTarget(requireParam(params, 'resource', { exact: true }));
   if (target.kind === 'query') throw new BrokerError('invalid_target', 'Query targets are run by /api/query/{name}, not exchanged for tokens.');
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
   const kind = target.kind;

@@ -13,7 +13,7 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const cfg = loadCore();
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
-  const target = parseTarget(requireParam(params, 'resource'));
+  const target = parseTarget(requireParam(params, 'resource', { exact: true }));
   const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
   const d = evaluate(loadPolicyFile(cfg.policyPath), subject, target);
   scope.log.info('policy explained', {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseJsonDocument, watchedDocument } from '../json-schema-doc';
+import { hasSqlComment } from './sql-comment';
 import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../policy/schema';
 
 /**
@@ -12,7 +13,30 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 const common = { name: z.string().regex(NAME, 'must be an identifier (letters, digits, _)'), required: z.boolean().default(true), description: z.string().max(500).optional() };
 
-const paramSchema = z.discriminatedUnion('type', [
+/**
+ * Where an identity-bound parameter takes its value: the validated caller (`caller.oid`, `caller.tid`,
+ * `caller.appId`) or a named string claim of the caller's token (`claim` + `claim: NAME`). Never the body.
+ */
+export const CALLER_SOURCES = ['caller.oid', 'caller.tid', 'caller.appId', 'claim'] as const;
+export type CallerSource = (typeof CALLER_SOURCES)[number];
+
+const identityParamSchema = z
+  .object({
+    name: common.name,
+    description: common.description,
+    type: z.literal('caller'),
+    from: z.enum(CALLER_SOURCES, { errorMap: () => ({ message: `must be one of ${CALLER_SOURCES.join(', ')}` }) }),
+    claim: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/, 'must be a claim name')
+      .refine((c) => !['aud', 'iss', 'exp', 'nbf', 'iat'].includes(c), 'must name an identity claim, not a validity claim')
+      .optional(),
+    /** A caller without the value (e.g. a token without the claim) is refused (403) unless false: then NULL is bound. */
+    required: z.boolean().default(true),
+  })
+  .strict();
+
+const valueParamSchemas = [
   z
     .object({
       ...common,
@@ -51,7 +75,13 @@ const paramSchema = z.discriminatedUnion('type', [
     .strict(),
   z.object({ ...common, type: z.literal('timestamp') }).strict(),
   z.object({ ...common, type: z.literal('uuid') }).strict(),
-]);
+] as const;
+
+/** A parameter with `from` is identity-bound (its `type` is implied: `caller`); any other is a typed body parameter. */
+const paramSchema = z.preprocess(
+  (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) && 'from' in v && !('type' in v) ? { ...v, type: 'caller' } : v),
+  z.discriminatedUnion('type', [identityParamSchema, ...valueParamSchemas]),
+);
 
 const querySchema = z
   .object({
@@ -63,7 +93,8 @@ const querySchema = z
       .string()
       .min(1)
       .max(20000)
-      .refine((s) => !/;\s*\S/.test(s), 'must be a single statement'),
+      .refine((s) => !/;\s*\S/.test(s), 'must be a single statement')
+      .refine((s) => !hasSqlComment(s), 'must not contain SQL comments (-- or /*): the broker appends its own sqlcommenter tag; use description'),
     parameters: z.array(paramSchema).max(32).default([]),
     rowLimit: z.number().int().min(1).max(100000).default(1000),
     timeoutMs: z.number().int().min(10).max(60000).default(5000),
@@ -79,6 +110,12 @@ const querySchema = z
       if (q.parameters.findIndex((o) => o.name === p.name) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'name'], message: `duplicate parameter "${p.name}"` });
       if ((p.type === 'integer' || p.type === 'number') && p.min !== undefined && p.max !== undefined && p.min > p.max) {
         ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'min'], message: 'min exceeds max' });
+      }
+      if (p.type === 'caller' && p.from === 'claim' && p.claim === undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'claim'], message: 'is required when from is "claim"' });
+      }
+      if (p.type === 'caller' && p.from !== 'claim' && p.claim !== undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'claim'], message: 'is only allowed when from is "claim"' });
       }
       if (p.type === 'string' && p.minLength > p.maxLength) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'minLength'], message: 'minLength exceeds maxLength' });
     });
@@ -98,6 +135,8 @@ export const catalogSchema = z
 export type Catalog = z.output<typeof catalogSchema>;
 export type CatalogQuery = Catalog['queries'][number];
 export type ParamSpec = CatalogQuery['parameters'][number];
+export type CallerParamSpec = Extract<ParamSpec, { type: 'caller' }>;
+export type ValueParamSpec = Exclude<ParamSpec, { type: 'caller' }>;
 
 export class CatalogError extends Error {
   constructor(

@@ -11,7 +11,9 @@ import { QUERY_NAME } from '../policy/schema';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
 import { classifyDbError } from './errors';
-import { bindParameters, type BoundValue } from './params';
+import { bindParameters, parameterNames, type BoundValue } from './params';
+import { applicationNameFor, beginWithIdentity, type SessionIdentity } from './session-identity';
+import { sqlComment, withComment } from './sql-comment';
 import { PoolRegistry, type PoolTarget } from './pools';
 import { recordIssuance } from '../telemetry';
 
@@ -63,20 +65,20 @@ export interface QueryResult {
 
 const RAW_TEXT = { getTypeParser: () => (v: string) => v };
 
-async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], rowLimit: number): Promise<QueryResult> {
-  // One round trip for the transaction preamble (simple protocol, two statements, no parameters): READ ONLY
-  // for the whole transaction and the query's own timeout. The timeout is an integer from the catalog.
-  await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = ${Math.trunc(q.timeoutMs)}`);
+async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], rowLimit: number, id: SessionIdentity, comment: string): Promise<QueryResult> {
+  // One round trip for the transaction preamble: BEGIN READ ONLY, then the query's statement timeout, a
+  // transaction-local application_name and the caller's identity as set_config(…, true) with bound values.
+  await beginWithIdentity(client, id, comment, q.timeoutMs + 5000);
   // query_timeout (client side) backs up the server's statement_timeout should the server stop answering.
   const config: QueryArrayConfig<BoundValue[]> & { query_timeout: number } = {
-    text: q.sql,
+    text: withComment(q.sql, comment),
     values,
     rowMode: 'array',
     types: RAW_TEXT,
     query_timeout: q.timeoutMs + 5000,
   };
   const r = await client.query<unknown[], BoundValue[]>(config);
-  await client.query('ROLLBACK');
+  await client.query(withComment('ROLLBACK', comment));
   const fields = r.fields ?? [];
   const truncated = r.rows.length > rowLimit;
   const rows = (truncated ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
@@ -144,7 +146,21 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   const grant = identity.grant;
 
   const body = await readJsonObject(req);
-  const values = bindParameters(query, body);
+  const values = bindParameters(query, body, subject);
+  const names = parameterNames(query, body);
+  const identityRule = identity.ruleId ?? '';
+  const session: SessionIdentity = {
+    callerOid: subject.objectId,
+    callerTid: subject.tenantId,
+    callerAppId: subject.appId,
+    ruleId: identityRule,
+    correlationId: scope.correlationId,
+    applicationName: applicationNameFor(query.name, scope.correlationId),
+    statementTimeoutMs: query.timeoutMs,
+  };
+  // Ids only (no personal data): the database log line joins the audit event and the trace.
+  const comment = sqlComment({ traceparent: scope.trace?.traceparent, correlation_id: scope.correlationId, rule: identityRule, query: query.name });
+  const queryAudit = { parameters: names.given, identityParameters: names.identityBound };
 
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,
@@ -155,9 +171,10 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   const rowLimit = Math.min(query.rowLimit, cfg.maxRowLimit);
   let result: QueryResult;
   let conn: PoolClient | undefined;
+  const dbStarted = performance.now();
   try {
     conn = await pools(cfg).connect(poolTarget, scope.log);
-    result = await run(conn, query, values, rowLimit);
+    result = await run(conn, query, values, rowLimit, session, comment);
     conn.release();
   } catch (e) {
     const err = toBrokerError(classifyDbError(e));
@@ -172,7 +189,16 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
         );
       } else conn.release(true);
     }
-    deny(err.code, identity.ruleId);
+    audit(scope.log, {
+      decision: 'deny',
+      action: 'query',
+      subject,
+      client,
+      target,
+      reason: err.code,
+      ruleId: identity.ruleId,
+      extra: { ...queryAudit, durationMs: Math.round((performance.now() - dbStarted) * 100) / 100 },
+    });
     throw err;
   }
   audit(scope.log, {
@@ -183,7 +209,14 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
     target,
     reason: 'granted',
     ruleId: identity.ruleId,
-    extra: { serviceAccount: grant.serviceAccount, rows: result.rowCount, truncated: result.truncated },
+    extra: {
+      serviceAccount: grant.serviceAccount,
+      ...queryAudit,
+      rows: result.rowCount,
+      truncated: result.truncated,
+      durationMs: Math.round((performance.now() - dbStarted) * 100) / 100,
+      traceId: scope.trace?.traceId,
+    },
   });
   return jsonResponse(200, result, scope);
 }

@@ -1,5 +1,6 @@
 import { BrokerError } from '../errors';
-import type { CatalogQuery, ParamSpec } from './catalog';
+import type { Principal } from '../auth/principal';
+import type { CallerParamSpec, CatalogQuery, ValueParamSpec } from './catalog';
 
 /**
  * Bind a request's JSON parameters to a catalog query's typed parameter list. Everything is checked
@@ -36,7 +37,7 @@ function fullMatch(pattern: string, value: string): boolean {
   return re.test(value);
 }
 
-function bindOne(p: ParamSpec, v: unknown): BoundValue {
+function bindOne(p: ValueParamSpec, v: unknown): BoundValue {
   switch (p.type) {
     case 'string': {
       if (typeof v !== 'string') throw bad(p.name, 'must be a string');
@@ -81,8 +82,34 @@ function bindOne(p: ParamSpec, v: unknown): BoundValue {
   }
 }
 
-/** The bind values ($1..$n) for `query` from the request body object. */
-export function bindParameters(query: CatalogQuery, body: Record<string, unknown>): BoundValue[] {
+/** What an identity-bound parameter can read: the validated caller. */
+export type CallerIdentity = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'claims'>;
+
+function fromCaller(query: CatalogQuery, p: CallerParamSpec, caller: CallerIdentity | undefined): BoundValue {
+  let v: string | undefined;
+  if (caller) {
+    if (p.from === 'caller.oid') v = caller.objectId;
+    else if (p.from === 'caller.tid') v = caller.tenantId;
+    else if (p.from === 'caller.appId') v = caller.appId;
+    else if (p.claim !== undefined && caller.claims && Object.prototype.hasOwnProperty.call(caller.claims, p.claim)) v = caller.claims[p.claim];
+  }
+  if (v === undefined || v === '') {
+    if (p.required) {
+      const what = p.from === 'claim' ? `claim "${p.claim ?? ''}"` : p.from;
+      throw new BrokerError('not_granted', `Query ${query.name} binds "${p.name}" to the caller's ${what}, which the caller's token does not carry.`);
+    }
+    return null;
+  }
+  if (v.includes('\0') || LONE_SURROGATE.test(v) || v.length > 1024) throw new BrokerError('not_granted', `The caller's value for "${p.name}" cannot be bound.`);
+  return v;
+}
+
+/**
+ * The bind values ($1..$n) for `query` from the request body object and the validated caller. An
+ * identity-bound parameter (`from`) takes its value from the caller only: sending it in the body is a 400
+ * naming it, whatever the value (null included).
+ */
+export function bindParameters(query: CatalogQuery, body: Record<string, unknown>, caller?: CallerIdentity): BoundValue[] {
   const known = new Set(query.parameters.map((p) => p.name));
   for (const k of Object.keys(body)) {
     if (!known.has(k)) {
@@ -90,7 +117,13 @@ export function bindParameters(query: CatalogQuery, body: Record<string, unknown
       throw new BrokerError('invalid_parameter', `Parameter "${shown}" is not a parameter of query ${query.name}.`, { detail: { parameter: shown } });
     }
   }
+  for (const p of query.parameters) {
+    if (p.type === 'caller' && Object.prototype.hasOwnProperty.call(body, p.name)) {
+      throw new BrokerError('invalid_parameter', `Parameter "${p.name}" is bound to the caller's identity and cannot be sent.`, { detail: { parameter: p.name } });
+    }
+  }
   return query.parameters.map((p) => {
+    if (p.type === 'caller') return fromCaller(query, p, caller);
     const v = Object.prototype.hasOwnProperty.call(body, p.name) ? body[p.name] : undefined;
     if (v === undefined || v === null) {
       if (p.required) throw bad(p.name, 'is required');
@@ -98,4 +131,12 @@ export function bindParameters(query: CatalogQuery, body: Record<string, unknown
     }
     return bindOne(p, v);
   });
+}
+
+/** For the audit event: the body parameters given (names only) and the identity-bound ones. */
+export function parameterNames(query: CatalogQuery, body: Record<string, unknown>): { given: string[]; identityBound: string[] } {
+  return {
+    given: query.parameters.filter((p) => p.type !== 'caller' && body[p.name] !== undefined && body[p.name] !== null).map((p) => p.name),
+    identityBound: query.parameters.filter((p) => p.type === 'caller').map((p) => p.name),
+  };
 }

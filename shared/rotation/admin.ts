@@ -2,7 +2,7 @@ import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import { audit } from '../audit';
 import { BrokerError } from '../errors';
-import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
+import { jsonResponse, queryParam, readParams, requireParam, type RequestScope } from '../http';
 import { runRotation, type RotationDeps } from './run';
 import { rotationDepsFromSettings } from './wiring';
 
@@ -16,7 +16,7 @@ export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps =
   return async (req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> => {
     const cfg = loadCore();
     const client = await authenticateClient(req, cfg);
-    const raw = new URL(req.url).searchParams.get('dryRun') ?? 'true';
+    const raw = queryParam(req, 'dryRun') ?? 'true';
     if (raw !== 'true' && raw !== 'false') {
       throw new BrokerError('invalid_parameter', 'dryRun must be true or false.', { detail: { parameter: 'dryRun' } });
     }

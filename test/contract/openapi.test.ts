@@ -371,16 +371,17 @@ describe('POST /query/{name}', () => {
   const both = (subject = reader) => ({ ...auth(), 'x-subject-token': subject });
 
   test('200 rows', async () => {
-    const r = await query('orders-by-customer', { headers: both(), body: { customerId: 1 } });
+    const r = await query('orders-by-customer', { headers: both(), body: {} });
     expect(r.status).toBe(200);
+    expect(r.headers.get('traceparent')).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
     expect(r.json.rowCount).toBeGreaterThan(0);
     const c = await query('order-count', { headers: both(), body: {} });
     expect(c.status).toBe(200);
   });
 
   test('400 invalid_parameter naming the parameter, 404 unknown query', async () => {
-    const b = await query('orders-by-customer', { headers: both(), body: { customerId: 'one' } });
-    expect([b.status, b.json.code, b.json.parameter]).toEqual([400, 'invalid_parameter', 'customerId']);
+    const b = await query('orders-by-customer', { headers: both(), body: { callerOid: 'someone-else' } });
+    expect([b.status, b.json.code, b.json.parameter]).toEqual([400, 'invalid_parameter', 'callerOid']);
     const n = await query('no-such-query', { headers: both(), body: {} });
     expect([n.status, n.json.code]).toEqual([404, 'not_found']);
   });
