@@ -338,16 +338,23 @@ async function memory(): Promise<void> {
       const { tokens } = await ask<{ tokens: string[] }>(s.child, 'mint-callers', { n: MEMORY_CALLERS, offset });
       let next = 0;
       let bad = 0;
+      const failures: Record<string, number> = {};
       await Promise.all(
         Array.from({ length: 16 }, async () => {
           while (next < tokens.length) {
             const t = tokens[next++]!;
-            for (const [, resource] of TARGETS) if ((await exchange(info, resource, t)).status !== 200) bad++;
+            for (const [name, resource] of TARGETS) {
+              const { status } = await exchange(info, resource, t);
+              if (status !== 200) {
+                bad++;
+                failures[`${name}:${status}`] = (failures[`${name}:${status}`] ?? 0) + 1;
+              }
+            }
           }
         }),
       );
       const m = await ask<{ rss: number; heapUsed: number; heapTotal: number; external: number }>(broker, 'rss');
-      return { ...m, bad };
+      return { ...m, bad, failures };
     };
     await exchange(info, CLOUDSQL);
     await exchange(info, COSMOS);
@@ -360,7 +367,7 @@ async function memory(): Promise<void> {
     rows.push({
       id: '9',
       what: `broker RSS after ${MEMORY_CALLERS.toLocaleString('en')} distinct callers (both kinds), then ${MEMORY_CALLERS.toLocaleString('en')} more`,
-      value: `${mb(base.rss)} → ${mb(w1.rss)} → ${mb(w2.rss)} (${(growth * 100).toFixed(1)} %; heap used ${mb(base.heapUsed)} → ${mb(w1.heapUsed)} → ${mb(w2.heapUsed)}, heap total ${mb(w1.heapTotal)} → ${mb(w2.heapTotal)}, external ${mb(w1.external)} → ${mb(w2.external)}; ${w1.bad + w2.bad} failed)`,
+      value: `${mb(base.rss)} → ${mb(w1.rss)} → ${mb(w2.rss)} (${(growth * 100).toFixed(1)} %; heap used ${mb(base.heapUsed)} → ${mb(w1.heapUsed)} → ${mb(w2.heapUsed)}, heap total ${mb(w1.heapTotal)} → ${mb(w2.heapTotal)}, external ${mb(w1.external)} → ${mb(w2.external)}; ${w1.bad + w2.bad} failed${w1.bad + w2.bad ? ` ${JSON.stringify({ ...w1.failures, ...w2.failures })}` : ''})`,
       target: 'second wave ≤ +10 %',
       pass: growth <= 0.1 && w1.bad + w2.bad === 0,
     });
