@@ -117,10 +117,11 @@ async function main(): Promise<void> {
     };
     await new Promise<void>((r) => process.send!(out, () => r()));
   } finally {
-    await baseline.close();
+    await baseline.close().catch(() => undefined);
     await host.close();
     await sb.stop();
   }
+  process.exit(0); // the connector's refresh timers must not keep the process (and the bench) waiting
 }
 
 main().catch((e: unknown) => {

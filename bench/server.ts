@@ -1,14 +1,11 @@
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { metrics, trace } from '@opentelemetry/api';
-import { MeterProvider, PeriodicExportingMetricReader, AggregationTemporality, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
-import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { startLocalHost } from '../local/host';
 import { startSandbox, type Sandbox } from '../local/sandbox';
 import { SANDBOX } from '../local/ids';
 import type { Emulator } from '../local/emulators/harness';
-import { enableOpenTelemetry } from '../shared/telemetry';
+import { gcNow, telemetryWithoutExporter } from './telemetry-off';
 
 /**
  * The benchmark's server process: the sandbox (emulators on ephemeral ports), the broker behind the
@@ -41,32 +38,11 @@ function counts(sandbox: Sandbox): CallCounts {
   return out;
 }
 
-/** Telemetry on, without an exporter: the SDK aggregates and batches as in production, the export is a no-op. */
-function telemetryWithoutExporter(): () => Promise<void> {
-  const metricExporter: PushMetricExporter = {
-    export: (_m, done) => done({ code: 0 }),
-    forceFlush: async () => undefined,
-    shutdown: async () => undefined,
-    selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
-  };
-  const spanExporter: SpanExporter = { export: (_s, done) => done({ code: 0 }), shutdown: async () => undefined };
-  const meterProvider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 60_000 })] });
-  const tracerProvider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(spanExporter)] });
-  metrics.setGlobalMeterProvider(meterProvider);
-  trace.setGlobalTracerProvider(tracerProvider);
-  enableOpenTelemetry();
-  return async () => {
-    await meterProvider.shutdown();
-    await tracerProvider.shutdown();
-  };
-}
-
-function gcNow(): void {
-  const g = (globalThis as { gc?: () => void }).gc;
-  if (g) {
-    g();
-    g();
-  }
+/** Total time the emulators spent answering, per emulator:route (latency and their own work). */
+function durations(sandbox: Sandbox): CallCounts {
+  const out: CallCounts = {};
+  for (const e of emulatorsOf(sandbox)) for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + c.durationMs;
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -99,7 +75,8 @@ async function main(): Promise<void> {
     for (const e of list.getEntries()) gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
   }).observe({ entryTypes: ['gc'] });
   process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
-    if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox) });
+    if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
+    if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox), durations: durations(sandbox) });
     if (msg.cmd === 'eld-reset') {
       eld.reset();
       gc = { count: 0, totalMs: 0, maxMs: 0 };
@@ -107,8 +84,20 @@ async function main(): Promise<void> {
     }
     if (msg.cmd === 'eld') process.send?.({ eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, gc } });
     if (msg.cmd === 'latency') {
-      sandbox.setEmulatorFaults(msg.latencyMs ? { all: { latencyMs: msg.latencyMs } } : undefined);
+      // Every upstream the broker calls; not Entra, which only the STS emulator calls during an exchange (to verify
+      // the managed identity token: inside STS's own latency in the real service). The broker's JWKS is warmed first.
+      sandbox.setEmulatorFaults(msg.latencyMs ? { all: { latencyMs: msg.latencyMs }, byName: { entra: {} } } : undefined);
       process.send?.({ ok: true });
+    }
+    if (msg.cmd === 'reset-caches') {
+      // A cache miss with warm code: every credential cache and client dropped (Google tokens, the managed identity
+      // token behind them, Cosmos resource tokens, the Key Vault and Cosmos clients), modules and JWKS kept.
+      void (async () => {
+        (await import('../shared/google/tokens')).resetGoogleTokens();
+        (await import('../shared/cosmos/provider')).resetCosmosTokens();
+        (await import('../shared/cosmos/client')).resetCosmosClients();
+        process.send?.({ ok: true });
+      })();
     }
     if (msg.cmd === 'rss') {
       gcNow();

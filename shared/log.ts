@@ -136,9 +136,27 @@ export const stdoutWriter = new LineWriter(
   },
   (text) => writeAllSync(1, text),
 );
-process.on('exit', () => stdoutWriter.flushSync());
 
+/** One exit hook per process (module registries may load this file more than once, e.g. under jest). */
+const EXIT_HOOK = Symbol.for('token-broker.log.exit-flush');
+function ensureExitFlush(): void {
+  const g = globalThis as { [EXIT_HOOK]?: Set<LineWriter> };
+  if (!g[EXIT_HOOK]) {
+    const writers = new Set<LineWriter>();
+    g[EXIT_HOOK] = writers;
+    process.on('exit', () => {
+      for (const w of writers) w.flushSync();
+    });
+  }
+  g[EXIT_HOOK].add(stdoutWriter);
+}
+
+let exitFlushArmed = false;
 let sink: LogSink = (record) => {
+  if (!exitFlushArmed) {
+    exitFlushArmed = true;
+    ensureExitFlush();
+  }
   stdoutWriter.line(JSON.stringify(record) + '\n', record.level === 'error');
 };
 

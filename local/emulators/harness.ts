@@ -82,6 +82,8 @@ export interface CallRecord {
   readonly path: string;
   readonly at: number;
   readonly status: number;
+  /** From the end of the request body to the answer: the service's own time, latency included. */
+  readonly durationMs: number;
 }
 
 export interface Emulator {
@@ -234,6 +236,7 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
       if (size <= maxBody) chunks.push(c);
     });
     req.on('end', () => {
+      const started = performance.now();
       void (async () => {
         const url = new URL(req.url ?? '/', `${opts.tls ? 'https' : 'http'}://${req.headers.host ?? host}`);
         const method = (req.method ?? 'GET').toUpperCase();
@@ -247,7 +250,8 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
           }
         }
         const routeName = match?.route.name ?? 'unmatched';
-        const record = (status: number) => calls.push({ route: routeName, method, path: url.pathname, at: Date.now(), status });
+        const record = (status: number) =>
+          calls.push({ route: routeName, method, path: url.pathname, at: Date.now(), status, durationMs: performance.now() - started });
         if (size > maxBody) {
           record(413);
           return send(res, { status: 413, body: errorBody(413, 'Request body too large') });
