@@ -3,19 +3,9 @@ import { coreConfig } from './config/core';
 import { jwksUrl } from './auth/jwt';
 import { loadPolicyFile } from './policy/load';
 import { jsonResponse, queryParam, type RequestScope } from './http';
+import type { CheckResult, HealthCheck } from './health-types';
 
-export type CheckStatus = 'ok' | 'fail' | 'skipped';
-
-export interface CheckResult {
-  readonly status: CheckStatus;
-  readonly detail?: string;
-}
-
-/** A readiness check of one dependency. Must finish within its own timeout and never throw secrets. */
-export interface HealthCheck {
-  readonly name: string;
-  run(): Promise<CheckResult>;
-}
+export type { CheckStatus, CheckResult, HealthCheck } from './health-types';
 
 const CACHE_MS = 10_000;
 let jwksCache: { at: number; key: string; result: CheckResult } | undefined;
@@ -70,6 +60,9 @@ export const checks: HealthCheck[] = [
       return { status: 'ok', detail: `${loadCatalogFile(path).queries.length} queries` };
     },
   },
+  // query function: what the pools observed of each database (no connection per health call); not critical,
+  // the token exchange works without the database.
+  { name: 'database', critical: false, run: async () => (await import('./query/db-health')).checkDatabase() },
   { name: 'keyvault', run: () => import('./keyvault/health').then((m) => m.checkKeyVault()) },
   // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
   {
@@ -98,10 +91,12 @@ export async function handleHealth(req: HttpRequest, scope: RequestScope): Promi
       }
     }),
   );
-  const ready = Object.values(results).every((r) => r.status !== 'fail');
+  const failing = checks.filter((c) => results[c.name]?.status === 'fail');
+  const ready = failing.every((c) => c.critical === false);
+  const degraded = failing.filter((c) => c.critical === false).map((c) => c.name);
   return jsonResponse(
     ready ? 200 : 503,
-    { status: ready ? 'ok' : 'unavailable', live: true, ready, checks: results },
+    { status: ready ? (degraded.length ? 'degraded' : 'ok') : 'unavailable', live: true, ready, ...(degraded.length ? { degraded } : {}), checks: results },
     scope,
     ready ? {} : { 'retry-after': '10' },
   );

@@ -51,6 +51,13 @@ export interface CloudSqlServer {
   readonly stats: { admitted: number; refused: Record<string, number> };
   /** Take the instance down (connections refused, open sessions cut) or bring it back. */
   setDown(down: boolean): Promise<void>;
+  /** Failover / maintenance restart: every open session is cut at once (new ones are accepted). */
+  dropConnections(): void;
+  /**
+   * Network partition: open sessions stop carrying bytes (both ways) and new connections are accepted at
+   * the TCP level but never answered, until `setStalled(false)` (then everything flows again).
+   */
+  setStalled(stalled: boolean): void;
   close(): Promise<void>;
 }
 
@@ -222,6 +229,23 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
       });
     });
 
+  // ---- faults: failover (drop every session) and partition (stall every byte) ----
+  const relays = new Set<{ client: Socket; up: Socket }>();
+  let stalled = false;
+  const held: Array<() => void> = [];
+  const whenFlowing = (go: () => void) => (stalled ? held.push(go) : go());
+  const stallRelay = (r: { client: Socket; up: Socket }) => {
+    r.client.unpipe(r.up);
+    r.up.unpipe(r.client);
+    r.client.pause();
+    r.up.pause();
+  };
+  const resumeRelay = (r: { client: Socket; up: Socket }) => {
+    r.client.pipe(r.up);
+    r.up.pipe(r.client);
+  };
+  // ---- end faults ----
+
   const relay = (client: Socket, up: Socket, clientRest: Buffer, upRest: Buffer) => {
     // A proxy of a request/response protocol must not hold small writes back (Nagle's algorithm against delayed
     // ACKs costs milliseconds per round trip); the real instance's server proxy sends immediately too.
@@ -231,8 +255,11 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     up.on('close', () => sockets.delete(up));
     if (upRest.length) client.write(upRest);
     if (clientRest.length) up.write(clientRest);
-    client.pipe(up);
-    up.pipe(client);
+    const pair = { client, up };
+    relays.add(pair);
+    up.on('close', () => relays.delete(pair));
+    if (stalled) stallRelay(pair);
+    else resumeRelay(pair);
     up.on('error', () => client.destroy());
     client.on('error', () => up.destroy());
     up.on('close', () => client.destroy());
@@ -428,7 +455,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
         sockets.add(client);
         client.on('close', () => sockets.delete(client));
         client.on('error', () => client.destroy());
-        onSession(client).catch(() => client.destroy());
+        whenFlowing(() => void onSession(client).catch(() => client.destroy()));
       },
     );
     s.on('connection', (sock: Socket) => {
@@ -473,7 +500,24 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
         await listenDirect();
       }
     },
+    dropConnections() {
+      for (const r of relays) {
+        r.up.destroy();
+        r.client.destroy();
+      }
+    },
+    setStalled(next) {
+      if (next === stalled) return;
+      stalled = next;
+      if (stalled) for (const r of relays) stallRelay(r);
+      else {
+        for (const r of relays) resumeRelay(r);
+        for (const go of held.splice(0)) go();
+      }
+    },
     close: async () => {
+      stalled = false;
+      held.length = 0;
       await shutdownDirect();
       await shutdown();
     },

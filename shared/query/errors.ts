@@ -1,4 +1,5 @@
 import { BrokerError, isBrokerError } from '../errors';
+import { DeadlineExceeded, deadlineError } from './deadline';
 
 /**
  * Map what PostgreSQL, pg, the Cloud SQL connector and the SQL Admin API throw to client-safe errors.
@@ -12,7 +13,8 @@ export type DbFailureReason =
   | 'database_unavailable'
   | 'sqladmin_unavailable'
   | 'tls_failed'
-  | 'connect_timeout';
+  | 'connect_timeout'
+  | 'database_unresponsive';
 
 function unavailable(reason: DbFailureReason, message: string, cause: unknown): BrokerError {
   return new BrokerError('db_unavailable', message, { cause, retryAfterSeconds: 5, detail: { reason } });
@@ -33,6 +35,7 @@ export function isLoginFailure(err: unknown): boolean {
 
 export function classifyDbError(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
+  if (err instanceof DeadlineExceeded) return deadlineError(err);
   const e = (err ?? {}) as PgLike;
   const code = typeof e.code === 'string' ? e.code : '';
   const message = typeof e.message === 'string' ? e.message : '';

@@ -14,7 +14,9 @@ import { classifyDbError } from './errors';
 import { bindParameters, parameterNames, type BoundValue } from './params';
 import { applicationNameFor, beginWithIdentity, type SessionIdentity } from './session-identity';
 import { sqlComment, withComment } from './sql-comment';
-import { PoolRegistry, type PoolTarget } from './pools';
+import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
+import { destroyClient, withDeadline } from './deadline';
+import { observeDb } from './db-state';
 import { recordIssuance } from '../telemetry';
 
 /**
@@ -48,6 +50,11 @@ function pools(cfg: QueryConfig): PoolRegistry {
   return registry.pools;
 }
 
+/** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
+export async function probeFailedDatabases(isFailed: (key: string) => boolean): Promise<void> {
+  await registry?.pools.probeFailed(isFailed);
+}
+
 /** Close every pool (tests, shutdown). */
 export async function closeQueryPools(): Promise<void> {
   const r = registry;
@@ -65,20 +72,38 @@ export interface QueryResult {
 
 const RAW_TEXT = { getTypeParser: () => (v: string) => v };
 
-async function run(client: PoolClient, q: CatalogQuery, values: BoundValue[], rowLimit: number, id: SessionIdentity, comment: string): Promise<QueryResult> {
+/**
+ * Client-side deadline of each round trip (the server's statement_timeout is no bound when the server
+ * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
+ * plus a grace for the server's statement_timeout to fire first.
+ */
+export function roundTripDeadlines(q: Pick<CatalogQuery, 'timeoutMs'>, cfg: Pick<QueryConfig, 'connectTimeoutMs'>): { preamble: number; query: number; rollback: number } {
+  return { preamble: cfg.connectTimeoutMs, query: q.timeoutMs + QUERY_DEADLINE_GRACE_MS, rollback: cfg.connectTimeoutMs };
+}
+
+/** How long after the server's statement_timeout the client gives up on the query itself. */
+export const QUERY_DEADLINE_GRACE_MS = 2000;
+
+async function run(
+  client: PoolClient,
+  q: CatalogQuery,
+  values: BoundValue[],
+  rowLimit: number,
+  id: SessionIdentity,
+  comment: string,
+  deadlines: ReturnType<typeof roundTripDeadlines>,
+): Promise<QueryResult> {
   // One round trip for the transaction preamble: BEGIN READ ONLY, then the query's statement timeout, a
   // transaction-local application_name and the caller's identity as set_config(…, true) with bound values.
-  await beginWithIdentity(client, id, comment, q.timeoutMs + 5000);
-  // query_timeout (client side) backs up the server's statement_timeout should the server stop answering.
-  const config: QueryArrayConfig<BoundValue[]> & { query_timeout: number } = {
+  await withDeadline(beginWithIdentity(client, id, comment), deadlines.preamble, 'preamble');
+  const config: QueryArrayConfig<BoundValue[]> = {
     text: withComment(q.sql, comment),
     values,
     rowMode: 'array',
     types: RAW_TEXT,
-    query_timeout: q.timeoutMs + 5000,
   };
-  const r = await client.query<unknown[], BoundValue[]>(config);
-  await client.query(withComment('ROLLBACK', comment));
+  const r = await withDeadline(client.query<unknown[], BoundValue[]>(config), deadlines.query, 'query');
+  await withDeadline(client.query(withComment('ROLLBACK', comment)), deadlines.rollback, 'rollback');
   const fields = r.fields ?? [];
   const truncated = r.rows.length > rowLimit;
   const rows = (truncated ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
@@ -179,22 +204,30 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   let result: QueryResult;
   let conn: PoolClient | undefined;
   const dbStarted = performance.now();
+  const deadlines = roundTripDeadlines(query, cfg);
+  const dbKey = poolKeyOf(poolTarget);
   try {
     conn = await pools(cfg).connect(poolTarget, scope.log);
-    result = await run(conn, query, values, rowLimit, session, comment);
+    result = await run(conn, query, values, rowLimit, session, comment, deadlines);
     conn.release();
+    observeDb(dbKey, true);
   } catch (e) {
     const err = toBrokerError(classifyDbError(e));
     if (conn) {
-      // A statement-level error leaves a usable connection once rolled back; anything else is discarded.
+      // A statement-level error leaves a usable connection once rolled back; anything else is discarded
+      // (destroyed with its socket: a connection that stopped answering is never handed out again).
       const reusable = err.code !== 'db_unavailable' && err.code !== 'query_timeout' && err.code !== 'upstream_error';
       if (reusable) {
         const c = conn;
-        await c.query('ROLLBACK').then(
+        await withDeadline(c.query('ROLLBACK'), deadlines.rollback, 'rollback').then(
           () => c.release(),
-          () => c.release(true),
+          () => destroyClient(c),
         );
-      } else conn.release(true);
+        observeDb(dbKey, true);
+      } else {
+        destroyClient(conn);
+        observeDb(dbKey, false, typeof err.detail?.reason === 'string' ? err.detail.reason : err.code);
+      }
     }
     audit(scope.log, {
       decision: 'deny',

@@ -5,6 +5,9 @@ import type { QueryConfig } from '../config/query';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { classifyDbError } from './errors';
 import { getLoginToken } from './login-token';
+import { destroyClient, withDeadline } from './deadline';
+import { observeDb } from './db-state';
+import { createLogger } from '../log';
 
 /**
  * One pg pool per (instance, database, identity), each behind its own Cloud SQL connector (a connector
@@ -35,7 +38,7 @@ export function iamDbUser(serviceAccount: string): string {
   return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
 }
 
-function keyOf(t: PoolTarget): string {
+export function keyOf(t: PoolTarget): string {
   return `${t.connectionName}/${t.database}/${t.serviceAccount}`;
 }
 
@@ -53,6 +56,12 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
+/** Pool-level events (an idle or checked-out connection cut by the server) belong to no request. */
+const poolLog = createLogger({ fn: 'query.pool' });
+
+/** Connections that already carry the broker's error listener (pg reuses clients across checkouts). */
+const guarded = new WeakSet<PoolClient>();
+
 export class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new SingleFlight<Entry>();
@@ -63,7 +72,7 @@ export class PoolRegistry {
     return this.entries.size;
   }
 
-  private async create(t: PoolTarget, log?: Logger): Promise<Entry> {
+  private async create(t: PoolTarget): Promise<Entry> {
     const [{ Connector, AuthTypes, IpAddressTypes }, { OAuth2Client }, { Pool: PgPool }] = await Promise.all([
       import('@google-cloud/cloud-sql-connector'),
       import('google-auth-library'),
@@ -72,7 +81,7 @@ export class PoolRegistry {
     const auth = new OAuth2Client({ eagerRefreshThresholdMillis: 60_000 });
     let tokenExpiresAtMs = 0;
     auth.refreshHandler = async () => {
-      const tok = await getLoginToken({ serviceAccount: t.serviceAccount, lifetimeSeconds: t.tokenLifetimeSeconds, log });
+      const tok = await getLoginToken({ serviceAccount: t.serviceAccount, lifetimeSeconds: t.tokenLifetimeSeconds, log: poolLog });
       tokenExpiresAtMs = tok.expiresAtMs;
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
@@ -103,7 +112,11 @@ export class PoolRegistry {
       application_name: 'token-broker-query',
     });
     // An idle connection cut by the server (restart, failover) must not crash the host.
-    pool.on('error', (e) => log?.warn('idle database connection closed', { cause: e }));
+    const key = keyOf(t);
+    pool.on('error', (e) => {
+      observeDb(key, false, 'connection_lost');
+      poolLog.warn('idle database connection closed', { cause: e, target: key });
+    });
     return {
       key: keyOf(t),
       pool,
@@ -116,7 +129,7 @@ export class PoolRegistry {
   }
 
   /** The pool for a target, created once (concurrent first uses share one creation). */
-  async pool(t: PoolTarget, log?: Logger): Promise<Entry> {
+  async pool(t: PoolTarget): Promise<Entry> {
     const key = keyOf(t);
     const hit = this.entries.get(key);
     if (hit) {
@@ -124,7 +137,7 @@ export class PoolRegistry {
       return hit;
     }
     return this.flights.run(key, async () => {
-      const e = await this.create(t, log);
+      const e = await this.create(t);
       this.entries.set(key, e);
       await this.evict();
       return e;
@@ -149,19 +162,70 @@ export class PoolRegistry {
 
   /** A connection as the target's identity; a refused login is retried once with a fresh connector. */
   async connect(t: PoolTarget, log?: Logger): Promise<PoolClient> {
+    const key = keyOf(t);
     for (let attempt = 1; ; attempt++) {
       try {
-        const entry = await this.pool(t, log);
-        return await entry.pool.connect();
+        const entry = await this.pool(t);
+        const checkout = entry.pool.connect();
+        let client: PoolClient;
+        try {
+          // pg's connectionTimeoutMillis bounds the connect itself; this also bounds the wait for a pool slot
+          // held by connections that stopped answering (a grace over it so pg's own error wins when it fires).
+          client = await withDeadline(checkout, this.cfg.connectTimeoutMs + 1000, 'connect');
+        } catch (e) {
+          // A checkout that completes after the deadline goes straight back, unusable.
+          checkout.then((c) => destroyClient(c), () => undefined);
+          throw e;
+        }
+        if (!guarded.has(client)) {
+          guarded.add(client);
+          // A connection cut while checked out (PostgreSQL killed, failover) emits 'error' on the client, with
+          // no pool listener attached: without this listener the process would crash. The request's own
+          // round trip fails with the same error and answers 503; this only records and logs it.
+          client.on('error', (e) => {
+            observeDb(key, false, 'connection_lost');
+            poolLog.warn('database connection lost while in use', { cause: e, target: key });
+          });
+        }
+        return client;
       } catch (e) {
         const err = classifyDbError(e);
         const reason = err.detail?.reason;
+        observeDb(key, false, typeof reason === 'string' ? reason : err.code);
         const retryable = reason === 'login_refused' || reason === 'token_refused' || reason === 'tls_failed';
         if (retryable) await this.drop(t);
         if (!retryable || attempt >= 2) throw e;
         log?.warn('database login failed; retrying once with a fresh connector and token', { reason, cause: e });
       }
     }
+  }
+
+  /**
+   * Health: one `SELECT 1` through each pool whose last round trip failed (bounded by the connect timeout),
+   * so a database that came back shows so without waiting for a caller. Healthy pools are not touched.
+   */
+  async probeFailed(isFailed: (key: string) => boolean): Promise<void> {
+    await Promise.all(
+      [...this.entries.values()]
+        .filter((e) => isFailed(e.key))
+        .map(async (e) => {
+          let client: PoolClient | undefined;
+          try {
+            const checkout = e.pool.connect();
+            client = await withDeadline(checkout, this.cfg.connectTimeoutMs, 'connect').catch((err: unknown) => {
+              checkout.then((c) => destroyClient(c), () => undefined);
+              throw err;
+            });
+            await withDeadline(client.query('SELECT 1'), this.cfg.connectTimeoutMs, 'query');
+            client.release();
+            observeDb(e.key, true);
+          } catch (err) {
+            if (client) destroyClient(client);
+            const reason = classifyDbError(err).detail?.reason;
+            observeDb(e.key, false, typeof reason === 'string' ? reason : 'probe_failed');
+          }
+        }),
+    );
   }
 
   async closeAll(): Promise<void> {
