@@ -168,7 +168,18 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
   };
 }
 
-export function url(name: string, opts: Common & { protocols?: readonly string[] }): SettingSpec<string> {
+/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * An endpoint URL. HTTPS only, except `http:` on a loopback host (the sandbox runs some emulators over plain
+ * HTTP on 127.0.0.1): a production endpoint over plain HTTP would send tokens in the clear. `protocols:
+ * ['https:']` refuses loopback HTTP too (Key Vault, whose SDK requires TLS).
+ */
+export function url(name: string, opts: Common & { protocols?: readonly ('https:' | 'http:')[] }): SettingSpec<string> {
   const protocols = opts.protocols ?? ['https:', 'http:'];
   return {
     name,
@@ -181,7 +192,13 @@ export function url(name: string, opts: Common & { protocols?: readonly string[]
       } catch {
         throw new Error(`must be an absolute URL, got "${raw}"`);
       }
-      if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.join(' or ')}`);
+      if (!protocols.includes(u.protocol as 'https:' | 'http:')) {
+        throw new Error(`must use ${protocols.includes('http:') ? 'https: (http: only on a loopback host)' : 'https:'}, got ${u.protocol}`);
+      }
+      if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+        throw new Error(`must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`);
+      }
+      if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');
       return raw.replace(/\/+$/, '');
     },
   };
