@@ -268,9 +268,10 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     stops.push(() => googleOauth.close());
     const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
     stops.push(() => googleIam.close());
-    // The Function's federated identity (workload identity pool principal of its managed identity) administers keys.
+    // The Function's federated identity (workload identity pool principal of its managed identity) administers the keys
+    // of the rotated accounts only (SA-level roles/iam.serviceAccountKeyAdmin, as infra/gcp/main.tf grants it).
     const rotationPrincipal = `principal://iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/subject/${msi.objectId}`;
-    googleIam.grantKeyAdmin(rotationPrincipal);
+    googleIam.grantKeyAdmin(rotationPrincipal, [g.readerServiceAccount]);
     env.GOOGLE_IAM_ENDPOINT = googleIam.endpoint;
     env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
     env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;

@@ -62,6 +62,7 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
     addAccount(name) {
       const serviceAccount = `${name}@${SANDBOX.google.project}.iam.gserviceaccount.com`;
       state.addServiceAccount(serviceAccount);
+      sb.googleKeys.iam.grantKeyAdmin(sb.googleKeys.rotationPrincipal, [serviceAccount]);
       return { serviceAccount, secretName: `${name}-key` };
     },
     async stop() {
