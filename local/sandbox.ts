@@ -276,8 +276,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
     env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;
     env.ROTATION_SCHEDULE = '0 30 2 * * *'; // the Functions host resolves %ROTATION_SCHEDULE% itself: it must be set
-    env.ROTATION_STS_URL = `${sts.url}/v1/token`;
-    env.ROTATION_WIF_AUDIENCE = `//iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/providers/${g.providerId}`;
+    // The rotation's own Google identity is the keyless source credential above (GOOGLE_WIF_AUDIENCE, GOOGLE_STS_TOKEN_URL).
     services['Google IAM (service-account keys)'] = `${googleIam.endpoint}/v1/projects/-/serviceAccounts/{email}/keys`;
     services['Google OAuth token endpoint'] = googleOauth.tokenUrl;
     const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };

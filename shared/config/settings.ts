@@ -66,7 +66,25 @@ export function allSettings(): readonly (SettingSpec<unknown> & { section: strin
   return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }));
 }
 
-export function defineSection<S extends Record<string, SettingSpec<unknown>>>(name: string, spec: S): Section<S> {
+/** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
+const removedSettings = new Map<string, { replacement: string; section: string }>();
+
+/** The problems of every removed setting still present in `env` (the health `config` check reports them at start). */
+export function removedSettingProblems(env: Env): string[] {
+  const out: string[] = [];
+  for (const [name, r] of removedSettings) {
+    if (env[name] !== undefined) out.push(`${name} was removed: use ${r.replacement} instead, and delete ${name}`);
+  }
+  return out;
+}
+
+export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
+  name: string,
+  spec: S,
+  opts: { removed?: Readonly<Record<string, string>> } = {},
+): Section<S> {
+  const removed = Object.entries(opts.removed ?? {});
+  for (const [old, replacement] of removed) removedSettings.set(old, { replacement, section: name });
   for (const s of Object.values(spec)) {
     if (!sectionNames.has(s.name)) {
       registry.push(s);
@@ -76,6 +94,9 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(na
   const specs = Object.entries(spec);
   const load = (env: Env): SectionValues<S> => {
     const problems: string[] = [];
+    for (const [old, replacement] of removed) {
+      if (env[old] !== undefined) problems.push(`${old} was removed: use ${replacement} instead, and delete ${old}`);
+    }
     const out: Record<string, unknown> = {};
     for (const [key, s] of specs) {
       const raw = env[s.name];
@@ -104,7 +125,7 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(na
     get() {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
-      const key = specs.map(([, s]) => process.env[s.name] ?? '\u0001').join('\u0000');
+      const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)].map((n) => process.env[n] ?? '\u0001').join('\u0000');
       if (memo === undefined || key !== memoKey) {
         memo = load(process.env);
         memoKey = key;

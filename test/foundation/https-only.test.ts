@@ -30,7 +30,6 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['GOOGLE_IAM_ENDPOINT', rotationConfig as unknown as AnySection, true],
   ['GOOGLE_OAUTH_TOKEN_URL', saKeyConfig as unknown as AnySection, true],
   ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig as unknown as AnySection, true],
-  ['ROTATION_STS_URL', rotationConfig as unknown as AnySection, true],
   ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
   ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
 ];

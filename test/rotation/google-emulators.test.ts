@@ -3,7 +3,7 @@ import { GoogleState, CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/
 import { startGoogleIam, type GoogleIamEmulator } from '../../local/emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from '../../local/emulators/google/oauth';
 import { GoogleIamKeys, createRefusal } from '../../shared/rotation/iam';
-import { exchangeKey, parseKeyFile } from '../../shared/rotation/prove';
+import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { BrokerError } from '../../shared/errors';
 import { settle } from '../../local/emulators/harness';
 
