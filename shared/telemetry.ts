@@ -83,11 +83,11 @@ export function initTelemetry(): Promise<void> {
     return Promise.resolve();
   }
   state = 'loading';
-  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
+  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('./managed-identity')])
     .then(([m, identity]) => {
       // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
       // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
-      const credential = clientId ? new identity.ManagedIdentityCredential({ clientId }) : new identity.ManagedIdentityCredential();
+      const credential = identity.managedIdentity(clientId);
       m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
       enableOpenTelemetry();
     })

@@ -1,4 +1,4 @@
-import { KeyVaultKeySource } from '../../shared/rotation/saKeySource';
+import { KeyVaultKeySource } from '../../shared/google/sa-key';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
 let f: RotationFixture;
