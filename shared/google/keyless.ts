@@ -6,7 +6,7 @@ import { managedIdentity } from '../managed-identity';
 import { CLOUD_PLATFORM_SCOPE, JWT_SUBJECT_TOKEN_TYPE } from './scopes';
 import { recordUpstream } from '../telemetry';
 import { googleFailure, managedIdentityFailure, withDeadline } from './errors';
-import type { SourceCredential, SourceCredentialContext, SourceToken } from './source';
+import type { SourceCredential, SourceCredentialContext, SourceToken } from './source-types';
 
 /**
  * Keyless source credential: google-auth-library's identity-pool (workload identity federation) client

@@ -4,7 +4,7 @@ import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
 import { exchangeKey, parseKeyFile, type ServiceAccountKeyFile } from './sa-key-exchange';
 import { CLOUD_PLATFORM_SCOPE } from './scopes';
-import type { SourceCredential, SourceCredentialContext } from './source';
+import type { SourceCredential, SourceCredentialContext } from './source-types';
 
 /**
  * A Google source token from a service-account key kept in Key Vault (the rotation timer keeps it fresh):

@@ -4,7 +4,8 @@ import { googleConfig, type GoogleConfig } from '../config/google';
 import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
-import { createSourceCredential, type SourceCredential, type SourceToken } from './source';
+import { createSourceCredential } from './source';
+import type { SourceCredential, SourceToken } from './source-types';
 
 /**
  * Google access tokens for service accounts the policy names, via impersonation from one source
