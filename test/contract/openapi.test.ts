@@ -7,7 +7,7 @@ import { handler as tokenHandler } from '../../functions/token';
 import { handler as explainHandler } from '../../functions/explain';
 import { handler as healthHandler } from '../../functions/health';
 import { handler as queryHandler } from '../../functions/query';
-import { handler as adminHandler } from '../../functions/adminRotate';
+import { handler as adminHandler } from '../../functions/admin-rotate';
 import { settle } from '../../local/emulators/harness';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';

@@ -2,9 +2,9 @@ import { captureLogs, invoke } from '../helpers/invoke';
 import { SANDBOX } from '../../local/ids';
 import { httpHandler } from '../../shared/http';
 import { makeAdminRotate } from '../../shared/rotation/admin';
-import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotationTimer';
+import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotation-timer';
 import { InvocationContext, type Timer } from '@azure/functions';
-import { registration as adminRegistration } from '../../functions/adminRotate';
+import { registration as adminRegistration } from '../../functions/admin-rotate';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
 let f: RotationFixture;
