@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import type { Logger } from '../log';
+import { createLogger, type Logger } from '../log';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
 import { exchangeKey, parseKeyFile, type ServiceAccountKeyFile } from './sa-key-exchange';
@@ -107,5 +107,6 @@ export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => num
  * roles/iam.serviceAccountTokenCreator on every service account the policy names.
  */
 export function createSaKeySource(ctx: SourceCredentialContext): SourceCredential {
-  return saKeySourceFromSettings({ timeoutMs: ctx.timeoutMs, now: ctx.now });
+  // The source outlives any one request: its lines carry no request's correlation id.
+  return saKeySourceFromSettings({ timeoutMs: ctx.timeoutMs, now: ctx.now, log: createLogger({ fn: 'google.sa-key' }) });
 }
