@@ -1,11 +1,27 @@
 import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import { coreConfig } from '../config/core';
-import { managedKeysOf, rotationConfig } from '../config/rotation';
+import { lockBlobUrl, policyConfig } from '../config/policy';
+import { managedKeysOf, rotationConfig, type RotationConfig } from '../config/rotation';
+import { blobClientFor } from '../policy/blob-store';
+import { blobLeaseLock, type RotationLock } from './lock';
 import { KeyVaultSecrets, functionIdentity } from '../keyvault/client';
 import { FederatedTokenSource } from './googleAuth';
 import { GoogleIamKeys, type GoogleTokenSource } from './iam';
 import type { RotationDeps } from './run';
+
+/** The blob lease of ROTATION_LOCK_URL (default: rotation-lock beside the policy blob). */
+export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): RotationLock {
+  let pol;
+  let url: string;
+  try {
+    pol = policyConfig.get();
+    url = lockBlobUrl(cfg.lockUrl, pol);
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
+}
 
 let tokenSource: { key: string; source: GoogleTokenSource } | undefined;
 
@@ -45,11 +61,9 @@ export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: Goog
       periodDays: cfg.periodDays,
       graceDays: cfg.graceDays,
       oauthTokenUrl: cfg.oauthTokenUrl,
-      lockSecret: cfg.lockSecret,
-      lockSeconds: cfg.lockSeconds,
-      lockSettleMs: cfg.lockSettleMs,
       timeoutMs: core.upstreamTimeoutMs,
     },
+    lock: () => rotationLockFromSettings(cfg, log),
     now: overrides.now ?? Date.now,
     sleep: overrides.sleep,
     log,
