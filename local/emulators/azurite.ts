@@ -92,7 +92,9 @@ export async function startAzurite(opts: { ca: SandboxCa; port?: number; host?: 
     '--inMemoryPersistence', '--skipApiVersionCheck', '--disableTelemetry', '--silent',
     '--cert', join(dir, 'cert.pem'), '--key', join(dir, 'key.pem'), '--oauth', 'basic',
   ];
-  let { child, port } = await spawnAzurite(args(opts.port ?? 0));
+  const started = await spawnAzurite(args(opts.port ?? 0));
+  const port = started.port;
+  let child = started.child;
   // Sandbox children die with the process that started them (npm start, a jest worker).
   const onExit = () => child.kill('SIGKILL');
   process.once('exit', onExit);

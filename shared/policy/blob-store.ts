@@ -145,3 +145,143 @@ export class BlobPolicySource implements PolicySource {
     }
   }
 }
+
+/** Who wrote a version and why (blob metadata: ASCII, C# identifier names). */
+export interface WriteMeta {
+  /** `TENANT/OBJECT` of the admin. */
+  readonly by: string;
+  /** `put`, `deny.add:ID`, `deny.remove:ID`. */
+  readonly change: string;
+  readonly correlationId: string;
+  readonly reason?: string;
+}
+
+export interface WrittenVersion {
+  readonly etag: string;
+  readonly revision: number;
+  readonly lastModified?: string;
+}
+
+export interface HistoryEntry {
+  /** The snapshot time (the id to fetch it with), absent for the current version. */
+  readonly snapshot?: string;
+  readonly current: boolean;
+  readonly etag?: string;
+  readonly revision?: number;
+  readonly lastModified?: string;
+  readonly updatedBy?: string;
+  readonly updatedAt?: string;
+  readonly change?: string;
+  readonly reason?: string;
+  readonly correlationId?: string;
+}
+
+const ascii = (s: string, max: number) => s.replace(/[^\x20-\x7e]/g, '?').slice(0, max);
+
+/**
+ * Writes of the policy blob. Every write is conditional: If-Match the ETag the writer read (or If-None-Match: *
+ * to create the first version), so of two writers that read the same version exactly one wins and the other gets
+ * 412. Before a version is replaced it is kept as a snapshot taken under the same condition (the history:
+ * Azurite has no blob versioning; in Azure, versioning is on as well). Metadata records the revision (a counter),
+ * who wrote it, when, what changed and the correlation id of the request.
+ */
+export class BlobPolicyWriter {
+  private readonly blob: BlobClient;
+  private readonly container: ContainerClient;
+  private readonly blobName: string;
+
+  constructor(private readonly cfg: PolicyConfig & { url: string }, cred?: TokenCredential) {
+    this.blob = blobClientFor(cfg, cfg.url, cred);
+    this.container = containerClientFor(cfg, cfg.url, cred);
+    this.blobName = splitBlobUrl(cfg.url).blobName;
+  }
+
+  private call<T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    return withDeadline(this.cfg.storageTimeoutMs, what, fn);
+  }
+
+  /** The current version, read now (no cache); undefined when the blob does not exist yet. */
+  async read(snapshot?: string): Promise<SourceDocument | undefined> {
+    const blob = snapshot ? this.blob.withSnapshot(snapshot) : this.blob;
+    try {
+      return await this.call('read', async (abortSignal) => {
+        const res = await blob.download(0, undefined, { abortSignal });
+        return {
+          kind: 'document',
+          text: await readBody(res.readableStreamBody),
+          etag: res.etag ?? '',
+          revision: revisionOf(res.metadata),
+          lastModified: res.lastModified,
+          metadata: res.metadata ?? {},
+        } satisfies SourceDocument;
+      });
+    } catch (e) {
+      if (statusOf(e) === 404) return undefined;
+      throw storageFailure(e, 'read');
+    }
+  }
+
+  async write(text: string, condition: { ifMatch: string } | { ifNoneMatch: '*' }, meta: WriteMeta): Promise<WrittenVersion> {
+    const lost = (e: unknown) =>
+      new BrokerError('precondition_failed', 'The policy was changed since it was read: read it again (GET) and retry with its ETag.', { cause: e });
+    try {
+      let revision = 1;
+      if ('ifMatch' in condition) {
+        const props = await this.call('properties', (abortSignal) => this.blob.getProperties({ abortSignal, conditions: { ifMatch: condition.ifMatch } }));
+        revision = (revisionOf(props.metadata) ?? 0) + 1;
+        // Keep the version being replaced (under the same condition: a lost race snapshots nothing new).
+        await this.call('snapshot', (abortSignal) => this.blob.createSnapshot({ abortSignal, conditions: { ifMatch: condition.ifMatch } }));
+      }
+      const res = await this.call('write', (abortSignal) =>
+        this.blob.getBlockBlobClient().upload(text, Buffer.byteLength(text), {
+          abortSignal,
+          conditions: condition,
+          blobHTTPHeaders: { blobContentType: 'application/json' },
+          metadata: {
+            revision: String(revision),
+            updatedby: ascii(meta.by, 200),
+            updatedat: new Date().toISOString(),
+            change: ascii(meta.change, 100),
+            correlationid: ascii(meta.correlationId, 128),
+            ...(meta.reason ? { reason: ascii(meta.reason, 500) } : {}),
+          },
+        }),
+      );
+      return { etag: res.etag ?? '', revision, lastModified: res.lastModified?.toISOString() };
+    } catch (e) {
+      const s = statusOf(e);
+      if (s === 412 || (s === 409 && 'ifNoneMatch' in condition)) throw lost(e);
+      if (s === 404) throw new BrokerError('precondition_failed', 'The policy blob does not exist: create it with If-None-Match: *.', { cause: e });
+      throw storageFailure(e, 'write');
+    }
+  }
+
+  /** Every kept version (snapshots) and the current one, newest first. */
+  async history(): Promise<HistoryEntry[]> {
+    try {
+      return await this.call('history', async (abortSignal) => {
+        const out: HistoryEntry[] = [];
+        for await (const item of this.container.listBlobsFlat({ prefix: this.blobName, includeSnapshots: true, includeMetadata: true, abortSignal })) {
+          if (item.name !== this.blobName) continue;
+          const m = item.metadata ?? {};
+          out.push({
+            ...(item.snapshot ? { snapshot: item.snapshot } : {}),
+            current: !item.snapshot,
+            etag: item.properties.etag,
+            revision: revisionOf(m),
+            lastModified: item.properties.lastModified?.toISOString(),
+            updatedBy: m.updatedby,
+            updatedAt: m.updatedat,
+            change: m.change,
+            reason: m.reason,
+            correlationId: m.correlationid,
+          });
+          if (out.length > 1000) break;
+        }
+        return out.sort((a, b) => (b.current ? 1 : 0) - (a.current ? 1 : 0) || (b.snapshot ?? '').localeCompare(a.snapshot ?? ''));
+      });
+    } catch (e) {
+      throw storageFailure(e, 'history');
+    }
+  }
+}
