@@ -54,6 +54,7 @@ export function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number;
       const renew = setInterval(() => {
         void call('lock renew', (abortSignal) => leaseClient.renewLease({ abortSignal })).catch((e: unknown) => {
           lost = true;
+          clearInterval(renew);
           opts.log?.error('rotation lease lost: the run stops before its next step', { event: 'rotation.lease-lost', err: e });
         });
       }, Math.max(1000, (opts.durationSeconds * 1000) / 3));
