@@ -17,6 +17,19 @@ import { PolicyStore } from '../../shared/policy/store';
 import { policyConfig } from '../../shared/config/policy';
 import { captureLogs, invoke } from '../helpers/invoke';
 import { CLOUDSQL_RESOURCE } from '../helpers/foundation';
+import { ContractValidator } from '../helpers/openapi';
+import type { HttpHandler } from '@azure/functions';
+
+const contract = new ContractValidator();
+const ROUTES = new Map<HttpHandler, string>();
+
+/** Every admin answer of this file is also validated against openapi.yaml. */
+async function call(handler: HttpHandler, opts: Parameters<typeof invoke>[1] & { method?: string; url: string }) {
+  const r = await invoke(handler, opts);
+  const path = ROUTES.get(handler)!;
+  expect(contract.check(path, opts.method ?? 'POST', r)).toEqual([]);
+  return r;
+}
 
 /**
  * The live policy on Blob Storage (Azurite, HTTPS, the broker's managed identity), end to end: a deny written through
@@ -41,7 +54,7 @@ const api = (path: string) => `http://127.0.0.1:7071/api/${path}`;
 const policyBlob = () => sb.storage!.admin().getContainerClient(SANDBOX.storage.container).getBlockBlobClient(SANDBOX.storage.policyBlob);
 
 async function getPolicy() {
-  return invoke(policyHandler, { method: 'GET', url: api('admin/policy'), headers: await adminHeaders() });
+  return call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: await adminHeaders() });
 }
 
 /** A second broker instance: the compiled app in its own process (its own policy cache), on the same settings. */
@@ -79,6 +92,7 @@ async function explainOnSecond(): Promise<{ decision: string; reason: string }> 
 }
 
 beforeAll(async () => {
+  ROUTES.set(policyHandler, '/admin/policy').set(historyHandler, '/admin/policy/history').set(denyHandler, '/admin/deny').set(denyRemoveHandler, '/admin/deny/{id}');
   logs = captureLogs();
   sb = await startSandbox({
     storage: true,
@@ -116,7 +130,7 @@ describe('live policy on Blob Storage', () => {
 
   test('a deny written on this instance is effective on a second instance within the refresh interval; lifting it restores access', async () => {
     expect((await explainOnSecond()).decision).toBe('grant');
-    const added = await invoke(denyHandler, {
+    const added = await call(denyHandler, {
       url: api('admin/deny'),
       headers: await adminHeaders(),
       body: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'incident 42: credentials leaked' },
@@ -139,10 +153,10 @@ describe('live policy on Blob Storage', () => {
     expect(Date.now() - written).toBeLessThanOrEqual((REFRESH_SECONDS + 1.5) * 1000);
     expect(logs.records.some((l) => l.event === 'audit' && l.action === 'policy.deny.add' && l.decision === 'grant' && l.denyId === entry.id)).toBe(true);
 
-    const removed = await invoke(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders(), body: { reason: 'keys rotated' } });
+    const removed = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders(), body: { reason: 'keys rotated' } });
     expect(removed.status).toBe(200);
     expect((removed.json.removed as { id: string }).id).toBe(entry.id);
-    const again = await invoke(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders() });
+    const again = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders() });
     expect(again.status).toBe(404);
     const lifted = Date.now();
     d = await explainOnSecond();
@@ -162,12 +176,12 @@ describe('live policy on Blob Storage', () => {
       [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'x', extra: 1 }, 'extra'],
     ] as const;
     for (const [body, parameter] of bad) {
-      const r = await invoke(denyHandler, { url: api('admin/deny'), headers: h, body });
+      const r = await call(denyHandler, { url: api('admin/deny'), headers: h, body });
       expect(r.status).toBe(400);
       expect(r.json.parameter).toBe(parameter);
     }
     const soon = new Date(Date.now() + 1500).toISOString();
-    const added = await invoke(denyHandler, { url: api('admin/deny'), headers: h, body: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'short block', expiresAt: soon } });
+    const added = await call(denyHandler, { url: api('admin/deny'), headers: h, body: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'short block', expiresAt: soon } });
     expect(added.status).toBe(201);
     const ex = async () => (await invoke(explainHandler, { url: api('policy/explain'), headers: { authorization: `Bearer ${await gateway()}` }, form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE } })).json.decision;
     expect(await ex()).toBe('deny');
@@ -180,7 +194,7 @@ describe('live policy on Blob Storage', () => {
     const etag = cur.json.etag as string;
     const doc = cur.json.policy as { rules: { description?: string }[] };
     const put = async (description: string) =>
-      invoke(policyHandler, {
+      call(policyHandler, {
         method: 'PUT',
         url: api('admin/policy'),
         headers: await adminHeaders({ 'if-match': etag }),
@@ -196,15 +210,15 @@ describe('live policy on Blob Storage', () => {
     expect(after.json.revision).toBe((cur.json.revision as number) + 1);
     // A stale If-Match is 412 too; no If-Match is 428.
     expect((await put('late')).status).toBe(412);
-    const none = await invoke(policyHandler, { method: 'PUT', url: api('admin/policy'), headers: await adminHeaders(), body: doc });
+    const none = await call(policyHandler, { method: 'PUT', url: api('admin/policy'), headers: await adminHeaders(), body: doc });
     expect(none.status).toBe(428);
-    const hist = await invoke(historyHandler, { method: 'GET', url: api('admin/policy/history'), headers: await adminHeaders() });
+    const hist = await call(historyHandler, { method: 'GET', url: api('admin/policy/history'), headers: await adminHeaders() });
     expect(hist.status).toBe(200);
     const versions = hist.json.versions as { current: boolean; snapshot?: string; etag?: string; revision?: number; updatedBy?: string; change?: string }[];
     expect(versions[0]).toMatchObject({ current: true, revision: after.json.revision, change: 'put', updatedBy: `${SANDBOX.tenantId}/0b5e0000-0000-4000-8000-0000000ad111` });
     const kept = versions.find((v) => v.snapshot && v.revision === cur.json.revision);
     expect(kept).toBeDefined();
-    const old = await invoke(historyHandler, { method: 'GET', url: api(`admin/policy/history?snapshot=${encodeURIComponent(kept!.snapshot!)}`), headers: await adminHeaders() });
+    const old = await call(historyHandler, { method: 'GET', url: api(`admin/policy/history?snapshot=${encodeURIComponent(kept!.snapshot!)}`), headers: await adminHeaders() });
     expect(old.status).toBe(200);
     expect(old.json.policy).toEqual(cur.json.policy);
   });
@@ -216,10 +230,10 @@ describe('live policy on Blob Storage', () => {
     const doc = cur.json.policy as { rules: { grants: { cloudsql: { serviceAccount: string }[] } }[] };
     const broken = JSON.parse(JSON.stringify(doc)) as typeof doc;
     broken.rules[0]!.grants.cloudsql[0]!.serviceAccount = 'not-an-email';
-    const r = await invoke(policyHandler, { method: 'PUT', url: api('admin/policy'), headers: await adminHeaders({ 'if-match': etag }), body: broken });
+    const r = await call(policyHandler, { method: 'PUT', url: api('admin/policy'), headers: await adminHeaders({ 'if-match': etag }), body: broken });
     expect(r.status).toBe(400);
     expect(r.json).toMatchObject({ code: 'policy_invalid', path: 'rules[0].grants.cloudsql[0].serviceAccount' });
-    const dup = await invoke(policyHandler, {
+    const dup = await call(policyHandler, {
       method: 'PUT',
       url: api('admin/policy'),
       headers: await adminHeaders({ 'if-match': etag, 'content-type': 'application/json' }),
@@ -236,20 +250,20 @@ describe('live policy on Blob Storage', () => {
   test('the admin API refuses callers without the admin role, with an API audience, or on the deny list', async () => {
     const g = await gateway();
     const noRole = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.clientAudience, roles: ['Orders.Read'] });
-    expect((await invoke(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': noRole } })).json.code).toBe('role_required');
+    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': noRole } })).json.code).toBe('role_required');
     const apiAud = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: [SANDBOX.adminRole] });
-    expect((await invoke(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': apiAud } })).status).toBe(401);
+    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': apiAud } })).status).toBe(401);
     // An admin denies a fellow admin: from then on that admin can do nothing, not even lift it.
     const other = '0b5e0000-0000-4000-8000-0000000ad222';
-    const added = await invoke(denyHandler, { url: api('admin/deny'), headers: await adminHeaders(), body: { tenantId: SANDBOX.tenantId, objectId: other, reason: 'compromised admin' } });
+    const added = await call(denyHandler, { url: api('admin/deny'), headers: await adminHeaders(), body: { tenantId: SANDBOX.tenantId, objectId: other, reason: 'compromised admin' } });
     expect(added.status).toBe(201);
     const id = (added.json.entry as { id: string }).id;
     const asOther = { authorization: `Bearer ${g}`, 'x-subject-token': await adminToken(other) };
-    const r = await invoke(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: asOther });
+    const r = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: asOther });
     expect(r.status).toBe(403);
     expect(r.json.code).toBe('subject_denied');
-    expect((await invoke(policyHandler, { method: 'GET', url: api('admin/policy'), headers: asOther })).json.code).toBe('subject_denied');
-    expect((await invoke(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: await adminHeaders() })).status).toBe(200);
+    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: asOther })).json.code).toBe('subject_denied');
+    expect((await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: await adminHeaders() })).status).toBe(200);
   });
 
   test('health shows the policy version and its age', async () => {
@@ -314,4 +328,13 @@ describe('live policy on Blob Storage', () => {
     expect(health.status).toBe(503);
     expect((health.json.checks as Record<string, { status: string }>).policy!.status).toBe('fail');
   }, 20_000);
+});
+
+test('coverage: every admin policy operation was answered, and validated against openapi.yaml', () => {
+  const seen = (op: string) => new Set(contract.checked.filter((c) => c.operationId === op).map((c) => c.status));
+  expect([...seen('getPolicy')]).toEqual(expect.arrayContaining([200, 401, 403, 503]));
+  expect([...seen('putPolicy')]).toEqual(expect.arrayContaining([200, 400, 412, 428]));
+  expect([...seen('addDeny')]).toEqual(expect.arrayContaining([201, 400]));
+  expect([...seen('removeDeny')]).toEqual(expect.arrayContaining([200, 403, 404]));
+  expect([...seen('getPolicyHistory')]).toEqual(expect.arrayContaining([200]));
 });
