@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { audit } from '../audit';
-import { authenticateAdmin, type AdminIdentity } from '../auth/admin';
+import { ADMIN_TOKEN_HEADER, authenticateAdmin, type AdminIdentity } from '../auth/admin';
 import { policyConfig, type PolicyConfig } from '../config/policy';
 import { GUID } from '../config/settings';
 import { BrokerError } from '../errors';
@@ -92,21 +92,27 @@ function entityTag(raw: string | null, header: string): string | undefined {
 
 /** PUT /api/admin/policy: replace the document, If-Match its ETag (or If-None-Match: * for the first version). */
 export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const id = await authenticateAdmin(req, scope, 'policy.write');
+  // The request's shape first (as every endpoint: a malformed body is 400 whoever sends it), then the admin.
+  let text = '';
+  let raw: unknown;
+  const id = await authenticateAdmin(req, scope, 'policy.write', async () => {
+    const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send the policy as application/json.');
+    text = await readBodyText(req, MAX_POLICY_BODY);
+    raw = parseJsonBody(text);
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BrokerError('bad_request', 'The policy must be a JSON object.');
+    assertFinite(raw, '');
+    return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
+  });
   const w = await writer();
   const createOnly = req.headers.get('if-none-match')?.trim() === '*';
   const ifMatch = createOnly ? undefined : entityTag(req.headers.get('if-match'), 'If-Match');
   if (!ifMatch && !createOnly) {
     throw new BrokerError('precondition_required', 'Send If-Match with the ETag of the policy you edited (GET /api/admin/policy), or If-None-Match: * to create the first version.');
   }
-  const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send the policy as application/json.');
-  const text = await readBodyText(req, MAX_POLICY_BODY);
   const deny = (reason: string, extra: Record<string, string | number | undefined> = {}) =>
     audit(scope.log, { decision: 'deny', action: 'policy.write', client: id.client, subject: id.admin, reason, extra: { ifMatch, ...extra } });
-  let raw: unknown;
   try {
-    raw = parseJsonBody(text);
     checkDocument(raw);
   } catch (e) {
     deny(e instanceof BrokerError ? e.code : 'bad_request', e instanceof BrokerError && typeof e.detail?.path === 'string' ? { path: e.detail.path } : {});
@@ -170,6 +176,16 @@ function stringField(body: Record<string, unknown>, name: string, opts: { requir
   return v;
 }
 
+/** A number JSON can write but not hold (1e400 is Infinity once parsed) is refused, naming where it is. */
+function assertFinite(v: unknown, path: string): void {
+  if (typeof v === 'number' && !Number.isFinite(v)) {
+    throw new BrokerError('bad_request', `"${path.slice(0, 64)}" is not a finite number.`, { detail: { parameter: path.slice(0, 64) } });
+  }
+  if (v && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) assertFinite(x, path ? (Array.isArray(v) ? `${path}[${k}]` : `${path}.${k}`) : k);
+  }
+}
+
 async function readJson(req: HttpRequest, allowEmpty: boolean): Promise<Record<string, unknown>> {
   const text = await readBodyText(req);
   if (text.length === 0 && allowEmpty) return {};
@@ -177,25 +193,31 @@ async function readJson(req: HttpRequest, allowEmpty: boolean): Promise<Record<s
   if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send application/json.');
   const parsed = parseJsonBody(text);
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new BrokerError('bad_request', 'The request body must be a JSON object.');
+  assertFinite(parsed, '');
   return parsed as Record<string, unknown>;
 }
 
 /** POST /api/admin/deny: {tenantId, objectId, reason, expiresAt?} — the identity is refused everywhere from now on. */
 export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const id = await authenticateAdmin(req, scope, 'policy.deny.add');
-  const body = await readJson(req, false);
-  for (const k of Object.keys(body)) {
-    if (!['tenantId', 'objectId', 'reason', 'expiresAt'].includes(k)) {
-      throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
+  let fields: { tenantId: string; objectId: string; reason: string; expiresAt?: string } | undefined;
+  const id = await authenticateAdmin(req, scope, 'policy.deny.add', async () => {
+    const body = await readJson(req, false);
+    for (const k of Object.keys(body)) {
+      if (!['tenantId', 'objectId', 'reason', 'expiresAt'].includes(k)) {
+        throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
+      }
     }
-  }
-  const tenantId = stringField(body, 'tenantId', { required: true, pattern: GUID, what: 'a tenant GUID' })!.toLowerCase();
-  const objectId = stringField(body, 'objectId', { required: true, pattern: GUID, what: 'an object id GUID' })!.toLowerCase();
-  const reason = stringField(body, 'reason', { required: true, max: 500 })!;
-  const expiresAt = stringField(body, 'expiresAt', { pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/, what: 'an ISO 8601 UTC time in the future' });
-  if (expiresAt !== undefined && !(Date.parse(expiresAt) > Date.now())) {
-    throw new BrokerError('invalid_parameter', '"expiresAt" must be an ISO 8601 UTC time in the future.', { detail: { parameter: 'expiresAt' } });
-  }
+    const tenantId = stringField(body, 'tenantId', { required: true, pattern: GUID, what: 'a tenant GUID' })!.toLowerCase();
+    const objectId = stringField(body, 'objectId', { required: true, pattern: GUID, what: 'an object id GUID' })!.toLowerCase();
+    const reason = stringField(body, 'reason', { required: true, max: 500 })!;
+    const expiresAt = stringField(body, 'expiresAt', { pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/, what: 'an ISO 8601 UTC time in the future' });
+    if (expiresAt !== undefined && !(Date.parse(expiresAt) > Date.now())) {
+      throw new BrokerError('invalid_parameter', '"expiresAt" must be an ISO 8601 UTC time in the future.', { detail: { parameter: 'expiresAt' } });
+    }
+    fields = { tenantId, objectId, reason, ...(expiresAt ? { expiresAt } : {}) };
+    return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
+  });
+  const { tenantId, objectId, reason, expiresAt } = fields!;
   const w = await writer();
   const entry: DenyEntry = {
     id: `deny-${randomUUID()}`,
@@ -222,13 +244,16 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
 
 /** DELETE /api/admin/deny/{id}: lift one deny entry; optional JSON body {reason}. */
 export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const id = await authenticateAdmin(req, scope, 'policy.deny.remove');
+  let body: Record<string, unknown> = {};
+  const id = await authenticateAdmin(req, scope, 'policy.deny.remove', async () => {
+    body = await readJson(req, true);
+    for (const k of Object.keys(body)) {
+      if (k !== 'reason') throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
+    }
+    return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
+  });
   const denyId = req.params.id ?? '';
   if (!DENY_ID.test(denyId)) throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
-  const body = await readJson(req, true);
-  for (const k of Object.keys(body)) {
-    if (k !== 'reason') throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
-  }
   const reason = stringField(body, 'reason', { max: 500 });
   const w = await writer();
   let removed: DenyEntry | undefined;
