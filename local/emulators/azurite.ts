@@ -25,6 +25,8 @@ export interface AzuriteEmulator {
   /** https://127.0.0.1:PORT/devstoreaccount1 (path-style account, as Azurite serves it). */
   readonly accountUrl: string;
   readonly port: number;
+  /** The Azurite process (gone after close()). */
+  readonly pid: number | undefined;
   /** PEM of the CA its certificate is signed with. */
   readonly caPem: string;
   /** A client with the account key (sandbox seeding and test assertions; the broker never uses it). */
@@ -105,6 +107,9 @@ export async function startAzurite(opts: { ca: SandboxCa; port?: number; host?: 
     name: 'azurite',
     accountUrl,
     port,
+    get pid() {
+      return child.pid;
+    },
     caPem: opts.ca.certPem,
     admin: () => new BlobServiceClient(accountUrl, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY), pipeline),
     async stop() {
