@@ -18,6 +18,7 @@ import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
+import { startAzurite, type AzuriteEmulator } from './emulators/azurite';
 import { tmpdir } from 'node:os';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 
@@ -55,6 +56,12 @@ export interface SandboxOptions {
    * when set, apply. Changeable later with `setEmulatorFaults`.
    */
   emulatorFaults?: EmulatorFaults;
+  /**
+   * Blob Storage (Azurite, HTTPS + OAuth): the live policy (BROKER_POLICY_URL, seeded from `policyPath`) and the
+   * rotation lease. Default: on with fixedPorts (npm start), off otherwise (the policy is then the file
+   * BROKER_POLICY_PATH, and a real rotation run has no lease).
+   */
+  storage?: boolean;
 }
 
 export interface EmulatorFaults {
@@ -99,6 +106,8 @@ export interface Sandbox {
   readonly cosmos: CosmosEmulator & { readonly keySecret: string };
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
+  /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
+  readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Every HTTP emulator of the sandbox. */
@@ -323,6 +332,30 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const cosmos = Object.assign(cosmosEmu, { keySecret: cosmosKeySecret });
     // ---- end CosmosDB ----
 
+    // ---- Blob Storage (Azurite): the live policy and the rotation lease ----
+    let storage: (AzuriteEmulator & { readonly policyBlobUrl: string }) | undefined;
+    if (opts.storage ?? opts.fixedPorts ?? false) {
+      const storageCa = createCa('Token Broker Sandbox Storage CA');
+      const azurite = await startAzurite({ ca: storageCa, port: port(SANDBOX.ports.storage) });
+      stops.push(() => azurite.close());
+      const container = azurite.admin().getContainerClient(SANDBOX.storage.container);
+      await container.create();
+      const text = readFileSync(opts.policyPath ?? samplePolicyPath(), 'utf8');
+      await container.getBlockBlobClient(SANDBOX.storage.policyBlob).upload(text, Buffer.byteLength(text), {
+        metadata: { revision: '1', updatedby: 'sandbox', updatedat: new Date().toISOString(), change: 'seed' },
+        blobHTTPHeaders: { blobContentType: 'application/json' },
+      });
+      const storageCaFile = join(kvCaDir, 'storage-ca.pem');
+      writeFileSync(storageCaFile, storageCa.certPem);
+      const policyBlobUrl = `${azurite.accountUrl}/${SANDBOX.storage.container}/${SANDBOX.storage.policyBlob}`;
+      delete env.BROKER_POLICY_PATH;
+      env.BROKER_POLICY_URL = policyBlobUrl;
+      env.BROKER_POLICY_CA_FILE = storageCaFile;
+      services['Blob Storage (Azurite, HTTPS)'] = policyBlobUrl;
+      storage = Object.assign(azurite, { policyBlobUrl });
+    }
+    // ---- end Blob Storage ----
+
     Object.assign(env, opts.env ?? {});
     const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu];
     const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
@@ -348,6 +381,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       keyVault,
       cosmos,
       googleKeys,
+      storage,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};

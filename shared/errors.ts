@@ -39,6 +39,9 @@ const CODES = {
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
   request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
+  policy_invalid: { status: 400, oauth: 'invalid_request', title: 'Policy document invalid' },
+  precondition_failed: { status: 412, oauth: 'invalid_request', title: 'Precondition failed' },
+  precondition_required: { status: 428, oauth: 'invalid_request', title: 'Precondition required' },
 
   // --- identity front door (401: who are you?) ---
   token_missing: { status: 401, oauth: 'invalid_client', title: 'Token missing' },
@@ -77,6 +80,7 @@ const CODES = {
   db_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Database unavailable' },
   query_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Query timeout' },
   config_invalid: { status: 503, oauth: 'temporarily_unavailable', title: 'Broker misconfigured' },
+  policy_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Policy unavailable' },
   target_misconfigured: { status: 502, oauth: 'server_error', title: 'Target misconfigured' },
 
   // --- bugs: the only code that maps to 500 ---

@@ -2,7 +2,6 @@ import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from './config/core';
 import { removedSettingProblems } from './config/settings';
 import { jwksUrl } from './auth/jwt';
-import { loadPolicyFile } from './policy/load';
 import { jsonResponse, queryParam, type RequestScope } from './http';
 import type { CheckResult, HealthCheck } from './health-types';
 
@@ -47,10 +46,7 @@ export const checks: HealthCheck[] = [
   },
   {
     name: 'policy',
-    run: async () => {
-      const p = loadPolicyFile(coreConfig.get().policyPath);
-      return { status: 'ok', detail: `${p.rules.length} rules, ${p.deny.length} deny entries` };
-    },
+    run: async () => (await import('./policy/health')).checkPolicy(),
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).

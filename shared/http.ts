@@ -30,6 +30,7 @@ const DEFAULT_RETRY_AFTER: Partial<Record<string, number>> = {
   db_unavailable: 5,
   query_timeout: 1,
   config_invalid: 30,
+  policy_unavailable: 5,
 };
 
 /** The request's correlation id: `x-correlation-id` if well-formed, else the W3C trace id, else a new one. */

@@ -19,7 +19,8 @@ param brokerAppIdUri string
 param allowedClientOids string
 @description('Audiences of the end callers\' tokens (the APIs exposed through APIM)')
 param subjectAudiences string
-param policyPath string = 'config/policy.json'
+@description('Blob URL of the live access policy (the policy container of the storage account)')
+param policyBlobUrl string
 param queryCatalogPath string = 'config/queries.json'
 
 @allowed([ 'keyless', 'sa-key' ])
@@ -56,7 +57,8 @@ var baseSettings = [
   { name: 'BROKER_CLIENT_AUDIENCES', value: brokerAppIdUri }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
-  { name: 'BROKER_POLICY_PATH', value: policyPath }
+  { name: 'BROKER_POLICY_URL', value: policyBlobUrl }
+  { name: 'BROKER_ADMIN_TENANT', value: allowedTenants }
   { name: 'AZURE_CLIENT_ID', value: brokerClientId }
   // --- Google: keyless federation (workload identity pool trusting this identity) ---
   { name: 'GOOGLE_AUTH_MODE', value: googleAuthMode }

@@ -6,7 +6,7 @@ import { queryConfig, type QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, readJsonObject, type RequestScope } from '../http';
 import { evaluate } from '../policy/evaluate';
-import { loadPolicyFile } from '../policy/load';
+import { currentPolicy } from '../policy/current';
 import { QUERY_NAME } from '../policy/schema';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -151,7 +151,7 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
     throw new BrokerError('not_found', 'No such query.', { detail: { query: name } });
   }
 
-  const policy = loadPolicyFile(core.policyPath);
+  const policy = await currentPolicy();
   const allowed = evaluate(policy, subject, { kind: 'query', name });
   if (allowed.decision === 'deny') {
     deny(allowed.code);

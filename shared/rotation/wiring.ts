@@ -2,9 +2,12 @@ import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
-import { managedKeysOf, rotationConfig } from '../config/rotation';
+import { lockBlobUrl, policyConfig } from '../config/policy';
+import { managedKeysOf, rotationConfig, type RotationConfig } from '../config/rotation';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { federatedTokenService } from '../google/tokens';
+import { blobClientFor } from '../policy/blob-store';
+import { blobLeaseLock, type RotationLock } from './lock';
 import { GoogleIamKeys, type GoogleTokenSource } from './iam';
 import type { RotationDeps } from './run';
 
@@ -18,6 +21,20 @@ const federatedTokens: GoogleTokenSource = {
     return (await federatedTokenService().sourceAccessToken()).token;
   },
 };
+
+/** The blob lease of ROTATION_LOCK_URL (default: rotation-lock beside the policy blob). */
+export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): RotationLock {
+  let pol;
+  let url: string;
+  try {
+    pol = policyConfig.get();
+    url = lockBlobUrl(cfg.lockUrl, pol);
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
+}
+
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
 export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}): RotationDeps {
@@ -40,11 +57,9 @@ export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: Goog
       periodDays: cfg.periodDays,
       graceDays: cfg.graceDays,
       oauthTokenUrl: cfg.oauthTokenUrl,
-      lockSecret: cfg.lockSecret,
-      lockSeconds: cfg.lockSeconds,
-      lockSettleMs: cfg.lockSettleMs,
       timeoutMs: core.upstreamTimeoutMs,
     },
+    lock: () => rotationLockFromSettings(cfg, log),
     now: overrides.now ?? Date.now,
     sleep: overrides.sleep,
     log,

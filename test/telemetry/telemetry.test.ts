@@ -143,7 +143,7 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     const r = await invoke(adminHandler, {
       url: 'http://127.0.0.1:7071/api/admin/rotate?dryRun=true',
       headers: { authorization: `Bearer ${await f.gateway()}` },
-      form: { subject_token: await f.caller({ roles: [SANDBOX.adminRole] }) },
+      form: { subject_token: await f.caller({ roles: [SANDBOX.adminRole], aud: SANDBOX.clientAudience }) }, // an admin token: the broker's audience
     });
     expect(r.status).toBe(200);
     expect(await valueOf(METRIC.rotation, { action: 'run', outcome: 'dry-run' })).toBe(1);
