@@ -121,6 +121,22 @@ export interface Sandbox {
 
 export const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-policy.json');
 
+/**
+ * The workload identity provider's `attribute_condition` as infra/gcp/main.tf writes it, with its `${var.NAME}`
+ * references replaced: the STS emulator enforces the very condition that is deployed.
+ */
+export function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
+  const candidates = [resolve(__dirname, '..', 'infra', 'gcp', 'main.tf'), resolve(__dirname, '..', '..', 'infra', 'gcp', 'main.tf')];
+  const tf = readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
+  const m = /^\s*attribute_condition\s*=\s*"((?:[^"\\]|\\.)*)"\s*$/m.exec(tf);
+  if (!m) throw new Error('infra/gcp/main.tf has no attribute_condition');
+  return m[1]!.replace(/\$\{var\.([a-z_]+)\}/g, (_, name: string) => {
+    const v = vars[name];
+    if (v === undefined) throw new Error(`attribute_condition names var.${name}, which the sandbox does not set`);
+    return v;
+  });
+}
+
 function samplePolicyPath(): string {
   // Works from local/ (ts-jest) and from dist/local/ (compiled).
   const candidates = [resolve(__dirname, 'sample-policy.json'), SAMPLE_POLICY];
@@ -177,9 +193,12 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       projectNumber: SANDBOX.google.projectNumber,
       poolId: SANDBOX.google.poolId,
       providerId: SANDBOX.google.providerId,
-      issuer: `https://sts.windows.net/${SANDBOX.tenantId}/`,
-      jwksUri: `${entra.url}/${SANDBOX.tenantId}/discovery/v2.0/keys`,
+      // Managed-identity tokens for api://AzureADTokenExchange are v2.0 (local/emulators/managed-identity.ts).
+      issuer: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+      discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/v2.0/.well-known/openid-configuration`,
       allowedAudiences: ['api://AzureADTokenExchange'],
+      // Exactly the condition infra/gcp/main.tf writes, for the sandbox's tenant and identity.
+      attributeCondition: terraformAttributeCondition({ azure_tenant_id: SANDBOX.tenantId, broker_identity_principal_id: msi.objectId }),
     };
     const sts = await startSts({ state: googleState, providers: [wif], port: port(SANDBOX.ports.google) });
     stops.push(() => sts.close());
@@ -277,15 +296,15 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     stops.push(() => googleOauth.close());
     const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
     stops.push(() => googleIam.close());
-    // The Function's federated identity (workload identity pool principal of its managed identity) administers keys.
+    // The Function's federated identity (workload identity pool principal of its managed identity) administers the keys
+    // of the rotated accounts only (SA-level roles/iam.serviceAccountKeyAdmin, as infra/gcp/main.tf grants it).
     const rotationPrincipal = `principal://iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/subject/${msi.objectId}`;
-    googleIam.grantKeyAdmin(rotationPrincipal);
+    googleIam.grantKeyAdmin(rotationPrincipal, [g.readerServiceAccount]);
     env.GOOGLE_IAM_ENDPOINT = googleIam.endpoint;
     env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
     env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;
     env.ROTATION_SCHEDULE = '0 30 2 * * *'; // the Functions host resolves %ROTATION_SCHEDULE% itself: it must be set
-    env.ROTATION_STS_URL = `${sts.url}/v1/token`;
-    env.ROTATION_WIF_AUDIENCE = `//iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/providers/${g.providerId}`;
+    // The rotation's own Google identity is the keyless source credential above (GOOGLE_WIF_AUDIENCE, GOOGLE_STS_TOKEN_URL).
     services['Google IAM (service-account keys)'] = `${googleIam.endpoint}/v1/projects/-/serviceAccounts/{email}/keys`;
     services['Google OAuth token endpoint'] = googleOauth.tokenUrl;
     const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };

@@ -64,9 +64,11 @@ const CODES = {
   role_required: { status: 403, oauth: 'access_denied', title: 'Role required' },
   upstream_denied: { status: 403, oauth: 'unauthorized_client', title: 'Upstream denied the broker' },
   db_permission_denied: { status: 403, oauth: 'access_denied', title: 'Database permission denied' },
+  key_creation_disabled: { status: 403, oauth: 'access_denied', title: 'Key creation disabled by organization policy' },
 
   // --- conflicts and limits ---
   conflict: { status: 409, oauth: 'invalid_request', title: 'Conflict' },
+  key_limit_reached: { status: 409, oauth: 'invalid_request', title: 'Service-account key limit reached' },
   rate_limited: { status: 429, oauth: 'temporarily_unavailable', title: 'Too many requests' },
 
   // --- dependencies (5xx, never 500) ---

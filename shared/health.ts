@@ -1,5 +1,6 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from './config/core';
+import { removedSettingProblems } from './config/settings';
 import { jwksUrl } from './auth/jwt';
 import { jsonResponse, queryParam, type RequestScope } from './http';
 import type { CheckResult, HealthCheck } from './health-types';
@@ -36,6 +37,10 @@ export const checks: HealthCheck[] = [
     name: 'config',
     run: async () => {
       coreConfig.get();
+      // A removed setting still set is reported by name (config_invalid at start), never silently ignored.
+      await import('./config/rotation');
+      const removed = removedSettingProblems(process.env);
+      if (removed.length) return { status: 'fail', detail: removed.join('; ') };
       return { status: 'ok' };
     },
   },

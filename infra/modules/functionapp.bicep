@@ -71,8 +71,6 @@ var baseSettings = [
   // --- key rotation (the rotation caller federates through the same pool) ---
   { name: 'ROTATION_MANAGED_KEYS', value: rotationManagedKeys }
   { name: 'ROTATION_SCHEDULE', value: rotationSchedule }
-  { name: 'ROTATION_WIF_AUDIENCE', value: googleWifAudience }
-  { name: 'ROTATION_ENTRA_RESOURCE', value: googleWifSubjectTokenAudience }
   // --- CosmosDB resource tokens (keys are read from Key Vault) ---
   { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
 ]

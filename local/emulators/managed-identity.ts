@@ -5,8 +5,18 @@ import type { EntraEmulator } from './entra';
 /**
  * The App Service / Functions managed-identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`,
  * api-version 2019-08-01), as `ManagedIdentityCredential` calls it. Tokens are real JWTs signed by the
- * Entra emulator for the Function's own identity, with `aud` = the requested resource.
+ * Entra emulator for the Function's own identity, with `aud` = the requested resource, in the shape Entra issues
+ * for managed identities: app-only (`idtyp: app`), `sub` = `oid` = the identity's principal id, `xms_mirid` = the
+ * identity's ARM resource id. Tokens for `api://AzureADTokenExchange` (what Google STS and Entra federated
+ * identity credentials consume) are v2.0: `iss` https://login.microsoftonline.com/{tid}/v2.0, `azp` = the
+ * identity's client id, no `appid` (the issuer Microsoft documents for a managed identity used as a federated
+ * credential, https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity);
+ * other resources get v1.0 tokens (`iss` https://sts.windows.net/{tid}/, `appid`).
  */
+
+export const TOKEN_EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
+export const SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID =
+  '/subscriptions/00000000-0000-4000-8000-00000000a2e0/resourcegroups/rg-token-broker/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-token-broker';
 
 export interface ManagedIdentityEmulator extends Emulator {
   /** The value of IDENTITY_ENDPOINT. */
@@ -30,6 +40,8 @@ export interface ManagedIdentityOptions {
   lifetimeSeconds?: number;
   /** The X-IDENTITY-HEADER value to require (default: a random one). */
   secretHeader?: string;
+  /** ARM resource id of the identity (`xms_mirid`). */
+  resourceId?: string;
 }
 
 export const SANDBOX_FUNCTION_OID = '5e7f0000-0000-4000-8000-0000000f00c1';
@@ -63,13 +75,15 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
           if ((cid && cid !== clientId) || (principal && principal !== objectId)) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }
+          const aud = resource.replace(/\/\.default$/, '');
           const token = await opts.entra.mint({
             oid: objectId,
             appId: clientId,
-            aud: resource.replace(/\/\.default$/, ''),
-            version: '1.0',
+            aud,
+            version: aud === TOKEN_EXCHANGE_AUDIENCE ? '2.0' : '1.0',
             expiresIn: lifetime,
-            extra: { sub: objectId }, // managed identity tokens carry sub = oid
+            // managed identity tokens: sub = oid, app-only, the identity's ARM resource id
+            extra: { sub: objectId, idtyp: 'app', xms_mirid: opts.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID },
           });
           issued.push({ resource, token });
           return {

@@ -1,5 +1,5 @@
 import { blobUrl } from './policy';
-import { csv, defineSection, int, optionalStr, str, url } from './settings';
+import { csv, defineSection, int, str, url } from './settings';
 
 const MANAGED_KEY = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com=[0-9a-zA-Z-]{1,127}$/;
 
@@ -31,17 +31,6 @@ export const rotationConfig = defineSection('rotation', {
     doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
     default: 'https://oauth2.googleapis.com/token',
   }),
-  stsUrl: url('ROTATION_STS_URL', {
-    doc: "Google STS token endpoint: the Function's managed-identity token is exchanged there for the federated token that calls the IAM API",
-    default: 'https://sts.googleapis.com/v1/token',
-  }),
-  wifAudience: optionalStr('ROTATION_WIF_AUDIENCE', {
-    doc: 'Workload identity provider audience for the rotation caller (//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)',
-  }),
-  entraTokenResource: str('ROTATION_ENTRA_RESOURCE', {
-    doc: "Resource of the Function's managed-identity token presented to STS (the provider's allowed audience)",
-    default: 'api://AzureADTokenExchange',
-  }),
   lockUrl: blobUrl(
     'ROTATION_LOCK_URL',
     'Blob URL whose lease is the rotation lock (unset: rotation-lock in the container of BROKER_POLICY_URL); required for a real rotation run',
@@ -52,6 +41,13 @@ export const rotationConfig = defineSection('rotation', {
     min: 15,
     max: 60,
   }),
+}, {
+  // The rotation's own Google identity is the broker's one keyless source credential (the GOOGLE_* settings).
+  removed: {
+    ROTATION_STS_URL: 'GOOGLE_STS_TOKEN_URL',
+    ROTATION_WIF_AUDIENCE: 'GOOGLE_WIF_AUDIENCE',
+    ROTATION_ENTRA_RESOURCE: 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE',
+  },
 });
 
 export type RotationConfig = ReturnType<typeof rotationConfig.get>;

@@ -6,7 +6,7 @@ import { policyConfig, type PolicyConfig } from '../config/policy';
 import { GUID } from '../config/settings';
 import { BrokerError } from '../errors';
 import { jsonResponse, parseJsonBody, queryParam, readBodyText, type RequestScope } from '../http';
-import { issuePath } from '../json-schema-doc';
+import { issuePath } from '../json-document';
 import { policyStore } from './current';
 import { DENY_ID, policySchema, type DenyEntry } from './schema';
 import type { BlobPolicyWriter, WrittenVersion } from './blob-store';

@@ -1,10 +1,11 @@
 import type { Pool, PoolClient } from 'pg';
+import { iamDatabaseUser } from '../google/database-user';
 import { SingleFlight } from '../cache';
 import type { Logger } from '../log';
 import type { QueryConfig } from '../config/query';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { classifyDbError } from './errors';
-import { getLoginToken } from './login-token';
+import { forgetLoginToken, getLoginToken } from './login-token';
 import { destroyClient, withDeadline } from './deadline';
 import { observeDb } from './db-state';
 import { createLogger } from '../log';
@@ -34,9 +35,6 @@ interface Entry {
   lastUsed: number;
 }
 
-export function iamDbUser(serviceAccount: string): string {
-  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
-}
 
 export function keyOf(t: PoolTarget): string {
   return `${t.connectionName}/${t.database}/${t.serviceAccount}`;
@@ -102,7 +100,7 @@ export class PoolRegistry {
     const maxLifetimeSeconds = Math.max(10, Math.min(this.cfg.maxLifetimeSeconds, tokenLeftSeconds - 60));
     const pool = new PgPool({
       ...opts,
-      user: iamDbUser(t.serviceAccount),
+      user: iamDatabaseUser(t.serviceAccount),
       database: t.database,
       max: this.cfg.poolMax,
       idleTimeoutMillis: this.cfg.idleSeconds * 1000,
@@ -193,7 +191,11 @@ export class PoolRegistry {
         const reason = err.detail?.reason;
         observeDb(key, false, typeof reason === 'string' ? reason : err.code);
         const retryable = reason === 'login_refused' || reason === 'token_refused' || reason === 'tls_failed';
-        if (retryable) await this.drop(t);
+        if (retryable) {
+          // The token itself may be what the instance refused (revoked, expired early): the retry gets a fresh one.
+          if (reason === 'token_refused') await forgetLoginToken(t.serviceAccount);
+          await this.drop(t);
+        }
         if (!retryable || attempt >= 2) throw e;
         log?.warn('database login failed; retrying once with a fresh connector and token', { reason, cause: e });
       }

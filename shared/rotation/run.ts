@@ -6,7 +6,8 @@ import type { ManagedKey } from '../config/rotation';
 import { recordRotation } from '../telemetry';
 import type { LeaseResult, RotationLock } from './lock';
 import type { GoogleIamKeys } from './iam';
-import { CLOUD_PLATFORM_SCOPE, exchangeKey, parseKeyFile } from './prove';
+import { exchangeKey, parseKeyFile } from '../google/sa-key-exchange';
+import { CLOUD_PLATFORM_SCOPE } from '../google/scopes';
 import { DAY_MS, MANAGED_BY, TAG, plan, type AccountPlan, type Action, type Observed } from './plan';
 
 /**

@@ -63,7 +63,7 @@ describe('configuration', () => {
       message = (e as Error).message;
     }
     expect(message).toContain('BROKER_ALLOWED_TENANTS has an invalid entry "contoso": each must be a tenant GUID');
-    expect(message).toContain('ENTRA_AUTHORITY_HOST must use https: or http:');
+    expect(message).toContain('ENTRA_AUTHORITY_HOST must use https: (http: only on a loopback host), got ftp:');
     expect(message).toContain('BROKER_CLOCK_SKEW_SECONDS must be between 0 and 300, got 9000');
     expect(message).toContain('LOG_LEVEL must be one of debug, info, warn, error');
   });

@@ -3,9 +3,9 @@ import { SANDBOX } from '../../local/ids';
 import { resetPolicyStore } from '../../shared/policy/current';
 import { httpHandler } from '../../shared/http';
 import { makeAdminRotate } from '../../shared/rotation/admin';
-import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotationTimer';
+import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotation-timer';
 import { InvocationContext, type Timer } from '@azure/functions';
-import { registration as adminRegistration } from '../../functions/adminRotate';
+import { registration as adminRegistration } from '../../functions/admin-rotate';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
 let f: RotationFixture;
@@ -147,15 +147,15 @@ describe('POST /api/admin/rotate', () => {
   });
 
   test('timer: a past-due tick runs; an unreachable Google STS is logged, never thrown', async () => {
-    const saved = process.env.ROTATION_STS_URL;
-    process.env.ROTATION_STS_URL = 'http://127.0.0.1:9/v1/token'; // closed port
+    const saved = process.env.GOOGLE_STS_TOKEN_URL;
+    process.env.GOOGLE_STS_TOKEN_URL = 'http://127.0.0.1:9/v1/token'; // closed port
     const start = logs.records.length;
     try {
       const timer: Timer = { isPastDue: true, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
       await expect(timerHandler(timer, new InvocationContext({ functionName: 'rotationTimer' }))).resolves.toBeUndefined();
     } finally {
-      if (saved === undefined) delete process.env.ROTATION_STS_URL;
-      else process.env.ROTATION_STS_URL = saved;
+      if (saved === undefined) delete process.env.GOOGLE_STS_TOKEN_URL;
+      else process.env.GOOGLE_STS_TOKEN_URL = saved;
     }
     const mine = logs.records.slice(start);
     expect(mine.some((l) => l.event === 'rotation.past-due')).toBe(true);

@@ -4,7 +4,7 @@ import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { createLogger } from '../../shared/log';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
 import { DAY_MS, TAG } from '../../shared/rotation/plan';
-import { exchangeKey, parseKeyFile } from '../../shared/rotation/prove';
+import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
 import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
 import type { GoogleTokenSource } from '../../shared/rotation/iam';
@@ -64,6 +64,7 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
     addAccount(name) {
       const serviceAccount = `${name}@${SANDBOX.google.project}.iam.gserviceaccount.com`;
       state.addServiceAccount(serviceAccount);
+      sb.googleKeys.iam.grantKeyAdmin(sb.googleKeys.rotationPrincipal, [serviceAccount]);
       return { serviceAccount, secretName: `${name}-key` };
     },
     async expireLease() {

@@ -249,6 +249,57 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     expect(await assertHealthy(f, acct)).not.toBe(k0);
   });
 
+  test('org policy forbids key creation: the account reports key_creation_disabled, the current key stays, nothing is left behind', async () => {
+    const acct = f.addAccount('orgpolicy-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    f.clock.advanceDays(90);
+    f.sb.googleKeys.iam.setKeyCreationDisabled(true);
+    try {
+      const r = await f.run({ managed });
+      expect(r.status).toBe('partial');
+      expect(r.accounts[0]).toMatchObject({ error: 'key_creation_disabled' });
+      expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'failed', error: 'key_creation_disabled' });
+    } finally {
+      f.sb.googleKeys.iam.setKeyCreationDisabled(false);
+    }
+    expect(await assertHealthy(f, acct)).toBe(k0);
+  });
+
+  test('an unknown or foreign account (403 under projects/-/) is reported as refused; the other accounts rotate; a crashed run re-runs correctly', async () => {
+    const good = f.addAccount('crash-sa');
+    const unknown = { serviceAccount: 'deleted-sa@sandbox-project.iam.gserviceaccount.com', secretName: 'deleted-sa-key' };
+    const foreignSa = 'foreign-sa@sandbox-project.iam.gserviceaccount.com';
+    f.sb.googleKeys.state.addServiceAccount(foreignSa); // exists, but the rotation principal holds no grant on it
+    const foreign = { serviceAccount: foreignSa, secretName: 'foreign-sa-key' };
+    const managed = [unknown, foreign, good];
+    // crash right after the key was created (before prove/store): an orphan is left in Google
+    const crashed = await f
+      .run({
+        managed,
+        afterStep: (s, sa) => {
+          if (s === 'created' && sa === good.serviceAccount) throw new Error('crash');
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(crashed).not.toBeInstanceOf(Error);
+    expect(f.sb.googleKeys.iam.userKeys(good.serviceAccount)).toHaveLength(1);
+    const r = await f.run({ managed });
+    expect(r.status).toBe('partial');
+    expect(r.accounts.map((a) => [a.serviceAccount, a.status, a.error])).toEqual([
+      [unknown.serviceAccount, 'blocked', 'upstream_denied'],
+      [foreign.serviceAccount, 'blocked', 'upstream_denied'],
+      [good.serviceAccount, 'ok', undefined],
+    ]);
+    expect(r.accounts[2]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([
+      ['delete-key', 'done'],
+      ['rotate', 'done'],
+    ]);
+    await assertHealthy(f, good);
+    expect(f.sb.googleKeys.iam.userKeys(foreignSa)).toHaveLength(0);
+  });
+
   test('Key Vault down under the lease: the account is reported blocked (mapped error), nothing changes', async () => {
     const acct = f.addAccount('kvdown2-sa');
     f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });

@@ -6,7 +6,7 @@ import { metrics, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { handler as tokenHandler } from '../../functions/token';
-import { handler as adminHandler } from '../../functions/adminRotate';
+import { handler as adminHandler } from '../../functions/admin-rotate';
 import { issuedTokens } from '../../local/emulators/issued-tokens';
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { enableOpenTelemetry, initTelemetry, METRIC, recordIssuance, resetTelemetry, telemetryState } from '../../shared/telemetry';

@@ -1,5 +1,6 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { createLogger } from '../shared/log';
+import { inInvocation } from '../shared/process-guard';
 import { runRotation } from '../shared/rotation/run';
 import { rotationDepsFromSettings } from '../shared/rotation/wiring';
 
@@ -7,7 +8,11 @@ import { rotationDepsFromSettings } from '../shared/rotation/wiring';
  * Rotation timer (%ROTATION_SCHEDULE%, default daily): rotates each managed key that is due, repairs
  * broken ones, retires previous keys after the grace period. A past-due invocation just runs.
  */
-export async function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
+export function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
+  return inInvocation({ fn: 'rotationTimer', invocationId: ctx.invocationId }, () => rotate(timer, ctx));
+}
+
+async function rotate(timer: Timer, ctx: InvocationContext): Promise<void> {
   const log = createLogger({ fn: 'rotationTimer', invocationId: ctx.invocationId });
   if (timer.isPastDue) log.warn('rotation timer is past due; running now', { event: 'rotation.past-due' });
   try {
