@@ -1,10 +1,10 @@
+import { policyConfig } from '../../shared/config/policy';
 import { coreConfig } from '../../shared/config/core';
 import { googleConfig } from '../../shared/config/google';
 import { rotationConfig, saKeyConfig } from '../../shared/config/rotation';
 import { cloudSqlConfig } from '../../shared/config/cloudsql';
 import { keyVaultConfig } from '../../shared/config/keyvault';
 import { cosmosConfig } from '../../shared/config/cosmos';
-import { policyConfig } from '../../shared/config/policy';
 import { ConfigError, allSettings, type Env, type Section, type SettingSpec } from '../../shared/config/settings';
 import { toBrokerError } from '../../shared/errors';
 
@@ -33,7 +33,7 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig as unknown as AnySection, true],
   ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
   ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
-  // Blob Storage: https only, Azurite included (the sandbox runs it with TLS)
+  // Blob URLs (the live policy, the rotation lease): https only, loopback included (Azurite serves TLS).
   ['BROKER_POLICY_URL', policyConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
   ['ROTATION_LOCK_URL', rotationConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],
 ];
