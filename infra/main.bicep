@@ -23,6 +23,8 @@ param ordersBackendUrl string
 param cloudsqlTarget string
 @description('Workload identity provider audience (terraform output wif_audience)')
 param googleWifAudience string
+@description('App ID URI of the Entra app registration the broker\'s managed identity asks its Google STS subject token for (Google\'s Azure guide; terraform variable subject_token_audience)')
+param googleWifSubjectTokenAudience string
 @description('SA_EMAIL=SECRET_NAME pairs the rotation timer manages (terraform output rotation_managed_keys)')
 param rotationManagedKeys string = ''
 @allowed([ 'keyless', 'sa-key' ])
@@ -92,6 +94,7 @@ module functionApp 'modules/functionapp.bicep' = {
     subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
     googleAuthMode: googleAuthMode
     googleWifAudience: googleWifAudience
+    googleWifSubjectTokenAudience: googleWifSubjectTokenAudience
     googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
     cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'

@@ -26,7 +26,8 @@ param queryCatalogPath string = 'config/queries.json'
 param googleAuthMode string = 'keyless'
 @description('//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (terraform output wif_audience)')
 param googleWifAudience string
-param googleWifSubjectTokenAudience string = 'api://AzureADTokenExchange'
+@description('App ID URI of the Entra app registration the managed identity asks its STS subject token for (v1.0 tokens; never api://AzureADTokenExchange)')
+param googleWifSubjectTokenAudience string
 @description('sa-key mode only: Key Vault secret with the source service-account key JSON')
 param googleSaKeySecret string = ''
 @description('Comma-separated SA_EMAIL=SECRET_NAME pairs the rotation timer manages')
