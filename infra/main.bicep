@@ -17,6 +17,10 @@ param brokerAppIdUri string
 param ordersApiAudience string
 @description('App ID URI of the Profiles API app registration (audience of SPA/mobile callers\' tokens)')
 param profilesApiAudience string
+@description('Client ids of the broker, Orders API and Profiles API app registrations: the `aud` of v2.0 tokens (v1.0 tokens carry the App ID URI); empty if the app only gets v1.0 tokens')
+param brokerAppClientId string = ''
+param ordersApiClientId string = ''
+param profilesApiClientId string = ''
 @description('Backend of the Orders API (it receives X-Db-Token)')
 param ordersBackendUrl string
 @description('cloudsql://PROJECT/REGION/INSTANCE/DATABASE the Orders API exchanges for')
@@ -90,8 +94,9 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     allowedTenants: tenantId
     brokerAppIdUri: brokerAppIdUri
+    brokerAppClientId: brokerAppClientId
     allowedClientOids: identities.outputs.gatewayPrincipalId
-    subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
+    subjectAudiences: join(filter([ordersApiAudience, ordersApiClientId, profilesApiAudience, profilesApiClientId], a => !empty(a)), ',')
     googleAuthMode: googleAuthMode
     googleWifAudience: googleWifAudience
     googleWifSubjectTokenAudience: googleWifSubjectTokenAudience

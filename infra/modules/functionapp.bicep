@@ -15,6 +15,8 @@ param keyVaultUri string
 param allowedTenants string
 @description('App ID URI (or client id) of the broker app registration: the audience of APIM\'s token')
 param brokerAppIdUri string
+@description('Client id of the broker app registration: the `aud` of v2.0 tokens for it (empty: v1.0 tokens only)')
+param brokerAppClientId string = ''
 @description('Object id(s) of the gateway identities allowed to call the broker (APIM\'s managed identity)')
 param allowedClientOids string
 @description('Audiences of the end callers\' tokens (the APIs exposed through APIM)')
@@ -54,7 +56,7 @@ var baseSettings = [
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${brokerClientId};Authorization=AAD' }
   // --- core: who may call, whose tokens are accepted, the policy ---
   { name: 'BROKER_ALLOWED_TENANTS', value: allowedTenants }
-  { name: 'BROKER_CLIENT_AUDIENCES', value: brokerAppIdUri }
+  { name: 'BROKER_CLIENT_AUDIENCES', value: join(filter([brokerAppIdUri, brokerAppClientId], a => !empty(a)), ',') }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
   { name: 'BROKER_POLICY_PATH', value: policyPath }
