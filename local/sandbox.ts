@@ -55,6 +55,11 @@ export interface SandboxOptions {
    * when set, apply. Changeable later with `setEmulatorFaults`.
    */
   emulatorFaults?: EmulatorFaults;
+  /**
+   * How long a newly created Google service-account key is refused by the OAuth token endpoint, ms (Google: a new key
+   * may need a minute or more). Default: SANDBOX_GOOGLE_KEY_PROPAGATION_MS, else 3000.
+   */
+  googleKeyPropagationMs?: number;
 }
 
 export interface EmulatorFaults {
@@ -63,6 +68,14 @@ export interface EmulatorFaults {
 }
 
 /** The faults the environment asks for (npm start, the benchmarks' child processes). */
+/** SANDBOX_GOOGLE_KEY_PROPAGATION_MS (whole ms, 0–600000), default 3000; a bad value throws naming it. */
+export function keyPropagationFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.SANDBOX_GOOGLE_KEY_PROPAGATION_MS;
+  if (raw === undefined || raw === '') return 3000;
+  if (!/^\d+$/.test(raw) || Number(raw) > 600_000) throw new Error(`SANDBOX_GOOGLE_KEY_PROPAGATION_MS must be whole milliseconds between 0 and 600000, got "${raw}"`);
+  return Number(raw);
+}
+
 export function emulatorFaultsFromEnv(env: NodeJS.ProcessEnv = process.env): EmulatorFaults | undefined {
   const f = faultOptionsFromEnv(env);
   if (!f) return undefined;
@@ -300,6 +313,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // Shares the sandbox's single GoogleState with STS, IAM Credentials and SQL Admin.
     const g = SANDBOX.google;
     for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
+    googleState.keyPropagationMs = opts.googleKeyPropagationMs ?? keyPropagationFromEnv();
     const googleOauth = await startGoogleOAuth({ state: googleState, port: port(7112) });
     stops.push(() => googleOauth.close());
     const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
