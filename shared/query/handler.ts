@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import type { PoolClient, QueryArrayConfig } from 'pg';
+import type { PoolClient } from 'pg';
 import { audit } from '../audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import { queryConfig, type QueryConfig } from '../config/query';
@@ -12,11 +12,11 @@ import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
 import { classifyDbError } from './errors';
 import { bindParameters, parameterNames, type BoundValue } from './params';
-import { applicationNameFor, beginWithIdentity, type SessionIdentity } from './session-identity';
-import { sqlComment, withComment } from './sql-comment';
+import { applicationNameFor, type SessionIdentity } from './session-identity';
+import { sqlComment } from './sql-comment';
 import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
 import { destroyClient, withDeadline } from './deadline';
-import { queryRowLimited } from './row-limited';
+import { runReadOnly } from './transaction';
 import { observeDb } from './db-state';
 import { recordIssuance } from '../telemetry';
 
@@ -71,8 +71,6 @@ export interface QueryResult {
   readonly truncated: boolean;
 }
 
-const RAW_TEXT = { getTypeParser: () => (v: string) => v };
-
 /**
  * Client-side deadline of each round trip (the server's statement_timeout is no bound when the server
  * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
@@ -94,23 +92,13 @@ async function run(
   comment: string,
   deadlines: ReturnType<typeof roundTripDeadlines>,
 ): Promise<QueryResult> {
-  // One round trip for the transaction preamble: BEGIN READ ONLY, then the query's statement timeout, a
-  // transaction-local application_name and the caller's identity as set_config(…, true) with bound values.
-  await withDeadline(beginWithIdentity(client, id, comment), deadlines.preamble, 'preamble');
-  const config: QueryArrayConfig<BoundValue[]> = {
-    text: withComment(q.sql, comment),
-    values,
-    rowMode: 'array',
-    types: RAW_TEXT,
-  };
-  // At most rowLimit + 1 rows leave the server (the one more says the result was cut).
-  const r = await withDeadline(queryRowLimited(client, config, rowLimit + 1), deadlines.query, 'query');
-  await withDeadline(client.query(withComment('ROLLBACK', comment)), deadlines.rollback, 'rollback');
+  // One round trip for the whole transaction: BEGIN READ ONLY, the statement timeout, a transaction-local
+  // application_name and the caller's identity as set_config(…, true) with bound values, the query (at most
+  // rowLimit + 1 rows leave the server: the one more says the result was cut), ROLLBACK.
+  const r = await runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines });
   const fields = r.fields;
   const truncated = r.suspended || r.rows.length > rowLimit;
-  const rows = (r.rows.length > rowLimit ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
-    fields.map((f, i) => convertValue(f.dataTypeID, (row[i] as string | null | undefined) ?? null)),
-  );
+  const rows = r.rows.slice(0, rowLimit).map((row) => fields.map((f, i) => convertValue(f.dataTypeID, row[i] ?? null)));
   return {
     query: q.name,
     columns: fields.map((f) => ({ name: f.name, type: typeName(f.dataTypeID) })),

@@ -1,4 +1,3 @@
-import type { PoolClient } from 'pg';
 
 /**
  * Who asked, told to PostgreSQL for the one transaction of a query. In the same round trip as
@@ -47,83 +46,4 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.correlationId,
   ];
   return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
-}
-
-interface WireConnection {
-  parse(c: { text: string; name?: string; types?: number[] }): void;
-  bind(c: { portal?: string; statement?: string; values?: (string | null)[] }): void;
-  execute(c: { portal?: string; rows?: number }): void;
-  sync(): void;
-  sendCopyFail(msg: string): void;
-  stream: { cork?: () => void; uncork?: () => void };
-}
-
-type Callback = (err: Error | null) => void;
-
-/**
- * A pg Submittable that writes Parse/Bind/Execute for both statements and one Sync: PostgreSQL answers with a
- * single ReadyForQuery, so the whole preamble costs one round trip. An error in either statement fails it
- * (PostgreSQL skips to the Sync); the connection is then in a failed transaction and is rolled back by the caller.
- */
-class PreambleSubmittable {
-  callback?: Callback;
-  /** pg's client-side read timeout for this submittable (ms). */
-  readonly query_timeout?: number;
-  private settled = false;
-  private error: Error | null = null;
-
-  constructor(
-    private readonly statements: { begin: string; settings: string; values: string[] },
-    timeoutMs?: number,
-  ) {
-    this.query_timeout = timeoutMs;
-  }
-
-  private finish(err: Error | null): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.callback?.(err);
-  }
-
-  submit(connection: WireConnection): void {
-    connection.stream.cork?.();
-    try {
-      connection.parse({ text: this.statements.begin, name: '', types: [] });
-      connection.bind({ portal: '', statement: '', values: [] });
-      connection.execute({ portal: '', rows: 0 });
-      connection.parse({ text: this.statements.settings, name: '', types: [] });
-      connection.bind({ portal: '', statement: '', values: this.statements.values });
-      connection.execute({ portal: '', rows: 0 });
-      connection.sync();
-    } finally {
-      connection.stream.uncork?.();
-    }
-  }
-
-  handleRowDescription(): void {}
-  handleDataRow(): void {}
-  handleCommandComplete(): void {}
-  handleEmptyQuery(): void {}
-  handlePortalSuspended(): void {}
-  handleCopyData(): void {}
-  handleCopyInResponse(connection: WireConnection): void {
-    connection.sendCopyFail('COPY is not part of the preamble');
-  }
-  handleError(err: Error): void {
-    // A server error is followed by ReadyForQuery; a connection error or read timeout is not: answer now either way.
-    this.error ??= err;
-    this.finish(err);
-  }
-  handleReadyForQuery(): void {
-    this.finish(this.error);
-  }
-}
-
-/** Open the read-only transaction with the caller's identity set, in one round trip. */
-export function beginWithIdentity(client: PoolClient, id: SessionIdentity, comment: string, readTimeoutMs?: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const s = new PreambleSubmittable(preamble(id, comment), readTimeoutMs);
-    s.callback = (err) => (err ? reject(err) : resolve());
-    (client as unknown as { query(s: PreambleSubmittable): unknown }).query(s);
-  });
 }

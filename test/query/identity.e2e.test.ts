@@ -6,7 +6,8 @@ import { handler } from '../../functions/query';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { closeQueryPools } from '../../shared/query/handler';
-import { beginWithIdentity, SESSION_SETTINGS } from '../../shared/query/session-identity';
+import { SESSION_SETTINGS, type SessionIdentity } from '../../shared/query/session-identity';
+import { runReadOnly } from '../../shared/query/transaction';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 import { workerHost } from '../helpers/loopback';
 
@@ -194,18 +195,20 @@ describe('per-transaction identity', () => {
     const c = new Client({ ...sb.postgres!.admin('orders'), user: 'orders-reader@sandbox-project.iam', password: sb.postgres!.iamPassword });
     await c.connect();
     try {
-      await beginWithIdentity(
-        c as never,
-        { callerOid: 'oid-a', callerTid: 'tid-a', callerAppId: 'app-a', ruleId: 'rule-a', correlationId: 'cid-a', applicationName: 'app-name-a', statementTimeoutMs: 1234 },
-        '',
-      );
-      const inside = await c.query(`SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true) AS "${s}"`).join(', ')}, current_setting('application_name') AS a, current_setting('transaction_read_only') AS ro`);
-      expect(Object.values(inside.rows[0])).toEqual(['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'app-name-a', 'on']);
-      await c.query('COMMIT');
+      const id: SessionIdentity = { callerOid: 'oid-a', callerTid: 'tid-a', callerAppId: 'app-a', ruleId: 'rule-a', correlationId: 'cid-a', applicationName: 'app-name-a', statementTimeoutMs: 1234 };
+      const deadlines = { preamble: 5000, query: 5000, rollback: 5000 };
+      const sql = `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('transaction_read_only'), current_setting('statement_timeout')`;
+      // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
+      const inside = await runReadOnly(c as never, { identity: id, comment: '', sql, values: [], maxRows: 10, deadlines });
+      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'app-name-a', 'on', '1234ms']]);
+      expect(inside.suspended).toBe(false);
+      // already rolled back in the same round trip: nothing is left on the connection
+      expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
       const after = await c.query(`SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`);
       expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '']);
-      // a failing preamble leaves no transaction open it could leak into
-      await expect(beginWithIdentity(c as never, { callerOid: 'x', callerTid: 'x', ruleId: 'x', correlationId: 'x', applicationName: 'x', statementTimeoutMs: -5 }, '')).rejects.toThrow();
+      // a failing preamble: the query never runs, the transaction is left aborted for the caller to roll back
+      await expect(runReadOnly(c as never, { identity: { ...id, statementTimeoutMs: -5 }, comment: '', sql: 'SELECT 1', values: [], maxRows: 1, deadlines })).rejects.toThrow();
+      expect((await c.query('SELECT 1 AS one').catch((e: { code?: string }) => ({ code: e.code }))) as { code?: string }).toMatchObject({ code: '25P02' });
       await c.query('ROLLBACK');
       expect((await c.query("SELECT coalesce(current_setting('broker.caller_oid', true), '') AS o")).rows[0].o).toBe('');
     } finally {
