@@ -24,6 +24,8 @@ interface CodeSpec {
   readonly status: number;
   readonly oauth: OAuthErrorCode;
   readonly title: string;
+  /** `Retry-After` (seconds) answered with this code unless the error carries its own (e.g. the upstream's). */
+  readonly retryAfter?: number;
 }
 
 const CODES = {
@@ -69,18 +71,18 @@ const CODES = {
   // --- conflicts and limits ---
   conflict: { status: 409, oauth: 'invalid_request', title: 'Conflict' },
   key_limit_reached: { status: 409, oauth: 'invalid_request', title: 'Service-account key limit reached' },
-  rate_limited: { status: 429, oauth: 'temporarily_unavailable', title: 'Too many requests' },
+  rate_limited: { status: 429, oauth: 'temporarily_unavailable', title: 'Too many requests', retryAfter: 5 },
 
   // --- dependencies (5xx, never 500) ---
-  upstream_error: { status: 502, oauth: 'temporarily_unavailable', title: 'Upstream error' },
-  upstream_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Upstream unavailable' },
-  upstream_throttled: { status: 503, oauth: 'temporarily_unavailable', title: 'Upstream throttled' },
-  upstream_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Upstream timeout' },
-  jwks_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Signing keys unavailable' },
-  db_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Database unavailable' },
-  query_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Query timeout' },
-  config_invalid: { status: 503, oauth: 'temporarily_unavailable', title: 'Broker misconfigured' },
-  policy_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Policy unavailable' },
+  upstream_error: { status: 502, oauth: 'temporarily_unavailable', title: 'Upstream error', retryAfter: 5 },
+  upstream_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Upstream unavailable', retryAfter: 5 },
+  upstream_throttled: { status: 503, oauth: 'temporarily_unavailable', title: 'Upstream throttled', retryAfter: 5 },
+  upstream_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Upstream timeout', retryAfter: 5 },
+  jwks_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Signing keys unavailable', retryAfter: 5 },
+  db_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Database unavailable', retryAfter: 5 },
+  query_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Query timeout', retryAfter: 1 },
+  config_invalid: { status: 503, oauth: 'temporarily_unavailable', title: 'Broker misconfigured', retryAfter: 30 },
+  policy_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Policy unavailable', retryAfter: 5 },
   target_misconfigured: { status: 502, oauth: 'server_error', title: 'Target misconfigured' },
 
   // --- bugs: the only code that maps to 500 ---
@@ -120,7 +122,7 @@ export class BrokerError extends Error {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'BrokerError';
     this.code = code;
-    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? (CODES[code] as CodeSpec).retryAfter;
     this.party = options.party;
     this.detail = options.detail;
   }
@@ -155,7 +157,7 @@ export function oauthErrorFor(err: BrokerError): OAuthErrorCode {
 export function toBrokerError(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
   // A settings section that fails to load names the bad settings (never their secret values): 503, not 500.
-  if (err instanceof ConfigError) return new BrokerError('config_invalid', err.message, { cause: err, retryAfterSeconds: 30 });
+  if (err instanceof ConfigError) return new BrokerError('config_invalid', err.message, { cause: err });
   return new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', {
     cause: err,
   });

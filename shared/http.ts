@@ -21,17 +21,6 @@ export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: Invocat
 
 const CORRELATION_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
-const DEFAULT_RETRY_AFTER: Partial<Record<string, number>> = {
-  rate_limited: 5,
-  upstream_unavailable: 5,
-  upstream_throttled: 5,
-  upstream_timeout: 5,
-  jwks_unavailable: 5,
-  db_unavailable: 5,
-  query_timeout: 1,
-  config_invalid: 30,
-  policy_unavailable: 5,
-};
 
 /** The request's correlation id: `x-correlation-id` if well-formed, else the W3C trace id, else a new one. */
 export function correlationIdOf(headers: { get(name: string): string | null }): string {
@@ -50,7 +39,7 @@ export function errorResponse(err: BrokerError, style: ResponseStyle, correlatio
     'x-correlation-id': correlationId,
     'cache-control': 'no-store',
   };
-  const retryAfter = err.retryAfterSeconds ?? DEFAULT_RETRY_AFTER[err.code];
+  const retryAfter = err.retryAfterSeconds;
   if (retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfter)));
   if (spec.status === 401) {
     headers['www-authenticate'] =

@@ -10,17 +10,17 @@ export function networkFailure(service: string, err: unknown): BrokerError {
   const code = e?.code ?? e?.cause?.code;
   const name = e?.name ?? e?.cause?.name;
   if (name === 'TimeoutError' || name === 'AbortError' || code === 'ETIMEDOUT' || code === 'ECONNABORTED' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-    return new BrokerError('upstream_timeout', `${service} did not answer in time.`, { cause: err, retryAfterSeconds: 5 });
+    return new BrokerError('upstream_timeout', `${service} did not answer in time.`, { cause: err });
   }
-  return new BrokerError('upstream_unavailable', `${service} cannot be reached right now.`, { cause: err, retryAfterSeconds: 5 });
+  return new BrokerError('upstream_unavailable', `${service} cannot be reached right now.`, { cause: err });
 }
 
 /** Map an upstream HTTP status to the broker's code: 4xx means the upstream refused the broker. */
 export function upstreamStatusFailure(service: string, status: number, retryAfterSeconds?: number): BrokerError {
-  if (status === 429) return new BrokerError('upstream_throttled', `${service} is throttling requests.`, { retryAfterSeconds: retryAfterSeconds ?? 5 });
-  if (status === 503) return new BrokerError('upstream_unavailable', `${service} is unavailable.`, { retryAfterSeconds: retryAfterSeconds ?? 5 });
-  if (status === 504) return new BrokerError('upstream_timeout', `${service} timed out.`, { retryAfterSeconds: retryAfterSeconds ?? 5 });
-  if (status >= 500) return new BrokerError('upstream_error', `${service} failed (HTTP ${status}).`, { retryAfterSeconds: retryAfterSeconds ?? 5 });
+  if (status === 429) return new BrokerError('upstream_throttled', `${service} is throttling requests.`, { retryAfterSeconds });
+  if (status === 503) return new BrokerError('upstream_unavailable', `${service} is unavailable.`, { retryAfterSeconds });
+  if (status === 504) return new BrokerError('upstream_timeout', `${service} timed out.`, { retryAfterSeconds });
+  if (status >= 500) return new BrokerError('upstream_error', `${service} failed (HTTP ${status}).`, { retryAfterSeconds });
   return new BrokerError('upstream_denied', `${service} refused the request (HTTP ${status}).`);
 }
 

@@ -2,7 +2,7 @@ import type { HttpRequest } from '@azure/functions';
 import { audit } from '../audit';
 import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import type { RequestScope } from '../http';
 import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
@@ -37,7 +37,7 @@ function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant:
   try {
     p = policyConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   const audiences = p.adminAudiences
     ? p.adminAudiences.split(',').map((s) => s.trim()).filter(Boolean)

@@ -1,5 +1,5 @@
 import type { HttpRequest } from '@azure/functions';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import { coreConfig, type CoreConfig } from '../config/core';
 import { TokenValidator } from './jwt';
 import type { Principal } from './principal';
@@ -30,7 +30,7 @@ export function loadCore(): CoreConfig {
   try {
     return coreConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
 }
 

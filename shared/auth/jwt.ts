@@ -65,10 +65,7 @@ export class TokenValidator {
           return await remote(header, input);
         } catch (e) {
           if (e instanceof joseErrors.JWKSNoMatchingKey || e instanceof joseErrors.JWKSMultipleMatchingKeys) throw e;
-          throw new BrokerError('jwks_unavailable', 'The identity provider signing keys cannot be fetched right now.', {
-            cause: e,
-            retryAfterSeconds: 5,
-          });
+          throw new BrokerError('jwks_unavailable', 'The identity provider signing keys cannot be fetched right now.', { cause: e });
         }
       };
       this.jwks.set(tenantId, set);

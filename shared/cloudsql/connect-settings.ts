@@ -43,14 +43,14 @@ function parse(body: ConnectSettingsBody, project: string, instance: string): In
   const cert = body.serverCaCert?.cert;
   const ips = Array.isArray(body.ipAddresses) ? body.ipAddresses : [];
   if (typeof cert !== 'string' || !cert.includes('BEGIN CERTIFICATE')) {
-    throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered connect settings without a server CA certificate.', { retryAfterSeconds: 5 });
+    throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered connect settings without a server CA certificate.');
   }
   const ipAddresses = ips
     .filter((i): i is { type: string; ipAddress: string } => typeof i.type === 'string' && typeof i.ipAddress === 'string')
     .map((i) => ({ type: i.type, ipAddress: i.ipAddress }));
   const dnsName = typeof body.dnsName === 'string' && body.dnsName ? body.dnsName : undefined;
   if (ipAddresses.length === 0 && !dnsName) {
-    throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered connect settings without an address.', { retryAfterSeconds: 5 });
+    throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered connect settings without an address.');
   }
   return { ipAddresses, dnsName, serverCaCert: cert, serverCertCommonName: `${project}:${instance}` };
 }
@@ -85,7 +85,7 @@ async function lookUp(connectionName: string, accessToken: string, timeoutMs: nu
     try {
       body = (await res.json()) as ConnectSettingsBody;
     } catch (e) {
-      throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered with a body that is not JSON.', { cause: e, retryAfterSeconds: 5 });
+      throw new BrokerError('upstream_error', 'The Cloud SQL Admin API answered with a body that is not JSON.', { cause: e });
     }
     const info = parse(body, project, instance);
     cache.set(connectionName, { info, until: Date.now() + TTL_MS });

@@ -40,7 +40,7 @@ export function googleFailure(service: string, err: unknown): BrokerError {
     const ra = e.response?.headers?.get?.('retry-after');
     return withCause(upstreamStatusFailure(service, status, retryAfterSeconds(ra)), err);
   }
-  if (isTimeout(err)) return new BrokerError('upstream_timeout', `${service} did not answer in time.`, { cause: err, retryAfterSeconds: 5 });
+  if (isTimeout(err)) return new BrokerError('upstream_timeout', `${service} did not answer in time.`, { cause: err });
   return networkFailure(service, err);
 }
 
@@ -50,12 +50,12 @@ export function googleFailure(service: string, err: unknown): BrokerError {
  */
 export function managedIdentityFailure(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
-  if (isTimeout(err)) return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err, retryAfterSeconds: 5 });
+  if (isTimeout(err)) return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err });
   const status = statusOf((err ?? {}) as ErrorShape);
   if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
     return new BrokerError('upstream_denied', 'The managed identity endpoint refused the broker.', { cause: err });
   }
-  return new BrokerError('upstream_unavailable', 'The managed identity endpoint cannot be reached right now.', { cause: err, retryAfterSeconds: 5 });
+  return new BrokerError('upstream_unavailable', 'The managed identity endpoint cannot be reached right now.', { cause: err });
 }
 
 function withCause(e: BrokerError, cause: unknown): BrokerError {

@@ -53,7 +53,7 @@ export async function generateAccessToken(input: GenerateAccessTokenInput): Prom
     // A body that stalls past the timeout (the signal covers the body read too) is a timeout.
     const name = (e as { name?: string }).name;
     if (name === 'TimeoutError' || name === 'AbortError') throw networkFailure(SERVICE, e);
-    if (res.ok) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`, { cause: e, retryAfterSeconds: 5 });
+    if (res.ok) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`, { cause: e });
     body = undefined;
   }
   if (!res.ok) {
@@ -70,7 +70,7 @@ export async function generateAccessToken(input: GenerateAccessTokenInput): Prom
   const b = body as { accessToken?: unknown; expireTime?: unknown } | undefined;
   const expiresAtMs = typeof b?.expireTime === 'string' ? Date.parse(b.expireTime) : NaN;
   if (typeof b?.accessToken !== 'string' || b.accessToken.length === 0 || !Number.isFinite(expiresAtMs)) {
-    throw new BrokerError('upstream_error', `${SERVICE} sent an answer without accessToken/expireTime.`, { retryAfterSeconds: 5 });
+    throw new BrokerError('upstream_error', `${SERVICE} sent an answer without accessToken/expireTime.`);
   }
   return { token: b.accessToken, expiresAtMs };
 }

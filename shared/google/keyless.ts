@@ -44,7 +44,7 @@ export function managedIdentitySupplier(credential: TokenCredential, audience: s
         token = await withDeadline(
           credential.getToken(scope, { abortSignal: AbortSignal.timeout(timeoutMs) }),
           timeoutMs,
-          () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { retryAfterSeconds: 5 }),
+          () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.'),
         );
       } catch (e) {
         const err = managedIdentityFailure(e);
@@ -53,7 +53,7 @@ export function managedIdentitySupplier(credential: TokenCredential, audience: s
       }
       if (!token?.token) {
         recordUpstream('managed-identity', 'upstream_unavailable');
-        throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.', { retryAfterSeconds: 5 });
+        throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.');
       }
       recordUpstream('managed-identity', 'ok');
       return token.token;
@@ -101,7 +101,7 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
       try {
         // The transporter bounds the STS call; the deadline bounds the whole exchange (MI + STS).
         token = (await withDeadline(client.getAccessToken(), timeoutMs * 2, () =>
-          new BrokerError('upstream_timeout', 'Google STS did not answer in time.', { retryAfterSeconds: 5 }),
+          new BrokerError('upstream_timeout', 'Google STS did not answer in time.'),
         )).token;
       } catch (e) {
         const err = googleFailure('Google STS', e);
@@ -109,7 +109,7 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
         throw err;
       }
       recordUpstream('google-sts', token ? 'ok' : 'upstream_error');
-      if (!token) throw new BrokerError('upstream_error', 'Google STS returned no access token.', { retryAfterSeconds: 5 });
+      if (!token) throw new BrokerError('upstream_error', 'Google STS returned no access token.');
       const expiry = client.credentials.expiry_date;
       // STS always sends expires_in; without it, assume the shortest useful life rather than guess long.
       const expiresAtMs = typeof expiry === 'number' && Number.isFinite(expiry) ? expiry : now() + 5 * 60_000;

@@ -77,7 +77,7 @@ export async function exchangeKey(
     return { accessToken: body.access_token, expiresAtMs: opts.nowMs + (body.expires_in ?? 3600) * 1000 };
   }
   if (res.status >= 500 || res.status === 429) {
-    throw new BrokerError(res.status === 429 ? 'upstream_throttled' : 'upstream_error', 'Google OAuth failed.', { retryAfterSeconds: 5, cause: new Error(`HTTP ${res.status}`) });
+    throw new BrokerError(res.status === 429 ? 'upstream_throttled' : 'upstream_error', 'Google OAuth failed.', { cause: new Error(`HTTP ${res.status}`) });
   }
   const code = body?.error && /^[a-z_]+$/.test(body.error) ? body.error : 'rejected';
   throw new BrokerError('upstream_denied', 'Google refused the service-account key.', { detail: { upstreamError: code }, cause: new Error(`HTTP ${res.status} ${code}`) });

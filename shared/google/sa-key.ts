@@ -1,4 +1,4 @@
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import { createLogger, type Logger } from '../log';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
@@ -80,7 +80,7 @@ export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => num
   try {
     cfg = saKeyConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   const key = `${cfg.secretName}|${cfg.tokenUrl}|${ctx.timeoutMs}`;
   if (shared?.key !== key) {

@@ -1,7 +1,7 @@
 import { TokenCache, SingleFlight } from '../cache';
 import { coreConfig } from '../config/core';
 import { googleConfig, type GoogleConfig } from '../config/google';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import type { Logger } from '../log';
 import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
 import { createSourceCredential } from './source';
@@ -245,10 +245,6 @@ export class GoogleTokenService {
 let instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
 let clockOverride: (() => number) | undefined;
 
-function configError(e: unknown): BrokerError {
-  if (e instanceof BrokerError) return e;
-  return new BrokerError('config_invalid', 'The broker is misconfigured for Google; see the logs.', { cause: e, retryAfterSeconds: 30 });
-}
 
 /** The shared service for the current settings (rebuilt, with empty caches, when the settings change). */
 export function googleTokenService(): GoogleTokenService {
@@ -258,7 +254,7 @@ export function googleTokenService(): GoogleTokenService {
     config = googleConfig.get();
     timeoutMs = coreConfig.get().upstreamTimeoutMs;
   } catch (e) {
-    throw configError(e);
+    throw toBrokerError(e); // a settings section that failed to load: config_invalid naming the bad settings
   }
   // Sections are memoised on the raw settings: the same object back means nothing changed.
   if (!instance || instance.config !== config || instance.timeoutMs !== timeoutMs) {

@@ -56,7 +56,7 @@ export function keyVaultErrorCode(err: unknown): string | undefined {
 export function keyVaultFailure(err: unknown): BrokerError {
   if (err instanceof BrokerError) return err;
   const e = err as RestErrorLike;
-  if (e?.name === 'AbortError') return new BrokerError('upstream_timeout', 'Key Vault did not answer in time.', { cause: err, retryAfterSeconds: 5 });
+  if (e?.name === 'AbortError') return new BrokerError('upstream_timeout', 'Key Vault did not answer in time.', { cause: err });
   if (typeof e?.statusCode === 'number') {
     const ra = Number(e.response?.headers?.get('retry-after'));
     const b = upstreamStatusFailure('Key Vault', e.statusCode, Number.isFinite(ra) && ra > 0 ? ra : undefined);
@@ -68,7 +68,7 @@ export function keyVaultFailure(err: unknown): BrokerError {
     });
   }
   if (e?.name === 'CredentialUnavailableError' || e?.name === 'AuthenticationError') {
-    return new BrokerError('upstream_unavailable', "The broker's managed identity is unavailable.", { cause: err, retryAfterSeconds: 5 });
+    return new BrokerError('upstream_unavailable', "The broker's managed identity is unavailable.", { cause: err });
   }
   return networkFailure('Key Vault', err);
 }

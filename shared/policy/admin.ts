@@ -4,7 +4,7 @@ import { audit } from '../audit';
 import { ADMIN_TOKEN_HEADER, authenticateAdmin, type AdminIdentity } from '../auth/admin';
 import { policyConfig, type PolicyConfig } from '../config/policy';
 import { GUID } from '../config/settings';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, parseJsonBody, queryParam, readBodyText, type RequestScope } from '../http';
 import { issuePath } from '../json-document';
 import { policyStore } from './current';
@@ -26,7 +26,7 @@ function settings(): PolicyConfig {
   try {
     return policyConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
 }
 
@@ -149,7 +149,7 @@ async function editDeny(
 ): Promise<WrittenVersion> {
   for (let attempt = 1; ; attempt++) {
     const cur = await w.read();
-    if (!cur) throw new BrokerError('policy_unavailable', 'The policy blob does not exist.', { retryAfterSeconds: 5 });
+    if (!cur) throw new BrokerError('policy_unavailable', 'The policy blob does not exist.');
     const doc = JSON.parse(cur.text) as Record<string, unknown> & { deny?: DenyEntry[] };
     doc.deny = edit([...(doc.deny ?? [])]);
     checkDocument(doc);

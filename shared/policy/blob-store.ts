@@ -58,7 +58,7 @@ export function storageFailure(e: unknown, what: string): BrokerError {
   const status = statusOf(e);
   if (err?.name === 'AbortError' || err?.name === 'TimeoutError') {
     recordUpstream('storage', 'upstream_timeout');
-    return new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`, { cause: e, retryAfterSeconds: 5 });
+    return new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`, { cause: e });
   }
   if (status !== undefined && status > 0) {
     recordUpstream('storage', httpOutcome(status));
@@ -76,7 +76,7 @@ export async function withDeadline<T>(ms: number, what: string, fn: (signal: Abo
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       ctl.abort();
-      reject(new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`, { retryAfterSeconds: 5 }));
+      reject(new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`));
     }, ms);
   });
   try {
@@ -133,7 +133,7 @@ export class BlobPolicySource implements PolicySource {
     } catch (e) {
       if (statusOf(e) === 304) return { kind: 'not-modified' };
       if (statusOf(e) === 404) {
-        throw new BrokerError('policy_unavailable', 'The policy blob does not exist.', { cause: e, retryAfterSeconds: 5 });
+        throw new BrokerError('policy_unavailable', 'The policy blob does not exist.', { cause: e });
       }
       throw storageFailure(e, 'read');
     }

@@ -1,7 +1,7 @@
 import { coreConfig } from '../config/core';
 import { policyConfig, type PolicyConfig } from '../config/policy';
 import { ConfigError } from '../config/settings';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import { createLogger } from '../log';
 import { FilePolicySource, PolicyStore, type PolicySource, type PolicyVersion } from './store';
 import type { Policy } from './schema';
@@ -18,7 +18,7 @@ function loadSettings(): { cfg: PolicyConfig; path: string | undefined } {
   try {
     return { cfg: policyConfig.get(), path: coreConfig.get().policyPath };
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
 }
 

@@ -17,7 +17,7 @@ export type DbFailureReason =
   | 'database_unresponsive';
 
 function unavailable(reason: DbFailureReason, message: string, cause: unknown): BrokerError {
-  return new BrokerError('db_unavailable', message, { cause, retryAfterSeconds: 5, detail: { reason } });
+  return new BrokerError('db_unavailable', message, { cause, detail: { reason } });
 }
 
 interface PgLike {
@@ -43,7 +43,7 @@ export function classifyDbError(err: unknown): BrokerError {
   if (/^[0-9A-Z]{5}$/.test(code) && e.severity !== undefined) {
     if (code === '42501') return new BrokerError('db_permission_denied', "The database refused this query for the caller's database identity.", { cause: err });
     if (code === '25006') return new BrokerError('db_permission_denied', 'The query attempted to write; catalogued queries run read-only.', { cause: err });
-    if (code === '57014') return new BrokerError('query_timeout', 'The query exceeded its statement timeout.', { cause: err, retryAfterSeconds: 1 });
+    if (code === '57014') return new BrokerError('query_timeout', 'The query exceeded its statement timeout.', { cause: err });
     if (code === '28000' || code === '28P01') return unavailable('login_refused', 'The database refused the login of the database identity.', err);
     if (code.startsWith('08') || code.startsWith('57P') || code === '53300' || code === '53000') {
       return unavailable('database_unavailable', 'The database is not accepting connections.', err);
@@ -60,7 +60,7 @@ export function classifyDbError(err: unknown): BrokerError {
   }
   if (/^ERR_TLS|CERT|SSL/.test(code) || /certificate|tls|ssl/i.test(message)) return unavailable('tls_failed', 'The TLS connection to the instance failed.', err);
   if (/timeout/i.test(message) || code === 'ETIMEDOUT') {
-    if (/query read timeout/i.test(message)) return new BrokerError('query_timeout', 'The query did not answer in time.', { cause: err, retryAfterSeconds: 1 });
+    if (/query read timeout/i.test(message)) return new BrokerError('query_timeout', 'The query did not answer in time.', { cause: err });
     return unavailable('connect_timeout', 'Connecting to the database timed out.', err);
   }
   if (/^E[A-Z]+$/.test(code) && /SQLADMIN|INSTANCE|IPADDRESS|ACCESSTOKEN|IAM/.test(code)) {

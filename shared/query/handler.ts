@@ -38,7 +38,7 @@ function loadQueryConfig(): QueryConfig {
   try {
     return queryConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
 }
 

@@ -1,3 +1,4 @@
+import { rotationConfig } from '../config/rotation';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateAdmin } from '../auth/admin';
 import { audit } from '../audit';
@@ -26,7 +27,8 @@ export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps =
     audit(scope.log, { decision: 'grant', action: 'rotation.admin', client, subject, reason: dryRun ? 'dry-run' : 'run' });
     const report = await runRotation(depsFor(scope), { dryRun, trigger: 'admin' });
     if (report.status === 'locked') {
-      throw new BrokerError('conflict', 'Another rotation run is in progress.', { retryAfterSeconds: 60, detail: { reason: 'locked' } });
+      // Worth retrying once the holder's lease has run out at the latest.
+      throw new BrokerError('conflict', 'Another rotation run is in progress.', { retryAfterSeconds: rotationConfig.get().lockSeconds, detail: { reason: 'locked' } });
     }
     return jsonResponse(200, report, scope);
   };

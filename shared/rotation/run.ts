@@ -186,7 +186,7 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
         await assertNoConcurrentRotation(deps, p);
         const pendingName = pendingSecretName(p.secretName);
         const secret = await deps.vault.get(pendingName, a.pendingVersion);
-        if (!secret) throw new BrokerError('upstream_unavailable', 'The pending key could not be read from Key Vault.', { retryAfterSeconds: 5 });
+        if (!secret) throw new BrokerError('upstream_unavailable', 'The pending key could not be read from Key Vault.');
         try {
           await proveWithRetry(deps, secret.value);
         } catch (e) {

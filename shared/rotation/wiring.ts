@@ -1,4 +1,4 @@
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import type { Logger } from '../log';
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
@@ -19,7 +19,7 @@ export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): Rota
     pol = policyConfig.get();
     url = lockBlobUrl(cfg.lockUrl, pol);
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
 }
@@ -45,7 +45,7 @@ export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: Goog
     core = coreConfig.get();
     google = googleConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   if (!overrides.tokens && !google.wifAudience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {
