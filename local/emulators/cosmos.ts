@@ -14,7 +14,7 @@ import { recordIssuedToken } from './issued-tokens';
  *   `verb\nresourceType\nresourceLink\nx-ms-date\n\n` (lower-cased except the link); a missing or stale
  *   `x-ms-date` (more than 15 minutes off) is refused;
  * - resource token (`type=resource&ver=1.0&sig=…`, issued as a permission's `_token` with
- *   `x-ms-documentdb-expiry-seconds`, 600–18000, default 3600): only the permission's container, only its
+ *   `x-ms-documentdb-expiry-seconds`, 10–18000, default 3600): only the permission's container, only its
  *   `resourcePartitionKey`, read-only for `Read`, refused once expired. Tokens are signed with the master
  *   key: regenerating the key invalidates them; deleting the permission does not (as on the service).
  * Errors are shaped like the service's: `{ code, message }` with `x-ms-activity-id`.
@@ -92,7 +92,8 @@ interface ResourceTokenPayload {
 
 const ALLOWED_SKEW_MS = 15 * 60 * 1000;
 const ID_RULE = /^[^/\\?#]{1,255}$/;
-const MIN_EXPIRY = 600;
+/** Create a Permission: max override 18,000 s; the SDK reference gives the 10 s floor. */
+const MIN_EXPIRY = 10;
 const MAX_EXPIRY = 18000;
 
 function rid(): string {
@@ -411,6 +412,14 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
         if (pk !== undefined && (!Array.isArray(pk) || pk.length !== 1)) return badRequest('resourcePartitionKey must be an array with one value.');
         const existing = u.permissions.get(b.id);
         if (existing && !isUpsert(req)) return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
+        // One permission per (user, resource): another permission of this user on the same container is 409,
+        // whatever its mode or partition (REST reference, Permissions).
+        const resourceLink = rs.join('/');
+        for (const other of u.permissions.values()) {
+          if (other.id !== b.id && other.resource === resourceLink) {
+            return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
+          }
+        }
         const p: PermissionRecord & { rid: string; ts: number } = {
           id: b.id,
           permissionMode: mode === 'all' ? 'All' : 'Read',

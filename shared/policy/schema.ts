@@ -42,7 +42,13 @@ const cloudsqlGrant = z
 
 const partitionKey = z.discriminatedUnion('type', [
   z.object({ type: z.literal('none') }).strict(),
-  z.object({ type: z.literal('fixed'), value: z.string().min(1).max(2048) }).strict(),
+  z
+    .object({
+      type: z.literal('fixed'),
+      // eslint-disable-next-line no-control-regex
+      value: z.string().min(1).max(2048).regex(/^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$/, 'must not contain control characters'),
+    })
+    .strict(),
   z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
 ]);
 
@@ -53,7 +59,8 @@ const cosmosGrant = z
     container: z.string().regex(COSMOS_ID, 'must be a Cosmos id'),
     mode: z.enum(['read', 'all']),
     partitionKey,
-    maxTtlSeconds: z.number().int().min(600).max(18000),
+    // Cosmos resource tokens live 10 s to 18,000 s (see shared/cosmos/provider.ts for the references).
+    maxTtlSeconds: z.number().int().min(10).max(18000),
   })
   .strict();
 
