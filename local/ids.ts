@@ -35,6 +35,19 @@ export const SANDBOX = {
     container: 'profiles',
     catalogContainer: 'catalog',
   },
+  /**
+   * The keyless Cosmos account (disableLocalAuth: Entra ID data-plane RBAC only). Two user-assigned identities of
+   * the Function App hold container-scoped role assignments: `orders` read-only (custom role), `audit` read-write.
+   */
+  cosmosKeyless: {
+    account: 'sandbox-cosmos-keyless',
+    database: 'shop',
+    ordersContainer: 'orders',
+    auditContainer: 'audit',
+    readerIdentity: { clientId: 'c05e0000-0000-4000-8000-0000000c11e1', objectId: 'c05e0000-0000-4000-8000-00000000a0d1' },
+    writerIdentity: { clientId: 'c05e0000-0000-4000-8000-0000000c11e2', objectId: 'c05e0000-0000-4000-8000-00000000a0d2' },
+    readOnlyRoleId: 'c05e0000-0000-4000-8000-0000000001e0',
+  },
   /** Fixed loopback ports of `npm start` / `npm run emulators` (tests use ephemeral ports). */
   ports: {
     broker: 7071,
@@ -43,6 +56,7 @@ export const SANDBOX = {
     google: 7102,
     cosmos: 7107,
     keyVault: 7108,
+    cosmosKeyless: 7109,
     postgres: 7132,
   },
   /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */

@@ -2,6 +2,8 @@ import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import type { SandboxCa } from '../pki';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from './harness';
 import { recordIssuedToken } from './issued-tokens';
+import type { EntraEmulator } from './entra';
+import { CosmosRbac, requiredAction, type RoleAssignment, type RoleDefinition } from './cosmos/rbac';
 
 /**
  * CosmosDB (SQL API) gateway emulator over HTTPS, built from the REST reference
@@ -17,6 +19,9 @@ import { recordIssuedToken } from './issued-tokens';
  *   `x-ms-documentdb-expiry-seconds`, 10–18000, default 3600): only the permission's container, only its
  *   `resourcePartitionKey`, read-only for `Read`, refused once expired. Tokens are signed with the master
  *   key: regenerating the key invalidates them; deleting the permission does not (as on the service).
+ * - Entra ID token (`type=aad&ver=1.0&sig=<JWT>`, data-plane RBAC): see ./cosmos/rbac.ts; 401 for a bad token,
+ *   403 substatus 5300 naming the missing action and scope.
+ * - `disableLocalAuth`: master keys and resource tokens are refused with 401 (only Entra ID tokens work).
  * Errors are shaped like the service's: `{ code, message }` with `x-ms-activity-id`.
  */
 
@@ -35,6 +40,12 @@ export interface CosmosEmulatorOptions {
   /** Base64 master key (default: random 64 bytes). */
   readonly masterKey?: string;
   readonly containers?: readonly CosmosContainerSpec[];
+  /** Emulator name (call records, faults); default `cosmos`. */
+  readonly name?: string;
+  /** Accept Entra ID tokens (data-plane RBAC) signed by this issuer. */
+  readonly entra?: EntraEmulator;
+  /** Refuse master keys and resource tokens (an account with `disableLocalAuth: true`). */
+  readonly disableLocalAuth?: boolean;
 }
 
 export interface CosmosEmulator extends Emulator {
@@ -53,6 +64,12 @@ export interface CosmosEmulator extends Emulator {
   users(database: string): readonly string[];
   /** Documents of a container (all partitions), for assertions. */
   documents(database: string, container: string): readonly Record<string, unknown>[];
+  /** Put a document directly (seeding an account that refuses keys). */
+  putDocument(database: string, container: string, doc: Record<string, unknown>): void;
+  /** Data-plane RBAC: custom role definitions and role assignments (what `sqlRoleDefinitions`/`sqlRoleAssignments` hold). */
+  defineRole(def: RoleDefinition): void;
+  assignRole(a: RoleAssignment): void;
+  removeRoleAssignments(principalId: string): void;
 }
 
 export interface PermissionRecord {
@@ -152,9 +169,11 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     return { segments, resourceType: segments[segments.length - 2]!, resourceLink: segments.join('/') };
   };
 
-  type Auth = { kind: 'master' } | { kind: 'resource'; token: ResourceTokenPayload };
+  type Auth = { kind: 'master' } | { kind: 'resource'; token: ResourceTokenPayload } | { kind: 'aad'; oid: string };
+  const rbac = new CosmosRbac(opts.account, opts.entra, () => clock.now());
+  const localAuthDisabled = () => unauthorized('Local Authorization is disabled. Use an AAD token to authorize all requests.');
 
-  const authenticate = (req: EmuRequest, c: Classified): Auth | EmuResponse => {
+  const authenticate = async (req: EmuRequest, c: Classified): Promise<Auth | EmuResponse> => {
     const raw = req.header('authorization');
     if (!raw) return unauthorized('Required Header authorization is missing. Ensure a valid Authorization token is passed.');
     let decoded: string;
@@ -163,8 +182,14 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     } catch {
       return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
     }
-    const m = /^type=(master|resource)&ver=1\.0&sig=(.+)$/.exec(decoded);
+    const m = /^type=(master|resource|aad)&ver=1\.0&sig=(.+)$/.exec(decoded);
     if (!m) return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
+    if (m[1] === 'aad') {
+      const v = await rbac.verify(m[2]!);
+      if (!v.ok) return err(401, 'Unauthorized', v.message);
+      return { kind: 'aad', oid: v.principal.oid };
+    }
+    if (opts.disableLocalAuth) return localAuthDisabled();
     if (m[1] === 'master') {
       const date = req.header('x-ms-date') ?? req.header('date');
       if (!date) return unauthorized('The input authorization token can\'t serve the request. Required header x-ms-date is missing.');
@@ -319,11 +344,17 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
   // ---- handlers ----
   const handle = async (req: EmuRequest): Promise<EmuResponse> => {
     const c = classify(req.path);
-    const auth = authenticate(req, c);
+    const auth = await authenticate(req, c);
     if ('status' in auth) return auth;
     if (auth.kind === 'resource') {
       const denied = authorizeResource(req, c, auth.token);
       if (denied) return denied;
+    }
+    if (auth.kind === 'aad') {
+      const changeFeed = (req.header('a-im') ?? '').toLowerCase() === 'incremental feed';
+      const need = requiredAction(req.method, c.segments, isQueryRequest(req), isUpsert(req), changeFeed);
+      const denied = rbac.authorize({ oid: auth.oid }, need, `${req.method} ${req.path}`);
+      if (denied) return err(403, 'Forbidden', denied, { 'x-ms-substatus': '5300' });
     }
     const s = c.segments;
     const now = Math.floor(clock.now() / 1000);
@@ -549,7 +580,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
   ];
 
   const emu = await startEmulator({
-    name: 'cosmos',
+    name: opts.name ?? 'cosmos',
     routes,
     host: opts.host,
     port: opts.port,
@@ -584,6 +615,15 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     documents(database: string, container: string) {
       return [...(dbs.get(database)?.containers.get(container)?.docs.values() ?? [])];
     },
+    putDocument(database: string, container: string, doc: Record<string, unknown>) {
+      const co = coll(database, container);
+      if (!co || typeof doc.id !== 'string') throw new Error(`no container ${database}/${container}, or the document has no id`);
+      const pk = pkValueOf(doc, co.pkPath);
+      co.docs.set(docKey(pk, doc.id), { ...doc, ...sys(doc.id, rid(), `dbs/${database}/colls/${container}/docs/${rid()}/`, Math.floor(clock.now() / 1000)) });
+    },
+    defineRole: (def: RoleDefinition) => rbac.defineRole(def),
+    assignRole: (a: RoleAssignment) => rbac.assignRole(a),
+    removeRoleAssignments: (principalId: string) => rbac.removeAssignments(principalId),
   });
   Object.defineProperty(out, 'masterKey', { get: () => masterKey, enumerable: true });
   return out;

@@ -1,4 +1,4 @@
-import { csv, defineSection, int, optionalStr, str, type SettingSpec } from './settings';
+import { csv, defineSection, GUID, int, optionalStr, str, type SettingSpec } from './settings';
 
 function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
   return { ...s, optional: true };
@@ -29,6 +29,11 @@ export const cosmosConfig = defineSection('cosmos', {
     min: 0,
     max: 3600,
   }),
+  rbacIdentityClientIds: optional(csv('COSMOS_RBAC_IDENTITY_CLIENT_IDS', {
+    doc: 'Client ids of the user-assigned managed identities (attached to the Function App) that policy grants with "auth": "rbac" may name; a grant naming another identity is refused',
+    item: GUID,
+    itemDoc: 'a client id (GUID)',
+  })),
   throttleBudgetMs: int('COSMOS_THROTTLE_BUDGET_MS', {
     doc: "Total time spent honouring Cosmos 429 x-ms-retry-after-ms before answering 503 with Retry-After",
     default: '3000',

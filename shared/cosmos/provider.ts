@@ -3,7 +3,7 @@ import { tokenFingerprint } from '../audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
 import { TokenCache } from '../cache';
-import type { CosmosDecisionGrant } from '../policy/evaluate';
+import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { withAccount, type AccountHandle } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
@@ -77,7 +77,7 @@ export function resetCosmosTokens(): void {
   knownUsers.clear();
 }
 
-async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, userId: string, ttl: number): Promise<string> {
+async function upsertPermission(h: AccountHandle, grant: CosmosResourceTokenGrant, userId: string, ttl: number): Promise<string> {
   const database = h.client.database(grant.database);
   const userKey = `${h.account}/${grant.database}/${userId}`;
   const definition: PermissionDefinition = {
@@ -115,6 +115,12 @@ async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, us
 }
 
 export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> {
+  const { grant } = input;
+  if (grant.auth === 'rbac') return (await import('./rbac')).issueCosmosRbacToken({ ...input, grant });
+  return issueResourceToken({ ...input, grant });
+}
+
+async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): Promise<ProviderResult> {
   const { grant, subject } = input;
   const cfg = cosmosConfig.get();
   const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
@@ -162,6 +168,7 @@ export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): 
       container: grant.container,
       partition_key: grant.partitionKey ?? null,
       mode: grant.mode,
+      auth: 'resourceToken',
     },
     tokenIdHash: tokenFingerprint(issued.token),
     cached: !fetched,
