@@ -70,7 +70,14 @@ module keyVault 'modules/keyvault.bicep' = {
 module cosmos 'modules/cosmos.bicep' = {
   scope: rg
   name: 'cosmos'
-  params: { name: name, location: location, tags: tags, keyVaultName: keyVault.outputs.name }
+  params: {
+    name: name
+    location: location
+    tags: tags
+    keyVaultName: keyVault.outputs.name
+    keylessReaderPrincipalId: identities.outputs.cosmosReaderPrincipalId
+    keylessWriterPrincipalId: identities.outputs.cosmosWriterPrincipalId
+  }
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -94,7 +101,9 @@ module functionApp 'modules/functionapp.bicep' = {
     googleWifAudience: googleWifAudience
     googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
-    cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'
+    cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint},${cosmos.outputs.keylessAccountName}=${cosmos.outputs.keylessEndpoint}'
+    cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
+    cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
   }
 }
 
@@ -118,6 +127,8 @@ module apim 'modules/apim.bicep' = {
     ordersBackendUrl: ordersBackendUrl
     cloudsqlTarget: cloudsqlTarget
     cosmosTarget: 'cosmos://${cosmos.outputs.accountName}/${cosmos.outputs.databaseName}/profiles'
+    cosmosRbacTarget: 'cosmos://${cosmos.outputs.keylessAccountName}/${cosmos.outputs.keylessDatabaseName}/orders'
+    cosmosRbacEndpoint: cosmos.outputs.keylessEndpoint
   }
 }
 
@@ -135,4 +146,6 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output COSMOS_ACCOUNT_NAME string = cosmos.outputs.accountName
 output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output COSMOS_KEYLESS_ACCOUNT_NAME string = cosmos.outputs.keylessAccountName
+output COSMOS_KEYLESS_ENDPOINT string = cosmos.outputs.keylessEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -34,6 +34,10 @@ param rotationManagedKeys string
 param rotationSchedule string = '0 30 2 * * *'
 @description('ACCOUNT=ENDPOINT pairs of the Cosmos accounts the broker issues for')
 param cosmosEndpoints string
+@description('Resource ids of the user-assigned identities of keyless Cosmos grants (attached to the app)')
+param cosmosRbacIdentityIds array = []
+@description('Their client ids, comma-separated (COSMOS_RBAC_IDENTITY_CLIENT_IDS)')
+param cosmosRbacIdentityClientIds string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${name}'
@@ -73,6 +77,8 @@ var baseSettings = [
   { name: 'ROTATION_ENTRA_RESOURCE', value: googleWifSubjectTokenAudience }
   // --- CosmosDB resource tokens (keys are read from Key Vault) ---
   { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
+  // --- CosmosDB keyless (Entra ID data-plane RBAC): identities policy grants may name ---
+  { name: 'COSMOS_RBAC_IDENTITY_CLIENT_IDS', value: cosmosRbacIdentityClientIds }
 ]
 var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET', value: googleSaKeySecret } ] : []
 
@@ -83,7 +89,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
-    userAssignedIdentities: { '${brokerIdentityId}': {} }
+    userAssignedIdentities: union({ '${brokerIdentityId}': {} }, toObject(cosmosRbacIdentityIds, id => id, id => {}))
   }
   properties: {
     serverFarmId: plan.id
