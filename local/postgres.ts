@@ -113,6 +113,11 @@ class EmbeddedServer {
   get pid(): number | undefined {
     return this.proc?.pid;
   }
+  /** The server process is alive (it may have been killed from outside: then start() starts it again). */
+  get alive(): boolean {
+    const p = this.proc;
+    return !!p && p.exitCode === null && p.signalCode === null;
+  }
   constructor(
     private readonly dataDir: string,
     /** Set before start(); startPostgres may move it when another process took the port first. */
@@ -368,7 +373,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
     iamPassword,
     admin,
     get running() {
-      return running;
+      return running && pg.alive;
     },
     get pid() {
       return pg.pid;
@@ -380,7 +385,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       running = false;
     },
     async start() {
-      if (running) return;
+      if (running && pg.alive) return;
       await pg.start();
       running = true;
     },

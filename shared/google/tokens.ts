@@ -98,6 +98,14 @@ export class GoogleTokenService {
     this.source.clear();
   }
 
+  /**
+   * A consumer was refused with the cached token (revoked or expired early upstream): forget it, so the
+   * next request gets a fresh one.
+   */
+  forget(req: { serviceAccount: string; scopes: readonly string[] }): void {
+    this.tokens.delete(`${req.serviceAccount}\u0000${[...new Set(req.scopes)].sort().join(' ')}`);
+  }
+
   /** A token for the service account with exactly `scopes`, with at most `lifetimeSeconds` of life left. */
   async getAccessToken(req: TokenRequest): Promise<GoogleAccessToken> {
     const lifetime = req.lifetimeSeconds;
@@ -254,6 +262,11 @@ export async function getSqlLoginToken(input: {
     lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
     log: input.log,
   });
+}
+
+/** The database refused this login token: the next login asks Google for a fresh one. */
+export function forgetSqlLoginToken(input: { serviceAccount: string }): void {
+  instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_LOGIN_SCOPE] });
 }
 
 /** Drop the shared service and its caches; optionally run it on another clock (tests). */

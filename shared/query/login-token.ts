@@ -1,10 +1,9 @@
 import type { Logger } from '../log';
 
 /**
- * The one seam between the query function and the Cloud SQL token issue: the `sqlservice.login` access
- * token of a service account, from the broker's own Google token service (shared/google/tokens.ts
- * `getSqlLoginToken`: cached per service account and scope, single-flight), in-process.
- * `setSqlLoginTokenSource` replaces it (fault tests only).
+ * The query function's view of the Cloud SQL token issue: the `sqlservice.login` access token of a service
+ * account, from the broker's own Google token service (shared/google/tokens.ts: cached per service account
+ * and scope, single-flight), loaded lazily (the Google SDK stays off the cold path of the other functions).
  */
 
 export interface SqlLoginToken {
@@ -19,18 +18,12 @@ export interface SqlLoginTokenRequest {
   readonly log?: Logger;
 }
 
-export type SqlLoginTokenSource = (input: SqlLoginTokenRequest) => Promise<SqlLoginToken>;
-
-let source: SqlLoginTokenSource | undefined;
-
-/** Replace the token source (tests; returns the previous one). */
-export function setSqlLoginTokenSource(next: SqlLoginTokenSource | undefined): SqlLoginTokenSource | undefined {
-  const prev = source;
-  source = next;
-  return prev;
+export async function getLoginToken(input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
+  const t = await (await import('../google/tokens')).getSqlLoginToken(input);
+  return { token: t.token, expiresAtMs: t.expiresAtMs };
 }
 
-export async function getLoginToken(input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
-  const t = source ? await source(input) : await (await import('../google/tokens')).getSqlLoginToken(input);
-  return { token: t.token, expiresAtMs: t.expiresAtMs };
+/** The instance refused a login with this token (revoked, expired early): the next login gets a fresh one. */
+export async function forgetLoginToken(serviceAccount: string): Promise<void> {
+  (await import('../google/tokens')).forgetSqlLoginToken({ serviceAccount });
 }

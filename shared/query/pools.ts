@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import type { QueryConfig } from '../config/query';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { classifyDbError } from './errors';
-import { getLoginToken } from './login-token';
+import { forgetLoginToken, getLoginToken } from './login-token';
 import { destroyClient, withDeadline } from './deadline';
 import { observeDb } from './db-state';
 import { createLogger } from '../log';
@@ -193,7 +193,11 @@ export class PoolRegistry {
         const reason = err.detail?.reason;
         observeDb(key, false, typeof reason === 'string' ? reason : err.code);
         const retryable = reason === 'login_refused' || reason === 'token_refused' || reason === 'tls_failed';
-        if (retryable) await this.drop(t);
+        if (retryable) {
+          // The token itself may be what the instance refused (revoked, expired early): the retry gets a fresh one.
+          if (reason === 'token_refused') await forgetLoginToken(t.serviceAccount);
+          await this.drop(t);
+        }
         if (!retryable || attempt >= 2) throw e;
         log?.warn('database login failed; retrying once with a fresh connector and token', { reason, cause: e });
       }

@@ -6,7 +6,6 @@ import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { closeQueryPools } from '../../shared/query/handler';
-import { setSqlLoginTokenSource, type SqlLoginTokenSource } from '../../shared/query/login-token';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
 /**
@@ -25,14 +24,6 @@ let gatewayToken: string;
 let readerToken: string;
 let analystToken: string;
 let strangerToken: string;
-const issued: string[] = [];
-
-/** Test-only token source: mints sqlservice.login tokens in the sandbox's Google state (used to compare with the real path). */
-const mintingSource: SqlLoginTokenSource = async ({ serviceAccount, lifetimeSeconds }) => {
-  const t = sb.sqlAdmin!.state.issueToken('access', serviceAccount, [SQL_LOGIN_SCOPE], lifetimeSeconds);
-  issued.push(t.token);
-  return { token: t.token, expiresAtMs: t.expiresAtMs };
-};
 
 beforeAll(async () => {
   sb = await startSandbox({
@@ -54,7 +45,6 @@ beforeAll(async () => {
 afterAll(async () => {
   logs.restore();
   await closeQueryPools();
-  setSqlLoginTokenSource(undefined);
   restoreEnv?.();
   await sb?.stop();
 });
@@ -68,7 +58,7 @@ function query(name: string, body: unknown = {}, caller: string = readerToken, h
   });
 }
 
-const allTokens = () => [...issued, ...sb.google.state.allTokens()];
+const allTokens = () => sb.google.state.allTokens();
 
 function expectNoLeak(r: Result): void {
   for (const t of allTokens()) expect(r.text).not.toContain(t);
@@ -131,19 +121,6 @@ describe('happy path', () => {
     const logins = [...sb.google.state.tokens.values()].filter((t) => t.principal === SANDBOX.google.readerServiceAccount);
     expect(logins.length).toBeGreaterThan(0);
     expect(logins.every((t) => t.scopes.length === 1 && t.scopes[0] === SQL_LOGIN_SCOPE)).toBe(true);
-  });
-
-  test('the test-only minting source and the real token path give the same answer', async () => {
-    const real = await query('order-count');
-    await closeQueryPools();
-    setSqlLoginTokenSource(mintingSource);
-    try {
-      const minted = await query('order-count');
-      expect(minted.json.rows).toEqual(real.json.rows);
-    } finally {
-      setSqlLoginTokenSource(undefined);
-      await closeQueryPools();
-    }
   });
 
   test('concurrent first requests share one connector set-up; connections stay within the pool bound', async () => {
@@ -299,11 +276,27 @@ describe('bad input and SQL safety', () => {
   });
 });
 
+/** Wait until a pg_sleep statement is active on the server (observable, instead of sleeping and hoping). */
+async function sleepRunning(): Promise<void> {
+  const admin = new Client(sb.postgres!.admin(SANDBOX.google.database));
+  await admin.connect();
+  try {
+    for (const end = Date.now() + 10_000; Date.now() < end; ) {
+      const r = await admin.query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(%' AND pid <> pg_backend_pid()");
+      if (r.rowCount) return;
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+    throw new Error('the slow query never reached the server');
+  } finally {
+    await admin.end();
+  }
+}
+
 describe('faults', () => {
   test('PostgreSQL stopped mid-run gives 503 with Retry-After and a reason, and recovers when it is back', async () => {
     expect((await query('order-count')).status).toBe(200);
     const inFlight = query('slow-ok', { seconds: 3 });
-    await new Promise((r) => setTimeout(r, 400));
+    await sleepRunning(); // the query is on the server, not still connecting
     await sb.postgres!.stop();
     const cut = await inFlight;
     expect(cut.status).toBe(503);
@@ -333,25 +326,20 @@ describe('faults', () => {
     expect((await query('order-count')).status).toBe(200);
   });
 
-  test('a login token the SQL Admin API refuses gives 503 token_refused, after one retry with a fresh token', async () => {
+  test('a login token revoked upstream is refused once, then the login is retried with a fresh token: 200', async () => {
+    expect((await query('order-count')).status).toBe(200); // a cached sqlservice.login token
     await closeQueryPools();
-    let calls = 0;
-    setSqlLoginTokenSource(async () => {
-      calls++;
-      return { token: `ya29.c.not-a-live-token-${calls}`, expiresAtMs: Date.now() + 900_000 };
-    });
-    try {
-      const r = await query('order-count');
-      expect(r.status).toBe(503);
-      expect(r.json.code).toBe('db_unavailable');
-      expect(r.json.reason).toBe('token_refused');
-      expect(r.headers.get('retry-after')).toBeTruthy();
-      expect(calls).toBe(2); // first attempt, then exactly one retry with a fresh connector and token
-      expect(r.text).not.toContain('not-a-live-token');
-    } finally {
-      setSqlLoginTokenSource(undefined); // back to the broker's own token exchange
-    }
-    expect((await query('order-count')).status).toBe(200);
+    const sa = SANDBOX.google.readerServiceAccount;
+    const revoked = [...sb.google.state.tokens.values()].filter((t) => t.principal === sa && t.scopes.includes(SQL_LOGIN_SCOPE));
+    expect(revoked.length).toBeGreaterThan(0);
+    for (const t of revoked) sb.google.state.tokens.delete(t.token);
+    const minted = sb.google.iamcredentials.count('iam.generateAccessToken');
+    const r = await query('order-count');
+    expect(r.status).toBe(200);
+    // exactly one fresh token: the refused one was forgotten, not served again from the cache
+    expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(minted + 1);
+    expect(logs.records.some((l) => l.msg === 'database login failed; retrying once with a fresh connector and token' && l.reason === 'token_refused')).toBe(true);
+    for (const t of revoked) expect(JSON.stringify(logs.records)).not.toContain(t.token);
   });
 
   test('a service account without roles/cloudsql.client on the instance is refused: 503 token_refused', async () => {
