@@ -1,11 +1,13 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
+import { cosmosConfig } from '../shared/config/cosmos';
 import { createLogger } from '../shared/log';
 import { runRotation } from '../shared/rotation/run';
 import { rotationDepsFromSettings } from '../shared/rotation/wiring';
 
 /**
  * Rotation timer (%ROTATION_SCHEDULE%, default daily): rotates each managed key that is due, repairs
- * broken ones, retires previous keys after the grace period. A past-due invocation just runs.
+ * broken ones, retires previous keys after the grace period; then the Cosmos account keys of
+ * COSMOS_MANAGED_ACCOUNTS (dual-key procedure, shared/cosmos/key-rotation.ts). A past-due invocation just runs.
  */
 export async function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
   const log = createLogger({ fn: 'rotationTimer', invocationId: ctx.invocationId });
@@ -15,6 +17,14 @@ export async function handler(timer: Timer, ctx: InvocationContext): Promise<voi
   } catch (e) {
     // Logged, not rethrown: the next tick retries; the host must not retry a half-run immediately.
     log.error('rotation run failed', { event: 'rotation.error', err: e });
+  }
+  try {
+    if ((cosmosConfig.get().managedAccounts ?? []).length > 0) {
+      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } = await import('../shared/cosmos/rotation-wiring');
+      await runCosmosKeyRotationUnderLease(cosmosRotationDepsFromSettings(log), { dryRun: false });
+    }
+  } catch (e) {
+    log.error('cosmos key rotation run failed', { event: 'cosmos-rotation.error', err: e });
   }
 }
 

@@ -34,6 +34,8 @@ export const SANDBOX = {
     database: 'app',
     container: 'profiles',
     catalogContainer: 'catalog',
+    /** The account's ARM resource id (its keys are rotated through the management-plane emulator). */
+    resourceId: '/subscriptions/5a9d0000-0000-4000-8000-000000005ab0/resourceGroups/rg-sandbox/providers/Microsoft.DocumentDB/databaseAccounts/sandbox-cosmos',
   },
   /**
    * The keyless Cosmos account (disableLocalAuth: Entra ID data-plane RBAC only). Two user-assigned identities of
@@ -57,6 +59,7 @@ export const SANDBOX = {
     cosmos: 7107,
     keyVault: 7108,
     cosmosKeyless: 7109,
+    cosmosManagement: 7110,
     postgres: 7132,
   },
   /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */

@@ -18,6 +18,7 @@ import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
+import { startCosmosManagement, type CosmosManagementEmulator } from './emulators/cosmos/management';
 import { tmpdir } from 'node:os';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 
@@ -99,6 +100,8 @@ export interface Sandbox {
   readonly cosmos: CosmosEmulator & { readonly keySecret: string };
   /** The keyless CosmosDB account (disableLocalAuth, Entra ID data-plane RBAC only). */
   readonly cosmosKeyless: CosmosEmulator;
+  /** Azure Resource Manager slice for Cosmos key rotation (listKeys, regenerateKey + polling). */
+  readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Everything started, for printing. */
@@ -335,12 +338,25 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint},${K.account}=${cosmosKeyless.endpoint}`;
     env.COSMOS_CA_FILE = cosmosCaFile;
     env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = `${K.readerIdentity.clientId},${K.writerIdentity.clientId}`;
+    // Management plane (ARM) for the resource-token account's key rotation: the Function's identity holds only
+    // listKeys + regenerateKey on that account (the custom role of infra/modules/cosmos.bicep).
+    const cosmosManagement = await startCosmosManagement({
+      entra,
+      ca: cosmosCa,
+      port: port(SANDBOX.ports.cosmosManagement),
+      accounts: [{ resourceId: SANDBOX.cosmos.resourceId, emulator: cosmosEmu }],
+    });
+    stops.push(() => cosmosManagement.close());
+    cosmosManagement.grantKeyOperator(msi.objectId, SANDBOX.cosmos.resourceId);
+    env.COSMOS_MANAGEMENT_ENDPOINT = cosmosManagement.endpoint;
+    env.COSMOS_MANAGED_ACCOUNTS = `${SANDBOX.cosmos.account}=${SANDBOX.cosmos.resourceId}`;
+    services['Azure Resource Manager (Cosmos keys)'] = cosmosManagement.endpoint;
     services['CosmosDB (HTTPS)'] = cosmosEmu.endpoint;
     services['CosmosDB keyless (HTTPS, RBAC only)'] = cosmosKeyless.endpoint;
     // ---- end CosmosDB ----
 
     Object.assign(env, opts.env ?? {});
-    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu, cosmosKeyless];
+    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu, cosmosKeyless, cosmosManagement];
     const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
       const names = new Set(emulators.map((e) => e.name));
       for (const n of Object.keys(faults?.byName ?? {})) if (!names.has(n)) throw new Error(`emulatorFaults: no emulator named "${n}" (${[...names].join(', ')})`);
@@ -364,6 +380,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       keyVault,
       cosmos,
       cosmosKeyless,
+      cosmosManagement,
       googleKeys,
       services,
       applyEnv() {

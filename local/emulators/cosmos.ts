@@ -54,8 +54,13 @@ export interface CosmosEmulator extends Emulator {
   readonly account: string;
   /** The current primary master key (base64). */
   readonly masterKey: string;
-  /** Regenerate the primary key; the old key and every resource token signed with it stop working. */
-  regenerateKey(): string;
+  /** The current secondary master key (base64). Both keys authorize every request (the dual-key scheme). */
+  readonly secondaryKey: string;
+  /**
+   * Regenerate a key (default primary); the old value and every resource token signed with it stop working.
+   * Resource tokens are signed with the key that authorized the permission request.
+   */
+  regenerateKey(kind?: 'primary' | 'secondary'): string;
   /** The emulator's clock (tests move it to expire tokens). */
   readonly clock: { now: () => number };
   createContainer(spec: CosmosContainerSpec): void;
@@ -99,6 +104,8 @@ interface Database {
 }
 
 interface ResourceTokenPayload {
+  /** Which master key signed it. */
+  readonly key: 'primary' | 'secondary';
   readonly res: string;
   readonly pk: readonly unknown[] | null;
   readonly mode: 'Read' | 'All';
@@ -119,8 +126,9 @@ function rid(): string {
 
 export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEmulator> {
   const clock = { now: Date.now };
-  let masterKey = opts.masterKey ?? randomBytes(64).toString('base64');
-  recordIssuedToken(masterKey);
+  const keys = { primary: opts.masterKey ?? randomBytes(64).toString('base64'), secondary: randomBytes(64).toString('base64') };
+  recordIssuedToken(keys.primary);
+  recordIssuedToken(keys.secondary);
   const dbs = new Map<string, Database>();
   const tls = opts.ca.issueServer({ commonName: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
   let endpoint = '';
@@ -148,7 +156,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
 
   const issueResourceToken = (p: ResourceTokenPayload): string => {
     const payload = Buffer.from(JSON.stringify(p)).toString('base64');
-    const sig = sign(masterKey, payload).toString('base64');
+    const sig = sign(keys[p.key], payload).toString('base64');
     const token = `type=resource&ver=1.0&sig=${sig};${payload}`;
     recordIssuedToken(token);
     return token;
@@ -169,7 +177,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     return { segments, resourceType: segments[segments.length - 2]!, resourceLink: segments.join('/') };
   };
 
-  type Auth = { kind: 'master' } | { kind: 'resource'; token: ResourceTokenPayload } | { kind: 'aad'; oid: string };
+  type Auth = { kind: 'master'; key: 'primary' | 'secondary' } | { kind: 'resource'; token: ResourceTokenPayload } | { kind: 'aad'; oid: string };
   const rbac = new CosmosRbac(opts.account, opts.entra, () => clock.now());
   const localAuthDisabled = () => unauthorized('Local Authorization is disabled. Use an AAD token to authorize all requests.');
 
@@ -202,32 +210,37 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
         );
       }
       const text = `${req.method.toLowerCase()}\n${c.resourceType.toLowerCase()}\n${c.resourceLink}\n${date.toLowerCase()}\n\n`;
-      const expected = sign(masterKey, text);
       let given: Buffer;
       try {
         given = Buffer.from(m[2]!, 'base64');
       } catch {
         given = Buffer.alloc(0);
       }
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      const matches = (k: 'primary' | 'secondary') => {
+        const expected = sign(keys[k], text);
+        return given.length === expected.length && timingSafeEqual(given, expected);
+      };
+      const key = matches('primary') ? 'primary' : matches('secondary') ? 'secondary' : undefined;
+      if (!key) {
         return unauthorized(
           `The input authorization token can't serve the request. The wrong key is being used or the expected payload is not built as per the protocol. Server used the following payload to sign: '${text.replace(/\n/g, '\\n')}'`,
         );
       }
-      return { kind: 'master' };
+      return { kind: 'master', key };
     }
     const [sig, payload] = m[2]!.split(';');
     if (!sig || !payload) return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
-    const expected = sign(masterKey, payload);
-    const given = Buffer.from(sig, 'base64');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
-    }
     let token: ResourceTokenPayload;
     try {
       token = JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as ResourceTokenPayload;
     } catch {
       return unauthorized('The input authorization token can\'t serve the request.');
+    }
+    if (token.key !== 'primary' && token.key !== 'secondary') return unauthorized('The input authorization token can\'t serve the request.');
+    const expected = sign(keys[token.key], payload);
+    const given = Buffer.from(sig, 'base64');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
     }
     if (clock.now() >= token.exp * 1000) {
       return err(
@@ -420,6 +433,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
         resource: p.resource,
         ...(p.resourcePartitionKey ? { resourcePartitionKey: p.resourcePartitionKey } : {}),
         _token: issueResourceToken({
+          key: auth.kind === 'master' ? auth.key : 'primary',
           res: p.resource,
           pk: p.resourcePartitionKey ?? null,
           mode: p.permissionMode,
@@ -593,11 +607,12 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
   const out = Object.assign(emu, {
     endpoint,
     account: opts.account,
-    masterKey,
-    regenerateKey() {
-      masterKey = randomBytes(64).toString('base64');
-      recordIssuedToken(masterKey);
-      return masterKey;
+    masterKey: keys.primary,
+    secondaryKey: keys.secondary,
+    regenerateKey(kind: 'primary' | 'secondary' = 'primary') {
+      keys[kind] = randomBytes(64).toString('base64');
+      recordIssuedToken(keys[kind]);
+      return keys[kind];
     },
     clock,
     createContainer,
@@ -625,6 +640,7 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     assignRole: (a: RoleAssignment) => rbac.assignRole(a),
     removeRoleAssignments: (principalId: string) => rbac.removeAssignments(principalId),
   });
-  Object.defineProperty(out, 'masterKey', { get: () => masterKey, enumerable: true });
+  Object.defineProperty(out, 'masterKey', { get: () => keys.primary, enumerable: true });
+  Object.defineProperty(out, 'secondaryKey', { get: () => keys.secondary, enumerable: true });
   return out;
 }
