@@ -77,6 +77,7 @@ module cosmos 'modules/cosmos.bicep' = {
     keyVaultName: keyVault.outputs.name
     keylessReaderPrincipalId: identities.outputs.cosmosReaderPrincipalId
     keylessWriterPrincipalId: identities.outputs.cosmosWriterPrincipalId
+    brokerPrincipalId: identities.outputs.brokerPrincipalId
   }
 }
 
@@ -104,6 +105,7 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint},${cosmos.outputs.keylessAccountName}=${cosmos.outputs.keylessEndpoint}'
     cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
     cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
+    cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
   }
 }
 

@@ -15,6 +15,8 @@ param keylessReaderPrincipalId string
 @description('Principal id of the identity that may read and write the keyless audit container')
 param keylessWriterPrincipalId string
 param keylessDatabaseName string = 'shop'
+@description('Principal id of the broker Function identity (rotates the resource-token account keys)')
+param brokerPrincipalId string
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   name: 'cosmos-${name}'
@@ -58,6 +60,37 @@ resource keySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   properties: {
     value: account.listKeys().primaryMasterKey
     contentType: 'text/plain'
+  }
+}
+
+// ---- Key rotation of the resource-token account: a custom role with only the two key actions, on that account
+// only, for the broker's identity (shared/cosmos/key-rotation.ts; nothing else may list or regenerate keys).
+resource keyOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(account.id, 'token-broker-cosmos-key-operator')
+  properties: {
+    roleName: 'Token Broker Cosmos Key Operator (${account.name})'
+    description: 'List and regenerate the account keys of one Cosmos account (dual-key rotation).'
+    type: 'CustomRole'
+    assignableScopes: [ account.id ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.DocumentDB/databaseAccounts/listKeys/action'
+          'Microsoft.DocumentDB/databaseAccounts/regenerateKey/action'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+resource brokerKeyOperator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: account
+  name: guid(account.id, brokerPrincipalId, 'key-operator')
+  properties: {
+    roleDefinitionId: keyOperatorRole.id
+    principalId: brokerPrincipalId
+    principalType: 'ServicePrincipal'
   }
 }
 
@@ -141,6 +174,7 @@ resource writerOnAudit 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments
 }
 
 output accountName string = account.name
+output accountId string = account.id
 output endpoint string = account.properties.documentEndpoint
 output databaseName string = databaseName
 output keySecretName string = keySecret.name

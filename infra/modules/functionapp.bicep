@@ -38,6 +38,8 @@ param cosmosEndpoints string
 param cosmosRbacIdentityIds array = []
 @description('Their client ids, comma-separated (COSMOS_RBAC_IDENTITY_CLIENT_IDS)')
 param cosmosRbacIdentityClientIds string = ''
+@description('ACCOUNT=ARM_RESOURCE_ID pairs of the resource-token accounts whose keys the timer rotates')
+param cosmosManagedAccounts string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${name}'
@@ -79,6 +81,8 @@ var baseSettings = [
   { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
   // --- CosmosDB keyless (Entra ID data-plane RBAC): identities policy grants may name ---
   { name: 'COSMOS_RBAC_IDENTITY_CLIENT_IDS', value: cosmosRbacIdentityClientIds }
+  // --- CosmosDB account-key rotation (dual-key; ARM with the broker identity's key-operator role) ---
+  { name: 'COSMOS_MANAGED_ACCOUNTS', value: cosmosManagedAccounts }
 ]
 var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET', value: googleSaKeySecret } ] : []
 
