@@ -81,6 +81,37 @@ module cosmos 'modules/cosmos.bicep' = {
   }
 }
 
+// Cosmos key rotation polls regenerateKey's asynchronous operation; its status path is under
+// /subscriptions/{sub}/providers/Microsoft.DocumentDB/locations, not the account, so reading it needs this read-only
+// role at the subscription (ARM: "permission for tracking async status"). Nothing else.
+resource cosmosOperationReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, 'token-broker-cosmos-operation-reader')
+  properties: {
+    roleName: 'Token Broker Cosmos Operation Reader (${name})'
+    description: 'Read the status of Cosmos DB asynchronous operations (key regeneration).'
+    type: 'CustomRole'
+    assignableScopes: [ subscription().id ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.DocumentDB/locations/operationsStatus/read'
+          'Microsoft.DocumentDB/locations/operationResults/read'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+resource brokerOperationReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, name, 'cosmos-operation-reader')
+  properties: {
+    roleDefinitionId: cosmosOperationReader.id
+    principalId: identities.outputs.brokerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   name: 'functionapp'

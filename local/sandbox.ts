@@ -348,6 +348,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     });
     stops.push(() => cosmosManagement.close());
     cosmosManagement.grantKeyOperator(msi.objectId, SANDBOX.cosmos.resourceId);
+    cosmosManagement.grantOperationReader(msi.objectId, SANDBOX.cosmos.resourceId.split('/')[2]!);
     env.COSMOS_MANAGEMENT_ENDPOINT = cosmosManagement.endpoint;
     env.COSMOS_MANAGED_ACCOUNTS = `${SANDBOX.cosmos.account}=${SANDBOX.cosmos.resourceId}`;
     services['Azure Resource Manager (Cosmos keys)'] = cosmosManagement.endpoint;

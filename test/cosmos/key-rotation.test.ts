@@ -235,6 +235,19 @@ describe('dual-key rotation through the emulated management plane', () => {
     }
     expect((await latest()).version).toBe(before.version);
     await issuanceWorks();
+    // Without the operation-status read at the subscription, the regeneration cannot be confirmed: refused, nothing stored.
+    const m = fx.sandbox.cosmosManagement;
+    m.revokeAll(fx.sandbox.msi.objectId);
+    m.grantKeyOperator(fx.sandbox.msi.objectId, C.resourceId);
+    try {
+      clock += 601_000;
+      const denied = (await run())![0]!;
+      expect(denied.error).toBe('upstream_denied');
+      expect((await latest()).version).toBe(before.version);
+    } finally {
+      m.grantOperationReader(fx.sandbox.msi.objectId, C.resourceId.split('/')[2]!);
+    }
+    await issuanceWorks();
   });
 
   test('Key Vault down while an instance re-checks the key version: the request still succeeds with the current key', async () => {
@@ -297,5 +310,23 @@ describe('the management-plane emulator (ARM)', () => {
     expect(accepted.status).toBe(202);
     expect(String(accepted.headers['azure-asyncoperation'])).toContain('/operationsStatus/');
     expect(String(accepted.headers.location)).toContain('/operationResults/');
+    // Polling: the operation path is under the subscription, and only the original caller may read it.
+    const statusPath = new URL(String(accepted.headers['azure-asyncoperation']));
+    const get = async (token: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(statusPath, { method: 'GET', agent, headers: { authorization: `Bearer ${token}` } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const keyOnly = '0dd00000-0000-4000-8000-0000000000dd';
+    fx.sandbox.cosmosManagement.grantKeyOperator(keyOnly, C.resourceId);
+    expect(await get(await arm({ oid: keyOnly }))).toBe(403); // no operation-status read at the subscription
+    fx.sandbox.cosmosManagement.grantOperationReader(keyOnly, C.resourceId.split('/')[2]!);
+    expect(await get(await arm({ oid: keyOnly }))).toBe(403); // not the original caller
+    expect(await get(await arm())).toBe(200);
+    fx.sandbox.cosmosManagement.revokeAll(keyOnly);
   });
 });

@@ -17,7 +17,9 @@ import type { CosmosEmulator } from '../cosmos';
  *   comes first), as ARM's asynchronous operations do
  *   (https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations);
  * - `GET …/operationsStatus/{id}` → `{ status: InProgress | Succeeded }` with `Retry-After`;
- *   `GET …/operationResults/{id}` → 202 while running, 204 when done.
+ *   `GET …/operationResults/{id}` → 202 while running, 204 when done. Only the principal that started the operation
+ *   may read it, and it needs the read action at the subscription (the status path is not under the account:
+ *   https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations#permission-for-tracking-async-status).
  * Every call needs `Authorization: Bearer <Entra token>` with `aud` https://management.azure.com (401
  * `InvalidAuthenticationToken` / `ExpiredAuthenticationToken` otherwise) of a principal granted the action on that
  * account (403 `AuthorizationFailed` naming action and scope), and an `api-version` (400
@@ -26,6 +28,9 @@ import type { CosmosEmulator } from '../cosmos';
 
 export const LIST_KEYS_ACTION = 'Microsoft.DocumentDB/databaseAccounts/listKeys/action';
 export const REGENERATE_KEY_ACTION = 'Microsoft.DocumentDB/databaseAccounts/regenerateKey/action';
+/** Reading an operation's status: its path is under /subscriptions/{sub}/providers/…/locations, not the account. */
+export const OPERATION_STATUS_READ = 'Microsoft.DocumentDB/locations/operationsStatus/read';
+export const OPERATION_RESULTS_READ = 'Microsoft.DocumentDB/locations/operationResults/read';
 const ARM_AUDIENCES = ['https://management.azure.com', 'https://management.azure.com/', 'https://management.core.windows.net/'];
 const KEY_KINDS = ['primary', 'secondary', 'primaryReadonly', 'secondaryReadonly'] as const;
 type KeyKind = (typeof KEY_KINDS)[number];
@@ -51,6 +56,7 @@ export interface CosmosManagementOptions {
 
 interface Operation {
   readonly id: string;
+  readonly caller: string;
   readonly resourceId: string;
   readonly kind: KeyKind;
   polls: number;
@@ -64,6 +70,8 @@ export interface CosmosManagementEmulator extends Emulator {
   readonly endpoint: string;
   /** Grant a principal (object id) listKeys + regenerateKey on one account (the custom role of infra/modules/cosmos.bicep). */
   grantKeyOperator(principalId: string, resourceId: string, actions?: readonly string[]): void;
+  /** Grant a principal the operation-status reads at `/subscriptions/{sub}` (the custom role of infra/main.bicep). */
+  grantOperationReader(principalId: string, subscriptionId: string): void;
   revokeAll(principalId: string): void;
   /** Operations started, in order (tests). */
   readonly operations: readonly Readonly<Operation>[];
@@ -145,7 +153,7 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
   };
 
   const ACCOUNT_PATH = /^(?<rid>\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.DocumentDB\/databaseAccounts\/[^/]+)\/(?<verb>listKeys|regenerateKey)$/;
-  const OP_PATH = /^\/subscriptions\/[^/]+\/providers\/Microsoft\.DocumentDB\/locations\/[^/]+\/(?<kind>operationsStatus|operationResults)\/(?<id>[0-9a-f-]+)$/;
+  const OP_PATH = /^\/subscriptions\/(?<sub>[^/]+)\/providers\/Microsoft\.DocumentDB\/locations\/[^/]+\/(?<kind>operationsStatus|operationResults)\/(?<id>[0-9a-f-]+)$/;
 
   const accountAction = async (req: EmuRequest): Promise<EmuResponse> => {
     const who = await authenticate(req);
@@ -174,7 +182,7 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     if (!body || typeof body.keyKind !== 'string' || !(KEY_KINDS as readonly string[]).includes(body.keyKind)) {
       return armError(400, 'BadRequest', `keyKind must be one of ${KEY_KINDS.join(', ')}.`);
     }
-    const op: Operation = { id: randomUUID(), resourceId: acct.resourceId, kind: body.keyKind as KeyKind, polls: 0, done: false, startTime: new Date().toISOString() };
+    const op: Operation = { id: randomUUID(), caller: who.oid, resourceId: acct.resourceId, kind: body.keyKind as KeyKind, polls: 0, done: false, startTime: new Date().toISOString() };
     operations.push(op);
     setTimeout(() => complete(op), completeAfterMs).unref();
     const sub = rid.split('/')[2]!;
@@ -194,8 +202,14 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
   const operationStatus = async (req: EmuRequest): Promise<EmuResponse> => {
     const who = await authenticate(req);
     if ('status' in who) return who;
+    const scope = `/subscriptions/${req.params.sub}`;
+    const denied = authorize(who.oid, scope, req.params.kind === 'operationsStatus' ? OPERATION_STATUS_READ : OPERATION_RESULTS_READ);
+    if (denied) return denied;
     const op = operations.find((o) => o.id === req.params.id);
     if (!op) return armError(404, 'NotFound', 'The operation was not found.');
+    if (op.caller !== who.oid) {
+      return armError(403, 'AuthorizationFailed', 'Only the original caller of an asynchronous operation is allowed to retrieve the results.');
+    }
     op.polls++;
     if (op.polls >= pollsToComplete) complete(op);
     if (req.params.kind === 'operationResults') return op.done ? { status: 204 } : { status: 202, headers: { 'retry-after': retryAfter, location: req.url.toString() } };
@@ -224,6 +238,11 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     grantKeyOperator(principalId: string, resourceId: string, actions: readonly string[] = [LIST_KEYS_ACTION, REGENERATE_KEY_ACTION]) {
       const byRes = grants.get(principalId.toLowerCase()) ?? new Map<string, Set<string>>();
       byRes.set(resourceId.toLowerCase(), new Set(actions));
+      grants.set(principalId.toLowerCase(), byRes);
+    },
+    grantOperationReader(principalId: string, subscriptionId: string) {
+      const byRes = grants.get(principalId.toLowerCase()) ?? new Map<string, Set<string>>();
+      byRes.set(`/subscriptions/${subscriptionId}`.toLowerCase(), new Set([OPERATION_STATUS_READ, OPERATION_RESULTS_READ]));
       grants.set(principalId.toLowerCase(), byRes);
     },
     revokeAll(principalId: string) {
