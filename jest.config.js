@@ -8,5 +8,5 @@ module.exports = {
   testTimeout: 30000,
   setupFiles: ['<rootDir>/test/setup.ts'],
   // Token-leak scan: every log line of every test file is checked against every credential the emulators issued.
-  setupFilesAfterEnv: ['<rootDir>/test/setup-leak-scan.ts'],
+  setupFilesAfterEnv: ['<rootDir>/test/setup-leak-scan.ts', '<rootDir>/test/setup-process-guard.ts'],
 };

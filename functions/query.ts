@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
 import { httpHandler } from '../shared/http';
-import { handleQuery } from '../shared/query/handler';
+import { closeQueryPools, handleQuery } from '../shared/query/handler';
 
 /** POST /api/query/{name}: a catalogued, parameterized, read-only query as the caller's Cloud SQL IAM identity. */
 export const handler = httpHandler('query', 'problem', handleQuery);
@@ -11,3 +11,7 @@ export const registration = {
 } as const;
 
 app.http(registration.name, registration.options);
+
+// Graceful shutdown of the worker (scale-in, deployment): close the database pools and their connectors, so
+// PostgreSQL sees a clean disconnect instead of sessions cut mid-protocol.
+app.hook.appTerminate(() => closeQueryPools());

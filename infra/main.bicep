@@ -123,6 +123,7 @@ module functionApp 'modules/functionapp.bicep' = {
     brokerClientId: identities.outputs.brokerClientId
     storageName: storage.outputs.name
     storageBlobEndpoint: storage.outputs.blobEndpoint
+    policyBlobUrl: storage.outputs.policyBlobUrl
     appInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultUri: keyVault.outputs.uri
     allowedTenants: tenantId

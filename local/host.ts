@@ -1,3 +1,4 @@
+import { closeQueryPools } from '../shared/query/handler';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -332,10 +333,14 @@ export async function startLocalHost(
     url: `http://${opts.host ?? '127.0.0.1'}:${addr.port}/api`,
     server,
     registrations,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      // What the Functions host's appTerminate hook does (functions/query.ts registers it; @azure/functions
+      // skips hook registration outside the worker): the database pools close.
+      await closeQueryPools();
+    },
   };
 }

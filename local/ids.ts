@@ -58,10 +58,14 @@ export const SANDBOX = {
     google: 7102,
     cosmos: 7107,
     keyVault: 7108,
-    cosmosKeyless: 7109,
-    cosmosManagement: 7110,
+    /** Blob Storage (Azurite, HTTPS): the live policy and the rotation lease. */
+    storage: 7109,
+    cosmosKeyless: 7105,
+    cosmosManagement: 7106,
     postgres: 7132,
   },
   /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */
   identityHeader: 'sandbox-identity-header',
+  /** The policy container and blob in the sandbox's storage account (Azurite). */
+  storage: { container: 'policy', policyBlob: 'policy.json' },
 } as const;

@@ -259,7 +259,13 @@ async function provision(admin: (db: string) => ClientConfig, opts: PostgresOpti
       GRANT SELECT ON customers, orders TO orders_reader;
       -- the analyst sees only these columns of orders: enough to count, not to read amounts or customers
       GRANT SELECT (id, status, placed_at) ON orders TO orders_analyst;
-      GRANT USAGE ON SEQUENCE order_numbers TO orders_reader;
+      -- SELECT reads a sequence (currval, last_value); USAGE would let a reader advance it with nextval()
+      REVOKE ALL ON SEQUENCE order_numbers FROM orders_reader;
+      GRANT SELECT ON SEQUENCE order_numbers TO orders_reader;
+      -- PUBLIC's defaults that are writes: temporary tables and server-side large objects
+      REVOKE TEMPORARY ON DATABASE ${ident(opts.database)} FROM PUBLIC;
+      REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea), lo_put(oid, bigint, bytea),
+        lo_unlink(oid), lowrite(integer, bytea), lo_truncate(integer, integer), lo_truncate64(integer, bigint) FROM PUBLIC;
     `);
     await db.query(IDENTITY_SAMPLE_SQL);
   } finally {

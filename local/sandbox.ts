@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
@@ -19,6 +19,7 @@ import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/o
 import { mkdtempSync, rmSync } from 'node:fs';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
 import { startCosmosManagement, type CosmosManagementEmulator } from './emulators/cosmos/management';
+import { startAzurite, type AzuriteEmulator } from './emulators/azurite';
 import { tmpdir } from 'node:os';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 
@@ -56,6 +57,12 @@ export interface SandboxOptions {
    * when set, apply. Changeable later with `setEmulatorFaults`.
    */
   emulatorFaults?: EmulatorFaults;
+  /**
+   * Blob Storage (Azurite, HTTPS + OAuth): the live policy (BROKER_POLICY_URL, seeded from `policyPath`) and the
+   * rotation lease. Default: on with fixedPorts (npm start), off otherwise (the policy is then the file
+   * BROKER_POLICY_PATH, and a real rotation run has no lease).
+   */
+  storage?: boolean;
 }
 
 export interface EmulatorFaults {
@@ -104,6 +111,8 @@ export interface Sandbox {
   readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
+  /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
+  readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Every HTTP emulator of the sandbox. */
@@ -116,6 +125,22 @@ export interface Sandbox {
 }
 
 export const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-policy.json');
+
+/**
+ * The workload identity provider's `attribute_condition` as infra/gcp/main.tf writes it, with its `${var.NAME}`
+ * references replaced: the STS emulator enforces the very condition that is deployed.
+ */
+export function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
+  const candidates = [resolve(__dirname, '..', 'infra', 'gcp', 'main.tf'), resolve(__dirname, '..', '..', 'infra', 'gcp', 'main.tf')];
+  const tf = readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
+  const m = /^\s*attribute_condition\s*=\s*"((?:[^"\\]|\\.)*)"\s*$/m.exec(tf);
+  if (!m) throw new Error('infra/gcp/main.tf has no attribute_condition');
+  return m[1]!.replace(/\$\{var\.([a-z_]+)\}/g, (_, name: string) => {
+    const v = vars[name];
+    if (v === undefined) throw new Error(`attribute_condition names var.${name}, which the sandbox does not set`);
+    return v;
+  });
+}
 
 function samplePolicyPath(): string {
   // Works from local/ (ts-jest) and from dist/local/ (compiled).
@@ -175,9 +200,12 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       projectNumber: SANDBOX.google.projectNumber,
       poolId: SANDBOX.google.poolId,
       providerId: SANDBOX.google.providerId,
-      issuer: `https://sts.windows.net/${SANDBOX.tenantId}/`,
-      jwksUri: `${entra.url}/${SANDBOX.tenantId}/discovery/v2.0/keys`,
+      // Managed-identity tokens for api://AzureADTokenExchange are v2.0 (local/emulators/managed-identity.ts).
+      issuer: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+      discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/v2.0/.well-known/openid-configuration`,
       allowedAudiences: ['api://AzureADTokenExchange'],
+      // Exactly the condition infra/gcp/main.tf writes, for the sandbox's tenant and identity.
+      attributeCondition: terraformAttributeCondition({ azure_tenant_id: SANDBOX.tenantId, broker_identity_principal_id: msi.objectId }),
     };
     const sts = await startSts({ state: googleState, providers: [wif], port: port(SANDBOX.ports.google) });
     stops.push(() => sts.close());
@@ -275,15 +303,15 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     stops.push(() => googleOauth.close());
     const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });
     stops.push(() => googleIam.close());
-    // The Function's federated identity (workload identity pool principal of its managed identity) administers keys.
+    // The Function's federated identity (workload identity pool principal of its managed identity) administers the keys
+    // of the rotated accounts only (SA-level roles/iam.serviceAccountKeyAdmin, as infra/gcp/main.tf grants it).
     const rotationPrincipal = `principal://iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/subject/${msi.objectId}`;
-    googleIam.grantKeyAdmin(rotationPrincipal);
+    googleIam.grantKeyAdmin(rotationPrincipal, [g.readerServiceAccount]);
     env.GOOGLE_IAM_ENDPOINT = googleIam.endpoint;
     env.GOOGLE_OAUTH_TOKEN_URL = googleOauth.tokenUrl;
     env.ROTATION_MANAGED_KEYS = `${g.readerServiceAccount}=orders-reader-sa-key`;
     env.ROTATION_SCHEDULE = '0 30 2 * * *'; // the Functions host resolves %ROTATION_SCHEDULE% itself: it must be set
-    env.ROTATION_STS_URL = `${sts.url}/v1/token`;
-    env.ROTATION_WIF_AUDIENCE = `//iam.googleapis.com/projects/${g.projectNumber}/locations/global/workloadIdentityPools/${g.poolId}/providers/${g.providerId}`;
+    // The rotation's own Google identity is the keyless source credential above (GOOGLE_WIF_AUDIENCE, GOOGLE_STS_TOKEN_URL).
     services['Google IAM (service-account keys)'] = `${googleIam.endpoint}/v1/projects/-/serviceAccounts/{email}/keys`;
     services['Google OAuth token endpoint'] = googleOauth.tokenUrl;
     const googleKeys = { state: googleState, iam: googleIam, oauth: googleOauth, rotationPrincipal };
@@ -356,6 +384,30 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     services['CosmosDB keyless (HTTPS, RBAC only)'] = cosmosKeyless.endpoint;
     // ---- end CosmosDB ----
 
+    // ---- Blob Storage (Azurite): the live policy and the rotation lease ----
+    let storage: (AzuriteEmulator & { readonly policyBlobUrl: string }) | undefined;
+    if (opts.storage ?? opts.fixedPorts ?? false) {
+      const storageCa = createCa('Token Broker Sandbox Storage CA');
+      const azurite = await startAzurite({ ca: storageCa, port: port(SANDBOX.ports.storage) });
+      stops.push(() => azurite.close());
+      const container = azurite.admin().getContainerClient(SANDBOX.storage.container);
+      await container.create();
+      const text = readFileSync(opts.policyPath ?? samplePolicyPath(), 'utf8');
+      await container.getBlockBlobClient(SANDBOX.storage.policyBlob).upload(text, Buffer.byteLength(text), {
+        metadata: { revision: '1', updatedby: 'sandbox', updatedat: new Date().toISOString(), change: 'seed' },
+        blobHTTPHeaders: { blobContentType: 'application/json' },
+      });
+      const storageCaFile = join(kvCaDir, 'storage-ca.pem');
+      writeFileSync(storageCaFile, storageCa.certPem);
+      const policyBlobUrl = `${azurite.accountUrl}/${SANDBOX.storage.container}/${SANDBOX.storage.policyBlob}`;
+      delete env.BROKER_POLICY_PATH;
+      env.BROKER_POLICY_URL = policyBlobUrl;
+      env.BROKER_POLICY_CA_FILE = storageCaFile;
+      services['Blob Storage (Azurite, HTTPS)'] = policyBlobUrl;
+      storage = Object.assign(azurite, { policyBlobUrl });
+    }
+    // ---- end Blob Storage ----
+
     Object.assign(env, opts.env ?? {});
     const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu, cosmosKeyless, cosmosManagement];
     const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
@@ -383,6 +435,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       cosmosKeyless,
       cosmosManagement,
       googleKeys,
+      storage,
       services,
       applyEnv() {
         const prev: Record<string, string | undefined> = {};

@@ -61,6 +61,8 @@ async function main(): Promise<void> {
     fixedPorts: !ephemeral,
     allowMint: true,
     stateDir: runDir,
+    storage: true, // the live policy (admin API) and the rotation lease, on Azurite
+
     ...(ephemeral ? { cloudSql: { host: cloudSqlHost } } : cloudSqlHost !== '127.0.0.1' ? { cloudSql: { host: cloudSqlHost } } : {}),
   }));
   if (stopping) return; // Ctrl+C while starting: stop() takes it from here
@@ -74,6 +76,7 @@ async function main(): Promise<void> {
     pid: process.pid,
     postgresPid: sandbox.postgres?.pid,
     postgresDataDir: sandbox.postgres?.dataDir,
+    azuritePid: sandbox.storage?.pid,
     runDir,
   });
   if (!ephemeral) linkCurrent(runDir);

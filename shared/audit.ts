@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import type { Logger } from './log';
 import type { Principal } from './auth/principal';
 
-export type Decision = 'grant' | 'deny';
+export type AuditDecision = 'grant' | 'deny';
 
 export interface AuditEvent {
-  decision: Decision;
+  decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
   subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;

@@ -39,6 +39,9 @@ const CODES = {
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
   request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
+  policy_invalid: { status: 400, oauth: 'invalid_request', title: 'Policy document invalid' },
+  precondition_failed: { status: 412, oauth: 'invalid_request', title: 'Precondition failed' },
+  precondition_required: { status: 428, oauth: 'invalid_request', title: 'Precondition required' },
 
   // --- identity front door (401: who are you?) ---
   token_missing: { status: 401, oauth: 'invalid_client', title: 'Token missing' },
@@ -61,9 +64,11 @@ const CODES = {
   role_required: { status: 403, oauth: 'access_denied', title: 'Role required' },
   upstream_denied: { status: 403, oauth: 'unauthorized_client', title: 'Upstream denied the broker' },
   db_permission_denied: { status: 403, oauth: 'access_denied', title: 'Database permission denied' },
+  key_creation_disabled: { status: 403, oauth: 'access_denied', title: 'Key creation disabled by organization policy' },
 
   // --- conflicts and limits ---
   conflict: { status: 409, oauth: 'invalid_request', title: 'Conflict' },
+  key_limit_reached: { status: 409, oauth: 'invalid_request', title: 'Service-account key limit reached' },
   rate_limited: { status: 429, oauth: 'temporarily_unavailable', title: 'Too many requests' },
 
   // --- dependencies (5xx, never 500) ---
@@ -75,6 +80,7 @@ const CODES = {
   db_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Database unavailable' },
   query_timeout: { status: 504, oauth: 'temporarily_unavailable', title: 'Query timeout' },
   config_invalid: { status: 503, oauth: 'temporarily_unavailable', title: 'Broker misconfigured' },
+  policy_unavailable: { status: 503, oauth: 'temporarily_unavailable', title: 'Policy unavailable' },
   target_misconfigured: { status: 502, oauth: 'server_error', title: 'Target misconfigured' },
 
   // --- bugs: the only code that maps to 500 ---

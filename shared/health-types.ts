@@ -5,6 +5,8 @@ export type CheckStatus = 'ok' | 'fail' | 'skipped';
 export interface CheckResult {
   readonly status: CheckStatus;
   readonly detail?: string;
+  /** Machine-readable facts of the check (e.g. the policy's version and age); never secrets. */
+  readonly info?: Readonly<Record<string, string | number | boolean>>;
 }
 
 /** A readiness check of one dependency. Must finish within its own timeout and never throw secrets. */

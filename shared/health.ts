@@ -1,7 +1,7 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from './config/core';
+import { removedSettingProblems } from './config/settings';
 import { jwksUrl } from './auth/jwt';
-import { loadPolicyFile } from './policy/load';
 import { jsonResponse, queryParam, type RequestScope } from './http';
 import type { CheckResult, HealthCheck } from './health-types';
 
@@ -37,15 +37,16 @@ export const checks: HealthCheck[] = [
     name: 'config',
     run: async () => {
       coreConfig.get();
+      // A removed setting still set is reported by name (config_invalid at start), never silently ignored.
+      await import('./config/rotation');
+      const removed = removedSettingProblems(process.env);
+      if (removed.length) return { status: 'fail', detail: removed.join('; ') };
       return { status: 'ok' };
     },
   },
   {
     name: 'policy',
-    run: async () => {
-      const p = loadPolicyFile(coreConfig.get().policyPath);
-      return { status: 'ok', detail: `${p.rules.length} rules, ${p.deny.length} deny entries` };
-    },
+    run: async () => (await import('./policy/health')).checkPolicy(),
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { BrokerError, oauthErrorFor, specOf, toBrokerError } from './errors';
 import { createLogger, type Logger } from './log';
+import { inInvocation } from './process-guard';
 import { parseStrictJson, StrictJsonError } from './strict-json';
 import { traceContextOf, type TraceContext } from './trace-context';
 
@@ -29,6 +30,7 @@ const DEFAULT_RETRY_AFTER: Partial<Record<string, number>> = {
   db_unavailable: 5,
   query_timeout: 1,
   config_invalid: 30,
+  policy_unavailable: 5,
 };
 
 /** The request's correlation id: `x-correlation-id` if well-formed, else the W3C trace id, else a new one. */
@@ -112,29 +114,32 @@ export function jsonResponse(
  * error to its response, and one log line per request (never bodies or headers).
  */
 export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
-  const handler = async (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
+  const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
     const correlationId = correlationIdOf(req.headers);
-    const trace = traceContextOf(req.headers.get('traceparent'));
-    const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
-    let res: HttpResponseInit;
-    let code: string | undefined;
-    try {
-      assertNoRepeatedQuery(req.query);
-      res = await fn(req, { correlationId, log, functionName, trace }, ctx);
-      res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
-    } catch (thrown) {
-      const err = toBrokerError(thrown);
-      code = err.code;
-      res = errorResponse(err, style, correlationId);
-      const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
-      if (err.status >= 500) log.error(err.message, fields);
-      else log.info(err.message, fields);
-    }
-    res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
-    const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-    log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
-    return res;
+    // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
+    return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
+      const trace = traceContextOf(req.headers.get('traceparent'));
+      const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+      let res: HttpResponseInit;
+      let code: string | undefined;
+      try {
+        assertNoRepeatedQuery(req.query);
+        res = await fn(req, { correlationId, log, functionName, trace }, ctx);
+        res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+      } catch (thrown) {
+        const err = toBrokerError(thrown);
+        code = err.code;
+        res = errorResponse(err, style, correlationId);
+        const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+        if (err.status >= 500) log.error(err.message, fields);
+        else log.info(err.message, fields);
+      }
+      res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
+      return res;
+    });
   };
   styles.set(handler, style);
   return handler;

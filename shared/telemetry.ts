@@ -18,7 +18,7 @@ import { telemetryConfig } from './config/telemetry';
 
 export type IssuanceKind = 'cloudsql' | 'cosmos' | 'query';
 /** `issued`, or the BrokerError code the request failed with. */
-export type Outcome = string;
+export type TelemetryOutcome = string;
 /** Upstream names: slugs of the services' display names (`google-sts`, `google-iam-credentials`, `key-vault`, …). */
 export type UpstreamName = string;
 
@@ -83,11 +83,11 @@ export function initTelemetry(): Promise<void> {
     return Promise.resolve();
   }
   state = 'loading';
-  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
+  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('./managed-identity')])
     .then(([m, identity]) => {
       // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
       // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
-      const credential = clientId ? new identity.ManagedIdentityCredential({ clientId }) : new identity.ManagedIdentityCredential();
+      const credential = identity.managedIdentity(clientId);
       m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
       enableOpenTelemetry();
     })
@@ -118,7 +118,7 @@ export function telemetryState(): State {
 
 // ---------- instruments ----------
 
-export function recordIssuance(kind: IssuanceKind, outcome: Outcome, durationMs: number): void {
+export function recordIssuance(kind: IssuanceKind, outcome: TelemetryOutcome, durationMs: number): void {
   const i = on();
   if (i) i.issuance.record(durationMs, { kind, outcome });
 }
@@ -128,7 +128,7 @@ export function recordCache(kind: IssuanceKind, hit: boolean): void {
   if (i) i.cache.add(1, { kind, result: hit ? 'hit' : 'miss' });
 }
 
-export function recordUpstream(upstream: UpstreamName, outcome: Outcome): void {
+export function recordUpstream(upstream: UpstreamName, outcome: TelemetryOutcome): void {
   const i = on();
   if (i) i.upstream.add(1, { upstream, outcome });
 }
@@ -144,7 +144,7 @@ export function upstreamSlug(service: string): UpstreamName {
 }
 
 /** The outcome of an upstream HTTP answer: `ok`, or the code the broker maps the status to. */
-export function httpOutcome(status: number): Outcome {
+export function httpOutcome(status: number): TelemetryOutcome {
   if (status < 400) return 'ok';
   if (status === 429) return 'upstream_throttled';
   if (status === 503) return 'upstream_unavailable';

@@ -24,9 +24,13 @@ resource "google_iam_workload_identity_pool_provider" "entra" {
   workload_identity_pool_provider_id = var.provider_id
   display_name                       = "Entra ID (managed identity)"
 
-  # Managed-identity tokens are v1 tokens: issuer https://sts.windows.net/<tenant>/, sub = oid of the identity.
+  # A managed identity's token for api://AzureADTokenExchange is a v2.0 token: issuer
+  # https://login.microsoftonline.com/<tenant>/v2.0 (the issuer Microsoft documents for a managed identity used as a
+  # federated credential), aud = api://AzureADTokenExchange, sub = oid = the identity's principal id, idtyp = app,
+  # azp = its client id, xms_mirid = its ARM resource id. Google STS discovers the signing keys from
+  # <issuer>/.well-known/openid-configuration.
   oidc {
-    issuer_uri        = "https://sts.windows.net/${var.azure_tenant_id}/"
+    issuer_uri        = "https://login.microsoftonline.com/${var.azure_tenant_id}/v2.0"
     allowed_audiences = [var.subject_token_audience]
   }
 

@@ -1,5 +1,5 @@
 output "wif_audience" {
-  description = "App settings GOOGLE_WIF_AUDIENCE and ROTATION_WIF_AUDIENCE (azd env set GOOGLE_WIF_AUDIENCE ...)"
+  description = "App setting GOOGLE_WIF_AUDIENCE (azd env set GOOGLE_WIF_AUDIENCE ...), used by the token exchange and by rotation"
   value       = "//iam.googleapis.com/${google_iam_workload_identity_pool_provider.entra.name}"
 }
 

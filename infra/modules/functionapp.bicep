@@ -19,7 +19,8 @@ param brokerAppIdUri string
 param allowedClientOids string
 @description('Audiences of the end callers\' tokens (the APIs exposed through APIM)')
 param subjectAudiences string
-param policyPath string = 'config/policy.json'
+@description('Blob URL of the live access policy (the policy container of the storage account)')
+param policyBlobUrl string
 param queryCatalogPath string = 'config/queries.json'
 
 @allowed([ 'keyless', 'sa-key' ])
@@ -62,7 +63,8 @@ var baseSettings = [
   { name: 'BROKER_CLIENT_AUDIENCES', value: brokerAppIdUri }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
-  { name: 'BROKER_POLICY_PATH', value: policyPath }
+  { name: 'BROKER_POLICY_URL', value: policyBlobUrl }
+  { name: 'BROKER_ADMIN_TENANT', value: allowedTenants }
   { name: 'AZURE_CLIENT_ID', value: brokerClientId }
   // --- Google: keyless federation (workload identity pool trusting this identity) ---
   { name: 'GOOGLE_AUTH_MODE', value: googleAuthMode }
@@ -75,8 +77,6 @@ var baseSettings = [
   // --- key rotation (the rotation caller federates through the same pool) ---
   { name: 'ROTATION_MANAGED_KEYS', value: rotationManagedKeys }
   { name: 'ROTATION_SCHEDULE', value: rotationSchedule }
-  { name: 'ROTATION_WIF_AUDIENCE', value: googleWifAudience }
-  { name: 'ROTATION_ENTRA_RESOURCE', value: googleWifSubjectTokenAudience }
   // --- CosmosDB resource tokens (keys are read from Key Vault) ---
   { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
   // --- CosmosDB keyless (Entra ID data-plane RBAC): identities policy grants may name ---

@@ -23,9 +23,33 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
+// Versioning on: every overwrite of the policy blob keeps the previous version in Azure as well (the broker's own
+// history, GET /api/admin/policy/history, is the snapshot it takes before each write; the two coexist).
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+  properties: {
+    isVersioningEnabled: true
+  }
+}
+
+// The live access policy (policy.json) and the rotation lease blob (rotation-lock): read and written by the broker
+// with its managed identity only.
+resource policyContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: 'policy'
+  properties: { publicAccess: 'None' }
+}
+
+// Storage Blob Data Contributor on the policy container only (read/write/lease of the policy and the lease blob).
+resource policyContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: policyContainer
+  name: guid(policyContainer.id, brokerPrincipalId, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'ba92f5b4-2d11-453d-a403-e96b0029c9fe')
+    principalId: brokerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
 }
 
 // Flex Consumption deploys the app package into this container.
@@ -47,3 +71,4 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output policyBlobUrl string = '${storage.properties.primaryEndpoints.blob}${policyContainer.name}/policy.json'

@@ -31,6 +31,8 @@ export interface MintOptions {
   notBefore?: number;
   /** Claims to leave out (e.g. `oid`, `tid`). */
   omit?: readonly string[];
+  /** Leave `kid` (and `x5t`) out of the JWT header (tests of verifiers that require it). */
+  omitKid?: boolean;
   /** Extra or overriding claims. */
   extra?: Record<string, unknown>;
   /** Sign with this key instead of the current one (e.g. a key not in the JWKS). */
@@ -119,7 +121,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     if (m.groups) claims.groups = [...m.groups];
     Object.assign(claims, m.extra ?? {});
     for (const c of m.omit ?? []) delete claims[c];
-    const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: key.kid, x5t: key.kid }).sign(key.privateKey);
+    const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', ...(m.omitKid ? {} : { kid: key.kid, x5t: key.kid }) }).sign(key.privateKey);
     recordIssuedToken(jwt); // token-leak scan (test/setup-leak-scan.ts)
     return jwt;
   };

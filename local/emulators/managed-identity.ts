@@ -5,8 +5,18 @@ import type { EntraEmulator } from './entra';
 /**
  * The App Service / Functions managed-identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`,
  * api-version 2019-08-01), as `ManagedIdentityCredential` calls it. Tokens are real JWTs signed by the
- * Entra emulator for the Function's own identity, with `aud` = the requested resource.
+ * Entra emulator for the Function's own identity, with `aud` = the requested resource, in the shape Entra issues
+ * for managed identities: app-only (`idtyp: app`), `sub` = `oid` = the identity's principal id, `xms_mirid` = the
+ * identity's ARM resource id. Tokens for `api://AzureADTokenExchange` (what Google STS and Entra federated
+ * identity credentials consume) are v2.0: `iss` https://login.microsoftonline.com/{tid}/v2.0, `azp` = the
+ * identity's client id, no `appid` (the issuer Microsoft documents for a managed identity used as a federated
+ * credential, https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity);
+ * other resources get v1.0 tokens (`iss` https://sts.windows.net/{tid}/, `appid`).
  */
+
+export const TOKEN_EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
+export const SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID =
+  '/subscriptions/00000000-0000-4000-8000-00000000a2e0/resourcegroups/rg-token-broker/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-token-broker';
 
 export interface ManagedIdentityEmulator extends Emulator {
   /** The value of IDENTITY_ENDPOINT. */
@@ -26,7 +36,21 @@ export interface ManagedIdentityEmulator extends Emulator {
 export interface UserAssignedIdentity {
   readonly clientId: string;
   readonly objectId: string;
+  /** ARM resource id (`xms_mirid`); default: a sandbox id named after the client id. */
+  readonly resourceId?: string;
 }
+
+interface AttachedIdentity {
+  readonly clientId: string;
+  readonly objectId: string;
+  readonly resourceId: string;
+}
+
+const attached = (i: UserAssignedIdentity): AttachedIdentity => ({
+  clientId: i.clientId.toLowerCase(),
+  objectId: i.objectId.toLowerCase(),
+  resourceId: i.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID.replace(/[^/]+$/, `id-${i.clientId.toLowerCase()}`),
+});
 
 export interface ManagedIdentityOptions {
   entra: EntraEmulator;
@@ -37,6 +61,8 @@ export interface ManagedIdentityOptions {
   lifetimeSeconds?: number;
   /** The X-IDENTITY-HEADER value to require (default: a random one). */
   secretHeader?: string;
+  /** ARM resource id of the identity (`xms_mirid`). */
+  resourceId?: string;
   /** Further user-assigned identities attached to the app, selected by `client_id` (or `principal_id`). */
   identities?: readonly UserAssignedIdentity[];
 }
@@ -50,10 +76,10 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
   const clientId = opts.clientId ?? SANDBOX_FUNCTION_CLIENT_ID;
   const issued: { resource: string; token: string; clientId: string }[] = [];
   // The app's identities: the default one first (used when the request names none), then the others by client id.
-  const identities: UserAssignedIdentity[] = [{ clientId, objectId }, ...(opts.identities ?? [])].map((i) => ({
-    clientId: i.clientId.toLowerCase(),
-    objectId: i.objectId.toLowerCase(),
-  }));
+  const identities: AttachedIdentity[] = [
+    attached({ clientId, objectId, resourceId: opts.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID }),
+    ...(opts.identities ?? []).map(attached),
+  ];
   const lifetime = opts.lifetimeSeconds ?? 3600;
   const err = (status: number, error: string, description: string) => ({
     status,
@@ -79,13 +105,15 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
           if (!who) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }
+          const aud = resource.replace(/\/\.default$/, '');
           const token = await opts.entra.mint({
             oid: who.objectId,
             appId: who.clientId,
-            aud: resource.replace(/\/\.default$/, ''),
-            version: '1.0',
+            aud,
+            version: aud === TOKEN_EXCHANGE_AUDIENCE ? '2.0' : '1.0',
             expiresIn: lifetime,
-            extra: { sub: who.objectId }, // managed identity tokens carry sub = oid
+            // managed identity tokens: sub = oid, app-only, the identity's ARM resource id
+            extra: { sub: who.objectId, idtyp: 'app', xms_mirid: who.resourceId },
           });
           issued.push({ resource, token, clientId: who.clientId });
           return {
@@ -103,7 +131,7 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
     ],
   });
   const addIdentity = (i: UserAssignedIdentity) => {
-    identities.push({ clientId: i.clientId.toLowerCase(), objectId: i.objectId.toLowerCase() });
+    identities.push(attached(i));
   };
   return Object.assign(emu, { endpoint: `${emu.url}/msi/token`, secretHeader, objectId, clientId, issued, addIdentity }) as ManagedIdentityEmulator;
 }

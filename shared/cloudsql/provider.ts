@@ -3,6 +3,7 @@ import type { CloudSqlDecisionGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
 import { loadCore } from '../auth/frontdoor';
 import { connectInfo, refreshAfterSeconds } from './connect-settings';
+import { iamDatabaseUser } from '../google/database-user';
 import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
 /**
@@ -11,10 +12,6 @@ import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE }
  * A cached token may have less life left than asked, never more than that cap.
  */
 
-/** The IAM database user of a service account: its email without `.gserviceaccount.com`. */
-export function databaseUserOf(serviceAccount: string): string {
-  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
-}
 
 export function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, requested?: number): number {
   return Math.max(1, Math.min(requested ?? grant.maxTtlSeconds, grant.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS));
@@ -38,7 +35,7 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
       token_type: 'Bearer',
       expires_in: t.expiresInSeconds,
       scope: SQL_LOGIN_SCOPE,
-      database_user: databaseUserOf(grant.serviceAccount),
+      database_user: iamDatabaseUser(grant.serviceAccount),
       service_account: grant.serviceAccount,
       instance_connection_name: grant.connectionName,
       database: grant.database,

@@ -1,4 +1,4 @@
-import { GUID, csv, defineSection, int, str, url, oneOf } from './settings';
+import { GUID, csv, defineSection, int, optionalStr, str, url, oneOf } from './settings';
 
 /** Settings every function needs: the identity front door, the policy, upstream limits. */
 export const coreConfig = defineSection('core', {
@@ -41,7 +41,9 @@ export const coreConfig = defineSection('core', {
     min: 60,
     max: 86400,
   }),
-  policyPath: str('BROKER_POLICY_PATH', { doc: 'Path of the access policy JSON file' }),
+  policyPath: optionalStr('BROKER_POLICY_PATH', {
+    doc: 'Path of the access policy JSON file (local use and tests; read-only: the admin API needs BROKER_POLICY_URL). One of BROKER_POLICY_PATH and BROKER_POLICY_URL is required',
+  }),
   upstreamTimeoutMs: int('BROKER_UPSTREAM_TIMEOUT_MS', {
     doc: 'Timeout of every upstream call (JWKS, Google, Cosmos, Key Vault)',
     default: '5000',

@@ -1,4 +1,5 @@
-import { csv, defineSection, int, optionalStr, str, url } from './settings';
+import { blobUrl } from './policy';
+import { csv, defineSection, int, str, url } from './settings';
 
 const MANAGED_KEY = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com=[0-9a-zA-Z-]{1,127}$/;
 
@@ -30,30 +31,26 @@ export const rotationConfig = defineSection('rotation', {
     doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
     default: 'https://oauth2.googleapis.com/token',
   }),
-  stsUrl: url('ROTATION_STS_URL', {
-    doc: "Google STS token endpoint: the Function's managed-identity token is exchanged there for the federated token that calls the IAM API",
-    default: 'https://sts.googleapis.com/v1/token',
+  lockUrl: blobUrl(
+    'ROTATION_LOCK_URL',
+    'Blob URL whose lease is the rotation lock (unset: rotation-lock in the container of BROKER_POLICY_URL); required for a real rotation run',
+  ),
+  lockSeconds: int('ROTATION_LOCK_SECONDS', {
+    doc: 'Duration of the rotation blob lease (15-60 s, renewed while the run lasts); a crashed run blocks others at most this long',
+    default: '60',
+    min: 15,
+    max: 60,
   }),
-  wifAudience: optionalStr('ROTATION_WIF_AUDIENCE', {
-    doc: 'Workload identity provider audience for the rotation caller (//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)',
-  }),
-  entraTokenResource: str('ROTATION_ENTRA_RESOURCE', {
-    doc: "Resource of the Function's managed-identity token presented to STS (the provider's allowed audience)",
-    default: 'api://AzureADTokenExchange',
-  }),
-  lockSecret: str('ROTATION_LOCK_SECRET', {
-    doc: 'Key Vault secret used as the rotation lease (one version per run)',
-    default: 'rotation-lock',
-    pattern: /^[0-9a-zA-Z-]{1,127}$/,
-    patternDoc: 'a Key Vault secret name',
-  }),
-  lockSeconds: int('ROTATION_LOCK_SECONDS', { doc: 'Lease duration; a crashed run holds the lease at most this long', default: '600', min: 30, max: 3600 }),
-  lockSettleMs: int('ROTATION_LOCK_SETTLE_MS', {
-    doc: 'Wait between writing the lease and checking who holds it (lets a racing writer land)',
-    default: '1500',
-    min: 0,
-    max: 10000,
-  }),
+}, {
+  // The rotation's own Google identity is the broker's one keyless source credential (the GOOGLE_* settings).
+  removed: {
+    ROTATION_STS_URL: 'GOOGLE_STS_TOKEN_URL',
+    ROTATION_WIF_AUDIENCE: 'GOOGLE_WIF_AUDIENCE',
+    ROTATION_ENTRA_RESOURCE: 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE',
+    // The Key Vault claim-then-check lease became a blob lease.
+    ROTATION_LOCK_SECRET: 'ROTATION_LOCK_URL',
+    ROTATION_LOCK_SETTLE_MS: 'ROTATION_LOCK_URL (a blob lease needs no settle wait)',
+  },
 });
 
 export type RotationConfig = ReturnType<typeof rotationConfig.get>;

@@ -66,7 +66,25 @@ export function allSettings(): readonly (SettingSpec<unknown> & { section: strin
   return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }));
 }
 
-export function defineSection<S extends Record<string, SettingSpec<unknown>>>(name: string, spec: S): Section<S> {
+/** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
+const removedSettings = new Map<string, { replacement: string; section: string }>();
+
+/** The problems of every removed setting still present in `env` (the health `config` check reports them at start). */
+export function removedSettingProblems(env: Env): string[] {
+  const out: string[] = [];
+  for (const [name, r] of removedSettings) {
+    if (env[name] !== undefined) out.push(`${name} was removed: use ${r.replacement} instead, and delete ${name}`);
+  }
+  return out;
+}
+
+export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
+  name: string,
+  spec: S,
+  opts: { removed?: Readonly<Record<string, string>> } = {},
+): Section<S> {
+  const removed = Object.entries(opts.removed ?? {});
+  for (const [old, replacement] of removed) removedSettings.set(old, { replacement, section: name });
   for (const s of Object.values(spec)) {
     if (!sectionNames.has(s.name)) {
       registry.push(s);
@@ -76,6 +94,9 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(na
   const specs = Object.entries(spec);
   const load = (env: Env): SectionValues<S> => {
     const problems: string[] = [];
+    for (const [old, replacement] of removed) {
+      if (env[old] !== undefined) problems.push(`${old} was removed: use ${replacement} instead, and delete ${old}`);
+    }
     const out: Record<string, unknown> = {};
     for (const [key, s] of specs) {
       const raw = env[s.name];
@@ -104,7 +125,7 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(na
     get() {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
-      const key = specs.map(([, s]) => process.env[s.name] ?? '\u0001').join('\u0000');
+      const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)].map((n) => process.env[n] ?? '\u0001').join('\u0000');
       if (memo === undefined || key !== memoKey) {
         memo = load(process.env);
         memoKey = key;
@@ -168,7 +189,18 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
   };
 }
 
-export function url(name: string, opts: Common & { protocols?: readonly string[] }): SettingSpec<string> {
+/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * An endpoint URL. HTTPS only, except `http:` on a loopback host (the sandbox runs some emulators over plain
+ * HTTP on 127.0.0.1): a production endpoint over plain HTTP would send tokens in the clear. `protocols:
+ * ['https:']` refuses loopback HTTP too (Key Vault, whose SDK requires TLS).
+ */
+export function url(name: string, opts: Common & { protocols?: readonly ('https:' | 'http:')[] }): SettingSpec<string> {
   const protocols = opts.protocols ?? ['https:', 'http:'];
   return {
     name,
@@ -181,7 +213,13 @@ export function url(name: string, opts: Common & { protocols?: readonly string[]
       } catch {
         throw new Error(`must be an absolute URL, got "${raw}"`);
       }
-      if (!protocols.includes(u.protocol)) throw new Error(`must use ${protocols.join(' or ')}`);
+      if (!protocols.includes(u.protocol as 'https:' | 'http:')) {
+        throw new Error(`must use ${protocols.includes('http:') ? 'https: (http: only on a loopback host)' : 'https:'}, got ${u.protocol}`);
+      }
+      if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+        throw new Error(`must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`);
+      }
+      if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');
       return raw.replace(/\/+$/, '');
     },
   };

@@ -6,6 +6,7 @@ import type { Logger } from '../log';
 import type { KeyVaultSecrets, SecretValue } from '../keyvault/client';
 import type { AccountKeys, CosmosManagement, MasterKeyKind } from './management';
 import { COSMOS_MAX_TTL_SECONDS } from './provider';
+import type { RotationLock } from '../rotation/lock';
 
 /**
  * Rotation of the account keys of resource-token Cosmos accounts, by Microsoft's dual-key procedure
@@ -84,6 +85,10 @@ export function planCosmosKeys(st: CosmosAccountState, s: CosmosRotationSettings
 }
 
 export interface CosmosRotationDeps {
+  /** The run lease (Blob Storage); runCosmosKeyRotationUnderLease takes it. */
+  readonly lock: () => RotationLock;
+  /** Throws when the lease was lost: checked before every step. */
+  readonly assertHeld?: () => void;
   readonly management: CosmosManagement;
   readonly vault: KeyVaultSecrets;
   readonly accounts: readonly { account: string; resourceId: string; secretName: string; endpoint: string }[];
@@ -133,10 +138,14 @@ async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['acc
   if (dryRun) return { ...base, actions: p.actions.map((action) => ({ action, outcome: 'planned' as const })) };
   const event = (action: string, ok: boolean, reason: string, extra: Record<string, string | undefined>) =>
     audit(deps.log, { decision: ok ? 'grant' : 'deny', action: `cosmos-rotation.${action}`, target: a.account, reason, extra: { secretName: a.secretName, ...extra } });
-  const step = async (s: CosmosRotationStep) => deps.afterStep?.(s, a.account);
+  const step = async (s: CosmosRotationStep) => {
+    await deps.afterStep?.(s, a.account);
+    deps.assertHeld?.();
+  };
   const reports: CosmosAccountReport['actions'][number][] = [];
   for (const action of p.actions) {
     try {
+      deps.assertHeld?.();
       if (action.kind === 'retire') {
         await deps.management.regenerate(a.resourceId, action.keyKind);
         event('retire', true, 'previous-key-tokens-expired', { keyKind: action.keyKind });

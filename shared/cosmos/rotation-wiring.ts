@@ -1,11 +1,13 @@
 import type { TokenCredential } from '@azure/identity';
 import { coreConfig } from '../config/core';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
+import { lockBlobUrl, policyConfig } from '../config/policy';
 import { rotationConfig } from '../config/rotation';
 import { BrokerError } from '../errors';
 import { functionIdentity, KeyVaultSecrets } from '../keyvault/client';
 import type { Logger } from '../log';
-import { acquireLease } from '../rotation/lock';
+import { blobClientFor } from '../policy/blob-store';
+import { blobLeaseLock, type RotationLock } from '../rotation/lock';
 import { sandboxCa } from '../sandbox-ca';
 import { secretNameOf } from './client';
 import { runCosmosKeyRotation, type CosmosAccountReport, type CosmosRotationDeps } from './key-rotation';
@@ -33,6 +35,7 @@ export function cosmosRotationDepsFromSettings(
   });
   const ca = sandboxCa({ caFile: cfg.caFile, url: cfg.managementEndpoint, setting: 'COSMOS_CA_FILE', service: 'Azure Resource Manager' });
   return {
+    lock: () => cosmosRotationLock(log),
     management: new CosmosManagement({
       endpoint: cfg.managementEndpoint,
       credential: overrides.credential ?? functionIdentity(),
@@ -51,21 +54,36 @@ export function cosmosRotationDepsFromSettings(
   };
 }
 
+/** The Cosmos rotation's own blob lease: `{lock blob}-cosmos` beside the Google rotation's (ROTATION_LOCK_URL). */
+export function cosmosRotationLock(log: Logger): RotationLock {
+  let pol;
+  let url: string;
+  let seconds: number;
+  try {
+    const r = rotationConfig.get();
+    pol = policyConfig.get();
+    url = `${lockBlobUrl(r.lockUrl, pol)}-cosmos`;
+    seconds = r.lockSeconds;
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: seconds, timeoutMs: pol.storageTimeoutMs, log });
+}
+
 /**
- * One run over every managed account, under its own Key Vault lease (`{ROTATION_LOCK_SECRET}-cosmos`), so two
- * timers never switch or regenerate at once. Returns undefined when another run holds the lease.
+ * One run over every managed account under the Cosmos rotation's blob lease, so two timers (any instances) never
+ * switch or regenerate at once; the lease is checked before every step. Returns undefined when another run holds it.
  */
-export async function runCosmosKeyRotationUnderLease(deps: CosmosRotationDeps, opts: { dryRun: boolean; sleep?: (ms: number) => Promise<void> }): Promise<CosmosAccountReport[] | undefined> {
+export async function runCosmosKeyRotationUnderLease(deps: CosmosRotationDeps, opts: { dryRun: boolean }): Promise<CosmosAccountReport[] | undefined> {
   if (deps.accounts.length === 0) return [];
   if (opts.dryRun) return runCosmosKeyRotation(deps, opts);
-  const r = rotationConfig.get();
-  const lease = await acquireLease(deps.vault, { secretName: `${r.lockSecret}-cosmos`, ttlSeconds: r.lockSeconds, settleMs: r.lockSettleMs, now: deps.now, sleep: opts.sleep });
+  const lease = await deps.lock().acquire();
   if (!lease.acquired) {
-    deps.log.info('cosmos key rotation skipped: another run holds the lease', { event: 'cosmos-rotation.locked' });
+    deps.log.info('cosmos key rotation skipped: another run holds the lease', { event: 'cosmos-rotation.locked', until: lease.until });
     return undefined;
   }
   try {
-    return await runCosmosKeyRotation(deps, opts);
+    return await runCosmosKeyRotation({ ...deps, assertHeld: () => lease.lease.assertHeld() }, opts);
   } finally {
     await lease.lease.release();
   }

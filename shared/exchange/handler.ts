@@ -6,7 +6,7 @@ import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
 import { evaluate, type CloudSqlDecisionGrant, type CosmosDecisionGrant } from '../policy/evaluate';
-import { loadPolicyFile } from '../policy/load';
+import { currentPolicy } from '../policy/current';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, withSpan } from '../telemetry';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
@@ -87,7 +87,7 @@ async function grantAndIssue(
   const denyAudit = (reason: string, ruleId?: string) =>
     audit(scope.log, { decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
 
-  const decision = evaluate(loadPolicyFile(cfg.policyPath), subject, target);
+  const decision = evaluate(await currentPolicy(), subject, target);
   if (decision.decision === 'deny') {
     denyAudit(decision.code);
     throw new BrokerError(decision.code, decision.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this target to the subject.');

@@ -1,10 +1,12 @@
-import { ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/core-auth';
 import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-auth-library';
 import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
 import { BrokerError } from '../errors';
+import { managedIdentity } from '../managed-identity';
+import { CLOUD_PLATFORM_SCOPE, JWT_SUBJECT_TOKEN_TYPE } from './scopes';
 import { recordUpstream } from '../telemetry';
 import { googleFailure, managedIdentityFailure, withDeadline } from './errors';
-import type { SourceCredential, SourceCredentialContext, SourceToken } from './source';
+import type { SourceCredential, SourceCredentialContext, SourceToken } from './source-types';
 
 /**
  * Keyless source credential: google-auth-library's identity-pool (workload identity federation) client
@@ -16,8 +18,6 @@ import type { SourceCredential, SourceCredentialContext, SourceToken } from './s
  * lazily (shared/google/source.ts), on the first Cloud SQL token request.
  */
 
-export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
-export const JWT_SUBJECT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 
 /** gaxios with a hard timeout and no retries: the broker answers 503/504 with Retry-After instead. */
 function boundedTransporter(timeoutMs: number): gaxios.Gaxios {
@@ -65,10 +65,7 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
   const { config, timeoutMs, now } = ctx;
   const audience = config.wifAudience;
   if (!audience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required in keyless mode.');
-  const mi = new ManagedIdentityCredential({
-    ...(config.managedIdentityClientId ? { clientId: config.managedIdentityClientId } : {}),
-    retryOptions: { maxRetries: 0 },
-  });
+  const mi = managedIdentity(config.managedIdentityClientId);
   const miSupplier = managedIdentitySupplier(mi, config.subjectTokenAudience, timeoutMs);
   // STS is counted only when it was reached (the managed identity token was obtained).
   let subjectObtained = false;

@@ -1,7 +1,7 @@
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
 import type { Logger } from '../log';
-import { loadPolicyFile } from '../policy/load';
+import { currentPolicy } from '../policy/current';
 import type { Policy } from '../policy/schema';
 import { connectInfo } from '../cloudsql/connect-settings';
 import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
@@ -43,7 +43,7 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
   let policy: Policy;
   try {
     if (!googleConfig.get().prewarm) return { skipped: 'GOOGLE_TOKEN_PREWARM is off', warmed: 0, failed: 0 };
-    policy = loadPolicyFile(coreConfig.get().policyPath);
+    policy = await currentPolicy();
     targets = policyServiceAccounts(policy);
   } catch (e) {
     // Not configured for Google (a Cosmos-only deployment) or no valid policy yet: the first request reports it.

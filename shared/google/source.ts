@@ -1,38 +1,10 @@
 import { BrokerError } from '../errors';
-import type { GoogleConfig } from '../config/google';
+import type { SourceCredential, SourceCredentialContext } from './source-types';
 
 /**
- * The source credential: whatever proves the broker's identity to Google, producing an access token
- * that may call IAM Credentials `generateAccessToken` on the service accounts the policy names.
- *
- * - `keyless` (default): workload identity federation. The Function's managed identity token is
- *   exchanged at Google STS for a federated token (shared/google/keyless.ts).
- * - `sa-key`: a service-account key JSON kept in Key Vault by the rotation timer signs a JWT for an
- *   access token of that "broker" service account (shared/google/sa-key.ts, owned by the rotation work).
- *
- * Implementations do not cache: shared/google/tokens.ts caches the source token per its expiry and
- * coalesces concurrent fetches. They must bound every call with `timeoutMs` and throw BrokerErrors
- * whose messages carry no upstream text.
+ * Build the source credential for the configured mode (what it is: ./source-types.ts); SDKs are loaded here,
+ * lazily. keyless.ts and sa-key.ts implement the types without importing this module (no import cycle).
  */
-export interface SourceToken {
-  readonly token: string;
-  /** Milliseconds since the epoch, from the issuer's answer (expires_in / expiry). */
-  readonly expiresAtMs: number;
-}
-
-export interface SourceCredential {
-  readonly mode: GoogleConfig['authMode'];
-  /** A fresh source access token (scope cloud-platform). */
-  fetchSourceToken(): Promise<SourceToken>;
-}
-
-export interface SourceCredentialContext {
-  readonly config: GoogleConfig;
-  readonly timeoutMs: number;
-  readonly now: () => number;
-}
-
-/** Build the source credential for the configured mode; SDKs are loaded here, lazily. */
 export async function createSourceCredential(ctx: SourceCredentialContext): Promise<SourceCredential> {
   switch (ctx.config.authMode) {
     case 'keyless':

@@ -4,7 +4,8 @@ import { googleConfig, type GoogleConfig } from '../config/google';
 import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
-import { createSourceCredential, type SourceCredential, type SourceToken } from './source';
+import { createSourceCredential } from './source';
+import type { SourceCredential, SourceToken } from './source-types';
 
 /**
  * Google access tokens for service accounts the policy names, via impersonation from one source
@@ -20,7 +21,8 @@ import { createSourceCredential, type SourceCredential, type SourceToken } from 
  * google-auth-library and @azure/identity are loaded on the first miss only.
  */
 
-export const SQL_LOGIN_SCOPE = 'https://www.googleapis.com/auth/sqlservice.login';
+export { SQL_LOGIN_SCOPE } from './scopes';
+import { SQL_LOGIN_SCOPE } from './scopes';
 /** generateAccessToken's default (and, without an org policy exception, maximum) lifetime. */
 export const MAX_IMPERSONATION_LIFETIME_SECONDS = 3600;
 
@@ -87,6 +89,24 @@ export class GoogleTokenService {
     // The federated token must outlive the impersonation call made with it; one minute is plenty.
     this.source = new TokenCache<SourceToken>({ maxEntries: 1, minRemainingMs: 60_000, now: this.now });
     if (opts.source) this.sourceCredential = Promise.resolve(opts.source);
+  }
+
+  /** The source credential's mode (keyless or sa-key). */
+  get mode(): GoogleConfig['authMode'] {
+    return this.opts.config.authMode;
+  }
+
+  /**
+   * The source token itself (cloud-platform), from the same cache and single flight as the impersonations:
+   * the rotation's own IAM calls use it (keyless mode), so the exchange and rotation make one STS call.
+   */
+  sourceAccessToken(): Promise<SourceToken> {
+    return this.sourceToken();
+  }
+
+  /** Drop the cached source token (its holder answered 401). */
+  dropSourceToken(): void {
+    this.source.clear();
   }
 
   stats(): GoogleTokenStats {
@@ -264,6 +284,25 @@ export async function getSqlLoginToken(input: {
   });
 }
 
+let federated: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
+
+/**
+ * The broker's federated Google identity (workload identity federation from the managed identity, the keyless
+ * source credential): what the rotation calls the IAM keys API with. In keyless mode it is the exchange's own
+ * source token (one cache, one STS call for both); in sa-key mode a keyless credential from the same GOOGLE_*
+ * settings (the key being rotated does not administer itself; infra/gcp grants the federated principal).
+ */
+export function federatedTokenService(): GoogleTokenService {
+  const svc = googleTokenService();
+  if (svc.mode === 'keyless') return svc;
+  const config = googleConfig.get();
+  const timeoutMs = coreConfig.get().upstreamTimeoutMs;
+  if (!federated || federated.config !== config || federated.timeoutMs !== timeoutMs) {
+    federated = { config, timeoutMs, service: new GoogleTokenService({ config: { ...config, authMode: 'keyless' }, timeoutMs, now: clockOverride }) };
+  }
+  return federated.service;
+}
+
 /** The database refused this login token: the next login asks Google for a fresh one. */
 export function forgetSqlLoginToken(input: { serviceAccount: string }): void {
   instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_LOGIN_SCOPE] });
@@ -272,5 +311,6 @@ export function forgetSqlLoginToken(input: { serviceAccount: string }): void {
 /** Drop the shared service and its caches; optionally run it on another clock (tests). */
 export function resetGoogleTokens(opts: { now?: () => number } = {}): void {
   instance = undefined;
+  federated = undefined;
   clockOverride = opts.now;
 }

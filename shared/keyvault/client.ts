@@ -1,5 +1,4 @@
 import type { TokenCredential } from '@azure/core-auth';
-import { ManagedIdentityCredential } from '@azure/identity';
 import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure/keyvault-secrets';
 import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
@@ -7,6 +6,7 @@ import { BrokerError } from '../errors';
 import { networkFailure, upstreamStatusFailure } from '../upstream';
 import { isLoopbackUrl, sandboxCa } from '../sandbox-ca';
 import { recordUpstream } from '../telemetry';
+import { managedIdentity } from '../managed-identity';
 
 /**
  * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is
@@ -22,16 +22,9 @@ export interface SecretClientDeps {
   config?: KeyVaultConfig;
 }
 
-let credential: TokenCredential | undefined;
-let credentialKey: string | undefined;
-
-/** The Function's managed identity, one per process (it caches its tokens). */
+/** The Function's managed identity (shared/managed-identity.ts: one per process). */
 export function functionIdentity(clientId = keyVaultConfig.get().clientId): TokenCredential {
-  if (!credential || credentialKey !== (clientId ?? '')) {
-    credential = clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
-    credentialKey = clientId ?? '';
-  }
-  return credential;
+  return managedIdentity(clientId);
 }
 
 export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {

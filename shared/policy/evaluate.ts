@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal';
-import type { CloudSqlGrant, CosmosGrant, Policy, Rule } from './schema';
+import type { CloudSqlGrant, CosmosGrant, DenyEntry, Policy, Rule } from './schema';
 import type { Target } from './target';
 
 export interface CloudSqlDecisionGrant {
@@ -140,9 +140,16 @@ function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | strin
   return misses.join('; ');
 }
 
+/** The live deny entry naming this identity (an entry past its `expiresAt` no longer applies), if any. */
+export function denyEntryFor(policy: Policy, p: Pick<Principal, 'tenantId' | 'objectId'>, now = Date.now()): DenyEntry | undefined {
+  return policy.deny.find(
+    (d) => d.tenantId === p.tenantId.toLowerCase() && d.objectId === p.objectId.toLowerCase() && (d.expiresAt === undefined || Date.parse(d.expiresAt) > now),
+  );
+}
+
 /** Deny by default: the first rule (in file order) that matches the subject and grants the target wins. */
-export function evaluate(policy: Policy, p: Principal, target: Target): Decision {
-  const denied = policy.deny.find((d) => d.tenantId === p.tenantId && d.objectId === p.objectId);
+export function evaluate(policy: Policy, p: Principal, target: Target, now = Date.now()): Decision {
+  const denied = denyEntryFor(policy, p, now);
   if (denied) {
     return { decision: 'deny', code: 'subject_denied', reason: 'The subject is on the policy deny list.', trace: [] };
   }

@@ -2,7 +2,7 @@ import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
 import { evaluate } from './evaluate';
-import { loadPolicyFile } from './load';
+import { currentPolicy } from './current';
 import { formatTarget, parseTarget } from './target';
 
 /**
@@ -15,7 +15,7 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
   const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
-  const d = evaluate(loadPolicyFile(cfg.policyPath), subject, target);
+  const d = evaluate(await currentPolicy(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,

@@ -1,4 +1,4 @@
-import { parseJsonDocument, watchedDocument } from '../json-schema-doc';
+import { parseJsonDocument, watchedDocument } from '../json-document';
 import { policySchema, type Policy } from './schema';
 
 export class PolicyError extends Error {

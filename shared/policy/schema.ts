@@ -104,11 +104,22 @@ const rule = z
   })
   .strict();
 
+export const DENY_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const isoTime = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/, 'must be an ISO 8601 UTC time, e.g. 2026-01-02T03:04:05Z')
+  .refine((t) => !Number.isNaN(Date.parse(t)), 'must be a valid time');
+
+/** A deny entry wins over every rule on every endpoint, until `expiresAt` (when given). */
 const deny = z
   .object({
+    id: z.string().regex(DENY_ID, 'must be 1-64 letters, digits, . _ -').optional(),
     tenantId: guid,
     objectId: guid,
     reason: z.string().max(500).optional(),
+    expiresAt: isoTime.optional(),
+    createdAt: isoTime.optional(),
+    createdBy: z.string().max(200).optional(),
   })
   .strict();
 
@@ -126,10 +137,17 @@ export const policySchema = z
       if (seen.has(r.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
       seen.add(r.id);
     });
+    const denyIds = new Set<string>();
+    p.deny.forEach((d, i) => {
+      if (d.id === undefined) return;
+      if (denyIds.has(d.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['deny', i, 'id'], message: `duplicate deny id "${d.id}"` });
+      denyIds.add(d.id);
+    });
   });
 
 export type Policy = z.output<typeof policySchema>;
 export type Rule = Policy['rules'][number];
+export type DenyEntry = Policy['deny'][number];
 export type CloudSqlGrant = Rule['grants']['cloudsql'][number];
 export type CosmosGrant = Rule['grants']['cosmos'][number];
 export type PartitionKeySpec = NonNullable<CosmosGrant['partitionKey']>;

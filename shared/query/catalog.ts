@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseJsonDocument, watchedDocument } from '../json-schema-doc';
+import { parseJsonDocument, watchedDocument } from '../json-document';
 import { hasSqlComment } from './sql-comment';
 import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../policy/schema';
 

@@ -6,7 +6,7 @@ import { queryConfig, type QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, readJsonObject, type RequestScope } from '../http';
 import { evaluate } from '../policy/evaluate';
-import { loadPolicyFile } from '../policy/load';
+import { currentPolicy } from '../policy/current';
 import { QUERY_NAME } from '../policy/schema';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -16,6 +16,7 @@ import { applicationNameFor, beginWithIdentity, type SessionIdentity } from './s
 import { sqlComment, withComment } from './sql-comment';
 import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
 import { destroyClient, withDeadline } from './deadline';
+import { queryRowLimited } from './row-limited';
 import { observeDb } from './db-state';
 import { recordIssuance } from '../telemetry';
 
@@ -102,11 +103,12 @@ async function run(
     rowMode: 'array',
     types: RAW_TEXT,
   };
-  const r = await withDeadline(client.query<unknown[], BoundValue[]>(config), deadlines.query, 'query');
+  // At most rowLimit + 1 rows leave the server (the one more says the result was cut).
+  const r = await withDeadline(queryRowLimited(client, config, rowLimit + 1), deadlines.query, 'query');
   await withDeadline(client.query(withComment('ROLLBACK', comment)), deadlines.rollback, 'rollback');
-  const fields = r.fields ?? [];
-  const truncated = r.rows.length > rowLimit;
-  const rows = (truncated ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
+  const fields = r.fields;
+  const truncated = r.suspended || r.rows.length > rowLimit;
+  const rows = (r.rows.length > rowLimit ? r.rows.slice(0, rowLimit) : r.rows).map((row) =>
     fields.map((f, i) => convertValue(f.dataTypeID, (row[i] as string | null | undefined) ?? null)),
   );
   return {
@@ -149,7 +151,7 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
     throw new BrokerError('not_found', 'No such query.', { detail: { query: name } });
   }
 
-  const policy = loadPolicyFile(core.policyPath);
+  const policy = await currentPolicy();
   const allowed = evaluate(policy, subject, { kind: 'query', name });
   if (allowed.decision === 'deny') {
     deny(allowed.code);

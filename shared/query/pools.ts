@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
+import { iamDatabaseUser } from '../google/database-user';
 import { SingleFlight } from '../cache';
 import type { Logger } from '../log';
 import type { QueryConfig } from '../config/query';
@@ -34,9 +35,6 @@ interface Entry {
   lastUsed: number;
 }
 
-export function iamDbUser(serviceAccount: string): string {
-  return serviceAccount.replace(/\.gserviceaccount\.com$/, '');
-}
 
 export function keyOf(t: PoolTarget): string {
   return `${t.connectionName}/${t.database}/${t.serviceAccount}`;
@@ -102,7 +100,7 @@ export class PoolRegistry {
     const maxLifetimeSeconds = Math.max(10, Math.min(this.cfg.maxLifetimeSeconds, tokenLeftSeconds - 60));
     const pool = new PgPool({
       ...opts,
-      user: iamDbUser(t.serviceAccount),
+      user: iamDatabaseUser(t.serviceAccount),
       database: t.database,
       max: this.cfg.poolMax,
       idleTimeoutMillis: this.cfg.idleSeconds * 1000,

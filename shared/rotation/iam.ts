@@ -15,7 +15,34 @@ export interface CreatedKey {
 }
 
 interface GoogleErrorBody {
-  error?: { code?: number; status?: string };
+  error?: { code?: number; status?: string; details?: unknown };
+}
+
+/** Org-policy constraints that forbid creating service-account keys (the legacy one and its managed successor). */
+const KEY_CREATION_CONSTRAINTS = new Set(['constraints/iam.disableServiceAccountKeyCreation', 'constraints/iam.managed.disableServiceAccountKeyCreation']);
+
+/**
+ * A FAILED_PRECONDITION on key creation is either the org policy (a google.rpc.PreconditionFailure violation
+ * naming constraints/iam.disableServiceAccountKeyCreation) or the 10-key cap (no such violation): they need
+ * different fixes (the org policy or keyless mode, vs. deleting keys), so each has its own reason code.
+ * https://cloud.google.com/iam/docs/troubleshoot-org-policies, https://cloud.google.com/iam/quotas
+ */
+export function createRefusal(body: unknown): BrokerError {
+  const details = (body as GoogleErrorBody | undefined)?.error?.details;
+  const violations = Array.isArray(details)
+    ? details.flatMap((d) => {
+        const v = (d as { '@type'?: unknown; violations?: unknown }) ?? {};
+        return v['@type'] === 'type.googleapis.com/google.rpc.PreconditionFailure' && Array.isArray(v.violations) ? (v.violations as { type?: unknown }[]) : [];
+      })
+    : [];
+  const constraint = violations.map((v) => v?.type).find((t): t is string => typeof t === 'string' && KEY_CREATION_CONSTRAINTS.has(t));
+  if (constraint) {
+    return new BrokerError('key_creation_disabled', 'An organization policy forbids creating service-account keys.', {
+      detail: { constraint: constraint.replace(/^constraints\//, '') },
+      cause: new Error(`Google IAM FAILED_PRECONDITION ${constraint}`),
+    });
+  }
+  return new BrokerError('key_limit_reached', 'The service account has reached its key limit.', { cause: new Error('Google IAM FAILED_PRECONDITION (key cap)') });
 }
 
 /**
@@ -83,9 +110,7 @@ export class GoogleIamKeys {
 
   async create(sa: string): Promise<CreatedKey> {
     const r = await this.call('POST', this.keysUrl(sa), { privateKeyType: 'TYPE_GOOGLE_CREDENTIALS_FILE', keyAlgorithm: 'KEY_ALG_RSA_2048' });
-    if (r.status === 400 && (r.json as GoogleErrorBody | undefined)?.error?.status === 'FAILED_PRECONDITION') {
-      throw new BrokerError('conflict', 'The service account has reached its key limit.', { detail: { reason: 'key_cap' } });
-    }
+    if (r.status === 400 && (r.json as GoogleErrorBody | undefined)?.error?.status === 'FAILED_PRECONDITION') throw createRefusal(r.json);
     if (r.status !== 200) throw this.fail(r.status, r.json);
     const body = r.json as { name?: string; privateKeyData?: string; validAfterTime?: string };
     const keyId = body.name?.split('/').at(-1);

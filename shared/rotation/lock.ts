@@ -1,49 +1,79 @@
 import { randomUUID } from 'node:crypto';
-import type { KeyVaultSecrets } from '../keyvault/client';
+import type { BlobClient } from '@azure/storage-blob';
+import { BrokerError } from '../errors';
+import type { Logger } from '../log';
+import { statusOf, storageFailure, withDeadline } from '../policy/blob-store';
 
 /**
- * A run lease kept in Key Vault, so the timer and the admin trigger (on any instance) never rotate at
- * once. Key Vault has no compare-and-swap, so the lease is a claim-then-check protocol over an
- * append-only version list: refuse when a live claim exists; else append a claim (a new version tagged
- * owner + expiresAt), wait `settleMs` so a racing claimant's write lands, then list again: the earliest
- * live claim (by created time, then version id — the same order for every observer) wins; a loser
- * withdraws its claim (disables its version). A crashed holder blocks others at most `ttlSeconds`.
+ * The rotation run lease: a Blob Storage lease on one blob (ROTATION_LOCK_URL, default `rotation-lock` beside the
+ * policy blob), so the timer and the admin trigger, on any instance, never rotate at once. The Blob service
+ * arbitrates: Lease Blob `acquire` with a duration of 15–60 s succeeds for exactly one caller and answers
+ * 409 LeaseAlreadyPresent to the others (https://learn.microsoft.com/en-us/rest/api/storageservices/lease-blob).
+ * The holder renews it every third of its duration while it runs and releases it at the end; a crashed holder
+ * blocks others at most one duration. A renewal that fails marks the lease lost: the run stops before its next step.
  */
 
 export interface Lease {
   readonly owner: string;
-  readonly version: string;
+  /** Throws `conflict` when the lease could not be renewed (another run may hold it now). */
+  assertHeld(): void;
   release(): Promise<void>;
 }
 
 export type LeaseResult = { readonly acquired: true; readonly lease: Lease } | { readonly acquired: false; readonly heldBy: string; readonly until?: string };
 
-export async function acquireLease(
-  vault: KeyVaultSecrets,
-  opts: { secretName: string; ttlSeconds: number; settleMs: number; now: () => number; sleep?: (ms: number) => Promise<void> },
-): Promise<LeaseResult> {
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const live = async () => {
-    const now = opts.now();
-    return (await vault.versions(opts.secretName))
-      .filter((v) => v.enabled && v.tags.owner && Date.parse(v.tags.expiresAt ?? '') > now)
-      .sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0) || a.version.localeCompare(b.version));
-  };
-  const before = await live();
-  if (before.length > 0) return { acquired: false, heldBy: before[0]!.tags.owner!, until: before[0]!.tags.expiresAt };
+export interface RotationLock {
+  acquire(): Promise<LeaseResult>;
+}
 
-  const owner = randomUUID();
-  const expiresAt = new Date(opts.now() + opts.ttlSeconds * 1000).toISOString();
-  const mine = await vault.set(opts.secretName, owner, { contentType: 'text/plain', tags: { owner, expiresAt, purpose: 'rotation-lease' } });
-  const release = async () => {
-    await vault.update(opts.secretName, mine.version, { enabled: false }).catch(() => undefined);
+export function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number; timeoutMs: number; log?: Logger }): RotationLock {
+  const call = <T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>) => withDeadline(opts.timeoutMs, what, fn);
+  return {
+    async acquire() {
+      // The lease needs the blob to exist: create it empty unless it is there (If-None-Match: *).
+      try {
+        await call('lock create', (abortSignal) => blob.getBlockBlobClient().upload('', 0, { abortSignal, conditions: { ifNoneMatch: '*' } }));
+      } catch (e) {
+        const s = statusOf(e);
+        if (s !== 409 && s !== 412) throw storageFailure(e, 'lock create');
+      }
+      const owner = randomUUID();
+      const leaseClient = blob.getBlobLeaseClient(owner);
+      try {
+        await call('lock acquire', (abortSignal) => leaseClient.acquireLease(opts.durationSeconds, { abortSignal }));
+      } catch (e) {
+        if (statusOf(e) !== 409) throw storageFailure(e, 'lock acquire');
+        const held = await call('lock read', (abortSignal) => blob.getProperties({ abortSignal })).catch(() => undefined);
+        return { acquired: false, heldBy: held?.metadata?.owner ?? 'another run', until: held?.metadata?.acquiredat };
+      }
+      // Who holds it, for the 409 of the others (written under the lease).
+      await call('lock tag', (abortSignal) =>
+        blob.setMetadata({ owner, acquiredat: new Date().toISOString() }, { abortSignal, conditions: { leaseId: owner } }),
+      ).catch((e: unknown) => opts.log?.warn('rotation lease: could not tag the lock blob', { event: 'rotation.lease-tag-failed', err: e }));
+      let lost = false;
+      const renew = setInterval(() => {
+        void call('lock renew', (abortSignal) => leaseClient.renewLease({ abortSignal })).catch((e: unknown) => {
+          lost = true;
+          clearInterval(renew);
+          opts.log?.error('rotation lease lost: the run stops before its next step', { event: 'rotation.lease-lost', err: e });
+        });
+      }, Math.max(1000, (opts.durationSeconds * 1000) / 3));
+      renew.unref();
+      return {
+        acquired: true,
+        lease: {
+          owner,
+          assertHeld() {
+            if (lost) throw new BrokerError('conflict', 'The rotation lease was lost.', { detail: { reason: 'lease_lost' } });
+          },
+          async release() {
+            clearInterval(renew);
+            await call('lock release', (abortSignal) => leaseClient.releaseLease({ abortSignal })).catch((e: unknown) =>
+              opts.log?.warn('rotation lease: release failed (it expires by itself)', { event: 'rotation.lease-release-failed', err: e }),
+            );
+          },
+        },
+      };
+    },
   };
-  if (opts.settleMs > 0) await sleep(opts.settleMs);
-  const after = await live();
-  const winner = after[0];
-  if (!winner || winner.version !== mine.version) {
-    await release();
-    return { acquired: false, heldBy: winner?.tags.owner ?? 'unknown', until: winner?.tags.expiresAt };
-  }
-  return { acquired: true, lease: { owner, version: mine.version, release } };
 }

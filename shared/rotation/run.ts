@@ -4,9 +4,10 @@ import type { Logger } from '../log';
 import type { KeyVaultSecrets } from '../keyvault/client';
 import type { ManagedKey } from '../config/rotation';
 import { recordRotation } from '../telemetry';
-import { acquireLease } from './lock';
+import type { LeaseResult, RotationLock } from './lock';
 import type { GoogleIamKeys } from './iam';
-import { CLOUD_PLATFORM_SCOPE, exchangeKey, parseKeyFile } from './prove';
+import { exchangeKey, parseKeyFile } from '../google/sa-key-exchange';
+import { CLOUD_PLATFORM_SCOPE } from '../google/scopes';
 import { DAY_MS, MANAGED_BY, TAG, plan, type AccountPlan, type Action, type Observed } from './plan';
 
 /**
@@ -26,11 +27,10 @@ export interface RotationDeps {
     readonly periodDays: number;
     readonly graceDays: number;
     readonly oauthTokenUrl: string;
-    readonly lockSecret: string;
-    readonly lockSeconds: number;
-    readonly lockSettleMs: number;
     readonly timeoutMs: number;
   };
+  /** The run lease (a blob lease); built lazily by the wiring, only a real run takes it. */
+  readonly lock: () => RotationLock;
   readonly now: () => number;
   readonly log: Logger;
   readonly sleep?: (ms: number) => Promise<void>;
@@ -90,7 +90,7 @@ async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void
   throw last;
 }
 
-async function apply(deps: RotationDeps, p: AccountPlan): Promise<AccountReport> {
+async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Promise<AccountReport> {
   const sa = p.serviceAccount;
   const reports: ActionReport[] = [];
   const event = (action: string, ok: boolean, reason: string, extra: Record<string, string | number | boolean | undefined>) =>
@@ -102,6 +102,7 @@ async function apply(deps: RotationDeps, p: AccountPlan): Promise<AccountReport>
   for (let i = 0; i < p.actions.length; i++) {
     const a = p.actions[i]!;
     try {
+      held(); // the lease is still ours (renewed), else stop before changing anything more
       if (a.kind === 'delete-key') {
         await deps.iam.delete(sa, a.keyId);
         event('delete-key', true, a.why, { keyId: a.keyId });
@@ -176,15 +177,9 @@ async function apply(deps: RotationDeps, p: AccountPlan): Promise<AccountReport>
 
 export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; trigger: 'timer' | 'admin' }): Promise<RotationReport> {
   const startedAt = new Date(deps.now()).toISOString();
-  let lease: Awaited<ReturnType<typeof acquireLease>> | undefined;
+  let lease: LeaseResult | undefined;
   if (!opts.dryRun) {
-    lease = await acquireLease(deps.vault, {
-      secretName: deps.settings.lockSecret,
-      ttlSeconds: deps.settings.lockSeconds,
-      settleMs: deps.settings.lockSettleMs,
-      now: deps.now,
-      sleep: deps.sleep,
-    });
+    lease = await deps.lock().acquire();
     if (!lease.acquired) {
       deps.log.info('rotation skipped: another run holds the lease', { event: 'rotation.locked', trigger: opts.trigger, until: lease.until });
       recordRotation('run', 'locked');
@@ -212,7 +207,7 @@ export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; t
       }
       if (p.status === 'blocked') deps.log.error('rotation blocked', { event: 'rotation.blocked', serviceAccount: mk.serviceAccount, reason: p.reason });
       if (opts.dryRun) accounts.push({ ...p, actions: p.actions.map((action) => ({ action, outcome: 'planned' as const })) });
-      else accounts.push(await apply(deps, p));
+      else accounts.push(await apply(deps, p, () => (lease?.acquired ? lease.lease.assertHeld() : undefined)));
     }
   } finally {
     if (lease?.acquired) await lease.lease.release();

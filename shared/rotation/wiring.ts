@@ -1,55 +1,65 @@
 import { BrokerError } from '../errors';
 import type { Logger } from '../log';
 import { coreConfig } from '../config/core';
-import { managedKeysOf, rotationConfig } from '../config/rotation';
-import { KeyVaultSecrets, functionIdentity } from '../keyvault/client';
-import { FederatedTokenSource } from './googleAuth';
+import { googleConfig } from '../config/google';
+import { lockBlobUrl, policyConfig } from '../config/policy';
+import { managedKeysOf, rotationConfig, type RotationConfig } from '../config/rotation';
+import { KeyVaultSecrets } from '../keyvault/client';
+import { federatedTokenService } from '../google/tokens';
+import { blobClientFor } from '../policy/blob-store';
+import { blobLeaseLock, type RotationLock } from './lock';
 import { GoogleIamKeys, type GoogleTokenSource } from './iam';
 import type { RotationDeps } from './run';
 
-let tokenSource: { key: string; source: GoogleTokenSource } | undefined;
+/**
+ * The rotation's own Google identity: the broker's one keyless source credential (GOOGLE_WIF_AUDIENCE,
+ * GOOGLE_STS_TOKEN_URL, GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; shared/google/keyless.ts), whose federated
+ * principal holds roles/iam.serviceAccountKeyAdmin on the rotated accounts.
+ */
+const federatedTokens: GoogleTokenSource = {
+  async getAccessToken() {
+    return (await federatedTokenService().sourceAccessToken()).token;
+  },
+};
+
+/** The blob lease of ROTATION_LOCK_URL (default: rotation-lock beside the policy blob). */
+export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): RotationLock {
+  let pol;
+  let url: string;
+  try {
+    pol = policyConfig.get();
+    url = lockBlobUrl(cfg.lockUrl, pol);
+  } catch (e) {
+    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+  }
+  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
+}
+
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
 export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}): RotationDeps {
   let cfg;
   let core;
+  let google;
   try {
     cfg = rotationConfig.get();
     core = coreConfig.get();
+    google = googleConfig.get();
   } catch (e) {
     throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
   }
-  let tokens = overrides.tokens;
-  if (!tokens) {
-    if (!cfg.wifAudience) throw new BrokerError('config_invalid', 'ROTATION_WIF_AUDIENCE is required for key rotation.');
-    const key = `${cfg.stsUrl}|${cfg.wifAudience}|${cfg.entraTokenResource}`;
-    if (tokenSource?.key !== key) {
-      tokenSource = {
-        key,
-        source: new FederatedTokenSource({
-          credential: functionIdentity(),
-          entraResource: cfg.entraTokenResource,
-          stsUrl: cfg.stsUrl,
-          audience: cfg.wifAudience,
-          timeoutMs: core.upstreamTimeoutMs,
-        }),
-      };
-    }
-    tokens = tokenSource.source;
-  }
+  if (!overrides.tokens && !google.wifAudience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {
-    iam: new GoogleIamKeys(cfg.iamEndpoint, tokens, core.upstreamTimeoutMs),
+    iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens, core.upstreamTimeoutMs),
     vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs }),
     managed: managedKeysOf(cfg),
     settings: {
       periodDays: cfg.periodDays,
       graceDays: cfg.graceDays,
       oauthTokenUrl: cfg.oauthTokenUrl,
-      lockSecret: cfg.lockSecret,
-      lockSeconds: cfg.lockSeconds,
-      lockSettleMs: cfg.lockSettleMs,
       timeoutMs: core.upstreamTimeoutMs,
     },
+    lock: () => rotationLockFromSettings(cfg, log),
     now: overrides.now ?? Date.now,
     sleep: overrides.sleep,
     log,

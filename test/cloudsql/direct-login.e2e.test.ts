@@ -126,6 +126,51 @@ test('a plain pg client holding only the answer logs in over TLS as the IAM data
   expect(r).toEqual({ user: 'orders-reader@sandbox-project.iam' });
 });
 
+test('the reader role may only read: every write path is refused by PostgreSQL outside any READ ONLY transaction', async () => {
+  // A backend holding the broker's answer talks to the database directly: the role's own privileges are the bound.
+  const c = new Client(pgConfig(answer));
+  await c.connect();
+  const attempt = async (sql: string) => {
+    try {
+      await c.query(sql);
+      return 'allowed';
+    } catch (e) {
+      return (e as { code?: string }).code ?? 'error';
+    }
+  };
+  try {
+    expect((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n).toBeGreaterThan(0);
+    const writes = {
+      insert: "INSERT INTO orders (id, customer_id, status, total, placed_at, items) VALUES (999, 1, 'x', 1, now(), 1)",
+      update: "UPDATE orders SET status = 'x' WHERE id = 101",
+      delete: 'DELETE FROM orders WHERE id = 101',
+      truncate: 'TRUNCATE orders',
+      nextval: "SELECT nextval('order_numbers')",
+      setval: "SELECT setval('order_numbers', 42)",
+      copyFrom: 'COPY orders (id) FROM STDIN',
+      tempTable: 'CREATE TEMP TABLE scratch (x int)',
+      table: 'CREATE TABLE public.scratch (x int)',
+      largeObject: 'SELECT lo_create(0)',
+      largeObjectFromBytea: "SELECT lo_from_bytea(0, '\\x00')",
+    };
+    const outcomes: Record<string, string> = {};
+    for (const [name, sql] of Object.entries(writes)) outcomes[name] = await attempt(sql);
+    // 42501 insufficient_privilege for every one of them
+    expect(outcomes).toEqual(Object.fromEntries(Object.keys(writes).map((k) => [k, '42501'])));
+    const admin = new Client(sb.postgres!.admin('orders'));
+    await admin.connect();
+    try {
+      expect((await admin.query('SELECT is_called FROM order_numbers')).rows[0].is_called).toBe(false);
+      expect((await admin.query('SELECT status FROM orders WHERE id = 101')).rows[0].status).toBe('shipped');
+      expect((await admin.query('SELECT count(*)::int AS n FROM pg_largeobject_metadata')).rows[0].n).toBe(0);
+    } finally {
+      await admin.end();
+    }
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+});
+
 test('refused with Cloud SQL’s error: expired, wrong-scope, other-account and unknown tokens', async () => {
   const state = sb.google.state;
   const expected = { code: '28P01', message: 'Cloud SQL IAM service account authentication failed for user "orders-reader@sandbox-project.iam"' };

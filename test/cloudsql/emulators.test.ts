@@ -1,6 +1,7 @@
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
+import { compileAttributeCondition } from '../../local/emulators/google/sts';
 
 /** The Google STS and IAM Credentials emulators are strict where the real services are. */
 
@@ -24,9 +25,16 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
-/** A token shaped like the Function's managed identity token for the pool audience. */
+/** A token shaped like the Function's managed identity token for the pool audience (v2.0, app-only). */
 const miToken = (over: Parameters<Sandbox['entra']['mint']>[0] = {}) =>
-  sb.entra.mint({ oid: sb.msi.objectId, appId: sb.msi.clientId, aud: 'api://AzureADTokenExchange', version: '1.0', extra: { sub: sb.msi.objectId }, ...over });
+  sb.entra.mint({
+    oid: sb.msi.objectId,
+    appId: sb.msi.clientId,
+    aud: 'api://AzureADTokenExchange',
+    version: '2.0',
+    ...over,
+    extra: { sub: sb.msi.objectId, idtyp: 'app', xms_mirid: '/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id', ...(over.extra ?? {}) },
+  });
 
 async function sts(fields: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(stsUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) });
@@ -96,15 +104,57 @@ describe('STS emulator', () => {
   test.each([
     ['expired', { expiresIn: -120 }],
     ['wrong audience', { aud: 'api://something-else' }],
-    ['wrong issuer (v2 token for a v1 provider)', { version: '2.0' as const }],
+    ['wrong issuer (a v1 token for the v2 provider)', { version: '1.0' as const }],
     ['signed by a key that is not published', { key: 'stray' as const }],
-    ['another tenant', { iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000000/' }],
+    ['another tenant', { iss: 'https://login.microsoftonline.com/00000000-0000-4000-8000-000000000000/v2.0' }],
+    ['without kid', { omitKid: true }],
+    ['without iat', { omit: ['iat'] }],
+    ['without exp', { omit: ['exp'] }],
+    ['older than 48 h (iat), though unexpired', { extra: { iat: Math.floor(Date.now() / 1000) - 48 * 3600 - 60 } }],
+    ['of another identity of the same tenant (attribute_condition: sub)', { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } }],
+    ['of the identity but another tid claim (attribute_condition: tid)', { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } }],
   ])('subject token %s → 400 invalid_grant', async (_name, over) => {
     const { key, ...rest } = over as { key?: 'stray' } & Record<string, unknown>;
     const token = await miToken({ ...rest, ...(key ? { key: sb.entra.strayKey() } : {}) });
     const r = await sts(await goodExchange({ subject_token: token }));
     expect(r.status).toBe(400);
-    expect(r.body.error).toBe('invalid_grant');
+    expect(r.body).toEqual({ error: 'invalid_grant', error_description: expect.any(String) });
+  });
+
+  test('the attribute condition refusal is in Google\'s words; a missing scope is invalid_request', async () => {
+    const other = await miToken({ oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } });
+    expect((await sts(await goodExchange({ subject_token: other }))).body).toEqual({ error: 'invalid_grant', error_description: 'The given credential is rejected by the attribute condition.' });
+    expect((await sts(await goodExchange({ scope: '' }))).body).toEqual({ error: 'invalid_request', error_description: 'Missing required parameter: "scope".' });
+  });
+
+  test('the managed identity emulator mints the real shape for api://AzureADTokenExchange: v2.0, app-only, azp, xms_mirid, sub = oid', async () => {
+    const res = await fetch(`${sb.msi.endpoint}?api-version=2019-08-01&resource=${encodeURIComponent('api://AzureADTokenExchange')}`, { headers: { 'x-identity-header': sb.msi.secretHeader } });
+    const { access_token } = (await res.json()) as { access_token: string };
+    const [h, p] = access_token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
+    expect(h).toMatchObject({ alg: 'RS256', kid: expect.any(String) });
+    expect(p).toMatchObject({
+      iss: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+      ver: '2.0',
+      aud: 'api://AzureADTokenExchange',
+      sub: sb.msi.objectId,
+      oid: sb.msi.objectId,
+      azp: sb.msi.clientId,
+      idtyp: 'app',
+      xms_mirid: expect.stringMatching(/^\/subscriptions\/.+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/.+$/),
+      tid: SANDBOX.tenantId,
+      iat: expect.any(Number),
+      exp: expect.any(Number),
+    });
+    expect(p).not.toHaveProperty('appid');
+    // and STS accepts exactly that token
+    expect((await sts(await goodExchange({ subject_token: access_token }))).status).toBe(200);
+  });
+
+  test('the sandbox provider enforces the attribute_condition infra/gcp/main.tf writes', () => {
+    expect(sb.google.wif.attributeCondition).toBe(`assertion.tid == '${SANDBOX.tenantId}' && assertion.sub == '${sb.msi.objectId}'`);
+    expect(() => compileAttributeCondition("assertion.sub.startsWith('x')")).toThrow(/unsupported term/);
+    expect(compileAttributeCondition("assertion.a == 'x' && assertion.b == 'y'")({ a: 'x', b: 'y' })).toBe(true);
+    expect(compileAttributeCondition("assertion.a == 'x' && assertion.b == 'y'")({ a: 'x', b: 'z' })).toBe(false);
   });
 
   test('rejects other content types', async () => {

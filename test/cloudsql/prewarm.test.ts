@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { handler as tokenHandler } from '../../functions/token';
-import { handler as prewarmTimer } from '../../functions/prewarmTimer';
+import { handler as prewarmTimer } from '../../functions/prewarm-timer';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { createLogger } from '../../shared/log';
@@ -91,7 +91,7 @@ test('loading the function module prewarms on start', async () => {
   // A fresh module registry: a fresh token cache, as in a new worker.
   jest.isolateModules(() => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../functions/prewarmTimer');
+    require('../../functions/prewarm-timer');
   });
   for (let i = 0; i < 100 && sb.google.iamcredentials.count('iam.generateAccessToken') < 2; i++) await new Promise((r) => setTimeout(r, 20));
   expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);

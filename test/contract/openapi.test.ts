@@ -7,7 +7,8 @@ import { handler as tokenHandler } from '../../functions/token';
 import { handler as explainHandler } from '../../functions/explain';
 import { handler as healthHandler } from '../../functions/health';
 import { handler as queryHandler } from '../../functions/query';
-import { handler as adminHandler } from '../../functions/adminRotate';
+import { handler as adminHandler } from '../../functions/admin-rotate';
+import { handler as adminPolicyHandler } from '../../functions/admin-policy';
 import { settle } from '../../local/emulators/harness';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
@@ -158,7 +159,8 @@ beforeAll(async () => {
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
   reader = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] });
   stranger = await sb.entra.mint({ oid: SANDBOX.strangerObjectId, aud: SANDBOX.subjectAudience, roles: ['Nothing'] });
-  admin = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: [SANDBOX.adminRole] });
+  // An admin token is for the broker itself (its own audience), not for an API behind APIM.
+  admin = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.clientAudience, roles: [SANDBOX.adminRole] });
 });
 
 afterAll(async () => {
@@ -417,13 +419,27 @@ describe('POST /admin/rotate', () => {
     const u = await rotate('', { body: { subject_token: admin } });
     expect(u.status).toBe(401);
     const f = await rotate('', { headers: auth(), body: { subject_token: reader } });
-    expect([f.status, f.json.code]).toEqual([403, 'role_required']);
+    expect([f.status, f.json.code]).toEqual([401, 'token_audience_not_allowed']); // an API's token is no admin token
+    const noRole = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.clientAudience, roles: ['Orders.Read'] });
+    const n = await rotate('', { headers: auth(), body: { subject_token: noRole } });
+    expect([n.status, n.json.code]).toEqual([403, 'role_required']);
+  });
+});
+
+describe('GET/PUT /admin/policy on a file policy (the Blob Storage answers: test/policy/live-policy.test.ts)', () => {
+  test('200 the document with its ETag; PUT is 409 read_only_source; 428 without If-Match comes first', async () => {
+    const g = await call('/admin/policy', 'GET', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': admin } });
+    expect([g.status, g.json.source]).toEqual([200, 'file']);
+    const p = await call('/admin/policy', 'PUT', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': admin, 'if-match': g.json.etag as string }, body: g.json.policy });
+    expect([p.status, p.json.code, p.json.reason]).toEqual([409, 'conflict', 'read_only_source']);
+    const r = await call('/admin/policy', 'GET', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': reader } });
+    expect(r.status).toBe(401);
   });
 });
 
 test('coverage: every operation succeeded once, and each error family of /token was validated', () => {
   const seen = (op: string) => new Set(contract.checked.filter((c) => c.operationId === op).map((c) => c.status));
-  for (const op of ['exchangeToken', 'explainPolicy', 'getHealth', 'runQuery', 'rotateKeys']) expect(seen(op).has(200)).toBe(true);
+  for (const op of ['exchangeToken', 'explainPolicy', 'getHealth', 'runQuery', 'rotateKeys', 'getPolicy']) expect(seen(op).has(200)).toBe(true);
   expect([...seen('exchangeToken')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 413, 415, 502, 503, 504]));
   expect([...seen('runQuery')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 404, 415]));
   expect([...seen('getHealth')]).toEqual(expect.arrayContaining([200, 503]));

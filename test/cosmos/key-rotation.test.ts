@@ -8,7 +8,8 @@ import { COSMOS_MAX_TTL_SECONDS, resetCosmosTokens } from '../../shared/cosmos/p
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/cosmos/rotation-wiring';
 import type { SecretValue } from '../../shared/keyvault/client';
 import { createLogger } from '../../shared/log';
-import { ACCESS_TOKEN_TYPE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
+import { startSandbox, type Sandbox } from '../../local/sandbox';
+import { ACCESS_TOKEN_TYPE, SANDBOX, TOKEN_EXCHANGE } from '../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
 /**
@@ -24,7 +25,8 @@ const DAY = 86_400_000;
 const never = () => new Promise<never>(() => undefined);
 const fast = () => new Promise<void>((r) => setImmediate(r));
 
-let fx: Fixture;
+/** The sandbox with Blob Storage (Azurite): the rotation lease lives there. */
+let fx: { sandbox: Sandbox; restore: () => void; caller: () => Promise<string> };
 let gateway: string;
 let agent: Agent;
 let clock = Date.now();
@@ -32,8 +34,13 @@ const logs = captureLogs();
 const log = createLogger({ fn: 'test' });
 
 beforeAll(async () => {
-  fx = await startFixture({ COSMOS_KEY_REFRESH_SECONDS: '1', ROTATION_LOCK_SETTLE_MS: '0' });
-  gateway = await fx.gateway();
+  const sandbox = await startSandbox({ storage: true, env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', COSMOS_KEY_REFRESH_SECONDS: '1' } });
+  fx = {
+    sandbox,
+    restore: sandbox.applyEnv(),
+    caller: () => sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] }),
+  };
+  gateway = await sandbox.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
   agent = new Agent({ ca: readFileSync(fx.sandbox.env.COSMOS_CA_FILE!, 'utf8') });
 });
 
@@ -42,7 +49,8 @@ afterAll(async () => {
   resetCosmosTokens();
   agent.destroy();
   logs.restore();
-  await fx.stop();
+  fx.restore();
+  await fx.sandbox.stop();
 });
 
 beforeEach(() => {
@@ -56,7 +64,7 @@ const vault = () => cosmosRotationDepsFromSettings(log).vault;
 
 async function run(afterStep?: (s: CosmosRotationStep) => void | Promise<void>) {
   const deps = cosmosRotationDepsFromSettings(log, { now: () => clock, sleep: fast, ...(afterStep ? { afterStep: (s: CosmosRotationStep) => afterStep(s) } : {}) });
-  return runCosmosKeyRotationUnderLease(deps, { dryRun: false, sleep: fast });
+  return runCosmosKeyRotationUnderLease(deps, { dryRun: false });
 }
 
 async function exchange(extra: Record<string, string> = {}): Promise<Result> {
@@ -96,6 +104,12 @@ async function issuanceWorks(): Promise<string> {
   const token = r.json.access_token as string;
   expect(await works(token)).toBe(true);
   return token;
+}
+
+/** A dead run's blob lease ends (what the Blob service does once it is not renewed). */
+async function expireLease(): Promise<void> {
+  const blob = fx.sandbox.storage!.admin().getContainerClient(SANDBOX.storage.container).getBlobClient('rotation-lock-cosmos');
+  await blob.getBlobLeaseClient().breakLease(0);
 }
 
 async function latest() {
@@ -197,8 +211,8 @@ describe('dual-key rotation through the emulated management plane', () => {
       const outcome = crashed ? await running : await Promise.race([running, crashSignal]);
       await issuanceWorks(); // the stored key works, crash or not
       if (outcome === 'crashed') {
-        expect(await run()).toBeUndefined(); // the dead run's lease still holds
-        clock += 601_000;
+        expect(await run()).toBeUndefined(); // the dead run's lease still holds …
+        await expireLease(); // … until the Blob service lets it lapse (it is never renewed again)
         const rerun = (await run())![0]!;
         expect(rerun.error).toBeUndefined();
       }
@@ -223,7 +237,6 @@ describe('dual-key rotation through the emulated management plane', () => {
     process.env.BROKER_UPSTREAM_TIMEOUT_MS = '500';
     fx.sandbox.cosmosManagement.inject({ fault: { kind: 'hang' }, routes: ['arm.cosmos.keys'] });
     try {
-      clock += 601_000;
       const started = Date.now();
       const hung = (await run())![0]!;
       expect(hung.error).toBe('upstream_timeout');
@@ -240,7 +253,6 @@ describe('dual-key rotation through the emulated management plane', () => {
     m.revokeAll(fx.sandbox.msi.objectId);
     m.grantKeyOperator(fx.sandbox.msi.objectId, C.resourceId);
     try {
-      clock += 601_000;
       const denied = (await run())![0]!;
       expect(denied.error).toBe('upstream_denied');
       expect((await latest()).version).toBe(before.version);

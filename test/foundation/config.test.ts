@@ -1,5 +1,6 @@
 import { coreConfig } from '../../shared/config/core';
 import { ConfigError, allSettings } from '../../shared/config/settings';
+import { policyStore, resetPolicyStore } from '../../shared/policy/current';
 
 const valid = {
   BROKER_ALLOWED_TENANTS: '72f988bf-0000-4000-8000-00000000c0de',
@@ -25,10 +26,33 @@ describe('configuration', () => {
       err = e as ConfigError;
     }
     expect(err).toBeInstanceOf(ConfigError);
-    for (const name of ['BROKER_ALLOWED_TENANTS', 'BROKER_CLIENT_AUDIENCES', 'BROKER_ALLOWED_CLIENT_OIDS', 'BROKER_SUBJECT_AUDIENCES', 'BROKER_POLICY_PATH']) {
+    for (const name of ['BROKER_ALLOWED_TENANTS', 'BROKER_CLIENT_AUDIENCES', 'BROKER_ALLOWED_CLIENT_OIDS', 'BROKER_SUBJECT_AUDIENCES']) {
       expect(err!.message).toContain(`${name} is required`);
     }
-    expect(err!.problems).toHaveLength(5);
+    expect(err!.problems).toHaveLength(4);
+  });
+
+  test('the policy source: BROKER_POLICY_URL or BROKER_POLICY_PATH, exactly one (503 naming them otherwise)', async () => {
+    const saved = { ...process.env };
+    try {
+      Object.assign(process.env, valid);
+      delete process.env.BROKER_POLICY_PATH;
+      delete process.env.BROKER_POLICY_URL;
+      resetPolicyStore();
+      await expect(policyStore()).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(/BROKER_POLICY_URL.*BROKER_POLICY_PATH/) });
+      process.env.BROKER_POLICY_PATH = '/tmp/policy.json';
+      process.env.BROKER_POLICY_URL = 'https://acct.blob.core.windows.net/policy/policy.json';
+      resetPolicyStore();
+      await expect(policyStore()).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(/only one/) });
+      process.env.BROKER_POLICY_URL = 'https://acct.blob.core.windows.net/policy.json?sig=x';
+      delete process.env.BROKER_POLICY_PATH;
+      resetPolicyStore();
+      await expect(policyStore()).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(/BROKER_POLICY_URL must be a plain blob URL/) });
+    } finally {
+      for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+      Object.assign(process.env, saved);
+      resetPolicyStore();
+    }
   });
 
   test('invalid values name the setting and say what is expected', () => {
@@ -39,7 +63,7 @@ describe('configuration', () => {
       message = (e as Error).message;
     }
     expect(message).toContain('BROKER_ALLOWED_TENANTS has an invalid entry "contoso": each must be a tenant GUID');
-    expect(message).toContain('ENTRA_AUTHORITY_HOST must use https: or http:');
+    expect(message).toContain('ENTRA_AUTHORITY_HOST must use https: (http: only on a loopback host), got ftp:');
     expect(message).toContain('BROKER_CLOCK_SKEW_SECONDS must be between 0 and 300, got 9000');
     expect(message).toContain('LOG_LEVEL must be one of debug, info, warn, error');
   });

@@ -17,7 +17,7 @@ const STOP_WITHIN_MS = 6000;
 
 interface Run {
   proc: ChildProcess;
-  state: { brokerUrl: string; entraUrl: string; runDir: string; postgresPid: number; postgresDataDir: string; pid: number };
+  state: { brokerUrl: string; entraUrl: string; runDir: string; postgresPid: number; postgresDataDir: string; pid: number; azuritePid: number };
   output: () => string;
 }
 
@@ -126,8 +126,9 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
     const [a, b] = await Promise.all([start(workerHost(180)), start(workerHost(190))]);
     expect(a.state.runDir).not.toBe(b.state.runDir);
     for (const r of [a, b]) {
-      expect(readdirSync(r.state.runDir).sort()).toEqual(['cosmos-ca.pem', 'keyvault-ca.pem', 'sandbox.json']);
+      expect(readdirSync(r.state.runDir).sort()).toEqual(['cosmos-ca.pem', 'keyvault-ca.pem', 'sandbox.json', 'storage-ca.pem']);
       expect(alive(r.state.postgresPid)).toBe(true);
+      expect(alive(r.state.azuritePid)).toBe(true);
     }
     // each run's own CA (a shared path would hold only the last writer's)
     expect(readFileSync(join(a.state.runDir, 'keyvault-ca.pem'), 'utf8')).not.toBe(readFileSync(join(b.state.runDir, 'keyvault-ca.pem'), 'utf8'));
@@ -143,6 +144,7 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
     expect(code).toBe(0);
     expect(ms).toBeLessThan(STOP_WITHIN_MS);
     expect(await gone(a.state.postgresPid, 0)).toBe(true);
+    expect(await gone(a.state.azuritePid)).toBe(true);
     expect(existsSync(a.state.postgresDataDir)).toBe(false);
     expect(existsSync(a.state.runDir)).toBe(false);
     // the other run is untouched by the first one's stop
@@ -158,6 +160,7 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
     expect(f.ms).toBeLessThan(STOP_WITHIN_MS);
     expect([0, 130]).toContain(f.code);
     expect(await gone(b.state.postgresPid)).toBe(true); // SIGKILL delivery
+    expect(await gone(b.state.azuritePid)).toBe(true); // killed by the exit handler
 
     expect(existsSync(b.state.postgresDataDir)).toBe(false);
     expect(existsSync(b.state.runDir)).toBe(false);

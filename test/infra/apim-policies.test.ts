@@ -308,7 +308,12 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml', 'cosmos-rbac-api.xml'
     expect(grant).toContain('b.Add("expires_at", expiresAt)');
     const seconds = setVariable(nodes, 'cache-seconds')!.attrs.value!;
     expect(seconds).toContain('g["expires_at"]');
-    expect(seconds).toMatch(/Math\.Max\(0, left - margin - jitter\)/);
+    expect(seconds).toMatch(/Math\.Min\(max, Math\.Max\(0, left - margin - jitter\)\)/);
+    expect(seconds).toContain('(int)context.Variables["broker-cache-max-seconds"]');
+    // Bounded revocation (issue 13 item 9): a cached credential is served at most 60 s, whatever its lifetime.
+    const max = setVariable(nodes, 'broker-cache-max-seconds')!.attrs.value!;
+    expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeGreaterThan(0);
+    expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeLessThanOrEqual(60);
     expect(seconds).toContain('new Random()');
     const margin = setVariable(nodes, 'broker-cache-margin-seconds')!.attrs.value!;
     expect(Number(/^@\((\d+)\)$/.exec(margin)?.[1])).toBeGreaterThanOrEqual(60);

@@ -128,7 +128,8 @@ describe('Terraform (infra/gcp)', () => {
 
   test('the pool provider trusts exactly the broker identity of one tenant, for the audience the broker requests', () => {
     const provider = resources.find((r) => r.type === 'google_iam_workload_identity_pool_provider')!;
-    expect(provider.body).toContain('issuer_uri        = "https://sts.windows.net/${var.azure_tenant_id}/"');
+    // a managed identity's token for api://AzureADTokenExchange is v2.0 (issuer login.microsoftonline.com/{tid}/v2.0)
+    expect(provider.body).toContain('issuer_uri        = "https://login.microsoftonline.com/${var.azure_tenant_id}/v2.0"');
     expect(provider.body).toContain('allowed_audiences = [var.subject_token_audience]');
     expect(provider.body).toMatch(/attribute_condition = ".*assertion\.sub == '\$\{var\.broker_identity_principal_id\}'/);
     expect(provider.body).toMatch(/attribute_condition = ".*assertion\.tid == '\$\{var\.azure_tenant_id\}'/);

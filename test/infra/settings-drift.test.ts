@@ -29,6 +29,10 @@ const NOT_DEPLOYED: Record<string, string> = {
   KEY_VAULT_CA_FILE: 'sandbox only (loopback vault)',
   COSMOS_CA_FILE: 'sandbox only (loopback Cosmos emulator)',
   GOOGLE_SA_KEY_SECRET: 'set only when googleAuthMode is sa-key (conditional entry in the Bicep)',
+  BROKER_POLICY_PATH: 'local use and tests: Azure reads the live policy from BROKER_POLICY_URL',
+  BROKER_POLICY_CA_FILE: 'sandbox only (loopback Azurite)',
+  BROKER_ADMIN_AUDIENCES: "default: the broker's own audience (BROKER_CLIENT_AUDIENCES)",
+  ROTATION_LOCK_URL: 'default: rotation-lock beside the policy blob (same container, same role assignment)',
 };
 
 function declared(): { name: string; required: boolean; hasDefault: boolean }[] {
@@ -52,8 +56,17 @@ test('every app setting the Bicep sets is declared by the code (or read by the p
 });
 
 test('sandbox-only settings are never deployed', () => {
-  for (const n of ['KEY_VAULT_CA_FILE', 'COSMOS_CA_FILE']) expect(bicepSettings.has(n)).toBe(false);
+  for (const n of ['KEY_VAULT_CA_FILE', 'COSMOS_CA_FILE', 'BROKER_POLICY_CA_FILE', 'BROKER_POLICY_PATH']) expect(bicepSettings.has(n)).toBe(false);
   expect(bicep).not.toMatch(/IDENTITY_ENDPOINT|IDENTITY_HEADER|SANDBOX_/);
+});
+
+test('the policy lives in its container, versioned, with a container-scoped Storage Blob Data Contributor assignment', () => {
+  const storage = readFileSync(join(root, 'infra', 'modules', 'storage.bicep'), 'utf8');
+  expect(storage).toMatch(/isVersioningEnabled: true/);
+  expect(storage).toMatch(/resource policyContainer [^\n]*containers@[^\n]*\n\s*parent: blobService\n\s*name: 'policy'/);
+  // Contributor (ba92f5b4-…) scoped to the container, never the account.
+  expect(storage).toMatch(/scope: policyContainer\n\s*name: guid\(policyContainer\.id, brokerPrincipalId, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'\)/);
+  expect(bicep).toMatch(/name: 'BROKER_POLICY_URL', value: policyBlobUrl/);
 });
 
 test('no deployed setting carries a secret: keys stay in Key Vault', () => {

@@ -107,6 +107,19 @@ describe('happy path', () => {
     expect(r.json.truncated).toBe(true);
     const exact = await query('many-rows', { count: 10 });
     expect(exact.json.truncated).toBe(false);
+    expect(exact.json.rowCount).toBe(10);
+    const eleven = await query('many-rows', { count: 11 });
+    expect({ rowCount: eleven.json.rowCount, truncated: eleven.json.truncated }).toEqual({ rowCount: 10, truncated: true });
+  });
+
+  test('the row limit bounds the work on the server: rows past limit + 1 are never computed', async () => {
+    // Row 12 divides by zero: a broker that fetched every row and then cut would fail with 400 (SQLSTATE 22012).
+    const r = await query('row-11-fails');
+    expect(r.status).toBe(200);
+    expect(r.json.rowCount).toBe(10);
+    expect(r.json.truncated).toBe(true);
+    // The connection is fine for the next caller (the suspended portal ended with the transaction).
+    expect((await query('order-count')).status).toBe(200);
   });
 
   test('the query ran as the IAM database user of the mapped service account, admitted by the instance', async () => {

@@ -4,7 +4,7 @@ import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { createLogger } from '../../shared/log';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
 import { DAY_MS, TAG } from '../../shared/rotation/plan';
-import { exchangeKey, parseKeyFile } from '../../shared/rotation/prove';
+import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
 import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
 import type { GoogleTokenSource } from '../../shared/rotation/iam';
@@ -33,11 +33,13 @@ export interface RotationFixture {
   run(over?: Partial<RotationDeps>, dryRun?: boolean): Promise<RotationReport>;
   vault: KeyVaultSecrets;
   addAccount(name: string): { serviceAccount: string; secretName: string };
+  /** What a crashed holder's lease does after its duration: end (here at once, by breaking it with period 0). */
+  expireLease(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startRotationFixture(env: Record<string, string> = {}): Promise<RotationFixture> {
-  const sb = await startSandbox({ env: { ROTATION_LOCK_SETTLE_MS: '0', ...env } });
+  const sb = await startSandbox({ storage: true, env });
   const restore = sb.applyEnv();
   const clock = new Clock();
   sb.googleKeys.state.now = clock.now;
@@ -62,7 +64,12 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
     addAccount(name) {
       const serviceAccount = `${name}@${SANDBOX.google.project}.iam.gserviceaccount.com`;
       state.addServiceAccount(serviceAccount);
+      sb.googleKeys.iam.grantKeyAdmin(sb.googleKeys.rotationPrincipal, [serviceAccount]);
       return { serviceAccount, secretName: `${name}-key` };
+    },
+    async expireLease() {
+      const blob = sb.storage!.admin().getContainerClient(SANDBOX.storage.container).getBlobClient('rotation-lock');
+      await blob.getBlobLeaseClient().breakLease(0);
     },
     async stop() {
       restore();

@@ -2,8 +2,8 @@ import { SignJWT, importPKCS8 } from 'jose';
 import { GoogleState, CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { startGoogleIam, type GoogleIamEmulator } from '../../local/emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from '../../local/emulators/google/oauth';
-import { GoogleIamKeys } from '../../shared/rotation/iam';
-import { exchangeKey, parseKeyFile } from '../../shared/rotation/prove';
+import { GoogleIamKeys, createRefusal } from '../../shared/rotation/iam';
+import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { BrokerError } from '../../shared/errors';
 import { settle } from '../../local/emulators/harness';
 
@@ -19,7 +19,7 @@ beforeAll(async () => {
   state.addServiceAccount(SA);
   oauth = await startGoogleOAuth({ state });
   iam = await startGoogleIam({ state, tokenUri: oauth.tokenUrl });
-  iam.grantKeyAdmin(ADMIN);
+  iam.grantKeyAdmin(ADMIN, [SA, 'cap-sa@sandbox-project.iam.gserviceaccount.com', 'policy-sa@sandbox-project.iam.gserviceaccount.com']);
   token = state.issueToken('federated', ADMIN, [CLOUD_PLATFORM_SCOPE], 3600).token;
 });
 afterAll(async () => {
@@ -69,15 +69,94 @@ describe('Google IAM service-account keys emulator', () => {
     await client().delete(SA, id);
   });
 
-  test('the 11th user-managed key is refused with FAILED_PRECONDITION; the client maps it to conflict/key_cap', async () => {
+  test('the 11th user-managed key is refused with FAILED_PRECONDITION; the client maps it to key_limit_reached', async () => {
     const sa = 'cap-sa@sandbox-project.iam.gserviceaccount.com';
     state.addServiceAccount(sa);
     for (let i = 0; i < 10; i++) await client().create(sa);
     const res = await call('POST', keysUrl(sa), token, {});
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ error: { code: 400, message: 'Precondition check failed.', status: 'FAILED_PRECONDITION' } });
-    await expect(client().create(sa)).rejects.toMatchObject({ code: 'conflict', detail: { reason: 'key_cap' } });
+    await expect(client().create(sa)).rejects.toMatchObject({ code: 'key_limit_reached' });
     expect(iam.userKeys(sa)).toHaveLength(10);
+  });
+
+  test('org policy iam.disableServiceAccountKeyCreation: FAILED_PRECONDITION with its own message and PreconditionFailure; its own reason code', async () => {
+    const sa = 'policy-sa@sandbox-project.iam.gserviceaccount.com';
+    state.addServiceAccount(sa);
+    iam.setKeyCreationDisabled(true);
+    try {
+      const res = await call('POST', keysUrl(sa), token, {});
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({
+        error: {
+          code: 400,
+          message: 'Key creation is not allowed on this service account.',
+          status: 'FAILED_PRECONDITION',
+          details: [
+            {
+              '@type': 'type.googleapis.com/google.rpc.PreconditionFailure',
+              violations: [
+                {
+                  type: 'constraints/iam.disableServiceAccountKeyCreation',
+                  subject: `projects/sandbox-project/serviceAccounts/${sa}?configvalue=${encodeURIComponent(sa)}`,
+                  description: 'Key creation is not allowed on this service account.',
+                },
+              ],
+            },
+          ],
+        },
+      });
+      const err = await client().create(sa).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'key_creation_disabled', status: 403, detail: { constraint: 'iam.disableServiceAccountKeyCreation' } });
+      expect(iam.userKeys(sa)).toHaveLength(0);
+      // listing, disabling and deleting are not affected by the constraint
+      await expect(client().list(sa)).resolves.toEqual([]);
+    } finally {
+      iam.setKeyCreationDisabled(false);
+    }
+    await expect(client().create(sa)).resolves.toMatchObject({ keyId: expect.any(String) });
+  });
+
+  test('classifier: FAILED_PRECONDITION on create, by its details', () => {
+    const rows: [unknown, string][] = [
+      [{ error: { status: 'FAILED_PRECONDITION', message: 'Precondition check failed.' } }, 'key_limit_reached'],
+      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }] }] } }, 'key_creation_disabled'],
+      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.managed.disableServiceAccountKeyCreation' }] }] } }, 'key_creation_disabled'],
+      // another constraint (or the right type under another @type) is not the key-creation policy
+      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.disableServiceAccountKeyUpload' }] }] } }, 'key_limit_reached'],
+      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }] }] } }, 'key_limit_reached'],
+      [{ error: { status: 'FAILED_PRECONDITION', details: 'junk' } }, 'key_limit_reached'],
+    ];
+    for (const [body, code] of rows) expect(createRefusal(body).code).toBe(code);
+  });
+
+  test('under projects/-/ an unknown or foreign account is 403 PERMISSION_DENIED, never 404; the client never counts that as done', async () => {
+    const foreign = 'other-team@sandbox-project.iam.gserviceaccount.com';
+    state.addServiceAccount(foreign); // exists, but ADMIN holds no key-admin grant on it
+    const k = (await call('POST', keysUrl(), token, {}).then((r) => r.json())) as { name: string };
+    const keyId = k.name.split('/').at(-1)!;
+    for (const sa of ['nobody@sandbox-project.iam.gserviceaccount.com', foreign]) {
+      for (const [method, u] of [
+        ['GET', keysUrl(sa)],
+        ['POST', keysUrl(sa)],
+        ['GET', `${keysUrl(sa)}/${keyId}`],
+        ['POST', `${keysUrl(sa)}/${keyId}:disable`],
+        ['DELETE', `${keysUrl(sa)}/${keyId}`],
+      ] as const) {
+        const res = await call(method, u, token, method === 'POST' ? {} : undefined);
+        expect([method, u, res.status]).toEqual([method, u, 403]);
+        expect(((await res.json()) as { error: { status: string; message: string } }).error).toMatchObject({ status: 'PERMISSION_DENIED', message: expect.stringContaining('(or it may not exist)') });
+      }
+      // a delete or disable that Google refuses is a failure, not "already gone"
+      await expect(client().delete(sa, keyId)).rejects.toMatchObject({ code: 'upstream_denied', detail: { upstreamStatus: 'PERMISSION_DENIED' } });
+      await expect(client().disable(sa, keyId)).rejects.toMatchObject({ code: 'upstream_denied' });
+      await expect(client().list(sa)).rejects.toMatchObject({ code: 'upstream_denied' });
+    }
+    // a key that is gone, of an account the caller administers, is 404: the idempotent re-run counts it as done
+    await client().delete(SA, keyId);
+    expect((await call('DELETE', `${keysUrl()}/${keyId}`)).status).toBe(404);
+    await expect(client().delete(SA, keyId)).resolves.toBeUndefined();
+    await expect(client().disable(SA, keyId)).resolves.toBeUndefined();
   });
 
   test('authentication and authorization', async () => {
@@ -91,8 +170,14 @@ describe('Google IAM service-account keys emulator', () => {
     expect(((await denied.json()) as { error: { status: string } }).error.status).toBe('PERMISSION_DENIED');
     const narrow = state.issueToken('federated', ADMIN, ['https://www.googleapis.com/auth/sqlservice.login'], 3600).token;
     expect((await call('GET', keysUrl(), narrow)).status).toBe(403);
-    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com'))).status).toBe(404);
-    expect((await call('GET', keysUrl(SA, 'other-project'))).status).toBe(404);
+    // only a project-level key admin learns that an account does not exist (404); under projects/-/ it is 403
+    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com'))).status).toBe(403);
+    expect((await call('GET', keysUrl(SA, 'other-project'))).status).toBe(403);
+    const projectAdmin = 'project-admin@sandbox-project.iam.gserviceaccount.com';
+    iam.grantKeyAdmin(projectAdmin);
+    const pa = state.issueToken('access', projectAdmin, [CLOUD_PLATFORM_SCOPE], 3600).token;
+    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com', 'sandbox-project'), pa)).status).toBe(404);
+    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com', '-'), pa)).status).toBe(403);
     await expect(new GoogleIamKeys(iam.endpoint, { getAccessToken: async () => stranger }, 3000).list(SA)).rejects.toMatchObject({ code: 'upstream_denied' });
   });
 

@@ -99,8 +99,9 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
       if (outcome === 'crashed') {
         // Another run while the dead run's lease is live is refused …
         expect((await f.run({ managed })).status).toBe('locked');
-        // … and after the lease expires, a re-run finishes the job.
-        f.clock.advanceSeconds(601);
+        // … and once the dead run's lease ends (it is never renewed again: the Blob service lets it lapse), a re-run
+        // finishes the job.
+        await f.expireLease();
         expect((await f.run({ managed })).status).toBe('completed');
       }
       await assertHealthy(f, acct);
@@ -149,13 +150,15 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     await f.run({ managed });
     f.clock.advanceDays(90);
     const before = creates();
-    const settle = { ...f.deps().settings, lockSettleMs: 300 };
-    const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-    const [a, b] = await Promise.all([f.run({ managed, settings: settle, sleep: realSleep }), f.run({ managed, settings: settle, sleep: realSleep })]);
+    // Both take the blob lease at once (two instances): the Blob service grants it to exactly one.
+    const [a, b] = await Promise.all([f.run({ managed }), f.run({ managed })]);
     expect([a.status, b.status].sort()).toEqual(['completed', 'locked']);
     expect(creates() - before).toBe(1);
     await assertHealthy(f, acct);
     expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(2);
+    // The winner released the lease at its end: the next run takes it (nothing is due, nothing created).
+    expect((await f.run({ managed })).status).toBe('completed');
+    expect(creates() - before).toBe(1);
   });
 
   test('dry-run reports the plan and changes nothing', async () => {
@@ -169,7 +172,6 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
 
     await f.run({ managed });
     f.clock.advanceDays(90);
-    const lockVersions = f.sb.keyVault.versions('rotation-lock').length;
     const kvWrites = () => f.sb.keyVault.count('secrets.set') + f.sb.keyVault.count('secrets.update');
     const iamWrites = () => ['iam.keys.create', 'iam.keys.delete', 'iam.keys.toggle'].reduce((n, r) => n + f.sb.googleKeys.iam.count(r), 0);
     const [kv, iam] = [kvWrites(), iamWrites()];
@@ -178,7 +180,8 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     expect(dry.accounts[0]!.reason).toMatch(/90 days old/);
     expect(kvWrites()).toBe(kv);
     expect(iamWrites()).toBe(iam);
-    expect(f.sb.keyVault.versions('rotation-lock')).toHaveLength(lockVersions);
+    // The lease lives in Blob Storage: no Key Vault lock secret is ever written.
+    expect(f.sb.keyVault.versions('rotation-lock')).toHaveLength(0);
   });
 
   test('orphans (created but never stored) are deleted before anything else; the cap is never exceeded', async () => {
@@ -246,16 +249,84 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     expect(await assertHealthy(f, acct)).not.toBe(k0);
   });
 
-  test('Key Vault down before the lease: the run fails cleanly (mapped error), nothing changes', async () => {
+  test('org policy forbids key creation: the account reports key_creation_disabled, the current key stays, nothing is left behind', async () => {
+    const acct = f.addAccount('orgpolicy-sa');
+    const managed = [acct];
+    await f.run({ managed });
+    const k0 = await assertHealthy(f, acct);
+    f.clock.advanceDays(90);
+    f.sb.googleKeys.iam.setKeyCreationDisabled(true);
+    try {
+      const r = await f.run({ managed });
+      expect(r.status).toBe('partial');
+      expect(r.accounts[0]).toMatchObject({ error: 'key_creation_disabled' });
+      expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'failed', error: 'key_creation_disabled' });
+    } finally {
+      f.sb.googleKeys.iam.setKeyCreationDisabled(false);
+    }
+    expect(await assertHealthy(f, acct)).toBe(k0);
+  });
+
+  test('an unknown or foreign account (403 under projects/-/) is reported as refused; the other accounts rotate; a crashed run re-runs correctly', async () => {
+    const good = f.addAccount('crash-sa');
+    const unknown = { serviceAccount: 'deleted-sa@sandbox-project.iam.gserviceaccount.com', secretName: 'deleted-sa-key' };
+    const foreignSa = 'foreign-sa@sandbox-project.iam.gserviceaccount.com';
+    f.sb.googleKeys.state.addServiceAccount(foreignSa); // exists, but the rotation principal holds no grant on it
+    const foreign = { serviceAccount: foreignSa, secretName: 'foreign-sa-key' };
+    const managed = [unknown, foreign, good];
+    // crash right after the key was created (before prove/store): an orphan is left in Google
+    const crashed = await f
+      .run({
+        managed,
+        afterStep: (s, sa) => {
+          if (s === 'created' && sa === good.serviceAccount) throw new Error('crash');
+        },
+      })
+      .catch((e: unknown) => e);
+    expect(crashed).not.toBeInstanceOf(Error);
+    expect(f.sb.googleKeys.iam.userKeys(good.serviceAccount)).toHaveLength(1);
+    const r = await f.run({ managed });
+    expect(r.status).toBe('partial');
+    expect(r.accounts.map((a) => [a.serviceAccount, a.status, a.error])).toEqual([
+      [unknown.serviceAccount, 'blocked', 'upstream_denied'],
+      [foreign.serviceAccount, 'blocked', 'upstream_denied'],
+      [good.serviceAccount, 'ok', undefined],
+    ]);
+    expect(r.accounts[2]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([
+      ['delete-key', 'done'],
+      ['rotate', 'done'],
+    ]);
+    await assertHealthy(f, good);
+    expect(f.sb.googleKeys.iam.userKeys(foreignSa)).toHaveLength(0);
+  });
+
+  test('Key Vault down under the lease: the account is reported blocked (mapped error), nothing changes', async () => {
     const acct = f.addAccount('kvdown2-sa');
     f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
     const before = creates();
     try {
-      await expect(f.run({ managed: [acct] })).rejects.toMatchObject({ code: 'upstream_unavailable' });
+      const r = await f.run({ managed: [acct] });
+      expect(r.status).toBe('partial');
+      expect(r.accounts[0]).toMatchObject({ status: 'blocked', error: 'upstream_unavailable' });
     } finally {
       f.sb.keyVault.clearFaults();
     }
     expect(creates()).toBe(before);
+  });
+
+  test('the lease store unreachable: the run fails cleanly (mapped error) before anything changes', async () => {
+    const acct = f.addAccount('lockdown-sa');
+    const saved = process.env.ROTATION_LOCK_URL;
+    process.env.ROTATION_LOCK_URL = 'https://127.0.0.1:9/devstoreaccount1/policy/rotation-lock'; // nothing listens
+    const before = creates();
+    try {
+      await expect(f.run({ managed: [acct] })).rejects.toMatchObject({ code: 'upstream_unavailable' });
+    } finally {
+      if (saved === undefined) delete process.env.ROTATION_LOCK_URL;
+      else process.env.ROTATION_LOCK_URL = saved;
+    }
+    expect(creates()).toBe(before);
+    expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(0);
   });
 
   test('no key material reaches a log line', () => {

@@ -1,4 +1,6 @@
-import { KeyVaultKeySource } from '../../shared/rotation/saKeySource';
+import { createSaKeySource, KeyVaultKeySource } from '../../shared/google/sa-key';
+import { googleConfig } from '../../shared/config/google';
+import { captureLogs } from '../helpers/invoke';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
 let f: RotationFixture;
@@ -44,6 +46,34 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
       expect(f.sb.googleKeys.oauth.keysUsed.at(-1)).toBe(k1);
     }
     expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId)).toEqual([k1]);
+  });
+
+  test('the source built from the settings logs its fallback to the cached key (no request correlation id)', async () => {
+    const acct = f.addAccount('broker-src-log');
+    await f.run({ managed: [acct] });
+    const logs = captureLogs();
+    const saved = { mode: process.env.GOOGLE_AUTH_MODE, secret: process.env.GOOGLE_SA_KEY_SECRET };
+    process.env.GOOGLE_AUTH_MODE = 'sa-key';
+    process.env.GOOGLE_SA_KEY_SECRET = acct.secretName;
+    try {
+      const source = createSaKeySource({ config: googleConfig.get(), timeoutMs: 3000, now: f.clock.now });
+      await source.fetchSourceToken();
+      f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
+      try {
+        await source.fetchSourceToken();
+      } finally {
+        f.sb.keyVault.clearFaults();
+      }
+      const line = logs.records.find((r) => r.event === 'sa-key.cached');
+      expect(line).toMatchObject({ level: 'warn', fn: 'google.sa-key' });
+      expect(line?.correlationId).toBeUndefined();
+    } finally {
+      logs.restore();
+      for (const [k, v] of [['GOOGLE_AUTH_MODE', saved.mode], ['GOOGLE_SA_KEY_SECRET', saved.secret]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 
   test('no secret in Key Vault: a clear misconfiguration error', async () => {

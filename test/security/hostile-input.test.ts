@@ -148,7 +148,7 @@ function build(r: Req): Buffer {
   lines.push('Connection: close', `Authorization: Bearer ${gateway}`, `X-Subject-Token: ${caller}`);
   if (r.contentType !== undefined) lines.push(`Content-Type: ${r.contentType}`);
   for (const [k, v] of Object.entries(r.headers ?? {})) lines.push(`${k}: ${v}`);
-  if (body.length || (r.method ?? 'POST') === 'POST') lines.push(`Content-Length: ${body.length}`);
+  if (body.length || ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method ?? 'POST')) lines.push(`Content-Length: ${body.length}`);
   return Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), body]);
 }
 
@@ -201,11 +201,11 @@ async function sweep(what: string, make: (ep: Endpoint) => Req | undefined, chec
 
 const code = (res: Raw) => (res.json.reason ?? res.json.code) as string | undefined;
 
-test('the sweep sees every registered HTTP endpoint', () => {
-  expect(endpoints.map((e) => e.name).sort()).toEqual(
+test('the sweep sees every registered HTTP endpoint, each of its methods', () => {
+  expect(endpoints.map((e) => `${e.name} ${e.method}`).sort()).toEqual(
     host.registrations
       .filter(isHttp)
-      .map((r) => r.name)
+      .flatMap((r) => (r.options.methods ?? ['GET', 'POST']).map((m) => `${r.name} ${m.toUpperCase()}`))
       .sort(),
   );
   expect(endpoints.find((e) => e.name === 'token')?.style).toBe('oauth');
@@ -323,7 +323,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
 
   test('a declared body over the cap: 413 in the endpoint style, answered before the body is sent', async () => {
     for (const ep of endpoints.filter((e) => e.hasBody)) {
-      const head = build({ path: ep.path, contentType: 'application/x-www-form-urlencoded', headers: {}, body: '' })
+      const head = build({ method: ep.method, path: ep.path, contentType: 'application/x-www-form-urlencoded', headers: {}, body: '' })
         .toString('latin1')
         .replace(/Content-Length: 0\r\n/, `Content-Length: ${50 * 1024 * 1024}\r\n`);
       const res = await send(Buffer.from(head, 'latin1')); // the 50 MiB never follow
@@ -335,7 +335,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
 
   test('a streamed (chunked) body over the cap: the read stops at the cap, 413 in the endpoint style', async () => {
     for (const ep of endpoints.filter((e) => e.hasBody)) {
-      const head = `POST ${ep.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n`;
+      const head = `${ep.method} ${ep.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n`;
       const chunk = Buffer.alloc(MAX_BODY_BYTES + 1024, 'a');
       // One chunk just over the cap and no terminating chunk: only a server that stops reading answers.
       const res = await send(Buffer.concat([Buffer.from(head), Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));

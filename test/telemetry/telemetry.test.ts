@@ -6,7 +6,7 @@ import { metrics, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { handler as tokenHandler } from '../../functions/token';
-import { handler as adminHandler } from '../../functions/adminRotate';
+import { handler as adminHandler } from '../../functions/admin-rotate';
 import { issuedTokens } from '../../local/emulators/issued-tokens';
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { enableOpenTelemetry, initTelemetry, METRIC, recordIssuance, resetTelemetry, telemetryState } from '../../shared/telemetry';
@@ -143,7 +143,7 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     const r = await invoke(adminHandler, {
       url: 'http://127.0.0.1:7071/api/admin/rotate?dryRun=true',
       headers: { authorization: `Bearer ${await f.gateway()}` },
-      form: { subject_token: await f.caller({ roles: [SANDBOX.adminRole] }) },
+      form: { subject_token: await f.caller({ roles: [SANDBOX.adminRole], aud: SANDBOX.clientAudience }) }, // an admin token: the broker's audience
     });
     expect(r.status).toBe(200);
     expect(await valueOf(METRIC.rotation, { action: 'run', outcome: 'dry-run' })).toBe(1);

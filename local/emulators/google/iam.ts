@@ -10,7 +10,8 @@ import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccoun
  * (the 11th create fails with 400 FAILED_PRECONDITION "Precondition check failed.", as Google answers).
  * Each account also has one system-managed key, which never counts against the cap. Callers present
  * `Authorization: Bearer <Google access or federated token>` issued into the shared GoogleState for a
- * principal granted key administration (`grantKeyAdmin`), with the cloud-platform scope.
+ * principal granted key administration (`grantKeyAdmin`, on given accounts or project-wide), with the cloud-platform
+ * scope; an unknown or foreign account under `projects/-/` is 403 PERMISSION_DENIED, as on Google.
  * Errors are Google's `{"error": {"code", "message", "status"}}`.
  */
 
@@ -24,16 +25,26 @@ export interface GoogleIamOptions {
   tokenUri: string;
   /** Like the org policy constraints/iam.serviceAccountKeyExpiryHours: keys expire after this many hours. */
   keyExpiryHours?: number;
+  /** The org policy constraints/iam.disableServiceAccountKeyCreation is enforced (default false). */
+  disableKeyCreation?: boolean;
 }
+
+/** The constraint Google names in the PreconditionFailure violation when key creation is disabled. */
+export const DISABLE_KEY_CREATION_CONSTRAINT = 'constraints/iam.disableServiceAccountKeyCreation';
 
 export interface GoogleIamEmulator extends Emulator {
   /** Base URL, e.g. http://127.0.0.1:PORT (paths are /v1/projects/...). */
   readonly endpoint: string;
-  /** Principals (service account email or workload identity principal) that may manage keys. */
-  readonly keyAdmins: Set<string>;
-  grantKeyAdmin(principal: string): void;
+  /**
+   * Grant roles/iam.serviceAccountKeyAdmin to a principal (service account email or workload identity principal)
+   * on the given service accounts (SA-level bindings, as infra/gcp grants it), or without `accounts` on the whole
+   * project (every account, and the right to learn that an account does not exist: 404 instead of 403).
+   */
+  grantKeyAdmin(principal: string, accounts?: readonly string[]): void;
   /** The user-managed keys of an account, as stored (no private material). */
   userKeys(email: string): ServiceAccountKey[];
+  /** Enforce (or lift) the org policy iam.disableServiceAccountKeyCreation. */
+  setKeyCreationDisabled(disabled: boolean): void;
 }
 
 type KeyWithMeta = ServiceAccountKey & { readonly keyAlgorithm?: string };
@@ -42,7 +53,13 @@ const isoNoMillis = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z
 
 export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamEmulator> {
   const { state } = opts;
-  const keyAdmins = new Set<string>();
+  /** principal → the accounts it administers keys of, or '*' (project-level grant). */
+  const keyAdmins = new Map<string, Set<string> | '*'>();
+  const isAdmin = (principal: string, email: string) => {
+    const g = keyAdmins.get(principal);
+    return g === '*' || (g !== undefined && g.has(email));
+  };
+  let keyCreationDisabled = opts.disableKeyCreation ?? false;
 
   const keysOf = (email: string): KeyWithMeta[] => {
     let list = state.keys.get(email);
@@ -68,7 +85,18 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
     return list;
   };
 
-  const authorize = (req: EmuRequest, permission: string, resource: string): EmuResponse | undefined => {
+  const denied = (permission: string, resource: string) =>
+    googleError(403, 'PERMISSION_DENIED', `Permission '${permission}' denied on resource '${resource}' (or it may not exist).`);
+
+  /**
+   * Authenticate, resolve projects/{project}/serviceAccounts/{email or uniqueId} and authorize `permission` on it.
+   * Google checks the permission on the resolved resource: under the `-` wildcard an unknown account cannot be
+   * resolved to a project, so it is 403 PERMISSION_DENIED, never 404 (the IAM reference warns of exactly this,
+   * https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/get); an account the caller holds
+   * no grant on (another team's, another project's) is the same 403. Only a caller with a project-level grant learns
+   * that an account of that project does not exist (404).
+   */
+  const resolve = (req: EmuRequest, permission: string): ServiceAccount | EmuResponse => {
     const auth = req.header('authorization');
     const m = auth ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
     if (!m) {
@@ -81,18 +109,14 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
     const tok = state.lookupToken(m[1]!);
     if (!tok) return googleError(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
     if (!tok.scopes.includes(CLOUD_PLATFORM_SCOPE)) return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
-    if (!keyAdmins.has(tok.principal)) return googleError(403, 'PERMISSION_DENIED', `Permission '${permission}' denied on resource '${resource}' (or it may not exist).`);
-    return undefined;
-  };
-
-  /** Resolve projects/{project}/serviceAccounts/{email or uniqueId}; project may be '-'. */
-  const account = (req: EmuRequest): ServiceAccount | EmuResponse => {
     const project = decodeURIComponent(req.params.project ?? '');
     const id = decodeURIComponent(req.params.account ?? '');
+    const resource = `projects/${project}/serviceAccounts/${id}`;
     const sa = state.serviceAccounts.get(id) ?? [...state.serviceAccounts.values()].find((s) => s.uniqueId === id);
     if (!sa || (project !== '-' && project !== sa.projectId)) {
-      return googleError(404, 'NOT_FOUND', `Unknown service account`);
+      return project !== '-' && keyAdmins.get(tok.principal) === '*' ? googleError(404, 'NOT_FOUND', `Unknown service account`) : denied(permission, resource);
     }
+    if (!isAdmin(tok.principal, sa.email)) return denied(permission, resource);
     return sa;
   };
 
@@ -125,9 +149,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
         path: '/v1/projects/:project/serviceAccounts/:account/keys',
         name: 'iam.keys.list',
         handle: (req) => {
-          const denied = authorize(req, 'iam.serviceAccountKeys.list', req.path);
-          if (denied) return denied;
-          const sa = account(req);
+          const sa = resolve(req, 'iam.serviceAccountKeys.list');
           if ('status' in sa) return sa;
           const types = req.url.searchParams.getAll('keyTypes');
           for (const t of types) {
@@ -144,9 +166,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
         path: '/v1/projects/:project/serviceAccounts/:account/keys',
         name: 'iam.keys.create',
         handle: (req) => {
-          const denied = authorize(req, 'iam.serviceAccountKeys.create', req.path);
-          if (denied) return denied;
-          const sa = account(req);
+          const sa = resolve(req, 'iam.serviceAccountKeys.create');
           if ('status' in sa) return sa;
           const body = (req.body.length ? req.json() : {}) as Record<string, unknown> | undefined;
           if (!body || typeof body !== 'object') return googleError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.');
@@ -154,6 +174,32 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE') return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${String(pkType)} in the sandbox.`);
           const alg = body.keyAlgorithm ?? 'KEY_ALG_RSA_2048';
           if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED') return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${String(alg)}.`);
+          if (keyCreationDisabled) {
+            // Google's answer under the org policy (https://cloud.google.com/iam/docs/troubleshoot-org-policies):
+            // same status as the key cap, but its own message and a google.rpc.PreconditionFailure naming the constraint.
+            const description = 'Key creation is not allowed on this service account.';
+            const e = googleError(400, 'FAILED_PRECONDITION', description);
+            return {
+              status: e.status,
+              body: {
+                error: {
+                  ...e.body.error,
+                  details: [
+                    {
+                      '@type': 'type.googleapis.com/google.rpc.PreconditionFailure',
+                      violations: [
+                        {
+                          type: DISABLE_KEY_CREATION_CONSTRAINT,
+                          subject: `projects/${sa.projectId}/serviceAccounts/${sa.email}?configvalue=${encodeURIComponent(sa.email)}`,
+                          description,
+                        },
+                      ],
+                    },
+                  ],
+                },
+              },
+            };
+          }
           const list = keysOf(sa.email);
           if (list.filter((k) => k.keyType === 'USER_MANAGED').length >= MAX_USER_MANAGED_KEYS) {
             return googleError(400, 'FAILED_PRECONDITION', 'Precondition check failed.');
@@ -206,9 +252,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
         name: 'iam.keys.toggle',
         handle: (req) => {
           const action = req.params.action!;
-          const denied = authorize(req, `iam.serviceAccountKeys.${action}`, req.path);
-          if (denied) return denied;
-          const sa = account(req);
+          const sa = resolve(req, `iam.serviceAccountKeys.${action}`);
           if ('status' in sa) return sa;
           const k = findKey(sa, req.params.key!);
           if ('status' in k) return k;
@@ -222,9 +266,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
         path: keyPath,
         name: 'iam.keys.get',
         handle: (req) => {
-          const denied = authorize(req, 'iam.serviceAccountKeys.get', req.path);
-          if (denied) return denied;
-          const sa = account(req);
+          const sa = resolve(req, 'iam.serviceAccountKeys.get');
           if ('status' in sa) return sa;
           const k = findKey(sa, req.params.key!);
           if ('status' in k) return k;
@@ -237,9 +279,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
         path: keyPath,
         name: 'iam.keys.delete',
         handle: (req) => {
-          const denied = authorize(req, 'iam.serviceAccountKeys.delete', req.path);
-          if (denied) return denied;
-          const sa = account(req);
+          const sa = resolve(req, 'iam.serviceAccountKeys.delete');
           if ('status' in sa) return sa;
           const k = findKey(sa, req.params.key!);
           if ('status' in k) return k;
@@ -254,8 +294,13 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
 
   return Object.assign(emu, {
     endpoint: emu.url,
-    keyAdmins,
-    grantKeyAdmin: (p: string) => void keyAdmins.add(p),
+    grantKeyAdmin: (p: string, accounts?: readonly string[]) => {
+      if (!accounts) return void keyAdmins.set(p, '*');
+      const g = keyAdmins.get(p);
+      if (g === '*') return;
+      keyAdmins.set(p, new Set([...(g ?? []), ...accounts]));
+    },
     userKeys: (email: string) => keysOf(email).filter((k) => k.keyType === 'USER_MANAGED'),
+    setKeyCreationDisabled: (d: boolean) => void (keyCreationDisabled = d),
   }) as GoogleIamEmulator;
 }

@@ -1,4 +1,7 @@
-import { createRemoteJWKSet, jwtVerify, errors as joseErrors, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, errors as joseErrors, type JWTPayload } from 'jose';
+
+class DiscoveryError extends Error {}
+class MissingKid extends Error {}
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
 import type { GoogleState } from './state';
 
@@ -19,12 +22,20 @@ export interface WorkloadIdentityProvider {
   readonly projectNumber: string;
   readonly poolId: string;
   readonly providerId: string;
-  /** The OIDC issuer the provider trusts (e.g. `https://sts.windows.net/{tid}/`). */
+  /** The OIDC issuer the provider trusts (`issuer_uri`; for Entra managed identities `https://login.microsoftonline.com/{tid}/v2.0`). */
   readonly issuer: string;
-  /** Where its signing keys are (the real STS reads them from the issuer's discovery document). */
-  readonly jwksUri: string;
+  /**
+   * Where the issuer's discovery document is fetched: `{issuer}/.well-known/openid-configuration` in production; in the
+   * sandbox the Entra emulator's. Its `issuer` must equal `issuer`, and its `jwks_uri` gives the signing keys.
+   */
+  readonly discoveryUrl: string;
   /** Accepted `aud` values of subject tokens (empty: only `https://iam.googleapis.com/` + the provider name). */
   readonly allowedAudiences: readonly string[];
+  /**
+   * The provider's `attribute_condition` (CEL), as infra/gcp/main.tf writes it. The emulator evaluates the subset the
+   * broker uses: `assertion.CLAIM == 'VALUE'` terms joined by `&&`; anything else is refused when STS starts.
+   */
+  readonly attributeCondition?: string;
   disabled?: boolean;
 }
 
@@ -47,6 +58,23 @@ export interface StsOptions {
 
 export function providerAudience(p: Pick<WorkloadIdentityProvider, 'projectNumber' | 'poolId' | 'providerId'>): string {
   return `//iam.googleapis.com/projects/${p.projectNumber}/locations/global/workloadIdentityPools/${p.poolId}/providers/${p.providerId}`;
+}
+
+/** Google rejects OIDC tokens older than this (`iat` more than 48 h ago), whatever their `exp`. */
+export const MAX_SUBJECT_TOKEN_AGE_SECONDS = 48 * 3600;
+
+type Condition = (claims: JWTPayload) => boolean;
+
+/** Compile the CEL subset: `assertion.a == 'x' && assertion.b == 'y'` (no other operators, no functions). */
+export function compileAttributeCondition(cel: string): Condition {
+  const terms = cel.split('&&').map((t) => t.trim());
+  const checks = terms.map((t) => {
+    const m = /^assertion\.([A-Za-z_][A-Za-z0-9_]*)\s*==\s*'([^'\\]*)'$/.exec(t);
+    if (!m) throw new Error(`attribute_condition: unsupported term "${t}" (the emulator evaluates assertion.CLAIM == 'VALUE' joined by &&)`);
+    const [, claim, value] = m as unknown as [string, string, string];
+    return (c: JWTPayload) => c[claim] === value;
+  });
+  return (c) => checks.every((f) => f(c));
 }
 
 export function federatedPrincipal(p: Pick<WorkloadIdentityProvider, 'projectNumber' | 'poolId'>, subject: string): string {
@@ -82,13 +110,18 @@ function readRequest(req: EmuRequest): Record<string, string> | undefined {
 
 export async function startSts(opts: StsOptions): Promise<StsEmulator> {
   const providers = [...opts.providers];
+  const conditions = new Map(providers.map((p) => [p, p.attributeCondition === undefined ? undefined : compileAttributeCondition(p.attributeCondition)]));
   const jwks = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
-  const keysOf = (p: WorkloadIdentityProvider) => {
-    let k = jwks.get(p.jwksUri);
-    if (!k) {
-      k = createRemoteJWKSet(new URL(p.jwksUri), { cooldownDuration: 0, timeoutDuration: 5000 });
-      jwks.set(p.jwksUri, k);
-    }
+  /** OIDC discovery of the provider's issuer (as Google does), then its JWKS. Refetched after a failure. */
+  const keysOf = async (p: WorkloadIdentityProvider): Promise<ReturnType<typeof createRemoteJWKSet>> => {
+    const cached = jwks.get(p.discoveryUrl);
+    if (cached) return cached;
+    const res = await fetch(p.discoveryUrl, { signal: AbortSignal.timeout(5000) });
+    const doc = (await res.json().catch(() => undefined)) as { issuer?: unknown; jwks_uri?: unknown } | undefined;
+    if (!res.ok || !doc || typeof doc.jwks_uri !== 'string') throw new DiscoveryError('The discovery document of the provider\'s issuer could not be fetched.');
+    if (doc.issuer !== p.issuer) throw new DiscoveryError('The issuer in the discovery document does not match the provider\'s issuer.');
+    const k = createRemoteJWKSet(new URL(doc.jwks_uri), { cooldownDuration: 0, timeoutDuration: 5000 });
+    jwks.set(p.discoveryUrl, k);
     return k;
   };
   let self: { federatedLifetimeSeconds: number } = { federatedLifetimeSeconds: opts.federatedLifetimeSeconds ?? 3600 };
@@ -114,16 +147,24 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     if (!provider || provider.disabled) {
       return oauthError(400, 'invalid_target', 'The target service indicated by the "audience" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn\'t exist.');
     }
+    const scopes = (f.scope ?? '').split(/\s+/).filter((s) => s.length > 0);
+    // An access token without a scope is refused (Google: "scope" is required when requesting an access token).
+    if (scopes.length === 0) return oauthError(400, 'invalid_request', 'Missing required parameter: "scope".');
     let claims: JWTPayload;
     try {
       const allowed = provider.allowedAudiences.length > 0 ? [...provider.allowedAudiences] : [`https:${providerAudience(provider)}`];
-      ({ payload: claims } = await jwtVerify(f.subject_token!, keysOf(provider), {
+      ({ payload: claims } = await jwtVerify(f.subject_token!, await keysOf(provider), {
         algorithms: ['RS256'],
         issuer: provider.issuer,
         audience: allowed,
+        requiredClaims: ['iat', 'exp'],
         clockTolerance: 0,
+        currentDate: new Date(),
       }));
+      if (!decodeProtectedHeader(f.subject_token!).kid) throw new MissingKid();
     } catch (e) {
+      if (e instanceof DiscoveryError) return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${e.message}`);
+      if (e instanceof MissingKid) return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The JWT header must contain a "kid".');
       const why =
         e instanceof joseErrors.JWTExpired
           ? 'The token has expired.'
@@ -134,10 +175,14 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
               : 'The subject token could not be validated.';
       return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${why}`);
     }
+    if (Math.floor(Date.now() / 1000) - claims.iat! > MAX_SUBJECT_TOKEN_AGE_SECONDS) {
+      return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The token is too old: its "iat" is more than 48 hours in the past.');
+    }
+    const condition = conditions.get(provider);
+    if (condition && !condition(claims)) return oauthError(400, 'invalid_grant', 'The given credential is rejected by the attribute condition.');
     if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 127) {
       return oauthError(400, 'invalid_grant', 'The mapped attribute "google.subject" must be a non-empty string of at most 127 characters.');
     }
-    const scopes = (f.scope ?? '').split(/\s+/).filter((s) => s.length > 0);
     const untilSubjectExpiry = typeof claims.exp === 'number' ? claims.exp - Math.floor(opts.state.now() / 1000) : self.federatedLifetimeSeconds;
     const lifetime = Math.max(1, Math.min(self.federatedLifetimeSeconds, untilSubjectExpiry));
     const t = opts.state.issueToken('federated', federatedPrincipal(provider, claims.sub), scopes, lifetime);

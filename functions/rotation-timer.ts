@@ -1,6 +1,7 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { cosmosConfig } from '../shared/config/cosmos';
 import { createLogger } from '../shared/log';
+import { inInvocation } from '../shared/process-guard';
 import { runRotation } from '../shared/rotation/run';
 import { rotationDepsFromSettings } from '../shared/rotation/wiring';
 
@@ -9,7 +10,11 @@ import { rotationDepsFromSettings } from '../shared/rotation/wiring';
  * broken ones, retires previous keys after the grace period; then the Cosmos account keys of
  * COSMOS_MANAGED_ACCOUNTS (dual-key procedure, shared/cosmos/key-rotation.ts). A past-due invocation just runs.
  */
-export async function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
+export function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
+  return inInvocation({ fn: 'rotationTimer', invocationId: ctx.invocationId }, () => rotate(timer, ctx));
+}
+
+async function rotate(timer: Timer, ctx: InvocationContext): Promise<void> {
   const log = createLogger({ fn: 'rotationTimer', invocationId: ctx.invocationId });
   if (timer.isPastDue) log.warn('rotation timer is past due; running now', { event: 'rotation.past-due' });
   try {

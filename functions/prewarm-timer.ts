@@ -1,6 +1,7 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { prewarmGoogleTokens } from '../shared/google/prewarm';
 import { createLogger } from '../shared/log';
+import { inInvocation } from '../shared/process-guard';
 
 /**
  * Token prewarm (GOOGLE_TOKEN_PREWARM, default on): on start and every 5 minutes, the Cloud SQL login tokens of
@@ -11,8 +12,10 @@ async function prewarm(log: ReturnType<typeof createLogger>): Promise<void> {
   await prewarmGoogleTokens(log);
 }
 
-export async function handler(_timer: Timer, ctx: InvocationContext): Promise<void> {
-  await prewarm(createLogger({ fn: 'prewarmTimer', invocationId: ctx.invocationId })).catch(() => undefined);
+export function handler(_timer: Timer, ctx: InvocationContext): Promise<void> {
+  return inInvocation({ fn: 'prewarmTimer', invocationId: ctx.invocationId }, () =>
+    prewarm(createLogger({ fn: 'prewarmTimer', invocationId: ctx.invocationId })).catch(() => undefined),
+  );
 }
 
 export const registration = {

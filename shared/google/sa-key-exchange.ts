@@ -1,3 +1,7 @@
+/**
+ * A service-account key file and its exchange for an access token (RFC 7523 JWT-bearer grant at Google's OAuth
+ * token endpoint): the sa-key source credential and the rotation's proof that a new key works.
+ */
 import { SignJWT, importPKCS8 } from 'jose';
 import { BrokerError } from '../errors';
 import { fetchWithTimeout } from '../upstream';
@@ -11,8 +15,8 @@ export interface ServiceAccountKeyFile {
   readonly project_id?: string;
 }
 
+/** The `aud` of every JWT-bearer assertion, whatever token URL it is posted to (the sandbox's, or Google's). */
 export const GOOGLE_TOKEN_AUDIENCE = 'https://oauth2.googleapis.com/token';
-export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
 
 export function parseKeyFile(json: string): ServiceAccountKeyFile {
   let v: unknown;

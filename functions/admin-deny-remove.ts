@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleRemoveDeny } from '../shared/policy/admin';
+
+/** DELETE /api/admin/deny/{id}: lift one deny entry (admin role). */
+export const handler = httpHandler('adminDenyRemove', 'problem', handleRemoveDeny);
+
+export const registration = {
+  name: 'adminDenyRemove',
+  options: { route: 'admin/deny/{id}', methods: ['DELETE'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

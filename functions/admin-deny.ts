@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleAddDeny } from '../shared/policy/admin';
+
+/** POST /api/admin/deny: emergency revocation of one identity, with a reason and an optional expiry (admin role). */
+export const handler = httpHandler('adminDeny', 'problem', handleAddDeny);
+
+export const registration = {
+  name: 'adminDeny',
+  options: { route: 'admin/deny', methods: ['POST'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);

@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http';
+import { handleGetPolicy, handlePutPolicy } from '../shared/policy/admin';
+
+/** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
+export const handler = httpHandler('adminPolicy', 'problem', (req, scope) => (req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope)));
+
+export const registration = {
+  name: 'adminPolicy',
+  options: { route: 'admin/policy', methods: ['GET', 'PUT'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);
