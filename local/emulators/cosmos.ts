@@ -1,16 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import type { SandboxCa } from '../pki';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from './harness';
 import { recordIssuedToken } from './issued-tokens';
-import type { EntraEmulator } from './entra';
 import { createAuth } from './cosmos/auth';
-import { createCosmosContext, rid, type PermissionRecord } from './cosmos/context';
+import { createCosmosContext, rid, type CosmosContainerSpec, type CosmosEmulatorOptions, type PermissionRecord } from './cosmos/context';
 import type { RoleAssignment, RoleDefinition } from './cosmos/rbac';
 import { documentRoutes } from './cosmos/routes-documents';
 import { metadataRoutes } from './cosmos/routes-metadata';
 import { userRoutes } from './cosmos/routes-users';
 
-export type { PermissionRecord } from './cosmos/context';
+export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } from './cosmos/context';
 
 /**
  * CosmosDB (SQL API) gateway emulator over HTTPS, built from the REST reference
@@ -36,29 +34,6 @@ export type { PermissionRecord } from './cosmos/context';
  * containers, pkranges), routes-users.ts (users, permissions), routes-documents.ts (documents, queries), and
  * management.ts (the ARM slice for key rotation, a separate emulator).
  */
-
-export interface CosmosContainerSpec {
-  readonly database: string;
-  readonly id: string;
-  /** Partition key path, e.g. `/pk`. */
-  readonly partitionKeyPath: string;
-}
-
-export interface CosmosEmulatorOptions {
-  readonly account: string;
-  readonly ca: SandboxCa;
-  readonly port?: number;
-  readonly host?: string;
-  /** Base64 master key (default: random 64 bytes). */
-  readonly masterKey?: string;
-  readonly containers?: readonly CosmosContainerSpec[];
-  /** Emulator name (call records, faults); default `cosmos`. */
-  readonly name?: string;
-  /** Accept Entra ID tokens (data-plane RBAC) signed by this issuer. */
-  readonly entra?: EntraEmulator;
-  /** Refuse master keys and resource tokens (an account with `disableLocalAuth: true`). */
-  readonly disableLocalAuth?: boolean;
-}
 
 export interface CosmosEmulator extends Emulator {
   /** `https://127.0.0.1:PORT/` */

@@ -32,6 +32,7 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig as unknown as AnySection, true],
   ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
   ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
+  ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig as unknown as AnySection, false],
 ];
 
 function problemsOf(section: AnySection, env: Env): string[] {

@@ -1,12 +1,36 @@
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import type { EmuRequest, EmuResponse } from '../harness';
 import { recordIssuedToken } from '../issued-tokens';
-import type { CosmosContainerSpec, CosmosEmulatorOptions } from '../cosmos';
+import type { SandboxCa } from '../../pki';
+import type { EntraEmulator } from '../entra';
 
 /**
  * The state of one emulated Cosmos account (databases, containers, users, permissions, documents, both master keys,
  * the clock) and the helpers every route module shares: the service's error shape, system properties, signing.
  */
+
+export interface CosmosContainerSpec {
+  readonly database: string;
+  readonly id: string;
+  /** Partition key path, e.g. `/pk`. */
+  readonly partitionKeyPath: string;
+}
+
+export interface CosmosEmulatorOptions {
+  readonly account: string;
+  readonly ca: SandboxCa;
+  readonly port?: number;
+  readonly host?: string;
+  /** Base64 master key (default: random 64 bytes). */
+  readonly masterKey?: string;
+  readonly containers?: readonly CosmosContainerSpec[];
+  /** Emulator name (call records, faults); default `cosmos`. */
+  readonly name?: string;
+  /** Accept Entra ID tokens (data-plane RBAC) signed by this issuer. */
+  readonly entra?: EntraEmulator;
+  /** Refuse master keys and resource tokens (an account with `disableLocalAuth: true`). */
+  readonly disableLocalAuth?: boolean;
+}
 
 export interface PermissionRecord {
   readonly id: string;
