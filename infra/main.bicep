@@ -17,12 +17,18 @@ param brokerAppIdUri string
 param ordersApiAudience string
 @description('App ID URI of the Profiles API app registration (audience of SPA/mobile callers\' tokens)')
 param profilesApiAudience string
+@description('Client ids of the broker, Orders API and Profiles API app registrations: the `aud` of v2.0 tokens (v1.0 tokens carry the App ID URI); empty if the app only gets v1.0 tokens')
+param brokerAppClientId string = ''
+param ordersApiClientId string = ''
+param profilesApiClientId string = ''
 @description('Backend of the Orders API (it receives X-Db-Token)')
 param ordersBackendUrl string
 @description('cloudsql://PROJECT/REGION/INSTANCE/DATABASE the Orders API exchanges for')
 param cloudsqlTarget string
 @description('Workload identity provider audience (terraform output wif_audience)')
 param googleWifAudience string
+@description('App ID URI of the Entra app registration the broker\'s managed identity asks its Google STS subject token for (Google\'s Azure guide; terraform variable subject_token_audience)')
+param googleWifSubjectTokenAudience string
 @description('SA_EMAIL=SECRET_NAME pairs the rotation timer manages (terraform output rotation_managed_keys)')
 param rotationManagedKeys string = ''
 @allowed([ 'keyless', 'sa-key' ])
@@ -128,10 +134,12 @@ module functionApp 'modules/functionapp.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     allowedTenants: tenantId
     brokerAppIdUri: brokerAppIdUri
+    brokerAppClientId: brokerAppClientId
     allowedClientOids: identities.outputs.gatewayPrincipalId
-    subjectAudiences: '${ordersApiAudience},${profilesApiAudience}'
+    subjectAudiences: join(filter([ordersApiAudience, ordersApiClientId, profilesApiAudience, profilesApiClientId], a => !empty(a)), ',')
     googleAuthMode: googleAuthMode
     googleWifAudience: googleWifAudience
+    googleWifSubjectTokenAudience: googleWifSubjectTokenAudience
     googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
     cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint},${cosmos.outputs.keylessAccountName}=${cosmos.outputs.keylessEndpoint}'

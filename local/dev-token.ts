@@ -15,10 +15,13 @@ const HELP = `Usage: npm run dev-token -- [options]
   --roles a,b          app roles (e.g. Orders.Read, Orders.Analyst, ${SANDBOX.adminRole})
   --scp "a b"          delegated scopes
   --groups g1,g2       group object ids
-  --aud AUD            audience (default ${SANDBOX.subjectAudience}; with --client ${SANDBOX.clientAudience})
+  --aud AUD            audience (default: the API's client id ${SANDBOX.subjectAppId} in a v2.0 token, its App ID URI
+                       ${SANDBOX.subjectAudience} in a v1.0 one; with --client the broker's ${SANDBOX.clientAppId} / ${SANDBOX.clientAudience})
   --tid TID            tenant (default ${SANDBOX.tenantId})
   --expires-in SECS    lifetime in seconds (default 3600; negative gives an expired token)
-  --v1                 a v1.0 token (issuer sts.windows.net) instead of v2.0`;
+  --v1                 a v1.0 token (issuer sts.windows.net, aud the App ID URI) instead of v2.0 (aud the client id);
+                       --client tokens are v1.0 unless --v2
+  --v2                 a v2.0 token (with --client)`;
 
 function parseArgs(argv: string[]): Record<string, string | true> {
   const out: Record<string, string | true> = {};
@@ -26,7 +29,7 @@ function parseArgs(argv: string[]): Record<string, string | true> {
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`Unexpected argument "${a}".`);
     const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (['client', 'v1', 'help'].includes(k)) out[k] = true;
+    if (['client', 'v1', 'v2', 'help'].includes(k)) out[k] = true;
     else {
       const v = inline ?? argv[++i];
       if (v === undefined) throw new Error(`--${k} needs a value.`);
@@ -42,7 +45,7 @@ async function main(): Promise<void> {
     process.stdout.write(HELP + '\n');
     return;
   }
-  const known = new Set(['client', 'v1', 'oid', 'roles', 'scp', 'groups', 'aud', 'tid', 'expires-in', 'help']);
+  const known = new Set(['client', 'v1', 'v2', 'oid', 'roles', 'scp', 'groups', 'aud', 'tid', 'expires-in', 'help']);
   for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`Unknown option --${k}.\n${HELP}`);
   let state: { entraUrl: string };
   // The fixed-port sandbox links .sandbox/current to its run directory; another one prints its SANDBOX_STATE_DIR.
@@ -55,17 +58,21 @@ async function main(): Promise<void> {
   const str = (k: string) => (typeof args[k] === 'string' ? (args[k] as string) : undefined);
   const list = (k: string) => str(k)?.split(',').map((s) => s.trim()).filter(Boolean);
   const client = args.client === true;
+  if (args.v1 === true && args.v2 === true) throw new Error('--v1 and --v2 exclude each other.');
+  // Entra: a v2.0 token's aud is always the API's client id, a v1.0 token's the App ID URI asked for.
+  const version = args.v1 === true || (client && args.v2 !== true) ? '1.0' : '2.0';
+  const defaultAud = client ? (version === '1.0' ? SANDBOX.clientAudience : SANDBOX.clientAppId) : version === '1.0' ? SANDBOX.subjectAudience : SANDBOX.subjectAppId;
   const expiresIn = str('expires-in');
   if (expiresIn !== undefined && !/^-?\d+$/.test(expiresIn)) throw new Error('--expires-in must be whole seconds.');
   const body = {
     tenantId: str('tid') ?? SANDBOX.tenantId,
     oid: str('oid') ?? (client ? SANDBOX.gatewayObjectId : SANDBOX.readerObjectId),
     appId: client ? SANDBOX.gatewayAppId : undefined,
-    aud: str('aud') ?? (client ? SANDBOX.clientAudience : SANDBOX.subjectAudience),
+    aud: str('aud') ?? defaultAud,
     roles: list('roles'),
     scp: str('scp'),
     groups: list('groups'),
-    version: args.v1 === true || client ? '1.0' : '2.0',
+    version,
     expiresIn: expiresIn === undefined ? undefined : Number(expiresIn),
   };
   let res: Response;

@@ -7,10 +7,14 @@ export const SANDBOX = {
   /** APIM's managed identity: the broker's only allowed client. */
   gatewayObjectId: '9a7e0000-0000-4000-8000-0000000a9140',
   gatewayAppId: '9a7e0000-0000-4000-8000-00000000a991',
-  /** Audience of gateway (client) tokens: the broker's own app id URI. */
+  /** Audience of gateway (client) tokens: the broker's own App ID URI (the `aud` of a v1.0 token requested for it). */
   clientAudience: 'api://token-broker',
-  /** Audience of end-caller (subject) tokens: the API exposed through APIM. */
+  /** The broker app registration's client id: the `aud` of every v2.0 token for it (Entra puts the GUID there). */
+  clientAppId: '7b0c0000-0000-4000-8000-0000000b0c1d',
+  /** Audience of end-caller (subject) tokens: the API exposed through APIM (App ID URI, v1.0 `aud`). */
   subjectAudience: 'api://orders-api',
+  /** The orders API app registration's client id (v2.0 `aud`). */
+  subjectAppId: '0a9e0000-0000-4000-8000-0000000a9101',
   /** An end caller with the Orders.Read role. */
   readerObjectId: '0b5e0000-0000-4000-8000-00000000ead1',
   /** A second end caller (another customer): identity-bound queries and row-level security give each only their own rows. */
@@ -28,6 +32,14 @@ export const SANDBOX = {
     projectNumber: '123456789012',
     poolId: 'azure-pool',
     providerId: 'entra',
+    /**
+     * The Entra app registration Google's guide has the managed identity ask a token for
+     * (https://cloud.google.com/iam/docs/workload-identity-federation-with-other-clouds): its client id and its App ID URI
+     * in the default form `api://{appId}`. Its tokens are v1.0 (accessTokenAcceptedVersion left null), so the pool
+     * provider trusts `https://sts.windows.net/{tid}/` with this URI as the allowed audience.
+     */
+    wifAppId: '6f1f0000-0000-4000-8000-000000009e1f',
+    wifAppIdUri: 'api://6f1f0000-0000-4000-8000-000000009e1f',
   },
   cosmos: {
     account: 'sandbox-cosmos',

@@ -63,6 +63,11 @@ export interface SandboxOptions {
    * BROKER_POLICY_PATH, and a real rotation run has no lease).
    */
   storage?: boolean;
+  /**
+   * How long a newly created Google service-account key is refused by the OAuth token endpoint, ms (Google: a new key
+   * may need a minute or more). Default: SANDBOX_GOOGLE_KEY_PROPAGATION_MS, else 3000.
+   */
+  googleKeyPropagationMs?: number;
 }
 
 export interface EmulatorFaults {
@@ -71,6 +76,14 @@ export interface EmulatorFaults {
 }
 
 /** The faults the environment asks for (npm start, the benchmarks' child processes). */
+/** SANDBOX_GOOGLE_KEY_PROPAGATION_MS (whole ms, 0–600000), default 3000; a bad value throws naming it. */
+export function keyPropagationFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.SANDBOX_GOOGLE_KEY_PROPAGATION_MS;
+  if (raw === undefined || raw === '') return 3000;
+  if (!/^\d+$/.test(raw) || Number(raw) > 600_000) throw new Error(`SANDBOX_GOOGLE_KEY_PROPAGATION_MS must be whole milliseconds between 0 and 600000, got "${raw}"`);
+  return Number(raw);
+}
+
 export function emulatorFaultsFromEnv(env: NodeJS.ProcessEnv = process.env): EmulatorFaults | undefined {
   const f = faultOptionsFromEnv(env);
   if (!f) return undefined;
@@ -127,19 +140,24 @@ export interface Sandbox {
 export const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-policy.json');
 
 /**
- * The workload identity provider's `attribute_condition` as infra/gcp/main.tf writes it, with its `${var.NAME}`
- * references replaced: the STS emulator enforces the very condition that is deployed.
+ * An attribute of the workload identity provider (`attribute_condition`, `issuer_uri`) as infra/gcp/main.tf writes
+ * it, with its `${var.NAME}` references replaced: the STS emulator enforces the very provider that is deployed.
  */
-export function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
+export function terraformProviderAttribute(attribute: 'attribute_condition' | 'issuer_uri', vars: Readonly<Record<string, string>>): string {
   const candidates = [resolve(__dirname, '..', 'infra', 'gcp', 'main.tf'), resolve(__dirname, '..', '..', 'infra', 'gcp', 'main.tf')];
   const tf = readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
-  const m = /^\s*attribute_condition\s*=\s*"((?:[^"\\]|\\.)*)"\s*$/m.exec(tf);
-  if (!m) throw new Error('infra/gcp/main.tf has no attribute_condition');
+  const m = new RegExp(`^\\s*${attribute}\\s*=\\s*"((?:[^"\\\\]|\\\\.)*)"\\s*$`, 'm').exec(tf);
+  if (!m) throw new Error(`infra/gcp/main.tf has no ${attribute}`);
   return m[1]!.replace(/\$\{var\.([a-z_]+)\}/g, (_, name: string) => {
     const v = vars[name];
-    if (v === undefined) throw new Error(`attribute_condition names var.${name}, which the sandbox does not set`);
+    if (v === undefined) throw new Error(`${attribute} names var.${name}, which the sandbox does not set`);
     return v;
   });
+}
+
+/** The provider's `attribute_condition` as infra/gcp/main.tf writes it. */
+export function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
+  return terraformProviderAttribute('attribute_condition', vars);
 }
 
 function samplePolicyPath(): string {
@@ -162,7 +180,17 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   const stops: (() => Promise<void>)[] = [];
   const port = (p: number) => (opts.fixedPorts ? p : 0);
   try {
-    const entra = await startEntra({ tenants: [SANDBOX.tenantId], port: port(SANDBOX.ports.entra), allowMintEndpoint: opts.allowMint });
+    const entra = await startEntra({
+      tenants: [SANDBOX.tenantId],
+      port: port(SANDBOX.ports.entra),
+      allowMintEndpoint: opts.allowMint,
+      // The tenant's app registrations, with the manifest default accessTokenAcceptedVersion (null: v1.0 tokens).
+      apps: [
+        { appId: SANDBOX.clientAppId, identifierUris: [SANDBOX.clientAudience] },
+        { appId: SANDBOX.subjectAppId, identifierUris: [SANDBOX.subjectAudience] },
+        { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
+      ],
+    });
     stops.push(() => entra.close());
     const msi = await startManagedIdentity({
       entra,
@@ -178,9 +206,10 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const env: Record<string, string> = {
       ENTRA_AUTHORITY_HOST: entra.url,
       BROKER_ALLOWED_TENANTS: SANDBOX.tenantId,
-      BROKER_CLIENT_AUDIENCES: SANDBOX.clientAudience,
+      // Both spellings of each audience: v1.0 tokens carry the App ID URI asked for, v2.0 tokens the client id.
+      BROKER_CLIENT_AUDIENCES: `${SANDBOX.clientAudience},${SANDBOX.clientAppId}`,
       BROKER_ALLOWED_CLIENT_OIDS: SANDBOX.gatewayObjectId,
-      BROKER_SUBJECT_AUDIENCES: SANDBOX.subjectAudience,
+      BROKER_SUBJECT_AUDIENCES: `${SANDBOX.subjectAudience},${SANDBOX.subjectAppId}`,
       BROKER_POLICY_PATH: opts.policyPath ?? samplePolicyPath(),
       BROKER_ADMIN_ROLE: SANDBOX.adminRole,
       IDENTITY_ENDPOINT: msi.endpoint,
@@ -200,10 +229,11 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       projectNumber: SANDBOX.google.projectNumber,
       poolId: SANDBOX.google.poolId,
       providerId: SANDBOX.google.providerId,
-      // Managed-identity tokens for api://AzureADTokenExchange are v2.0 (local/emulators/managed-identity.ts).
-      issuer: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
-      discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/v2.0/.well-known/openid-configuration`,
-      allowedAudiences: ['api://AzureADTokenExchange'],
+      // As Google's Azure guide and infra/gcp/main.tf configure it: the managed identity's v1.0 token for the WIF app
+      // registration (issuer sts.windows.net, aud its App ID URI; local/emulators/managed-identity.ts).
+      issuer: terraformProviderAttribute('issuer_uri', { azure_tenant_id: SANDBOX.tenantId }),
+      discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/.well-known/openid-configuration`,
+      allowedAudiences: [SANDBOX.google.wifAppIdUri],
       // Exactly the condition infra/gcp/main.tf writes, for the sandbox's tenant and identity.
       attributeCondition: terraformAttributeCondition({ azure_tenant_id: SANDBOX.tenantId, broker_identity_principal_id: msi.objectId }),
     };
@@ -217,7 +247,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     Object.assign(env, {
       GOOGLE_AUTH_MODE: 'keyless',
       GOOGLE_WIF_AUDIENCE: providerAudience(wif),
-      GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://AzureADTokenExchange',
+      GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: SANDBOX.google.wifAppIdUri,
       GOOGLE_STS_TOKEN_URL: `${sts.url}/v1/token`,
       GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
       // Tests count upstream calls from a cold cache; npm start (fixed ports) prewarms as production does.
@@ -299,6 +329,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // Shares the sandbox's single GoogleState with STS, IAM Credentials and SQL Admin.
     const g = SANDBOX.google;
     for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
+    googleState.keyPropagationMs = opts.googleKeyPropagationMs ?? keyPropagationFromEnv();
     const googleOauth = await startGoogleOAuth({ state: googleState, port: port(7112) });
     stops.push(() => googleOauth.close());
     const googleIam = await startGoogleIam({ state: googleState, tokenUri: googleOauth.tokenUrl, port: port(7111) });

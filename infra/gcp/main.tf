@@ -24,13 +24,16 @@ resource "google_iam_workload_identity_pool_provider" "entra" {
   workload_identity_pool_provider_id = var.provider_id
   display_name                       = "Entra ID (managed identity)"
 
-  # A managed identity's token for api://AzureADTokenExchange is a v2.0 token: issuer
-  # https://login.microsoftonline.com/<tenant>/v2.0 (the issuer Microsoft documents for a managed identity used as a
-  # federated credential), aud = api://AzureADTokenExchange, sub = oid = the identity's principal id, idtyp = app,
-  # azp = its client id, xms_mirid = its ARM resource id. Google STS discovers the signing keys from
-  # <issuer>/.well-known/openid-configuration.
+  # As Google's guide for Azure sets it up (https://cloud.google.com/iam/docs/workload-identity-federation-with-other-clouds):
+  # the broker's managed identity asks for a token for a dedicated Entra app registration (its App ID URI, e.g.
+  # api://<app id>; app setting GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE). With the manifest's default
+  # accessTokenAcceptedVersion (null) that is a v1.0 token: iss = https://sts.windows.net/<tenant>/ (trailing slash, as the
+  # token and the discovery document write it), aud = the App ID URI as requested, sub = oid = the identity's principal
+  # id, appid = its client id. Never api://AzureADTokenExchange: its tokens are v2.0 with aud = a GUID, and they are the
+  # credential every Entra app trusting this identity accepts. Google STS discovers the keys from
+  # https://sts.windows.net/<tenant>/.well-known/openid-configuration.
   oidc {
-    issuer_uri        = "https://login.microsoftonline.com/${var.azure_tenant_id}/v2.0"
+    issuer_uri        = "https://sts.windows.net/${var.azure_tenant_id}/"
     allowed_audiences = [var.subject_token_audience]
   }
 

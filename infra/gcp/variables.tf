@@ -14,9 +14,12 @@ variable "broker_identity_principal_id" {
 }
 
 variable "subject_token_audience" {
-  description = "Audience of the managed-identity token presented to Google STS (app setting GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE)"
+  description = "App ID URI of the Entra app registration the broker's managed identity asks its STS subject token for (app setting GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; default form api://<app id>); leave its accessTokenAcceptedVersion at null (v1.0 tokens)"
   type        = string
-  default     = "api://AzureADTokenExchange"
+  validation {
+    condition     = can(regex("^(api|https)://", var.subject_token_audience)) && !contains(["api://azureadtokenexchange", "fb60f99c-7a34-4190-8149-302f77469936"], lower(trimsuffix(var.subject_token_audience, "/")))
+    error_message = "subject_token_audience must be the App ID URI of a dedicated app registration, not Entra's token exchange audience (api://AzureADTokenExchange)."
+  }
 }
 
 variable "pool_id" {

@@ -15,6 +15,8 @@ param keyVaultUri string
 param allowedTenants string
 @description('App ID URI (or client id) of the broker app registration: the audience of APIM\'s token')
 param brokerAppIdUri string
+@description('Client id of the broker app registration: the `aud` of v2.0 tokens for it (empty: v1.0 tokens only)')
+param brokerAppClientId string = ''
 @description('Object id(s) of the gateway identities allowed to call the broker (APIM\'s managed identity)')
 param allowedClientOids string
 @description('Audiences of the end callers\' tokens (the APIs exposed through APIM)')
@@ -27,7 +29,8 @@ param queryCatalogPath string = 'config/queries.json'
 param googleAuthMode string = 'keyless'
 @description('//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (terraform output wif_audience)')
 param googleWifAudience string
-param googleWifSubjectTokenAudience string = 'api://AzureADTokenExchange'
+@description('App ID URI of the Entra app registration the managed identity asks its STS subject token for (v1.0 tokens; never api://AzureADTokenExchange)')
+param googleWifSubjectTokenAudience string
 @description('sa-key mode only: Key Vault secret with the source service-account key JSON')
 param googleSaKeySecret string = ''
 @description('Comma-separated SA_EMAIL=SECRET_NAME pairs the rotation timer manages')
@@ -60,7 +63,7 @@ var baseSettings = [
   { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${brokerClientId};Authorization=AAD' }
   // --- core: who may call, whose tokens are accepted, the policy ---
   { name: 'BROKER_ALLOWED_TENANTS', value: allowedTenants }
-  { name: 'BROKER_CLIENT_AUDIENCES', value: brokerAppIdUri }
+  { name: 'BROKER_CLIENT_AUDIENCES', value: join(filter([brokerAppIdUri, brokerAppClientId], a => !empty(a)), ',') }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
   { name: 'BROKER_POLICY_URL', value: policyBlobUrl }

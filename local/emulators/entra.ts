@@ -16,9 +16,33 @@ export interface SigningKey {
   readonly publicJwk: JWK;
 }
 
+/**
+ * An app registration of the tenant (a resource tokens are requested for). Entra decides the token version by the
+ * resource's `accessTokenAcceptedVersion` (null or 1: v1.0, 2: v2.0), and the `aud` by the version: v2.0 tokens always
+ * carry the resource's client id, v1.0 tokens the identifier the client asked for (App ID URI or client id).
+ * https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#token-formats,
+ * https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference (`aud`).
+ */
+export interface AppRegistration {
+  readonly appId: string;
+  readonly identifierUris: readonly string[];
+  /** `accessTokenAcceptedVersion` of the manifest (default null, i.e. v1.0). */
+  readonly accessTokenAcceptedVersion?: 1 | 2 | null;
+}
+
+/** What a token requested for `resource` looks like: its version and `aud`, or undefined for an unknown resource. */
+export function tokenShapeFor(apps: readonly AppRegistration[], resource: string): { version: '1.0' | '2.0'; aud: string; appId: string } | undefined {
+  const r = resource.replace(/\/\.default$/, '');
+  const app = apps.find((a) => a.appId === r.toLowerCase() || a.identifierUris.includes(r));
+  if (!app) return undefined;
+  return app.accessTokenAcceptedVersion === 2 ? { version: '2.0', aud: app.appId, appId: app.appId } : { version: '1.0', aud: r, appId: app.appId };
+}
+
 export interface MintOptions {
   tenantId?: string;
   oid?: string;
+  /** The resource the token is requested for (an App ID URI or client id of a registered app): sets `aud` and the version as Entra does. */
+  resource?: string;
   aud?: string;
   roles?: readonly string[];
   scp?: string;
@@ -52,6 +76,8 @@ export interface EntraEmulator extends Emulator {
   strayKey(): SigningKey;
   /** Add a new signing key and make it current; `retireOld` removes the previous keys from the JWKS. */
   rollKeys(retireOld?: boolean): SigningKey;
+  /** The tenant's app registrations (resources with an App ID URI). */
+  readonly apps: readonly AppRegistration[];
 }
 
 export function newSigningKey(): SigningKey {
@@ -68,6 +94,8 @@ export interface EntraOptions {
   host?: string;
   /** Serve POST /_emulator/mint (the sandbox's dev-token helper). Off by default. */
   allowMintEndpoint?: boolean;
+  /** App registrations of the tenant (resources), for `mint({ resource })` and the managed identity emulator. */
+  apps?: readonly AppRegistration[];
 }
 
 export const SANDBOX_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
@@ -75,6 +103,7 @@ export const SANDBOX_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator> {
   const tenants = (opts.tenants ?? [SANDBOX_TENANT]).map((t) => t.toLowerCase());
   const keys: SigningKey[] = [newSigningKey()];
+  const apps = [...(opts.apps ?? [])];
   let base = '';
 
   const unknownTenant = (tid: string): EmuResponse => ({
@@ -100,11 +129,16 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
 
   const mint = async (m: MintOptions = {}): Promise<string> => {
     const tid = (m.tenantId ?? tenants[0]!).toLowerCase();
-    const version = m.version ?? '2.0';
+    let shape: ReturnType<typeof tokenShapeFor>;
+    if (m.resource !== undefined) {
+      shape = tokenShapeFor(apps, m.resource);
+      if (!shape) throw new Error(`AADSTS500011: The resource principal named ${m.resource} was not found in the tenant.`);
+    }
+    const version = m.version ?? shape?.version ?? '2.0';
     const now = Math.floor(Date.now() / 1000);
     const key = m.key ?? keys[keys.length - 1]!;
     const claims: Record<string, unknown> = {
-      aud: m.aud ?? 'api://token-broker',
+      aud: m.aud ?? shape?.aud ?? 'api://token-broker',
       iss: m.iss ?? (version === '1.0' ? `https://sts.windows.net/${tid}/` : `https://login.microsoftonline.com/${tid}/v2.0`),
       iat: now - 60,
       nbf: now + (m.notBefore ?? -60),
@@ -175,7 +209,12 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
           if (!opts.allowMintEndpoint) return { status: 404, body: { error: 'not_found' } };
           const body = req.json();
           if (!body || typeof body !== 'object') return { status: 400, body: { error: 'invalid_request' } };
-          const token = await mint(body as MintOptions);
+          let token: string;
+          try {
+            token = await mint(body as MintOptions);
+          } catch (e) {
+            return { status: 400, body: { error: 'invalid_resource', error_description: (e as Error).message } };
+          }
           return { status: 200, body: { access_token: token } };
         },
       },
@@ -190,6 +229,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
       return keys[keys.length - 1]!;
     },
     keys,
+    apps,
     mint,
     strayKey: newSigningKey,
     rollKeys(retireOld = false) {

@@ -1,20 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { startEmulator, type Emulator } from './harness';
-import type { EntraEmulator } from './entra';
+import { tokenShapeFor, type EntraEmulator } from './entra';
 
 /**
  * The App Service / Functions managed-identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`,
- * api-version 2019-08-01), as `ManagedIdentityCredential` calls it. Tokens are real JWTs signed by the
- * Entra emulator for the Function's own identity, with `aud` = the requested resource, in the shape Entra issues
- * for managed identities: app-only (`idtyp: app`), `sub` = `oid` = the identity's principal id, `xms_mirid` = the
- * identity's ARM resource id. Tokens for `api://AzureADTokenExchange` (what Google STS and Entra federated
- * identity credentials consume) are v2.0: `iss` https://login.microsoftonline.com/{tid}/v2.0, `azp` = the
- * identity's client id, no `appid` (the issuer Microsoft documents for a managed identity used as a federated
- * credential, https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-config-app-trust-managed-identity);
- * other resources get v1.0 tokens (`iss` https://sts.windows.net/{tid}/, `appid`).
+ * api-version 2019-08-01), as `ManagedIdentityCredential` calls it. Tokens are real JWTs signed by the Entra emulator
+ * for the Function's own identity, `sub` = `oid` = the identity's principal id, shaped as Entra shapes them for the
+ * resource asked for (docs/emulators.md, "Managed identity and Google STS"):
+ * - an app registration of the tenant (e.g. the one Google's Azure guide has the identity ask for): the version its
+ *   `accessTokenAcceptedVersion` gives (default v1.0: `iss` https://sts.windows.net/{tid}/, `aud` = the identifier as
+ *   requested, `appid`); v2.0: `aud` = its client id, `azp`. No `idtyp` / `xms_mirid`: optional claims the app
+ *   registration would have to configure (nothing may rely on them);
+ * - `api://AzureADTokenExchange` (Entra's own token exchange, first-party): v2.0 with `aud` = its client id
+ *   fb60f99c-7a34-4190-8149-302f77469936, not the URI; `azp` = the identity's client id, `idtyp` app, `xms_mirid`;
+ * - any other resource (Azure's own: Key Vault, Monitor, …): v1.0, `aud` = the resource, `appid`, `idtyp` app, `xms_mirid`.
  */
 
 export const TOKEN_EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
+/** The client id of Entra's token exchange endpoint (first-party app), the `aud` of its v2.0 tokens. */
+export const TOKEN_EXCHANGE_APP_ID = 'fb60f99c-7a34-4190-8149-302f77469936';
 export const SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID =
   '/subscriptions/00000000-0000-4000-8000-00000000a2e0/resourcegroups/rg-token-broker/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-token-broker';
 
@@ -105,15 +109,22 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
           if (!who) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }
-          const aud = resource.replace(/\/\.default$/, '');
+          const requested = resource.replace(/\/\.default$/, '');
+          const ms = { idtyp: 'app', xms_mirid: who.resourceId };
+          const app = tokenShapeFor(opts.entra.apps, requested);
+          const exchange = requested === TOKEN_EXCHANGE_AUDIENCE || requested.toLowerCase() === TOKEN_EXCHANGE_APP_ID;
+          const shape = exchange
+            ? { version: '2.0' as const, aud: TOKEN_EXCHANGE_APP_ID, extra: ms }
+            : app
+              ? { version: app.version, aud: app.aud, extra: {} }
+              : { version: '1.0' as const, aud: requested, extra: ms };
           const token = await opts.entra.mint({
             oid: who.objectId,
             appId: who.clientId,
-            aud,
-            version: aud === TOKEN_EXCHANGE_AUDIENCE ? '2.0' : '1.0',
+            aud: shape.aud,
+            version: shape.version,
             expiresIn: lifetime,
-            // managed identity tokens: sub = oid, app-only, the identity's ARM resource id
-            extra: { sub: who.objectId, idtyp: 'app', xms_mirid: who.resourceId },
+            extra: { sub: who.objectId, ...shape.extra },
           });
           issued.push({ resource, token, clientId: who.clientId });
           return {

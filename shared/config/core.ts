@@ -12,7 +12,7 @@ export const coreConfig = defineSection('core', {
     itemDoc: 'a tenant GUID',
   }),
   clientAudiences: csv('BROKER_CLIENT_AUDIENCES', {
-    doc: "Accepted `aud` of the gateway's (client) token: the broker's app id URI or client id",
+    doc: "Accepted `aud` of the gateway's (client) token: the broker's App ID URI (v1.0 tokens) and its client id (v2.0 tokens), comma-separated",
   }),
   allowedClients: csv('BROKER_ALLOWED_CLIENT_OIDS', {
     doc: 'Object ids of the gateway identities (APIM managed identity) allowed to call the broker',
@@ -20,7 +20,7 @@ export const coreConfig = defineSection('core', {
     itemDoc: 'an object id GUID',
   }),
   subjectAudiences: csv('BROKER_SUBJECT_AUDIENCES', {
-    doc: "Accepted `aud` of the end caller's (subject) token: the APIs exposed through APIM",
+    doc: "Accepted `aud` of the end caller's (subject) token: each API exposed through APIM by App ID URI (v1.0 tokens) and client id (v2.0 tokens), comma-separated",
   }),
   clockSkewSeconds: int('BROKER_CLOCK_SKEW_SECONDS', { doc: 'Tolerance for exp/nbf', default: '60', min: 0, max: 300 }),
   maxTokenBytes: int('BROKER_MAX_TOKEN_BYTES', {

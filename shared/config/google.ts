@@ -1,4 +1,4 @@
-import { bool, defineSection, int, oneOf, optionalStr, str, url, type SettingSpec } from './settings';
+import { bool, defineSection, int, oneOf, optionalStr, url, type SettingSpec } from './settings';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
 export const WIF_PROVIDER_AUDIENCE =
@@ -16,6 +16,27 @@ function wifAudience(name: string, doc: string): SettingSpec<string> & { optiona
   };
 }
 
+/**
+ * Entra's token exchange audience (`api://AzureADTokenExchange`, client id fb60f99c-…): a token for it is the credential
+ * every Entra app trusting this identity as a federated credential accepts; presenting it to Google too would make one
+ * leaked token good on both sides. Google's guide uses a dedicated app registration instead (docs/cloudsql.md).
+ */
+const ENTRA_TOKEN_EXCHANGE = ['api://azureadtokenexchange', 'fb60f99c-7a34-4190-8149-302f77469936'];
+
+function subjectTokenAudience(name: string, doc: string): SettingSpec<string> & { optional: true } {
+  return {
+    ...optionalStr(name, { doc }),
+    parse(raw) {
+      const v = raw.replace(/\/\.default$/, '').replace(/\/+$/, '');
+      if (ENTRA_TOKEN_EXCHANGE.includes(v.toLowerCase())) {
+        throw new Error("must not be Entra's token exchange audience (api://AzureADTokenExchange): use the App ID URI of a dedicated app registration");
+      }
+      if (!/^(api|https):\/\/[^\s]+$/.test(raw)) throw new Error('must be an App ID URI (api://… or https://…)');
+      return raw;
+    },
+  };
+}
+
 /** Settings of the Google credential plumbing (STS, IAM Credentials, token cache). */
 export const googleConfig = defineSection('google', {
   authMode: oneOf('GOOGLE_AUTH_MODE', ['keyless', 'sa-key'] as const, {
@@ -26,10 +47,10 @@ export const googleConfig = defineSection('google', {
     'GOOGLE_WIF_AUDIENCE',
     'Keyless: the workload identity pool provider, //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER (required in keyless mode)',
   ),
-  subjectTokenAudience: str('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE', {
-    doc: "Keyless: the audience (resource) of the managed identity token presented to STS; must be one of the provider's allowed audiences",
-    default: 'api://AzureADTokenExchange',
-  }),
+  subjectTokenAudience: subjectTokenAudience(
+    'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE',
+    "Keyless: the App ID URI of the Entra app registration the managed identity asks its STS subject token for (Google's Azure guide; default form `api://APP_ID`); the provider's allowed audience (required in keyless mode; `api://AzureADTokenExchange` is refused)",
+  ),
   managedIdentityClientId: optionalStr('AZURE_CLIENT_ID', {
     doc: "Client id of the Function's user-assigned managed identity (absent: the system-assigned identity)",
   }),

@@ -32,6 +32,9 @@ export async function googleHealth(): Promise<CheckResult> {
   if (cfg.authMode === 'keyless' && !cfg.wifAudience) {
     return { status: 'skipped', detail: 'Cloud SQL exchange not configured (GOOGLE_WIF_AUDIENCE unset)' };
   }
+  if (cfg.authMode === 'keyless' && !cfg.subjectTokenAudience) {
+    return { status: 'fail', detail: 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE is required in keyless mode' };
+  }
   const timeoutMs = Math.min(coreConfig.get().upstreamTimeoutMs, 3000);
   const key = JSON.stringify([cfg, timeoutMs]);
   if (cache && cache.key === key && Date.now() - cache.at < CACHE_MS) return cache.result;

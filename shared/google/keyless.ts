@@ -65,8 +65,10 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
   const { config, timeoutMs, now } = ctx;
   const audience = config.wifAudience;
   if (!audience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required in keyless mode.');
+  const subjectAudience = config.subjectTokenAudience;
+  if (!subjectAudience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE is required in keyless mode.');
   const mi = managedIdentity(config.managedIdentityClientId);
-  const miSupplier = managedIdentitySupplier(mi, config.subjectTokenAudience, timeoutMs);
+  const miSupplier = managedIdentitySupplier(mi, subjectAudience, timeoutMs);
   // STS is counted only when it was reached (the managed identity token was obtained).
   let subjectObtained = false;
   const supplier: SubjectTokenSupplier = {

@@ -1,8 +1,8 @@
 import type { TokenCredential } from '@azure/core-auth';
-import { ManagedIdentityCredential } from '@azure/identity';
 import { BlobClient, ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
+import { managedIdentity } from '../managed-identity';
 import { sandboxCa } from '../sandbox-ca';
 import { httpOutcome, recordUpstream } from '../telemetry';
 import { networkFailure, upstreamStatusFailure } from '../upstream';
@@ -22,14 +22,8 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
 
 const MAX_POLICY_BYTES = 1024 * 1024;
 
-let credential: { key: string; value: TokenCredential } | undefined;
-
-function identity(clientId: string | undefined): TokenCredential {
-  if (credential?.key !== (clientId ?? '')) {
-    credential = { key: clientId ?? '', value: clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential() };
-  }
-  return credential.value;
-}
+/** The Function's managed identity (one per process, shared with Key Vault and Google STS). */
+const identity = (clientId: string | undefined): TokenCredential => managedIdentity(clientId);
 
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
   const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });

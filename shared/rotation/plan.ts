@@ -9,6 +9,9 @@
  *   3. disable previous keys whose grace period is over (deleted on a later run);
  *   4. disable Key Vault versions whose key is gone (never the latest version).
  *
+ * A new key Google had not yet propagated when its run ended is kept as *pending* (secret `<name>-pending`, never read
+ * by consumers); the next run promotes it (prove → store) instead of creating another (docs/rotation.md).
+ *
  * No I/O, no clock of its own: everything it needs is an argument.
  */
 
@@ -38,7 +41,14 @@ export interface Observed {
   readonly keys: readonly GoogleKeyInfo[];
   /** Every version of the secret, oldest first. */
   readonly versions: readonly VaultVersionInfo[];
+  /** The enabled latest version of the pending secret, if a new key awaits its proof. */
+  readonly pending?: { readonly version: string; readonly keyId: string; readonly createdOn: number };
 }
+
+/** The Key Vault secret holding a created but not yet proven key of `secretName`. */
+export const pendingSecretName = (secretName: string): string => `${secretName}-pending`;
+/** A pending key that still does not authenticate this long after its creation is deleted and a new one created. */
+export const PENDING_MAX_DAYS = 3;
 
 export interface PlanSettings {
   readonly periodDays: number;
@@ -51,7 +61,9 @@ export type Action =
   | { readonly kind: 'delete-key'; readonly keyId: string; readonly why: 'orphan' | 'expired' | 'retired' }
   | { readonly kind: 'rotate'; readonly why: RotateReason; readonly previousKeyId?: string; readonly detail: string }
   | { readonly kind: 'disable-key'; readonly keyId: string; readonly why: 'grace-over' }
-  | { readonly kind: 'disable-version'; readonly version: string; readonly keyId?: string; readonly why: 'key-gone' };
+  | { readonly kind: 'disable-version'; readonly version: string; readonly keyId?: string; readonly why: 'key-gone' }
+  | { readonly kind: 'promote'; readonly keyId: string; readonly pendingVersion: string; readonly createdOn: number; readonly previousKeyId?: string; readonly why: 'pending'; readonly detail: string }
+  | { readonly kind: 'drop-pending'; readonly pendingVersion: string; readonly keyId: string; readonly why: 'key-gone' };
 
 export type KeyRole = 'current' | 'previous' | 'orphan';
 
@@ -95,6 +107,12 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   const versions = [...obs.versions].sort((a, b) => a.createdOn - b.createdOn);
   const latest = versions.at(-1);
   const referenced = new Set(versions.map((v) => v.tags[TAG.keyId]).filter((k): k is string => !!k));
+  // A pending key is not an orphan while its key can still be proven.
+  const pendingKey = obs.pending ? byId.get(obs.pending.keyId) : undefined;
+  // (a pending key some version already names was promoted: its pending version is merely left over)
+  const pendingLive =
+    obs.pending && !referenced.has(obs.pending.keyId) && pendingKey && !pendingKey.disabled && pendingKey.validBefore > now ? obs.pending : undefined;
+  if (pendingLive) referenced.add(pendingLive.keyId);
   const currentKeyId = latest?.tags[TAG.keyId];
   const currentKey = currentKeyId ? byId.get(currentKeyId) : undefined;
   const grace = settings.graceDays * DAY_MS;
@@ -121,7 +139,7 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   });
 
   for (const k of obs.keys) {
-    if (k.keyId === currentKeyId) continue;
+    if (k.keyId === currentKeyId || k.keyId === pendingLive?.keyId) continue;
     if (!referenced.has(k.keyId)) {
       deletions.push({ kind: 'delete-key', keyId: k.keyId, why: 'orphan' });
       deleted.add(k.keyId);
@@ -150,8 +168,25 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
     rotate = { kind: 'rotate', why: 'due', previousKeyId: currentKeyId, detail: `current key is ${Math.floor(ageMs / DAY_MS)} days old (period ${settings.periodDays})` };
   }
 
+  let promote: Extract<Action, { kind: 'promote' }> | undefined;
+  let dropPending: Extract<Action, { kind: 'drop-pending' }> | undefined;
+  if (pendingLive) {
+    promote = {
+      kind: 'promote',
+      keyId: pendingLive.keyId,
+      pendingVersion: pendingLive.version,
+      createdOn: pendingLive.createdOn,
+      previousKeyId: currentKeyId,
+      why: 'pending',
+      detail: `a new key awaits its proof (${rotate?.detail ?? 'rotation started by an earlier run'})`,
+    };
+    rotate = undefined;
+  } else if (obs.pending) {
+    dropPending = { kind: 'drop-pending', pendingVersion: obs.pending.version, keyId: obs.pending.keyId, why: 'key-gone' };
+  }
+
   let status: AccountPlan['status'] = 'ok';
-  let reason = rotate ? rotate.detail : health === 'ok' ? `current key is ${Math.floor((ageMs ?? 0) / DAY_MS)} days old (period ${settings.periodDays})` : health;
+  let reason = promote ? promote.detail : rotate ? rotate.detail : health === 'ok' ? `current key is ${Math.floor((ageMs ?? 0) / DAY_MS)} days old (period ${settings.periodDays})` : health;
   if (rotate) {
     const remaining = obs.keys.filter((k) => !deleted.has(k.keyId)).length;
     if (remaining >= MAX_USER_MANAGED_KEYS) {
@@ -167,7 +202,7 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   const versionDisables: Action[] = [];
   for (const v of versions) {
     const isLatest = v === latest;
-    if (!v.enabled || (isLatest && !rotate)) continue;
+    if (!v.enabled || (isLatest && !rotate && !promote)) continue;
     const id = v.tags[TAG.keyId];
     if (gone(id)) versionDisables.push({ kind: 'disable-version', version: v.version, keyId: id, why: 'key-gone' });
   }
@@ -183,7 +218,7 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
       keys: obs.keys.map((k) => ({ keyId: k.keyId, disabled: k.disabled, role: role(k.keyId) })),
       versions: versions.length,
     },
-    actions: [...deletions, ...(rotate ? [rotate] : []), ...disables, ...versionDisables],
+    actions: [...deletions, ...(dropPending ? [dropPending] : []), ...(promote ? [promote] : []), ...(rotate ? [rotate] : []), ...disables, ...versionDisables],
     status,
     reason,
   };

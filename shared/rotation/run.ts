@@ -8,7 +8,7 @@ import type { LeaseResult, RotationLock } from './lock';
 import type { GoogleIamKeys } from './iam';
 import { exchangeKey, parseKeyFile } from '../google/sa-key-exchange';
 import { CLOUD_PLATFORM_SCOPE } from '../google/scopes';
-import { DAY_MS, MANAGED_BY, TAG, plan, type AccountPlan, type Action, type Observed } from './plan';
+import { DAY_MS, MANAGED_BY, PENDING_MAX_DAYS, TAG, pendingSecretName, plan, type AccountPlan, type Action, type Observed } from './plan';
 
 /**
  * The effects of a rotation run: observe each managed key (Google keys, Key Vault versions), plan
@@ -17,7 +17,7 @@ import { DAY_MS, MANAGED_BY, TAG, plan, type AccountPlan, type Action, type Obse
  * learns of a key before it works, and a crash in between leaves only an orphan, deleted next run.
  */
 
-export type Step = 'deleted-key' | 'created' | 'proved' | 'stored' | 'disabled-key' | 'disabled-version';
+export type Step = 'deleted-key' | 'created' | 'proved' | 'stored' | 'stored-pending' | 'disabled-key' | 'disabled-version';
 
 export interface RotationDeps {
   readonly iam: GoogleIamKeys;
@@ -38,7 +38,8 @@ export interface RotationDeps {
   readonly afterStep?: (step: Step, account: string) => void | Promise<void>;
 }
 
-export type Outcome = 'planned' | 'done' | 'failed' | 'skipped';
+/** `pending`: the new key did not authenticate within the run's proving window; kept (not deleted) for the next run. */
+export type Outcome = 'planned' | 'done' | 'pending' | 'failed' | 'skipped';
 
 export interface ActionReport {
   readonly action: Action;
@@ -62,32 +63,90 @@ export interface RotationReport {
 }
 
 async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
-  const [keys, versions] = await Promise.all([deps.iam.list(mk.serviceAccount), deps.vault.versions(mk.secretName)]);
+  const [keys, versions, pendingVersions] = await Promise.all([
+    deps.iam.list(mk.serviceAccount),
+    deps.vault.versions(mk.secretName),
+    deps.vault.versions(pendingSecretName(mk.secretName)),
+  ]);
+  const latestPending = [...pendingVersions].sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0)).at(-1);
+  const pendingKeyId = latestPending?.tags[TAG.keyId];
+  const pending =
+    latestPending?.enabled && pendingKeyId && latestPending.tags[TAG.managedBy] === MANAGED_BY && latestPending.tags[TAG.serviceAccount] === mk.serviceAccount
+      ? { version: latestPending.version, keyId: pendingKeyId, createdOn: Date.parse(latestPending.tags[TAG.created] ?? '') || (latestPending.createdOn?.getTime() ?? 0) }
+      : undefined;
   return {
     serviceAccount: mk.serviceAccount,
     secretName: mk.secretName,
     keys,
     versions: versions.map((v) => ({ version: v.version, enabled: v.enabled, createdOn: v.createdOn?.getTime() ?? 0, tags: v.tags })),
+    ...(pending ? { pending } : {}),
   };
 }
 
 const errCode = (e: unknown) => (e instanceof BrokerError ? e.code : 'internal');
 
+/** Pauses between proof attempts of one run (s): a window of 30 s, then the key is kept as pending (docs/rotation.md). */
+export const PROVE_BACKOFF_SECONDS = [1, 2, 4, 8, 15] as const;
+
 async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void> {
   const key = parseKeyFile(keyJson);
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   let last: unknown;
-  // A new key can take a few seconds to be usable at Google; try a few times before giving up.
-  for (let attempt = 0; attempt < 3; attempt++) {
+  // A new key is not usable at once at Google (a minute or more); bounded backoff within the run.
+  for (let attempt = 0; attempt <= PROVE_BACKOFF_SECONDS.length; attempt++) {
     try {
       await exchangeKey(key, { tokenUrl: deps.settings.oauthTokenUrl, scope: CLOUD_PLATFORM_SCOPE, nowMs: deps.now(), timeoutMs: deps.settings.timeoutMs });
       return;
     } catch (e) {
       last = e;
-      if (attempt < 2) await sleep(1000 * (attempt + 1));
+      const pause = PROVE_BACKOFF_SECONDS[attempt];
+      if (pause !== undefined) await sleep(pause * 1000);
     }
   }
   throw last;
+}
+
+function keyTags(deps: RotationDeps, sa: string, keyId: string, createdAt: number, previousKeyId: string | undefined): Record<string, string> {
+  return {
+    [TAG.keyId]: keyId,
+    [TAG.serviceAccount]: sa,
+    [TAG.created]: new Date(createdAt).toISOString(),
+    [TAG.period]: String(deps.settings.periodDays),
+    [TAG.previousKeyId]: previousKeyId ?? 'none',
+    [TAG.managedBy]: MANAGED_BY,
+  };
+}
+
+/** Tag check: the current version must still be the one planned on (no concurrent rotation). */
+async function assertNoConcurrentRotation(deps: RotationDeps, p: AccountPlan): Promise<void> {
+  const latest = await deps.vault.get(p.secretName).catch((e: unknown) => {
+    if (e instanceof BrokerError && e.code === 'upstream_denied') return undefined; // disabled latest: repair proceeds
+    throw e;
+  });
+  if (latest && latest.version !== p.found.currentVersion) {
+    throw new BrokerError('conflict', 'The key was rotated concurrently.', { detail: { reason: 'concurrent_change' } });
+  }
+}
+
+/** Store a proven key as the new current version (what consumers read). */
+async function storeCurrent(deps: RotationDeps, p: AccountPlan, keyId: string, keyJson: string, createdAt: number, previousKeyId: string | undefined, why: string) {
+  const sa = p.serviceAccount;
+  const event = (ok: boolean, reason: string, extra: Record<string, string | undefined>) =>
+    audit(deps.log, { decision: ok ? 'grant' : 'deny', action: 'rotation.store-key', target: sa, reason, extra: { secretName: p.secretName, ...extra } });
+  let stored;
+  try {
+    stored = await deps.vault.set(p.secretName, keyJson, {
+      contentType: 'application/json',
+      expiresOn: new Date(createdAt + (deps.settings.periodDays + deps.settings.graceDays) * DAY_MS),
+      tags: keyTags(deps, sa, keyId, createdAt, previousKeyId),
+    });
+  } catch (e) {
+    event(false, errCode(e), { keyId });
+    // The outcome of a failed write is unknown: leave the key; next run keeps it if stored, else deletes the orphan.
+    throw e;
+  }
+  event(true, why, { keyId, vaultVersion: stored.version, previousKeyId });
+  return stored;
 }
 
 async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Promise<AccountReport> {
@@ -118,15 +177,42 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
         event('disable-version', true, a.why, { keyId: a.keyId, vaultVersion: a.version });
         reports.push({ action: a, outcome: 'done' });
         await step('disabled-version');
+      } else if (a.kind === 'drop-pending') {
+        await deps.vault.update(pendingSecretName(p.secretName), a.pendingVersion, { enabled: false });
+        event('drop-pending', true, a.why, { keyId: a.keyId });
+        reports.push({ action: a, outcome: 'done' });
+        await step('disabled-version');
+      } else if (a.kind === 'promote') {
+        await assertNoConcurrentRotation(deps, p);
+        const pendingName = pendingSecretName(p.secretName);
+        const secret = await deps.vault.get(pendingName, a.pendingVersion);
+        if (!secret) throw new BrokerError('upstream_unavailable', 'The pending key could not be read from Key Vault.', { retryAfterSeconds: 5 });
+        try {
+          await proveWithRetry(deps, secret.value);
+        } catch (e) {
+          if (deps.now() - a.createdOn < PENDING_MAX_DAYS * DAY_MS) {
+            event('prove-key', false, 'still-pending', { keyId: a.keyId });
+            reports.push({ action: a, outcome: 'pending', error: errCode(e) });
+            continue;
+          }
+          // Never usable: give it up (the next run creates a new key); the current key stays.
+          event('prove-key', false, errCode(e), { keyId: a.keyId });
+          await deps.iam.delete(p.serviceAccount, a.keyId).catch(() => undefined);
+          await deps.vault.update(pendingName, a.pendingVersion, { enabled: false }).catch(() => undefined);
+          throw e;
+        }
+        event('prove-key', true, 'token-issued', { keyId: a.keyId });
+        await step('proved');
+        const stored = await storeCurrent(deps, p, a.keyId, secret.value, a.createdOn, a.previousKeyId, 'pending');
+        await deps.vault.update(pendingName, a.pendingVersion, { enabled: false }).catch((e: unknown) => {
+          // Harmless if left: next run sees the pending key is the current one's and drops it.
+          deps.log.warn('rotation: the promoted pending version could not be disabled', { event: 'rotation.pending-left', serviceAccount: sa, code: errCode(e) });
+        });
+        reports.push({ action: a, outcome: 'done', newKeyId: a.keyId, newVersion: stored.version });
+        await step('stored');
       } else {
         // Tag check: the current version must still be the one planned on (no concurrent rotation).
-        const latest = await deps.vault.get(p.secretName).catch((e: unknown) => {
-          if (e instanceof BrokerError && e.code === 'upstream_denied') return undefined; // disabled latest: repair proceeds
-          throw e;
-        });
-        if (latest && latest.version !== p.found.currentVersion) {
-          throw new BrokerError('conflict', 'The key was rotated concurrently.', { detail: { reason: 'concurrent_change' } });
-        }
+        await assertNoConcurrentRotation(deps, p);
         if (a.why === 'repair') deps.log.error('rotation repair: current key is broken, rotating now', { event: 'rotation.repair', serviceAccount: sa, keyId: a.previousKeyId, why: a.detail });
         const created = await deps.iam.create(sa);
         event('create-key', true, a.why, { keyId: created.keyId, previousKeyId: a.previousKeyId });
@@ -134,34 +220,28 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
         try {
           await proveWithRetry(deps, created.keyJson);
         } catch (e) {
-          event('prove-key', false, errCode(e), { keyId: created.keyId });
-          await deps.iam.delete(sa, created.keyId).catch(() => undefined); // else an orphan, deleted next run
-          throw e;
+          // Not usable yet (Google's propagation can outlast the window): keep it as pending, never seen by consumers,
+          // and prove it on the next run. Only if that write fails is the key deleted (else an orphan, deleted next run).
+          event('prove-key', false, 'pending', { keyId: created.keyId, code: errCode(e) });
+          const createdAt = created.validAfter || deps.now();
+          try {
+            await deps.vault.set(pendingSecretName(p.secretName), created.keyJson, {
+              contentType: 'application/json',
+              tags: keyTags(deps, sa, created.keyId, createdAt, a.previousKeyId),
+            });
+          } catch (storeErr) {
+            event('store-pending', false, errCode(storeErr), { keyId: created.keyId });
+            await deps.iam.delete(sa, created.keyId).catch(() => undefined);
+            throw e;
+          }
+          event('store-pending', true, a.why, { keyId: created.keyId });
+          reports.push({ action: a, outcome: 'pending', newKeyId: created.keyId });
+          await step('stored-pending');
+          continue;
         }
         event('prove-key', true, 'token-issued', { keyId: created.keyId });
         await step('proved');
-        const createdAt = created.validAfter || deps.now();
-        const settings = deps.settings;
-        let stored;
-        try {
-          stored = await deps.vault.set(p.secretName, created.keyJson, {
-            contentType: 'application/json',
-            expiresOn: new Date(createdAt + (settings.periodDays + settings.graceDays) * DAY_MS),
-            tags: {
-              [TAG.keyId]: created.keyId,
-              [TAG.serviceAccount]: sa,
-              [TAG.created]: new Date(createdAt).toISOString(),
-              [TAG.period]: String(settings.periodDays),
-              [TAG.previousKeyId]: a.previousKeyId ?? 'none',
-              [TAG.managedBy]: MANAGED_BY,
-            },
-          });
-        } catch (e) {
-          event('store-key', false, errCode(e), { keyId: created.keyId });
-          // The outcome of a failed write is unknown: leave the key; next run keeps it if stored, else deletes the orphan.
-          throw e;
-        }
-        event('store-key', true, a.why, { keyId: created.keyId, vaultVersion: stored.version, previousKeyId: a.previousKeyId });
+        const stored = await storeCurrent(deps, p, created.keyId, created.keyJson, created.validAfter || deps.now(), a.previousKeyId, a.why);
         reports.push({ action: a, outcome: 'done', newKeyId: created.keyId, newVersion: stored.version });
         await step('stored');
       }

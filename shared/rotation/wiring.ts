@@ -7,20 +7,9 @@ import { managedKeysOf, rotationConfig, type RotationConfig } from '../config/ro
 import { KeyVaultSecrets } from '../keyvault/client';
 import { federatedTokenService } from '../google/tokens';
 import { blobClientFor } from '../policy/blob-store';
-import { blobLeaseLock, type RotationLock } from './lock';
 import { GoogleIamKeys, type GoogleTokenSource } from './iam';
+import { blobLeaseLock, type RotationLock } from './lock';
 import type { RotationDeps } from './run';
-
-/**
- * The rotation's own Google identity: the broker's one keyless source credential (GOOGLE_WIF_AUDIENCE,
- * GOOGLE_STS_TOKEN_URL, GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; shared/google/keyless.ts), whose federated
- * principal holds roles/iam.serviceAccountKeyAdmin on the rotated accounts.
- */
-const federatedTokens: GoogleTokenSource = {
-  async getAccessToken() {
-    return (await federatedTokenService().sourceAccessToken()).token;
-  },
-};
 
 /** The blob lease of ROTATION_LOCK_URL (default: rotation-lock beside the policy blob). */
 export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): RotationLock {
@@ -35,6 +24,16 @@ export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): Rota
   return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
 }
 
+/**
+ * The rotation's own Google identity: the broker's one keyless source credential (GOOGLE_WIF_AUDIENCE,
+ * GOOGLE_STS_TOKEN_URL, GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; shared/google/keyless.ts), whose federated
+ * principal holds roles/iam.serviceAccountKeyAdmin on the rotated accounts.
+ */
+const federatedTokens: GoogleTokenSource = {
+  async getAccessToken() {
+    return (await federatedTokenService().sourceAccessToken()).token;
+  },
+};
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
 export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}): RotationDeps {

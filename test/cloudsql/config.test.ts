@@ -65,13 +65,33 @@ test('defaults point at Google; every bad setting is reported by name at once', 
     authMode: 'keyless',
     stsTokenUrl: 'https://sts.googleapis.com/v1/token',
     iamCredentialsEndpoint: 'https://iamcredentials.googleapis.com',
-    subjectTokenAudience: 'api://AzureADTokenExchange',
     minRemainingSeconds: 300,
     refreshAheadSeconds: 600,
   });
   expect(() =>
     googleConfig.load({ GOOGLE_AUTH_MODE: 'password', GOOGLE_WIF_AUDIENCE: 'projects/1/pools/x', GOOGLE_STS_TOKEN_URL: 'not a url' }),
   ).toThrow(/GOOGLE_AUTH_MODE.*GOOGLE_WIF_AUDIENCE.*GOOGLE_STS_TOKEN_URL/);
+});
+
+test('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: no default; Entra\'s token exchange audience (either spelling) and non-URIs are refused by name', () => {
+  expect(googleConfig.load({}).subjectTokenAudience).toBeUndefined();
+  expect(googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://6f1f0000-0000-4000-8000-000000009e1f' }).subjectTokenAudience).toBe('api://6f1f0000-0000-4000-8000-000000009e1f');
+  for (const bad of ['api://AzureADTokenExchange', 'api://azureadtokenexchange/.default', 'api://AzureADTokenExchange/', 'fb60f99c-7a34-4190-8149-302f77469936', 'orders']) {
+    expect(() => googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: bad })).toThrow(/GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE/);
+  }
+});
+
+test('keyless without GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE → 503 config_invalid naming it, readiness fails; the managed identity is not asked', async () => {
+  const wifTokens = () => sb.msi.issued.filter((t) => t.resource === SANDBOX.google.wifAppIdUri).length;
+  const before = wifTokens();
+  await withEnv({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: undefined }, async () => {
+    const res = await exchange();
+    expect(res.status).toBe(503);
+    expect(res.json.reason).toBe('config_invalid');
+    const h = await health();
+    expect((h.json.checks as Record<string, { status: string; detail: string }>).google).toEqual({ status: 'fail', detail: expect.stringContaining('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE') });
+  });
+  expect(wifTokens()).toBe(before);
 });
 
 test('keyless without GOOGLE_WIF_AUDIENCE → 503 config_invalid, and readiness says "skipped"', async () => {

@@ -25,16 +25,23 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS = 'urn:ietf:params:oauth:token-type:access_token';
 const JWT = 'urn:ietf:params:oauth:token-type:jwt';
 
-/** A token shaped like the Function's managed identity token for the pool audience (v2.0, app-only). */
+/** A token shaped like the Function's managed identity token for the WIF app registration (v1.0, aud = its App ID URI). */
 const miToken = (over: Parameters<Sandbox['entra']['mint']>[0] = {}) =>
   sb.entra.mint({
     oid: sb.msi.objectId,
     appId: sb.msi.clientId,
-    aud: 'api://AzureADTokenExchange',
-    version: '2.0',
+    aud: SANDBOX.google.wifAppIdUri,
+    version: '1.0',
     ...over,
-    extra: { sub: sb.msi.objectId, idtyp: 'app', xms_mirid: '/subscriptions/s/resourcegroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id', ...(over.extra ?? {}) },
+    extra: { sub: sb.msi.objectId, ...(over.extra ?? {}) },
   });
+
+async function msiToken(resource: string): Promise<{ token: string; header: Record<string, unknown>; claims: Record<string, unknown> }> {
+  const res = await fetch(`${sb.msi.endpoint}?api-version=2019-08-01&resource=${encodeURIComponent(resource)}`, { headers: { 'x-identity-header': sb.msi.secretHeader } });
+  const { access_token } = (await res.json()) as { access_token: string };
+  const [header, claims] = access_token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
+  return { token: access_token, header: header!, claims: claims! };
+}
 
 async function sts(fields: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(stsUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) });
@@ -104,13 +111,16 @@ describe('STS emulator', () => {
   test.each([
     ['expired', { expiresIn: -120 }],
     ['wrong audience', { aud: 'api://something-else' }],
-    ['wrong issuer (a v1 token for the v2 provider)', { version: '1.0' as const }],
+    ['wrong issuer (a v2.0 token for the v1.0 provider)', { version: '2.0' as const }],
+    ['an issuer without the trailing slash (not byte-equal to issuer_uri)', { iss: `https://sts.windows.net/${SANDBOX.tenantId}` }],
+    ['the client-id spelling of the audience (a v2.0-style aud for the URI the provider allows)', { aud: SANDBOX.google.wifAppId }],
     ['signed by a key that is not published', { key: 'stray' as const }],
-    ['another tenant', { iss: 'https://login.microsoftonline.com/00000000-0000-4000-8000-000000000000/v2.0' }],
+    ['another tenant', { iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000000/' }],
     ['without kid', { omitKid: true }],
     ['without iat', { omit: ['iat'] }],
     ['without exp', { omit: ['exp'] }],
-    ['older than 48 h (iat), though unexpired', { extra: { iat: Math.floor(Date.now() / 1000) - 48 * 3600 - 60 } }],
+    ['whose exp is 48 h or more after iat (though unexpired)', { extra: { iat: Math.floor(Date.now() / 1000) - 60, exp: Math.floor(Date.now() / 1000) - 60 + 48 * 3600 } }],
+    ['issued in the future (iat)', { extra: { iat: Math.floor(Date.now() / 1000) + 120 } }],
     ['of another identity of the same tenant (attribute_condition: sub)', { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } }],
     ['of the identity but another tid claim (attribute_condition: tid)', { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } }],
   ])('subject token %s → 400 invalid_grant', async (_name, over) => {
@@ -127,27 +137,45 @@ describe('STS emulator', () => {
     expect((await sts(await goodExchange({ scope: '' }))).body).toEqual({ error: 'invalid_request', error_description: 'Missing required parameter: "scope".' });
   });
 
-  test('the managed identity emulator mints the real shape for api://AzureADTokenExchange: v2.0, app-only, azp, xms_mirid, sub = oid', async () => {
-    const res = await fetch(`${sb.msi.endpoint}?api-version=2019-08-01&resource=${encodeURIComponent('api://AzureADTokenExchange')}`, { headers: { 'x-identity-header': sb.msi.secretHeader } });
-    const { access_token } = (await res.json()) as { access_token: string };
-    const [h, p] = access_token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
-    expect(h).toMatchObject({ alg: 'RS256', kid: expect.any(String) });
-    expect(p).toMatchObject({
-      iss: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
-      ver: '2.0',
-      aud: 'api://AzureADTokenExchange',
+  test('the managed identity token for the WIF app registration is the v1.0 shape Google\'s guide expects, and STS accepts it', async () => {
+    const { token, header, claims } = await msiToken(sb.env.GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE!);
+    expect(sb.env.GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE).toBe(SANDBOX.google.wifAppIdUri);
+    expect(header).toMatchObject({ alg: 'RS256', kid: expect.any(String) });
+    expect(claims).toMatchObject({
+      iss: `https://sts.windows.net/${SANDBOX.tenantId}/`,
+      ver: '1.0',
+      aud: SANDBOX.google.wifAppIdUri,
       sub: sb.msi.objectId,
       oid: sb.msi.objectId,
-      azp: sb.msi.clientId,
-      idtyp: 'app',
-      xms_mirid: expect.stringMatching(/^\/subscriptions\/.+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/.+$/),
+      appid: sb.msi.clientId,
       tid: SANDBOX.tenantId,
       iat: expect.any(Number),
       exp: expect.any(Number),
     });
-    expect(p).not.toHaveProperty('appid');
-    // and STS accepts exactly that token
-    expect((await sts(await goodExchange({ subject_token: access_token }))).status).toBe(200);
+    // v1.0: appid, not azp; idtyp / xms_mirid are optional claims an app registration must configure
+    for (const c of ['azp', 'idtyp', 'xms_mirid']) expect(claims).not.toHaveProperty(c);
+    expect((await sts(await goodExchange({ subject_token: token }))).status).toBe(200);
+  });
+
+  test('a token for api://AzureADTokenExchange is v2.0 with the GUID audience, and the provider refuses it', async () => {
+    const { token, claims } = await msiToken('api://AzureADTokenExchange');
+    expect(claims).toMatchObject({
+      iss: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+      ver: '2.0',
+      aud: 'fb60f99c-7a34-4190-8149-302f77469936',
+      sub: sb.msi.objectId,
+      azp: sb.msi.clientId,
+      idtyp: 'app',
+      xms_mirid: expect.stringMatching(/^\/subscriptions\/.+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/.+$/),
+    });
+    expect(claims).not.toHaveProperty('appid');
+    const r = await sts(await goodExchange({ subject_token: token }));
+    expect(r).toEqual({ status: 400, body: { error: 'invalid_grant', error_description: expect.any(String) } });
+  });
+
+  test('the sandbox provider trusts the issuer infra/gcp/main.tf writes', () => {
+    expect(sb.google.wif.issuer).toBe(`https://sts.windows.net/${SANDBOX.tenantId}/`);
+    expect(sb.google.wif.allowedAudiences).toEqual([SANDBOX.google.wifAppIdUri]);
   });
 
   test('the sandbox provider enforces the attribute_condition infra/gcp/main.tf writes', () => {

@@ -76,8 +76,8 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(Math.abs(Date.now() + (res.json.expires_in as number) * 1000 - expireMs)).toBeLessThan(3000);
     expect(res.headers.get('cache-control')).toBe('no-store');
     expect(counts()).toEqual({ sts: 1, iam: 1 });
-    // The managed identity token went to STS for the pool's audience.
-    expect(sb.msi.issued.at(-1)!.resource).toBe('api://AzureADTokenExchange');
+    // The managed identity token went to STS, requested for the WIF app registration's App ID URI.
+    expect(sb.msi.issued.at(-1)!.resource).toBe(SANDBOX.google.wifAppIdUri);
   });
 
   test('JSON bodies work too; an analyst gets the analyst service account with its 600 s cap', async () => {

@@ -28,7 +28,11 @@ beforeAll(async () => {
   restoreEnv = sb.applyEnv();
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience });
   dir = mkdtempSync(join(tmpdir(), 'prewarm-'));
-  await new Promise((r) => setTimeout(r, 300)); // the on-start prewarm of the imported module settles
+  // The on-start prewarm of the imported module has finished (its summary line), so it cannot add calls later.
+  for (const end = Date.now() + 20_000; !logs.records.some((l) => l.event === 'prewarm' && l.trigger === 'start'); ) {
+    if (Date.now() > end) throw new Error('the on-start prewarm never finished');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 });
 
 afterAll(async () => {

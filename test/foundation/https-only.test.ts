@@ -1,3 +1,4 @@
+import { policyConfig } from '../../shared/config/policy';
 import { coreConfig } from '../../shared/config/core';
 import { googleConfig } from '../../shared/config/google';
 import { rotationConfig, saKeyConfig } from '../../shared/config/rotation';
@@ -33,6 +34,9 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
   ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
   ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig as unknown as AnySection, false],
+  // Blob URLs (the live policy, the rotation lease): https only, loopback included (Azurite serves TLS).
+  ['BROKER_POLICY_URL', policyConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
+  ['ROTATION_LOCK_URL', rotationConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],
 ];
 
 function problemsOf(section: AnySection, env: Env): string[] {

@@ -128,8 +128,11 @@ describe('Terraform (infra/gcp)', () => {
 
   test('the pool provider trusts exactly the broker identity of one tenant, for the audience the broker requests', () => {
     const provider = resources.find((r) => r.type === 'google_iam_workload_identity_pool_provider')!;
-    // a managed identity's token for api://AzureADTokenExchange is v2.0 (issuer login.microsoftonline.com/{tid}/v2.0)
-    expect(provider.body).toContain('issuer_uri        = "https://login.microsoftonline.com/${var.azure_tenant_id}/v2.0"');
+    // Google's Azure guide: the managed identity's v1.0 token for a dedicated app registration (issuer sts.windows.net,
+    // byte-equal to the token's iss: trailing slash); never Entra's token exchange audience
+    expect(provider.body).toContain('issuer_uri        = "https://sts.windows.net/${var.azure_tenant_id}/"');
+    expect(tf).not.toMatch(/default\s*=\s*"api:\/\/AzureADTokenExchange"/);
+    expect(tf).toContain('!contains(["api://azureadtokenexchange", "fb60f99c-7a34-4190-8149-302f77469936"]');
     expect(provider.body).toContain('allowed_audiences = [var.subject_token_audience]');
     expect(provider.body).toMatch(/attribute_condition = ".*assertion\.sub == '\$\{var\.broker_identity_principal_id\}'/);
     expect(provider.body).toMatch(/attribute_condition = ".*assertion\.tid == '\$\{var\.azure_tenant_id\}'/);

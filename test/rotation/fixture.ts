@@ -3,7 +3,7 @@ import { SANDBOX } from '../../local/ids';
 import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { createLogger } from '../../shared/log';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
-import { DAY_MS, TAG } from '../../shared/rotation/plan';
+import { DAY_MS, TAG, pendingSecretName } from '../../shared/rotation/plan';
 import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
 import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
@@ -43,6 +43,8 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
   const restore = sb.applyEnv();
   const clock = new Clock();
   sb.googleKeys.state.now = clock.now;
+  // New keys propagate at once unless a test sets a delay (the sandbox's default is 3 s of real time).
+  sb.googleKeys.state.keyPropagationMs = 0;
   sb.keyVault.now = clock.now;
   const state = sb.googleKeys.state;
   const tokens: GoogleTokenSource = {
@@ -50,7 +52,8 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
   };
   const log = createLogger({ fn: 'rotation-test' });
   const deps = (over: Partial<RotationDeps> = {}): RotationDeps => ({
-    ...rotationDepsFromSettings(log, { tokens, now: clock.now, sleep: async () => undefined }),
+    // A pause of the run passes on the shared clock (the Google emulators see time go by while rotation waits).
+    ...rotationDepsFromSettings(log, { tokens, now: clock.now, sleep: async (ms: number) => clock.advanceSeconds(ms / 1000) }),
     ...over,
   });
   return {
@@ -102,7 +105,9 @@ export async function assertHealthy(f: RotationFixture, acct: { serviceAccount: 
   if (!k || k.disabled) throw new Error(`current key ${keyId} is ${k ? 'disabled' : 'missing'} in Google`);
   if (parseKeyFile(current.value).private_key_id !== keyId) throw new Error('tag and key file disagree');
   if (!(await keyWorks(f, current.value))) throw new Error('current key does not work');
-  const referenced = new Set(f.sb.keyVault.versions(acct.secretName).map((v) => v.tags?.[TAG.keyId]));
+  // a key awaiting its proof (the pending secret's enabled version) is not an orphan
+  const pending = f.sb.keyVault.versions(pendingSecretName(acct.secretName)).filter((v) => v.enabled);
+  const referenced = new Set([...f.sb.keyVault.versions(acct.secretName), ...pending].map((v) => v.tags?.[TAG.keyId]));
   const orphans = keys.filter((x) => !referenced.has(x.keyId)).map((x) => x.keyId);
   if (orphans.length) throw new Error(`orphans: ${orphans.join(',')}`);
   if (keys.length > 10) throw new Error(`${keys.length} keys`);

@@ -1,5 +1,5 @@
 import { captureLogs } from '../helpers/invoke';
-import { TAG } from '../../shared/rotation/plan';
+import { PENDING_MAX_DAYS, TAG, pendingSecretName } from '../../shared/rotation/plan';
 import { assertHealthy, keyWorks, never, startRotationFixture, type RotationFixture, type Step } from './fixture';
 
 let f: RotationFixture;
@@ -204,7 +204,7 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(2);
   });
 
-  test('a new key that Google refuses is never stored, and is deleted', async () => {
+  test('a new key that Google keeps refusing is never stored as current: pending, retried, deleted after PENDING_MAX_DAYS', async () => {
     const acct = f.addAccount('refused-sa');
     const managed = [acct];
     await f.run({ managed });
@@ -213,13 +213,80 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     f.sb.googleKeys.oauth.inject({ fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' } } });
     try {
       const r = await f.run({ managed });
-      expect(r.status).toBe('partial');
-      expect(r.accounts[0]!.actions[0]).toMatchObject({ outcome: 'failed', error: 'upstream_denied' });
+      expect(r.status).toBe('completed');
+      expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'pending' });
+      expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
+      f.clock.advanceDays(1);
+      expect((await f.run({ managed })).accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'promote' }, outcome: 'pending' });
+      f.clock.advanceDays(PENDING_MAX_DAYS);
+      const gaveUp = await f.run({ managed });
+      expect(gaveUp.status).toBe('partial');
+      expect(gaveUp.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'promote' }, outcome: 'failed', error: 'upstream_denied' });
     } finally {
       f.sb.googleKeys.oauth.clearFaults();
     }
     expect(await assertHealthy(f, acct)).toBe(k0);
     expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
+    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId)).toEqual([k0]);
+  });
+
+  describe('new keys are not usable at once (Google: a minute or more)', () => {
+    afterEach(() => {
+      f.sb.googleKeys.state.keyPropagationMs = 0;
+    });
+
+    test('a delay within the proving window: proven in the same run', async () => {
+      const acct = f.addAccount('slowkey-sa');
+      const managed = [acct];
+      f.sb.googleKeys.state.keyPropagationMs = 10_000; // < 30 s of backoff
+      const r = await f.run({ managed });
+      expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'done' });
+      await assertHealthy(f, acct);
+    });
+
+    test('a delay longer than the run\'s window: nothing deleted, consumers keep the working key; the next run promotes', async () => {
+      const acct = f.addAccount('laggy-sa');
+      const managed = [acct];
+      await f.run({ managed });
+      const k0 = await assertHealthy(f, acct);
+      f.clock.advanceDays(90);
+      f.sb.googleKeys.state.keyPropagationMs = 5 * 60_000; // five minutes: beyond the 30 s window
+      const r = await f.run({ managed });
+      expect(r.status).toBe('completed');
+      const rotate = r.accounts[0]!.actions.find((a) => a.action.kind === 'rotate')!;
+      expect(rotate.outcome).toBe('pending');
+      const k1 = rotate.newKeyId!;
+      // both keys still exist at Google; consumers still read k0, which works; the new key is not yet usable
+      expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId).sort()).toEqual([k0, k1].sort());
+      expect(await assertHealthy(f, acct)).toBe(k0);
+      expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
+      const pending = await f.vault.get(pendingSecretName(acct.secretName));
+      expect(pending?.tags?.[TAG.keyId]).toBe(k1);
+      expect(await keyWorks(f, pending!.value)).toBe(false);
+      // a dry run now plans the promotion, not a second key
+      expect((await f.run({ managed }, true)).accounts[0]!.actions.map((a) => a.action.kind)).toEqual(['promote']);
+
+      f.clock.advanceSeconds(5 * 60);
+      const next = await f.run({ managed });
+      expect(next.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'promote' }, outcome: 'done', newKeyId: k1 });
+      expect(await assertHealthy(f, acct)).toBe(k1);
+      expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(2);
+      // the promoted pending version is disabled; a later run does not promote again
+      const after = await f.run({ managed });
+      expect(after.accounts[0]!.actions.map((a) => a.action.kind)).not.toContain('promote');
+      expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId).sort()).toEqual([k0, k1].sort());
+    });
+
+    test('the OAuth emulator refuses a key until it has propagated (a lax emulator fails this)', async () => {
+      const acct = f.addAccount('fresh-sa');
+      f.sb.googleKeys.state.keyPropagationMs = 60_000;
+      const created = await f.deps().iam.create(acct.serviceAccount);
+      expect(await keyWorks(f, created.keyJson)).toBe(false);
+      f.clock.advanceSeconds(59);
+      expect(await keyWorks(f, created.keyJson)).toBe(false);
+      f.clock.advanceSeconds(1);
+      expect(await keyWorks(f, created.keyJson)).toBe(true);
+    });
   });
 
   test('Key Vault failing at the store step: the run reports it, keeps the current key, and the next run cleans up and catches up', async () => {

@@ -217,6 +217,8 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
             disabled: false,
             keyType: 'USER_MANAGED',
             keyAlgorithm: 'KEY_ALG_RSA_2048',
+            // Not usable at once: the token endpoint refuses it until it has propagated.
+            usableAfterMs: now + state.keyPropagationMs,
           };
           list.push(key);
           const file = {

@@ -41,6 +41,8 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
     const now = state.now();
     return !k.disabled && Date.parse(k.validAfterTime) <= now + 60_000 && Date.parse(k.validBeforeTime) > now;
   };
+  /** A key created less than GoogleState.keyPropagationMs ago has not propagated: Google answers as for an unknown key. */
+  const propagated = (k: ServiceAccountKey) => k.usableAfterMs === undefined || state.now() >= k.usableAfterMs;
 
   const emu = await startEmulator({
     name: 'google-oauth',
@@ -97,6 +99,7 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
           // A deleted key, a key of another account, or a bad signature all look the same to the caller.
           if (!signer) return err(400, 'invalid_grant', 'Invalid JWT Signature.');
           if (!usable(signer)) return err(400, 'invalid_grant', signer.disabled ? 'Invalid grant: key disabled' : 'Invalid JWT Signature.');
+          if (!propagated(signer)) return err(400, 'invalid_grant', 'Invalid JWT Signature.');
           keysUsed.push(signer.keyId);
           const t = state.issueToken('access', email, scope.split(/\s+/), lifetime);
           return { status: 200, body: { access_token: t.token, expires_in: lifetime - 1, token_type: 'Bearer' } };

@@ -40,6 +40,12 @@ export interface ServiceAccountKey {
   readonly validBeforeTime: string;
   disabled: boolean;
   readonly keyType: 'USER_MANAGED' | 'SYSTEM_MANAGED';
+  /**
+   * Google-state clock (ms) from which the key authenticates: a new key is not usable at once ("you might need to wait
+   * for 60 seconds or more before you perform another operation with the key",
+   * https://cloud.google.com/iam/docs/keys-create-delete). Set by the IAM keys emulator to creation + keyPropagationMs.
+   */
+  readonly usableAfterMs?: number;
 }
 
 export const SQL_LOGIN_SCOPE = 'https://www.googleapis.com/auth/sqlservice.login';
@@ -54,6 +60,8 @@ export class GoogleState {
   readonly keys = new Map<string, ServiceAccountKey[]>();
   /** Injectable clock (ms), so rotation tests control time. */
   now: () => number = Date.now;
+  /** How long a newly created service-account key is refused by the token endpoint (ms; sandbox default 3000). */
+  keyPropagationMs = 0;
 
   addServiceAccount(email: string): ServiceAccount {
     const projectId = /@([^.]+)\.iam\.gserviceaccount\.com$/.exec(email)?.[1];

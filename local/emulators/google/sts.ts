@@ -22,11 +22,16 @@ export interface WorkloadIdentityProvider {
   readonly projectNumber: string;
   readonly poolId: string;
   readonly providerId: string;
-  /** The OIDC issuer the provider trusts (`issuer_uri`; for Entra managed identities `https://login.microsoftonline.com/{tid}/v2.0`). */
+  /**
+   * The OIDC issuer the provider trusts (`issuer_uri`). For the broker: `https://sts.windows.net/{tid}/`, the issuer of the
+   * v1.0 token a managed identity gets for the app registration Google's Azure guide sets up. The token's `iss` must
+   * equal it exactly (no trailing-slash leniency: stricter than Google is known to be).
+   */
   readonly issuer: string;
   /**
-   * Where the issuer's discovery document is fetched: `{issuer}/.well-known/openid-configuration` in production; in the
-   * sandbox the Entra emulator's. Its `issuer` must equal `issuer`, and its `jwks_uri` gives the signing keys.
+   * Where the issuer's discovery document is fetched: in production `{issuer without a trailing /}/.well-known/openid-configuration`
+   * (OpenID Connect Discovery 1.0 §4); in the sandbox the Entra emulator's ({@link discoveryUrlOf} gives the production
+   * form). Its `issuer` must equal `issuer`, and its `jwks_uri` gives the signing keys.
    */
   readonly discoveryUrl: string;
   /** Accepted `aud` values of subject tokens (empty: only `https://iam.googleapis.com/` + the provider name). */
@@ -60,8 +65,16 @@ export function providerAudience(p: Pick<WorkloadIdentityProvider, 'projectNumbe
   return `//iam.googleapis.com/projects/${p.projectNumber}/locations/global/workloadIdentityPools/${p.poolId}/providers/${p.providerId}`;
 }
 
-/** Google rejects OIDC tokens older than this (`iat` more than 48 h ago), whatever their `exp`. */
-export const MAX_SUBJECT_TOKEN_AGE_SECONDS = 48 * 3600;
+/**
+ * Google's STS reference (`subjectToken`): `iat` "Must be in the past", `exp` "Must be less than 48 hours after iat".
+ * https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token
+ */
+export const MAX_SUBJECT_TOKEN_LIFETIME_SECONDS = 48 * 3600;
+
+/** OpenID Connect Discovery 1.0 §4: a terminating `/` of the issuer is removed before `/.well-known/openid-configuration` is appended. */
+export function discoveryUrlOf(issuer: string): string {
+  return `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+}
 
 type Condition = (claims: JWTPayload) => boolean;
 
@@ -175,8 +188,11 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
               : 'The subject token could not be validated.';
       return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${why}`);
     }
-    if (Math.floor(Date.now() / 1000) - claims.iat! > MAX_SUBJECT_TOKEN_AGE_SECONDS) {
-      return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The token is too old: its "iat" is more than 48 hours in the past.');
+    if (claims.iat! > Math.floor(Date.now() / 1000)) {
+      return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The "iat" claim must be in the past.');
+    }
+    if (claims.exp! - claims.iat! >= MAX_SUBJECT_TOKEN_LIFETIME_SECONDS) {
+      return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The "exp" claim must be less than 48 hours after "iat".');
     }
     const condition = conditions.get(provider);
     if (condition && !condition(claims)) return oauthError(400, 'invalid_grant', 'The given credential is rejected by the attribute condition.');
