@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
+import { InvocationContext, type Timer } from '@azure/functions';
+import { handler as timerHandler } from '../../functions/rotation-timer';
 import { handler as tokenHandler } from '../../functions/token';
 import { resetCosmosClients } from '../../shared/cosmos/client';
 import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/cosmos/key-rotation';
@@ -276,6 +278,16 @@ describe('dual-key rotation through the emulated management plane', () => {
     } finally {
       fx.sandbox.keyVault.clearFaults();
     }
+  });
+
+  test('the rotation timer runs the Cosmos rotation (its own lease, after the Google keys) and never throws', async () => {
+    const start = logs.records.length;
+    const timer: Timer = { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
+    await expect(timerHandler(timer, new InvocationContext({ functionName: 'rotationTimer' }))).resolves.toBeUndefined();
+    expect(fx.sandbox.cosmosManagement.count('arm.cosmos.keys')).toBeGreaterThanOrEqual(1); // listKeys: it observed the account
+    const mine = logs.records.slice(start);
+    expect(mine.some((l) => l.event === 'cosmos-rotation.error' || l.event === 'cosmos-rotation.observe-failed')).toBe(false);
+    await issuanceWorks();
   });
 
   test('no key or token reaches a log line', () => {
