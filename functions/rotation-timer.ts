@@ -1,4 +1,5 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
+import { cosmosConfig } from '../shared/config/cosmos';
 import { createLogger } from '../shared/log';
 import { inInvocation } from '../shared/process-guard';
 import { runRotation } from '../shared/rotation/run';
@@ -6,7 +7,8 @@ import { rotationDepsFromSettings } from '../shared/rotation/wiring';
 
 /**
  * Rotation timer (%ROTATION_SCHEDULE%, default daily): rotates each managed key that is due, repairs
- * broken ones, retires previous keys after the grace period. A past-due invocation just runs.
+ * broken ones, retires previous keys after the grace period; then the Cosmos account keys of
+ * COSMOS_MANAGED_ACCOUNTS (dual-key procedure, shared/cosmos/key-rotation.ts). A past-due invocation just runs.
  */
 export function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
   return inInvocation({ fn: 'rotationTimer', invocationId: ctx.invocationId }, () => rotate(timer, ctx));
@@ -20,6 +22,14 @@ async function rotate(timer: Timer, ctx: InvocationContext): Promise<void> {
   } catch (e) {
     // Logged, not rethrown: the next tick retries; the host must not retry a half-run immediately.
     log.error('rotation run failed', { event: 'rotation.error', err: e });
+  }
+  try {
+    if ((cosmosConfig.get().managedAccounts ?? []).length > 0) {
+      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } = await import('../shared/cosmos/rotation-wiring');
+      await runCosmosKeyRotationUnderLease(cosmosRotationDepsFromSettings(log), { dryRun: false });
+    }
+  } catch (e) {
+    log.error('cosmos key rotation run failed', { event: 'cosmos-rotation.error', err: e });
   }
 }
 

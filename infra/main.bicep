@@ -76,7 +76,46 @@ module keyVault 'modules/keyvault.bicep' = {
 module cosmos 'modules/cosmos.bicep' = {
   scope: rg
   name: 'cosmos'
-  params: { name: name, location: location, tags: tags, keyVaultName: keyVault.outputs.name }
+  params: {
+    name: name
+    location: location
+    tags: tags
+    keyVaultName: keyVault.outputs.name
+    keylessReaderPrincipalId: identities.outputs.cosmosReaderPrincipalId
+    keylessWriterPrincipalId: identities.outputs.cosmosWriterPrincipalId
+    brokerPrincipalId: identities.outputs.brokerPrincipalId
+  }
+}
+
+// Cosmos key rotation polls regenerateKey's asynchronous operation; its status path is under
+// /subscriptions/{sub}/providers/Microsoft.DocumentDB/locations, not the account, so reading it needs this read-only
+// role at the subscription (ARM: "permission for tracking async status"). Nothing else.
+resource cosmosOperationReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, 'token-broker-cosmos-operation-reader')
+  properties: {
+    roleName: 'Token Broker Cosmos Operation Reader (${name})'
+    description: 'Read the status of Cosmos DB asynchronous operations (key regeneration).'
+    type: 'CustomRole'
+    assignableScopes: [ subscription().id ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.DocumentDB/locations/operationsStatus/read'
+          'Microsoft.DocumentDB/locations/operationResults/read'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+resource brokerOperationReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, name, 'cosmos-operation-reader')
+  properties: {
+    roleDefinitionId: cosmosOperationReader.id
+    principalId: identities.outputs.brokerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -103,7 +142,10 @@ module functionApp 'modules/functionapp.bicep' = {
     googleWifSubjectTokenAudience: googleWifSubjectTokenAudience
     googleSaKeySecret: googleSaKeySecret
     rotationManagedKeys: rotationManagedKeys
-    cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint}'
+    cosmosEndpoints: '${cosmos.outputs.accountName}=${cosmos.outputs.endpoint},${cosmos.outputs.keylessAccountName}=${cosmos.outputs.keylessEndpoint}'
+    cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
+    cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
+    cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
   }
 }
 
@@ -127,6 +169,8 @@ module apim 'modules/apim.bicep' = {
     ordersBackendUrl: ordersBackendUrl
     cloudsqlTarget: cloudsqlTarget
     cosmosTarget: 'cosmos://${cosmos.outputs.accountName}/${cosmos.outputs.databaseName}/profiles'
+    cosmosRbacTarget: 'cosmos://${cosmos.outputs.keylessAccountName}/${cosmos.outputs.keylessDatabaseName}/orders'
+    cosmosRbacEndpoint: cosmos.outputs.keylessEndpoint
   }
 }
 
@@ -144,4 +188,6 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output KEY_VAULT_URL string = keyVault.outputs.uri
 output COSMOS_ACCOUNT_NAME string = cosmos.outputs.accountName
 output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output COSMOS_KEYLESS_ACCOUNT_NAME string = cosmos.outputs.keylessAccountName
+output COSMOS_KEYLESS_ENDPOINT string = cosmos.outputs.keylessEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName

@@ -46,6 +46,21 @@ export const SANDBOX = {
     database: 'app',
     container: 'profiles',
     catalogContainer: 'catalog',
+    /** The account's ARM resource id (its keys are rotated through the management-plane emulator). */
+    resourceId: '/subscriptions/5a9d0000-0000-4000-8000-000000005ab0/resourceGroups/rg-sandbox/providers/Microsoft.DocumentDB/databaseAccounts/sandbox-cosmos',
+  },
+  /**
+   * The keyless Cosmos account (disableLocalAuth: Entra ID data-plane RBAC only). Two user-assigned identities of
+   * the Function App hold container-scoped role assignments: `orders` read-only (custom role), `audit` read-write.
+   */
+  cosmosKeyless: {
+    account: 'sandbox-cosmos-keyless',
+    database: 'shop',
+    ordersContainer: 'orders',
+    auditContainer: 'audit',
+    readerIdentity: { clientId: 'c05e0000-0000-4000-8000-0000000c11e1', objectId: 'c05e0000-0000-4000-8000-00000000a0d1' },
+    writerIdentity: { clientId: 'c05e0000-0000-4000-8000-0000000c11e2', objectId: 'c05e0000-0000-4000-8000-00000000a0d2' },
+    readOnlyRoleId: 'c05e0000-0000-4000-8000-0000000001e0',
   },
   /** Fixed loopback ports of `npm start` / `npm run emulators` (tests use ephemeral ports). */
   ports: {
@@ -57,6 +72,8 @@ export const SANDBOX = {
     keyVault: 7108,
     /** Blob Storage (Azurite, HTTPS): the live policy and the rotation lease. */
     storage: 7109,
+    cosmosKeyless: 7105,
+    cosmosManagement: 7106,
     postgres: 7132,
   },
   /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */

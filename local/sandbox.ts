@@ -18,6 +18,7 @@ import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from './emulators/google/oauth';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
+import { startCosmosManagement, type CosmosManagementEmulator } from './emulators/cosmos/management';
 import { startAzurite, type AzuriteEmulator } from './emulators/azurite';
 import { tmpdir } from 'node:os';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
@@ -117,6 +118,10 @@ export interface Sandbox {
   readonly keyVault: KeyVaultEmulator;
   /** CosmosDB gateway emulator (HTTPS, sandbox CA); its primary key is in Key Vault as `cosmosKeySecret`. */
   readonly cosmos: CosmosEmulator & { readonly keySecret: string };
+  /** The keyless CosmosDB account (disableLocalAuth, Entra ID data-plane RBAC only). */
+  readonly cosmosKeyless: CosmosEmulator;
+  /** Azure Resource Manager slice for Cosmos key rotation (listKeys, regenerateKey + polling). */
+  readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
   /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
@@ -190,6 +195,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const msi = await startManagedIdentity({
       entra,
       port: port(SANDBOX.ports.managedIdentity),
+      // The identities of keyless Cosmos grants (user-assigned, attached to the Function App, selected by client_id).
+      identities: [SANDBOX.cosmosKeyless.readerIdentity, SANDBOX.cosmosKeyless.writerIdentity],
       // The fixed-port sandbox uses a fixed header, so local.settings.json can name it.
       ...(opts.fixedPorts ? { secretHeader: SANDBOX.identityHeader } : {}),
     });
@@ -357,10 +364,55 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     keyVault.seed(cosmosKeySecret, cosmosEmu.masterKey, { contentType: 'text/plain' });
     const cosmosCaFile = join(kvCaDir, 'cosmos-ca.pem');
     writeFileSync(cosmosCaFile, cosmosCa.certPem);
-    env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint}`;
-    env.COSMOS_CA_FILE = cosmosCaFile;
-    services['CosmosDB (HTTPS)'] = cosmosEmu.endpoint;
     const cosmos = Object.assign(cosmosEmu, { keySecret: cosmosKeySecret });
+    // The keyless account: disableLocalAuth (keys and resource tokens refused), Entra ID data-plane RBAC only.
+    // Same CA as the resource-token account. Role assignments as infra/modules/cosmos.bicep makes them.
+    const K = SANDBOX.cosmosKeyless;
+    const cosmosKeyless = await startCosmos({
+      name: 'cosmos-keyless',
+      account: K.account,
+      ca: cosmosCa,
+      port: port(SANDBOX.ports.cosmosKeyless),
+      entra,
+      disableLocalAuth: true,
+      containers: [
+        { database: K.database, id: K.ordersContainer, partitionKeyPath: '/customerId' },
+        { database: K.database, id: K.auditContainer, partitionKeyPath: '/day' },
+      ],
+    });
+    stops.push(() => cosmosKeyless.close());
+    cosmosKeyless.defineRole({
+      id: K.readOnlyRoleId,
+      roleName: 'Token Broker Cosmos Read Only',
+      dataActions: [
+        'Microsoft.DocumentDB/databaseAccounts/readMetadata',
+        'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read',
+        'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery',
+        'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed',
+      ],
+    });
+    cosmosKeyless.assignRole({ principalId: K.readerIdentity.objectId, roleDefinitionId: K.readOnlyRoleId, scope: `/dbs/${K.database}/colls/${K.ordersContainer}` });
+    cosmosKeyless.assignRole({ principalId: K.writerIdentity.objectId, roleDefinitionId: '00000000-0000-0000-0000-000000000002', scope: `/dbs/${K.database}/colls/${K.auditContainer}` });
+    cosmosKeyless.putDocument(K.database, K.ordersContainer, { id: 'order-1', customerId: SANDBOX.readerObjectId, total: 42 });
+    env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint},${K.account}=${cosmosKeyless.endpoint}`;
+    env.COSMOS_CA_FILE = cosmosCaFile;
+    env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = `${K.readerIdentity.clientId},${K.writerIdentity.clientId}`;
+    // Management plane (ARM) for the resource-token account's key rotation: the Function's identity holds only
+    // listKeys + regenerateKey on that account (the custom role of infra/modules/cosmos.bicep).
+    const cosmosManagement = await startCosmosManagement({
+      entra,
+      ca: cosmosCa,
+      port: port(SANDBOX.ports.cosmosManagement),
+      accounts: [{ resourceId: SANDBOX.cosmos.resourceId, emulator: cosmosEmu }],
+    });
+    stops.push(() => cosmosManagement.close());
+    cosmosManagement.grantKeyOperator(msi.objectId, SANDBOX.cosmos.resourceId);
+    cosmosManagement.grantOperationReader(msi.objectId, SANDBOX.cosmos.resourceId.split('/')[2]!);
+    env.COSMOS_MANAGEMENT_ENDPOINT = cosmosManagement.endpoint;
+    env.COSMOS_MANAGED_ACCOUNTS = `${SANDBOX.cosmos.account}=${SANDBOX.cosmos.resourceId}`;
+    services['Azure Resource Manager (Cosmos keys)'] = cosmosManagement.endpoint;
+    services['CosmosDB (HTTPS)'] = cosmosEmu.endpoint;
+    services['CosmosDB keyless (HTTPS, RBAC only)'] = cosmosKeyless.endpoint;
     // ---- end CosmosDB ----
 
     // ---- Blob Storage (Azurite): the live policy and the rotation lease ----
@@ -388,7 +440,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // ---- end Blob Storage ----
 
     Object.assign(env, opts.env ?? {});
-    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu];
+    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu, cosmosKeyless, cosmosManagement];
     const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
       const names = new Set(emulators.map((e) => e.name));
       for (const n of Object.keys(faults?.byName ?? {})) if (!names.has(n)) throw new Error(`emulatorFaults: no emulator named "${n}" (${[...names].join(', ')})`);
@@ -411,6 +463,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       postgres,
       keyVault,
       cosmos,
+      cosmosKeyless,
+      cosmosManagement,
       googleKeys,
       storage,
       services,

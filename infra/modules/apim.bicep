@@ -1,6 +1,6 @@
 // API Management: its user-assigned identity is the broker's client (RFC 8693 client authentication with a
 // managed-identity token); named values hold every environment-specific setting the policies use (no secret
-// among them); three APIs with the policies of infra/apim/, and the broker's own API imported from openapi.yaml.
+// among them); four APIs with the policies of infra/apim/, and the broker's own API imported from openapi.yaml.
 param name string
 param location string
 param tags object = {}
@@ -19,6 +19,10 @@ param profilesApiAudience string
 param ordersBackendUrl string
 param cloudsqlTarget string
 param cosmosTarget string
+@description('cosmos://ACCOUNT/DATABASE/CONTAINER of the keyless (rbac) orders container')
+param cosmosRbacTarget string
+@description('Endpoint of the keyless Cosmos account (APIM calls its REST API with the identity token)')
+param cosmosRbacEndpoint string
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   name: 'apim-${name}'
@@ -44,6 +48,8 @@ var namedValues = {
   'profiles-api-audience': profilesApiAudience
   'cloudsql-target': cloudsqlTarget
   'cosmos-target': cosmosTarget
+  'cosmos-rbac-target': cosmosRbacTarget
+  'cosmos-rbac-endpoint': cosmosRbacEndpoint
 }
 
 resource values 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = [for nv in items(namedValues): {
@@ -126,6 +132,37 @@ resource profilesPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-0
   parent: profilesApi
   name: 'policy'
   properties: { format: 'xml', value: loadTextContent('../apim/cosmos-token-api.xml') }
+  dependsOn: [ values, brokerExchange, callerErrors ]
+}
+
+// --- My orders API, backed by keyless Cosmos (Entra ID RBAC): the identity token stays inside APIM ---
+resource myOrdersApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
+  parent: apim
+  name: 'my-orders'
+  properties: {
+    displayName: 'My orders (Cosmos, keyless)'
+    path: 'my-orders'
+    protocols: [ 'https' ]
+    serviceUrl: cosmosRbacEndpoint
+    subscriptionRequired: false
+  }
+}
+
+resource myOrdersGet 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = {
+  parent: myOrdersApi
+  name: 'get-order'
+  properties: {
+    displayName: 'Read one of my orders'
+    method: 'GET'
+    urlTemplate: '/docs/{id}'
+    templateParameters: [ { name: 'id', type: 'string', required: true } ]
+  }
+}
+
+resource myOrdersPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
+  parent: myOrdersApi
+  name: 'policy'
+  properties: { format: 'xml', value: loadTextContent('../apim/cosmos-rbac-api.xml') }
   dependsOn: [ values, brokerExchange, callerErrors ]
 }
 

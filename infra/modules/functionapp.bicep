@@ -38,6 +38,12 @@ param rotationManagedKeys string
 param rotationSchedule string = '0 30 2 * * *'
 @description('ACCOUNT=ENDPOINT pairs of the Cosmos accounts the broker issues for')
 param cosmosEndpoints string
+@description('Resource ids of the user-assigned identities of keyless Cosmos grants (attached to the app)')
+param cosmosRbacIdentityIds array = []
+@description('Their client ids, comma-separated (COSMOS_RBAC_IDENTITY_CLIENT_IDS)')
+param cosmosRbacIdentityClientIds string = ''
+@description('ACCOUNT=ARM_RESOURCE_ID pairs of the resource-token accounts whose keys the timer rotates')
+param cosmosManagedAccounts string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${name}'
@@ -76,6 +82,10 @@ var baseSettings = [
   { name: 'ROTATION_SCHEDULE', value: rotationSchedule }
   // --- CosmosDB resource tokens (keys are read from Key Vault) ---
   { name: 'COSMOS_ENDPOINTS', value: cosmosEndpoints }
+  // --- CosmosDB keyless (Entra ID data-plane RBAC): identities policy grants may name ---
+  { name: 'COSMOS_RBAC_IDENTITY_CLIENT_IDS', value: cosmosRbacIdentityClientIds }
+  // --- CosmosDB account-key rotation (dual-key; ARM with the broker identity's key-operator role) ---
+  { name: 'COSMOS_MANAGED_ACCOUNTS', value: cosmosManagedAccounts }
 ]
 var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET', value: googleSaKeySecret } ] : []
 
@@ -86,7 +96,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
-    userAssignedIdentities: { '${brokerIdentityId}': {} }
+    userAssignedIdentities: union({ '${brokerIdentityId}': {} }, toObject(cosmosRbacIdentityIds, id => id, id => {}))
   }
   properties: {
     serverFarmId: plan.id

@@ -31,9 +31,30 @@ export interface ManagedIdentityEmulator extends Emulator {
   readonly objectId: string;
   /** The user-assigned identity's client id. */
   readonly clientId: string;
-  /** Resources tokens were issued for, in order. */
-  readonly issued: readonly { resource: string; token: string }[];
+  /** Resources tokens were issued for, in order (with the client id of the identity that got each). */
+  readonly issued: readonly { resource: string; token: string; clientId: string }[];
+  /** Attach another user-assigned identity to the app (selected by `client_id`). */
+  addIdentity(identity: UserAssignedIdentity): void;
 }
+
+export interface UserAssignedIdentity {
+  readonly clientId: string;
+  readonly objectId: string;
+  /** ARM resource id (`xms_mirid`); default: a sandbox id named after the client id. */
+  readonly resourceId?: string;
+}
+
+interface AttachedIdentity {
+  readonly clientId: string;
+  readonly objectId: string;
+  readonly resourceId: string;
+}
+
+const attached = (i: UserAssignedIdentity): AttachedIdentity => ({
+  clientId: i.clientId.toLowerCase(),
+  objectId: i.objectId.toLowerCase(),
+  resourceId: i.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID.replace(/[^/]+$/, `id-${i.clientId.toLowerCase()}`),
+});
 
 export interface ManagedIdentityOptions {
   entra: EntraEmulator;
@@ -46,6 +67,8 @@ export interface ManagedIdentityOptions {
   secretHeader?: string;
   /** ARM resource id of the identity (`xms_mirid`). */
   resourceId?: string;
+  /** Further user-assigned identities attached to the app, selected by `client_id` (or `principal_id`). */
+  identities?: readonly UserAssignedIdentity[];
 }
 
 export const SANDBOX_FUNCTION_OID = '5e7f0000-0000-4000-8000-0000000f00c1';
@@ -55,7 +78,12 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
   const secretHeader = opts.secretHeader ?? randomUUID();
   const objectId = opts.objectId ?? SANDBOX_FUNCTION_OID;
   const clientId = opts.clientId ?? SANDBOX_FUNCTION_CLIENT_ID;
-  const issued: { resource: string; token: string }[] = [];
+  const issued: { resource: string; token: string; clientId: string }[] = [];
+  // The app's identities: the default one first (used when the request names none), then the others by client id.
+  const identities: AttachedIdentity[] = [
+    attached({ clientId, objectId, resourceId: opts.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID }),
+    ...(opts.identities ?? []).map(attached),
+  ];
   const lifetime = opts.lifetimeSeconds ?? 3600;
   const err = (status: number, error: string, description: string) => ({
     status,
@@ -74,13 +102,15 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
           if (req.url.searchParams.get('api-version') !== '2019-08-01') return err(400, 'invalid_request', 'api-version must be 2019-08-01.');
           const resource = req.url.searchParams.get('resource');
           if (!resource) return err(400, 'invalid_request', 'resource is required.');
-          const cid = req.url.searchParams.get('client_id');
-          const principal = req.url.searchParams.get('principal_id') ?? req.url.searchParams.get('object_id');
-          if ((cid && cid !== clientId) || (principal && principal !== objectId)) {
+          const cid = req.url.searchParams.get('client_id')?.toLowerCase();
+          const principal = (req.url.searchParams.get('principal_id') ?? req.url.searchParams.get('object_id'))?.toLowerCase();
+          if (cid && principal) return err(400, 'invalid_request', 'Only one of client_id, principal_id, object_id may be given.');
+          const who = cid ? identities.find((i) => i.clientId === cid) : principal ? identities.find((i) => i.objectId === principal) : identities[0];
+          if (!who) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }
           const requested = resource.replace(/\/\.default$/, '');
-          const ms = { idtyp: 'app', xms_mirid: opts.resourceId ?? SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID };
+          const ms = { idtyp: 'app', xms_mirid: who.resourceId };
           const app = tokenShapeFor(opts.entra.apps, requested);
           const exchange = requested === TOKEN_EXCHANGE_AUDIENCE || requested.toLowerCase() === TOKEN_EXCHANGE_APP_ID;
           const shape = exchange
@@ -89,14 +119,14 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
               ? { version: app.version, aud: app.aud, extra: {} }
               : { version: '1.0' as const, aud: requested, extra: ms };
           const token = await opts.entra.mint({
-            oid: objectId,
-            appId: clientId,
+            oid: who.objectId,
+            appId: who.clientId,
             aud: shape.aud,
             version: shape.version,
             expiresIn: lifetime,
-            extra: { sub: objectId, ...shape.extra },
+            extra: { sub: who.objectId, ...shape.extra },
           });
-          issued.push({ resource, token });
+          issued.push({ resource, token, clientId: who.clientId });
           return {
             status: 200,
             body: {
@@ -104,12 +134,15 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
               expires_on: String(Math.floor(Date.now() / 1000) + lifetime),
               resource,
               token_type: 'Bearer',
-              client_id: clientId,
+              client_id: who.clientId,
             },
           };
         },
       },
     ],
   });
-  return Object.assign(emu, { endpoint: `${emu.url}/msi/token`, secretHeader, objectId, clientId, issued }) as ManagedIdentityEmulator;
+  const addIdentity = (i: UserAssignedIdentity) => {
+    identities.push(attached(i));
+  };
+  return Object.assign(emu, { endpoint: `${emu.url}/msi/token`, secretHeader, objectId, clientId, issued, addIdentity }) as ManagedIdentityEmulator;
 }

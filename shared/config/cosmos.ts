@@ -1,4 +1,4 @@
-import { csv, defineSection, int, optionalStr, str, type SettingSpec } from './settings';
+import { csv, defineSection, GUID, int, optionalStr, str, url, type SettingSpec } from './settings';
 
 function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
   return { ...s, optional: true };
@@ -6,6 +6,9 @@ function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
 
 /** `account=https://endpoint` (Cosmos account names: 3-44 of a-z, 0-9, -). */
 const ACCOUNT_ENDPOINT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=https:\/\/[^\s,]+$/;
+
+/** `account=/subscriptions/…/providers/Microsoft.DocumentDB/databaseAccounts/NAME` (the ARM resource id). */
+const MANAGED_ACCOUNT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=\/subscriptions\/[0-9a-fA-F-]{36}\/resourceGroups\/[-\w._()]{1,90}\/providers\/Microsoft\.DocumentDB\/databaseAccounts\/[a-z0-9][a-z0-9-]{1,42}[a-z0-9]$/;
 
 /** CosmosDB resource tokens (POST /api/token with a cosmos:// target). */
 export const cosmosConfig = defineSection('cosmos', {
@@ -29,6 +32,28 @@ export const cosmosConfig = defineSection('cosmos', {
     min: 0,
     max: 3600,
   }),
+  rbacIdentityClientIds: optional(csv('COSMOS_RBAC_IDENTITY_CLIENT_IDS', {
+    doc: 'Client ids of the user-assigned managed identities (attached to the Function App) that policy grants with "auth": "rbac" may name; a grant naming another identity is refused',
+    item: GUID,
+    itemDoc: 'a client id (GUID)',
+  })),
+  keyRefreshSeconds: int('COSMOS_KEY_REFRESH_SECONDS', {
+    doc: 'How often an issuing instance re-reads the account key version from Key Vault (a rotated key is used within this time)',
+    default: '300',
+    min: 1,
+    max: 3600,
+  }),
+  managedAccounts: optional(csv('COSMOS_MANAGED_ACCOUNTS', {
+    doc: 'Cosmos accounts whose keys the rotation timer rotates (dual-key procedure): comma-separated ACCOUNT=ARM_RESOURCE_ID pairs',
+    item: MANAGED_ACCOUNT,
+    itemDoc: 'ACCOUNT=/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.DocumentDB/databaseAccounts/NAME',
+  })),
+  managementEndpoint: url('COSMOS_MANAGEMENT_ENDPOINT', {
+    doc: 'Azure Resource Manager endpoint for listKeys/regenerateKey (token audience https://management.azure.com)',
+    default: 'https://management.azure.com',
+    protocols: ['https:'],
+  }),
+  keyPeriodDays: int('COSMOS_KEY_PERIOD_DAYS', { doc: 'Switch a managed Cosmos account to its other (freshly regenerated) key once the key in use is this old', default: '90', min: 1, max: 3650 }),
   throttleBudgetMs: int('COSMOS_THROTTLE_BUDGET_MS', {
     doc: "Total time spent honouring Cosmos 429 x-ms-retry-after-ms before answering 503 with Retry-After",
     default: '3000',
@@ -42,6 +67,15 @@ export type CosmosConfig = ReturnType<typeof cosmosConfig.get>;
 /** The endpoint configured for an account, or undefined. */
 export function endpointOf(cfg: CosmosConfig, account: string): string | undefined {
   for (const pair of cfg.endpoints ?? []) {
+    const i = pair.indexOf('=');
+    if (pair.slice(0, i) === account) return pair.slice(i + 1);
+  }
+  return undefined;
+}
+
+/** The ARM resource id configured for a managed account, or undefined. */
+export function resourceIdOf(cfg: CosmosConfig, account: string): string | undefined {
+  for (const pair of cfg.managedAccounts ?? []) {
     const i = pair.indexOf('=');
     if (pair.slice(0, i) === account) return pair.slice(i + 1);
   }

@@ -19,6 +19,8 @@ export interface AccountHandle {
   readonly endpoint: string;
   readonly client: CosmosClient;
   readonly keyVersion: string;
+  /** When Key Vault was last asked whether the key version changed (key rotation: see refresh below). */
+  checkedAtMs: number;
 }
 
 let secrets: KeyVaultSecrets | undefined;
@@ -49,6 +51,10 @@ async function open(account: string): Promise<AccountHandle> {
   if (!secret || !secret.enabled || secret.value.length === 0) {
     throw new BrokerError('config_invalid', `The key of CosmosDB account "${account}" is missing from Key Vault (secret ${name}).`);
   }
+  return build(cfg, account, endpoint, secret);
+}
+
+function build(cfg: CosmosConfig, account: string, endpoint: string, secret: { value: string; version: string }): AccountHandle {
   const budgetMs = cfg.throttleBudgetMs;
   const agent = agentFor(cfg, endpoint);
   const client = new CosmosClient({
@@ -66,7 +72,33 @@ async function open(account: string): Promise<AccountHandle> {
       },
     },
   });
-  return { account, endpoint, client, keyVersion: secret.version };
+  return { account, endpoint, client, keyVersion: secret.version, checkedAtMs: Date.now() };
+}
+
+/**
+ * Key rotation switches issuance by writing a new Key Vault version; every instance picks it up within
+ * COSMOS_KEY_REFRESH_SECONDS (the rotation waits that long, plus the longest token lifetime, before it regenerates
+ * the previous key). A failed check keeps the current key (it still works: the rotation never regenerates the key
+ * of the latest version) and is retried 30 s later; a request never fails because of it.
+ */
+async function refreshed(account: string, pending: Promise<AccountHandle>, h: AccountHandle): Promise<AccountHandle> {
+  const cfg = cosmosConfig.get();
+  const now = Date.now();
+  if (now - h.checkedAtMs < cfg.keyRefreshSeconds * 1000) return h;
+  h.checkedAtMs = now; // one check at a time per handle
+  try {
+    const secret = await keyVault().get(secretNameOf(cfg, account));
+    if (!secret || !secret.enabled || secret.value.length === 0 || secret.version === h.keyVersion) return h;
+    const endpoint = endpointOf(cfg, account);
+    if (!endpoint || handles.get(account) !== pending) return h;
+    const next = Promise.resolve(build(cfg, account, endpoint, secret));
+    handles.set(account, next);
+    setTimeout(() => h.client.dispose(), 30_000).unref();
+    return next;
+  } catch {
+    h.checkedAtMs = now - cfg.keyRefreshSeconds * 1000 + 30_000;
+    return h;
+  }
 }
 
 export function accountHandle(account: string): Promise<AccountHandle> {
@@ -88,8 +120,10 @@ function drop(account: string, h: AccountHandle, current: Promise<AccountHandle>
 
 /** Run `fn` with the account's client; on a 401 re-read the key and retry once if it changed. */
 export async function withAccount<T>(account: string, fn: (h: AccountHandle) => Promise<T>): Promise<T> {
-  const pending = accountHandle(account);
-  const h = await pending;
+  let pending = accountHandle(account);
+  const current = await pending;
+  const h = await refreshed(account, pending, current);
+  if (h !== current) pending = handles.get(account) ?? pending;
   try {
     return await fn(h);
   } catch (e) {

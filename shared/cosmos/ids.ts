@@ -3,20 +3,33 @@ import type { Principal } from '../auth/principal';
 import type { CosmosDecisionGrant } from '../policy/evaluate';
 
 /**
- * Stable Cosmos ids. Cosmos ids are at most 255 characters and may not contain / \ ? #; tenant and
- * object ids are GUIDs, so the user id is readable and always valid. The permission id names the grant
- * (container, mode, partition) by hash, so one user holds one permission per distinct grant.
+ * Stable Cosmos ids. Cosmos ids are at most 255 characters and may not contain / \ ? #.
+ *
+ * Cosmos allows **one permission per (user, resource)**: a second permission of the same user on the same
+ * container is 409 Conflict (https://learn.microsoft.com/rest/api/cosmos-db/permissions), whatever its mode or
+ * partition. So the broker keeps one Cosmos user per subject *and grant shape* (container, mode, partition):
+ * `broker-{tid}-{oid}-{hash}`, each holding exactly one permission. A caller with a read grant and an all grant
+ * on one container (or two partitions of it) gets two users, two permissions, two tokens; none replaces another.
  */
-export function cosmosUserId(p: Pick<Principal, 'tenantId' | 'objectId'>): string {
-  return `broker-${p.tenantId}-${p.objectId}`.toLowerCase();
-}
 
-export function permissionId(g: Pick<CosmosDecisionGrant, 'database' | 'container' | 'mode' | 'partitionKey'>): string {
-  const h = createHash('sha256')
+type GrantShape = Pick<CosmosDecisionGrant, 'database' | 'container' | 'mode' | 'partitionKey'>;
+
+function grantHash(g: GrantShape): string {
+  // JSON of a fixed-shape tuple: unambiguous (null, never a sentinel string, for "no partition").
+  return createHash('sha256')
     .update(JSON.stringify([g.database, g.container, g.mode, g.partitionKey ?? null]))
     .digest('hex')
     .slice(0, 32);
-  return `${g.mode}-${h}`;
+}
+
+/** The Cosmos user of one subject for one grant shape: ≤ 7 + 36 + 1 + 36 + 1 + 32 = 113 characters. */
+export function cosmosUserId(p: Pick<Principal, 'tenantId' | 'objectId'>, g: GrantShape): string {
+  return `broker-${p.tenantId}-${p.objectId}-${grantHash(g)}`.toLowerCase();
+}
+
+/** The one permission of that user. */
+export function permissionId(g: GrantShape): string {
+  return `${g.mode}-${grantHash(g)}`;
 }
 
 export function containerLink(g: Pick<CosmosDecisionGrant, 'database' | 'container'>): string {

@@ -3,7 +3,7 @@ import { tokenFingerprint } from '../audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
 import { TokenCache } from '../cache';
-import type { CosmosDecisionGrant } from '../policy/evaluate';
+import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { withAccount, type AccountHandle } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
@@ -11,21 +11,53 @@ import { containerLink, cosmosUserId, permissionId } from './ids';
 import { recordUpstream } from '../telemetry';
 
 /**
- * CosmosDB resource tokens: one Cosmos user per subject (tenant + object id), one permission per
- * grant (container, mode, partition) on it, upserted with `x-ms-documentdb-expiry-seconds`
- * = min(requested_lifetime, rule maxTtlSeconds) clamped to what Cosmos accepts (600–18,000 s).
+ * CosmosDB resource tokens: one Cosmos user per subject and grant shape, holding one permission (container,
+ * mode, partition) — Cosmos allows one permission per (user, resource), see ids.ts — upserted with
+ * `x-ms-documentdb-expiry-seconds` = min(requested_lifetime, rule maxTtlSeconds, 18,000 s). A lifetime is never
+ * raised: below Cosmos' 10 s floor the request is refused (400 naming requested_lifetime).
  * Issued tokens are cached per (subject, grant, lifetime) while enough life is left; concurrent misses
  * share one upstream call. Cosmos cannot revoke a resource token early: short lifetimes and the policy's
  * deny list (which stops new issuance) are the controls.
  */
 
 export const COSMOS_RESOURCE_TOKEN_TYPE = 'urn:token-broker:params:oauth:token-type:cosmos-resource-token';
-export const COSMOS_MIN_TTL_SECONDS = 600;
+/**
+ * Resource-token lifetime bounds. The REST reference (Create/Get a Permission) documents the default (3,600 s) and
+ * the maximum override, 18,000 s; the .NET SDK reference (RequestOptions.ResourceTokenExpirySeconds) gives the
+ * range 10 s to 18,000 s; the v3 Permission class says "up to 24 hours". The broker takes the strictest reading:
+ * 10–18,000 s.
+ */
+export const COSMOS_MIN_TTL_SECONDS = 10;
 export const COSMOS_MAX_TTL_SECONDS = 18000;
 
+/** min(requested, rule max, Cosmos max); never longer than asked, and a request below Cosmos' floor is refused. */
 export function cosmosLifetime(maxTtlSeconds: number, requested?: number): number {
-  const wanted = Math.min(requested ?? maxTtlSeconds, maxTtlSeconds);
-  return Math.min(COSMOS_MAX_TTL_SECONDS, Math.max(COSMOS_MIN_TTL_SECONDS, wanted));
+  const ttl = Math.min(requested ?? maxTtlSeconds, maxTtlSeconds, COSMOS_MAX_TTL_SECONDS);
+  if (ttl < COSMOS_MIN_TTL_SECONDS) {
+    throw new BrokerError(
+      'invalid_parameter',
+      `requested_lifetime must be at least ${COSMOS_MIN_TTL_SECONDS} seconds for a CosmosDB resource token (the shortest lifetime Cosmos issues); the broker never issues a longer lifetime than asked.`,
+      { detail: { parameter: 'requested_lifetime' } },
+    );
+  }
+  return ttl;
+}
+
+/** What identifies one cached resource token. */
+export interface ResourceTokenKey {
+  readonly user: string;
+  readonly account: string;
+  readonly database: string;
+  readonly container: string;
+  readonly mode: 'read' | 'all';
+  /** null: the whole container (never a sentinel string a caller could send). */
+  readonly partitionKey: string | null;
+  readonly ttlSeconds: number;
+}
+
+/** The cache key: JSON of a fixed-order tuple, so every field is delimited and typed (null is not a string). */
+export function resourceTokenCacheKey(k: ResourceTokenKey): string {
+  return JSON.stringify([k.user, k.account, k.database, k.container, k.mode, k.partitionKey, k.ttlSeconds]);
 }
 
 interface Issued {
@@ -45,7 +77,7 @@ export function resetCosmosTokens(): void {
   knownUsers.clear();
 }
 
-async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, userId: string, ttl: number): Promise<string> {
+async function upsertPermission(h: AccountHandle, grant: CosmosResourceTokenGrant, userId: string, ttl: number): Promise<string> {
   const database = h.client.database(grant.database);
   const userKey = `${h.account}/${grant.database}/${userId}`;
   const definition: PermissionDefinition = {
@@ -83,11 +115,25 @@ async function upsertPermission(h: AccountHandle, grant: CosmosDecisionGrant, us
 }
 
 export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> {
+  const { grant } = input;
+  if (grant.auth === 'rbac') return (await import('./rbac')).issueCosmosRbacToken({ ...input, grant });
+  return issueResourceToken({ ...input, grant });
+}
+
+async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): Promise<ProviderResult> {
   const { grant, subject } = input;
   const cfg = cosmosConfig.get();
   const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
-  const userId = cosmosUserId(subject);
-  const key = [userId, grant.account, grant.database, grant.container, grant.mode, grant.partitionKey ?? '\u0000', ttl].join('|');
+  const userId = cosmosUserId(subject, grant);
+  const key = resourceTokenCacheKey({
+    user: userId,
+    account: grant.account,
+    database: grant.database,
+    container: grant.container,
+    mode: grant.mode,
+    partitionKey: grant.partitionKey ?? null,
+    ttlSeconds: ttl,
+  });
   const marginMs = Math.min(cfg.minRemainingSeconds, Math.floor(ttl / 2)) * 1000;
 
   const endpoint = endpointOf(cfg, grant.account);
@@ -122,6 +168,7 @@ export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): 
       container: grant.container,
       partition_key: grant.partitionKey ?? null,
       mode: grant.mode,
+      auth: 'resourceToken',
     },
     tokenIdHash: tokenFingerprint(issued.token),
     cached: !fetched,

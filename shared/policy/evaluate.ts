@@ -10,16 +10,31 @@ export interface CloudSqlDecisionGrant {
   readonly maxTtlSeconds: number;
 }
 
-export interface CosmosDecisionGrant {
+interface CosmosGrantBase {
   readonly kind: 'cosmos';
   readonly account: string;
   readonly database: string;
   readonly container: string;
   readonly mode: 'read' | 'all';
+}
+
+/** A Cosmos resource token, minted with the account key. */
+export interface CosmosResourceTokenGrant extends CosmosGrantBase {
+  readonly auth: 'resourceToken';
   /** The partition the permission is bound to; undefined means the whole container. */
   readonly partitionKey: string | undefined;
   readonly maxTtlSeconds: number;
 }
+
+/** Keyless: an Entra token of a user-assigned identity whose role assignment is scoped to the container. */
+export interface CosmosRbacGrant extends CosmosGrantBase {
+  readonly auth: 'rbac';
+  /** Never a partition: role assignments stop at the container. */
+  readonly partitionKey: undefined;
+  readonly identityClientId: string;
+}
+
+export type CosmosDecisionGrant = CosmosResourceTokenGrant | CosmosRbacGrant;
 
 export interface QueryDecisionGrant {
   readonly kind: 'query';
@@ -73,25 +88,43 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
     return `container ${g.account}/${g.database}/${g.container} differs`;
   }
   if (t.mode === 'all' && g.mode === 'read') return 'request asks for mode all, rule grants read only';
+  if (g.auth === 'rbac') {
+    // The identity's role assignment fixes what its token can do: it cannot be narrowed to a partition or to read.
+    if (t.partitionKey !== undefined) return 'rule grants keyless (rbac) access, which cannot be scoped to a partition';
+    if (t.mode !== undefined && t.mode !== g.mode) return `rule grants keyless (rbac) mode ${g.mode}, which cannot be narrowed`;
+    if (g.identityClientId === undefined) return 'rule names no identity'; // the schema requires one
+    return { kind: 'cosmos', account: g.account, database: g.database, container: g.container, mode: g.mode, partitionKey: undefined, auth: 'rbac', identityClientId: g.identityClientId };
+  }
+  if (g.maxTtlSeconds === undefined) return 'rule names no maxTtlSeconds'; // the schema requires one
   const mode = t.mode ?? g.mode;
   let partitionKey: string | undefined;
-  switch (g.partitionKey.type) {
+  const pk = g.partitionKey ?? { type: 'none' as const };
+  switch (pk.type) {
     case 'none':
       partitionKey = t.partitionKey; // a request may narrow a whole-container grant to one partition
       break;
     case 'fixed':
-      if (t.partitionKey !== undefined && t.partitionKey !== g.partitionKey.value) return 'requested partition key differs from the granted one';
-      partitionKey = g.partitionKey.value;
+      if (t.partitionKey !== undefined && t.partitionKey !== pk.value) return 'requested partition key differs from the granted one';
+      partitionKey = pk.value;
       break;
     case 'claim': {
-      const v = claimValue(p, g.partitionKey.claim);
-      if (!v) return `caller token has no ${g.partitionKey.claim} claim for the partition key`;
+      const v = claimValue(p, pk.claim);
+      if (!v) return `caller token has no ${pk.claim} claim for the partition key`;
       if (t.partitionKey !== undefined && t.partitionKey !== v) return "requested partition key is not the caller's own";
       partitionKey = v;
       break;
     }
   }
-  return { kind: 'cosmos', account: g.account, database: g.database, container: g.container, mode, partitionKey, maxTtlSeconds: g.maxTtlSeconds };
+  return {
+    kind: 'cosmos',
+    account: g.account,
+    database: g.database,
+    container: g.container,
+    mode,
+    partitionKey,
+    maxTtlSeconds: g.maxTtlSeconds,
+    auth: 'resourceToken',
+  };
 }
 
 function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | string {

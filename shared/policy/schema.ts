@@ -42,7 +42,13 @@ const cloudsqlGrant = z
 
 const partitionKey = z.discriminatedUnion('type', [
   z.object({ type: z.literal('none') }).strict(),
-  z.object({ type: z.literal('fixed'), value: z.string().min(1).max(2048) }).strict(),
+  z
+    .object({
+      type: z.literal('fixed'),
+      // eslint-disable-next-line no-control-regex
+      value: z.string().min(1).max(2048).regex(/^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$/, 'must not contain control characters'),
+    })
+    .strict(),
   z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
 ]);
 
@@ -52,10 +58,36 @@ const cosmosGrant = z
     database: z.string().regex(COSMOS_ID, 'must be a Cosmos id'),
     container: z.string().regex(COSMOS_ID, 'must be a Cosmos id'),
     mode: z.enum(['read', 'all']),
-    partitionKey,
-    maxTtlSeconds: z.number().int().min(600).max(18000),
+    /**
+     * `resourceToken` (default): a Cosmos resource token minted with the account key (partition-scoped or not).
+     * `rbac`: an Entra access token of the user-assigned managed identity `identityClientId` (declared in
+     * COSMOS_RBAC_IDENTITY_CLIENT_IDS), whose data-plane role assignment is scoped to this container; no key is read.
+     */
+    auth: z.enum(['resourceToken', 'rbac']).default('resourceToken'),
+    identityClientId: guid.optional(),
+    partitionKey: partitionKey.optional(),
+    // Cosmos resource tokens live 10 s to 18,000 s (see shared/cosmos/provider.ts for the references). Not for rbac:
+    // an Entra token lives as long as Entra says and cannot be shortened.
+    maxTtlSeconds: z.number().int().min(10).max(18000).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((g, ctx) => {
+    if (g.auth === 'rbac') {
+      if (g.partitionKey !== undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['partitionKey'], message: 'partition scoping is not possible with auth "rbac" (role assignments stop at the container); use auth "resourceToken"' });
+      }
+      if (g.identityClientId === undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['identityClientId'], message: 'auth "rbac" needs the client id of the user-assigned managed identity whose role assignment grants this container' });
+      }
+      if (g.maxTtlSeconds !== undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['maxTtlSeconds'], message: 'not for auth "rbac": the Entra token lives as long as Entra issues it and cannot be shortened' });
+      }
+    } else {
+      if (g.partitionKey === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['partitionKey'], message: 'required for auth "resourceToken" ({"type":"none"} for the whole container)' });
+      if (g.identityClientId !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['identityClientId'], message: 'only for auth "rbac"' });
+      if (g.maxTtlSeconds === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['maxTtlSeconds'], message: 'required for auth "resourceToken"' });
+    }
+  });
 
 const rule = z
   .object({
@@ -118,4 +150,4 @@ export type Rule = Policy['rules'][number];
 export type DenyEntry = Policy['deny'][number];
 export type CloudSqlGrant = Rule['grants']['cloudsql'][number];
 export type CosmosGrant = Rule['grants']['cosmos'][number];
-export type PartitionKeySpec = CosmosGrant['partitionKey'];
+export type PartitionKeySpec = NonNullable<CosmosGrant['partitionKey']>;

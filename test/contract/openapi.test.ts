@@ -293,6 +293,12 @@ describe('POST /token', () => {
     expect([read.status, read.json.mode]).toEqual([200, 'read']);
   });
 
+  test('200 keyless CosmosDB (rbac) answer: the identity token, auth rbac, no partition', async () => {
+    const r = await token({ headers: auth(), form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmosKeyless.account}/${SANDBOX.cosmosKeyless.database}/${SANDBOX.cosmosKeyless.ordersContainer}` }) });
+    expect(r.status).toBe(200);
+    expect([r.json.issued_token_type, r.json.token_type, r.json.auth, r.json.partition_key]).toEqual(['urn:ietf:params:oauth:token-type:access_token', 'Bearer', 'rbac', null]);
+  });
+
   test('502 target_misconfigured for a granted Cosmos container that does not exist', async () => {
     const r = await token({ headers: auth(), form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${MISSING_CONTAINER}` }) });
     expect([r.status, r.json.error, r.json.reason]).toEqual([502, 'server_error', 'target_misconfigured']);

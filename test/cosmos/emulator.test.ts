@@ -103,15 +103,17 @@ describe('master key authorization', () => {
 });
 
 describe('users and permissions', () => {
-  test('expiry seconds outside 600-18000, bad ids and bad modes are 400; a missing container is 404', async () => {
+  test('expiry seconds outside 10-18000, bad ids and bad modes are 400; a missing container is 404', async () => {
     await raw('POST', '/dbs/db/users', signed('POST', 'users', 'dbs/db'), { id: 'u' });
     const post = (body: unknown, expiry?: string) =>
       raw('POST', '/dbs/db/users/u/permissions', signed('POST', 'permissions', 'dbs/db/users/u', expiry ? { 'x-ms-documentdb-expiry-seconds': expiry } : {}), body);
     const good = { id: 'p1', permissionMode: 'All', resource: 'dbs/db/colls/c', resourcePartitionKey: ['a'] };
-    expect((await post(good, '599')).status).toBe(400);
+    expect((await post(good, '9')).status).toBe(400);
     expect((await post(good, '18001')).status).toBe(400);
-    expect((await post(good, '600')).status).toBe(201);
+    expect((await post(good, '10')).status).toBe(201);
     expect((await post(good, '600')).status).toBe(409); // exists, and this was not an upsert
+    // one permission per (user, resource): another id on the same container is 409 too, whatever mode or partition
+    expect((await post({ ...good, id: 'p9', permissionMode: 'Read', resourcePartitionKey: ['b'] })).status).toBe(409);
     expect((await post({ ...good, id: 'a/b' })).status).toBe(400);
     expect((await post({ ...good, id: 'p2', permissionMode: 'Write' })).status).toBe(400);
     expect((await post({ ...good, id: 'p3', resource: 'dbs/db/colls/missing' })).status).toBe(404);
@@ -120,15 +122,16 @@ describe('users and permissions', () => {
   });
 
   test('a resource token cannot manage users or permissions, nor reach another container', async () => {
+    await raw('POST', '/dbs/db/users', signed('POST', 'users', 'dbs/db', { 'x-ms-documentdb-is-upsert': 'True' }), { id: 'u2' });
     const perm = await raw(
       'POST',
-      '/dbs/db/users/u/permissions',
-      signed('POST', 'permissions', 'dbs/db/users/u', { 'x-ms-documentdb-is-upsert': 'True' }),
+      '/dbs/db/users/u2/permissions',
+      signed('POST', 'permissions', 'dbs/db/users/u2', { 'x-ms-documentdb-is-upsert': 'True' }),
       { id: 'pall', permissionMode: 'All', resource: 'dbs/db/colls/c' },
     );
     const auth = { authorization: encodeURIComponent(perm.body._token!) };
     expect((await raw('POST', '/dbs/db/users', auth, { id: 'evil' })).status).toBe(403);
-    expect((await raw('GET', '/dbs/db/users/u/permissions/pall', auth)).status).toBe(403);
+    expect((await raw('GET', '/dbs/db/users/u2/permissions/pall', auth)).status).toBe(403);
     emu.createContainer({ database: 'db', id: 'c2', partitionKeyPath: '/pk' });
     expect((await raw('GET', '/dbs/db/colls/c2', auth)).status).toBe(403);
     expect((await raw('POST', '/dbs/db/colls/c2/docs', { ...auth, 'x-ms-documentdb-partitionkey': '["a"]' }, { id: 'd', pk: 'a' })).status).toBe(403);
@@ -142,11 +145,13 @@ describe('users and permissions', () => {
 
 describe('documents with a resource token', () => {
   async function tokenFor(mode: 'Read' | 'All', pk: string | undefined, expiry = '600'): Promise<string> {
+    // one permission per (user, resource): one user per token shape
     const id = `t-${mode}-${pk ?? 'all'}-${expiry}`;
+    await raw('POST', '/dbs/db/users', signed('POST', 'users', 'dbs/db', { 'x-ms-documentdb-is-upsert': 'True' }), { id });
     const perm = await raw(
       'POST',
-      '/dbs/db/users/u/permissions',
-      signed('POST', 'permissions', 'dbs/db/users/u', { 'x-ms-documentdb-is-upsert': 'True', 'x-ms-documentdb-expiry-seconds': expiry }),
+      `/dbs/db/users/${id}/permissions`,
+      signed('POST', 'permissions', `dbs/db/users/${id}`, { 'x-ms-documentdb-is-upsert': 'True', 'x-ms-documentdb-expiry-seconds': expiry }),
       { id, permissionMode: mode, resource: 'dbs/db/colls/c', ...(pk ? { resourcePartitionKey: [pk] } : {}) },
     );
     expect(perm.status === 200 || perm.status === 201).toBe(true);
@@ -184,7 +189,7 @@ describe('documents with a resource token', () => {
 
   test('an expired token is refused; deleting its permission does not revoke it (as on the service)', async () => {
     const token = await tokenFor('All', 'a', '600');
-    await raw('DELETE', '/dbs/db/users/u/permissions/t-All-a-600', signed('DELETE', 'permissions', 'dbs/db/users/u/permissions/t-All-a-600'));
+    await raw('DELETE', '/dbs/db/users/t-All-a-600/permissions/t-All-a-600', signed('DELETE', 'permissions', 'dbs/db/users/t-All-a-600/permissions/t-All-a-600'));
     expect((await sdk(token).item('1', 'a').read()).statusCode).toBe(200);
     const real = emu.clock.now;
     emu.clock.now = () => real() + 600_000;

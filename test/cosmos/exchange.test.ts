@@ -2,10 +2,10 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
+import { CosmosClient, PermissionMode, type ErrorResponse } from '@azure/cosmos';
 import { handler as tokenHandler } from '../../functions/token';
 import { resetCosmosClients } from '../../shared/cosmos/client';
-import { COSMOS_RESOURCE_TOKEN_TYPE, resetCosmosTokens } from '../../shared/cosmos/provider';
+import { COSMOS_RESOURCE_TOKEN_TYPE, resetCosmosTokens, resourceTokenCacheKey } from '../../shared/cosmos/provider';
 import { cosmosUserId } from '../../shared/cosmos/ids';
 import { ACCESS_TOKEN_TYPE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
@@ -78,6 +78,28 @@ async function statusOf(p: Promise<unknown>): Promise<number> {
   }
 }
 
+/** Point the broker at a policy whose one rule grants the profiles container with these cosmos grants. */
+function withRules(grants: readonly Record<string, unknown>[]): () => void {
+  const policy = {
+    version: 1,
+    deny: [],
+    rules: [
+      {
+        id: 'multi',
+        subject: { tenantId: SANDBOX.tenantId, roles: ['Orders.Read'] },
+        grants: { cosmos: grants.map((g) => ({ account: C.account, database: C.database, container: C.container, maxTtlSeconds: 3600, ...g })) },
+      },
+    ],
+  };
+  const file = join(dir, `rules-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(policy));
+  const prev = process.env.BROKER_POLICY_PATH;
+  process.env.BROKER_POLICY_PATH = file;
+  return () => {
+    process.env.BROKER_POLICY_PATH = prev;
+  };
+}
+
 /** The emulator's resource token carries its claims after the signature (sandbox format). */
 function claimsOf(token: string): { res: string; pk: unknown[] | null; mode: string; user: string; exp: number } {
   return JSON.parse(Buffer.from(token.split(';')[1]!, 'base64').toString('utf8')) as ReturnType<typeof claimsOf>;
@@ -103,7 +125,10 @@ describe('POST /api/token for cosmos:// targets', () => {
     });
     expect(res.json.expires_in).toBeGreaterThan(3590);
     expect(res.json.expires_in).toBeLessThanOrEqual(3600);
-    const userId = cosmosUserId({ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId });
+    const userId = cosmosUserId(
+      { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId },
+      { database: C.database, container: C.container, mode: 'all', partitionKey: SANDBOX.readerObjectId },
+    );
     expect(fx.sandbox.cosmos.users(C.database)).toContain(userId);
     expect(fx.sandbox.cosmos.permissions(C.database, userId)).toEqual([
       expect.objectContaining({ permissionMode: 'All', resource: `dbs/${C.database}/colls/${C.container}`, resourcePartitionKey: [SANDBOX.readerObjectId] }),
@@ -172,18 +197,123 @@ describe('POST /api/token for cosmos:// targets', () => {
     expect(cosmosCalls('cosmos.permission')).toBe(0);
   });
 
-  test('lifetime = min(requested_lifetime, rule max), clamped to what Cosmos accepts (600-18000 s)', async () => {
+  test('lifetime = min(requested_lifetime, rule max, 18000): never raised above what was asked; below 10 s is 400', async () => {
+    const now = Math.floor(Date.now() / 1000);
     const short = await exchange(PROFILES, undefined, { requested_lifetime: '60' });
     expect(short.status).toBe(200);
-    const now = Math.floor(Date.now() / 1000);
-    expect(claimsOf(short.json.access_token as string).exp - now).toBeGreaterThanOrEqual(599);
-    expect(claimsOf(short.json.access_token as string).exp - now).toBeLessThanOrEqual(600);
-    expect(short.json.expires_in).toBeLessThanOrEqual(600);
+    expect(claimsOf(short.json.access_token as string).exp - now).toBeGreaterThanOrEqual(59);
+    expect(claimsOf(short.json.access_token as string).exp - now).toBeLessThanOrEqual(61);
+    expect(short.json.expires_in).toBeLessThanOrEqual(60);
+    const floor = await exchange(PROFILES, undefined, { requested_lifetime: '10' });
+    expect(floor.status).toBe(200);
+    expect(floor.json.expires_in).toBeLessThanOrEqual(10);
     const mid = await exchange(PROFILES, undefined, { requested_lifetime: '1200' });
     expect(claimsOf(mid.json.access_token as string).exp - now).toBeGreaterThanOrEqual(1199);
     expect(mid.json.expires_in).toBeLessThanOrEqual(1200);
     const long = await exchange(PROFILES, undefined, { requested_lifetime: '86400' });
-    expect(claimsOf(long.json.access_token as string).exp - now).toBeLessThanOrEqual(3600); // the rule's maxTtlSeconds
+    expect(claimsOf(long.json.access_token as string).exp - now).toBeLessThanOrEqual(3601); // the rule's maxTtlSeconds
+    const before = cosmosCalls('cosmos.permission');
+    const tooShort = await exchange(PROFILES, undefined, { requested_lifetime: '9' });
+    expect(tooShort.status).toBe(400);
+    expect(tooShort.json).toMatchObject({ error: 'invalid_request', reason: 'invalid_parameter', parameter: 'requested_lifetime' });
+    expect(String(tooShort.json.error_description)).toMatch(/at least 10 seconds/);
+    expect(cosmosCalls('cosmos.permission')).toBe(before);
+  });
+
+  test('the emulator enforces the documented bounds: 10-18000 s accepted, 9 and 18001 refused', async () => {
+    const admin = new CosmosClient({ endpoint: fx.sandbox.cosmos.endpoint, key: fx.sandbox.cosmos.masterKey, agent });
+    const db = admin.database(C.database);
+    await db.users.upsert({ id: 'bounds-user' });
+    const perm = { id: 'p', permissionMode: PermissionMode.Read, resource: `dbs/${C.database}/colls/${C.catalogContainer}` };
+    try {
+      for (const [ttl, want] of [[9, 400], [10, 200], [18000, 200], [18001, 400]] as const) {
+        expect(await statusOf(db.user('bounds-user').permissions.upsert(perm, { resourceTokenExpirySeconds: ttl }))).toBe(want);
+      }
+    } finally {
+      await db.user('bounds-user').delete();
+      admin.dispose();
+    }
+  });
+
+  test('one permission per (user, resource): a second permission on the same container is 409 in the emulator', async () => {
+    const admin = new CosmosClient({ endpoint: fx.sandbox.cosmos.endpoint, key: fx.sandbox.cosmos.masterKey, agent });
+    const db = admin.database(C.database);
+    await db.users.upsert({ id: 'conflict-user' });
+    const resource = `dbs/${C.database}/colls/${C.container}`;
+    try {
+      expect(await statusOf(db.user('conflict-user').permissions.create({ id: 'a', permissionMode: PermissionMode.Read, resource }))).toBe(200);
+      // same container, other mode / other partition: Conflict, as on the service
+      expect(await statusOf(db.user('conflict-user').permissions.create({ id: 'b', permissionMode: PermissionMode.All, resource }))).toBe(409);
+      expect(await statusOf(db.user('conflict-user').permissions.upsert({ id: 'c', permissionMode: PermissionMode.Read, resource, resourcePartitionKey: ['x'] }))).toBe(409);
+      // the same id may be replaced; another container is another resource
+      expect(await statusOf(db.user('conflict-user').permissions.upsert({ id: 'a', permissionMode: PermissionMode.All, resource }))).toBe(200);
+      expect(
+        await statusOf(db.user('conflict-user').permissions.create({ id: 'd', permissionMode: PermissionMode.Read, resource: `dbs/${C.database}/colls/${C.catalogContainer}` })),
+      ).toBe(200);
+    } finally {
+      await db.user('conflict-user').delete();
+      admin.dispose();
+    }
+  });
+
+  test('a caller holding a read grant and an all grant on one container gets both, and both tokens keep working', async () => {
+    const restore = withRules([
+      { mode: 'read', partitionKey: { type: 'claim', claim: 'oid' } },
+      { mode: 'all', partitionKey: { type: 'none' } },
+    ]);
+    try {
+      const read = await exchange(`${PROFILES}?mode=read`);
+      const all = await exchange(`${PROFILES}?mode=all`);
+      const narrowed = await exchange(`${PROFILES}?mode=all&partitionKey=${OTHER_OID}`);
+      for (const r of [read, all, narrowed]) expect(r.status).toBe(200);
+      expect(read.json).toMatchObject({ mode: 'read', partition_key: SANDBOX.readerObjectId });
+      expect(all.json).toMatchObject({ mode: 'all', partition_key: null });
+      expect(narrowed.json).toMatchObject({ mode: 'all', partition_key: OTHER_OID });
+      // each grant has its own Cosmos user holding one permission on the container
+      const users = [read, all, narrowed].map((r) => claimsOf(r.json.access_token as string).user);
+      expect(new Set(users).size).toBe(3);
+      for (const u of users) expect(fx.sandbox.cosmos.permissions(C.database, u)).toHaveLength(1);
+      // all three tokens work at once (none was replaced by the next)
+      const whole = clientWith(all).database(C.database).container(C.container);
+      expect(await statusOf(whole.items.upsert({ id: 'w', pk: OTHER_OID }))).toBe(200);
+      expect(await statusOf(clientWith(narrowed).database(C.database).container(C.container).item('w', OTHER_OID).read())).toBe(200);
+      const own = clientWith(read).database(C.database).container(C.container);
+      expect((await own.item('w', SANDBOX.readerObjectId).read()).statusCode).toBe(404); // readable partition, no such item
+      expect(await statusOf(own.item('w', OTHER_OID).read())).toBe(403);
+      expect(await statusOf(own.items.create({ id: 'r', pk: SANDBOX.readerObjectId }))).toBe(403);
+    } finally {
+      restore();
+    }
+  });
+
+  test('cache keys are structured: a partition-scoped and a whole-container request never share an entry', async () => {
+    const base = { user: 'u', account: 'a', database: 'd', container: 'c', mode: 'all', ttlSeconds: 600 } as const;
+    expect(resourceTokenCacheKey({ ...base, partitionKey: null })).not.toBe(resourceTokenCacheKey({ ...base, partitionKey: '\u0000' }));
+    expect(resourceTokenCacheKey({ ...base, partitionKey: 'x|y' })).not.toBe(resourceTokenCacheKey({ ...base, container: 'c|x', partitionKey: 'y' }));
+    const restore = withRules([{ mode: 'all', partitionKey: { type: 'none' } }]);
+    try {
+      const whole = await exchange(PROFILES);
+      const part = await exchange(`${PROFILES}?partitionKey=${OTHER_OID}`);
+      const wholeAgain = await exchange(PROFILES);
+      const partAgain = await exchange(`${PROFILES}?partitionKey=${OTHER_OID}`);
+      expect(whole.json.partition_key).toBeNull();
+      expect(claimsOf(whole.json.access_token as string).pk).toBeNull();
+      expect(part.json.partition_key).toBe(OTHER_OID);
+      expect(claimsOf(part.json.access_token as string).pk).toEqual([OTHER_OID]);
+      expect(part.json.access_token).not.toBe(whole.json.access_token);
+      expect(wholeAgain.json.access_token).toBe(whole.json.access_token);
+      expect(partAgain.json.access_token).toBe(part.json.access_token);
+      expect(cosmosCalls('cosmos.permission')).toBe(2);
+      // the caller cannot spell "no partition": control characters in a partition key are 400, before any Cosmos call
+      for (const pk of ['%00', '%0A', '%7F', '%C2%85', '%E2%80%A8', 'a%09b']) {
+        const r = await exchange(`${PROFILES}?partitionKey=${pk}`);
+        expect(r.status).toBe(400);
+        expect(r.json).toMatchObject({ error: 'invalid_target' });
+      }
+      expect(cosmosCalls('cosmos.permission')).toBe(2);
+    } finally {
+      restore();
+    }
   });
 
   test('the token is refused once expired', async () => {
@@ -210,7 +340,9 @@ describe('POST /api/token for cosmos:// targets', () => {
     expect(other.json.partition_key).toBe(OTHER_OID);
     expect(other.json.access_token).not.toBe(a.json.access_token);
     expect(cosmosCalls('cosmos.permission')).toBe(2);
-    expect(fx.sandbox.cosmos.users(C.database)).toContain(cosmosUserId({ tenantId: SANDBOX.tenantId, objectId: OTHER_OID }));
+    expect(fx.sandbox.cosmos.users(C.database)).toContain(
+      cosmosUserId({ tenantId: SANDBOX.tenantId, objectId: OTHER_OID }, { database: C.database, container: C.container, mode: 'all', partitionKey: OTHER_OID }),
+    );
     // The key was read from Key Vault once for the account.
     expect(keyReads()).toBe(1);
   });

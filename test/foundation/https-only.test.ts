@@ -33,6 +33,7 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig as unknown as AnySection, true],
   ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
   ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
+  ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig as unknown as AnySection, false],
   // Blob URLs (the live policy, the rotation lease): https only, loopback included (Azurite serves TLS).
   ['BROKER_POLICY_URL', policyConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
   ['ROTATION_LOCK_URL', rotationConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],

@@ -10,7 +10,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
  */
 
 const root = join(__dirname, '..', '..');
-const FILES = ['cloudsql-api.xml', 'cosmos-token-api.xml', 'query-api.xml'] as const;
+const FILES = ['cloudsql-api.xml', 'cosmos-token-api.xml', 'cosmos-rbac-api.xml', 'query-api.xml'] as const;
 const FRAGMENTS = ['broker-exchange', 'caller-errors'] as const;
 const apimDir = join(root, 'infra', 'apim');
 const fragmentXml = (id: string) => readFileSync(join(apimDir, 'fragments', `${id}.xml`), 'utf8');
@@ -240,7 +240,7 @@ describe('query-api.xml: which broker errors reach the caller', () => {
   });
 });
 
-describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token exchange with cache)', (file) => {
+describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml', 'cosmos-rbac-api.xml'] as const)('%s (token exchange with cache)', (file) => {
   const { nodes } = docs[file];
 
   test('the cache key comes only from validated claims (tid, oid) and the target', () => {
@@ -254,7 +254,7 @@ describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml'] as const)('%s (token 
     expect(expr).not.toMatch(/context\.Request|Headers|Authorization|AsJwt/);
     // the target comes from a named value, set before the exchange
     const resource = setVariable(nodes, 'broker-resource')!;
-    expect(resource.attrs.value).toMatch(/^\{\{(cloudsql|cosmos)-target\}\}$/);
+    expect(resource.attrs.value).toMatch(/^\{\{(cloudsql|cosmos|cosmos-rbac)-target\}\}$/);
     expect(resource.order).toBeLessThan(key.order);
     for (const c of [...byTag(nodes, 'cache-lookup-value'), ...byTag(nodes, 'cache-store-value')]) {
       expect(c.attrs.key).toBe('@((string)context.Variables["broker-cache-key"])');
@@ -345,6 +345,28 @@ describe('where the credential goes', () => {
     expect(body).toContain('"expires_in", expiresIn');
   });
 
+  test('Cosmos keyless (rbac): the identity token stays in APIM; Cosmos REST gets type=aad, the partition is the caller\'s oid', () => {
+    const { nodes, xml } = docs['cosmos-rbac-api.xml'];
+    const inbound = nodes.filter((n) => n.tag === 'set-header' && n.path.at(-1) === 'inbound');
+    const auth = inbound.find((h) => h.attrs.name === 'Authorization')!;
+    expect(auth.attrs['exists-action']).toBe('override');
+    expect(auth.children[0]?.text).toBe('@(Uri.EscapeDataString("type=aad&ver=1.0&sig=" + (string)JObject.Parse((string)context.Variables["broker-grant"])["access_token"]))');
+    expect(auth.order).toBeGreaterThan(setVariable(nodes, 'broker-grant')!.order);
+    const pk = inbound.find((h) => h.attrs.name === 'x-ms-documentdb-partitionkey')!;
+    expect(pk.children[0]?.text).toContain('((Jwt)context.Variables["caller-jwt"]).Claims.GetValueOrDefault("oid"');
+    expect(pk.children[0]?.text).not.toMatch(/context\.Request/);
+    expect(inbound.find((h) => h.attrs.name === 'x-ms-version')?.children[0]?.text).toBe('2018-12-31');
+    expect(one(nodes, 'set-backend-service').attrs['base-url']).toContain('g["account_endpoint"]');
+    expect(Number(one(nodes, 'forward-request').attrs.timeout)).toBeLessThanOrEqual(30);
+    // the token never reaches the caller: no answer, outbound header or body mentions it
+    expect(callerFacing(nodes).join('\n')).not.toMatch(/access_token|broker-grant/);
+    // Cosmos' error text (it names the identity) never reaches the caller either
+    for (const r of nodes.filter((n) => n.tag === 'return-response' && n.path.includes('outbound'))) {
+      expect(r.children.find((c) => c.tag === 'set-body')!.text).toMatch(/^@\("\{\\"type\\":\\"about:blank\\"/);
+    }
+    expect(xml).not.toMatch(/Response\.Body/);
+  });
+
   test('Query: the caller\'s validated token is the subject, APIM\'s managed identity the client, the broker the backend', () => {
     const { nodes } = docs['query-api.xml'];
     const jwt = one(nodes, 'validate-jwt');
@@ -369,7 +391,8 @@ describe('named values and Bicep', () => {
   test('no named value is a secret and no policy holds an inline credential', () => {
     expect(apimBicep).toMatch(/secret: false/);
     for (const x of [...FILES.map((f) => docs[f].xml), ...FRAGMENTS.map(fragmentXml)]) {
-      expect(x).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}|subscription-key|client_secret|AccountKey=|sig=/i);
+      // `sig=` only as the literal prefix of an expression (type=aad&ver=1.0&sig=" + token), never with a value
+      expect(x).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}|subscription-key|client_secret|AccountKey=|sig=(?!&quot;)/i);
     }
   });
 
@@ -386,6 +409,7 @@ describe('named values and Bicep', () => {
     for (const [file, deps] of [
       ['cloudsql-api.xml', 'brokerExchange, callerErrors'],
       ['cosmos-token-api.xml', 'brokerExchange, callerErrors'],
+      ['cosmos-rbac-api.xml', 'brokerExchange, callerErrors'],
       ['query-api.xml', 'callerErrors'],
     ] as const) {
       const at = apimBicep.indexOf(`loadTextContent('../apim/${file}')`);

@@ -1,0 +1,169 @@
+import { Agent, request } from 'node:https';
+import type { TokenCredential } from '@azure/identity';
+import { BrokerError } from '../errors';
+import { networkFailure, upstreamStatusFailure } from '../upstream';
+
+/**
+ * The Cosmos DB resource provider's key operations on Azure Resource Manager (management plane), with the
+ * Function's managed identity (audience https://management.azure.com): `listKeys`, and `regenerateKey`, which
+ * answers 202 Accepted and completes asynchronously (polled through `Azure-AsyncOperation`, honouring
+ * `Retry-After`). Every call has a client-side deadline; the whole regeneration has its own.
+ * References: https://learn.microsoft.com/rest/api/cosmos-db-resource-provider/ (Database Accounts: List Keys,
+ * Regenerate Key), https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations.
+ */
+
+export const ARM_SCOPE = 'https://management.azure.com/.default';
+export const ARM_API_VERSION = '2024-11-15';
+
+export type MasterKeyKind = 'primary' | 'secondary';
+
+export interface AccountKeys {
+  readonly primary: string;
+  readonly secondary: string;
+}
+
+export interface ManagementOptions {
+  readonly endpoint: string;
+  readonly credential: TokenCredential;
+  readonly timeoutMs: number;
+  /** PEM CA (sandbox, loopback only). */
+  readonly ca?: string;
+  /** Longest a regeneration may take, polling included (default 5 min). */
+  readonly operationDeadlineMs?: number;
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+interface ArmResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: unknown;
+}
+
+export class CosmosManagement {
+  private readonly agent: Agent;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(private readonly opts: ManagementOptions) {
+    this.agent = new Agent({ keepAlive: false, ...(opts.ca ? { ca: opts.ca } : {}) });
+    this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+  }
+
+  async listKeys(resourceId: string): Promise<AccountKeys> {
+    const r = await this.call('POST', `${this.opts.endpoint}${resourceId}/listKeys?api-version=${ARM_API_VERSION}`);
+    if (r.status !== 200) throw armFailure(r.status, 'listKeys');
+    const b = r.body as { primaryMasterKey?: unknown; secondaryMasterKey?: unknown };
+    if (typeof b?.primaryMasterKey !== 'string' || typeof b.secondaryMasterKey !== 'string') {
+      throw new BrokerError('upstream_error', 'Azure Resource Manager answered listKeys without the keys.', { retryAfterSeconds: 30 });
+    }
+    return { primary: b.primaryMasterKey, secondary: b.secondaryMasterKey };
+  }
+
+  /** Regenerate one master key and wait for the asynchronous operation to succeed. */
+  async regenerate(resourceId: string, kind: MasterKeyKind): Promise<void> {
+    const deadline = Date.now() + (this.opts.operationDeadlineMs ?? 300_000);
+    const r = await this.call('POST', `${this.opts.endpoint}${resourceId}/regenerateKey?api-version=${ARM_API_VERSION}`, { keyKind: kind });
+    if (r.status === 200) return;
+    if (r.status !== 202) throw armFailure(r.status, 'regenerateKey');
+    const statusUrl = header(r, 'azure-asyncoperation') ?? header(r, 'location');
+    if (!statusUrl) throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.', { retryAfterSeconds: 30 });
+    this.checkSameOrigin(statusUrl);
+    let wait = retryAfterMs(r);
+    for (;;) {
+      if (Date.now() + wait > deadline) {
+        throw new BrokerError('upstream_timeout', 'The Cosmos key regeneration did not complete in time.', { retryAfterSeconds: 60 });
+      }
+      await this.sleep(wait);
+      const p = await this.call('GET', statusUrl);
+      if (p.status === 204) return; // Location polling: done
+      if (p.status === 202) {
+        wait = retryAfterMs(p);
+        continue;
+      }
+      if (p.status !== 200) throw armFailure(p.status, 'the regenerateKey operation');
+      const status = (p.body as { status?: unknown })?.status;
+      if (status === 'Succeeded' || (status === undefined && !header(r, 'azure-asyncoperation'))) return;
+      if (status === 'Failed' || status === 'Canceled') {
+        throw new BrokerError('upstream_error', `The Cosmos key regeneration ended as ${status}.`, { retryAfterSeconds: 60 });
+      }
+      wait = retryAfterMs(p);
+    }
+  }
+
+  /** Polling URLs come from ARM's answer: never follow one to another host (the bearer token would go with it). */
+  private checkSameOrigin(u: string): void {
+    let ok: boolean;
+    try {
+      ok = new URL(u).origin === new URL(this.opts.endpoint).origin;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new BrokerError('upstream_error', 'Azure Resource Manager answered an operation URL on another host.', { retryAfterSeconds: 60 });
+  }
+
+  private async call(method: 'GET' | 'POST', url: string, body?: unknown): Promise<ArmResponse> {
+    const timeoutMs = this.opts.timeoutMs;
+    let token: { token: string } | null;
+    try {
+      token = await this.opts.credential.getToken(ARM_SCOPE, { abortSignal: AbortSignal.timeout(timeoutMs) });
+    } catch (e) {
+      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint did not give a management token.', { cause: e, retryAfterSeconds: 30 });
+    }
+    if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no management token.', { retryAfterSeconds: 30 });
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise<ArmResponse>((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method,
+          agent: this.agent,
+          timeout: timeoutMs,
+          headers: {
+            authorization: `Bearer ${token.token}`,
+            accept: 'application/json',
+            ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : { 'content-length': 0 }),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = text ? (JSON.parse(text) as unknown) : undefined;
+            } catch {
+              parsed = undefined;
+            }
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed });
+          });
+          res.on('error', (e) => reject(networkFailure('Azure Resource Manager', e)));
+        },
+      );
+      const timer = setTimeout(() => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.', { retryAfterSeconds: 30 })), timeoutMs);
+      timer.unref();
+      req.on('close', () => clearTimeout(timer));
+      req.on('timeout', () => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.', { retryAfterSeconds: 30 })));
+      req.on('error', (e) => reject(e instanceof BrokerError ? e : networkFailure('Azure Resource Manager', e)));
+      req.end(payload);
+    });
+  }
+}
+
+function header(r: ArmResponse, name: string): string | undefined {
+  const v = r.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function retryAfterMs(r: ArmResponse): number {
+  const s = Number(header(r, 'retry-after'));
+  return Number.isFinite(s) && s >= 0 ? Math.min(60, s) * 1000 : 1000;
+}
+
+function armFailure(status: number, what: string): BrokerError {
+  if (status === 401 || status === 403) return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
+  if (status === 404) return new BrokerError('target_misconfigured', `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`);
+  if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.', { retryAfterSeconds: 30 });
+  if (status >= 400 && status < 500) return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`, { retryAfterSeconds: 30 });
+  const b = upstreamStatusFailure('Azure Resource Manager', status);
+  return new BrokerError(b.code, b.message, { retryAfterSeconds: b.retryAfterSeconds });
+}
