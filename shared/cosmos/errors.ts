@@ -27,7 +27,7 @@ export function cosmosFailure(err: unknown, what: string): BrokerError {
   if (err instanceof BrokerError) return err;
   const e = err as CosmosErrorLike;
   if (e?.code === 'TimeoutError' || e?.name === 'TimeoutError' || e?.name === 'AbortError') {
-    return new BrokerError('upstream_timeout', 'CosmosDB did not answer in time.', { cause: err, retryAfterSeconds: 5 });
+    return new BrokerError('upstream_timeout', 'CosmosDB did not answer in time.', { cause: err });
   }
   const status = cosmosStatus(err);
   if (status === undefined) return networkFailure('CosmosDB', err);
@@ -41,9 +41,9 @@ export function cosmosFailure(err: unknown, what: string): BrokerError {
   if (status === 401 || status === 403) {
     return new BrokerError('upstream_denied', 'CosmosDB refused the broker (HTTP ' + status + ').', { cause: err });
   }
-  if (status === 408) return new BrokerError('upstream_timeout', 'CosmosDB timed out.', { cause: err, retryAfterSeconds: 5 });
+  if (status === 408) return new BrokerError('upstream_timeout', 'CosmosDB timed out.', { cause: err });
   if (status >= 400 && status < 500) {
-    return new BrokerError('upstream_error', `CosmosDB rejected the request (HTTP ${status}).`, { cause: err, retryAfterSeconds: 5 });
+    return new BrokerError('upstream_error', `CosmosDB rejected the request (HTTP ${status}).`, { cause: err });
   }
   const b = upstreamStatusFailure('CosmosDB', status);
   return new BrokerError(b.code, b.message, { cause: err, retryAfterSeconds: b.retryAfterSeconds });

@@ -53,7 +53,7 @@ export class CosmosManagement {
     if (r.status !== 200) throw armFailure(r.status, 'listKeys');
     const b = r.body as { primaryMasterKey?: unknown; secondaryMasterKey?: unknown };
     if (typeof b?.primaryMasterKey !== 'string' || typeof b.secondaryMasterKey !== 'string') {
-      throw new BrokerError('upstream_error', 'Azure Resource Manager answered listKeys without the keys.', { retryAfterSeconds: 30 });
+      throw new BrokerError('upstream_error', 'Azure Resource Manager answered listKeys without the keys.');
     }
     return { primary: b.primaryMasterKey, secondary: b.secondaryMasterKey };
   }
@@ -65,12 +65,12 @@ export class CosmosManagement {
     if (r.status === 200) return;
     if (r.status !== 202) throw armFailure(r.status, 'regenerateKey');
     const statusUrl = header(r, 'azure-asyncoperation') ?? header(r, 'location');
-    if (!statusUrl) throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.', { retryAfterSeconds: 30 });
+    if (!statusUrl) throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.');
     this.checkSameOrigin(statusUrl);
     let wait = retryAfterMs(r);
     for (;;) {
       if (Date.now() + wait > deadline) {
-        throw new BrokerError('upstream_timeout', 'The Cosmos key regeneration did not complete in time.', { retryAfterSeconds: 60 });
+        throw new BrokerError('upstream_timeout', 'The Cosmos key regeneration did not complete in time.');
       }
       await this.sleep(wait);
       const p = await this.call('GET', statusUrl);
@@ -83,7 +83,7 @@ export class CosmosManagement {
       const status = (p.body as { status?: unknown })?.status;
       if (status === 'Succeeded' || (status === undefined && !header(r, 'azure-asyncoperation'))) return;
       if (status === 'Failed' || status === 'Canceled') {
-        throw new BrokerError('upstream_error', `The Cosmos key regeneration ended as ${status}.`, { retryAfterSeconds: 60 });
+        throw new BrokerError('upstream_error', `The Cosmos key regeneration ended as ${status}.`);
       }
       wait = retryAfterMs(p);
     }
@@ -97,7 +97,7 @@ export class CosmosManagement {
     } catch {
       ok = false;
     }
-    if (!ok) throw new BrokerError('upstream_error', 'Azure Resource Manager answered an operation URL on another host.', { retryAfterSeconds: 60 });
+    if (!ok) throw new BrokerError('upstream_error', 'Azure Resource Manager answered an operation URL on another host.');
   }
 
   private async call(method: 'GET' | 'POST', url: string, body?: unknown): Promise<ArmResponse> {
@@ -106,9 +106,9 @@ export class CosmosManagement {
     try {
       token = await this.opts.credential.getToken(ARM_SCOPE, { abortSignal: AbortSignal.timeout(timeoutMs) });
     } catch (e) {
-      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint did not give a management token.', { cause: e, retryAfterSeconds: 30 });
+      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint did not give a management token.', { cause: e });
     }
-    if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no management token.', { retryAfterSeconds: 30 });
+    if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no management token.');
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<ArmResponse>((resolve, reject) => {
       const req = request(
@@ -139,10 +139,10 @@ export class CosmosManagement {
           res.on('error', (e) => reject(networkFailure('Azure Resource Manager', e)));
         },
       );
-      const timer = setTimeout(() => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.', { retryAfterSeconds: 30 })), timeoutMs);
+      const timer = setTimeout(() => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.')), timeoutMs);
       timer.unref();
       req.on('close', () => clearTimeout(timer));
-      req.on('timeout', () => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.', { retryAfterSeconds: 30 })));
+      req.on('timeout', () => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.')));
       req.on('error', (e) => reject(e instanceof BrokerError ? e : networkFailure('Azure Resource Manager', e)));
       req.end(payload);
     });
@@ -162,8 +162,8 @@ function retryAfterMs(r: ArmResponse): number {
 function armFailure(status: number, what: string): BrokerError {
   if (status === 401 || status === 403) return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
   if (status === 404) return new BrokerError('target_misconfigured', `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`);
-  if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.', { retryAfterSeconds: 30 });
-  if (status >= 400 && status < 500) return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`, { retryAfterSeconds: 30 });
+  if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.');
+  if (status >= 400 && status < 500) return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`);
   const b = upstreamStatusFailure('Azure Resource Manager', status);
   return new BrokerError(b.code, b.message, { retryAfterSeconds: b.retryAfterSeconds });
 }

@@ -80,7 +80,7 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
       t = await withDeadline(
         credentialOf(clientId).getToken(scope, { abortSignal: AbortSignal.timeout(timeoutMs) }),
         timeoutMs,
-        () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { retryAfterSeconds: 5 }),
+        () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.'),
       );
     } catch (e) {
       const err = managedIdentityFailure(e);
@@ -89,11 +89,11 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
     }
     if (!t?.token || !Number.isFinite(t.expiresOnTimestamp)) {
       recordUpstream('managed-identity', 'upstream_unavailable');
-      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.', { retryAfterSeconds: 5 });
+      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.');
     }
     recordUpstream('managed-identity', 'ok');
     const lifeMs = t.expiresOnTimestamp - Date.now();
-    if (lifeMs <= 0) throw new BrokerError('upstream_error', 'The managed identity endpoint returned an expired token.', { retryAfterSeconds: 5 });
+    if (lifeMs <= 0) throw new BrokerError('upstream_error', 'The managed identity endpoint returned an expired token.');
     const marginMs = Math.min(cfg.minRemainingSeconds * 1000, Math.floor(lifeMs / 2));
     return { token: t.token, validUntilMs: t.expiresOnTimestamp, expiresAtMs: t.expiresOnTimestamp - marginMs };
   });

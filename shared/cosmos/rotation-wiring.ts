@@ -3,7 +3,7 @@ import { coreConfig } from '../config/core';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { lockBlobUrl, policyConfig } from '../config/policy';
 import { rotationConfig } from '../config/rotation';
-import { BrokerError } from '../errors';
+import { BrokerError, toBrokerError } from '../errors';
 import { functionIdentity, KeyVaultSecrets } from '../keyvault/client';
 import type { Logger } from '../log';
 import { blobClientFor } from '../policy/blob-store';
@@ -24,7 +24,7 @@ export function cosmosRotationDepsFromSettings(
     cfg = cosmosConfig.get();
     core = coreConfig.get();
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   const accounts = (cfg.managedAccounts ?? []).map((pair) => {
     const i = pair.indexOf('=');
@@ -65,7 +65,7 @@ export function cosmosRotationLock(log: Logger): RotationLock {
     url = `${lockBlobUrl(r.lockUrl, pol)}-cosmos`;
     seconds = r.lockSeconds;
   } catch (e) {
-    throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: seconds, timeoutMs: pol.storageTimeoutMs, log });
 }
