@@ -1,4 +1,5 @@
 import { writeSync } from 'node:fs';
+import { loggingConfig } from './config/logging';
 import { settingsRecheckMs } from './config/settings';
 
 /**
@@ -196,12 +197,17 @@ const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error:
 
 let level = { value: LEVELS.info, at: -Infinity };
 
-/** LOG_LEVEL, re-read as often as the other settings (at most once a second in production). */
+/** LOG_LEVEL (through the config loader), re-read as often as the other settings (at most once a second in production). */
 function minLevel(): number {
   const now = Date.now();
   if (now - level.at < settingsRecheckMs()) return level.value;
-  const raw = (process.env.LOG_LEVEL ?? 'info').toLowerCase();
-  level = { value: raw in LEVELS ? LEVELS[raw as LogLevel] : LEVELS.info, at: now };
+  let name: LogLevel = 'info';
+  try {
+    name = loggingConfig.get().level;
+  } catch {
+    // An invalid LOG_LEVEL is reported by the health config check (it names it); logging goes on at info.
+  }
+  level = { value: LEVELS[name], at: now };
   return level.value;
 }
 

@@ -1,4 +1,5 @@
-import { GUID, csv, defineSection, int, optionalStr, str, url, oneOf } from './settings';
+import { LOG_LEVEL } from './logging';
+import { GUID, csv, defineSection, int, optionalStr, str, url } from './settings';
 
 /** Settings every function needs: the identity front door, the policy, upstream limits. */
 export const coreConfig = defineSection('core', {
@@ -51,7 +52,7 @@ export const coreConfig = defineSection('core', {
     max: 30000,
   }),
   adminRole: str('BROKER_ADMIN_ROLE', { doc: 'App role required for /api/admin/* endpoints', default: 'Broker.Admin' }),
-  logLevel: oneOf('LOG_LEVEL', ['debug', 'info', 'warn', 'error'] as const, { doc: 'Minimum log level', default: 'info' }),
+  logLevel: LOG_LEVEL,
 });
 
 export type CoreConfig = ReturnType<typeof coreConfig.get>;

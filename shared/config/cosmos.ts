@@ -1,20 +1,16 @@
+import { COSMOS_ACCOUNT_ENDPOINT, COSMOS_MANAGED_ACCOUNT } from '../identifiers';
 import { csv, defineSection, GUID, int, optionalStr, str, url, type SettingSpec } from './settings';
 
 function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
   return { ...s, optional: true };
 }
 
-/** `account=https://endpoint` (Cosmos account names: 3-44 of a-z, 0-9, -). */
-const ACCOUNT_ENDPOINT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=https:\/\/[^\s,]+$/;
-
-/** `account=/subscriptions/…/providers/Microsoft.DocumentDB/databaseAccounts/NAME` (the ARM resource id). */
-const MANAGED_ACCOUNT = /^[a-z0-9][a-z0-9-]{1,42}[a-z0-9]=\/subscriptions\/[0-9a-fA-F-]{36}\/resourceGroups\/[-\w._()]{1,90}\/providers\/Microsoft\.DocumentDB\/databaseAccounts\/[a-z0-9][a-z0-9-]{1,42}[a-z0-9]$/;
 
 /** CosmosDB resource tokens (POST /api/token with a cosmos:// target). */
 export const cosmosConfig = defineSection('cosmos', {
   endpoints: optional(csv('COSMOS_ENDPOINTS', {
     doc: 'CosmosDB accounts the broker issues for: comma-separated ACCOUNT=ENDPOINT pairs, e.g. orders=https://orders.documents.azure.com:443/; an account not listed is never issued for',
-    item: ACCOUNT_ENDPOINT,
+    item: COSMOS_ACCOUNT_ENDPOINT,
     itemDoc: 'ACCOUNT=https://ENDPOINT (account: 3-44 of a-z, 0-9, -)',
   })),
   keySecretName: str('COSMOS_KEY_SECRET_NAME', {
@@ -45,7 +41,7 @@ export const cosmosConfig = defineSection('cosmos', {
   }),
   managedAccounts: optional(csv('COSMOS_MANAGED_ACCOUNTS', {
     doc: 'Cosmos accounts whose keys the rotation timer rotates (dual-key procedure): comma-separated ACCOUNT=ARM_RESOURCE_ID pairs',
-    item: MANAGED_ACCOUNT,
+    item: COSMOS_MANAGED_ACCOUNT,
     itemDoc: 'ACCOUNT=/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.DocumentDB/databaseAccounts/NAME',
   })),
   managementEndpoint: url('COSMOS_MANAGEMENT_ENDPOINT', {

@@ -1,3 +1,4 @@
+import { AZURE_CLIENT_ID } from './identity';
 import { bool, defineSection, int, oneOf, optionalStr, url, type SettingSpec } from './settings';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
@@ -51,9 +52,7 @@ export const googleConfig = defineSection('google', {
     'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE',
     "Keyless: the App ID URI of the Entra app registration the managed identity asks its STS subject token for (Google's Azure guide; default form `api://APP_ID`); the provider's allowed audience (required in keyless mode; `api://AzureADTokenExchange` is refused)",
   ),
-  managedIdentityClientId: optionalStr('AZURE_CLIENT_ID', {
-    doc: "Client id of the Function's user-assigned managed identity (absent: the system-assigned identity)",
-  }),
+  managedIdentityClientId: AZURE_CLIENT_ID,
   stsTokenUrl: url('GOOGLE_STS_TOKEN_URL', {
     doc: 'Google Security Token Service token endpoint (google-auth-library `token_url`)',
     default: 'https://sts.googleapis.com/v1/token',

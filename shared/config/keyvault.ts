@@ -1,3 +1,4 @@
+import { AZURE_CLIENT_ID } from './identity';
 import { defineSection, int, optionalStr, url } from './settings';
 
 /** Key Vault (secrets) access through the Function's managed identity. */
@@ -9,9 +10,7 @@ export const keyVaultConfig = defineSection('keyvault', {
   caFile: optionalStr('KEY_VAULT_CA_FILE', {
     doc: 'PEM CA bundle trusted for the vault; sandbox only: honoured only when KEY_VAULT_URL is a loopback host',
   }),
-  clientId: optionalStr('AZURE_CLIENT_ID', {
-    doc: "Client id of the Function's user-assigned managed identity (unset: system-assigned)",
-  }),
+  clientId: AZURE_CLIENT_ID,
   maxRetries: int('KEY_VAULT_MAX_RETRIES', {
     doc: 'Retries of one Key Vault call on 429/5xx/network errors (the SDK retry policy)',
     default: '2',

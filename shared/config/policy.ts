@@ -1,3 +1,4 @@
+import { AZURE_CLIENT_ID } from './identity';
 import { ConfigError, GUID, defineSection, int, optionalStr, url, type SettingSpec } from './settings';
 
 /** A blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB (or a loopback Azurite path-style URL). */
@@ -52,9 +53,7 @@ export const policyConfig = defineSection('policy', {
       return raw.toLowerCase();
     },
   },
-  clientId: optionalStr('AZURE_CLIENT_ID', {
-    doc: "Client id of the Function's user-assigned managed identity (unset: system-assigned)",
-  }),
+  clientId: AZURE_CLIENT_ID,
   storageTimeoutMs: int('BROKER_POLICY_TIMEOUT_MS', {
     doc: 'Deadline of one policy store call (read, write, lease); a read that misses it counts as the store being unreachable',
     default: '3000',

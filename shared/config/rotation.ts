@@ -1,9 +1,15 @@
+import { KEY_VAULT_SECRET_NAME, MANAGED_KEY } from '../identifiers';
 import { blobUrl } from './policy';
 import { csv, defineSection, int, str, url } from './settings';
 
-const MANAGED_KEY = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com=[0-9a-zA-Z-]{1,127}$/;
 
 /** Service-account key rotation (timer + admin trigger). */
+/** Declared once: rotation proves new keys there, the sa-key source exchanges its key there. */
+const GOOGLE_OAUTH_TOKEN_URL = url('GOOGLE_OAUTH_TOKEN_URL', {
+    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
+    default: 'https://oauth2.googleapis.com/token',
+});
+
 export const rotationConfig = defineSection('rotation', {
   managedKeys: {
     ...csv('ROTATION_MANAGED_KEYS', {
@@ -27,10 +33,7 @@ export const rotationConfig = defineSection('rotation', {
     patternDoc: 'a six-field NCRONTAB expression, e.g. "0 30 2 * * *"',
   }),
   iamEndpoint: url('GOOGLE_IAM_ENDPOINT', { doc: 'Google IAM API base URL (service-account keys)', default: 'https://iam.googleapis.com' }),
-  oauthTokenUrl: url('GOOGLE_OAUTH_TOKEN_URL', {
-    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
-    default: 'https://oauth2.googleapis.com/token',
-  }),
+  oauthTokenUrl: GOOGLE_OAUTH_TOKEN_URL,
   lockUrl: blobUrl(
     'ROTATION_LOCK_URL',
     'Blob URL whose lease is the rotation lock (unset: rotation-lock in the container of BROKER_POLICY_URL); required for a real rotation run',
@@ -71,11 +74,8 @@ export function managedKeysOf(cfg: Pick<RotationConfig, 'managedKeys'>): Managed
 export const saKeyConfig = defineSection('google-sa-key', {
   secretName: str('GOOGLE_SA_KEY_SECRET', {
     doc: 'sa-key mode: Key Vault secret holding the source service-account key JSON (kept fresh by the rotation timer)',
-    pattern: /^[0-9a-zA-Z-]{1,127}$/,
+    pattern: KEY_VAULT_SECRET_NAME,
     patternDoc: 'a Key Vault secret name',
   }),
-  tokenUrl: url('GOOGLE_OAUTH_TOKEN_URL', {
-    doc: "Google OAuth token endpoint used to prove a new key works (JWT-bearer grant); the assertion's aud is always https://oauth2.googleapis.com/token",
-    default: 'https://oauth2.googleapis.com/token',
-  }),
+  tokenUrl: GOOGLE_OAUTH_TOKEN_URL,
 });

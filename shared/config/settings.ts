@@ -86,7 +86,10 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
   const removed = Object.entries(opts.removed ?? {});
   for (const [old, replacement] of removed) removedSettings.set(old, { replacement, section: name });
   for (const s of Object.values(spec)) {
-    if (!sectionNames.has(s.name)) {
+    const first = registry.find((r) => r.name === s.name);
+    // Each setting is declared once: a section that needs another's setting shares its spec object.
+    if (first && first !== s) throw new Error(`setting ${s.name} is declared twice (sections ${sectionNames.get(s.name)} and ${name}): share one spec`);
+    if (!first) {
       registry.push(s);
       sectionNames.set(s.name, name);
     }
@@ -259,4 +262,4 @@ export function oneOf<T extends string>(name: string, values: readonly T[], opts
   };
 }
 
-export const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export { GUID } from '../identifiers';

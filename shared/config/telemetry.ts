@@ -1,3 +1,4 @@
+import { AZURE_CLIENT_ID } from './identity';
 import { defineSection, optionalStr } from './settings';
 
 /**
@@ -8,9 +9,7 @@ export const telemetryConfig = defineSection('telemetry', {
   connectionString: optionalStr('APPLICATIONINSIGHTS_CONNECTION_STRING', {
     doc: 'Application Insights connection string; when set, metrics and traces are exported with @azure/monitor-opentelemetry (unset: no telemetry)',
   }),
-  clientId: optionalStr('AZURE_CLIENT_ID', {
-    doc: "Client id of the Function's user-assigned managed identity (unset: system-assigned)",
-  }),
+  clientId: AZURE_CLIENT_ID,
 });
 
 export type TelemetryConfig = ReturnType<typeof telemetryConfig.get>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GUID } from '../config/settings';
+import { COSMOS_ACCOUNT, COSMOS_ID, GUID, INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME, SERVICE_ACCOUNT_EMAIL } from '../identifiers';
 
 /**
  * The access policy: deny by default. A rule matches a subject (its tenant, plus every category it
@@ -9,13 +9,6 @@ import { GUID } from '../config/settings';
 
 const guid = z.string().regex(GUID, 'must be a GUID').transform((s) => s.toLowerCase());
 
-export const INSTANCE_CONNECTION_NAME = /^[a-z][a-z0-9-]{4,29}:[a-z]+-[a-z]+[0-9]+:[a-z][a-z0-9-]{0,97}$/;
-export const SERVICE_ACCOUNT_EMAIL = /^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam\.gserviceaccount\.com$/;
-export const PG_DATABASE = /^[A-Za-z_][A-Za-z0-9_$-]{0,62}$/;
-export const COSMOS_ACCOUNT = /^[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$/;
-/** Cosmos ids: 1..255 chars, none of / \ # ? and no trailing space. */
-export const COSMOS_ID = /^[^/\\#?\s][^/\\#?]{0,254}$/;
-export const QUERY_NAME = /^[a-z][a-z0-9-]{0,63}$/;
 
 const subject = z
   .object({

@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import { COSMOS_ACCOUNT, COSMOS_ID, PG_DATABASE, QUERY_NAME } from './schema';
+import { COSMOS_ACCOUNT, COSMOS_ID, INSTANCE_ID, PG_DATABASE, PROJECT_ID, QUERY_NAME, REGION } from '../identifiers';
 
 /**
  * Targets, named by the `resource` parameter:
@@ -27,9 +27,6 @@ export type Target =
     }
   | { readonly kind: 'query'; readonly name: string };
 
-const PROJECT = /^[a-z][a-z0-9-]{4,29}$/;
-const REGION = /^[a-z]+-[a-z]+[0-9]+$/;
-const INSTANCE = /^[a-z][a-z0-9-]{0,97}$/;
 /**
  * A Cosmos database or container id as a target names it: the canonical subset of Cosmos ids that needs no
  * percent-encoding in a URI path (letters, digits, `_`, `-`, `.`; not starting with `.`, so never `.` or `..`).
@@ -74,9 +71,9 @@ export function parseTarget(resource: string): Target {
       if (!project || !region || !instance || !database || rest.length > 0) {
         throw bad('A Cloud SQL resource is cloudsql://PROJECT/REGION/INSTANCE/DATABASE.');
       }
-      if (!PROJECT.test(project)) throw bad('The project id is not valid.');
+      if (!PROJECT_ID.test(project)) throw bad('The project id is not valid.');
       if (!REGION.test(region)) throw bad('The region is not valid.');
-      if (!INSTANCE.test(instance)) throw bad('The instance name is not valid.');
+      if (!INSTANCE_ID.test(instance)) throw bad('The instance name is not valid.');
       if (!PG_DATABASE.test(database)) throw bad('The database name is not valid.');
       t = { kind: 'cloudsql', project, region, instance, database, connectionName: `${project}:${region}:${instance}` };
       break;

@@ -7,7 +7,7 @@ import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse, readJsonObject, type RequestScope } from '../http';
 import { evaluate } from '../policy/evaluate';
 import { currentPolicy } from '../policy/current';
-import { QUERY_NAME } from '../policy/schema';
+import { QUERY_NAME } from '../identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
 import { classifyDbError } from './errors';

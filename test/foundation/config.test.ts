@@ -1,5 +1,7 @@
 import { coreConfig } from '../../shared/config/core';
-import { ConfigError, allSettings } from '../../shared/config/settings';
+import { ConfigError, allSettings, defineSection, str } from '../../shared/config/settings';
+import { loadAllSections } from '../../local/settings-table';
+import { createLogger, setLogSink } from '../../shared/log';
 import { policyStore, resetPolicyStore } from '../../shared/policy/current';
 
 const valid = {
@@ -88,5 +90,40 @@ describe('configuration', () => {
       expect(s.name).toMatch(/^[A-Z][A-Z0-9_]+$/);
       expect(s.doc.length).toBeGreaterThan(5);
     }
+  });
+});
+
+describe('each setting is declared once (issue #18 item 5)', () => {
+  test('a second declaration of a setting under another spec is refused at load, naming both sections', () => {
+    defineSection('probe-a', { x: str('PROBE_DECLARED_ONCE', { doc: 'a', default: 'x' }) });
+    expect(() => defineSection('probe-b', { y: str('PROBE_DECLARED_ONCE', { doc: 'b', default: 'y' }) })).toThrow(
+      'setting PROBE_DECLARED_ONCE is declared twice (sections probe-a and probe-b): share one spec',
+    );
+  });
+
+  test('the app declares every setting once (shared specs: AZURE_CLIENT_ID, GOOGLE_OAUTH_TOKEN_URL, LOG_LEVEL)', () => {
+    loadAllSections(); // every shared/config module: a duplicate would have thrown here
+    const names = allSettings().map((s) => s.name);
+    expect(names.length).toBe(new Set(names).size);
+    for (const n of ['AZURE_CLIENT_ID', 'GOOGLE_OAUTH_TOKEN_URL', 'LOG_LEVEL']) expect(names.filter((x) => x === n)).toHaveLength(1);
+  });
+
+  test('the logger reads LOG_LEVEL through the config loader; an invalid value logs at info instead of failing', () => {
+    const lines: string[] = [];
+    const prev = setLogSink((r) => lines.push(`${r.level}:${r.msg}`));
+    const saved = process.env.LOG_LEVEL;
+    try {
+      process.env.LOG_LEVEL = 'warn';
+      createLogger().info('hidden at warn');
+      createLogger().warn('shown at warn');
+      process.env.LOG_LEVEL = 'loud';
+      createLogger().debug('hidden at the info fallback');
+      createLogger().info('shown at the info fallback');
+    } finally {
+      setLogSink(prev);
+      if (saved === undefined) delete process.env.LOG_LEVEL;
+      else process.env.LOG_LEVEL = saved;
+    }
+    expect(lines).toEqual(['warn:shown at warn', 'info:shown at the info fallback']);
   });
 });
