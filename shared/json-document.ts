@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { z } from 'zod';
+import { ConfigError } from './config/settings';
 import { BrokerError } from './errors';
 
 /** `rules[1].grants.cloudsql[0].instance`: a zod issue path as a reader would write it. */
@@ -29,12 +30,21 @@ export function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: 
  * at most every `checkIntervalMs`). A missing file or a parse failure is `config_invalid` (503 naming the
  * setting or the problems), never a 500. `parse` throws an Error whose message is safe to show.
  */
+/**
+ * A JSON document checked against its schema, or a ConfigError (the one configuration error: 503 config_invalid
+ * where it is served, 400 where an operator writes it) naming `what`, the source and the path of every bad entry.
+ */
+export function parseDocument<S extends z.ZodTypeAny>(text: string, schema: S, what: string, source: string): z.output<S> {
+  const r = parseJsonDocument(text, schema);
+  if ('problems' in r) throw new ConfigError(`${what} ${source}`, r.problems);
+  return r.data;
+}
+
 export function watchedDocument<T>(opts: {
   what: string;
   setting: string;
   parse: (text: string, source: string) => T;
   /** Errors whose message lists the document's problems (others get a generic message). */
-  isDocumentError: (e: unknown) => boolean;
   checkIntervalMs?: number;
 }): (path: string, now?: number) => T {
   const interval = opts.checkIntervalMs ?? 5000;
@@ -56,7 +66,7 @@ export function watchedDocument<T>(opts: {
       cache = { path, mtimeMs, checkedAt: now, value };
       return value;
     } catch (e) {
-      throw new BrokerError('config_invalid', opts.isDocumentError(e) ? (e as Error).message : `The ${opts.what} ${path} cannot be read.`, { cause: e });
+      throw new BrokerError('config_invalid', e instanceof ConfigError ? e.message : `The ${opts.what} ${path} cannot be read.`, { cause: e });
     }
   };
 }

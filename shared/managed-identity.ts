@@ -1,4 +1,6 @@
 import type { TokenCredential } from '@azure/core-auth';
+import { BrokerError, isBrokerError } from './errors';
+import { isTimeout, statusOf, type ErrorShape } from './upstream-call';
 import { ManagedIdentityCredential } from '@azure/identity';
 
 /**
@@ -8,15 +10,34 @@ import { ManagedIdentityCredential } from '@azure/identity';
  * No retries of its own: every caller bounds the call with its deadline and answers 503/504 with Retry-After.
  */
 
-let cached: { clientId: string; credential: TokenCredential } | undefined;
+/** One credential per client id: the Function's own and the user-assigned identities the policy names (Cosmos rbac). */
+const credentials = new Map<string, TokenCredential>();
+
+/** Forget every credential and the tokens it cached (tests). */
+export function resetManagedIdentities(): void {
+  credentials.clear();
+}
 
 export function managedIdentity(clientId: string | undefined): TokenCredential {
   const key = clientId ?? '';
-  if (cached?.clientId !== key) {
-    cached = {
-      clientId: key,
-      credential: new ManagedIdentityCredential({ ...(clientId ? { clientId } : {}), retryOptions: { maxRetries: 0 } }),
-    };
+  let c = credentials.get(key);
+  if (!c) {
+    c = new ManagedIdentityCredential({ ...(clientId ? { clientId } : {}), retryOptions: { maxRetries: 0 } });
+    credentials.set(key, c);
   }
-  return cached.credential;
+  return c;
+}
+
+/**
+ * Map a failure to get the Function's managed identity token. @azure/identity reports an unreachable or
+ * failing endpoint as CredentialUnavailableError / AuthenticationError; neither is the caller's fault.
+ */
+export function managedIdentityFailure(err: unknown): BrokerError {
+  if (isBrokerError(err)) return err;
+  if (isTimeout(err)) return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err });
+  const status = statusOf((err ?? {}) as ErrorShape);
+  if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
+    return new BrokerError('upstream_denied', 'The managed identity endpoint refused the broker.', { cause: err });
+  }
+  return new BrokerError('upstream_unavailable', 'The managed identity endpoint cannot be reached right now.', { cause: err });
 }

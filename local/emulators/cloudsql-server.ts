@@ -266,6 +266,42 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     client.on('close', () => up.destroy());
   };
 
+  /** A session PostgreSQL authenticates itself (a built-in user): relayed as is. */
+  const passThrough = async (client: Socket, startup: Buffer, reader: WireReader): Promise<void> => {
+    let up: Socket;
+    try {
+      up = await connectUpstream();
+    } catch {
+      return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
+    }
+    up.write(startup);
+    return relay(client, up, reader.release(), Buffer.alloc(0));
+  };
+
+  /** An IAM user the instance admitted: the emulator logs in to PostgreSQL on its behalf, then relays the session. */
+  const admitIam = async (client: Socket, startup: Buffer, reader: WireReader, user: string): Promise<void> => {
+    let up: Socket;
+    try {
+      up = await connectUpstream();
+    } catch {
+      return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
+    }
+    sockets.add(up);
+    const upReader = new WireReader(up);
+    up.write(startup);
+    try {
+      await authenticateUpstream(up, upReader, user, opts.upstream.iamPassword);
+    } catch (e) {
+      stats.refused.upstream = (stats.refused.upstream ?? 0) + 1;
+      up.destroy();
+      client.end((e as { raw?: Buffer }).raw ?? errorResponse('57P03', 'the database system is not accepting connections'));
+      return;
+    }
+    stats.admitted++;
+    client.write(AUTH_OK);
+    relay(client, up, reader.release(), upReader.release());
+  };
+
   const onSession = async (client: TLSSocket): Promise<void> => {
     const reader = new WireReader(client);
     let startup: Buffer;
@@ -290,14 +326,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     const binding = cert ? opts.bindingOf(cert.fingerprint256) : undefined;
     if (!binding) {
       // Not an IAM certificate: PostgreSQL authenticates the client itself.
-      let up: Socket;
-      try {
-        up = await connectUpstream();
-      } catch {
-        return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
-      }
-      up.write(startup);
-      return relay(client, up, reader.release(), Buffer.alloc(0));
+      return passThrough(client, startup, reader);
     }
     if (binding.connectionName !== opts.connectionName) {
       return refuse(client, 'wrong_instance', '28000', 'the client certificate was issued for another instance');
@@ -306,27 +335,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     if (params.user !== iamUser) {
       return refuse(client, 'identity_mismatch', '28000', `Cloud SQL IAM service account authentication failed for user "${params.user ?? ''}"`);
     }
-    let up: Socket;
-    try {
-      up = await connectUpstream();
-    } catch {
-      return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
-    }
-    sockets.add(up);
-    const upReader = new WireReader(up);
-    up.write(startup);
-    try {
-      await authenticateUpstream(up, upReader, iamUser, opts.upstream.iamPassword);
-    } catch (e) {
-      const raw = (e as { raw?: Buffer }).raw;
-      stats.refused.upstream = (stats.refused.upstream ?? 0) + 1;
-      up.destroy();
-      client.end(raw ?? errorResponse('57P03', 'the database system is not accepting connections'));
-      return;
-    }
-    stats.admitted++;
-    client.write(AUTH_OK);
-    relay(client, up, reader.release(), upReader.release());
+    return admitIam(client, startup, reader, iamUser);
   };
 
   // ---- direct connections: TLS via SSLRequest, the IAM token as the password (docs/emulators.md, Cloud SQL instance) ----
@@ -340,14 +349,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     const user = params.user ?? '';
     if (!IAM_SA_USER.test(user)) {
       // A built-in user: PostgreSQL authenticates it itself.
-      let up: Socket;
-      try {
-        up = await connectUpstream();
-      } catch {
-        return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
-      }
-      up.write(startup);
-      return relay(client, up, reader.release(), Buffer.alloc(0));
+      return passThrough(client, startup, reader);
     }
     client.write(message('R', Buffer.from([0, 0, 0, 3]))); // AuthenticationCleartextPassword (over TLS)
     const pw = await reader.typed();
@@ -355,26 +357,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     const token = pw.payload.subarray(0, Math.max(0, pw.payload.length - 1)).toString('utf8');
     const refusal = opts.direct!.verifyLoginToken(user, token);
     if (refusal) return refuse(client, 'token_refused', refusal.code, refusal.message);
-    let up: Socket;
-    try {
-      up = await connectUpstream();
-    } catch {
-      return refuse(client, 'database_down', '57P03', 'the database system is not accepting connections');
-    }
-    sockets.add(up);
-    const upReader = new WireReader(up);
-    up.write(startup);
-    try {
-      await authenticateUpstream(up, upReader, user, opts.upstream.iamPassword);
-    } catch (e) {
-      stats.refused.upstream = (stats.refused.upstream ?? 0) + 1;
-      up.destroy();
-      client.end((e as { raw?: Buffer }).raw ?? errorResponse('57P03', 'the database system is not accepting connections'));
-      return;
-    }
-    stats.admitted++;
-    client.write(AUTH_OK);
-    relay(client, up, reader.release(), upReader.release());
+    return admitIam(client, startup, reader, user);
   };
   const onDirect = async (raw: Socket): Promise<void> => {
     const reader = new WireReader(raw);

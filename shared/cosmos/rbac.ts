@@ -1,4 +1,3 @@
-import { ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
 import { tokenFingerprint } from '../audit';
 import { TokenCache } from '../cache';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
@@ -6,9 +5,9 @@ import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { ACCESS_TOKEN_TYPE } from '../exchange/types';
-import { managedIdentityFailure, withDeadline } from '../google/errors';
+import { managedIdentity, resetManagedIdentities } from '../managed-identity';
+import { managedIdentityToken } from '../managed-identity-token';
 import type { CosmosRbacGrant } from '../policy/evaluate';
-import { recordUpstream } from '../telemetry';
 
 /**
  * Keyless CosmosDB (Entra ID data-plane RBAC): the answer is an Entra access token of the user-assigned managed
@@ -34,24 +33,12 @@ interface Issued {
 }
 
 const cache = new TokenCache<Issued>({ maxEntries: 1_000, minRemainingMs: 0 });
-const credentials = new Map<string, TokenCredential>();
 
 /** Tests: replace how an identity's credential is built. */
-let credentialFactory = (clientId: string): TokenCredential => new ManagedIdentityCredential({ clientId, retryOptions: { maxRetries: 0 } });
-
-export function resetCosmosRbac(factory?: (clientId: string) => TokenCredential): void {
+/** Test reset: the token cache and the managed-identity credentials (with their own token caches). */
+export function resetCosmosRbac(): void {
   cache.clear();
-  credentials.clear();
-  if (factory) credentialFactory = factory;
-}
-
-function credentialOf(clientId: string): TokenCredential {
-  let c = credentials.get(clientId);
-  if (!c) {
-    c = credentialFactory(clientId);
-    credentials.set(clientId, c);
-  }
-  return c;
+  resetManagedIdentities();
 }
 
 export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): Promise<ProviderResult> {
@@ -75,23 +62,7 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
   let fetched = false;
   const issued = await cache.get(JSON.stringify([clientId, grant.account]), async () => {
     fetched = true;
-    let t: { token: string; expiresOnTimestamp: number } | null;
-    try {
-      t = await withDeadline(
-        credentialOf(clientId).getToken(scope, { abortSignal: AbortSignal.timeout(timeoutMs) }),
-        timeoutMs,
-        () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.'),
-      );
-    } catch (e) {
-      const err = managedIdentityFailure(e);
-      recordUpstream('managed-identity', err.code);
-      throw err;
-    }
-    if (!t?.token || !Number.isFinite(t.expiresOnTimestamp)) {
-      recordUpstream('managed-identity', 'upstream_unavailable');
-      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.');
-    }
-    recordUpstream('managed-identity', 'ok');
+    const t = await managedIdentityToken(managedIdentity(clientId), scope, timeoutMs);
     const lifeMs = t.expiresOnTimestamp - Date.now();
     if (lifeMs <= 0) throw new BrokerError('upstream_error', 'The managed identity endpoint returned an expired token.');
     const marginMs = Math.min(cfg.minRemainingSeconds * 1000, Math.floor(lifeMs / 2));

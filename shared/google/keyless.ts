@@ -3,9 +3,10 @@ import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-au
 import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
 import { BrokerError } from '../errors';
 import { managedIdentity } from '../managed-identity';
+import { managedIdentityToken } from '../managed-identity-token';
 import { CLOUD_PLATFORM_SCOPE, JWT_SUBJECT_TOKEN_TYPE } from './scopes';
 import { recordUpstream } from '../telemetry';
-import { googleFailure, managedIdentityFailure, withDeadline } from './errors';
+import { googleFailure, withDeadline } from './errors';
 import type { SourceCredential, SourceCredentialContext, SourceToken } from './source-types';
 
 /**
@@ -39,24 +40,7 @@ export function managedIdentitySupplier(credential: TokenCredential, audience: s
   const scope = `${audience.replace(/\/+$/, '')}/.default`;
   return {
     async getSubjectToken(): Promise<string> {
-      let token: { token: string } | null;
-      try {
-        token = await withDeadline(
-          credential.getToken(scope, { abortSignal: AbortSignal.timeout(timeoutMs) }),
-          timeoutMs,
-          () => new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.'),
-        );
-      } catch (e) {
-        const err = managedIdentityFailure(e);
-        recordUpstream('managed-identity', err.code);
-        throw err;
-      }
-      if (!token?.token) {
-        recordUpstream('managed-identity', 'upstream_unavailable');
-        throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no token.');
-      }
-      recordUpstream('managed-identity', 'ok');
-      return token.token;
+      return (await managedIdentityToken(credential, scope, timeoutMs)).token;
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { TokenCredential } from '@azure/core-auth';
-import { BlobClient, ContainerClient, type StoragePipelineOptions } from '@azure/storage-blob';
+import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
 import { managedIdentity } from '../managed-identity';
@@ -104,6 +104,18 @@ function revisionOf(metadata: Record<string, string> | undefined): number | unde
   return r && /^\d{1,12}$/.test(r) ? Number(r) : undefined;
 }
 
+/** A downloaded blob as the policy store's document (body read in full, bounded by the caller's deadline). */
+async function documentOf(res: BlobDownloadResponseParsed): Promise<SourceDocument> {
+  return {
+    kind: 'document',
+    text: await readBody(res.readableStreamBody),
+    etag: res.etag ?? '',
+    revision: revisionOf(res.metadata),
+    lastModified: res.lastModified,
+    metadata: res.metadata ?? {},
+  };
+}
+
 export class BlobPolicySource implements PolicySource {
   readonly kind = 'blob' as const;
   readonly location: string;
@@ -120,15 +132,7 @@ export class BlobPolicySource implements PolicySource {
         const res = await this.blob.download(0, undefined, { abortSignal, ...(etag ? { conditions: { ifNoneMatch: etag } } : {}) });
         recordUpstream('storage', 'ok');
         if (res._response.status === 304) return { kind: 'not-modified' } as const;
-        const doc: SourceDocument = {
-          kind: 'document',
-          text: await readBody(res.readableStreamBody),
-          etag: res.etag ?? '',
-          revision: revisionOf(res.metadata),
-          lastModified: res.lastModified,
-          metadata: res.metadata ?? {},
-        };
-        return doc;
+        return documentOf(res);
       });
     } catch (e) {
       if (statusOf(e) === 304) return { kind: 'not-modified' };
@@ -200,14 +204,7 @@ export class BlobPolicyWriter {
     try {
       return await this.call('read', async (abortSignal) => {
         const res = await blob.download(0, undefined, { abortSignal });
-        return {
-          kind: 'document',
-          text: await readBody(res.readableStreamBody),
-          etag: res.etag ?? '',
-          revision: revisionOf(res.metadata),
-          lastModified: res.lastModified,
-          metadata: res.metadata ?? {},
-        } satisfies SourceDocument;
+        return documentOf(res);
       });
     } catch (e) {
       if (statusOf(e) === 404) return undefined;

@@ -1,21 +1,9 @@
-import { parseJsonDocument, watchedDocument } from '../json-document';
+import { parseDocument, watchedDocument } from '../json-document';
 import { policySchema, type Policy } from './schema';
-
-export class PolicyError extends Error {
-  constructor(
-    readonly source: string,
-    readonly problems: readonly string[],
-  ) {
-    super(`Invalid policy ${source}: ${problems.join('; ')}`);
-    this.name = 'PolicyError';
-  }
-}
 
 /** Parse and schema-check a policy document; errors name the path of each bad entry. */
 export function parsePolicy(text: string, source = 'policy'): Policy {
-  const r = parseJsonDocument(text, policySchema);
-  if ('problems' in r) throw new PolicyError(source, r.problems);
-  return r.data;
+  return parseDocument(text, policySchema, 'policy', source);
 }
 
 /**
@@ -26,5 +14,4 @@ export const loadPolicyFile: (path: string, now?: number) => Policy = watchedDoc
   what: 'policy file',
   setting: 'BROKER_POLICY_PATH',
   parse: parsePolicy,
-  isDocumentError: (e) => e instanceof PolicyError,
 });

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { BrokerError, toBrokerError } from '../errors';
 import type { Logger } from '../log';
-import { parsePolicy, PolicyError } from './load';
+import { parsePolicy } from './load';
 import type { Policy } from './schema';
 
 /**
@@ -105,12 +105,8 @@ export class PolicyStore {
       if (r.kind === 'not-modified') {
         if (this.good) this.good.confirmedAt = started;
       } else {
-        let policy: Policy;
-        try {
-          policy = parsePolicy(r.text, this.source.kind === 'blob' ? 'blob' : this.source.location);
-        } catch (e) {
-          throw e instanceof PolicyError ? new BrokerError('config_invalid', e.message, { cause: e }) : e;
-        }
+        // An invalid document is a ConfigError naming the bad entries: mapped to config_invalid below, like a read failure.
+        const policy: Policy = parsePolicy(r.text, this.source.kind === 'blob' ? 'blob' : this.source.location);
         const changed = this.good?.version.etag !== r.etag;
         this.good = {
           version: {

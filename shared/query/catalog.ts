@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseJsonDocument, watchedDocument } from '../json-document';
+import { parseDocument, watchedDocument } from '../json-document';
 import { hasSqlComment } from './sql-comment';
 import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../identifiers';
 
@@ -138,20 +138,8 @@ export type ParamSpec = CatalogQuery['parameters'][number];
 export type CallerParamSpec = Extract<ParamSpec, { type: 'caller' }>;
 export type ValueParamSpec = Exclude<ParamSpec, { type: 'caller' }>;
 
-export class CatalogError extends Error {
-  constructor(
-    readonly source: string,
-    readonly problems: readonly string[],
-  ) {
-    super(`Invalid query catalog ${source}: ${problems.join('; ')}`);
-    this.name = 'CatalogError';
-  }
-}
-
 export function parseCatalog(text: string, source = 'catalog'): Catalog {
-  const r = parseJsonDocument(text, catalogSchema);
-  if ('problems' in r) throw new CatalogError(source, r.problems);
-  return r.data;
+  return parseDocument(text, catalogSchema, 'query catalog', source);
 }
 
 /** The catalog at `path`, re-read when the file changes (checked at most every 5 s); bad file → 503 naming the problems. */
@@ -159,5 +147,4 @@ export const loadCatalogFile: (path: string, now?: number) => Catalog = watchedD
   what: 'query catalog',
   setting: 'QUERY_CATALOG_PATH',
   parse: parseCatalog,
-  isDocumentError: (e) => e instanceof CatalogError,
 });

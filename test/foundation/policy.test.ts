@@ -1,4 +1,5 @@
-import { parsePolicy, PolicyError } from '../../shared/policy/load';
+import { ConfigError } from '../../shared/config/settings';
+import { parsePolicy } from '../../shared/policy/load';
 import { evaluate } from '../../shared/policy/evaluate';
 import { parseTarget, formatTarget } from '../../shared/policy/target';
 import type { Principal } from '../../shared/auth/principal';
@@ -30,8 +31,8 @@ function problemsOf(doc: unknown): string[] {
   try {
     parsePolicy(JSON.stringify(doc));
   } catch (e) {
-    expect(e).toBeInstanceOf(PolicyError);
-    return [...(e as PolicyError).problems];
+    expect(e).toBeInstanceOf(ConfigError);
+    return [...(e as ConfigError).problems];
   }
   throw new Error('expected the policy to be rejected');
 }
@@ -92,8 +93,8 @@ describe('policy schema', () => {
     expect(text).toContain('rules[1].id: duplicate rule id "r"');
   });
 
-  test('invalid JSON is a PolicyError, not a crash', () => {
-    expect(() => parsePolicy('{ nope')).toThrow(PolicyError);
+  test('invalid JSON is a ConfigError, not a crash', () => {
+    expect(() => parsePolicy('{ nope')).toThrow(ConfigError);
   });
 });
 

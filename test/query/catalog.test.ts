@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { CatalogError, parseCatalog, type CatalogQuery } from '../../shared/query/catalog';
+import { ConfigError } from '../../shared/config/settings';
+import { parseCatalog, type CatalogQuery } from '../../shared/query/catalog';
 import { convertValue, typeName } from '../../shared/query/convert';
 import { bindParameters } from '../../shared/query/params';
 import { parsePolicy } from '../../shared/policy/load';
@@ -13,7 +14,7 @@ function problems(doc: unknown): string[] {
   try {
     parseCatalog(JSON.stringify(doc), 'test');
   } catch (e) {
-    if (e instanceof CatalogError) return [...e.problems];
+    if (e instanceof ConfigError) return [...e.problems];
     throw e;
   }
   return [];

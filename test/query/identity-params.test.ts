@@ -1,4 +1,5 @@
-import { CatalogError, parseCatalog } from '../../shared/query/catalog';
+import { ConfigError } from '../../shared/config/settings';
+import { parseCatalog } from '../../shared/query/catalog';
 import { bindParameters, parameterNames } from '../../shared/query/params';
 import { sqlComment, withComment } from '../../shared/query/sql-comment';
 import { applicationNameFor, preamble } from '../../shared/query/session-identity';
@@ -12,7 +13,7 @@ function problems(query: unknown): string[] {
   try {
     parseCatalog(JSON.stringify({ version: 1, queries: [query] }), 'test');
   } catch (e) {
-    if (e instanceof CatalogError) return [...e.problems];
+    if (e instanceof ConfigError) return [...e.problems];
     throw e;
   }
   return [];
