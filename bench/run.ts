@@ -243,7 +243,7 @@ async function cold(): Promise<void> {
     for (let i = 0; i < 5; i++) {
       const c = await upstreamCalls(s, CLOUDSQL, s.info.callerToken, { requested_lifetime: String(800 - i * 60) });
       misses.cloudsql!.push({ ms: c.r.ms, overhead: c.overhead, calls: c.calls, upstreamMs: c.upstreamMs, delta: c.delta, status: c.r.status });
-      const m = await upstreamCalls(s, COSMOS, fresh[i]!);
+      const m = await upstreamCalls(s, COSMOS, fresh[i]);
       misses.cosmos!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, upstreamMs: m.upstreamMs, delta: m.delta, status: m.r.status });
     }
     for (const [name, what] of [

@@ -7,11 +7,11 @@ import { enableOpenTelemetry } from '../shared/telemetry';
 export function telemetryWithoutExporter(): () => Promise<void> {
   const metricExporter: PushMetricExporter = {
     export: (_m, done) => done({ code: 0 }),
-    forceFlush: async () => undefined,
-    shutdown: async () => undefined,
+    forceFlush: () => Promise.resolve(),
+    shutdown: () => Promise.resolve(),
     selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
   };
-  const spanExporter: SpanExporter = { export: (_s, done) => done({ code: 0 }), shutdown: async () => undefined };
+  const spanExporter: SpanExporter = { export: (_s, done) => done({ code: 0 }), shutdown: () => Promise.resolve() };
   const meterProvider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 60_000 })] });
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(spanExporter)] });
   metrics.setGlobalMeterProvider(meterProvider);

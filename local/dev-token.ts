@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   } catch {
     throw new Error(`No running sandbox found (${join(dir, 'sandbox.json')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`);
   }
-  const str = (k: string) => (typeof args[k] === 'string' ? (args[k] as string) : undefined);
+  const str = (k: string) => (typeof args[k] === 'string' ? (args[k]) : undefined);
   const list = (k: string) => str(k)?.split(',').map((s) => s.trim()).filter(Boolean);
   const client = args.client === true;
   if (args.v1 === true && args.v2 === true) throw new Error('--v1 and --v2 exclude each other.');

@@ -112,10 +112,10 @@ class LocalHttpRequest implements HttpRequest {
   get body(): NodeReadableStream | null {
     return this.bytes.length ? new NodeBlob([this.bytes]).stream() : null;
   }
-  readonly text = async (): Promise<string> => this.bytes.toString('utf8');
-  readonly json = async (): Promise<unknown> => JSON.parse(this.bytes.toString('utf8')) as unknown;
-  readonly arrayBuffer = async (): Promise<ArrayBuffer> => new Uint8Array(this.bytes).buffer;
-  readonly blob = async (): Promise<NodeBlob> => new NodeBlob([this.bytes]);
+  readonly text = (): Promise<string> => Promise.resolve(this.bytes.toString('utf8'));
+  readonly json = (): Promise<unknown> => Promise.resolve().then(() => JSON.parse(this.bytes.toString('utf8')) as unknown);
+  readonly arrayBuffer = (): Promise<ArrayBuffer> => Promise.resolve(new Uint8Array(this.bytes).buffer);
+  readonly blob = (): Promise<NodeBlob> => Promise.resolve(new NodeBlob([this.bytes]));
   readonly formData = async (): Promise<FormData> => this.clone().formData();
   readonly clone = (): HttpRequest =>
     new HttpRequest({
@@ -311,7 +311,7 @@ export async function startLocalHost(
       );
       const ctx = new InvocationContext({ invocationId: randomUUID(), functionName: hit.r.reg.name });
       const init = await hit.r.reg.options.handler(request, ctx);
-      await writeInit(res, init as HttpResponseInit);
+      await writeInit(res, init);
     })().catch((e: unknown) => {
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
       if (!res.headersSent) void refuse(res, new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }), style, cid, method);

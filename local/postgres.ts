@@ -326,9 +326,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       database,
     });
     await provision(admin, opts, iamPassword);
-    const unsupported = async () => {
-      throw new Error('an existing PostgreSQL server cannot be stopped or started by the sandbox');
-    };
+    const unsupported = () => Promise.reject(new Error('an existing PostgreSQL server cannot be stopped or started by the sandbox'));
     return {
       kind: 'existing',
       host: u.hostname,
@@ -339,7 +337,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       stop: unsupported,
       start: unsupported,
       running: true,
-      close: async () => undefined,
+      close: () => Promise.resolve(),
     };
   }
 

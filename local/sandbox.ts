@@ -319,7 +319,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     mkdirSync(kvCaDir, { recursive: true });
     const kvCaFile = join(kvCaDir, 'keyvault-ca.pem');
     writeFileSync(kvCaFile, kvCa.certPem);
-    if (!opts.stateDir) stops.push(async () => rmSync(kvCaDir, { recursive: true, force: true }));
+    if (!opts.stateDir) stops.push(() => Promise.resolve(rmSync(kvCaDir, { recursive: true, force: true })));
     env.KEY_VAULT_URL = keyVault.vaultUrl;
     env.KEY_VAULT_CA_FILE = kvCaFile;
     services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;

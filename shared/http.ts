@@ -164,7 +164,7 @@ export async function readBodyText(req: Pick<HttpRequest, 'headers' | 'body'>, m
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = (await reader.read()) as ReadableStreamReadResult<Uint8Array>;
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {

@@ -1,6 +1,6 @@
 import type { TokenCredential } from '@azure/core-auth';
 import { BrokerError, isBrokerError } from './errors';
-import { isTimeout, statusOf, type ErrorShape } from './upstream-call';
+import { isTimeout, statusOf } from './upstream-call';
 import { ManagedIdentityCredential } from '@azure/identity';
 
 /**
@@ -35,7 +35,7 @@ export function managedIdentity(clientId: string | undefined): TokenCredential {
 export function managedIdentityFailure(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
   if (isTimeout(err)) return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err });
-  const status = statusOf((err ?? {}) as ErrorShape);
+  const status = statusOf((err ?? {}));
   if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
     return new BrokerError('upstream_denied', 'The managed identity endpoint refused the broker.', { cause: err });
   }

@@ -44,7 +44,7 @@ function azuriteMain(): string {
 
 async function spawnAzurite(args: string[]): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [azuriteMain(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return await new Promise((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => fail(new Error(`Azurite did not start within 20 s: ${out.slice(-500)}`)), 20_000);
     const fail = (e: Error) => {

@@ -178,7 +178,7 @@ async function authenticateUpstream(up: Socket, reader: WireReader, user: string
       case 11: {
         if (!scram) throw new Error('SASL continue without a session');
         const serverFirst = m.payload.subarray(4).toString('utf8');
-        const attrs = Object.fromEntries(serverFirst.split(',').map((kv) => [kv[0], kv.slice(2)]));
+        const attrs: Partial<Record<string, string>> = Object.fromEntries(serverFirst.split(',').map((kv) => [kv[0] ?? '', kv.slice(2)]));
         if (!attrs.r?.startsWith(scram.nonce) || !attrs.s || !attrs.i) throw new Error('bad SCRAM server-first message');
         const salted = pbkdf2Sync(password.normalize('NFKC'), Buffer.from(attrs.s, 'base64'), Number(attrs.i), 32, 'sha256');
         const clientKey = createHmac('sha256', salted).update('Client Key').digest();

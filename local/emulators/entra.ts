@@ -211,7 +211,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
           if (!body || typeof body !== 'object') return { status: 400, body: { error: 'invalid_request' } };
           let token: string;
           try {
-            token = await mint(body as MintOptions);
+            token = await mint(body);
           } catch (e) {
             return { status: 400, body: { error: 'invalid_resource', error_description: (e as Error).message } };
           }
@@ -238,7 +238,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
       keys.push(k);
       return k;
     },
-  }) as EntraEmulator;
+  });
 }
 
 /** Export a key's public JWK (for tests that build their own key sets). */

@@ -199,12 +199,12 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     if (raw === undefined || raw === null) return { ok: true };
     if (typeof raw !== 'object') return { ok: false, message: 'Property attributes must be an object.' };
     const a = raw as Record<string, unknown>;
-    const num = (k: string) => (a[k] === undefined || a[k] === null ? undefined : typeof a[k] === 'number' ? (a[k] as number) : NaN);
+    const num = (k: string) => (a[k] === undefined || a[k] === null ? undefined : typeof a[k] === 'number' ? (a[k]) : NaN);
     const nbf = num('nbf');
     const exp = num('exp');
     if (Number.isNaN(nbf) || Number.isNaN(exp)) return { ok: false, message: 'Property attributes.nbf/exp must be numbers (unix seconds).' };
     if (a.enabled !== undefined && typeof a.enabled !== 'boolean') return { ok: false, message: 'Property attributes.enabled must be a boolean.' };
-    return { ok: true, enabled: a.enabled as boolean | undefined, nbf, exp };
+    return { ok: true, enabled: a.enabled, nbf, exp };
   };
   const parseTags = (raw: unknown): Record<string, string> | undefined | false => {
     if (raw === undefined || raw === null) return undefined;
@@ -252,7 +252,7 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
           if (tags === false) return kvError(400, 'BadParameter', 'Tags must be at most 15 string pairs.');
           const attrs = parseAttrs(b.attributes);
           if (!attrs.ok) return kvError(400, 'BadParameter', attrs.message);
-          const v = addVersion(req.params.name!, b.value, { contentType: b.contentType as string | undefined, tags, enabled: attrs.enabled, nbf: attrs.nbf, exp: attrs.exp });
+          const v = addVersion(req.params.name!, b.value, { contentType: b.contentType, tags, enabled: attrs.enabled, nbf: attrs.nbf, exp: attrs.exp });
           return { status: 200, body: bundle(v, true) };
         }),
       },

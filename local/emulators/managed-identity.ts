@@ -144,5 +144,5 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
   const addIdentity = (i: UserAssignedIdentity) => {
     identities.push(attached(i));
   };
-  return Object.assign(emu, { endpoint: `${emu.url}/msi/token`, secretHeader, objectId, clientId, issued, addIdentity }) as ManagedIdentityEmulator;
+  return Object.assign(emu, { endpoint: `${emu.url}/msi/token`, secretHeader, objectId, clientId, issued, addIdentity });
 }

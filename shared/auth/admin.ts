@@ -60,7 +60,7 @@ export async function authenticateAdmin(
   req: HttpRequest,
   scope: RequestScope,
   action: string,
-  adminToken: () => Promise<string | undefined> = async () => adminTokenHeader(req),
+  adminToken: () => Promise<string | undefined> = () => Promise.resolve(adminTokenHeader(req)),
 ): Promise<AdminIdentity> {
   const cfg = loadCore();
   const client = await authenticateClient(req, cfg);

@@ -94,7 +94,7 @@ async function refreshed(account: string, pending: Promise<AccountHandle>, h: Ac
     const next = Promise.resolve(build(cfg, account, endpoint, secret));
     handles.set(account, next);
     setTimeout(() => h.client.dispose(), 30_000).unref();
-    return next;
+    return await next;
   } catch {
     h.checkedAtMs = now - cfg.keyRefreshSeconds * 1000 + 30_000;
     return h;

@@ -129,7 +129,7 @@ async function issue(
       return providers.cloudsql({ ...base, grant });
     case 'cosmos':
       return providers.cosmos({ ...base, grant });
-    default:
+    case 'query':
       throw new BrokerError('invalid_target', 'This target cannot be exchanged for a token.');
   }
 }

@@ -60,7 +60,7 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
     }),
   );
   const failed = results.filter((r) => r.status === 'rejected');
-  for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: (f as PromiseRejectedResult).reason });
+  for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: (f).reason });
   log.info('token prewarm', { event: 'prewarm', serviceAccounts: targets.length, failed: failed.length });
   return { warmed: targets.length - failed.length, failed: failed.length };
 }

@@ -28,7 +28,7 @@ const identity = (clientId: string | undefined): TokenCredential => managedIdent
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
   const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
   // tlsOptions reach core-rest-pipeline's tlsPolicy through the storage pipeline's options (the Key Vault client does the same).
-  return { retryOptions: { maxTries: 1, tryTimeoutInMs: cfg.storageTimeoutMs }, ...(ca ? { tlsOptions: { ca } } : {}) } as StoragePipelineOptions;
+  return { retryOptions: { maxTries: 1, tryTimeoutInMs: cfg.storageTimeoutMs }, ...(ca ? { tlsOptions: { ca } } : {}) };
 }
 
 export function blobClientFor(cfg: PolicyConfig, url: string, cred: TokenCredential = identity(cfg.clientId)): BlobClient {
@@ -91,7 +91,7 @@ async function readBody(stream: NodeJS.ReadableStream | undefined): Promise<stri
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of stream) {
-    const b = typeof c === 'string' ? Buffer.from(c) : (c as Buffer);
+    const b = typeof c === 'string' ? Buffer.from(c) : (c);
     size += b.byteLength;
     if (size > MAX_POLICY_BYTES) throw new BrokerError('upstream_error', 'The policy blob is larger than 1 MiB.');
     chunks.push(b);

@@ -171,9 +171,9 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           const body = (req.body.length ? req.json() : {}) as Record<string, unknown> | undefined;
           if (!body || typeof body !== 'object') return googleError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.');
           const pkType = body.privateKeyType ?? 'TYPE_GOOGLE_CREDENTIALS_FILE';
-          if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE') return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${String(pkType)} in the sandbox.`);
+          if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE') return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${JSON.stringify(pkType)} in the sandbox.`);
           const alg = body.keyAlgorithm ?? 'KEY_ALG_RSA_2048';
-          if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED') return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${String(alg)}.`);
+          if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED') return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${JSON.stringify(alg)}.`);
           if (keyCreationDisabled) {
             // Google's answer under the org policy (https://cloud.google.com/iam/docs/troubleshoot-org-policies):
             // same status as the key cap, but its own message and a google.rpc.PreconditionFailure naming the constraint.
@@ -304,5 +304,5 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
     },
     userKeys: (email: string) => keysOf(email).filter((k) => k.keyType === 'USER_MANAGED'),
     setKeyCreationDisabled: (d: boolean) => void (keyCreationDisabled = d),
-  }) as GoogleIamEmulator;
+  });
 }

@@ -109,5 +109,5 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
       },
     ],
   });
-  return Object.assign(emu, { issued }) as IamCredentialsEmulator;
+  return Object.assign(emu, { issued });
 }

@@ -107,5 +107,5 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
       },
     ],
   });
-  return Object.assign(emu, { tokenUrl: `${emu.url}/token`, keysUsed }) as GoogleOAuthEmulator;
+  return Object.assign(emu, { tokenUrl: `${emu.url}/token`, keysUsed });
 }
