@@ -159,7 +159,8 @@ function retryAfterMs(r: ArmResponse): number {
   return Number.isFinite(s) && s >= 0 ? Math.min(60, s) * 1000 : 1000;
 }
 
-function armFailure(status: number, what: string): BrokerError {
+/** Map an ARM error status to the broker's codes (exported for its table test; ARM's text is never read). */
+export function armFailure(status: number, what: string): BrokerError {
   if (status === 401 || status === 403) return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
   if (status === 404) return new BrokerError('target_misconfigured', `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`);
   if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.');

@@ -1,13 +1,13 @@
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
+import { federatedTokenService, resetGoogleTokens } from '../../shared/google/tokens';
 import { createLogger } from '../../shared/log';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
 import { DAY_MS, TAG, pendingSecretName } from '../../shared/rotation/plan';
 import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
 import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
-import type { GoogleTokenSource } from '../../shared/rotation/iam';
 
 export const T0 = Date.parse('2026-01-05T03:00:00Z');
 
@@ -27,8 +27,8 @@ export interface RotationFixture {
   sb: Sandbox;
   clock: Clock;
   restore: () => void;
-  /** A Google token for the Function's federated principal (what STS would hand it). */
-  tokens: GoogleTokenSource;
+  /** The broker's own federated Google token (managed identity → Google STS), to call IAM directly. */
+  federatedToken(): Promise<string>;
   deps(over?: Partial<RotationDeps>): RotationDeps;
   run(over?: Partial<RotationDeps>, dryRun?: boolean): Promise<RotationReport>;
   vault: KeyVaultSecrets;
@@ -47,20 +47,26 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
   sb.googleKeys.state.keyPropagationMs = 0;
   sb.keyVault.now = clock.now;
   const state = sb.googleKeys.state;
-  const tokens: GoogleTokenSource = {
-    getAccessToken: async () => state.issueToken('federated', sb.googleKeys.rotationPrincipal, [CLOUD_PLATFORM_SCOPE], 3600).token,
-  };
+  // The rotation's Google identity is the real keyless path (the sandbox's managed identity → Google STS,
+  // GOOGLE_* settings from applyEnv), its token cache on the shared clock (an input, not a module swap).
+  resetGoogleTokens({ now: clock.now });
   const log = createLogger({ fn: 'rotation-test' });
-  const deps = (over: Partial<RotationDeps> = {}): RotationDeps => ({
-    // A pause of the run passes on the shared clock (the Google emulators see time go by while rotation waits).
-    ...rotationDepsFromSettings(log, { tokens, now: clock.now, sleep: async (ms: number) => clock.advanceSeconds(ms / 1000) }),
-    ...over,
-  });
+  const deps = (over: Partial<RotationDeps> = {}): RotationDeps => {
+    // Each run starts with an empty Google token cache, as a Function instance days later would: google-auth-library
+    // dates the federated token by the wall clock, the emulators by the shared clock, so a token cached before
+    // `advanceDays` would look fresh to the broker and expired to IAM (a test artefact, not a broker fault).
+    resetGoogleTokens({ now: clock.now });
+    return {
+      // A pause of the run passes on the shared clock (the Google emulators see time go by while rotation waits).
+      ...rotationDepsFromSettings(log, { now: clock.now, sleep: async (ms: number) => clock.advanceSeconds(ms / 1000) }),
+      ...over,
+    };
+  };
   return {
     sb,
     clock,
     restore,
-    tokens,
+    federatedToken: async () => (await federatedTokenService().sourceAccessToken()).token,
     deps,
     run: (over = {}, dryRun = false) => runRotation(deps(over), { dryRun, trigger: 'timer' }),
     vault: KeyVaultSecrets.fromSettings({ timeoutMs: 3000 }),
@@ -75,6 +81,7 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
       await blob.getBlobLeaseClient().breakLease(0);
     },
     async stop() {
+      resetGoogleTokens();
       restore();
       await sb.stop();
     },

@@ -188,7 +188,7 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     const acct = f.addAccount('orphan-sa');
     const managed = [acct];
     await f.run({ managed });
-    const token = await f.tokens.getAccessToken();
+    const token = await f.federatedToken();
     const url = `${f.sb.googleKeys.iam.endpoint}/v1/projects/-/serviceAccounts/${acct.serviceAccount}/keys`;
     for (let i = 0; i < 9; i++) {
       const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });

@@ -5,6 +5,10 @@ const TID = '72f988bf-0000-4000-8000-00000000c0de';
 const AUD = ['api://orders-api'];
 let entra: EntraEmulator;
 let now = Date.now();
+/**
+ * With a JWKS cache age of 0 the key set is fetched again for every signature check, so the Entra emulator's
+ * JWKS call count is an observable count of full verifications (a cache hit makes none).
+ */
 const validator = () =>
   new TokenValidator({
     authorityHost: entra.url,
@@ -12,10 +16,11 @@ const validator = () =>
     clockSkewSeconds: 60,
     maxTokenBytes: 16384,
     jwksCooldownSeconds: 0,
-    jwksCacheMaxAgeSeconds: 3600,
+    jwksCacheMaxAgeSeconds: 0,
     timeoutMs: 2000,
     now: () => now,
   });
+const verifications = (since: number) => entra.count('jwks') - since;
 
 beforeAll(async () => {
   entra = await startEntra({ tenants: [TID] });
@@ -27,16 +32,18 @@ describe('verified-token cache', () => {
     now = Date.now();
     const v = validator();
     const token = await entra.mint({ aud: AUD[0], expiresIn: 120 });
+    const before = entra.count('jwks');
     const first = await v.validate(token, AUD);
-    const jwksCalls = entra.count('jwks');
-    const spy = jest.spyOn(v as unknown as { verify: () => Promise<unknown> }, 'verify');
+    expect(verifications(before)).toBe(1);
+    const afterFirst = entra.count('jwks');
+    expect(await v.validate(token, AUD)).toBe(first); // the very principal of the first check
     expect(await v.validate(token, AUD)).toBe(first);
-    expect(spy).not.toHaveBeenCalled();
-    expect(entra.count('jwks')).toBe(jwksCalls);
+    expect(verifications(afterFirst)).toBe(0);
 
     now += 185_000; // past exp (120 s) + skew (60 s)
     await expect(v.validate(token, AUD)).rejects.toMatchObject({ code: 'token_expired' });
-    expect(spy).toHaveBeenCalledTimes(1);
+    expect(verifications(afterFirst)).toBe(1); // the full check ran again, and refused it
+    await expect(v.validate(token, AUD)).rejects.toMatchObject({ code: 'token_expired' }); // a refusal is never cached as a grant
   });
 
   test('the cache is per audience set: a subject token is not accepted as a client token', async () => {
@@ -44,20 +51,24 @@ describe('verified-token cache', () => {
     const v = validator();
     const token = await entra.mint({ aud: AUD[0] });
     await v.validate(token, AUD);
+    const before = entra.count('jwks');
     await expect(v.validate(token, ['api://token-broker'])).rejects.toMatchObject({ code: 'token_audience_not_allowed' });
+    expect(verifications(before)).toBe(1); // checked in full for the other audience set, not served from the cache
   });
 
   test('entries are fully re-verified after at most five minutes', async () => {
     now = Date.now();
     const v = validator();
     const token = await entra.mint({ aud: AUD[0], expiresIn: 3600 });
-    await v.validate(token, AUD);
-    const spy = jest.spyOn(v as unknown as { verify: () => Promise<unknown> }, 'verify');
+    const first = await v.validate(token, AUD);
+    const before = entra.count('jwks');
     now += 4 * 60_000;
-    await v.validate(token, AUD);
-    expect(spy).not.toHaveBeenCalled();
+    expect(await v.validate(token, AUD)).toBe(first);
+    expect(verifications(before)).toBe(0);
     now += 60_000 + 1000;
-    await v.validate(token, AUD);
-    expect(spy).toHaveBeenCalledTimes(1);
+    const again = await v.validate(token, AUD);
+    expect(verifications(before)).toBe(1);
+    expect(again).not.toBe(first); // a fresh verification, same identity
+    expect(again).toEqual(first);
   });
 });
