@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { AuthenticationError, CredentialUnavailableError } from '@azure/identity';
 import { gaxios } from 'google-auth-library';
 import { BrokerError } from '../../shared/errors';
-import { googleFailure, managedIdentityFailure } from '../../shared/google/errors';
+import { googleFailure } from '../../shared/google/errors';
+import { managedIdentityFailure } from '../../shared/managed-identity';
 
 /**
  * Every failure a Google call (STS through gaxios, IAM Credentials through fetch) or the managed-identity
