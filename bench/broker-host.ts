@@ -13,7 +13,13 @@ async function main(): Promise<void> {
     if (msg.cmd === 'rss') {
       gcNow();
       const m = process.memoryUsage();
-      process.send?.({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers });
+      process.send?.({
+        rss: m.rss,
+        heapUsed: m.heapUsed,
+        heapTotal: m.heapTotal,
+        external: m.external,
+        arrayBuffers: m.arrayBuffers,
+      });
     }
     if (msg.cmd === 'stop') {
       void (async () => {

@@ -32,10 +32,24 @@ export function percentile(sorted: readonly number[], p: number): number {
 
 export function summarise(latencies: number[], errors: number, seconds: number): LatencySummary {
   const s = [...latencies].sort((a, b) => a - b);
-  return { n: s.length, errors, rps: s.length / seconds, p50: percentile(s, 50), p90: percentile(s, 90), p99: percentile(s, 99), max: s[s.length - 1] ?? NaN };
+  return {
+    n: s.length,
+    errors,
+    rps: s.length / seconds,
+    p50: percentile(s, 50),
+    p90: percentile(s, 90),
+    p99: percentile(s, 99),
+    max: s[s.length - 1] ?? NaN,
+  };
 }
 
-export async function fixedRate(base: string, req: FixedRateRequest, rate: number, seconds: number, maxSockets = 32): Promise<LatencySummary> {
+export async function fixedRate(
+  base: string,
+  req: FixedRateRequest,
+  rate: number,
+  seconds: number,
+  maxSockets = 32,
+): Promise<LatencySummary> {
   const url = new URL(base);
   const agent = new Agent({ keepAlive: true, maxSockets });
   const latencies: number[] = [];

@@ -11,11 +11,23 @@ import { startSandbox } from '../local/sandbox';
 async function main(): Promise<void> {
   const sb = await startSandbox({ env: { LOG_LEVEL: 'info' } });
   sb.applyEnv();
-  const gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0', expiresIn: 7200 });
-  const caller = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 });
-  const target = process.argv[2] === 'cosmos'
-    ? `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`
-    : `cloudsql://${SANDBOX.google.project}/${SANDBOX.google.region}/${SANDBOX.google.instance}/${SANDBOX.google.database}`;
+  const gateway = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+    expiresIn: 7200,
+  });
+  const caller = await sb.entra.mint({
+    oid: SANDBOX.readerObjectId,
+    aud: SANDBOX.subjectAudience,
+    roles: ['Orders.Read'],
+    expiresIn: 7200,
+  });
+  const target =
+    process.argv[2] === 'cosmos'
+      ? `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`
+      : `cloudsql://${SANDBOX.google.project}/${SANDBOX.google.region}/${SANDBOX.google.instance}/${SANDBOX.google.database}`;
   const body = new URLSearchParams({
     grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
     subject_token: caller,

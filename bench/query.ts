@@ -18,9 +18,13 @@ import { sequential, summarise, type LatencySummary } from './load';
 const N = Number(process.env.BENCH_QUERY_N ?? 400);
 const SECONDS = Number(process.env.BENCH_QUERY_SECONDS ?? 4);
 const CONCURRENCY = 16;
-const SQL = "SELECT status, count(*) AS orders FROM orders WHERE placed_at >= COALESCE($1::date, DATE '1970-01-01') GROUP BY status ORDER BY status";
+const SQL =
+  "SELECT status, count(*) AS orders FROM orders WHERE placed_at >= COALESCE($1::date, DATE '1970-01-01') GROUP BY status ORDER BY status";
 
-async function baselineServer(poolMax: number, adminEndpoint: string | undefined): Promise<{ url: string; close: () => Promise<void> }> {
+async function baselineServer(
+  poolMax: number,
+  adminEndpoint: string | undefined,
+): Promise<{ url: string; close: () => Promise<void> }> {
   const [{ Connector, AuthTypes, IpAddressTypes }, { OAuth2Client }, { Pool }] = await Promise.all([
     import('@google-cloud/cloud-sql-connector'),
     import('google-auth-library'),
@@ -39,7 +43,12 @@ async function baselineServer(poolMax: number, adminEndpoint: string | undefined
     authType: AuthTypes.IAM,
     ipType: IpAddressTypes.PUBLIC,
   });
-  const pool = new Pool({ ...opts, user: serviceAccount.replace(/\.gserviceaccount\.com$/, ''), database: SANDBOX.google.database, max: poolMax });
+  const pool = new Pool({
+    ...opts,
+    user: serviceAccount.replace(/\.gserviceaccount\.com$/, ''),
+    database: SANDBOX.google.database,
+    max: poolMax,
+  });
   const server: Server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
@@ -72,8 +81,17 @@ function toSummary(xs: number[]): LatencySummary {
   return summarise(xs, 0, xs.reduce((a, b) => a + b, 0) / 1000);
 }
 
-async function concurrent(url: string, path: string, headers: Record<string, string>): Promise<{ rps: number; p50: number; p99: number; non2xx: number }> {
-  const r = await autocannon({ url, duration: SECONDS, connections: CONCURRENCY, requests: [{ method: 'POST', path, headers, body: '{}' }] });
+async function concurrent(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ rps: number; p50: number; p99: number; non2xx: number }> {
+  const r = await autocannon({
+    url,
+    duration: SECONDS,
+    connections: CONCURRENCY,
+    requests: [{ method: 'POST', path, headers, body: '{}' }],
+  });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors + r.timeouts };
 }
 
@@ -84,8 +102,18 @@ async function main(): Promise<void> {
   const host = await startLocalHost({ port: 0 });
   const baseline = await baselineServer(queryConfig.get().poolMax, sb.env.CLOUDSQL_ADMIN_ENDPOINT);
   try {
-    const gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, aud: SANDBOX.clientAudience, version: '1.0', expiresIn: 7200 });
-    const caller = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 });
+    const gateway = await sb.entra.mint({
+      oid: SANDBOX.gatewayObjectId,
+      aud: SANDBOX.clientAudience,
+      version: '1.0',
+      expiresIn: 7200,
+    });
+    const caller = await sb.entra.mint({
+      oid: SANDBOX.readerObjectId,
+      aud: SANDBOX.subjectAudience,
+      roles: ['Orders.Read'],
+      expiresIn: 7200,
+    });
     const brokerHeaders = { authorization: `Bearer ${gateway}`, 'x-subject-token': caller, 'content-type': 'application/json' };
     const brokerCall = async () => {
       const res = await fetch(`${host.url}/query/order-count`, { method: 'POST', headers: brokerHeaders, body: '{}' });
@@ -93,7 +121,11 @@ async function main(): Promise<void> {
       if (res.status !== 200) throw new Error(`query answered ${res.status}`);
     };
     const baselineCall = async () => {
-      const res = await fetch(`${baseline.url}/order-count`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      const res = await fetch(`${baseline.url}/order-count`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
       await res.arrayBuffer();
       if (res.status !== 200) throw new Error(`baseline answered ${res.status}`);
     };
@@ -112,7 +144,12 @@ async function main(): Promise<void> {
     const out = {
       n: N,
       poolMax: queryConfig.get().poolMax,
-      sequential: { broker: { p50: sb2.p50, p99: sb2.p99 }, baseline: { p50: sb1.p50, p99: sb1.p99 }, medianRatio: sb2.p50 / sb1.p50, p99Ratio: sb2.p99 / sb1.p99 },
+      sequential: {
+        broker: { p50: sb2.p50, p99: sb2.p99 },
+        baseline: { p50: sb1.p50, p99: sb1.p99 },
+        medianRatio: sb2.p50 / sb1.p50,
+        p99Ratio: sb2.p99 / sb1.p99,
+      },
       concurrent16: { broker, baseline: { rps: baseRps, runs: [base1, base2] }, throughputRatio: broker.rps / baseRps },
     };
     await new Promise<void>((r) => process.send!(out, () => r()));

@@ -25,7 +25,8 @@ export interface BenchResults {
   figures: Record<string, unknown>;
 }
 
-export const START = '<!-- bench-table:start (generated from bench/results/latest.json by bench/readme-table.ts; do not edit) -->';
+export const START =
+  '<!-- bench-table:start (generated from bench/results/latest.json by bench/readme-table.ts; do not edit) -->';
 export const END = '<!-- bench-table:end -->';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -38,7 +39,9 @@ export function renderTable(r: BenchResults): string {
     '| --- | --- | --- | --- | --- |',
   ];
   for (const row of r.rows) {
-    lines.push(`| ${row.id} | ${cell(row.what.trim())} | ${cell(row.value)} | ${cell(row.target ?? '')} | ${row.pass === undefined ? '' : row.pass ? 'PASS' : '**FAIL**'} |`);
+    lines.push(
+      `| ${row.id} | ${cell(row.what.trim())} | ${cell(row.value)} | ${cell(row.target ?? '')} | ${row.pass === undefined ? '' : row.pass ? 'PASS' : '**FAIL**'} |`,
+    );
   }
   return lines.join('\n');
 }

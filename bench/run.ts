@@ -45,7 +45,9 @@ function startServer(env: Record<string, string> = {}, execArgv: string[] = []):
       execArgv: ['--experimental-vm-modules', ...execArgv, ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)],
     });
     closeSync(fd);
-    child.once('message', (m: { ready?: ServerInfo }) => (m.ready ? resolve({ child, info: m.ready, logFile }) : reject(new Error('bad ready message'))));
+    child.once('message', (m: { ready?: ServerInfo }) =>
+      m.ready ? resolve({ child, info: m.ready, logFile }) : reject(new Error('bad ready message')),
+    );
     child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
   });
 }
@@ -95,9 +97,18 @@ const TARGETS = [
   ['cosmos', COSMOS],
 ] as const;
 
-async function exchange(info: ServerInfo, resource: string, subject = info.callerToken, extra: Record<string, string> = {}): Promise<{ status: number; ms: number }> {
+async function exchange(
+  info: ServerInfo,
+  resource: string,
+  subject = info.callerToken,
+  extra: Record<string, string> = {},
+): Promise<{ status: number; ms: number }> {
   const t = performance.now();
-  const res = await fetch(`${info.brokerUrl}/token`, { method: 'POST', headers: tokenHeaders(info), body: tokenBody(resource, subject, extra) });
+  const res = await fetch(`${info.brokerUrl}/token`, {
+    method: 'POST',
+    headers: tokenHeaders(info),
+    body: tokenBody(resource, subject, extra),
+  });
   await res.arrayBuffer();
   return { status: res.status, ms: performance.now() - t };
 }
@@ -121,18 +132,34 @@ async function throughput(): Promise<void> {
     for (const [name, resource] of TARGETS) {
       const first = await exchange(info, resource);
       if (first.status !== 200) {
-        rows.push({ id: '2', what: `POST /api/token cache hit (${name})`, value: `n/a: first exchange answered ${first.status}` });
+        rows.push({
+          id: '2',
+          what: `POST /api/token cache hit (${name})`,
+          value: `n/a: first exchange answered ${first.status}`,
+        });
         continue;
       }
       const logBefore = statSync(s.logFile).size;
-      const r = await load({ url: info.brokerUrl.replace(/\/api$/, ''), requests: [{ method: 'POST', path: '/api/token', headers: tokenHeaders(info), body: tokenBody(resource, info.callerToken) }] });
+      const r = await load({
+        url: info.brokerUrl.replace(/\/api$/, ''),
+        requests: [
+          { method: 'POST', path: '/api/token', headers: tokenHeaders(info), body: tokenBody(resource, info.callerToken) },
+        ],
+      });
       check(r, name);
       await new Promise((res) => setTimeout(res, 200)); // let the log writer drain
       const logBytesPerRequest = (statSync(s.logFile).size - logBefore) / Math.max(1, r.requests.total);
       const after = await bareRun();
       const bareRps = (before + after) / 2;
       const ratio = r.requests.average / bareRps;
-      figures[`token_${name}`] = { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, bareRps, ratioToBare: ratio, logBytesPerRequest };
+      figures[`token_${name}`] = {
+        rps: r.requests.average,
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        bareRps,
+        ratioToBare: ratio,
+        logBytesPerRequest,
+      };
       rows.push({
         id: '2',
         what: `POST /api/token cache hit (${name}), logging on: req/s, ratio to bare`,
@@ -143,21 +170,40 @@ async function throughput(): Promise<void> {
       before = after;
     }
     figures.bare = { rps: mean(bareRuns), runs: bareRuns };
-    rows.unshift({ id: '1', what: 'bare Node HTTP server, requests/s (mean of the interleaved runs)', value: `${mean(bareRuns).toFixed(0)} (${bareRuns.map((x) => x.toFixed(0)).join(', ')})` });
+    rows.unshift({
+      id: '1',
+      what: 'bare Node HTTP server, requests/s (mean of the interleaved runs)',
+      value: `${mean(bareRuns).toFixed(0)} (${bareRuns.map((x) => x.toFixed(0)).join(', ')})`,
+    });
 
     // Fixed rate, open loop, sub-ms resolution: bare, broker, bare; the broker's p99 over the mean of the bare p99s.
     const bareReq = { method: 'GET', path: new URL(info.bareUrl).pathname, headers: {} };
     const brokerBase = info.brokerUrl.replace(/\/api$/, '');
-    const brokerReq = { method: 'POST', path: '/api/token', headers: tokenHeaders(info), body: tokenBody(CLOUDSQL, info.callerToken) };
+    const brokerReq = {
+      method: 'POST',
+      path: '/api/token',
+      headers: tokenHeaders(info),
+      body: tokenBody(CLOUDSQL, info.callerToken),
+    };
     const fixedSeconds = Math.max(3, DURATION);
     const b1 = await fixedRate(info.bareUrl, bareReq, RATE, fixedSeconds);
     await ask(s.child, 'eld-reset');
     const broker = await fixedRate(brokerBase, brokerReq, RATE, fixedSeconds);
-    const { eld } = await ask<{ eld: { p50: number; p99: number; max: number; gc: { count: number; totalMs: number; maxMs: number } } }>(s.child, 'eld');
+    const { eld } = await ask<{
+      eld: { p50: number; p99: number; max: number; gc: { count: number; totalMs: number; maxMs: number } };
+    }>(s.child, 'eld');
     const b2 = await fixedRate(info.bareUrl, bareReq, RATE, fixedSeconds);
     const bareP99 = (b1.p99 + b2.p99) / 2;
     const ratio = broker.p99 / bareP99;
-    figures.fixedRate = { rate: RATE, seconds: fixedSeconds, broker, bare: [b1, b2], bareP99, p99Ratio: ratio, serverEventLoopDelayMs: eld };
+    figures.fixedRate = {
+      rate: RATE,
+      seconds: fixedSeconds,
+      broker,
+      bare: [b1, b2],
+      bareP99,
+      p99Ratio: ratio,
+      serverEventLoopDelayMs: eld,
+    };
     const fmt = (x: LatencySummary) => `p50 ${x.p50.toFixed(2)}, p99 ${x.p99.toFixed(2)} ms`;
     rows.push({
       id: '3',
@@ -166,7 +212,11 @@ async function throughput(): Promise<void> {
       target: '≤ 1.5×',
       pass: ratio <= 1.5 && broker.errors === 0,
     });
-    rows.push({ id: '3', what: '  server event-loop delay during the broker run, p99 / max; GC', value: `${eld.p99.toFixed(1)} / ${eld.max.toFixed(1)} ms; GC ${eld.gc.count}× ${eld.gc.totalMs.toFixed(0)} ms, longest ${eld.gc.maxMs.toFixed(1)} ms` });
+    rows.push({
+      id: '3',
+      what: '  server event-loop delay during the broker run, p99 / max; GC',
+      value: `${eld.p99.toFixed(1)} / ${eld.max.toFixed(1)} ms; GC ${eld.gc.count}× ${eld.gc.totalMs.toFixed(0)} ms, longest ${eld.gc.maxMs.toFixed(1)} ms`,
+    });
   } finally {
     await stopServer(s);
   }
@@ -190,7 +240,11 @@ async function burst(): Promise<void> {
       rows.push({
         id: '4',
         what: `1,000 concurrent identical cold requests (${name}): upstream calls`,
-        value: `${ok}/1000 ok; ${Object.entries(delta).map(([k, v]) => `${k}=${v}`).join(', ') || 'none'}`,
+        value: `${ok}/1000 ok; ${
+          Object.entries(delta)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(', ') || 'none'
+        }`,
         target: 'exactly 1 per kind',
         pass: ok === 1000 && exactlyOne,
       });
@@ -202,7 +256,8 @@ async function burst(): Promise<void> {
 
 function diff(before: CallCounts, after: CallCounts): CallCounts {
   const out: CallCounts = {};
-  for (const [k, v] of Object.entries(after)) if (v - (before[k] ?? 0) > 0 && !k.startsWith('entra:')) out[k] = v - (before[k] ?? 0);
+  for (const [k, v] of Object.entries(after))
+    if (v - (before[k] ?? 0) > 0 && !k.startsWith('entra:')) out[k] = v - (before[k] ?? 0);
   return out;
 }
 
@@ -224,7 +279,10 @@ async function cold(): Promise<void> {
     const upstreamMs = Object.keys(delta).reduce((a, k) => a + (after.durations[k] ?? 0) - (before.durations[k] ?? 0), 0);
     return { r, delta, calls, upstreamMs, overhead: r.ms - upstreamMs };
   };
-  const list = (delta: CallCounts) => Object.entries(delta).map(([k, v]) => `${k}=${v}`).join(', ') || 'none';
+  const list = (delta: CallCounts) =>
+    Object.entries(delta)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ') || 'none';
   const s = await startServer({ BENCH_PRELOAD: '1', BENCH_PREWARM: 'false' });
   try {
     // The process-cold first exchange (informational), then warm code paths and measure cache misses.
@@ -232,8 +290,18 @@ async function cold(): Promise<void> {
     await warmJwks(s.info);
     for (const [name, resource] of TARGETS) {
       const m = await upstreamCalls(s, resource);
-      figures[`firstInProcess_${name}`] = { status: m.r.status, ms: m.r.ms, upstreamCalls: m.delta, upstreamMs: m.upstreamMs, overheadMs: m.overhead };
-      rows.push({ id: '8', what: `  first ${name} exchange of a fresh process, no prewarm (code paths cold too)`, value: `${m.r.ms.toFixed(1)} ms vs ${m.upstreamMs.toFixed(1)} ms upstream: +${m.overhead.toFixed(1)} ms` });
+      figures[`firstInProcess_${name}`] = {
+        status: m.r.status,
+        ms: m.r.ms,
+        upstreamCalls: m.delta,
+        upstreamMs: m.upstreamMs,
+        overheadMs: m.overhead,
+      };
+      rows.push({
+        id: '8',
+        what: `  first ${name} exchange of a fresh process, no prewarm (code paths cold too)`,
+        value: `${m.r.ms.toFixed(1)} ms vs ${m.upstreamMs.toFixed(1)} ms upstream: +${m.overhead.toFixed(1)} ms`,
+      });
     }
     // The cache misses of a running worker: a Cloud SQL token that must be re-minted (its cached entry outlives the
     // cap asked: generateAccessToken, the federated token still cached), and a Cosmos caller seen for the first time.
@@ -242,9 +310,23 @@ async function cold(): Promise<void> {
     const { tokens: fresh } = await ask<{ tokens: string[] }>(s.child, 'mint-callers', { n: 5, offset: 900_000 });
     for (let i = 0; i < 5; i++) {
       const c = await upstreamCalls(s, CLOUDSQL, s.info.callerToken, { requested_lifetime: String(800 - i * 60) });
-      misses.cloudsql!.push({ ms: c.r.ms, overhead: c.overhead, calls: c.calls, upstreamMs: c.upstreamMs, delta: c.delta, status: c.r.status });
+      misses.cloudsql!.push({
+        ms: c.r.ms,
+        overhead: c.overhead,
+        calls: c.calls,
+        upstreamMs: c.upstreamMs,
+        delta: c.delta,
+        status: c.r.status,
+      });
       const m = await upstreamCalls(s, COSMOS, fresh[i]);
-      misses.cosmos!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, upstreamMs: m.upstreamMs, delta: m.delta, status: m.r.status });
+      misses.cosmos!.push({
+        ms: m.r.ms,
+        overhead: m.overhead,
+        calls: m.calls,
+        upstreamMs: m.upstreamMs,
+        delta: m.delta,
+        status: m.r.status,
+      });
     }
     for (const [name, what] of [
       ['cloudsql', 'Cloud SQL token re-minted (cached one outlives the cap asked)'],
@@ -266,7 +348,14 @@ async function cold(): Promise<void> {
       await ask(s.child, 'reset-caches');
       for (const [name, resource] of TARGETS) {
         const m = await upstreamCalls(s, resource);
-        samples[name]!.push({ ms: m.r.ms, overhead: m.overhead, calls: m.calls, upstreamMs: m.upstreamMs, delta: m.delta, status: m.r.status });
+        samples[name]!.push({
+          ms: m.r.ms,
+          overhead: m.overhead,
+          calls: m.calls,
+          upstreamMs: m.upstreamMs,
+          delta: m.delta,
+          status: m.r.status,
+        });
       }
     }
     for (const [name] of TARGETS) {
@@ -363,7 +452,14 @@ async function memory(): Promise<void> {
     const w2 = await wave(MEMORY_CALLERS);
     const growth = (w2.rss - w1.rss) / w1.rss;
     const mb = (x: number) => `${(x / 1048576).toFixed(0)} MB`;
-    figures.memory = { callersPerWave: MEMORY_CALLERS, startRss: base.rss, startHeap: base.heapUsed, wave1: w1, wave2: w2, growth };
+    figures.memory = {
+      callersPerWave: MEMORY_CALLERS,
+      startRss: base.rss,
+      startHeap: base.heapUsed,
+      wave1: w1,
+      wave2: w2,
+      growth,
+    };
     rows.push({
       id: '9',
       what: `broker RSS after ${MEMORY_CALLERS.toLocaleString('en')} distinct callers (both kinds), then ${MEMORY_CALLERS.toLocaleString('en')} more`,
@@ -385,7 +481,11 @@ function jwtValidation(): void {
   const r = spawnSync(process.execPath, [join(__dirname, 'jwt-validate.js')], { encoding: 'utf8' });
   const out = JSON.parse(r.stdout || '{}') as { perSecond?: number };
   figures.jwtValidationPerSecond = out.perSecond;
-  rows.push({ id: '5', what: 'JWT validation alone (one core), validations/s', value: out.perSecond ? out.perSecond.toFixed(0) : `failed: ${r.stderr.slice(0, 200)}` });
+  rows.push({
+    id: '5',
+    what: 'JWT validation alone (one core), validations/s',
+    value: out.perSecond ? out.perSecond.toFixed(0) : `failed: ${r.stderr.slice(0, 200)}`,
+  });
 }
 
 function coldImports(): void {
@@ -394,19 +494,33 @@ function coldImports(): void {
     const script = `const t=process.hrtime.bigint();${modules.map((m) => `require(${JSON.stringify(m)});`).join('')}process.stdout.write(String(Number(process.hrtime.bigint()-t)/1e6));`;
     const xs: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', cwd: root, env: { ...process.env, GOOGLE_TOKEN_PREWARM: 'false' } });
+      const r = spawnSync(process.execPath, ['-e', script], {
+        encoding: 'utf8',
+        cwd: root,
+        env: { ...process.env, GOOGLE_TOKEN_PREWARM: 'false' },
+      });
       xs.push(Number(r.stdout));
     }
-    return percentile([...xs].sort((a, b) => a - b), 50);
+    return percentile(
+      [...xs].sort((a, b) => a - b),
+      50,
+    );
   };
   const fnDir = join(dist, 'functions');
-  const files = readdirSync(fnDir).filter((f) => f.endsWith('.js')).sort();
+  const files = readdirSync(fnDir)
+    .filter((f) => f.endsWith('.js'))
+    .sort();
   const all: Record<string, number> = {};
   for (const f of files) {
     const ms = time([join(fnDir, f)]);
     all[f] = ms;
     const isToken = f === 'token.js';
-    rows.push({ id: '6', what: `cold import of functions/${f} (median of ${runs})`, value: `${ms.toFixed(0)} ms`, ...(isToken ? { target: '< 300 ms', pass: ms < 300 } : {}) });
+    rows.push({
+      id: '6',
+      what: `cold import of functions/${f} (median of ${runs})`,
+      value: `${ms.toFixed(0)} ms`,
+      ...(isToken ? { target: '< 300 ms', pass: ms < 300 } : {}),
+    });
   }
   const whole = time(files.map((f) => join(fnDir, f)));
   all['(whole app)'] = whole;
@@ -417,15 +531,27 @@ function coldImports(): void {
 interface QueryOut {
   skipped?: string;
   poolMax?: number;
-  sequential?: { broker: { p50: number; p99: number }; baseline: { p50: number; p99: number }; medianRatio: number; p99Ratio: number };
-  concurrent16?: { broker: { rps: number; p50: number; p99: number; non2xx: number }; baseline: { rps: number }; throughputRatio: number };
+  sequential?: {
+    broker: { p50: number; p99: number };
+    baseline: { p50: number; p99: number };
+    medianRatio: number;
+    p99Ratio: number;
+  };
+  concurrent16?: {
+    broker: { rps: number; p50: number; p99: number; non2xx: number };
+    baseline: { rps: number };
+    throughputRatio: number;
+  };
 }
 
 async function query(): Promise<void> {
   const logFile = join(logDir, 'query.log');
   const fd = openSync(logFile, 'w');
   const out = await new Promise<QueryOut>((resolve) => {
-    const child = fork(join(__dirname, 'query.js'), [], { stdio: ['ignore', fd, 'inherit', 'ipc'], execArgv: ['--experimental-vm-modules'] });
+    const child = fork(join(__dirname, 'query.js'), [], {
+      stdio: ['ignore', fd, 'inherit', 'ipc'],
+      execArgv: ['--experimental-vm-modules'],
+    });
     child.once('message', (m) => {
       resolve(m as QueryOut);
       setTimeout(() => child.kill('SIGKILL'), 10_000).unref(); // it exits by itself after cleaning up
@@ -436,7 +562,11 @@ async function query(): Promise<void> {
   closeSync(fd);
   figures.query = out;
   if (!out.sequential || !out.concurrent16) {
-    rows.push({ id: '7', what: 'POST /api/query/{name} vs a minimal endpoint on the same connector', value: `n/a: ${out.skipped ?? 'query bench unavailable'}` });
+    rows.push({
+      id: '7',
+      what: 'POST /api/query/{name} vs a minimal endpoint on the same connector',
+      value: `n/a: ${out.skipped ?? 'query bench unavailable'}`,
+    });
     return;
   }
   const q = out.sequential;
@@ -460,7 +590,10 @@ async function query(): Promise<void> {
 function print(): void {
   const w = (s: string, n: number) => (s.length > n ? s : s + ' '.repeat(n - s.length));
   const lines = ['', `${w('#', 3)}${w('measure', 80)}${w('value', 70)}${w('target', 22)}result`];
-  for (const r of rows) lines.push(`${w(r.id, 3)}${w(r.what, 80)}${w(r.value, 70)}${w(r.target ?? '', 22)}${r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'}`);
+  for (const r of rows)
+    lines.push(
+      `${w(r.id, 3)}${w(r.what, 80)}${w(r.value, 70)}${w(r.target ?? '', 22)}${r.pass === undefined ? '' : r.pass ? 'PASS' : 'FAIL'}`,
+    );
   process.stdout.write(lines.join('\n') + '\n\n');
 }
 
@@ -468,7 +601,15 @@ async function main(): Promise<void> {
   const only = process.env.BENCH_ONLY?.split(',');
   const want = (k: string) => !only || only.includes(k);
   const started = Date.now();
-  const sections: Record<string, () => unknown> = { throughput, burst, cold, jwt: jwtValidation, imports: coldImports, query, memory };
+  const sections: Record<string, () => unknown> = {
+    throughput,
+    burst,
+    cold,
+    jwt: jwtValidation,
+    imports: coldImports,
+    query,
+    memory,
+  };
   const seconds: Record<string, number> = {};
   for (const [name, run] of Object.entries(sections)) {
     if (!want(name)) continue;

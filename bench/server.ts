@@ -34,24 +34,35 @@ export function emulatorsOf(sandbox: Pick<Sandbox, 'emulators'>): readonly Emula
 
 function counts(sandbox: Sandbox): CallCounts {
   const out: CallCounts = {};
-  for (const e of emulatorsOf(sandbox)) for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + 1;
+  for (const e of emulatorsOf(sandbox))
+    for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + 1;
   return out;
 }
 
 /** Total time the emulators spent answering, per emulator:route (latency and their own work). */
 function durations(sandbox: Sandbox): CallCounts {
   const out: CallCounts = {};
-  for (const e of emulatorsOf(sandbox)) for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + c.durationMs;
+  for (const e of emulatorsOf(sandbox))
+    for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + c.durationMs;
   return out;
 }
 
 async function main(): Promise<void> {
   const stopTelemetry = telemetryWithoutExporter();
-  const sandbox = await startSandbox({ env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', GOOGLE_TOKEN_PREWARM: process.env.BENCH_PREWARM ?? 'true' } });
+  const sandbox = await startSandbox({
+    env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', GOOGLE_TOKEN_PREWARM: process.env.BENCH_PREWARM ?? 'true' },
+  });
   sandbox.applyEnv();
   if (process.env.BENCH_PRELOAD) {
     // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
-    await Promise.all([import('../shared/cloudsql/provider'), import('../shared/cosmos/provider'), import('google-auth-library'), import('@azure/cosmos'), import('@azure/keyvault-secrets'), import('@azure/identity')]);
+    await Promise.all([
+      import('../shared/cloudsql/provider'),
+      import('../shared/cosmos/provider'),
+      import('google-auth-library'),
+      import('@azure/cosmos'),
+      import('@azure/keyvault-secrets'),
+      import('@azure/identity'),
+    ]);
   }
   const host = await startLocalHost({ port: 0 });
   const bare = createServer((_req, res) => {
@@ -63,16 +74,33 @@ async function main(): Promise<void> {
   const info: ServerInfo = {
     brokerUrl: host.url,
     bareUrl: `http://127.0.0.1:${(bare.address() as AddressInfo).port}/`,
-    gatewayToken: await sandbox.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0', expiresIn: 7200 }),
-    callerToken: await sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: 7200 }),
-    analystToken: await sandbox.entra.mint({ oid: SANDBOX.strangerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Analyst'], expiresIn: 7200 }),
+    gatewayToken: await sandbox.entra.mint({
+      oid: SANDBOX.gatewayObjectId,
+      appId: SANDBOX.gatewayAppId,
+      aud: SANDBOX.clientAudience,
+      version: '1.0',
+      expiresIn: 7200,
+    }),
+    callerToken: await sandbox.entra.mint({
+      oid: SANDBOX.readerObjectId,
+      aud: SANDBOX.subjectAudience,
+      roles: ['Orders.Read'],
+      expiresIn: 7200,
+    }),
+    analystToken: await sandbox.entra.mint({
+      oid: SANDBOX.strangerObjectId,
+      aud: SANDBOX.subjectAudience,
+      roles: ['Orders.Analyst'],
+      expiresIn: 7200,
+    }),
   };
   // Event-loop delay of the server process: tells a stall of the broker from the machine's scheduling.
   const eld = monitorEventLoopDelay({ resolution: 1 });
   eld.enable();
   let gc = { count: 0, totalMs: 0, maxMs: 0 };
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
+    for (const e of list.getEntries())
+      gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
   }).observe({ entryTypes: ['gc'] });
   process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
     if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
@@ -82,7 +110,8 @@ async function main(): Promise<void> {
       gc = { count: 0, totalMs: 0, maxMs: 0 };
       process.send?.({ ok: true });
     }
-    if (msg.cmd === 'eld') process.send?.({ eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, gc } });
+    if (msg.cmd === 'eld')
+      process.send?.({ eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, gc } });
     if (msg.cmd === 'latency') {
       // Every upstream the broker calls; not Entra, which only the STS emulator calls during an exchange (to verify
       // the managed identity token: inside STS's own latency in the real service). The broker's JWKS is warmed first.

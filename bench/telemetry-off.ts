@@ -1,5 +1,10 @@
 import { metrics, trace } from '@opentelemetry/api';
-import { MeterProvider, PeriodicExportingMetricReader, AggregationTemporality, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import {
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  AggregationTemporality,
+  type PushMetricExporter,
+} from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { enableOpenTelemetry } from '../shared/telemetry';
 
@@ -12,7 +17,9 @@ export function telemetryWithoutExporter(): () => Promise<void> {
     selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
   };
   const spanExporter: SpanExporter = { export: (_s, done) => done({ code: 0 }), shutdown: () => Promise.resolve() };
-  const meterProvider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 60_000 })] });
+  const meterProvider = new MeterProvider({
+    readers: [new PeriodicExportingMetricReader({ exporter: metricExporter, exportIntervalMillis: 60_000 })],
+  });
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(spanExporter)] });
   metrics.setGlobalMeterProvider(meterProvider);
   trace.setGlobalTracerProvider(tracerProvider);

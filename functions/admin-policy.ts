@@ -3,7 +3,9 @@ import { httpHandler } from '../shared/http';
 import { handleGetPolicy, handlePutPolicy } from '../shared/policy/admin';
 
 /** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
-export const handler = httpHandler('adminPolicy', 'problem', (req, scope) => (req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope)));
+export const handler = httpHandler('adminPolicy', 'problem', (req, scope) =>
+  req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope),
+);
 
 export const registration = {
   name: 'adminPolicy',

@@ -53,15 +53,27 @@ async function main(): Promise<void> {
   try {
     state = JSON.parse(readFileSync(join(dir, 'sandbox.json'), 'utf8')) as { entraUrl: string };
   } catch {
-    throw new Error(`No running sandbox found (${join(dir, 'sandbox.json')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`);
+    throw new Error(
+      `No running sandbox found (${join(dir, 'sandbox.json')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`,
+    );
   }
-  const str = (k: string) => (typeof args[k] === 'string' ? (args[k]) : undefined);
-  const list = (k: string) => str(k)?.split(',').map((s) => s.trim()).filter(Boolean);
+  const str = (k: string) => (typeof args[k] === 'string' ? args[k] : undefined);
+  const list = (k: string) =>
+    str(k)
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const client = args.client === true;
   if (args.v1 === true && args.v2 === true) throw new Error('--v1 and --v2 exclude each other.');
   // Entra: a v2.0 token's aud is always the API's client id, a v1.0 token's the App ID URI asked for.
   const version = args.v1 === true || (client && args.v2 !== true) ? '1.0' : '2.0';
-  const defaultAud = client ? (version === '1.0' ? SANDBOX.clientAudience : SANDBOX.clientAppId) : version === '1.0' ? SANDBOX.subjectAudience : SANDBOX.subjectAppId;
+  const defaultAud = client
+    ? version === '1.0'
+      ? SANDBOX.clientAudience
+      : SANDBOX.clientAppId
+    : version === '1.0'
+      ? SANDBOX.subjectAudience
+      : SANDBOX.subjectAppId;
   const expiresIn = str('expires-in');
   if (expiresIn !== undefined && !/^-?\d+$/.test(expiresIn)) throw new Error('--expires-in must be whole seconds.');
   const body = {

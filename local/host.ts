@@ -77,7 +77,11 @@ function compileRoute(reg: HttpRegistration): CompiledRoute {
       return m ? `(?<${m[1]}>[^/]+)${m[2] ?? ''}` : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
     })
     .join('/');
-  return { reg, re: new RegExp(`^/api/${src}/?$`, 'i'), methods: (reg.options.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()) };
+  return {
+    reg,
+    re: new RegExp(`^/api/${src}/?$`, 'i'),
+    methods: (reg.options.methods ?? ['GET', 'POST']).map((m) => m.toUpperCase()),
+  };
 }
 
 /**
@@ -173,7 +177,14 @@ const socketStyles = new WeakMap<Duplex, ResponseStyle>();
 const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
 
 /** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
-function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid: string, method: string, extra: Record<string, string> = {}): Promise<void> {
+function refuse(
+  res: ServerResponse,
+  err: BrokerError,
+  style: ResponseStyle,
+  cid: string,
+  method: string,
+  extra: Record<string, string> = {},
+): Promise<void> {
   const log = createLogger({ correlationId: cid, fn: 'host' });
   const fields = { method, status: err.status, code: err.code };
   if (err.status >= 500) log.error(err.message, { ...fields, cause: err.cause });
@@ -187,7 +198,11 @@ function refuse(res: ServerResponse, err: BrokerError, style: ResponseStyle, cid
  * A request the HTTP parser could not read (bad request line, header syntax, oversized headers, bad framing):
  * 400 in the error style of the endpoint its request line names (when it can be read), with a correlation id.
  */
-function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex, styleOfPath: (path: string) => ResponseStyle): void {
+function answerClientError(
+  err: NodeJS.ErrnoException & { rawPacket?: Buffer },
+  socket: Duplex,
+  styleOfPath: (path: string) => ResponseStyle,
+): void {
   const cid = randomUUID();
   const log = createLogger({ correlationId: cid, fn: 'host' });
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
@@ -199,12 +214,18 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
   const line = /^[A-Z]{1,16} (\/[^ \r\n?]*)/.exec(err.rawPacket?.toString('latin1') ?? '');
   const style = line ? styleOfPath(line[1]!) : (socketStyles.get(socket) ?? 'problem');
   const init = errorResponse(
-    timeout ? new BrokerError('request_timeout', 'The request was not received in full in time.') : new BrokerError('bad_request', 'The request is not valid HTTP/1.1.'),
+    timeout
+      ? new BrokerError('request_timeout', 'The request was not received in full in time.')
+      : new BrokerError('bad_request', 'The request is not valid HTTP/1.1.'),
     style,
     cid,
   );
   const body = typeof init.body === 'string' ? init.body : JSON.stringify(init.jsonBody);
-  const headers = Object.entries({ ...(init.headers as Record<string, string>), 'content-length': String(Buffer.byteLength(body)), connection: 'close' })
+  const headers = Object.entries({
+    ...(init.headers as Record<string, string>),
+    'content-length': String(Buffer.byteLength(body)),
+    connection: 'close',
+  })
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
   socket.end(`HTTP/1.1 ${timeout ? '408 Request Timeout' : '400 Bad Request'}\r\n${headers}\r\n${body}`);
@@ -212,10 +233,16 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
 
 async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
   // Fast path: the broker's handlers answer with a string body and plain headers.
-  if ((typeof init.body === 'string' || init.body === undefined) && init.jsonBody === undefined && !(init.headers instanceof Headers) && !init.cookies) {
+  if (
+    (typeof init.body === 'string' || init.body === undefined) &&
+    init.jsonBody === undefined &&
+    !(init.headers instanceof Headers) &&
+    !init.cookies
+  ) {
     const headers = { ...((init.headers as Record<string, string> | undefined) ?? {}) };
     const body = init.body ?? '';
-    if (body && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'text/plain;charset=UTF-8';
+    if (body && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
+      headers['content-type'] = 'text/plain;charset=UTF-8';
     res.writeHead(init.status ?? 200, headers);
     res.end(body);
     return;
@@ -250,7 +277,12 @@ export async function startLocalHost(
   const routes = registrations.filter(isHttp).map(compileRoute);
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
-  const serverOptions = { requireHostHeader: false, requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: checking };
+  const serverOptions = {
+    requireHostHeader: false,
+    requestTimeout,
+    headersTimeout: requestTimeout,
+    connectionsCheckingInterval: checking,
+  };
   const server = createServer(serverOptions, (req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
     const headerGet = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
@@ -266,7 +298,16 @@ export async function startLocalHost(
       if (hit) style = errorStyleOf(hit.r.reg.options.handler);
       socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
-        return refuse(res, new BrokerError('bad_request', 'The request target must be an absolute path in canonical form (no dot segments, backslashes or doubled slashes).'), style, cid, method);
+        return refuse(
+          res,
+          new BrokerError(
+            'bad_request',
+            'The request target must be an absolute path in canonical form (no dot segments, backslashes or doubled slashes).',
+          ),
+          style,
+          cid,
+          method,
+        );
       }
       if (!hit) {
         const err = candidates.length
@@ -276,13 +317,29 @@ export async function startLocalHost(
       }
       const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
-      if (count('host') > 1 || (host === undefined && req.httpVersion !== '1.0') || (host !== undefined && !HOST_HEADER.test(host))) {
-        return refuse(res, new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }), style, cid, method);
+      if (
+        count('host') > 1 ||
+        (host === undefined && req.httpVersion !== '1.0') ||
+        (host !== undefined && !HOST_HEADER.test(host))
+      ) {
+        return refuse(
+          res,
+          new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }),
+          style,
+          cid,
+          method,
+        );
       }
       // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
       const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
       if (repeated) {
-        return refuse(res, new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }), style, cid, method);
+        return refuse(
+          res,
+          new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }),
+          style,
+          cid,
+          method,
+        );
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
@@ -292,11 +349,19 @@ export async function startLocalHost(
       }
       if (body.kind === 'too_large') {
         res.once('finish', () => req.destroy());
-        return refuse(res, new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`), style, cid, method, { connection: 'close' });
+        return refuse(
+          res,
+          new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
+          style,
+          cid,
+          method,
+          { connection: 'close' },
+        );
       }
       const headers = new Headers();
       try {
-        for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
+        for (const [k, v] of Object.entries(req.headers))
+          if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       } catch {
         return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
       }
@@ -314,7 +379,14 @@ export async function startLocalHost(
       await writeInit(res, init);
     })().catch((e: unknown) => {
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
-      if (!res.headersSent) void refuse(res, new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }), style, cid, method);
+      if (!res.headersSent)
+        void refuse(
+          res,
+          new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }),
+          style,
+          cid,
+          method,
+        );
       else res.destroy();
     });
   });
@@ -322,7 +394,9 @@ export async function startLocalHost(
     const r = routes.find((x) => x.re.test(path));
     return r ? errorStyleOf(r.reg.options.handler) : 'problem';
   };
-  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => answerClientError(err, socket, styleOfPath));
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) =>
+    answerClientError(err, socket, styleOfPath),
+  );
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -47,7 +47,8 @@ export const SANDBOX = {
     container: 'profiles',
     catalogContainer: 'catalog',
     /** The account's ARM resource id (its keys are rotated through the management-plane emulator). */
-    resourceId: '/subscriptions/5a9d0000-0000-4000-8000-000000005ab0/resourceGroups/rg-sandbox/providers/Microsoft.DocumentDB/databaseAccounts/sandbox-cosmos',
+    resourceId:
+      '/subscriptions/5a9d0000-0000-4000-8000-000000005ab0/resourceGroups/rg-sandbox/providers/Microsoft.DocumentDB/databaseAccounts/sandbox-cosmos',
   },
   /**
    * The keyless Cosmos account (disableLocalAuth: Entra ID data-plane RBAC only). Two user-assigned identities of

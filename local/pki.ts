@@ -30,7 +30,10 @@ export function createCa(commonName = 'Token Broker Sandbox CA', bits = 2048): S
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(Date.now() - 3600_000);
   cert.validity.notAfter = new Date(Date.now() + 365 * 86400_000);
-  const attrs = [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'token-broker sandbox' }];
+  const attrs = [
+    { name: 'commonName', value: commonName },
+    { name: 'organizationName', value: 'token-broker sandbox' },
+  ];
   cert.setSubject(attrs);
   cert.setIssuer(attrs);
   cert.setExtensions([
@@ -41,12 +44,7 @@ export function createCa(commonName = 'Token Broker Sandbox CA', bits = 2048): S
   cert.sign(keys.privateKey, forge.md.sha256.create());
   const caCertPem = forge.pki.certificateToPem(cert);
 
-  const issue = (
-    publicKey: forge.pki.PublicKey,
-    cn: string,
-    seconds: number,
-    exts: object[],
-  ): forge.pki.Certificate => {
+  const issue = (publicKey: forge.pki.PublicKey, cn: string, seconds: number, exts: object[]): forge.pki.Certificate => {
     const c = forge.pki.createCertificate();
     c.publicKey = publicKey;
     c.serialNumber = serial();

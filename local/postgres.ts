@@ -141,7 +141,14 @@ class EmbeddedServer {
         let err = '';
         const p = spawn(
           join(binDir(), 'initdb'),
-          [`--pgdata=${this.dataDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${pwfile}`, '--encoding=UTF8', '--no-sync'],
+          [
+            `--pgdata=${this.dataDir}`,
+            '--auth=scram-sha-256',
+            '--username=postgres',
+            `--pwfile=${pwfile}`,
+            '--encoding=UTF8',
+            '--no-sync',
+          ],
           { ...ids, env: { ...process.env, LC_ALL: 'C' } },
         );
         p.stderr?.on('data', (c: Buffer) => (err += c.toString()));
@@ -157,7 +164,20 @@ class EmbeddedServer {
   async start(): Promise<void> {
     const p = spawn(
       join(binDir(), 'postgres'),
-      ['-D', this.dataDir, '-p', String(this.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=60', '-c', 'fsync=off'],
+      [
+        '-D',
+        this.dataDir,
+        '-p',
+        String(this.port),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        'unix_socket_directories=',
+        '-c',
+        'max_connections=60',
+        '-c',
+        'fsync=off',
+      ],
       { ...this.ids(), env: { ...process.env, LC_ALL: 'C' } },
     );
     live.add(p);
@@ -326,7 +346,8 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       database,
     });
     await provision(admin, opts, iamPassword);
-    const unsupported = () => Promise.reject(new Error('an existing PostgreSQL server cannot be stopped or started by the sandbox'));
+    const unsupported = () =>
+      Promise.reject(new Error('an existing PostgreSQL server cannot be stopped or started by the sandbox'));
     return {
       kind: 'existing',
       host: u.hostname,
@@ -345,7 +366,13 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
   liveDirs.add(dir);
   const superPassword = randomBytes(18).toString('base64url');
   const pg = new EmbeddedServer(join(dir, 'data'), opts.port ?? 0, superPassword);
-  const admin = (database = 'postgres'): ClientConfig => ({ host: '127.0.0.1', port: pg.port, user: 'postgres', password: superPassword, database });
+  const admin = (database = 'postgres'): ClientConfig => ({
+    host: '127.0.0.1',
+    port: pg.port,
+    user: 'postgres',
+    password: superPassword,
+    database,
+  });
   let running = false;
   try {
     if (process.getuid?.() === 0) chownSync(dir, ...pgUser());

@@ -4,7 +4,13 @@ import { SANDBOX } from './ids';
 import { startEntra, type EntraEmulator } from './emulators/entra';
 import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
 import { GoogleState } from './emulators/google/state';
-import { federatedPrincipal, providerAudience, startSts, type StsEmulator, type WorkloadIdentityProvider } from './emulators/google/sts';
+import {
+  federatedPrincipal,
+  providerAudience,
+  startSts,
+  type StsEmulator,
+  type WorkloadIdentityProvider,
+} from './emulators/google/sts';
 import { startIamCredentials, type IamCredentialsEmulator } from './emulators/google/iamcredentials';
 // ---- Cloud SQL / PostgreSQL (query function) ----
 import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulators/google/sqladmin';
@@ -80,14 +86,17 @@ export interface EmulatorFaults {
 export function keyPropagationFromEnv(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.SANDBOX_GOOGLE_KEY_PROPAGATION_MS;
   if (raw === undefined || raw === '') return 3000;
-  if (!/^\d+$/.test(raw) || Number(raw) > 600_000) throw new Error(`SANDBOX_GOOGLE_KEY_PROPAGATION_MS must be whole milliseconds between 0 and 600000, got "${raw}"`);
+  if (!/^\d+$/.test(raw) || Number(raw) > 600_000)
+    throw new Error(`SANDBOX_GOOGLE_KEY_PROPAGATION_MS must be whole milliseconds between 0 and 600000, got "${raw}"`);
   return Number(raw);
 }
 
 export function emulatorFaultsFromEnv(env: NodeJS.ProcessEnv = process.env): EmulatorFaults | undefined {
   const f = faultOptionsFromEnv(env);
   if (!f) return undefined;
-  const only = env.SANDBOX_EMULATOR_FAULTS_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+  const only = env.SANDBOX_EMULATOR_FAULTS_ONLY?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   return only?.length ? { byName: Object.fromEntries(only.map((n) => [n, f])) } : { all: f };
 }
 
@@ -123,7 +132,12 @@ export interface Sandbox {
   /** Azure Resource Manager slice for Cosmos key rotation (listKeys, regenerateKey + polling). */
   readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
-  readonly googleKeys: { readonly state: GoogleState; readonly iam: GoogleIamEmulator; readonly oauth: GoogleOAuthEmulator; readonly rotationPrincipal: string };
+  readonly googleKeys: {
+    readonly state: GoogleState;
+    readonly iam: GoogleIamEmulator;
+    readonly oauth: GoogleOAuthEmulator;
+    readonly rotationPrincipal: string;
+  };
   /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
   readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
   /** Everything started, for printing. */
@@ -143,8 +157,14 @@ export const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-pol
  * An attribute of the workload identity provider (`attribute_condition`, `issuer_uri`) as infra/gcp/main.tf writes
  * it, with its `${var.NAME}` references replaced: the STS emulator enforces the very provider that is deployed.
  */
-export function terraformProviderAttribute(attribute: 'attribute_condition' | 'issuer_uri', vars: Readonly<Record<string, string>>): string {
-  const candidates = [resolve(__dirname, '..', 'infra', 'gcp', 'main.tf'), resolve(__dirname, '..', '..', 'infra', 'gcp', 'main.tf')];
+export function terraformProviderAttribute(
+  attribute: 'attribute_condition' | 'issuer_uri',
+  vars: Readonly<Record<string, string>>,
+): string {
+  const candidates = [
+    resolve(__dirname, '..', 'infra', 'gcp', 'main.tf'),
+    resolve(__dirname, '..', '..', 'infra', 'gcp', 'main.tf'),
+  ];
   const tf = readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
   const m = new RegExp(`^\\s*${attribute}\\s*=\\s*"((?:[^"\\\\]|\\\\.)*)"\\s*$`, 'm').exec(tf);
   if (!m) throw new Error(`infra/gcp/main.tf has no ${attribute}`);
@@ -235,7 +255,10 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/.well-known/openid-configuration`,
       allowedAudiences: [SANDBOX.google.wifAppIdUri],
       // Exactly the condition infra/gcp/main.tf writes, for the sandbox's tenant and identity.
-      attributeCondition: terraformAttributeCondition({ azure_tenant_id: SANDBOX.tenantId, broker_identity_principal_id: msi.objectId }),
+      attributeCondition: terraformAttributeCondition({
+        azure_tenant_id: SANDBOX.tenantId,
+        broker_identity_principal_id: msi.objectId,
+      }),
     };
     const sts = await startSts({ state: googleState, providers: [wif], port: port(SANDBOX.ports.google) });
     stops.push(() => sts.close());
@@ -275,7 +298,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
           { user: iamDbUser(g.analystServiceAccount), level: 'analyst' },
         ],
         port: opts.fixedPorts ? SANDBOX.ports.postgres : undefined,
-        existingUrl: (typeof cloudSqlOpt === 'object' && cloudSqlOpt.postgresUrl) || process.env.SANDBOX_POSTGRES_URL || undefined,
+        existingUrl:
+          (typeof cloudSqlOpt === 'object' && cloudSqlOpt.postgresUrl) || process.env.SANDBOX_POSTGRES_URL || undefined,
       });
       postgres = pgHandle;
       stops.push(() => pgHandle.close());
@@ -313,7 +337,12 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
 
     // ---- Key Vault (secrets) ----
     const kvCa = createCa('Token Broker Sandbox Key Vault CA');
-    const keyVault = await startKeyVault({ entra, ca: kvCa, port: port(SANDBOX.ports.keyVault), access: { [msi.objectId]: 'officer' } });
+    const keyVault = await startKeyVault({
+      entra,
+      ca: kvCa,
+      port: port(SANDBOX.ports.keyVault),
+      access: { [msi.objectId]: 'officer' },
+    });
     stops.push(() => keyVault.close());
     const kvCaDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'broker-kv-'));
     mkdirSync(kvCaDir, { recursive: true });
@@ -328,7 +357,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // ---- Google service-account keys (rotation): IAM keys API + OAuth token endpoint ----
     // Shares the sandbox's single GoogleState with STS, IAM Credentials and SQL Admin.
     const g = SANDBOX.google;
-    for (const sa of [g.readerServiceAccount, g.analystServiceAccount]) if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
+    for (const sa of [g.readerServiceAccount, g.analystServiceAccount])
+      if (!googleState.serviceAccounts.has(sa)) googleState.addServiceAccount(sa);
     googleState.keyPropagationMs = opts.googleKeyPropagationMs ?? keyPropagationFromEnv();
     const googleOauth = await startGoogleOAuth({ state: googleState, port: port(7112) });
     stops.push(() => googleOauth.close());
@@ -391,8 +421,16 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
         'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed',
       ],
     });
-    cosmosKeyless.assignRole({ principalId: K.readerIdentity.objectId, roleDefinitionId: K.readOnlyRoleId, scope: `/dbs/${K.database}/colls/${K.ordersContainer}` });
-    cosmosKeyless.assignRole({ principalId: K.writerIdentity.objectId, roleDefinitionId: '00000000-0000-0000-0000-000000000002', scope: `/dbs/${K.database}/colls/${K.auditContainer}` });
+    cosmosKeyless.assignRole({
+      principalId: K.readerIdentity.objectId,
+      roleDefinitionId: K.readOnlyRoleId,
+      scope: `/dbs/${K.database}/colls/${K.ordersContainer}`,
+    });
+    cosmosKeyless.assignRole({
+      principalId: K.writerIdentity.objectId,
+      roleDefinitionId: '00000000-0000-0000-0000-000000000002',
+      scope: `/dbs/${K.database}/colls/${K.auditContainer}`,
+    });
     cosmosKeyless.putDocument(K.database, K.ordersContainer, { id: 'order-1', customerId: SANDBOX.readerObjectId, total: 42 });
     env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint},${K.account}=${cosmosKeyless.endpoint}`;
     env.COSMOS_CA_FILE = cosmosCaFile;
@@ -440,10 +478,23 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     // ---- end Blob Storage ----
 
     Object.assign(env, opts.env ?? {});
-    const emulators: Emulator[] = [entra, msi, sts, iamcredentials, ...(sqlAdmin ? [sqlAdmin] : []), keyVault, googleOauth, googleIam, cosmosEmu, cosmosKeyless, cosmosManagement];
+    const emulators: Emulator[] = [
+      entra,
+      msi,
+      sts,
+      iamcredentials,
+      ...(sqlAdmin ? [sqlAdmin] : []),
+      keyVault,
+      googleOauth,
+      googleIam,
+      cosmosEmu,
+      cosmosKeyless,
+      cosmosManagement,
+    ];
     const setEmulatorFaults = (faults: EmulatorFaults | undefined) => {
       const names = new Set(emulators.map((e) => e.name));
-      for (const n of Object.keys(faults?.byName ?? {})) if (!names.has(n)) throw new Error(`emulatorFaults: no emulator named "${n}" (${[...names].join(', ')})`);
+      for (const n of Object.keys(faults?.byName ?? {}))
+        if (!names.has(n)) throw new Error(`emulatorFaults: no emulator named "${n}" (${[...names].join(', ')})`);
       for (const e of emulators) {
         const f = faults?.byName?.[e.name] ?? faults?.all;
         e.setLatency(f?.latencyMs ?? 0);

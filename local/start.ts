@@ -26,9 +26,11 @@ async function main(): Promise<void> {
   const emulatorsOnly = args.includes('--emulators-only');
   const ephemeral = args.includes('--ephemeral-ports');
   const brokerPort = Number(process.env.PORT ?? SANDBOX.ports.broker);
-  if (!Number.isInteger(brokerPort) || brokerPort < 0 || brokerPort > 65535) throw new Error(`PORT must be 0-65535, got ${process.env.PORT}.`);
+  if (!Number.isInteger(brokerPort) || brokerPort < 0 || brokerPort > 65535)
+    throw new Error(`PORT must be 0-65535, got ${process.env.PORT}.`);
   const cloudSqlHost = process.env.SANDBOX_CLOUDSQL_HOST ?? '127.0.0.1';
-  if (!LOOPBACK.test(cloudSqlHost)) throw new Error(`SANDBOX_CLOUDSQL_HOST must be a 127.x.y.z loopback address, got ${cloudSqlHost}.`);
+  if (!LOOPBACK.test(cloudSqlHost))
+    throw new Error(`SANDBOX_CLOUDSQL_HOST must be a 127.x.y.z loopback address, got ${cloudSqlHost}.`);
 
   const runDir = createRunDir();
   const running: { sandbox?: Sandbox; host?: LocalHost } = {};
@@ -63,7 +65,11 @@ async function main(): Promise<void> {
     stateDir: runDir,
     storage: true, // the live policy (admin API) and the rotation lease, on Azurite
 
-    ...(ephemeral ? { cloudSql: { host: cloudSqlHost } } : cloudSqlHost !== '127.0.0.1' ? { cloudSql: { host: cloudSqlHost } } : {}),
+    ...(ephemeral
+      ? { cloudSql: { host: cloudSqlHost } }
+      : cloudSqlHost !== '127.0.0.1'
+        ? { cloudSql: { host: cloudSqlHost } }
+        : {}),
   }));
   if (stopping) return; // Ctrl+C while starting: stop() takes it from here
   sandbox.applyEnv();
@@ -83,11 +89,13 @@ async function main(): Promise<void> {
 
   const lines = [
     '',
-    emulatorsOnly ? 'Token broker sandbox emulators are running (start the functions with `func start`).' : `Token broker sandbox is running: ${brokerUrl}`,
+    emulatorsOnly
+      ? 'Token broker sandbox emulators are running (start the functions with `func start`).'
+      : `Token broker sandbox is running: ${brokerUrl}`,
     '',
     ...Object.entries(sandbox.services).map(([k, v]) => `  ${k.padEnd(30)} ${v}`),
     ...(host ? [`  ${'Functions'.padEnd(30)} ${host.registrations.map((r) => r.name).join(', ')}`] : []),
-    `  ${'This run\'s files'.padEnd(30)} ${runDir}`,
+    `  ${"This run's files".padEnd(30)} ${runDir}`,
     '',
     'Try it (in another terminal):',
     '',
@@ -113,7 +121,9 @@ async function main(): Promise<void> {
 main().catch((e: unknown) => {
   const err = e as NodeJS.ErrnoException;
   if (err.code === 'EADDRINUSE') {
-    process.stderr.write(`A sandbox port is already in use (${err.message}). Is another \`npm start\` running? Set PORT to move the broker.\n`);
+    process.stderr.write(
+      `A sandbox port is already in use (${err.message}). Is another \`npm start\` running? Set PORT to move the broker.\n`,
+    );
   } else {
     process.stderr.write(`Sandbox failed to start: ${err.stack ?? String(e)}\n`);
   }

@@ -18,7 +18,9 @@ async function checkJwks(): Promise<CheckResult> {
   await Promise.all(
     cfg.allowedTenants.map(async (tid) => {
       try {
-        const res = await fetch(jwksUrl(cfg.authorityHost, tid), { signal: AbortSignal.timeout(Math.min(cfg.upstreamTimeoutMs, 3000)) });
+        const res = await fetch(jwksUrl(cfg.authorityHost, tid), {
+          signal: AbortSignal.timeout(Math.min(cfg.upstreamTimeoutMs, 3000)),
+        });
         const body = (await res.json().catch(() => undefined)) as { keys?: unknown[] } | undefined;
         if (!res.ok || !Array.isArray(body?.keys) || body.keys.length === 0) failures.push(`${tid}: HTTP ${res.status}`);
       } catch (e) {
@@ -71,7 +73,9 @@ export const checks: HealthCheck[] = [
     run: async () => {
       const { cosmosConfig } = await import('./config/cosmos');
       const accounts = (cosmosConfig.get().endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
-      return accounts.length === 0 ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' } : { status: 'ok', detail: `accounts: ${accounts.join(', ')}` };
+      return accounts.length === 0
+        ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' }
+        : { status: 'ok', detail: `accounts: ${accounts.join(', ')}` };
     },
   },
 ];
@@ -97,7 +101,13 @@ export async function handleHealth(req: HttpRequest, scope: RequestScope): Promi
   const degraded = failing.filter((c) => c.critical === false).map((c) => c.name);
   return jsonResponse(
     ready ? 200 : 503,
-    { status: ready ? (degraded.length ? 'degraded' : 'ok') : 'unavailable', live: true, ready, ...(degraded.length ? { degraded } : {}), checks: results },
+    {
+      status: ready ? (degraded.length ? 'degraded' : 'ok') : 'unavailable',
+      live: true,
+      ready,
+      ...(degraded.length ? { degraded } : {}),
+      checks: results,
+    },
     scope,
     ready ? {} : { 'retry-after': '10' },
   );

@@ -43,7 +43,9 @@ export function errorResponse(err: BrokerError, style: ResponseStyle, correlatio
   if (retryAfter !== undefined) headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfter)));
   if (spec.status === 401) {
     headers['www-authenticate'] =
-      err.party === 'subject' ? 'Bearer error="invalid_request"' : `Bearer error="invalid_token", error_description="${err.code}"`;
+      err.party === 'subject'
+        ? 'Bearer error="invalid_request"'
+        : `Bearer error="invalid_token", error_description="${err.code}"`;
   }
   if (style === 'oauth') {
     headers['content-type'] = 'application/json;charset=UTF-8';
@@ -126,7 +128,12 @@ export function httpHandler(functionName: string, style: ResponseStyle, fn: Scop
       }
       res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
       const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info('request', { method: req.method, status: res.status ?? 200, code, durationMs: Math.round(durationMs * 100) / 100 });
+      log.info('request', {
+        method: req.method,
+        status: res.status ?? 200,
+        code,
+        durationMs: Math.round(durationMs * 100) / 100,
+      });
       return res;
     });
   };
@@ -207,10 +214,7 @@ export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): P
     }
     return out;
   }
-  throw new BrokerError(
-    'unsupported_media_type',
-    'Send application/x-www-form-urlencoded (RFC 8693) or application/json.',
-  );
+  throw new BrokerError('unsupported_media_type', 'Send application/x-www-form-urlencoded (RFC 8693) or application/json.');
 }
 
 /**
@@ -220,7 +224,8 @@ export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): P
 export function requireParam(params: Record<string, string>, name: string, opts: { exact?: boolean } = {}): string {
   const raw = params[name];
   const v = opts.exact ? raw : raw?.trim();
-  if (!v || (opts.exact && v.trim() === '')) throw new BrokerError('bad_request', `Parameter "${name}" is required.`, { detail: { parameter: name } });
+  if (!v || (opts.exact && v.trim() === ''))
+    throw new BrokerError('bad_request', `Parameter "${name}" is required.`, { detail: { parameter: name } });
   return v;
 }
 
@@ -259,14 +264,17 @@ function repeatedNames(query: URLSearchParams): string[] {
 export function assertNoRepeatedQuery(query: URLSearchParams): void {
   const [name] = repeatedNames(query);
   if (name !== undefined) {
-    throw new BrokerError('bad_request', `Query parameter "${name.slice(0, 64)}" is repeated.`, { detail: { parameter: name.slice(0, 64) } });
+    throw new BrokerError('bad_request', `Query parameter "${name.slice(0, 64)}" is repeated.`, {
+      detail: { parameter: name.slice(0, 64) },
+    });
   }
 }
 
 /** One query-string switch: its value, or undefined; repeated is refused (400 naming it). */
 export function queryParam(req: Pick<HttpRequest, 'query'>, name: string): string | undefined {
   const all = req.query.getAll(name);
-  if (all.length > 1) throw new BrokerError('bad_request', `Query parameter "${name}" is repeated.`, { detail: { parameter: name } });
+  if (all.length > 1)
+    throw new BrokerError('bad_request', `Query parameter "${name}" is repeated.`, { detail: { parameter: name } });
   return all[0];
 }
 

@@ -14,7 +14,10 @@ export function issuePath(path: readonly (string | number)[]): string {
  * Parse a JSON document and check it against a schema. Returns the data, or every problem, each naming
  * the path of the bad entry (the policy and the query catalog report errors this way).
  */
-export function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: S): { data: z.output<S> } | { problems: string[] } {
+export function parseJsonDocument<S extends z.ZodTypeAny>(
+  text: string,
+  schema: S,
+): { data: z.output<S> } | { problems: string[] } {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -22,7 +25,9 @@ export function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: 
     return { problems: [`not valid JSON: ${(e as Error).message}`] };
   }
   const r = schema.safeParse(raw);
-  return r.success ? { data: r.data as z.output<S> } : { problems: r.error.issues.map((i: z.ZodIssue) => `${issuePath(i.path)}: ${i.message}`) };
+  return r.success
+    ? { data: r.data as z.output<S> }
+    : { problems: r.error.issues.map((i: z.ZodIssue) => `${issuePath(i.path)}: ${i.message}`) };
 }
 
 /**
@@ -66,7 +71,9 @@ export function watchedDocument<T>(opts: {
       cache = { path, mtimeMs, checkedAt: now, value };
       return value;
     } catch (e) {
-      throw new BrokerError('config_invalid', e instanceof ConfigError ? e.message : `The ${opts.what} ${path} cannot be read.`, { cause: e });
+      throw new BrokerError('config_invalid', e instanceof ConfigError ? e.message : `The ${opts.what} ${path} cannot be read.`, {
+        cause: e,
+      });
     }
   };
 }

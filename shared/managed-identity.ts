@@ -34,8 +34,9 @@ export function managedIdentity(clientId: string | undefined): TokenCredential {
  */
 export function managedIdentityFailure(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
-  if (isTimeout(err)) return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err });
-  const status = statusOf((err ?? {}));
+  if (isTimeout(err))
+    return new BrokerError('upstream_timeout', 'The managed identity endpoint did not answer in time.', { cause: err });
+  const status = statusOf(err ?? {});
   if (status !== undefined && status >= 400 && status < 500 && status !== 429) {
     return new BrokerError('upstream_denied', 'The managed identity endpoint refused the broker.', { cause: err });
   }

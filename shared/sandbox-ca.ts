@@ -13,7 +13,12 @@ export function isLoopbackUrl(u: string): boolean {
 }
 
 /** The CA's PEM, or undefined without a CA file; config_invalid when misused or unreadable. */
-export function sandboxCa(opts: { caFile: string | undefined; url: string; setting: string; service: string }): string | undefined {
+export function sandboxCa(opts: {
+  caFile: string | undefined;
+  url: string;
+  setting: string;
+  service: string;
+}): string | undefined {
   if (!opts.caFile) return undefined;
   if (!isLoopbackUrl(opts.url)) {
     throw new BrokerError('config_invalid', `${opts.service} is misconfigured.`, {

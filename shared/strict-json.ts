@@ -8,13 +8,17 @@
 export const MAX_JSON_DEPTH = 32;
 
 export type StrictJsonFailure =
-  | { readonly kind: 'syntax' }
-  | { readonly kind: 'duplicate'; readonly path: string }
-  | { readonly kind: 'too_deep' };
+  { readonly kind: 'syntax' } | { readonly kind: 'duplicate'; readonly path: string } | { readonly kind: 'too_deep' };
 
 export class StrictJsonError extends Error {
   constructor(readonly failure: StrictJsonFailure) {
-    super(failure.kind === 'duplicate' ? `duplicate member ${failure.path}` : failure.kind === 'too_deep' ? 'nested too deeply' : 'not valid JSON');
+    super(
+      failure.kind === 'duplicate'
+        ? `duplicate member ${failure.path}`
+        : failure.kind === 'too_deep'
+          ? 'nested too deeply'
+          : 'not valid JSON',
+    );
     this.name = 'StrictJsonError';
   }
 }

@@ -60,8 +60,12 @@ export function enableOpenTelemetry(): void {
       unit: 'ms',
       description: 'Time from a parsed target to the answer (subject validation, policy, provider), by kind and outcome',
     }),
-    cache: meter.createCounter(METRIC.cache, { description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind' }),
-    upstream: meter.createCounter(METRIC.upstreamCalls, { description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)' }),
+    cache: meter.createCounter(METRIC.cache, {
+      description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind',
+    }),
+    upstream: meter.createCounter(METRIC.upstreamCalls, {
+      description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)',
+    }),
     rotation: meter.createCounter(METRIC.rotation, { description: 'Key rotation outcomes, by action and outcome' }),
     tracer: api.trace.getTracer(METER_NAME),
   };
@@ -93,7 +97,9 @@ export function initTelemetry(): Promise<void> {
     })
     .catch((e: unknown) => {
       state = 'off';
-      process.stderr.write(`telemetry disabled: @azure/monitor-opentelemetry failed to start (${(e as Error)?.name ?? 'error'})\n`);
+      process.stderr.write(
+        `telemetry disabled: @azure/monitor-opentelemetry failed to start (${(e as Error)?.name ?? 'error'})\n`,
+      );
     });
   return loading;
 }
@@ -140,7 +146,10 @@ export function recordRotation(action: string, outcome: string): void {
 
 /** `Google IAM Credentials` → `google-iam-credentials`. */
 export function upstreamSlug(service: string): UpstreamName {
-  return service.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  return service
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '');
 }
 
 /** The outcome of an upstream HTTP answer: `ok`, or the code the broker maps the status to. */

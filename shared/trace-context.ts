@@ -27,12 +27,21 @@ export interface TraceContext {
 const HEAD = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 
 /** The parsed parts of a valid traceparent header, or undefined. */
-export function parseTraceparent(header: string | null | undefined): { traceId: string; parentId: string; flags: string } | undefined {
+export function parseTraceparent(
+  header: string | null | undefined,
+): { traceId: string; parentId: string; flags: string } | undefined {
   if (!header || header.length > 512) return undefined;
   const v = header.trim();
   const m = HEAD.exec(v);
   if (!m) return undefined;
-  const [, version, traceId, parentId, flags, rest] = m as unknown as [string, string, string, string, string, string | undefined];
+  const [, version, traceId, parentId, flags, rest] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string | undefined,
+  ];
   if (version === 'ff') return undefined;
   if (version === '00' && (rest !== undefined || v.length !== 55)) return undefined;
   if (/^0+$/.test(traceId) || /^0+$/.test(parentId)) return undefined;
@@ -52,5 +61,12 @@ export function traceContextOf(header: string | null | undefined): TraceContext 
   const spanId = hex(8);
   // Only the sampled bit is defined for version 00; other bits are not propagated.
   const flags = parsed ? ((parseInt(parsed.flags, 16) & 1) === 1 ? '01' : '00') : '01';
-  return { traceId, spanId, parentId: parsed?.parentId, flags, traceparent: `00-${traceId}-${spanId}-${flags}`, propagated: parsed !== undefined };
+  return {
+    traceId,
+    spanId,
+    parentId: parsed?.parentId,
+    flags,
+    traceparent: `00-${traceId}-${spanId}-${flags}`,
+    propagated: parsed !== undefined,
+  };
 }

@@ -23,7 +23,14 @@ export function statusOf(err: ErrorShape): number | undefined {
 export function isTimeout(err: unknown, depth = 0): boolean {
   if (!err || typeof err !== 'object' || depth > 4) return false;
   const e = err as ErrorShape;
-  if (e.name === 'TimeoutError' || e.name === 'AbortError' || e.code === 'TimeoutError' || e.code === 'ETIMEDOUT' || e.code === 'UND_ERR_HEADERS_TIMEOUT') return true;
+  if (
+    e.name === 'TimeoutError' ||
+    e.name === 'AbortError' ||
+    e.code === 'TimeoutError' ||
+    e.code === 'ETIMEDOUT' ||
+    e.code === 'UND_ERR_HEADERS_TIMEOUT'
+  )
+    return true;
   return isTimeout(e.cause, depth + 1);
 }
 

@@ -9,7 +9,14 @@ export function networkFailure(service: string, err: unknown): BrokerError {
   const e = err as { name?: string; code?: string; cause?: { code?: string; name?: string } };
   const code = e?.code ?? e?.cause?.code;
   const name = e?.name ?? e?.cause?.name;
-  if (name === 'TimeoutError' || name === 'AbortError' || code === 'ETIMEDOUT' || code === 'ECONNABORTED' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+  if (
+    name === 'TimeoutError' ||
+    name === 'AbortError' ||
+    code === 'ETIMEDOUT' ||
+    code === 'ECONNABORTED' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'UND_ERR_BODY_TIMEOUT'
+  ) {
     return new BrokerError('upstream_timeout', `${service} did not answer in time.`, { cause: err });
   }
   return new BrokerError('upstream_unavailable', `${service} cannot be reached right now.`, { cause: err });

@@ -49,7 +49,9 @@ const jestAfterAll = globalThis.afterAll;
 
 jestAfterAll(() => {
   if (stats) {
-    process.stderr.write(`leak scan: ${stats.lines} lines, ${scanner.needleCount} needles, ${(Number(stats.ns) / 1e6).toFixed(1)} ms (${expect.getState().testPath ?? ''})\n`);
+    process.stderr.write(
+      `leak scan: ${stats.lines} lines, ${scanner.needleCount} needles, ${(Number(stats.ns) / 1e6).toFixed(1)} ms (${expect.getState().testPath ?? ''})\n`,
+    );
   }
   check('in a beforeAll/afterAll hook');
 });

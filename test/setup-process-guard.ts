@@ -15,7 +15,9 @@ const describeCause = (c: unknown): string => (c instanceof Error ? `${c.name}: 
 addLogTap((record) => {
   if (record.event === 'process.unhandled-rejection' || record.event === 'process.uncaught-exception') {
     const cause = record.cause as { message?: string; stack?: string } | undefined;
-    seen.push(`${String(record.event)} (correlation id ${String(record.correlationId ?? 'none')}): ${cause?.stack ?? cause?.message ?? ''}`);
+    seen.push(
+      `${String(record.event)} (correlation id ${String(record.correlationId ?? 'none')}): ${cause?.stack ?? cause?.message ?? ''}`,
+    );
   }
 });
 

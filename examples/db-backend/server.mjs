@@ -51,7 +51,9 @@ async function tickets(answer, callerOid) {
     ssl: {
       ca: answer.server_ca_cert,
       checkServerIdentity: (_host, cert) =>
-        cert.subject?.CN === answer.server_cert_common_name ? undefined : new Error('the server certificate is not the instance’s'),
+        cert.subject?.CN === answer.server_cert_common_name
+          ? undefined
+          : new Error('the server certificate is not the instance’s'),
     },
   });
   client.on('error', () => undefined);
@@ -78,7 +80,8 @@ const server = createServer((req, res) => {
     (e) => {
       const code = typeof e?.code === 'string' ? e.code : '';
       // never echo the database's text (or the token)
-      if (code === '28P01' || code === '28000') return send(res, 401, { error: 'the database refused the login (token expired or not for this user): fetch a new one' });
+      if (code === '28P01' || code === '28000')
+        return send(res, 401, { error: 'the database refused the login (token expired or not for this user): fetch a new one' });
       return send(res, 503, { error: 'the database is unavailable' });
     },
   );

@@ -90,9 +90,20 @@ export async function startAzurite(opts: { ca: SandboxCa; port?: number; host?: 
   writeFileSync(join(dir, 'cert.pem'), server.certPem);
   writeFileSync(join(dir, 'key.pem'), server.keyPem, { mode: 0o600 });
   const args = (port: number) => [
-    '--blobHost', host, '--blobPort', String(port),
-    '--inMemoryPersistence', '--skipApiVersionCheck', '--disableTelemetry', '--silent',
-    '--cert', join(dir, 'cert.pem'), '--key', join(dir, 'key.pem'), '--oauth', 'basic',
+    '--blobHost',
+    host,
+    '--blobPort',
+    String(port),
+    '--inMemoryPersistence',
+    '--skipApiVersionCheck',
+    '--disableTelemetry',
+    '--silent',
+    '--cert',
+    join(dir, 'cert.pem'),
+    '--key',
+    join(dir, 'key.pem'),
+    '--oauth',
+    'basic',
   ];
   const started = await spawnAzurite(args(opts.port ?? 0));
   const port = started.port;

@@ -158,8 +158,12 @@ async function authenticateUpstream(up: Socket, reader: WireReader, user: string
         break;
       case 5: {
         const salt = m.payload.subarray(4, 8);
-        const inner = createHash('md5').update(password + user).digest('hex');
-        const outer = createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
+        const inner = createHash('md5')
+          .update(password + user)
+          .digest('hex');
+        const outer = createHash('md5')
+          .update(Buffer.concat([Buffer.from(inner), salt]))
+          .digest('hex');
         up.write(message('p', Buffer.from('md5' + outer + '\0')));
         break;
       }
@@ -178,7 +182,9 @@ async function authenticateUpstream(up: Socket, reader: WireReader, user: string
       case 11: {
         if (!scram) throw new Error('SASL continue without a session');
         const serverFirst = m.payload.subarray(4).toString('utf8');
-        const attrs: Partial<Record<string, string>> = Object.fromEntries(serverFirst.split(',').map((kv) => [kv[0] ?? '', kv.slice(2)]));
+        const attrs: Partial<Record<string, string>> = Object.fromEntries(
+          serverFirst.split(',').map((kv) => [kv[0] ?? '', kv.slice(2)]),
+        );
         if (!attrs.r?.startsWith(scram.nonce) || !attrs.s || !attrs.i) throw new Error('bad SCRAM server-first message');
         const salted = pbkdf2Sync(password.normalize('NFKC'), Buffer.from(attrs.s, 'base64'), Number(attrs.i), 32, 'sha256');
         const clientKey = createHmac('sha256', salted).update('Client Key').digest();
@@ -195,7 +201,11 @@ async function authenticateUpstream(up: Socket, reader: WireReader, user: string
       case 12: {
         const v = /v=([^,]+)/.exec(m.payload.subarray(4).toString('utf8'))?.[1];
         const got = v ? Buffer.from(v, 'base64') : Buffer.alloc(0);
-        if (!scram?.serverSignature || got.length !== scram.serverSignature.length || !timingSafeEqual(got, scram.serverSignature)) {
+        if (
+          !scram?.serverSignature ||
+          got.length !== scram.serverSignature.length ||
+          !timingSafeEqual(got, scram.serverSignature)
+        ) {
           throw new Error('SCRAM server signature mismatch');
         }
         break;
@@ -333,7 +343,12 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     }
     const iamUser = binding.principal.replace(/\.gserviceaccount\.com$/, '');
     if (params.user !== iamUser) {
-      return refuse(client, 'identity_mismatch', '28000', `Cloud SQL IAM service account authentication failed for user "${params.user ?? ''}"`);
+      return refuse(
+        client,
+        'identity_mismatch',
+        '28000',
+        `Cloud SQL IAM service account authentication failed for user "${params.user ?? ''}"`,
+      );
     }
     return admitIam(client, startup, reader, iamUser);
   };
@@ -377,7 +392,12 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
       if (code === PROTOCOL_3) {
         // Cloud SQL requires SSL for these connections (ssl_mode ENCRYPTED_ONLY or stricter): no cleartext session.
         const p = parseStartup(first);
-        return refuse(raw, 'no_tls', '28000', `pg_hba.conf rejects connection for host "${raw.remoteAddress ?? ''}", user "${p.user ?? ''}", database "${p.database ?? ''}", no encryption`);
+        return refuse(
+          raw,
+          'no_tls',
+          '28000',
+          `pg_hba.conf rejects connection for host "${raw.remoteAddress ?? ''}", user "${p.user ?? ''}", database "${p.database ?? ''}", no encryption`,
+        );
       }
       if (code !== SSL_REQUEST) return refuse(raw, 'protocol', '08P01', 'unsupported frontend protocol');
       break;

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from './harness';
 import { recordIssuedToken } from './issued-tokens';
 import { createAuth } from './cosmos/auth';
-import { createCosmosContext, rid, type CosmosContainerSpec, type CosmosEmulatorOptions, type PermissionRecord } from './cosmos/context';
+import {
+  createCosmosContext,
+  rid,
+  type CosmosContainerSpec,
+  type CosmosEmulatorOptions,
+  type PermissionRecord,
+} from './cosmos/context';
 import type { RoleAssignment, RoleDefinition } from './cosmos/rbac';
 import { documentRoutes } from './cosmos/routes-documents';
 import { metadataRoutes } from './cosmos/routes-metadata';
@@ -76,7 +82,12 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     const c = classify(req.path);
     const auth = await authenticate(req, c);
     if ('status' in auth) return auth;
-    const denied = auth.kind === 'resource' ? authorizeResource(req, c, auth.token) : auth.kind === 'aad' ? authorizeAad(req, c, auth.oid) : undefined;
+    const denied =
+      auth.kind === 'resource'
+        ? authorizeResource(req, c, auth.token)
+        : auth.kind === 'aad'
+          ? authorizeAad(req, c, auth.oid)
+          : undefined;
     if (denied) return denied;
     const s = c.segments;
     const now = Math.floor(clock.now() / 1000);
@@ -107,7 +118,10 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     port: opts.port,
     tls: { key: tls.keyPem, cert: tls.certPem },
     throttleHeaders: (ms) => ({ 'x-ms-retry-after-ms': String(ms), 'x-ms-substatus': '3200' }),
-    errorBody: (status, message) => ({ code: status === 429 ? 'TooManyRequests' : status >= 500 ? 'ServiceUnavailable' : 'BadRequest', message }),
+    errorBody: (status, message) => ({
+      code: status === 429 ? 'TooManyRequests' : status >= 500 ? 'ServiceUnavailable' : 'BadRequest',
+      message,
+    }),
   });
   const endpoint = `https://127.0.0.1:${emu.port}/`;
   ctx.endpoint = endpoint;
@@ -125,12 +139,14 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     clock,
     createContainer,
     permissions(database: string, user: string) {
-      return [...(dbs.get(database)?.users.get(user)?.permissions.values() ?? [])].map(({ id, permissionMode, resource, resourcePartitionKey }) => ({
-        id,
-        permissionMode,
-        resource,
-        ...(resourcePartitionKey ? { resourcePartitionKey } : {}),
-      }));
+      return [...(dbs.get(database)?.users.get(user)?.permissions.values() ?? [])].map(
+        ({ id, permissionMode, resource, resourcePartitionKey }) => ({
+          id,
+          permissionMode,
+          resource,
+          ...(resourcePartitionKey ? { resourcePartitionKey } : {}),
+        }),
+      );
     },
     users(database: string) {
       return [...(dbs.get(database)?.users.keys() ?? [])];
@@ -142,7 +158,10 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
       const co = coll(database, container);
       if (!co || typeof doc.id !== 'string') throw new Error(`no container ${database}/${container}, or the document has no id`);
       const pk = pkValueOf(doc, co.pkPath);
-      co.docs.set(docKey(pk, doc.id), { ...doc, ...sys(doc.id, rid(), `dbs/${database}/colls/${container}/docs/${rid()}/`, Math.floor(clock.now() / 1000)) });
+      co.docs.set(docKey(pk, doc.id), {
+        ...doc,
+        ...sys(doc.id, rid(), `dbs/${database}/colls/${container}/docs/${rid()}/`, Math.floor(clock.now() / 1000)),
+      });
     },
     defineRole: (def: RoleDefinition) => rbac.defineRole(def),
     assignRole: (a: RoleAssignment) => rbac.assignRole(a),

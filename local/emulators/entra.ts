@@ -31,11 +31,16 @@ export interface AppRegistration {
 }
 
 /** What a token requested for `resource` looks like: its version and `aud`, or undefined for an unknown resource. */
-export function tokenShapeFor(apps: readonly AppRegistration[], resource: string): { version: '1.0' | '2.0'; aud: string; appId: string } | undefined {
+export function tokenShapeFor(
+  apps: readonly AppRegistration[],
+  resource: string,
+): { version: '1.0' | '2.0'; aud: string; appId: string } | undefined {
   const r = resource.replace(/\/\.default$/, '');
   const app = apps.find((a) => a.appId === r.toLowerCase() || a.identifierUris.includes(r));
   if (!app) return undefined;
-  return app.accessTokenAcceptedVersion === 2 ? { version: '2.0', aud: app.appId, appId: app.appId } : { version: '1.0', aud: r, appId: app.appId };
+  return app.accessTokenAcceptedVersion === 2
+    ? { version: '2.0', aud: app.appId, appId: app.appId }
+    : { version: '1.0', aud: r, appId: app.appId };
 }
 
 export interface MintOptions {
@@ -155,7 +160,9 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     if (m.groups) claims.groups = [...m.groups];
     Object.assign(claims, m.extra ?? {});
     for (const c of m.omit ?? []) delete claims[c];
-    const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', typ: 'JWT', ...(m.omitKid ? {} : { kid: key.kid, x5t: key.kid }) }).sign(key.privateKey);
+    const jwt = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', typ: 'JWT', ...(m.omitKid ? {} : { kid: key.kid, x5t: key.kid }) })
+      .sign(key.privateKey);
     recordIssuedToken(jwt); // token-leak scan (test/setup-leak-scan.ts)
     return jwt;
   };
@@ -164,7 +171,10 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     name: 'entra',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) => ({ error: status === 404 ? 'not_found' : status === 429 ? 'temporarily_unavailable' : 'server_error', error_description: message }),
+    errorBody: (status, message) => ({
+      error: status === 404 ? 'not_found' : status === 429 ? 'temporarily_unavailable' : 'server_error',
+      error_description: message,
+    }),
     routes: [
       {
         method: 'GET',

@@ -42,7 +42,12 @@ export type Fault =
   | { readonly kind: 'down' } // connections refused
   | { readonly kind: 'hang' } // accepts, never answers
   | { readonly kind: 'slow'; readonly delayMs: number }
-  | { readonly kind: 'status'; readonly status: number; readonly body?: EmuResponse['body']; readonly headers?: Record<string, string> };
+  | {
+      readonly kind: 'status';
+      readonly status: number;
+      readonly body?: EmuResponse['body'];
+      readonly headers?: Record<string, string>;
+    };
 
 export interface FaultRule {
   readonly fault: Fault;
@@ -134,8 +139,10 @@ export function seededRandom(seed: number): () => number {
 }
 
 function validThrottle(t: ThrottleOptions): ThrottleOptions {
-  if (t.every !== undefined && (!Number.isInteger(t.every) || t.every < 1)) throw new Error(`throttle.every must be a whole number ≥ 1, got ${t.every}`);
-  if (t.rate !== undefined && !(t.rate >= 0 && t.rate <= 1)) throw new Error(`throttle.rate must be between 0 and 1, got ${t.rate}`);
+  if (t.every !== undefined && (!Number.isInteger(t.every) || t.every < 1))
+    throw new Error(`throttle.every must be a whole number ≥ 1, got ${t.every}`);
+  if (t.rate !== undefined && !(t.rate >= 0 && t.rate <= 1))
+    throw new Error(`throttle.rate must be between 0 and 1, got ${t.rate}`);
   if (t.every === undefined && t.rate === undefined) throw new Error('throttle needs every or rate');
   if (t.retryAfterSeconds !== undefined && (!Number.isInteger(t.retryAfterSeconds) || t.retryAfterSeconds < 0)) {
     throw new Error(`throttle.retryAfterSeconds must be a whole number ≥ 0, got ${t.retryAfterSeconds}`);
@@ -192,7 +199,8 @@ function send(res: ServerResponse, r: EmuResponse): void {
     if (typeof r.body === 'string' || Buffer.isBuffer(r.body)) payload = r.body;
     else {
       payload = JSON.stringify(r.body);
-      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json; charset=utf-8';
+      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
+        headers['content-type'] = 'application/json; charset=utf-8';
     }
   }
   res.writeHead(r.status, headers);
@@ -251,7 +259,14 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
         }
         const routeName = match?.route.name ?? 'unmatched';
         const record = (status: number) =>
-          calls.push({ route: routeName, method, path: url.pathname, at: Date.now(), status, durationMs: performance.now() - started });
+          calls.push({
+            route: routeName,
+            method,
+            path: url.pathname,
+            at: Date.now(),
+            status,
+            durationMs: performance.now() - started,
+          });
         if (size > maxBody) {
           record(413);
           return send(res, { status: 413, body: errorBody(413, 'Request body too large') });
@@ -277,7 +292,11 @@ export async function startEmulator(opts: EmulatorOptions): Promise<Emulator> {
           if (fault.kind === 'slow') await new Promise((r) => setTimeout(r, fault.delayMs));
           if (fault.kind === 'status') {
             record(fault.status);
-            return send(res, { status: fault.status, headers: fault.headers, body: fault.body ?? errorBody(fault.status, 'Injected fault') });
+            return send(res, {
+              status: fault.status,
+              headers: fault.headers,
+              body: fault.body ?? errorBody(fault.status, 'Injected fault'),
+            });
           }
         }
         if (!match) {

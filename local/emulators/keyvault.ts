@@ -41,7 +41,11 @@ export interface KeyVaultEmulator extends Emulator {
   /** Injectable clock (ms) for created/updated. */
   now: () => number;
   /** Seed a new version directly (no auth), as an operator with the portal would. */
-  seed(name: string, value: string, opts?: { contentType?: string; tags?: Record<string, string>; enabled?: boolean; exp?: Date }): StoredSecretVersion;
+  seed(
+    name: string,
+    value: string,
+    opts?: { contentType?: string; tags?: Record<string, string>; enabled?: boolean; exp?: Date },
+  ): StoredSecretVersion;
   /** Latest version (enabled or not), or a given version. */
   read(name: string, version?: string): StoredSecretVersion | undefined;
   /** All versions of a secret, oldest first. */
@@ -112,7 +116,8 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     return v;
   };
   const latest = (name: string) => secrets.get(name)?.at(-1);
-  const find = (name: string, version?: string) => (version ? secrets.get(name)?.find((v) => v.version === version) : latest(name));
+  const find = (name: string, version?: string) =>
+    version ? secrets.get(name)?.find((v) => v.version === version) : latest(name);
 
   const attributes = (v: StoredSecretVersion) => ({
     enabled: v.enabled,
@@ -158,7 +163,8 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     }
     const tid = typeof payload.tid === 'string' ? payload.tid.toLowerCase() : '';
     const issuers = [`https://sts.windows.net/${tid}/`, `https://login.microsoftonline.com/${tid}/v2.0`];
-    if (tid !== tenantId || !issuers.includes(String(payload.iss))) return unauthorized(`AKV10032: Invalid issuer. Expected one of https://sts.windows.net/${tenantId}/.`);
+    if (tid !== tenantId || !issuers.includes(String(payload.iss)))
+      return unauthorized(`AKV10032: Invalid issuer. Expected one of https://sts.windows.net/${tenantId}/.`);
     const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
     if (!aud.some((a) => a === KEY_VAULT_RESOURCE || a === `${KEY_VAULT_RESOURCE}/`)) {
       return unauthorized(`AKV10022: Invalid audience. Expected ${KEY_VAULT_RESOURCE}.`);
@@ -176,7 +182,12 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
       if ('status' in who) return who;
       const apiVersion = req.url.searchParams.get('api-version');
       if (!apiVersion) return kvError(400, 'BadParameter', 'The request URI must contain an api-version parameter.');
-      if (!API_VERSION.test(apiVersion)) return kvError(400, 'BadParameter', `The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (7.6).`);
+      if (!API_VERSION.test(apiVersion))
+        return kvError(
+          400,
+          'BadParameter',
+          `The specified version (${apiVersion}) is not recognized. Consider using the latest supported version (7.6).`,
+        );
       const role = access.get(who.oid);
       if (!role || (need === 'write' && role !== 'officer')) {
         return kvError(
@@ -188,7 +199,11 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
       }
       const name = req.params.name;
       if (name !== undefined && !SECRET_NAME.test(name)) {
-        return kvError(400, 'BadParameter', "The request URI contains an invalid name: secret names may contain only 0-9, a-z, A-Z, and -.");
+        return kvError(
+          400,
+          'BadParameter',
+          'The request URI contains an invalid name: secret names may contain only 0-9, a-z, A-Z, and -.',
+        );
       }
       return fn(req);
     };
@@ -199,11 +214,13 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     if (raw === undefined || raw === null) return { ok: true };
     if (typeof raw !== 'object') return { ok: false, message: 'Property attributes must be an object.' };
     const a = raw as Record<string, unknown>;
-    const num = (k: string) => (a[k] === undefined || a[k] === null ? undefined : typeof a[k] === 'number' ? (a[k]) : NaN);
+    const num = (k: string) => (a[k] === undefined || a[k] === null ? undefined : typeof a[k] === 'number' ? a[k] : NaN);
     const nbf = num('nbf');
     const exp = num('exp');
-    if (Number.isNaN(nbf) || Number.isNaN(exp)) return { ok: false, message: 'Property attributes.nbf/exp must be numbers (unix seconds).' };
-    if (a.enabled !== undefined && typeof a.enabled !== 'boolean') return { ok: false, message: 'Property attributes.enabled must be a boolean.' };
+    if (Number.isNaN(nbf) || Number.isNaN(exp))
+      return { ok: false, message: 'Property attributes.nbf/exp must be numbers (unix seconds).' };
+    if (a.enabled !== undefined && typeof a.enabled !== 'boolean')
+      return { ok: false, message: 'Property attributes.enabled must be a boolean.' };
     return { ok: true, enabled: a.enabled, nbf, exp };
   };
   const parseTags = (raw: unknown): Record<string, string> | undefined | false => {
@@ -235,7 +252,9 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     name: 'keyvault',
     port: opts.port,
     tls: { key: server.keyPem, cert: server.certPem },
-    errorBody: (status, message) => ({ error: { code: status === 429 ? 'Throttled' : status >= 500 ? 'InternalServerError' : 'BadRequest', message } }),
+    errorBody: (status, message) => ({
+      error: { code: status === 429 ? 'Throttled' : status >= 500 ? 'InternalServerError' : 'BadRequest', message },
+    }),
     routes: [
       {
         method: 'PUT',
@@ -245,14 +264,23 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
           const body = req.json();
           if (!body || typeof body !== 'object') return kvError(400, 'BadParameter', 'The request body must be a JSON object.');
           const b = body as Record<string, unknown>;
-          if (typeof b.value !== 'string') return kvError(400, 'BadParameter', 'Property value is required and must be a string.');
-          if (Buffer.byteLength(b.value) > 25 * 1024) return kvError(400, 'BadParameter', 'Secret value exceeds the 25 KB limit.');
-          if (b.contentType !== undefined && typeof b.contentType !== 'string') return kvError(400, 'BadParameter', 'Property contentType must be a string.');
+          if (typeof b.value !== 'string')
+            return kvError(400, 'BadParameter', 'Property value is required and must be a string.');
+          if (Buffer.byteLength(b.value) > 25 * 1024)
+            return kvError(400, 'BadParameter', 'Secret value exceeds the 25 KB limit.');
+          if (b.contentType !== undefined && typeof b.contentType !== 'string')
+            return kvError(400, 'BadParameter', 'Property contentType must be a string.');
           const tags = parseTags(b.tags);
           if (tags === false) return kvError(400, 'BadParameter', 'Tags must be at most 15 string pairs.');
           const attrs = parseAttrs(b.attributes);
           if (!attrs.ok) return kvError(400, 'BadParameter', attrs.message);
-          const v = addVersion(req.params.name!, b.value, { contentType: b.contentType, tags, enabled: attrs.enabled, nbf: attrs.nbf, exp: attrs.exp });
+          const v = addVersion(req.params.name!, b.value, {
+            contentType: b.contentType,
+            tags,
+            enabled: attrs.enabled,
+            nbf: attrs.nbf,
+            exp: attrs.exp,
+          });
           return { status: 200, body: bundle(v, true) };
         }),
       },
@@ -275,7 +303,14 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
           const name = req.params.name!;
           const vs = secrets.get(name);
           if (!vs || vs.length === 0) return notFound(name);
-          return { status: 200, body: page(req, vs.map((v) => item(v, `${base}/secrets/${v.name}/${v.version}`)), `/secrets/${name}/versions`) };
+          return {
+            status: 200,
+            body: page(
+              req,
+              vs.map((v) => item(v, `${base}/secrets/${v.name}/${v.version}`)),
+              `/secrets/${name}/versions`,
+            ),
+          };
         }),
       },
       {
@@ -287,7 +322,8 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
           const version = req.params.version || undefined;
           const v = find(name, version);
           if (!v) return notFound(name, version);
-          if (!v.enabled) return kvError(403, 'Forbidden', 'Operation get is not allowed on a disabled secret.', 'SecretDisabled');
+          if (!v.enabled)
+            return kvError(403, 'Forbidden', 'Operation get is not allowed on a disabled secret.', 'SecretDisabled');
           return { status: 200, body: bundle(v, true) };
         }),
       },
@@ -328,7 +364,11 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
     vaultUrl: emu.url,
     caPem: opts.ca.certPem,
     tenantId,
-    seed(name: string, value: string, o: { contentType?: string; tags?: Record<string, string>; enabled?: boolean; exp?: Date } = {}) {
+    seed(
+      name: string,
+      value: string,
+      o: { contentType?: string; tags?: Record<string, string>; enabled?: boolean; exp?: Date } = {},
+    ) {
       return addVersion(name, value, { ...o, exp: o.exp ? Math.floor(o.exp.getTime() / 1000) : undefined });
     },
     read: find,

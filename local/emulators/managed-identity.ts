@@ -98,14 +98,21 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
         path: '/msi/token',
         name: 'msi.token',
         handle: async (req) => {
-          if (req.header('x-identity-header') !== secretHeader) return err(401, 'unauthorized', 'X-IDENTITY-HEADER is missing or wrong.');
-          if (req.url.searchParams.get('api-version') !== '2019-08-01') return err(400, 'invalid_request', 'api-version must be 2019-08-01.');
+          if (req.header('x-identity-header') !== secretHeader)
+            return err(401, 'unauthorized', 'X-IDENTITY-HEADER is missing or wrong.');
+          if (req.url.searchParams.get('api-version') !== '2019-08-01')
+            return err(400, 'invalid_request', 'api-version must be 2019-08-01.');
           const resource = req.url.searchParams.get('resource');
           if (!resource) return err(400, 'invalid_request', 'resource is required.');
           const cid = req.url.searchParams.get('client_id')?.toLowerCase();
           const principal = (req.url.searchParams.get('principal_id') ?? req.url.searchParams.get('object_id'))?.toLowerCase();
-          if (cid && principal) return err(400, 'invalid_request', 'Only one of client_id, principal_id, object_id may be given.');
-          const who = cid ? identities.find((i) => i.clientId === cid) : principal ? identities.find((i) => i.objectId === principal) : identities[0];
+          if (cid && principal)
+            return err(400, 'invalid_request', 'Only one of client_id, principal_id, object_id may be given.');
+          const who = cid
+            ? identities.find((i) => i.clientId === cid)
+            : principal
+              ? identities.find((i) => i.objectId === principal)
+              : identities[0];
           if (!who) {
             return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
           }

@@ -40,15 +40,23 @@ function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant:
     throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
   const audiences = p.adminAudiences
-    ? p.adminAudiences.split(',').map((s) => s.trim()).filter(Boolean)
+    ? p.adminAudiences
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
     : cfg.clientAudiences;
   if (audiences.some((a) => cfg.subjectAudiences.includes(a))) {
-    throw new BrokerError('config_invalid', 'BROKER_ADMIN_AUDIENCES must not contain a subject audience (BROKER_SUBJECT_AUDIENCES).');
+    throw new BrokerError(
+      'config_invalid',
+      'BROKER_ADMIN_AUDIENCES must not contain a subject audience (BROKER_SUBJECT_AUDIENCES).',
+    );
   }
   const allowed = cfg.allowedTenants.map((t) => t.toLowerCase());
   const tenant = p.adminTenant ?? (allowed.length === 1 ? allowed[0] : undefined);
-  if (!tenant) throw new BrokerError('config_invalid', 'BROKER_ADMIN_TENANT is required when BROKER_ALLOWED_TENANTS lists several tenants.');
-  if (!allowed.includes(tenant)) throw new BrokerError('config_invalid', 'BROKER_ADMIN_TENANT must be one of BROKER_ALLOWED_TENANTS.');
+  if (!tenant)
+    throw new BrokerError('config_invalid', 'BROKER_ADMIN_TENANT is required when BROKER_ALLOWED_TENANTS lists several tenants.');
+  if (!allowed.includes(tenant))
+    throw new BrokerError('config_invalid', 'BROKER_ADMIN_TENANT must be one of BROKER_ALLOWED_TENANTS.');
   return { audiences, tenant };
 }
 
@@ -66,7 +74,10 @@ export async function authenticateAdmin(
   const client = await authenticateClient(req, cfg);
   const { audiences, tenant } = adminSettings(cfg);
   const token = await adminToken();
-  if (!token) throw new BrokerError('token_missing', `The admin's token is required in the ${ADMIN_TOKEN_HEADER} header.`, { party: 'subject' });
+  if (!token)
+    throw new BrokerError('token_missing', `The admin's token is required in the ${ADMIN_TOKEN_HEADER} header.`, {
+      party: 'subject',
+    });
   let admin: Principal;
   try {
     admin = await validatorFor(cfg).validate(token, audiences);
@@ -78,9 +89,21 @@ export async function authenticateAdmin(
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.
-  const policy = await currentPolicy().catch((e: unknown) => refuse('policy_unavailable', e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.')));
+  const policy = await currentPolicy().catch((e: unknown) =>
+    refuse(
+      'policy_unavailable',
+      e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
+    ),
+  );
   if (denyEntryFor(policy, admin)) refuse('subject_denied', new BrokerError('subject_denied', 'The subject is denied.'));
-  if (admin.tenantId !== tenant) refuse('admin_tenant', new BrokerError('role_required', 'Admin tokens are accepted from the admin tenant only.', { detail: { reason: 'admin_tenant' } }));
-  if (!admin.roles.includes(cfg.adminRole)) refuse('role_required', new BrokerError('role_required', 'The admin role is required.', { detail: { role: cfg.adminRole } }));
+  if (admin.tenantId !== tenant)
+    refuse(
+      'admin_tenant',
+      new BrokerError('role_required', 'Admin tokens are accepted from the admin tenant only.', {
+        detail: { reason: 'admin_tenant' },
+      }),
+    );
+  if (!admin.roles.includes(cfg.adminRole))
+    refuse('role_required', new BrokerError('role_required', 'The admin role is required.', { detail: { role: cfg.adminRole } }));
   return { cfg, client, admin };
 }

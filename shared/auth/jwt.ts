@@ -65,7 +65,9 @@ export class TokenValidator {
           return await remote(header, input);
         } catch (e) {
           if (e instanceof joseErrors.JWKSNoMatchingKey || e instanceof joseErrors.JWKSMultipleMatchingKeys) throw e;
-          throw new BrokerError('jwks_unavailable', 'The identity provider signing keys cannot be fetched right now.', { cause: e });
+          throw new BrokerError('jwks_unavailable', 'The identity provider signing keys cannot be fetched right now.', {
+            cause: e,
+          });
         }
       };
       this.jwks.set(tenantId, set);
@@ -83,9 +85,13 @@ export class TokenValidator {
       this.verified.delete(cacheKey);
     }
     const principal = await this.verify(token, audiences);
-    const untilMs = Math.min((principal.expiresAt + this.opts.clockSkewSeconds) * 1000, now() + TokenValidator.VERIFIED_MAX_AGE_MS);
+    const untilMs = Math.min(
+      (principal.expiresAt + this.opts.clockSkewSeconds) * 1000,
+      now() + TokenValidator.VERIFIED_MAX_AGE_MS,
+    );
     this.verified.set(cacheKey, { principal, untilMs });
-    if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES) this.verified.delete(this.verified.keys().next().value as string);
+    if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES)
+      this.verified.delete(this.verified.keys().next().value as string);
     return principal;
   }
 
@@ -113,9 +119,11 @@ export class TokenValidator {
       throw new BrokerError('token_malformed', 'The token header has no key id (kid).');
     }
     const tid = unverified.tid;
-    if (typeof tid !== 'string' || !GUID.test(tid)) throw new BrokerError('token_claims_missing', 'The token has no tenant (tid) claim.');
+    if (typeof tid !== 'string' || !GUID.test(tid))
+      throw new BrokerError('token_claims_missing', 'The token has no tenant (tid) claim.');
     const tenantId = tid.toLowerCase();
-    if (!this.tenants.has(tenantId)) throw new BrokerError('token_tenant_not_allowed', 'Tokens from this tenant are not accepted.');
+    if (!this.tenants.has(tenantId))
+      throw new BrokerError('token_tenant_not_allowed', 'Tokens from this tenant are not accepted.');
 
     let payload: JWTPayload;
     try {
@@ -131,7 +139,8 @@ export class TokenValidator {
       throw mapJoseError(e);
     }
     const oid = payload.oid;
-    if (typeof oid !== 'string' || !GUID.test(oid)) throw new BrokerError('token_claims_missing', 'The token has no object id (oid) claim.');
+    if (typeof oid !== 'string' || !GUID.test(oid))
+      throw new BrokerError('token_claims_missing', 'The token has no object id (oid) claim.');
     if (typeof payload.tid !== 'string' || payload.tid.toLowerCase() !== tenantId) {
       throw new BrokerError('token_claims_missing', 'The token tenant claim does not match its issuer.');
     }
@@ -182,9 +191,12 @@ function mapJoseError(e: unknown): BrokerError {
         return new BrokerError('token_claims_missing', `The token claim "${e.claim}" is missing or invalid.`, { cause: e });
     }
   }
-  if (e instanceof joseErrors.JOSEAlgNotAllowed) return new BrokerError('token_alg_not_allowed', 'Only RS256-signed tokens are accepted.', { cause: e });
-  if (e instanceof joseErrors.JWKSNoMatchingKey) return new BrokerError('token_kid_unknown', 'The token signing key is not known.', { cause: e });
-  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return new BrokerError('token_signature_invalid', 'The token signature is invalid.', { cause: e });
+  if (e instanceof joseErrors.JOSEAlgNotAllowed)
+    return new BrokerError('token_alg_not_allowed', 'Only RS256-signed tokens are accepted.', { cause: e });
+  if (e instanceof joseErrors.JWKSNoMatchingKey)
+    return new BrokerError('token_kid_unknown', 'The token signing key is not known.', { cause: e });
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed)
+    return new BrokerError('token_signature_invalid', 'The token signature is invalid.', { cause: e });
   if (e instanceof joseErrors.JOSEError) return new BrokerError('token_malformed', 'The token is malformed.', { cause: e });
   return new BrokerError('token_malformed', 'The token could not be validated.', { cause: e });
 }

@@ -56,7 +56,12 @@ function parse(body: ConnectSettingsBody, project: string, instance: string): In
 }
 
 /** The connect details of PROJECT:REGION:INSTANCE (cached for an hour). */
-export async function connectInfo(connectionName: string, accessToken: string, timeoutMs: number, now = Date.now()): Promise<InstanceConnectInfo> {
+export async function connectInfo(
+  connectionName: string,
+  accessToken: string,
+  timeoutMs: number,
+  now = Date.now(),
+): Promise<InstanceConnectInfo> {
   const hit = cache.get(connectionName);
   if (hit && hit.until > now) return hit.info;
   const failed = failures.get(connectionName);
@@ -76,7 +81,12 @@ async function lookUp(connectionName: string, accessToken: string, timeoutMs: nu
     const [project, , instance] = connectionName.split(':') as [string, string, string];
     const base = cloudSqlConfig.get().sqlAdminEndpoint.replace(/\/+$/, '');
     const url = `${base}/v1beta4/projects/${encodeURIComponent(project)}/instances/${encodeURIComponent(instance)}/connectSettings`;
-    const res = await fetchWithTimeout('Cloud SQL Admin API', url, { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } }, timeoutMs);
+    const res = await fetchWithTimeout(
+      'Cloud SQL Admin API',
+      url,
+      { headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } },
+      timeoutMs,
+    );
     if (!res.ok) {
       await res.body?.cancel().catch(() => undefined);
       throw upstreamStatusFailure('Cloud SQL Admin API', res.status, retryAfterSeconds(res.headers.get('retry-after')));

@@ -10,7 +10,9 @@ function wifAudience(name: string, doc: string): SettingSpec<string> & { optiona
     ...optionalStr(name, { doc }),
     parse(raw) {
       if (!WIF_PROVIDER_AUDIENCE.test(raw)) {
-        throw new Error('must be //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER');
+        throw new Error(
+          'must be //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER',
+        );
       }
       return raw;
     },
@@ -30,7 +32,9 @@ function subjectTokenAudience(name: string, doc: string): SettingSpec<string> & 
     parse(raw) {
       const v = raw.replace(/\/\.default$/, '').replace(/\/+$/, '');
       if (ENTRA_TOKEN_EXCHANGE.includes(v.toLowerCase())) {
-        throw new Error("must not be Entra's token exchange audience (api://AzureADTokenExchange): use the App ID URI of a dedicated app registration");
+        throw new Error(
+          "must not be Entra's token exchange audience (api://AzureADTokenExchange): use the App ID URI of a dedicated app registration",
+        );
       }
       if (!/^(api|https):\/\/[^\s]+$/.test(raw)) throw new Error('must be an App ID URI (api://… or https://…)');
       return raw;

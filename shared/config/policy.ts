@@ -10,11 +10,13 @@ export function blobUrl(name: string, doc: string): SettingSpec<string> & { opti
     parse(raw) {
       const v = base.parse(raw);
       const u = new URL(v);
-      if (u.search || u.hash || u.username || u.password) throw new Error('must be a plain blob URL (no query, fragment or credentials: the broker uses its managed identity)');
+      if (u.search || u.hash || u.username || u.password)
+        throw new Error('must be a plain blob URL (no query, fragment or credentials: the broker uses its managed identity)');
       const segments = u.pathname.split('/').filter(Boolean);
       const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname);
       // Azure: /CONTAINER/BLOB; Azurite (loopback, path-style): /ACCOUNT/CONTAINER/BLOB.
-      if (segments.length < (loopback ? 3 : 2)) throw new Error('must name a container and a blob, e.g. https://ACCOUNT.blob.core.windows.net/policy/policy.json');
+      if (segments.length < (loopback ? 3 : 2))
+        throw new Error('must name a container and a blob, e.g. https://ACCOUNT.blob.core.windows.net/policy/policy.json');
       return v;
     },
   };
@@ -79,6 +81,9 @@ export function splitBlobUrl(blob: string): { containerUrl: string; blobName: st
 /** The rotation lock blob: ROTATION_LOCK_URL, else `rotation-lock` beside the policy blob. */
 export function lockBlobUrl(lockUrl: string | undefined, cfg: PolicyConfig): string {
   if (lockUrl) return lockUrl;
-  if (!cfg.url) throw new ConfigError('policy', ['ROTATION_LOCK_URL is required for a rotation run when BROKER_POLICY_URL is not set (the lease lives in Blob Storage)']);
+  if (!cfg.url)
+    throw new ConfigError('policy', [
+      'ROTATION_LOCK_URL is required for a rotation run when BROKER_POLICY_URL is not set (the lease lives in Blob Storage)',
+    ]);
   return `${splitBlobUrl(cfg.url).containerUrl}/rotation-lock`;
 }

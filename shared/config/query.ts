@@ -3,9 +3,24 @@ import { defineSection, int, str } from './settings';
 /** Settings of the query function (POST /api/query/{name}). */
 export const queryConfig = defineSection('query', {
   catalogPath: str('QUERY_CATALOG_PATH', { doc: 'Path of the query catalog JSON file (the only SQL the query function runs)' }),
-  poolMax: int('QUERY_POOL_MAX', { doc: 'Most connections per pool (one pool per instance, database and identity)', default: '5', min: 1, max: 50 }),
-  maxPools: int('QUERY_MAX_POOLS', { doc: 'Most pools kept; the least recently used is closed beyond it', default: '20', min: 1, max: 500 }),
-  idleSeconds: int('QUERY_POOL_IDLE_SECONDS', { doc: 'An idle connection is closed after this long', default: '30', min: 1, max: 3600 }),
+  poolMax: int('QUERY_POOL_MAX', {
+    doc: 'Most connections per pool (one pool per instance, database and identity)',
+    default: '5',
+    min: 1,
+    max: 50,
+  }),
+  maxPools: int('QUERY_MAX_POOLS', {
+    doc: 'Most pools kept; the least recently used is closed beyond it',
+    default: '20',
+    min: 1,
+    max: 500,
+  }),
+  idleSeconds: int('QUERY_POOL_IDLE_SECONDS', {
+    doc: 'An idle connection is closed after this long',
+    default: '30',
+    min: 1,
+    max: 3600,
+  }),
   maxLifetimeSeconds: int('QUERY_POOL_MAX_LIFETIME_SECONDS', {
     doc: "Upper bound of a connection's life; the effective bound is also kept 60 s below the login token's life",
     default: '300',
@@ -18,7 +33,12 @@ export const queryConfig = defineSection('query', {
     min: 500,
     max: 60000,
   }),
-  maxRowLimit: int('QUERY_MAX_ROW_LIMIT', { doc: "Ceiling of any catalog query's rowLimit", default: '10000', min: 1, max: 100000 }),
+  maxRowLimit: int('QUERY_MAX_ROW_LIMIT', {
+    doc: "Ceiling of any catalog query's rowLimit",
+    default: '10000',
+    min: 1,
+    max: 100000,
+  }),
 });
 
 export type QueryConfig = ReturnType<typeof queryConfig.get>;

@@ -63,7 +63,9 @@ const sectionNames = new Map<string, string>();
 
 /** Every setting any loaded section declares (import the section modules first). */
 export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
-  return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }));
+  return registry.map((s) =>
+    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }),
+  );
 }
 
 /** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
@@ -88,7 +90,8 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
   for (const s of Object.values(spec)) {
     const first = registry.find((r) => r.name === s.name);
     // Each setting is declared once: a section that needs another's setting shares its spec object.
-    if (first && first !== s) throw new Error(`setting ${s.name} is declared twice (sections ${sectionNames.get(s.name)} and ${name}): share one spec`);
+    if (first && first !== s)
+      throw new Error(`setting ${s.name} is declared twice (sections ${sectionNames.get(s.name)} and ${name}): share one spec`);
     if (!first) {
       registry.push(s);
       sectionNames.set(s.name, name);
@@ -128,7 +131,9 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     get() {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
-      const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)].map((n) => process.env[n] ?? '\u0001').join('\u0000');
+      const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)]
+        .map((n) => process.env[n] ?? '\u0001')
+        .join('\u0000');
       if (memo === undefined || key !== memoKey) {
         memo = load(process.env);
         memoKey = key;
@@ -154,7 +159,8 @@ export function str(name: string, opts: Common & { pattern?: RegExp; patternDoc?
     default: opts.default,
     secret: opts.secret,
     parse(raw) {
-      if (opts.pattern && !opts.pattern.test(raw)) throw new Error(`must be ${opts.patternDoc ?? `like ${String(opts.pattern)}`}`);
+      if (opts.pattern && !opts.pattern.test(raw))
+        throw new Error(`must be ${opts.patternDoc ?? `like ${String(opts.pattern)}`}`);
       return raw;
     },
   };
@@ -217,10 +223,14 @@ export function url(name: string, opts: Common & { protocols?: readonly ('https:
         throw new Error(`must be an absolute URL, got "${raw}"`);
       }
       if (!protocols.includes(u.protocol as 'https:' | 'http:')) {
-        throw new Error(`must use ${protocols.includes('http:') ? 'https: (http: only on a loopback host)' : 'https:'}, got ${u.protocol}`);
+        throw new Error(
+          `must use ${protocols.includes('http:') ? 'https: (http: only on a loopback host)' : 'https:'}, got ${u.protocol}`,
+        );
       }
       if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
-        throw new Error(`must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`);
+        throw new Error(
+          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`,
+        );
       }
       if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');
       return raw.replace(/\/+$/, '');
@@ -243,7 +253,8 @@ export function csv(
         .filter((s) => s.length > 0);
       if (items.length === 0 && !opts.allowEmpty) throw new Error('must list at least one value (comma-separated)');
       for (const it of items) {
-        if (opts.item && !opts.item.test(it)) throw new Error(`has an invalid entry "${it}": each must be ${opts.itemDoc ?? String(opts.item)}`);
+        if (opts.item && !opts.item.test(it))
+          throw new Error(`has an invalid entry "${it}": each must be ${opts.itemDoc ?? String(opts.item)}`);
       }
       return Object.freeze(items);
     },

@@ -49,7 +49,10 @@ async function open(account: string): Promise<AccountHandle> {
   const name = secretNameOf(cfg, account);
   const secret = await keyVault().get(name);
   if (!secret || !secret.enabled || secret.value.length === 0) {
-    throw new BrokerError('config_invalid', `The key of CosmosDB account "${account}" is missing from Key Vault (secret ${name}).`);
+    throw new BrokerError(
+      'config_invalid',
+      `The key of CosmosDB account "${account}" is missing from Key Vault (secret ${name}).`,
+    );
   }
   return build(cfg, account, endpoint, secret);
 }

@@ -33,7 +33,10 @@ export function cosmosFailure(err: unknown, what: string): BrokerError {
   if (status === undefined) return networkFailure('CosmosDB', err);
   if (status === 429) {
     const ms = e.retryAfterInMs ?? e.retryAfterInMilliseconds ?? 1000;
-    return new BrokerError('upstream_throttled', 'CosmosDB is throttling requests.', { cause: err, retryAfterSeconds: Math.max(1, Math.ceil(ms / 1000)) });
+    return new BrokerError('upstream_throttled', 'CosmosDB is throttling requests.', {
+      cause: err,
+      retryAfterSeconds: Math.max(1, Math.ceil(ms / 1000)),
+    });
   }
   if (status === 404) {
     return new BrokerError('target_misconfigured', `The CosmosDB ${what} this policy rule names does not exist.`, { cause: err });

@@ -24,7 +24,12 @@ import type { RotationLock } from '../rotation/lock';
  * nothing: before 3 the other key is simply regenerated again; after 3 the switch is done; a repeated 5 is harmless.
  */
 
-export const TAG = { keyKind: 'keyKind', storedAt: 'storedAt', otherRegeneratedAt: 'otherRegeneratedAt', managedBy: 'managedBy' } as const;
+export const TAG = {
+  keyKind: 'keyKind',
+  storedAt: 'storedAt',
+  otherRegeneratedAt: 'otherRegeneratedAt',
+  managedBy: 'managedBy',
+} as const;
 export const MANAGED_BY = 'token-broker-cosmos-rotation';
 const DAY_MS = 86_400_000;
 
@@ -66,7 +71,14 @@ export function retireAfterMs(s: CosmosRotationSettings): number {
 /** Pure: what to do for one account, given what Key Vault and ARM hold now. */
 export function planCosmosKeys(st: CosmosAccountState, s: CosmosRotationSettings, now: number): CosmosKeyPlan {
   const v = st.latest;
-  const matches: MasterKeyKind | undefined = !v || !v.enabled ? undefined : v.value === st.keys.primary ? 'primary' : v.value === st.keys.secondary ? 'secondary' : undefined;
+  const matches: MasterKeyKind | undefined =
+    !v || !v.enabled
+      ? undefined
+      : v.value === st.keys.primary
+        ? 'primary'
+        : v.value === st.keys.secondary
+          ? 'secondary'
+          : undefined;
   if (!v) return { inUse: undefined, storedAtMs: undefined, actions: [{ kind: 'store', keyKind: 'primary', why: 'initial' }] };
   if (!matches) {
     // The stored key is neither account key (regenerated behind the broker's back) or disabled: issuance is broken now.
@@ -79,7 +91,8 @@ export function planCosmosKeys(st: CosmosAccountState, s: CosmosRotationSettings
   const safeToRegenerateOther = retired || now >= storedAtMs + retireAfterMs(s);
   const due = now >= storedAtMs + s.periodDays * DAY_MS;
   if (due && safeToRegenerateOther) return { inUse, storedAtMs, actions: [{ kind: 'rotate', from: inUse, to: other(inUse) }] };
-  if (!retired && safeToRegenerateOther) return { inUse, storedAtMs, actions: [{ kind: 'retire', keyKind: other(inUse), inUse }] };
+  if (!retired && safeToRegenerateOther)
+    return { inUse, storedAtMs, actions: [{ kind: 'retire', keyKind: other(inUse), inUse }] };
   const nextAtMs = retired ? storedAtMs + s.periodDays * DAY_MS : storedAtMs + retireAfterMs(s);
   return { inUse, storedAtMs, actions: [], nextAtMs };
 }
@@ -105,7 +118,12 @@ export interface CosmosRotationDeps {
 export interface CosmosAccountReport {
   readonly account: string;
   readonly inUse?: MasterKeyKind;
-  readonly actions: readonly { readonly action: CosmosKeyAction; readonly outcome: 'planned' | 'done' | 'failed'; readonly error?: string; readonly newVersion?: string }[];
+  readonly actions: readonly {
+    readonly action: CosmosKeyAction;
+    readonly outcome: 'planned' | 'done' | 'failed';
+    readonly error?: string;
+    readonly newVersion?: string;
+  }[];
   readonly nextAt?: string;
   readonly error?: string;
 }
@@ -117,7 +135,10 @@ async function prove(deps: CosmosRotationDeps, endpoint: string, key: string): P
     endpoint,
     key,
     ...(agent ? { agent } : {}),
-    connectionPolicy: { requestTimeout: deps.timeoutMs, retryOptions: { maxRetryAttemptCount: 2, fixedRetryIntervalInMilliseconds: 500, maxWaitTimeInSeconds: 5 } },
+    connectionPolicy: {
+      requestTimeout: deps.timeoutMs,
+      retryOptions: { maxRetryAttemptCount: 2, fixedRetryIntervalInMilliseconds: 500, maxWaitTimeInSeconds: 5 },
+    },
   });
   try {
     await client.getDatabaseAccount();
@@ -131,13 +152,27 @@ async function prove(deps: CosmosRotationDeps, endpoint: string, key: string): P
 
 const code = (e: unknown) => (e instanceof BrokerError ? e.code : 'internal');
 
-async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['accounts'][number], dryRun: boolean): Promise<CosmosAccountReport> {
+async function applyAccount(
+  deps: CosmosRotationDeps,
+  a: CosmosRotationDeps['accounts'][number],
+  dryRun: boolean,
+): Promise<CosmosAccountReport> {
   const [latest, keys] = await Promise.all([deps.vault.get(a.secretName), deps.management.listKeys(a.resourceId)]);
   const p = planCosmosKeys({ ...a, latest, keys }, deps.settings, deps.now());
-  const base = { account: a.account, ...(p.inUse ? { inUse: p.inUse } : {}), ...(p.nextAtMs ? { nextAt: new Date(p.nextAtMs).toISOString() } : {}) };
+  const base = {
+    account: a.account,
+    ...(p.inUse ? { inUse: p.inUse } : {}),
+    ...(p.nextAtMs ? { nextAt: new Date(p.nextAtMs).toISOString() } : {}),
+  };
   if (dryRun) return { ...base, actions: p.actions.map((action) => ({ action, outcome: 'planned' as const })) };
   const event = (action: string, ok: boolean, reason: string, extra: Record<string, string | undefined>) =>
-    audit(deps.log, { decision: ok ? 'grant' : 'deny', action: `cosmos-rotation.${action}`, target: a.account, reason, extra: { secretName: a.secretName, ...extra } });
+    audit(deps.log, {
+      decision: ok ? 'grant' : 'deny',
+      action: `cosmos-rotation.${action}`,
+      target: a.account,
+      reason,
+      extra: { secretName: a.secretName, ...extra },
+    });
   const step = async (s: CosmosRotationStep) => {
     await deps.afterStep?.(s, a.account);
     deps.assertHeld?.();
@@ -150,7 +185,9 @@ async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['acc
         await deps.management.regenerate(a.resourceId, action.keyKind);
         event('retire', true, 'previous-key-tokens-expired', { keyKind: action.keyKind });
         await step('retired');
-        await deps.vault.update(a.secretName, latest!.version, { tags: { ...latest!.tags, [TAG.keyKind]: action.inUse, [TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString() } });
+        await deps.vault.update(a.secretName, latest!.version, {
+          tags: { ...latest!.tags, [TAG.keyKind]: action.inUse, [TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString() },
+        });
         reports.push({ action, outcome: 'done' });
         continue;
       }
@@ -161,7 +198,10 @@ async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['acc
         event('regenerate-other', true, 'due', { keyKind: to });
         await step('regenerated-other');
       } else if (action.why === 'repair') {
-        deps.log.error('cosmos key rotation repair: the stored key works no more, storing the current primary', { event: 'cosmos-rotation.repair', account: a.account });
+        deps.log.error('cosmos key rotation repair: the stored key works no more, storing the current primary', {
+          event: 'cosmos-rotation.repair',
+          account: a.account,
+        });
       }
       // 2. read and prove
       const fresh = await deps.management.listKeys(a.resourceId);
@@ -176,7 +216,8 @@ async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['acc
       await step('proved');
       // 3. store (tag check first: nobody else switched meanwhile)
       const now = await deps.vault.get(a.secretName);
-      if ((now?.version ?? '') !== (latest?.version ?? '')) throw new BrokerError('conflict', 'The Cosmos key was switched concurrently.');
+      if ((now?.version ?? '') !== (latest?.version ?? ''))
+        throw new BrokerError('conflict', 'The Cosmos key was switched concurrently.');
       const stored = await deps.vault.set(a.secretName, value, {
         contentType: 'text/plain',
         tags: { [TAG.keyKind]: to, [TAG.storedAt]: new Date(deps.now()).toISOString(), [TAG.managedBy]: MANAGED_BY },
@@ -186,7 +227,13 @@ async function applyAccount(deps: CosmosRotationDeps, a: CosmosRotationDeps['acc
       await step('stored');
     } catch (e) {
       reports.push({ action, outcome: 'failed', error: code(e) });
-      deps.log.warn('cosmos key rotation step failed', { event: 'cosmos-rotation.failed', account: a.account, action: action.kind, code: code(e), err: e });
+      deps.log.warn('cosmos key rotation step failed', {
+        event: 'cosmos-rotation.failed',
+        account: a.account,
+        action: action.kind,
+        code: code(e),
+        err: e,
+      });
       return { ...base, actions: reports, error: code(e) };
     }
   }
@@ -199,7 +246,12 @@ export async function runCosmosKeyRotation(deps: CosmosRotationDeps, opts: { dry
     try {
       out.push(await applyAccount(deps, a, opts.dryRun));
     } catch (e) {
-      deps.log.warn('cosmos key rotation could not observe an account', { event: 'cosmos-rotation.observe-failed', account: a.account, code: code(e), err: e });
+      deps.log.warn('cosmos key rotation could not observe an account', {
+        event: 'cosmos-rotation.observe-failed',
+        account: a.account,
+        code: code(e),
+        err: e,
+      });
       out.push({ account: a.account, actions: [], error: code(e) });
     }
   }

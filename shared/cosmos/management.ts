@@ -61,11 +61,14 @@ export class CosmosManagement {
   /** Regenerate one master key and wait for the asynchronous operation to succeed. */
   async regenerate(resourceId: string, kind: MasterKeyKind): Promise<void> {
     const deadline = Date.now() + (this.opts.operationDeadlineMs ?? 300_000);
-    const r = await this.call('POST', `${this.opts.endpoint}${resourceId}/regenerateKey?api-version=${ARM_API_VERSION}`, { keyKind: kind });
+    const r = await this.call('POST', `${this.opts.endpoint}${resourceId}/regenerateKey?api-version=${ARM_API_VERSION}`, {
+      keyKind: kind,
+    });
     if (r.status === 200) return;
     if (r.status !== 202) throw armFailure(r.status, 'regenerateKey');
     const statusUrl = header(r, 'azure-asyncoperation') ?? header(r, 'location');
-    if (!statusUrl) throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.');
+    if (!statusUrl)
+      throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.');
     this.checkSameOrigin(statusUrl);
     let wait = retryAfterMs(r);
     for (;;) {
@@ -106,9 +109,12 @@ export class CosmosManagement {
     try {
       token = await this.opts.credential.getToken(ARM_SCOPE, { abortSignal: AbortSignal.timeout(timeoutMs) });
     } catch (e) {
-      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint did not give a management token.', { cause: e });
+      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint did not give a management token.', {
+        cause: e,
+      });
     }
-    if (!token?.token) throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no management token.');
+    if (!token?.token)
+      throw new BrokerError('upstream_unavailable', 'The managed identity endpoint returned no management token.');
     const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise<ArmResponse>((resolve, reject) => {
       const req = request(
@@ -120,7 +126,9 @@ export class CosmosManagement {
           headers: {
             authorization: `Bearer ${token.token}`,
             accept: 'application/json',
-            ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : { 'content-length': 0 }),
+            ...(payload !== undefined
+              ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+              : { 'content-length': 0 }),
           },
         },
         (res) => {
@@ -139,7 +147,10 @@ export class CosmosManagement {
           res.on('error', (e) => reject(networkFailure('Azure Resource Manager', e)));
         },
       );
-      const timer = setTimeout(() => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.')), timeoutMs);
+      const timer = setTimeout(
+        () => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.')),
+        timeoutMs,
+      );
       timer.unref();
       req.on('close', () => clearTimeout(timer));
       req.on('timeout', () => req.destroy(new BrokerError('upstream_timeout', 'Azure Resource Manager did not answer in time.')));
@@ -161,10 +172,16 @@ function retryAfterMs(r: ArmResponse): number {
 
 /** Map an ARM error status to the broker's codes (exported for its table test; ARM's text is never read). */
 export function armFailure(status: number, what: string): BrokerError {
-  if (status === 401 || status === 403) return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
-  if (status === 404) return new BrokerError('target_misconfigured', `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`);
+  if (status === 401 || status === 403)
+    return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
+  if (status === 404)
+    return new BrokerError(
+      'target_misconfigured',
+      `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`,
+    );
   if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.');
-  if (status >= 400 && status < 500) return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`);
+  if (status >= 400 && status < 500)
+    return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`);
   const b = upstreamStatusFailure('Azure Resource Manager', status);
   return new BrokerError(b.code, b.message, { retryAfterSeconds: b.retryAfterSeconds });
 }

@@ -137,7 +137,8 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
   const marginMs = Math.min(cfg.minRemainingSeconds, Math.floor(ttl / 2)) * 1000;
 
   const endpoint = endpointOf(cfg, grant.account);
-  if (!endpoint) throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
+  if (!endpoint)
+    throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
   let fetched = false;
   const issued = await cache.get(key, async () => {
     fetched = true;

@@ -52,10 +52,14 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
     );
   }
   const endpoint = endpointOf(cfg, grant.account);
-  if (!endpoint) throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
+  if (!endpoint)
+    throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
   const clientId = grant.identityClientId.toLowerCase();
   if (!(cfg.rbacIdentityClientIds ?? []).some((c) => c.toLowerCase() === clientId)) {
-    throw new BrokerError('target_misconfigured', 'The managed identity this policy rule names is not declared in COSMOS_RBAC_IDENTITY_CLIENT_IDS.');
+    throw new BrokerError(
+      'target_misconfigured',
+      'The managed identity this policy rule names is not declared in COSMOS_RBAC_IDENTITY_CLIENT_IDS.',
+    );
   }
   const timeoutMs = coreConfig.get().upstreamTimeoutMs;
   const scope = cosmosAadScope(grant.account);

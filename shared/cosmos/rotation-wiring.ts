@@ -16,7 +16,12 @@ import { CosmosManagement } from './management';
 /** Settings → dependencies of the Cosmos key rotation (a bad setting is 503 config_invalid naming it). */
 export function cosmosRotationDepsFromSettings(
   log: Logger,
-  overrides: { credential?: TokenCredential; now?: () => number; sleep?: (ms: number) => Promise<void>; afterStep?: CosmosRotationDeps['afterStep'] } = {},
+  overrides: {
+    credential?: TokenCredential;
+    now?: () => number;
+    sleep?: (ms: number) => Promise<void>;
+    afterStep?: CosmosRotationDeps['afterStep'];
+  } = {},
 ): CosmosRotationDeps {
   let cfg;
   let core;
@@ -30,10 +35,16 @@ export function cosmosRotationDepsFromSettings(
     const i = pair.indexOf('=');
     const account = pair.slice(0, i);
     const endpoint = endpointOf(cfg, account);
-    if (!endpoint) throw new BrokerError('config_invalid', `COSMOS_MANAGED_ACCOUNTS names "${account}", which is not in COSMOS_ENDPOINTS.`);
+    if (!endpoint)
+      throw new BrokerError('config_invalid', `COSMOS_MANAGED_ACCOUNTS names "${account}", which is not in COSMOS_ENDPOINTS.`);
     return { account, resourceId: pair.slice(i + 1), secretName: secretNameOf(cfg, account), endpoint };
   });
-  const ca = sandboxCa({ caFile: cfg.caFile, url: cfg.managementEndpoint, setting: 'COSMOS_CA_FILE', service: 'Azure Resource Manager' });
+  const ca = sandboxCa({
+    caFile: cfg.caFile,
+    url: cfg.managementEndpoint,
+    setting: 'COSMOS_CA_FILE',
+    service: 'Azure Resource Manager',
+  });
   return {
     lock: () => cosmosRotationLock(log),
     management: new CosmosManagement({
@@ -74,12 +85,18 @@ export function cosmosRotationLock(log: Logger): RotationLock {
  * One run over every managed account under the Cosmos rotation's blob lease, so two timers (any instances) never
  * switch or regenerate at once; the lease is checked before every step. Returns undefined when another run holds it.
  */
-export async function runCosmosKeyRotationUnderLease(deps: CosmosRotationDeps, opts: { dryRun: boolean }): Promise<CosmosAccountReport[] | undefined> {
+export async function runCosmosKeyRotationUnderLease(
+  deps: CosmosRotationDeps,
+  opts: { dryRun: boolean },
+): Promise<CosmosAccountReport[] | undefined> {
   if (deps.accounts.length === 0) return [];
   if (opts.dryRun) return runCosmosKeyRotation(deps, opts);
   const lease = await deps.lock().acquire();
   if (!lease.acquired) {
-    deps.log.info('cosmos key rotation skipped: another run holds the lease', { event: 'cosmos-rotation.locked', until: lease.until });
+    deps.log.info('cosmos key rotation skipped: another run holds the lease', {
+      event: 'cosmos-rotation.locked',
+      until: lease.until,
+    });
     return undefined;
   }
   try {

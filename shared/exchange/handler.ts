@@ -22,9 +22,13 @@ const MAX_REQUESTED_LIFETIME = 86400;
 function parseLifetime(raw: string | undefined): number | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
   if (!/^\d{1,6}$/.test(raw.trim()) || Number(raw) < 1 || Number(raw) > MAX_REQUESTED_LIFETIME) {
-    throw new BrokerError('bad_request', `Parameter "requested_lifetime" must be whole seconds between 1 and ${MAX_REQUESTED_LIFETIME}.`, {
-      detail: { parameter: 'requested_lifetime' },
-    });
+    throw new BrokerError(
+      'bad_request',
+      `Parameter "requested_lifetime" must be whole seconds between 1 and ${MAX_REQUESTED_LIFETIME}.`,
+      {
+        detail: { parameter: 'requested_lifetime' },
+      },
+    );
   }
   return Number(raw);
 }
@@ -52,13 +56,17 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
     throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
   }
   if (params.scope !== undefined && params.scope.trim() !== '') {
-    throw new BrokerError('scope_not_supported', 'The scope parameter is not supported: the policy decides the scope of the issued credential.');
+    throw new BrokerError(
+      'scope_not_supported',
+      'The scope parameter is not supported: the policy decides the scope of the issued credential.',
+    );
   }
   if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
     throw new BrokerError('bad_request', `requested_token_type, when given, must be ${ACCESS_TOKEN_TYPE}.`);
   }
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
-  if (target.kind === 'query') throw new BrokerError('invalid_target', 'Query targets are run by /api/query/{name}, not exchanged for tokens.');
+  if (target.kind === 'query')
+    throw new BrokerError('invalid_target', 'Query targets are run by /api/query/{name}, not exchanged for tokens.');
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
   const kind = target.kind;
   try {
@@ -90,7 +98,10 @@ async function grantAndIssue(
   const decision = evaluate(await currentPolicy(), subject, target);
   if (decision.decision === 'deny') {
     denyAudit(decision.code);
-    throw new BrokerError(decision.code, decision.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this target to the subject.');
+    throw new BrokerError(
+      decision.code,
+      decision.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this target to the subject.',
+    );
   }
 
   let result: ProviderResult;

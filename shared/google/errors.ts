@@ -25,4 +25,3 @@ export function googleFailure(service: string, err: unknown): BrokerError {
 function withCause(e: BrokerError, cause: unknown): BrokerError {
   return new BrokerError(e.code, e.message, { cause, retryAfterSeconds: e.retryAfterSeconds, detail: e.detail });
 }
-

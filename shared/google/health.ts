@@ -44,7 +44,9 @@ export async function googleHealth(): Promise<CheckResult> {
       reachable('IAM Credentials', cfg.iamCredentialsEndpoint, timeoutMs),
     ])
   ).filter((f): f is string => f !== undefined);
-  const result: CheckResult = failures.length ? { status: 'fail', detail: failures.join('; ') } : { status: 'ok', detail: `mode ${cfg.authMode}` };
+  const result: CheckResult = failures.length
+    ? { status: 'fail', detail: failures.join('; ') }
+    : { status: 'ok', detail: `mode ${cfg.authMode}` };
   cache = { at: Date.now(), key, result };
   return result;
 }

@@ -19,7 +19,6 @@ import type { SourceCredential, SourceCredentialContext, SourceToken } from './s
  * lazily (shared/google/source.ts), on the first Cloud SQL token request.
  */
 
-
 /** gaxios with a hard timeout and no retries: the broker answers 503/504 with Retry-After instead. */
 function boundedTransporter(timeoutMs: number): gaxios.Gaxios {
   return new gaxios.Gaxios({ timeout: timeoutMs, retry: false, retryConfig: { retry: 0, noResponseRetries: 0 } });
@@ -84,9 +83,13 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
       let token: string | null | undefined;
       try {
         // The transporter bounds the STS call; the deadline bounds the whole exchange (MI + STS).
-        token = (await withDeadline(client.getAccessToken(), timeoutMs * 2, () =>
-          new BrokerError('upstream_timeout', 'Google STS did not answer in time.'),
-        )).token;
+        token = (
+          await withDeadline(
+            client.getAccessToken(),
+            timeoutMs * 2,
+            () => new BrokerError('upstream_timeout', 'Google STS did not answer in time.'),
+          )
+        ).token;
       } catch (e) {
         const err = googleFailure('Google STS', e);
         if (subjectObtained) recordUpstream('google-sts', err.code);

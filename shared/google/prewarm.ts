@@ -28,7 +28,9 @@ export function policyServiceAccounts(policy: Policy): PrewarmTarget[] {
       out.set(g.serviceAccount, Math.min(out.get(g.serviceAccount) ?? cap, cap));
     }
   }
-  return [...out].map(([serviceAccount, lifetimeSeconds]) => ({ serviceAccount, lifetimeSeconds })).sort((a, b) => a.serviceAccount.localeCompare(b.serviceAccount));
+  return [...out]
+    .map(([serviceAccount, lifetimeSeconds]) => ({ serviceAccount, lifetimeSeconds }))
+    .sort((a, b) => a.serviceAccount.localeCompare(b.serviceAccount));
 }
 
 export interface PrewarmResult {
@@ -54,13 +56,19 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
     targets.map(async (t) => {
       const tok = await getSqlLoginToken({ ...t, log });
       // Also the instances' connect details of the token answer (one SQL Admin call per instance, cached an hour).
-      const instances = new Set(policy.rules.flatMap((r) => r.grants.cloudsql.filter((g) => g.serviceAccount === t.serviceAccount).map((g) => g.instance)));
-      await Promise.all([...instances].map((i) => connectInfo(i, tok.token, coreConfig.get().upstreamTimeoutMs).catch(() => undefined)));
+      const instances = new Set(
+        policy.rules.flatMap((r) =>
+          r.grants.cloudsql.filter((g) => g.serviceAccount === t.serviceAccount).map((g) => g.instance),
+        ),
+      );
+      await Promise.all(
+        [...instances].map((i) => connectInfo(i, tok.token, coreConfig.get().upstreamTimeoutMs).catch(() => undefined)),
+      );
       return tok;
     }),
   );
   const failed = results.filter((r) => r.status === 'rejected');
-  for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: (f).reason });
+  for (const f of failed) log.warn('token prewarm failed for a service account', { event: 'prewarm.failed', err: f.reason });
   log.info('token prewarm', { event: 'prewarm', serviceAccounts: targets.length, failed: failed.length });
   return { warmed: targets.length - failed.length, failed: failed.length };
 }

@@ -72,13 +72,19 @@ export async function exchangeKey(
     },
     opts.timeoutMs,
   );
-  const body = (await res.json().catch(() => undefined)) as { access_token?: string; expires_in?: number; error?: string } | undefined;
+  const body = (await res.json().catch(() => undefined)) as
+    { access_token?: string; expires_in?: number; error?: string } | undefined;
   if (res.status === 200 && body?.access_token) {
     return { accessToken: body.access_token, expiresAtMs: opts.nowMs + (body.expires_in ?? 3600) * 1000 };
   }
   if (res.status >= 500 || res.status === 429) {
-    throw new BrokerError(res.status === 429 ? 'upstream_throttled' : 'upstream_error', 'Google OAuth failed.', { cause: new Error(`HTTP ${res.status}`) });
+    throw new BrokerError(res.status === 429 ? 'upstream_throttled' : 'upstream_error', 'Google OAuth failed.', {
+      cause: new Error(`HTTP ${res.status}`),
+    });
   }
   const code = body?.error && /^[a-z_]+$/.test(body.error) ? body.error : 'rejected';
-  throw new BrokerError('upstream_denied', 'Google refused the service-account key.', { detail: { upstreamError: code }, cause: new Error(`HTTP ${res.status} ${code}`) });
+  throw new BrokerError('upstream_denied', 'Google refused the service-account key.', {
+    detail: { upstreamError: code },
+    cause: new Error(`HTTP ${res.status} ${code}`),
+  });
 }

@@ -33,7 +33,11 @@ export class KeyVaultKeySource {
       secret = await this.opts.vault.get(this.opts.secretName);
     } catch (e) {
       if (this.cached) {
-        this.opts.log?.warn('source key: Key Vault unreadable, using the cached key', { event: 'sa-key.cached', vaultVersion: this.cached.version, code: e instanceof BrokerError ? e.code : 'internal' });
+        this.opts.log?.warn('source key: Key Vault unreadable, using the cached key', {
+          event: 'sa-key.cached',
+          vaultVersion: this.cached.version,
+          code: e instanceof BrokerError ? e.code : 'internal',
+        });
         return this.cached;
       }
       throw e;
@@ -41,14 +45,23 @@ export class KeyVaultKeySource {
     if (!secret) throw new BrokerError('target_misconfigured', 'The source service-account key is not in Key Vault.');
     if (this.cached?.version !== secret.version) {
       this.cached = { version: secret.version, key: parseKeyFile(secret.value) };
-      this.opts.log?.info('source key loaded', { event: 'sa-key.loaded', vaultVersion: secret.version, keyId: this.cached.key.private_key_id });
+      this.opts.log?.info('source key loaded', {
+        event: 'sa-key.loaded',
+        vaultVersion: secret.version,
+        keyId: this.cached.key.private_key_id,
+      });
     }
     return this.cached;
   }
 
   async fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }> {
     const exchange = (key: ServiceAccountKeyFile) =>
-      exchangeKey(key, { tokenUrl: this.opts.tokenUrl, scope: CLOUD_PLATFORM_SCOPE, nowMs: this.opts.now(), timeoutMs: this.opts.timeoutMs });
+      exchangeKey(key, {
+        tokenUrl: this.opts.tokenUrl,
+        scope: CLOUD_PLATFORM_SCOPE,
+        nowMs: this.opts.now(),
+        timeoutMs: this.opts.timeoutMs,
+      });
     const first = await this.read();
     try {
       const t = await exchange(first.key);

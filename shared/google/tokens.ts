@@ -85,7 +85,11 @@ export class GoogleTokenService {
     this.now = opts.now ?? Date.now;
     this.minRemainingMs = opts.config.minRemainingSeconds * 1000;
     this.refreshAheadMs = Math.max(opts.config.refreshAheadSeconds * 1000, this.minRemainingMs);
-    this.tokens = new TokenCache<Entry>({ maxEntries: opts.config.cacheMaxEntries, minRemainingMs: this.minRemainingMs, now: this.now });
+    this.tokens = new TokenCache<Entry>({
+      maxEntries: opts.config.cacheMaxEntries,
+      minRemainingMs: this.minRemainingMs,
+      now: this.now,
+    });
     // The federated token must outlive the impersonation call made with it; one minute is plenty.
     this.source = new TokenCache<SourceToken>({ maxEntries: 1, minRemainingMs: 60_000, now: this.now });
     if (opts.source) this.sourceCredential = Promise.resolve(opts.source);
@@ -166,7 +170,13 @@ export class GoogleTokenService {
     return { token: e.token, expiresAtMs: e.expiresAtMs, expiresInSeconds: Math.max(0, Math.min(lifetime, left)), cached };
   }
 
-  private fetchOnce(flightKey: string, key: string, req: TokenRequest, scopes: readonly string[], lifetime: number): Promise<Entry> {
+  private fetchOnce(
+    flightKey: string,
+    key: string,
+    req: TokenRequest,
+    scopes: readonly string[],
+    lifetime: number,
+  ): Promise<Entry> {
     return this.flights.run(flightKey, async () => {
       this.inflightKeys.add(flightKey);
       try {
@@ -189,7 +199,11 @@ export class GoogleTokenService {
     this.fetchOnce(flightKey, key, req, scopes, lifetime)
       .catch((e: unknown) => {
         // The served token is still good; the next request past the minimum life retries in the foreground.
-        req.log?.warn('google token refresh-ahead failed', { serviceAccount: req.serviceAccount, code: (e as BrokerError).code, cause: e });
+        req.log?.warn('google token refresh-ahead failed', {
+          serviceAccount: req.serviceAccount,
+          code: (e as BrokerError).code,
+          cause: e,
+        });
       })
       .finally(() => this.refreshing.delete(key));
   }
@@ -206,7 +220,11 @@ export class GoogleTokenService {
         timeoutMs: this.opts.timeoutMs,
       });
     };
-    const received = (t: { token: string; expiresAtMs: number }): Entry => ({ token: t.token, expiresAtMs: t.expiresAtMs, receivedAtMs: this.now() });
+    const received = (t: { token: string; expiresAtMs: number }): Entry => ({
+      token: t.token,
+      expiresAtMs: t.expiresAtMs,
+      receivedAtMs: this.now(),
+    });
     try {
       return received(await call(await this.sourceToken()));
     } catch (e) {
@@ -232,7 +250,11 @@ export class GoogleTokenService {
   }
 
   private credential(): Promise<SourceCredential> {
-    this.sourceCredential ??= createSourceCredential({ config: this.opts.config, timeoutMs: this.opts.timeoutMs, now: this.now }).catch((e: unknown) => {
+    this.sourceCredential ??= createSourceCredential({
+      config: this.opts.config,
+      timeoutMs: this.opts.timeoutMs,
+      now: this.now,
+    }).catch((e: unknown) => {
       this.sourceCredential = undefined; // a config fix (or a transient import failure) is picked up next time
       throw e;
     });
@@ -244,7 +266,6 @@ export class GoogleTokenService {
 
 let instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
 let clockOverride: (() => number) | undefined;
-
 
 /** The shared service for the current settings (rebuilt, with empty caches, when the settings change). */
 export function googleTokenService(): GoogleTokenService {
@@ -294,7 +315,11 @@ export function federatedTokenService(): GoogleTokenService {
   const config = googleConfig.get();
   const timeoutMs = coreConfig.get().upstreamTimeoutMs;
   if (!federated || federated.config !== config || federated.timeoutMs !== timeoutMs) {
-    federated = { config, timeoutMs, service: new GoogleTokenService({ config: { ...config, authMode: 'keyless' }, timeoutMs, now: clockOverride }) };
+    federated = {
+      config,
+      timeoutMs,
+      service: new GoogleTokenService({ config: { ...config, authMode: 'keyless' }, timeoutMs, now: clockOverride }),
+    };
   }
   return federated.service;
 }

@@ -153,7 +153,9 @@ export class KeyVaultSecrets {
     value: string,
     opts: { contentType?: string; expiresOn?: Date; tags?: Record<string, string>; enabled?: boolean } = {},
   ): Promise<SecretVersionInfo> {
-    return this.call(async (abortSignal) => info((await this.client.setSecret(name, value, { ...opts, abortSignal })).properties));
+    return this.call(async (abortSignal) =>
+      info((await this.client.setSecret(name, value, { ...opts, abortSignal })).properties),
+    );
   }
 
   /** Every version (paged through nextLink), oldest first by creation time. */
@@ -177,6 +179,8 @@ export class KeyVaultSecrets {
     version: string,
     props: { enabled?: boolean; expiresOn?: Date; contentType?: string; tags?: Record<string, string> },
   ): Promise<SecretVersionInfo> {
-    return this.call(async (abortSignal) => info(await this.client.updateSecretProperties(name, version, { ...props, abortSignal })));
+    return this.call(async (abortSignal) =>
+      info(await this.client.updateSecretProperties(name, version, { ...props, abortSignal })),
+    );
   }
 }

@@ -15,7 +15,10 @@ export async function checkKeyVault(): Promise<CheckResult> {
   const { createSecretClient, keyVaultFailure } = await import('./client');
   let result: CheckResult;
   try {
-    await createSecretClient().listPropertiesOfSecrets({ abortSignal: AbortSignal.timeout(3000) }).byPage({ maxPageSize: 1 }).next();
+    await createSecretClient()
+      .listPropertiesOfSecrets({ abortSignal: AbortSignal.timeout(3000) })
+      .byPage({ maxPageSize: 1 })
+      .next();
     result = { status: 'ok' };
   } catch (e) {
     const b = keyVaultFailure(e);

@@ -33,9 +33,13 @@ function settings(): PolicyConfig {
 async function writer(): Promise<BlobPolicyWriter> {
   const cfg = settings();
   if (!cfg.url) {
-    throw new BrokerError('conflict', 'The policy is a read-only file (BROKER_POLICY_PATH); the admin API edits the policy in Blob Storage (BROKER_POLICY_URL).', {
-      detail: { reason: 'read_only_source' },
-    });
+    throw new BrokerError(
+      'conflict',
+      'The policy is a read-only file (BROKER_POLICY_PATH); the admin API edits the policy in Blob Storage (BROKER_POLICY_URL).',
+      {
+        detail: { reason: 'read_only_source' },
+      },
+    );
   }
   const { BlobPolicyWriter } = await import('./blob-store');
   return new BlobPolicyWriter({ ...cfg, url: cfg.url });
@@ -64,7 +68,14 @@ export async function handleGetPolicy(req: HttpRequest, scope: RequestScope): Pr
   store.invalidate(); // an admin about to edit wants the latest ETag, not this instance's cached one
   const v = await store.current();
   const st = store.state();
-  audit(scope.log, { decision: 'grant', action: 'policy.read', client: id.client, subject: id.admin, reason: 'granted', extra: { etag: v.etag, revision: v.revision } });
+  audit(scope.log, {
+    decision: 'grant',
+    action: 'policy.read',
+    client: id.client,
+    subject: id.admin,
+    reason: 'granted',
+    extra: { etag: v.etag, revision: v.revision },
+  });
   return jsonResponse(
     200,
     {
@@ -85,7 +96,9 @@ function entityTag(raw: string | null, header: string): string | undefined {
   if (raw === null) return undefined;
   const v = raw.trim();
   if (!/^"[\x21\x23-\x7e]{1,128}"$/.test(v)) {
-    throw new BrokerError('bad_request', `${header} must be one strong entity tag, as the ETag header gave it.`, { detail: { parameter: header } });
+    throw new BrokerError('bad_request', `${header} must be one strong entity tag, as the ETag header gave it.`, {
+      detail: { parameter: header },
+    });
   }
   return v;
 }
@@ -100,7 +113,8 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send the policy as application/json.');
     text = await readBodyText(req, MAX_POLICY_BODY);
     raw = parseJsonBody(text);
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new BrokerError('bad_request', 'The policy must be a JSON object.');
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+      throw new BrokerError('bad_request', 'The policy must be a JSON object.');
     assertFinite(raw, '');
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
@@ -108,19 +122,36 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
   const createOnly = req.headers.get('if-none-match')?.trim() === '*';
   const ifMatch = createOnly ? undefined : entityTag(req.headers.get('if-match'), 'If-Match');
   if (!ifMatch && !createOnly) {
-    throw new BrokerError('precondition_required', 'Send If-Match with the ETag of the policy you edited (GET /api/admin/policy), or If-None-Match: * to create the first version.');
+    throw new BrokerError(
+      'precondition_required',
+      'Send If-Match with the ETag of the policy you edited (GET /api/admin/policy), or If-None-Match: * to create the first version.',
+    );
   }
   const deny = (reason: string, extra: Record<string, string | number | undefined> = {}) =>
-    audit(scope.log, { decision: 'deny', action: 'policy.write', client: id.client, subject: id.admin, reason, extra: { ifMatch, ...extra } });
+    audit(scope.log, {
+      decision: 'deny',
+      action: 'policy.write',
+      client: id.client,
+      subject: id.admin,
+      reason,
+      extra: { ifMatch, ...extra },
+    });
   try {
     checkDocument(raw);
   } catch (e) {
-    deny(e instanceof BrokerError ? e.code : 'bad_request', e instanceof BrokerError && typeof e.detail?.path === 'string' ? { path: e.detail.path } : {});
+    deny(
+      e instanceof BrokerError ? e.code : 'bad_request',
+      e instanceof BrokerError && typeof e.detail?.path === 'string' ? { path: e.detail.path } : {},
+    );
     throw e;
   }
   let written: WrittenVersion;
   try {
-    written = await w.write(text, ifMatch ? { ifMatch } : { ifNoneMatch: '*' }, { by: who(id), change: 'put', correlationId: scope.correlationId });
+    written = await w.write(text, ifMatch ? { ifMatch } : { ifNoneMatch: '*' }, {
+      by: who(id),
+      change: 'put',
+      correlationId: scope.correlationId,
+    });
   } catch (e) {
     deny(e instanceof BrokerError ? e.code : 'internal');
     throw e;
@@ -135,7 +166,12 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     reason: 'written',
     extra: { ifMatch, etag: written.etag, revision: written.revision, rules: doc.rules.length, deny: doc.deny?.length ?? 0 },
   });
-  return jsonResponse(createOnly ? 201 : 200, { etag: written.etag, revision: written.revision, lastModified: written.lastModified }, scope, versionHeaders(written));
+  return jsonResponse(
+    createOnly ? 201 : 200,
+    { etag: written.etag, revision: written.revision, lastModified: written.lastModified },
+    scope,
+    versionHeaders(written),
+  );
 }
 
 /** Read-modify-write of the deny list, If-Match the version read; retried when another write won the race. */
@@ -154,7 +190,11 @@ async function editDeny(
     doc.deny = edit([...(doc.deny ?? [])]);
     checkDocument(doc);
     try {
-      return await w.write(JSON.stringify(doc, null, 2) + '\n', { ifMatch: cur.etag }, { by: who(id), change, correlationId: scope.correlationId, reason });
+      return await w.write(
+        JSON.stringify(doc, null, 2) + '\n',
+        { ifMatch: cur.etag },
+        { by: who(id), change, correlationId: scope.correlationId, reason },
+      );
     } catch (e) {
       if (!(e instanceof BrokerError && e.code === 'precondition_failed') || attempt >= WRITE_ATTEMPTS) throw e;
     }
@@ -164,14 +204,28 @@ async function editDeny(
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
-function stringField(body: Record<string, unknown>, name: string, opts: { required?: boolean; max?: number; pattern?: RegExp; what?: string } = {}): string | undefined {
+function stringField(
+  body: Record<string, unknown>,
+  name: string,
+  opts: { required?: boolean; max?: number; pattern?: RegExp; what?: string } = {},
+): string | undefined {
   const v = body[name];
   if (v === undefined || v === null) {
     if (opts.required) throw new BrokerError('invalid_parameter', `"${name}" is required.`, { detail: { parameter: name } });
     return undefined;
   }
-  if (typeof v !== 'string' || v.trim() === '' || v.length > (opts.max ?? 500) || (opts.pattern && !opts.pattern.test(v)) || CONTROL.test(v)) {
-    throw new BrokerError('invalid_parameter', `"${name}" must be ${opts.what ?? `a string of at most ${opts.max ?? 500} characters`}.`, { detail: { parameter: name } });
+  if (
+    typeof v !== 'string' ||
+    v.trim() === '' ||
+    v.length > (opts.max ?? 500) ||
+    (opts.pattern && !opts.pattern.test(v)) ||
+    CONTROL.test(v)
+  ) {
+    throw new BrokerError(
+      'invalid_parameter',
+      `"${name}" must be ${opts.what ?? `a string of at most ${opts.max ?? 500} characters`}.`,
+      { detail: { parameter: name } },
+    );
   }
   return v;
 }
@@ -179,10 +233,13 @@ function stringField(body: Record<string, unknown>, name: string, opts: { requir
 /** A number JSON can write but not hold (1e400 is Infinity once parsed) is refused, naming where it is. */
 function assertFinite(v: unknown, path: string): void {
   if (typeof v === 'number' && !Number.isFinite(v)) {
-    throw new BrokerError('bad_request', `"${path.slice(0, 64)}" is not a finite number.`, { detail: { parameter: path.slice(0, 64) } });
+    throw new BrokerError('bad_request', `"${path.slice(0, 64)}" is not a finite number.`, {
+      detail: { parameter: path.slice(0, 64) },
+    });
   }
   if (v && typeof v === 'object') {
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) assertFinite(x, path ? (Array.isArray(v) ? `${path}[${k}]` : `${path}.${k}`) : k);
+    for (const [k, x] of Object.entries(v as Record<string, unknown>))
+      assertFinite(x, path ? (Array.isArray(v) ? `${path}[${k}]` : `${path}.${k}`) : k);
   }
 }
 
@@ -192,7 +249,8 @@ async function readJson(req: HttpRequest, allowEmpty: boolean): Promise<Record<s
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send application/json.');
   const parsed = parseJsonBody(text);
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new BrokerError('bad_request', 'The request body must be a JSON object.');
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new BrokerError('bad_request', 'The request body must be a JSON object.');
   assertFinite(parsed, '');
   return parsed as Record<string, unknown>;
 }
@@ -204,15 +262,22 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     const body = await readJson(req, false);
     for (const k of Object.keys(body)) {
       if (!['tenantId', 'objectId', 'reason', 'expiresAt'].includes(k)) {
-        throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
+        throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, {
+          detail: { parameter: k.slice(0, 64) },
+        });
       }
     }
     const tenantId = stringField(body, 'tenantId', { required: true, pattern: GUID, what: 'a tenant GUID' })!.toLowerCase();
     const objectId = stringField(body, 'objectId', { required: true, pattern: GUID, what: 'an object id GUID' })!.toLowerCase();
     const reason = stringField(body, 'reason', { required: true, max: 500 })!;
-    const expiresAt = stringField(body, 'expiresAt', { pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/, what: 'an ISO 8601 UTC time in the future' });
+    const expiresAt = stringField(body, 'expiresAt', {
+      pattern: /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/,
+      what: 'an ISO 8601 UTC time in the future',
+    });
     if (expiresAt !== undefined && !(Date.parse(expiresAt) > Date.now())) {
-      throw new BrokerError('invalid_parameter', '"expiresAt" must be an ISO 8601 UTC time in the future.', { detail: { parameter: 'expiresAt' } });
+      throw new BrokerError('invalid_parameter', '"expiresAt" must be an ISO 8601 UTC time in the future.', {
+        detail: { parameter: 'expiresAt' },
+      });
     }
     fields = { tenantId, objectId, reason, ...(expiresAt ? { expiresAt } : {}) };
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
@@ -248,12 +313,16 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
   const id = await authenticateAdmin(req, scope, 'policy.deny.remove', async () => {
     body = await readJson(req, true);
     for (const k of Object.keys(body)) {
-      if (k !== 'reason') throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, { detail: { parameter: k.slice(0, 64) } });
+      if (k !== 'reason')
+        throw new BrokerError('invalid_parameter', `Unknown field "${k.slice(0, 64)}".`, {
+          detail: { parameter: k.slice(0, 64) },
+        });
     }
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
   const denyId = req.params.id ?? '';
-  if (!DENY_ID.test(denyId)) throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
+  if (!DENY_ID.test(denyId))
+    throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
   const reason = stringField(body, 'reason', { max: 500 });
   const w = await writer();
   let removed: DenyEntry | undefined;
@@ -264,7 +333,14 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
     return [...d.slice(0, i), ...d.slice(i + 1)];
   }).catch((e: unknown) => {
     if (e instanceof BrokerError && e.code === 'not_found') {
-      audit(scope.log, { decision: 'deny', action: 'policy.deny.remove', client: id.client, subject: id.admin, reason: 'not_found', extra: { denyId } });
+      audit(scope.log, {
+        decision: 'deny',
+        action: 'policy.deny.remove',
+        client: id.client,
+        subject: id.admin,
+        reason: 'not_found',
+        extra: { denyId },
+      });
     }
     throw e;
   });
@@ -288,23 +364,36 @@ export async function handlePolicyHistory(req: HttpRequest, scope: RequestScope)
   const id = await authenticateAdmin(req, scope, 'policy.history');
   const snapshot = queryParam(req, 'snapshot');
   if (snapshot !== undefined && !SNAPSHOT.test(snapshot)) {
-    throw new BrokerError('invalid_parameter', 'snapshot must be a snapshot time as the history lists it.', { detail: { parameter: 'snapshot' } });
+    throw new BrokerError('invalid_parameter', 'snapshot must be a snapshot time as the history lists it.', {
+      detail: { parameter: 'snapshot' },
+    });
   }
   const w = await writer();
-  audit(scope.log, { decision: 'grant', action: 'policy.history', client: id.client, subject: id.admin, reason: 'granted', extra: { snapshot } });
+  audit(scope.log, {
+    decision: 'grant',
+    action: 'policy.history',
+    client: id.client,
+    subject: id.admin,
+    reason: 'granted',
+    extra: { snapshot },
+  });
   if (snapshot !== undefined) {
     const doc = await w.read(snapshot);
     if (!doc) throw new BrokerError('not_found', 'No such version.', { detail: { snapshot } });
     const m = doc.metadata ?? {};
-    return jsonResponse(200, {
-      snapshot,
-      etag: doc.etag,
-      revision: doc.revision,
-      updatedBy: m.updatedby,
-      updatedAt: m.updatedat,
-      change: m.change,
-      policy: JSON.parse(doc.text) as unknown,
-    }, scope);
+    return jsonResponse(
+      200,
+      {
+        snapshot,
+        etag: doc.etag,
+        revision: doc.revision,
+        updatedBy: m.updatedby,
+        updatedAt: m.updatedat,
+        change: m.change,
+        policy: JSON.parse(doc.text) as unknown,
+      },
+      scope,
+    );
   }
   return jsonResponse(200, { versions: await w.history() }, scope);
 }

@@ -35,7 +35,11 @@ export function blobClientFor(cfg: PolicyConfig, url: string, cred: TokenCredent
   return new BlobClient(url, cred, pipelineOptions(cfg, url));
 }
 
-export function containerClientFor(cfg: PolicyConfig, blobUrl: string, cred: TokenCredential = identity(cfg.clientId)): ContainerClient {
+export function containerClientFor(
+  cfg: PolicyConfig,
+  blobUrl: string,
+  cred: TokenCredential = identity(cfg.clientId),
+): ContainerClient {
   const { containerUrl } = splitBlobUrl(blobUrl);
   return new ContainerClient(containerUrl, cred, pipelineOptions(cfg, containerUrl));
 }
@@ -91,7 +95,7 @@ async function readBody(stream: NodeJS.ReadableStream | undefined): Promise<stri
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of stream) {
-    const b = typeof c === 'string' ? Buffer.from(c) : (c);
+    const b = typeof c === 'string' ? Buffer.from(c) : c;
     size += b.byteLength;
     if (size > MAX_POLICY_BYTES) throw new BrokerError('upstream_error', 'The policy blob is larger than 1 MiB.');
     chunks.push(b);
@@ -121,7 +125,10 @@ export class BlobPolicySource implements PolicySource {
   readonly location: string;
   private readonly blob: BlobClient;
 
-  constructor(private readonly cfg: PolicyConfig & { url: string }, cred?: TokenCredential) {
+  constructor(
+    private readonly cfg: PolicyConfig & { url: string },
+    cred?: TokenCredential,
+  ) {
     this.location = cfg.url;
     this.blob = blobClientFor(cfg, cfg.url, cred);
   }
@@ -129,7 +136,10 @@ export class BlobPolicySource implements PolicySource {
   async read(etag: string | undefined): Promise<SourceRead> {
     try {
       return await withDeadline(this.cfg.storageTimeoutMs, 'read', async (abortSignal) => {
-        const res = await this.blob.download(0, undefined, { abortSignal, ...(etag ? { conditions: { ifNoneMatch: etag } } : {}) });
+        const res = await this.blob.download(0, undefined, {
+          abortSignal,
+          ...(etag ? { conditions: { ifNoneMatch: etag } } : {}),
+        });
         recordUpstream('storage', 'ok');
         if (res._response.status === 304) return { kind: 'not-modified' } as const;
         return documentOf(res);
@@ -188,7 +198,10 @@ export class BlobPolicyWriter {
   private readonly container: ContainerClient;
   private readonly blobName: string;
 
-  constructor(private readonly cfg: PolicyConfig & { url: string }, cred?: TokenCredential) {
+  constructor(
+    private readonly cfg: PolicyConfig & { url: string },
+    cred?: TokenCredential,
+  ) {
     this.blob = blobClientFor(cfg, cfg.url, cred);
     this.container = containerClientFor(cfg, cfg.url, cred);
     this.blobName = splitBlobUrl(cfg.url).blobName;
@@ -214,14 +227,22 @@ export class BlobPolicyWriter {
 
   async write(text: string, condition: { ifMatch: string } | { ifNoneMatch: '*' }, meta: WriteMeta): Promise<WrittenVersion> {
     const lost = (e: unknown) =>
-      new BrokerError('precondition_failed', 'The policy was changed since it was read: read it again (GET) and retry with its ETag.', { cause: e });
+      new BrokerError(
+        'precondition_failed',
+        'The policy was changed since it was read: read it again (GET) and retry with its ETag.',
+        { cause: e },
+      );
     try {
       let revision = 1;
       if ('ifMatch' in condition) {
-        const props = await this.call('properties', (abortSignal) => this.blob.getProperties({ abortSignal, conditions: { ifMatch: condition.ifMatch } }));
+        const props = await this.call('properties', (abortSignal) =>
+          this.blob.getProperties({ abortSignal, conditions: { ifMatch: condition.ifMatch } }),
+        );
         revision = (revisionOf(props.metadata) ?? 0) + 1;
         // Keep the version being replaced (under the same condition: a lost race snapshots nothing new).
-        await this.call('snapshot', (abortSignal) => this.blob.createSnapshot({ abortSignal, conditions: { ifMatch: condition.ifMatch } }));
+        await this.call('snapshot', (abortSignal) =>
+          this.blob.createSnapshot({ abortSignal, conditions: { ifMatch: condition.ifMatch } }),
+        );
       }
       const res = await this.call('write', (abortSignal) =>
         this.blob.getBlockBlobClient().upload(text, Buffer.byteLength(text), {
@@ -242,7 +263,10 @@ export class BlobPolicyWriter {
     } catch (e) {
       const s = statusOf(e);
       if (s === 412 || (s === 409 && 'ifNoneMatch' in condition)) throw lost(e);
-      if (s === 404) throw new BrokerError('precondition_failed', 'The policy blob does not exist: create it with If-None-Match: *.', { cause: e });
+      if (s === 404)
+        throw new BrokerError('precondition_failed', 'The policy blob does not exist: create it with If-None-Match: *.', {
+          cause: e,
+        });
       throw storageFailure(e, 'write');
     }
   }
@@ -252,7 +276,12 @@ export class BlobPolicyWriter {
     try {
       return await this.call('history', async (abortSignal) => {
         const out: HistoryEntry[] = [];
-        for await (const item of this.container.listBlobsFlat({ prefix: this.blobName, includeSnapshots: true, includeMetadata: true, abortSignal })) {
+        for await (const item of this.container.listBlobsFlat({
+          prefix: this.blobName,
+          includeSnapshots: true,
+          includeMetadata: true,
+          abortSignal,
+        })) {
           if (item.name !== this.blobName) continue;
           const m = item.metadata ?? {};
           out.push({
@@ -269,7 +298,9 @@ export class BlobPolicyWriter {
           });
           if (out.length > 1000) break;
         }
-        return out.sort((a, b) => (b.current ? 1 : 0) - (a.current ? 1 : 0) || (b.snapshot ?? '').localeCompare(a.snapshot ?? ''));
+        return out.sort(
+          (a, b) => (b.current ? 1 : 0) - (a.current ? 1 : 0) || (b.snapshot ?? '').localeCompare(a.snapshot ?? ''),
+        );
       });
     } catch (e) {
       throw storageFailure(e, 'history');

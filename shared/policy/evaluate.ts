@@ -67,7 +67,11 @@ function subjectWhy(rule: Rule, p: Principal): string | undefined {
   return (
     anyOf(s.roles, p.roles, 'roles') ??
     anyOf(s.scopes, p.scopes, 'scopes') ??
-    anyOf(s.groups, p.groups.map((g) => g.toLowerCase()), 'groups') ??
+    anyOf(
+      s.groups,
+      p.groups.map((g) => g.toLowerCase()),
+      'groups',
+    ) ??
     anyOf(s.objectIds, [p.objectId], 'object ids') ??
     anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids')
   );
@@ -80,7 +84,13 @@ function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | unde
 function matchCloudSql(g: CloudSqlGrant, t: Extract<Target, { kind: 'cloudsql' }>): CloudSqlDecisionGrant | string {
   if (g.instance !== t.connectionName) return `instance ${g.instance} is not ${t.connectionName}`;
   if (!g.databases.includes(t.database)) return `database ${t.database} is not among ${g.databases.join(', ')}`;
-  return { kind: 'cloudsql', connectionName: g.instance, database: t.database, serviceAccount: g.serviceAccount, maxTtlSeconds: g.maxTtlSeconds };
+  return {
+    kind: 'cloudsql',
+    connectionName: g.instance,
+    database: t.database,
+    serviceAccount: g.serviceAccount,
+    maxTtlSeconds: g.maxTtlSeconds,
+  };
 }
 
 function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: Principal): CosmosDecisionGrant | string {
@@ -93,7 +103,16 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
     if (t.partitionKey !== undefined) return 'rule grants keyless (rbac) access, which cannot be scoped to a partition';
     if (t.mode !== undefined && t.mode !== g.mode) return `rule grants keyless (rbac) mode ${g.mode}, which cannot be narrowed`;
     if (g.identityClientId === undefined) return 'rule names no identity'; // the schema requires one
-    return { kind: 'cosmos', account: g.account, database: g.database, container: g.container, mode: g.mode, partitionKey: undefined, auth: 'rbac', identityClientId: g.identityClientId };
+    return {
+      kind: 'cosmos',
+      account: g.account,
+      database: g.database,
+      container: g.container,
+      mode: g.mode,
+      partitionKey: undefined,
+      auth: 'rbac',
+      identityClientId: g.identityClientId,
+    };
   }
   if (g.maxTtlSeconds === undefined) return 'rule names no maxTtlSeconds'; // the schema requires one
   const mode = t.mode ?? g.mode;
@@ -104,7 +123,8 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
       partitionKey = t.partitionKey; // a request may narrow a whole-container grant to one partition
       break;
     case 'fixed':
-      if (t.partitionKey !== undefined && t.partitionKey !== pk.value) return 'requested partition key differs from the granted one';
+      if (t.partitionKey !== undefined && t.partitionKey !== pk.value)
+        return 'requested partition key differs from the granted one';
       partitionKey = pk.value;
       break;
     case 'claim': {
@@ -129,7 +149,8 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
 
 function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | string {
   const misses: string[] = [];
-  if (t.kind === 'query') return rule.grants.queries.includes(t.name) ? { kind: 'query', name: t.name } : `query ${t.name} not granted`;
+  if (t.kind === 'query')
+    return rule.grants.queries.includes(t.name) ? { kind: 'query', name: t.name } : `query ${t.name} not granted`;
   const grants = t.kind === 'cloudsql' ? rule.grants.cloudsql : rule.grants.cosmos;
   if (grants.length === 0) return `rule grants no ${t.kind} targets`;
   for (const g of grants) {
@@ -141,9 +162,16 @@ function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | strin
 }
 
 /** The live deny entry naming this identity (an entry past its `expiresAt` no longer applies), if any. */
-export function denyEntryFor(policy: Policy, p: Pick<Principal, 'tenantId' | 'objectId'>, now = Date.now()): DenyEntry | undefined {
+export function denyEntryFor(
+  policy: Policy,
+  p: Pick<Principal, 'tenantId' | 'objectId'>,
+  now = Date.now(),
+): DenyEntry | undefined {
   return policy.deny.find(
-    (d) => d.tenantId === p.tenantId.toLowerCase() && d.objectId === p.objectId.toLowerCase() && (d.expiresAt === undefined || Date.parse(d.expiresAt) > now),
+    (d) =>
+      d.tenantId === p.tenantId.toLowerCase() &&
+      d.objectId === p.objectId.toLowerCase() &&
+      (d.expiresAt === undefined || Date.parse(d.expiresAt) > now),
   );
 }
 

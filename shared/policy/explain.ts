@@ -23,19 +23,23 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
     subject: { tenantId: subject.tenantId, objectId: subject.objectId },
     target: formatTarget(target),
   });
-  return jsonResponse(200, {
-    decision: d.decision,
-    reason: d.decision === 'grant' ? 'granted' : d.code,
-    ...(d.decision === 'grant' ? { ruleId: d.ruleId, grant: d.grant } : { detail: d.reason }),
-    target: formatTarget(target),
-    subject: {
-      tenantId: subject.tenantId,
-      objectId: subject.objectId,
-      appId: subject.appId,
-      roles: subject.roles,
-      scopes: subject.scopes,
-      groups: subject.groups,
+  return jsonResponse(
+    200,
+    {
+      decision: d.decision,
+      reason: d.decision === 'grant' ? 'granted' : d.code,
+      ...(d.decision === 'grant' ? { ruleId: d.ruleId, grant: d.grant } : { detail: d.reason }),
+      target: formatTarget(target),
+      subject: {
+        tenantId: subject.tenantId,
+        objectId: subject.objectId,
+        appId: subject.appId,
+        roles: subject.roles,
+        scopes: subject.scopes,
+        groups: subject.groups,
+      },
+      trace: d.trace,
     },
-    trace: d.trace,
-  }, scope);
+    scope,
+  );
 }

@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { COSMOS_ACCOUNT, COSMOS_ID, GUID, INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME, SERVICE_ACCOUNT_EMAIL } from '../identifiers';
+import {
+  COSMOS_ACCOUNT,
+  COSMOS_ID,
+  GUID,
+  INSTANCE_CONNECTION_NAME,
+  PG_DATABASE,
+  QUERY_NAME,
+  SERVICE_ACCOUNT_EMAIL,
+} from '../identifiers';
 
 /**
  * The access policy: deny by default. A rule matches a subject (its tenant, plus every category it
@@ -7,8 +15,14 @@ import { COSMOS_ACCOUNT, COSMOS_ID, GUID, INSTANCE_CONNECTION_NAME, PG_DATABASE,
  * Rules are evaluated in file order; the first rule that matches the subject and grants the target wins.
  */
 
-const guid = z.string().regex(GUID, 'must be a GUID').transform((s) => s.toLowerCase());
+/** C0 and C1 control characters, DEL and the Unicode line/paragraph separators are refused in values. */
+// eslint-disable-next-line no-control-regex
+const NO_CONTROL_CHARACTERS = /^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$/;
 
+const guid = z
+  .string()
+  .regex(GUID, 'must be a GUID')
+  .transform((s) => s.toLowerCase());
 
 const subject = z
   .object({
@@ -28,7 +42,9 @@ const cloudsqlGrant = z
   .object({
     instance: z.string().regex(INSTANCE_CONNECTION_NAME, 'must be an instance connection name PROJECT:REGION:INSTANCE'),
     databases: z.array(z.string().regex(PG_DATABASE, 'must be a PostgreSQL database name')).min(1),
-    serviceAccount: z.string().regex(SERVICE_ACCOUNT_EMAIL, 'must be a service account email (…@PROJECT.iam.gserviceaccount.com)'),
+    serviceAccount: z
+      .string()
+      .regex(SERVICE_ACCOUNT_EMAIL, 'must be a service account email (…@PROJECT.iam.gserviceaccount.com)'),
     maxTtlSeconds: z.number().int().min(60).max(3600),
   })
   .strict();
@@ -38,8 +54,7 @@ const partitionKey = z.discriminatedUnion('type', [
   z
     .object({
       type: z.literal('fixed'),
-      // eslint-disable-next-line no-control-regex
-      value: z.string().min(1).max(2048).regex(/^[^\u0000-\u001f\u007f-\u009f\u2028\u2029]*$/, 'must not contain control characters'),
+      value: z.string().min(1).max(2048).regex(NO_CONTROL_CHARACTERS, 'must not contain control characters'),
     })
     .strict(),
   z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
@@ -67,18 +82,39 @@ const cosmosGrant = z
   .superRefine((g, ctx) => {
     if (g.auth === 'rbac') {
       if (g.partitionKey !== undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['partitionKey'], message: 'partition scoping is not possible with auth "rbac" (role assignments stop at the container); use auth "resourceToken"' });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['partitionKey'],
+          message:
+            'partition scoping is not possible with auth "rbac" (role assignments stop at the container); use auth "resourceToken"',
+        });
       }
       if (g.identityClientId === undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['identityClientId'], message: 'auth "rbac" needs the client id of the user-assigned managed identity whose role assignment grants this container' });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['identityClientId'],
+          message:
+            'auth "rbac" needs the client id of the user-assigned managed identity whose role assignment grants this container',
+        });
       }
       if (g.maxTtlSeconds !== undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['maxTtlSeconds'], message: 'not for auth "rbac": the Entra token lives as long as Entra issues it and cannot be shortened' });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['maxTtlSeconds'],
+          message: 'not for auth "rbac": the Entra token lives as long as Entra issues it and cannot be shortened',
+        });
       }
     } else {
-      if (g.partitionKey === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['partitionKey'], message: 'required for auth "resourceToken" ({"type":"none"} for the whole container)' });
-      if (g.identityClientId !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['identityClientId'], message: 'only for auth "rbac"' });
-      if (g.maxTtlSeconds === undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['maxTtlSeconds'], message: 'required for auth "resourceToken"' });
+      if (g.partitionKey === undefined)
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['partitionKey'],
+          message: 'required for auth "resourceToken" ({"type":"none"} for the whole container)',
+        });
+      if (g.identityClientId !== undefined)
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['identityClientId'], message: 'only for auth "rbac"' });
+      if (g.maxTtlSeconds === undefined)
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['maxTtlSeconds'], message: 'required for auth "resourceToken"' });
     }
   });
 
@@ -127,13 +163,15 @@ export const policySchema = z
   .superRefine((p, ctx) => {
     const seen = new Set<string>();
     p.rules.forEach((r, i) => {
-      if (seen.has(r.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
+      if (seen.has(r.id))
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['rules', i, 'id'], message: `duplicate rule id "${r.id}"` });
       seen.add(r.id);
     });
     const denyIds = new Set<string>();
     p.deny.forEach((d, i) => {
       if (d.id === undefined) return;
-      if (denyIds.has(d.id)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['deny', i, 'id'], message: `duplicate deny id "${d.id}"` });
+      if (denyIds.has(d.id))
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['deny', i, 'id'], message: `duplicate deny id "${d.id}"` });
       denyIds.add(d.id);
     });
   });

@@ -120,7 +120,14 @@ export class PolicyStore {
           confirmedAt: started,
         };
         if (changed) {
-          this.opts.log?.info('policy loaded', { event: 'policy.loaded', source: this.source.kind, etag: r.etag, revision: r.revision, rules: policy.rules.length, deny: policy.deny.length });
+          this.opts.log?.info('policy loaded', {
+            event: 'policy.loaded',
+            source: this.source.kind,
+            etag: r.etag,
+            revision: r.revision,
+            rules: policy.rules.length,
+            deny: policy.deny.length,
+          });
         }
       }
       if (this.failing) this.opts.log?.info('policy store readable again', { event: 'policy.recovered' });
@@ -177,7 +184,9 @@ export class FilePolicySource implements PolicySource {
       this.seen = { key, etag: e };
       return e === etag ? { kind: 'not-modified' } : { kind: 'document', text, etag: e, lastModified: s.mtime };
     } catch (e) {
-      throw new BrokerError('config_invalid', `The policy file BROKER_POLICY_PATH=${this.location} cannot be read.`, { cause: e });
+      throw new BrokerError('config_invalid', `The policy file BROKER_POLICY_PATH=${this.location} cannot be read.`, {
+        cause: e,
+      });
     }
   }
 }

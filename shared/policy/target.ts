@@ -38,7 +38,8 @@ const CANONICAL_QUERY_VALUE = /^(?:[A-Za-z0-9\-_.!~*'()]|%[0-9A-F]{2})+$/;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
-const FORMS = 'cloudsql://PROJECT/REGION/INSTANCE/DATABASE, cosmos://ACCOUNT/DATABASE/CONTAINER[?mode=read|all][&partitionKey=VALUE] or query://NAME';
+const FORMS =
+  'cloudsql://PROJECT/REGION/INSTANCE/DATABASE, cosmos://ACCOUNT/DATABASE/CONTAINER[?mode=read|all][&partitionKey=VALUE] or query://NAME';
 
 function bad(msg: string): BrokerError {
   return new BrokerError('invalid_target', msg, { detail: { parameter: 'resource' } });
@@ -54,14 +55,16 @@ function bad(msg: string): BrokerError {
 export function parseTarget(resource: string): Target {
   if (resource.length > 2048) throw bad('The resource is too long.');
   // Printable ASCII only: whitespace, control characters and raw non-ASCII are never part of a canonical target.
-  if (!/^[\x21-\x7e]+$/.test(resource)) throw bad('The resource must be printable ASCII without whitespace or control characters.');
+  if (!/^[\x21-\x7e]+$/.test(resource))
+    throw bad('The resource must be printable ASCII without whitespace or control characters.');
   const m = /^([a-z]+):\/\/([^?#]*)(?:\?([^#]*))?$/.exec(resource);
   if (!m) throw bad(`The resource must be one of ${FORMS} (no fragment).`);
   const scheme = m[1]!;
   const parts = m[2]!.split('/');
   const query = m[3];
   if (parts.some((p) => p.includes('%'))) throw bad('The resource path must not contain percent-escapes.');
-  if (parts.some((p) => p === '' || p === '.' || p === '..')) throw bad('The resource path must not contain empty, "." or ".." segments (no doubled or trailing slashes).');
+  if (parts.some((p) => p === '' || p === '.' || p === '..'))
+    throw bad('The resource path must not contain empty, "." or ".." segments (no doubled or trailing slashes).');
   if (/[@:\\]/.test(parts[0]!)) throw bad('The resource must not carry credentials or a port.');
   let t: Target;
   switch (scheme) {
@@ -84,8 +87,15 @@ export function parseTarget(resource: string): Target {
         throw bad('A CosmosDB resource is cosmos://ACCOUNT/DATABASE/CONTAINER.');
       }
       if (!COSMOS_ACCOUNT.test(account)) throw bad('The Cosmos account name is not valid.');
-      if (!COSMOS_TARGET_ID.test(database) || !COSMOS_TARGET_ID.test(container) || !COSMOS_ID.test(database) || !COSMOS_ID.test(container)) {
-        throw bad('The Cosmos database or container id is not valid (letters, digits, "_", "-", "." only; not starting with ".").');
+      if (
+        !COSMOS_TARGET_ID.test(database) ||
+        !COSMOS_TARGET_ID.test(container) ||
+        !COSMOS_ID.test(database) ||
+        !COSMOS_ID.test(container)
+      ) {
+        throw bad(
+          'The Cosmos database or container id is not valid (letters, digits, "_", "-", "." only; not starting with ".").',
+        );
       }
       let mode: 'read' | 'all' | undefined;
       let partitionKey: string | undefined;
@@ -117,7 +127,8 @@ export function parseTarget(resource: string): Target {
     }
     case 'query': {
       const [name, ...rest] = parts;
-      if (!name || rest.length > 0 || query !== undefined || !QUERY_NAME.test(name)) throw bad('A query resource is query://NAME.');
+      if (!name || rest.length > 0 || query !== undefined || !QUERY_NAME.test(name))
+        throw bad('A query resource is query://NAME.');
       t = { kind: 'query', name };
       break;
     }

@@ -11,7 +11,11 @@ import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../identifier
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
-const common = { name: z.string().regex(NAME, 'must be an identifier (letters, digits, _)'), required: z.boolean().default(true), description: z.string().max(500).optional() };
+const common = {
+  name: z.string().regex(NAME, 'must be an identifier (letters, digits, _)'),
+  required: z.boolean().default(true),
+  description: z.string().max(500).optional(),
+};
 
 /**
  * Where an identity-bound parameter takes its value: the validated caller (`caller.oid`, `caller.tid`,
@@ -71,7 +75,18 @@ const valueParamSchemas = [
     .strict(),
   z.object({ ...common, type: z.literal('boolean') }).strict(),
   z
-    .object({ ...common, type: z.literal('date'), min: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional(), max: z.string().regex(/^\d{4}-\d{2}-\d{2}$/).optional() })
+    .object({
+      ...common,
+      type: z.literal('date'),
+      min: z
+        .string()
+        .regex(/^\d{4}-\d{2}-\d{2}$/)
+        .optional(),
+      max: z
+        .string()
+        .regex(/^\d{4}-\d{2}-\d{2}$/)
+        .optional(),
+    })
     .strict(),
   z.object({ ...common, type: z.literal('timestamp') }).strict(),
   z.object({ ...common, type: z.literal('uuid') }).strict(),
@@ -79,7 +94,8 @@ const valueParamSchemas = [
 
 /** A parameter with `from` is identity-bound (its `type` is implied: `caller`); any other is a typed body parameter. */
 const paramSchema = z.preprocess(
-  (v) => (v !== null && typeof v === 'object' && !Array.isArray(v) && 'from' in v && !('type' in v) ? { ...v, type: 'caller' } : v),
+  (v) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) && 'from' in v && !('type' in v) ? { ...v, type: 'caller' } : v,
   z.discriminatedUnion('type', [identityParamSchema, ...valueParamSchemas]),
 );
 
@@ -94,7 +110,10 @@ const querySchema = z
       .min(1)
       .max(20000)
       .refine((s) => !/;\s*\S/.test(s), 'must be a single statement')
-      .refine((s) => !hasSqlComment(s), 'must not contain SQL comments (-- or /*): the broker appends its own sqlcommenter tag; use description'),
+      .refine(
+        (s) => !hasSqlComment(s),
+        'must not contain SQL comments (-- or /*): the broker appends its own sqlcommenter tag; use description',
+      ),
     parameters: z.array(paramSchema).max(32).default([]),
     rowLimit: z.number().int().min(1).max(100000).default(1000),
     timeoutMs: z.number().int().min(10).max(60000).default(5000),
@@ -103,21 +122,49 @@ const querySchema = z
   .superRefine((q, ctx) => {
     const used = new Set([...q.sql.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])));
     for (const n of used) {
-      if (n < 1 || n > q.parameters.length) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['sql'], message: `uses $${n} but only ${q.parameters.length} parameters are declared` });
+      if (n < 1 || n > q.parameters.length)
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['sql'],
+          message: `uses $${n} but only ${q.parameters.length} parameters are declared`,
+        });
     }
     q.parameters.forEach((p, i) => {
-      if (!used.has(i + 1)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i], message: `parameter "${p.name}" ($${i + 1}) is not used by the SQL` });
-      if (q.parameters.findIndex((o) => o.name === p.name) !== i) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'name'], message: `duplicate parameter "${p.name}"` });
+      if (!used.has(i + 1))
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['parameters', i],
+          message: `parameter "${p.name}" ($${i + 1}) is not used by the SQL`,
+        });
+      if (q.parameters.findIndex((o) => o.name === p.name) !== i)
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['parameters', i, 'name'],
+          message: `duplicate parameter "${p.name}"`,
+        });
       if ((p.type === 'integer' || p.type === 'number') && p.min !== undefined && p.max !== undefined && p.min > p.max) {
         ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'min'], message: 'min exceeds max' });
       }
       if (p.type === 'caller' && p.from === 'claim' && p.claim === undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'claim'], message: 'is required when from is "claim"' });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['parameters', i, 'claim'],
+          message: 'is required when from is "claim"',
+        });
       }
       if (p.type === 'caller' && p.from !== 'claim' && p.claim !== undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'claim'], message: 'is only allowed when from is "claim"' });
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['parameters', i, 'claim'],
+          message: 'is only allowed when from is "claim"',
+        });
       }
-      if (p.type === 'string' && p.minLength > p.maxLength) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['parameters', i, 'minLength'], message: 'minLength exceeds maxLength' });
+      if (p.type === 'string' && p.minLength > p.maxLength)
+        ctx.addIssue({
+          code: z.ZodIssueCode.custom,
+          path: ['parameters', i, 'minLength'],
+          message: 'minLength exceeds maxLength',
+        });
     });
   });
 
@@ -127,7 +174,8 @@ export const catalogSchema = z
   .superRefine((c, ctx) => {
     const seen = new Set<string>();
     c.queries.forEach((q, i) => {
-      if (seen.has(q.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queries', i, 'name'], message: `duplicate query "${q.name}"` });
+      if (seen.has(q.name))
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queries', i, 'name'], message: `duplicate query "${q.name}"` });
       seen.add(q.name);
     });
   });

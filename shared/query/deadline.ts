@@ -56,5 +56,8 @@ export async function withDeadline<T>(work: Promise<T>, ms: number, phase: Deadl
 /** The client-safe error for a passed deadline: the query itself → 504, anything around it → 503. */
 export function deadlineError(e: DeadlineExceeded): BrokerError {
   if (e.phase === 'query') return new BrokerError('query_timeout', 'The query did not answer in time.', { cause: e });
-  return new BrokerError('db_unavailable', 'The database did not answer in time.', { cause: e, detail: { reason: 'database_unresponsive' } });
+  return new BrokerError('db_unavailable', 'The database did not answer in time.', {
+    cause: e,
+    detail: { reason: 'database_unresponsive' },
+  });
 }

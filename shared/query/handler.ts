@@ -76,7 +76,10 @@ export interface QueryResult {
  * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
  * plus a grace for the server's statement_timeout to fire first.
  */
-export function roundTripDeadlines(q: Pick<CatalogQuery, 'timeoutMs'>, cfg: Pick<QueryConfig, 'connectTimeoutMs'>): { preamble: number; query: number; rollback: number } {
+export function roundTripDeadlines(
+  q: Pick<CatalogQuery, 'timeoutMs'>,
+  cfg: Pick<QueryConfig, 'connectTimeoutMs'>,
+): { preamble: number; query: number; rollback: number } {
   return { preamble: cfg.connectTimeoutMs, query: q.timeoutMs + QUERY_DEADLINE_GRACE_MS, rollback: cfg.connectTimeoutMs };
 }
 
@@ -125,15 +128,20 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   const core = loadCore();
   const client = await authenticateClient(req, core);
   const name = req.params.name ?? '';
-  if (!QUERY_NAME.test(name)) throw new BrokerError('not_found', 'No such query.', { detail: { query: name.slice(0, 64).replace(/[^a-z0-9-]/g, '?') } });
+  if (!QUERY_NAME.test(name))
+    throw new BrokerError('not_found', 'No such query.', { detail: { query: name.slice(0, 64).replace(/[^a-z0-9-]/g, '?') } });
   const subjectToken = req.headers.get(SUBJECT_TOKEN_HEADER) ?? undefined;
-  if (!subjectToken) throw new BrokerError('token_missing', `The caller's token is required in the ${SUBJECT_TOKEN_HEADER} header.`, { party: 'subject' });
+  if (!subjectToken)
+    throw new BrokerError('token_missing', `The caller's token is required in the ${SUBJECT_TOKEN_HEADER} header.`, {
+      party: 'subject',
+    });
   const subject = await validateSubject(subjectToken, core);
 
   const cfg = loadQueryConfig();
   const query = loadCatalogFile(cfg.catalogPath).queries.find((q) => q.name === name);
   const target = `query://${name}`;
-  const deny = (reason: string, ruleId?: string) => audit(scope.log, { decision: 'deny', action: 'query', subject, client, target, reason, ruleId });
+  const deny = (reason: string, ruleId?: string) =>
+    audit(scope.log, { decision: 'deny', action: 'query', subject, client, target, reason, ruleId });
   if (!query) {
     deny('not_found');
     throw new BrokerError('not_found', 'No such query.', { detail: { query: name } });
@@ -143,7 +151,10 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
   const allowed = evaluate(policy, subject, { kind: 'query', name });
   if (allowed.decision === 'deny') {
     deny(allowed.code);
-    throw new BrokerError(allowed.code, allowed.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this query to the caller.');
+    throw new BrokerError(
+      allowed.code,
+      allowed.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this query to the caller.',
+    );
   }
   const [project, region, instance] = query.instance.split(':') as [string, string, string];
   const identity = evaluate(policy, subject, {
@@ -181,7 +192,12 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
     statementTimeoutMs: query.timeoutMs,
   };
   // Ids only (no personal data): the database log line joins the audit event and the trace.
-  const comment = sqlComment({ traceparent: scope.trace?.traceparent, correlation_id: scope.correlationId, rule: identityRule, query: query.name });
+  const comment = sqlComment({
+    traceparent: scope.trace?.traceparent,
+    correlation_id: scope.correlationId,
+    rule: identityRule,
+    query: query.name,
+  });
   const queryAudit = { parameters: names.given, identityParameters: names.identityBound };
 
   const poolTarget: PoolTarget = {

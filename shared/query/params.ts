@@ -24,7 +24,12 @@ function validDate(s: string): boolean {
   const m = DATE.exec(s);
   if (!m) return false;
   const d = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])));
-  return d.getUTCFullYear() === Number(m[1]) && d.getUTCMonth() === Number(m[2]) - 1 && d.getUTCDate() === Number(m[3]) && Number(m[1]) >= 1;
+  return (
+    d.getUTCFullYear() === Number(m[1]) &&
+    d.getUTCMonth() === Number(m[2]) - 1 &&
+    d.getUTCDate() === Number(m[3]) &&
+    Number(m[1]) >= 1
+  );
 }
 
 const patterns = new Map<string, RegExp>();
@@ -91,16 +96,21 @@ function fromCaller(query: CatalogQuery, p: CallerParamSpec, caller: CallerIdent
     if (p.from === 'caller.oid') v = caller.objectId;
     else if (p.from === 'caller.tid') v = caller.tenantId;
     else if (p.from === 'caller.appId') v = caller.appId;
-    else if (p.claim !== undefined && caller.claims && Object.prototype.hasOwnProperty.call(caller.claims, p.claim)) v = caller.claims[p.claim];
+    else if (p.claim !== undefined && caller.claims && Object.prototype.hasOwnProperty.call(caller.claims, p.claim))
+      v = caller.claims[p.claim];
   }
   if (v === undefined || v === '') {
     if (p.required) {
       const what = p.from === 'claim' ? `claim "${p.claim ?? ''}"` : p.from;
-      throw new BrokerError('not_granted', `Query ${query.name} binds "${p.name}" to the caller's ${what}, which the caller's token does not carry.`);
+      throw new BrokerError(
+        'not_granted',
+        `Query ${query.name} binds "${p.name}" to the caller's ${what}, which the caller's token does not carry.`,
+      );
     }
     return null;
   }
-  if (v.includes('\0') || LONE_SURROGATE.test(v) || v.length > 1024) throw new BrokerError('not_granted', `The caller's value for "${p.name}" cannot be bound.`);
+  if (v.includes('\0') || LONE_SURROGATE.test(v) || v.length > 1024)
+    throw new BrokerError('not_granted', `The caller's value for "${p.name}" cannot be bound.`);
   return v;
 }
 
@@ -113,13 +123,23 @@ export function bindParameters(query: CatalogQuery, body: Record<string, unknown
   const known = new Set(query.parameters.map((p) => p.name));
   for (const k of Object.keys(body)) {
     if (!known.has(k)) {
-      const shown = k.length > 64 || !/^[\x20-\x7e]*$/.test(k) ? `${[...k].slice(0, 32).join('').replace(/[^\x20-\x7e]/g, '?')}…` : k;
-      throw new BrokerError('invalid_parameter', `Parameter "${shown}" is not a parameter of query ${query.name}.`, { detail: { parameter: shown } });
+      const shown =
+        k.length > 64 || !/^[\x20-\x7e]*$/.test(k)
+          ? `${[...k]
+              .slice(0, 32)
+              .join('')
+              .replace(/[^\x20-\x7e]/g, '?')}…`
+          : k;
+      throw new BrokerError('invalid_parameter', `Parameter "${shown}" is not a parameter of query ${query.name}.`, {
+        detail: { parameter: shown },
+      });
     }
   }
   for (const p of query.parameters) {
     if (p.type === 'caller' && Object.prototype.hasOwnProperty.call(body, p.name)) {
-      throw new BrokerError('invalid_parameter', `Parameter "${p.name}" is bound to the caller's identity and cannot be sent.`, { detail: { parameter: p.name } });
+      throw new BrokerError('invalid_parameter', `Parameter "${p.name}" is bound to the caller's identity and cannot be sent.`, {
+        detail: { parameter: p.name },
+      });
     }
   }
   return query.parameters.map((p) => {
@@ -136,7 +156,9 @@ export function bindParameters(query: CatalogQuery, body: Record<string, unknown
 /** For the audit event: the body parameters given (names only) and the identity-bound ones. */
 export function parameterNames(query: CatalogQuery, body: Record<string, unknown>): { given: string[]; identityBound: string[] } {
   return {
-    given: query.parameters.filter((p) => p.type !== 'caller' && body[p.name] !== undefined && body[p.name] !== null).map((p) => p.name),
+    given: query.parameters
+      .filter((p) => p.type !== 'caller' && body[p.name] !== undefined && body[p.name] !== null)
+      .map((p) => p.name),
     identityBound: query.parameters.filter((p) => p.type === 'caller').map((p) => p.name),
   };
 }

@@ -35,7 +35,6 @@ interface Entry {
   lastUsed: number;
 }
 
-
 export function keyOf(t: PoolTarget): string {
   return `${t.connectionName}/${t.database}/${t.serviceAccount}`;
 }
@@ -79,20 +78,31 @@ export class PoolRegistry {
     const auth = new OAuth2Client({ eagerRefreshThresholdMillis: 60_000 });
     let tokenExpiresAtMs = 0;
     auth.refreshHandler = async () => {
-      const tok = await getLoginToken({ serviceAccount: t.serviceAccount, lifetimeSeconds: t.tokenLifetimeSeconds, log: poolLog });
+      const tok = await getLoginToken({
+        serviceAccount: t.serviceAccount,
+        lifetimeSeconds: t.tokenLifetimeSeconds,
+        log: poolLog,
+      });
       tokenExpiresAtMs = tok.expiresAtMs;
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
     const connector = new Connector({ auth, sqlAdminAPIEndpoint: cloudSqlConfig.get().sqlAdminEndpoint });
     // On failure connector.close() is not called: after a failed first refresh it holds no timers, and its
     // close() would turn the failed refresh into an unhandled rejection.
-    const pending = connector.getOptions({ instanceConnectionName: t.connectionName, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC });
+    const pending = connector.getOptions({
+      instanceConnectionName: t.connectionName,
+      authType: AuthTypes.IAM,
+      ipType: IpAddressTypes.PUBLIC,
+    });
     let opts: Awaited<typeof pending>;
     try {
       opts = await withTimeout(pending, this.cfg.connectTimeoutMs, 'Cloud SQL connect settings');
     } catch (e) {
       // Timed out: close the connector should its refresh still succeed (it would keep refresh timers).
-      pending.then(() => connector.close(), () => undefined);
+      pending.then(
+        () => connector.close(),
+        () => undefined,
+      );
       throw e;
     }
     // Connections live no longer than the setting, and end at least 60 s before the token does.
@@ -172,7 +182,10 @@ export class PoolRegistry {
           client = await withDeadline(checkout, this.cfg.connectTimeoutMs + 1000, 'connect');
         } catch (e) {
           // A checkout that completes after the deadline goes straight back, unusable.
-          checkout.then((c) => destroyClient(c), () => undefined);
+          checkout.then(
+            (c) => destroyClient(c),
+            () => undefined,
+          );
           throw e;
         }
         if (!guarded.has(client)) {
@@ -215,7 +228,10 @@ export class PoolRegistry {
           try {
             const checkout = e.pool.connect();
             client = await withDeadline(checkout, this.cfg.connectTimeoutMs, 'connect').catch((err: unknown) => {
-              checkout.then((c) => destroyClient(c), () => undefined);
+              checkout.then(
+                (c) => destroyClient(c),
+                () => undefined,
+              );
               throw err;
             });
             await withDeadline(client.query('SELECT 1'), this.cfg.connectTimeoutMs, 'query');

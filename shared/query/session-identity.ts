@@ -1,4 +1,3 @@
-
 /**
  * Who asked, told to PostgreSQL for the one transaction of a query. In the same round trip as
  * `BEGIN READ ONLY` (one extended-protocol pipeline ending in a single Sync) the broker runs
@@ -25,7 +24,13 @@ export interface SessionIdentity {
 }
 
 /** The custom settings, in bind order after statement_timeout and application_name. */
-export const SESSION_SETTINGS = ['broker.caller_oid', 'broker.caller_tid', 'broker.caller_app_id', 'broker.rule_id', 'broker.correlation_id'] as const;
+export const SESSION_SETTINGS = [
+  'broker.caller_oid',
+  'broker.caller_tid',
+  'broker.caller_app_id',
+  'broker.rule_id',
+  'broker.correlation_id',
+] as const;
 
 /** application_name for a query: printable ASCII only, at most 63 bytes (PostgreSQL truncates beyond NAMEDATALEN - 1). */
 export function applicationNameFor(queryName: string, correlationId: string): string {

@@ -66,7 +66,12 @@ class ReadOnlyTransaction {
   private settled = false;
 
   constructor(
-    private readonly statements: readonly { text: string; values: readonly (string | null)[]; describe?: boolean; rows?: number }[],
+    private readonly statements: readonly {
+      text: string;
+      values: readonly (string | null)[];
+      describe?: boolean;
+      rows?: number;
+    }[],
     private readonly onPhase: (phase: Phase) => void,
   ) {}
 

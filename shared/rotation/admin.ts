@@ -28,7 +28,10 @@ export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps =
     const report = await runRotation(depsFor(scope), { dryRun, trigger: 'admin' });
     if (report.status === 'locked') {
       // Worth retrying once the holder's lease has run out at the latest.
-      throw new BrokerError('conflict', 'Another rotation run is in progress.', { retryAfterSeconds: rotationConfig.get().lockSeconds, detail: { reason: 'locked' } });
+      throw new BrokerError('conflict', 'Another rotation run is in progress.', {
+        retryAfterSeconds: rotationConfig.get().lockSeconds,
+        detail: { reason: 'locked' },
+      });
     }
     return jsonResponse(200, report, scope);
   };

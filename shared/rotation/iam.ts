@@ -19,7 +19,10 @@ interface GoogleErrorBody {
 }
 
 /** Org-policy constraints that forbid creating service-account keys (the legacy one and its managed successor). */
-const KEY_CREATION_CONSTRAINTS = new Set(['constraints/iam.disableServiceAccountKeyCreation', 'constraints/iam.managed.disableServiceAccountKeyCreation']);
+const KEY_CREATION_CONSTRAINTS = new Set([
+  'constraints/iam.disableServiceAccountKeyCreation',
+  'constraints/iam.managed.disableServiceAccountKeyCreation',
+]);
 
 /**
  * A FAILED_PRECONDITION on key creation is either the org policy (a google.rpc.PreconditionFailure violation
@@ -32,17 +35,23 @@ export function createRefusal(body: unknown): BrokerError {
   const violations = Array.isArray(details)
     ? details.flatMap((d) => {
         const v = (d as { '@type'?: unknown; violations?: unknown }) ?? {};
-        return v['@type'] === 'type.googleapis.com/google.rpc.PreconditionFailure' && Array.isArray(v.violations) ? (v.violations as { type?: unknown }[]) : [];
+        return v['@type'] === 'type.googleapis.com/google.rpc.PreconditionFailure' && Array.isArray(v.violations)
+          ? (v.violations as { type?: unknown }[])
+          : [];
       })
     : [];
-  const constraint = violations.map((v) => v?.type).find((t): t is string => typeof t === 'string' && KEY_CREATION_CONSTRAINTS.has(t));
+  const constraint = violations
+    .map((v) => v?.type)
+    .find((t): t is string => typeof t === 'string' && KEY_CREATION_CONSTRAINTS.has(t));
   if (constraint) {
     return new BrokerError('key_creation_disabled', 'An organization policy forbids creating service-account keys.', {
       detail: { constraint: constraint.replace(/^constraints\//, '') },
       cause: new Error(`Google IAM FAILED_PRECONDITION ${constraint}`),
     });
   }
-  return new BrokerError('key_limit_reached', 'The service account has reached its key limit.', { cause: new Error('Google IAM FAILED_PRECONDITION (key cap)') });
+  return new BrokerError('key_limit_reached', 'The service account has reached its key limit.', {
+    cause: new Error('Google IAM FAILED_PRECONDITION (key cap)'),
+  });
 }
 
 /**
@@ -109,13 +118,21 @@ export class GoogleIamKeys {
   }
 
   async create(sa: string): Promise<CreatedKey> {
-    const r = await this.call('POST', this.keysUrl(sa), { privateKeyType: 'TYPE_GOOGLE_CREDENTIALS_FILE', keyAlgorithm: 'KEY_ALG_RSA_2048' });
-    if (r.status === 400 && (r.json as GoogleErrorBody | undefined)?.error?.status === 'FAILED_PRECONDITION') throw createRefusal(r.json);
+    const r = await this.call('POST', this.keysUrl(sa), {
+      privateKeyType: 'TYPE_GOOGLE_CREDENTIALS_FILE',
+      keyAlgorithm: 'KEY_ALG_RSA_2048',
+    });
+    if (r.status === 400 && (r.json as GoogleErrorBody | undefined)?.error?.status === 'FAILED_PRECONDITION')
+      throw createRefusal(r.json);
     if (r.status !== 200) throw this.fail(r.status, r.json);
     const body = r.json as { name?: string; privateKeyData?: string; validAfterTime?: string };
     const keyId = body.name?.split('/').at(-1);
     if (!keyId || !body.privateKeyData) throw new BrokerError('upstream_error', 'Google IAM returned an unusable key.');
-    return { keyId, keyJson: Buffer.from(body.privateKeyData, 'base64').toString('utf8'), validAfter: Date.parse(body.validAfterTime ?? '') || 0 };
+    return {
+      keyId,
+      keyJson: Buffer.from(body.privateKeyData, 'base64').toString('utf8'),
+      validAfter: Date.parse(body.validAfterTime ?? '') || 0,
+    };
   }
 
   async disable(sa: string, keyId: string): Promise<void> {

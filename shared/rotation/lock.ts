@@ -20,19 +20,26 @@ export interface Lease {
   release(): Promise<void>;
 }
 
-export type LeaseResult = { readonly acquired: true; readonly lease: Lease } | { readonly acquired: false; readonly heldBy: string; readonly until?: string };
+export type LeaseResult =
+  | { readonly acquired: true; readonly lease: Lease }
+  | { readonly acquired: false; readonly heldBy: string; readonly until?: string };
 
 export interface RotationLock {
   acquire(): Promise<LeaseResult>;
 }
 
-export function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number; timeoutMs: number; log?: Logger }): RotationLock {
+export function blobLeaseLock(
+  blob: BlobClient,
+  opts: { durationSeconds: number; timeoutMs: number; log?: Logger },
+): RotationLock {
   const call = <T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>) => withDeadline(opts.timeoutMs, what, fn);
   return {
     async acquire() {
       // The lease needs the blob to exist: create it empty unless it is there (If-None-Match: *).
       try {
-        await call('lock create', (abortSignal) => blob.getBlockBlobClient().upload('', 0, { abortSignal, conditions: { ifNoneMatch: '*' } }));
+        await call('lock create', (abortSignal) =>
+          blob.getBlockBlobClient().upload('', 0, { abortSignal, conditions: { ifNoneMatch: '*' } }),
+        );
       } catch (e) {
         const s = statusOf(e);
         if (s !== 409 && s !== 412) throw storageFailure(e, 'lock create');
@@ -49,15 +56,20 @@ export function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number;
       // Who holds it, for the 409 of the others (written under the lease).
       await call('lock tag', (abortSignal) =>
         blob.setMetadata({ owner, acquiredat: new Date().toISOString() }, { abortSignal, conditions: { leaseId: owner } }),
-      ).catch((e: unknown) => opts.log?.warn('rotation lease: could not tag the lock blob', { event: 'rotation.lease-tag-failed', err: e }));
+      ).catch((e: unknown) =>
+        opts.log?.warn('rotation lease: could not tag the lock blob', { event: 'rotation.lease-tag-failed', err: e }),
+      );
       let lost = false;
-      const renew = setInterval(() => {
-        void call('lock renew', (abortSignal) => leaseClient.renewLease({ abortSignal })).catch((e: unknown) => {
-          lost = true;
-          clearInterval(renew);
-          opts.log?.error('rotation lease lost: the run stops before its next step', { event: 'rotation.lease-lost', err: e });
-        });
-      }, Math.max(1000, (opts.durationSeconds * 1000) / 3));
+      const renew = setInterval(
+        () => {
+          void call('lock renew', (abortSignal) => leaseClient.renewLease({ abortSignal })).catch((e: unknown) => {
+            lost = true;
+            clearInterval(renew);
+            opts.log?.error('rotation lease lost: the run stops before its next step', { event: 'rotation.lease-lost', err: e });
+          });
+        },
+        Math.max(1000, (opts.durationSeconds * 1000) / 3),
+      );
       renew.unref();
       return {
         acquired: true,
@@ -69,7 +81,10 @@ export function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number;
           async release() {
             clearInterval(renew);
             await call('lock release', (abortSignal) => leaseClient.releaseLease({ abortSignal })).catch((e: unknown) =>
-              opts.log?.warn('rotation lease: release failed (it expires by itself)', { event: 'rotation.lease-release-failed', err: e }),
+              opts.log?.warn('rotation lease: release failed (it expires by itself)', {
+                event: 'rotation.lease-release-failed',
+                err: e,
+              }),
             );
           },
         },

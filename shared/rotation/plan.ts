@@ -62,7 +62,15 @@ export type Action =
   | { readonly kind: 'rotate'; readonly why: RotateReason; readonly previousKeyId?: string; readonly detail: string }
   | { readonly kind: 'disable-key'; readonly keyId: string; readonly why: 'grace-over' }
   | { readonly kind: 'disable-version'; readonly version: string; readonly keyId?: string; readonly why: 'key-gone' }
-  | { readonly kind: 'promote'; readonly keyId: string; readonly pendingVersion: string; readonly createdOn: number; readonly previousKeyId?: string; readonly why: 'pending'; readonly detail: string }
+  | {
+      readonly kind: 'promote';
+      readonly keyId: string;
+      readonly pendingVersion: string;
+      readonly createdOn: number;
+      readonly previousKeyId?: string;
+      readonly why: 'pending';
+      readonly detail: string;
+    }
   | { readonly kind: 'drop-pending'; readonly pendingVersion: string; readonly keyId: string; readonly why: 'key-gone' };
 
 export type KeyRole = 'current' | 'previous' | 'orphan';
@@ -111,7 +119,9 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   const pendingKey = obs.pending ? byId.get(obs.pending.keyId) : undefined;
   // (a pending key some version already names was promoted: its pending version is merely left over)
   const pendingLive =
-    obs.pending && !referenced.has(obs.pending.keyId) && pendingKey && !pendingKey.disabled && pendingKey.validBefore > now ? obs.pending : undefined;
+    obs.pending && !referenced.has(obs.pending.keyId) && pendingKey && !pendingKey.disabled && pendingKey.validBefore > now
+      ? obs.pending
+      : undefined;
   if (pendingLive) referenced.add(pendingLive.keyId);
   const currentKeyId = latest?.tags[TAG.keyId];
   const currentKey = currentKeyId ? byId.get(currentKeyId) : undefined;
@@ -165,7 +175,12 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   else if (health !== 'ok') {
     rotate = { kind: 'rotate', why: 'repair', previousKeyId: currentKeyId, detail: `current key is ${health}` };
   } else if (due) {
-    rotate = { kind: 'rotate', why: 'due', previousKeyId: currentKeyId, detail: `current key is ${Math.floor(ageMs / DAY_MS)} days old (period ${settings.periodDays})` };
+    rotate = {
+      kind: 'rotate',
+      why: 'due',
+      previousKeyId: currentKeyId,
+      detail: `current key is ${Math.floor(ageMs / DAY_MS)} days old (period ${settings.periodDays})`,
+    };
   }
 
   let promote: Extract<Action, { kind: 'promote' }> | undefined;
@@ -186,7 +201,13 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
   }
 
   let status: AccountPlan['status'] = 'ok';
-  let reason = promote ? promote.detail : rotate ? rotate.detail : health === 'ok' ? `current key is ${Math.floor((ageMs ?? 0) / DAY_MS)} days old (period ${settings.periodDays})` : health;
+  let reason = promote
+    ? promote.detail
+    : rotate
+      ? rotate.detail
+      : health === 'ok'
+        ? `current key is ${Math.floor((ageMs ?? 0) / DAY_MS)} days old (period ${settings.periodDays})`
+        : health;
   if (rotate) {
     const remaining = obs.keys.filter((k) => !deleted.has(k.keyId)).length;
     if (remaining >= MAX_USER_MANAGED_KEYS) {
@@ -218,7 +239,14 @@ export function plan(obs: Observed, settings: PlanSettings, now: number): Accoun
       keys: obs.keys.map((k) => ({ keyId: k.keyId, disabled: k.disabled, role: role(k.keyId) })),
       versions: versions.length,
     },
-    actions: [...deletions, ...(dropPending ? [dropPending] : []), ...(promote ? [promote] : []), ...(rotate ? [rotate] : []), ...disables, ...versionDisables],
+    actions: [
+      ...deletions,
+      ...(dropPending ? [dropPending] : []),
+      ...(promote ? [promote] : []),
+      ...(rotate ? [rotate] : []),
+      ...disables,
+      ...versionDisables,
+    ],
     status,
     reason,
   };

@@ -8,7 +8,17 @@ import type { LeaseResult, RotationLock } from './lock';
 import type { GoogleIamKeys } from './iam';
 import { exchangeKey, parseKeyFile } from '../google/sa-key-exchange';
 import { CLOUD_PLATFORM_SCOPE } from '../google/scopes';
-import { DAY_MS, MANAGED_BY, PENDING_MAX_DAYS, TAG, pendingSecretName, plan, type AccountPlan, type Action, type Observed } from './plan';
+import {
+  DAY_MS,
+  MANAGED_BY,
+  PENDING_MAX_DAYS,
+  TAG,
+  pendingSecretName,
+  plan,
+  type AccountPlan,
+  type Action,
+  type Observed,
+} from './plan';
 
 /**
  * The effects of a rotation run: observe each managed key (Google keys, Key Vault versions), plan
@@ -71,14 +81,26 @@ async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
   const latestPending = [...pendingVersions].sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0)).at(-1);
   const pendingKeyId = latestPending?.tags[TAG.keyId];
   const pending =
-    latestPending?.enabled && pendingKeyId && latestPending.tags[TAG.managedBy] === MANAGED_BY && latestPending.tags[TAG.serviceAccount] === mk.serviceAccount
-      ? { version: latestPending.version, keyId: pendingKeyId, createdOn: Date.parse(latestPending.tags[TAG.created] ?? '') || (latestPending.createdOn?.getTime() ?? 0) }
+    latestPending?.enabled &&
+    pendingKeyId &&
+    latestPending.tags[TAG.managedBy] === MANAGED_BY &&
+    latestPending.tags[TAG.serviceAccount] === mk.serviceAccount
+      ? {
+          version: latestPending.version,
+          keyId: pendingKeyId,
+          createdOn: Date.parse(latestPending.tags[TAG.created] ?? '') || (latestPending.createdOn?.getTime() ?? 0),
+        }
       : undefined;
   return {
     serviceAccount: mk.serviceAccount,
     secretName: mk.secretName,
     keys,
-    versions: versions.map((v) => ({ version: v.version, enabled: v.enabled, createdOn: v.createdOn?.getTime() ?? 0, tags: v.tags })),
+    versions: versions.map((v) => ({
+      version: v.version,
+      enabled: v.enabled,
+      createdOn: v.createdOn?.getTime() ?? 0,
+      tags: v.tags,
+    })),
     ...(pending ? { pending } : {}),
   };
 }
@@ -95,7 +117,12 @@ async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void
   // A new key is not usable at once at Google (a minute or more); bounded backoff within the run.
   for (let attempt = 0; attempt <= PROVE_BACKOFF_SECONDS.length; attempt++) {
     try {
-      await exchangeKey(key, { tokenUrl: deps.settings.oauthTokenUrl, scope: CLOUD_PLATFORM_SCOPE, nowMs: deps.now(), timeoutMs: deps.settings.timeoutMs });
+      await exchangeKey(key, {
+        tokenUrl: deps.settings.oauthTokenUrl,
+        scope: CLOUD_PLATFORM_SCOPE,
+        nowMs: deps.now(),
+        timeoutMs: deps.settings.timeoutMs,
+      });
       return;
     } catch (e) {
       last = e;
@@ -106,7 +133,13 @@ async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void
   throw last;
 }
 
-function keyTags(deps: RotationDeps, sa: string, keyId: string, createdAt: number, previousKeyId: string | undefined): Record<string, string> {
+function keyTags(
+  deps: RotationDeps,
+  sa: string,
+  keyId: string,
+  createdAt: number,
+  previousKeyId: string | undefined,
+): Record<string, string> {
   return {
     [TAG.keyId]: keyId,
     [TAG.serviceAccount]: sa,
@@ -129,10 +162,24 @@ async function assertNoConcurrentRotation(deps: RotationDeps, p: AccountPlan): P
 }
 
 /** Store a proven key as the new current version (what consumers read). */
-async function storeCurrent(deps: RotationDeps, p: AccountPlan, keyId: string, keyJson: string, createdAt: number, previousKeyId: string | undefined, why: string) {
+async function storeCurrent(
+  deps: RotationDeps,
+  p: AccountPlan,
+  keyId: string,
+  keyJson: string,
+  createdAt: number,
+  previousKeyId: string | undefined,
+  why: string,
+) {
   const sa = p.serviceAccount;
   const event = (ok: boolean, reason: string, extra: Record<string, string | undefined>) =>
-    audit(deps.log, { decision: ok ? 'grant' : 'deny', action: 'rotation.store-key', target: sa, reason, extra: { secretName: p.secretName, ...extra } });
+    audit(deps.log, {
+      decision: ok ? 'grant' : 'deny',
+      action: 'rotation.store-key',
+      target: sa,
+      reason,
+      extra: { secretName: p.secretName, ...extra },
+    });
   let stored;
   try {
     stored = await deps.vault.set(p.secretName, keyJson, {
@@ -153,7 +200,13 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
   const sa = p.serviceAccount;
   const reports: ActionReport[] = [];
   const event = (action: string, ok: boolean, reason: string, extra: Record<string, string | number | boolean | undefined>) =>
-    audit(deps.log, { decision: ok ? 'grant' : 'deny', action: `rotation.${action}`, target: sa, reason, extra: { secretName: p.secretName, ...extra } });
+    audit(deps.log, {
+      decision: ok ? 'grant' : 'deny',
+      action: `rotation.${action}`,
+      target: sa,
+      reason,
+      extra: { secretName: p.secretName, ...extra },
+    });
   const step = async (s: Step) => {
     await deps.afterStep?.(s, sa);
   };
@@ -206,14 +259,24 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
         const stored = await storeCurrent(deps, p, a.keyId, secret.value, a.createdOn, a.previousKeyId, 'pending');
         await deps.vault.update(pendingName, a.pendingVersion, { enabled: false }).catch((e: unknown) => {
           // Harmless if left: next run sees the pending key is the current one's and drops it.
-          deps.log.warn('rotation: the promoted pending version could not be disabled', { event: 'rotation.pending-left', serviceAccount: sa, code: errCode(e) });
+          deps.log.warn('rotation: the promoted pending version could not be disabled', {
+            event: 'rotation.pending-left',
+            serviceAccount: sa,
+            code: errCode(e),
+          });
         });
         reports.push({ action: a, outcome: 'done', newKeyId: a.keyId, newVersion: stored.version });
         await step('stored');
       } else {
         // Tag check: the current version must still be the one planned on (no concurrent rotation).
         await assertNoConcurrentRotation(deps, p);
-        if (a.why === 'repair') deps.log.error('rotation repair: current key is broken, rotating now', { event: 'rotation.repair', serviceAccount: sa, keyId: a.previousKeyId, why: a.detail });
+        if (a.why === 'repair')
+          deps.log.error('rotation repair: current key is broken, rotating now', {
+            event: 'rotation.repair',
+            serviceAccount: sa,
+            keyId: a.previousKeyId,
+            why: a.detail,
+          });
         const created = await deps.iam.create(sa);
         event('create-key', true, a.why, { keyId: created.keyId, previousKeyId: a.previousKeyId });
         await step('created');
@@ -241,27 +304,48 @@ async function apply(deps: RotationDeps, p: AccountPlan, held: () => void): Prom
         }
         event('prove-key', true, 'token-issued', { keyId: created.keyId });
         await step('proved');
-        const stored = await storeCurrent(deps, p, created.keyId, created.keyJson, created.validAfter || deps.now(), a.previousKeyId, a.why);
+        const stored = await storeCurrent(
+          deps,
+          p,
+          created.keyId,
+          created.keyJson,
+          created.validAfter || deps.now(),
+          a.previousKeyId,
+          a.why,
+        );
         reports.push({ action: a, outcome: 'done', newKeyId: created.keyId, newVersion: stored.version });
         await step('stored');
       }
     } catch (e) {
       reports.push({ action: a, outcome: 'failed', error: errCode(e) });
       for (const rest of p.actions.slice(i + 1)) reports.push({ action: rest, outcome: 'skipped' });
-      deps.log.warn('rotation step failed', { event: 'rotation.failed', serviceAccount: sa, action: a.kind, code: errCode(e), err: e });
+      deps.log.warn('rotation step failed', {
+        event: 'rotation.failed',
+        serviceAccount: sa,
+        action: a.kind,
+        code: errCode(e),
+        err: e,
+      });
       return { ...p, actions: reports, error: errCode(e) };
     }
   }
   return { ...p, actions: reports };
 }
 
-export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; trigger: 'timer' | 'admin' }): Promise<RotationReport> {
+export async function runRotation(
+  deps: RotationDeps,
+  opts: { dryRun: boolean; trigger: 'timer' | 'admin' },
+): Promise<RotationReport> {
   const startedAt = new Date(deps.now()).toISOString();
   let lease: LeaseResult | undefined;
   if (!opts.dryRun) {
     lease = await deps.lock().acquire();
     if (!lease.acquired) {
-      deps.log.info('rotation skipped: another run holds the lease', { event: 'rotation.locked', trigger: opts.trigger, until: lease.until });
+      deps.log.info('rotation skipped: another run holds the lease', {
+        event: 'rotation.locked',
+        trigger: opts.trigger,
+        until: lease.until,
+      });
       recordRotation('run', 'locked');
       return { dryRun: false, startedAt, status: 'locked', heldBy: lease.heldBy, accounts: [] };
     }
@@ -273,7 +357,12 @@ export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; t
       try {
         p = plan(await observe(deps, mk), deps.settings, deps.now());
       } catch (e) {
-        deps.log.warn('rotation could not observe an account', { event: 'rotation.observe-failed', serviceAccount: mk.serviceAccount, code: errCode(e), err: e });
+        deps.log.warn('rotation could not observe an account', {
+          event: 'rotation.observe-failed',
+          serviceAccount: mk.serviceAccount,
+          code: errCode(e),
+          err: e,
+        });
         accounts.push({
           serviceAccount: mk.serviceAccount,
           secretName: mk.secretName,
@@ -285,7 +374,8 @@ export async function runRotation(deps: RotationDeps, opts: { dryRun: boolean; t
         });
         continue;
       }
-      if (p.status === 'blocked') deps.log.error('rotation blocked', { event: 'rotation.blocked', serviceAccount: mk.serviceAccount, reason: p.reason });
+      if (p.status === 'blocked')
+        deps.log.error('rotation blocked', { event: 'rotation.blocked', serviceAccount: mk.serviceAccount, reason: p.reason });
       if (opts.dryRun) accounts.push({ ...p, actions: p.actions.map((action) => ({ action, outcome: 'planned' as const })) });
       else accounts.push(await apply(deps, p, () => (lease?.acquired ? lease.lease.assertHeld() : undefined)));
     }

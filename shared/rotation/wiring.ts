@@ -36,7 +36,10 @@ const federatedTokens: GoogleTokenSource = {
 };
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
-export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {}): RotationDeps {
+export function rotationDepsFromSettings(
+  log: Logger,
+  overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
+): RotationDeps {
   let cfg;
   let core;
   let google;
@@ -47,7 +50,8 @@ export function rotationDepsFromSettings(log: Logger, overrides: { tokens?: Goog
   } catch (e) {
     throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
-  if (!overrides.tokens && !google.wifAudience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
+  if (!overrides.tokens && !google.wifAudience)
+    throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {
     iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens, core.upstreamTimeoutMs),
     vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs }),

@@ -21,7 +21,9 @@ describe('README benchmark table', () => {
   it('the generator puts every row, with its verdict, between the markers, and refuses a README without them', () => {
     const t = renderTable(results);
     for (const r of results.rows) expect(t).toContain(r.value.replace(/\|/g, '\\|'));
-    expect(t.split('\n').filter((l) => /\| \*\*FAIL\*\* \|$/.test(l))).toHaveLength(results.rows.filter((r) => r.pass === false).length);
+    expect(t.split('\n').filter((l) => /\| \*\*FAIL\*\* \|$/.test(l))).toHaveLength(
+      results.rows.filter((r) => r.pass === false).length,
+    );
     expect(() => withTable('no markers here', results)).toThrow(/markers/);
     const edited = readme.replace(START, `${START}\n| edited by hand |`);
     expect(withTable(edited, results)).toBe(readme);

@@ -27,8 +27,18 @@ beforeAll(async () => {
   restoreEnv = sb.applyEnv();
   sb.google.state.now = clock; // Google's expireTime follows the same clock as the broker
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience });
-  reader = await sb.entra.mint({ oid: SANDBOX.readerObjectId, roles: ['Orders.Read'], aud: SANDBOX.subjectAudience, expiresIn: 7200 });
-  analyst = await sb.entra.mint({ oid: SANDBOX.readerObjectId, roles: ['Orders.Analyst'], aud: SANDBOX.subjectAudience, expiresIn: 7200 });
+  reader = await sb.entra.mint({
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Read'],
+    aud: SANDBOX.subjectAudience,
+    expiresIn: 7200,
+  });
+  analyst = await sb.entra.mint({
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Analyst'],
+    aud: SANDBOX.subjectAudience,
+    expiresIn: 7200,
+  });
 });
 
 afterAll(async () => {

@@ -69,14 +69,26 @@ test('defaults point at Google; every bad setting is reported by name at once', 
     refreshAheadSeconds: 600,
   });
   expect(() =>
-    googleConfig.load({ GOOGLE_AUTH_MODE: 'password', GOOGLE_WIF_AUDIENCE: 'projects/1/pools/x', GOOGLE_STS_TOKEN_URL: 'not a url' }),
+    googleConfig.load({
+      GOOGLE_AUTH_MODE: 'password',
+      GOOGLE_WIF_AUDIENCE: 'projects/1/pools/x',
+      GOOGLE_STS_TOKEN_URL: 'not a url',
+    }),
   ).toThrow(/GOOGLE_AUTH_MODE.*GOOGLE_WIF_AUDIENCE.*GOOGLE_STS_TOKEN_URL/);
 });
 
-test('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: no default; Entra\'s token exchange audience (either spelling) and non-URIs are refused by name', () => {
+test("GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: no default; Entra's token exchange audience (either spelling) and non-URIs are refused by name", () => {
   expect(googleConfig.load({}).subjectTokenAudience).toBeUndefined();
-  expect(googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://6f1f0000-0000-4000-8000-000000009e1f' }).subjectTokenAudience).toBe('api://6f1f0000-0000-4000-8000-000000009e1f');
-  for (const bad of ['api://AzureADTokenExchange', 'api://azureadtokenexchange/.default', 'api://AzureADTokenExchange/', 'fb60f99c-7a34-4190-8149-302f77469936', 'orders']) {
+  expect(
+    googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://6f1f0000-0000-4000-8000-000000009e1f' }).subjectTokenAudience,
+  ).toBe('api://6f1f0000-0000-4000-8000-000000009e1f');
+  for (const bad of [
+    'api://AzureADTokenExchange',
+    'api://azureadtokenexchange/.default',
+    'api://AzureADTokenExchange/',
+    'fb60f99c-7a34-4190-8149-302f77469936',
+    'orders',
+  ]) {
     expect(() => googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: bad })).toThrow(/GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE/);
   }
 });
@@ -89,7 +101,10 @@ test('keyless without GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE → 503 config_invalid n
     expect(res.status).toBe(503);
     expect(res.json.reason).toBe('config_invalid');
     const h = await health();
-    expect((h.json.checks as Record<string, { status: string; detail: string }>).google).toEqual({ status: 'fail', detail: expect.stringContaining('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE') });
+    expect((h.json.checks as Record<string, { status: string; detail: string }>).google).toEqual({
+      status: 'fail',
+      detail: expect.stringContaining('GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE'),
+    });
   });
   expect(wifTokens()).toBe(before);
 });

@@ -30,7 +30,12 @@ const logs = captureLogs();
 beforeAll(async () => {
   sb = await startSandbox({ cloudSql: { host: HOST } });
   restoreEnv = sb.applyEnv();
-  gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  gateway = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   reader = await sb.entra.mint({ aud: SANDBOX.subjectAudience, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
 });
 
@@ -77,7 +82,10 @@ function pgConfig(a: Answer, password = a.access_token, user = a.database_user):
     connectionTimeoutMillis: 5000,
     ssl: {
       ca: a.server_ca_cert,
-      checkServerIdentity: (_host, cert) => (cert.subject.CN === a.server_cert_common_name ? undefined : new Error(`unexpected server certificate ${cert.subject.CN}`)),
+      checkServerIdentity: (_host, cert) =>
+        cert.subject.CN === a.server_cert_common_name
+          ? undefined
+          : new Error(`unexpected server certificate ${String(cert.subject.CN)}`),
     },
   };
 }
@@ -173,7 +181,10 @@ test('the reader role may only read: every write path is refused by PostgreSQL o
 
 test('refused with Cloud SQL’s error: expired, wrong-scope, other-account and unknown tokens', async () => {
   const state = sb.google.state;
-  const expected = { code: '28P01', message: 'Cloud SQL IAM service account authentication failed for user "orders-reader@sandbox-project.iam"' };
+  const expected = {
+    code: '28P01',
+    message: 'Cloud SQL IAM service account authentication failed for user "orders-reader@sandbox-project.iam"',
+  };
   const expired = state.issueToken('access', SANDBOX.google.readerServiceAccount, [SQL_LOGIN_SCOPE], 1);
   const wrongScope = state.issueToken('access', SANDBOX.google.readerServiceAccount, [CLOUD_PLATFORM_SCOPE], 600);
   const otherAccount = state.issueToken('access', SANDBOX.google.analystServiceAccount, [SQL_LOGIN_SCOPE], 600);
@@ -182,7 +193,9 @@ test('refused with Cloud SQL’s error: expired, wrong-scope, other-account and 
     expect((await login(pgConfig(answer, password))).error).toEqual(expected);
   }
   // the analyst's own token logs in as the analyst only
-  expect((await login(pgConfig(answer, otherAccount.token, 'orders-analyst@sandbox-project.iam'))).user).toBe('orders-analyst@sandbox-project.iam');
+  expect((await login(pgConfig(answer, otherAccount.token, 'orders-analyst@sandbox-project.iam'))).user).toBe(
+    'orders-analyst@sandbox-project.iam',
+  );
 });
 
 test('no TLS is refused (28000), and a client that checks the host name instead of the instance CN fails as on Cloud SQL', async () => {

@@ -36,15 +36,26 @@ const miToken = (over: Parameters<Sandbox['entra']['mint']>[0] = {}) =>
     extra: { sub: sb.msi.objectId, ...(over.extra ?? {}) },
   });
 
-async function msiToken(resource: string): Promise<{ token: string; header: Record<string, unknown>; claims: Record<string, unknown> }> {
-  const res = await fetch(`${sb.msi.endpoint}?api-version=2019-08-01&resource=${encodeURIComponent(resource)}`, { headers: { 'x-identity-header': sb.msi.secretHeader } });
+async function msiToken(
+  resource: string,
+): Promise<{ token: string; header: Record<string, unknown>; claims: Record<string, unknown> }> {
+  const res = await fetch(`${sb.msi.endpoint}?api-version=2019-08-01&resource=${encodeURIComponent(resource)}`, {
+    headers: { 'x-identity-header': sb.msi.secretHeader },
+  });
   const { access_token } = (await res.json()) as { access_token: string };
-  const [header, claims] = access_token.split('.').slice(0, 2).map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
+  const [header, claims] = access_token
+    .split('.')
+    .slice(0, 2)
+    .map((s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Record<string, unknown>);
   return { token: access_token, header: header!, claims: claims! };
 }
 
 async function sts(fields: Record<string, string>): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await fetch(stsUrl, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) });
+  const res = await fetch(stsUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(fields),
+  });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
@@ -64,7 +75,11 @@ async function federated(): Promise<string> {
   return r.body.access_token as string;
 }
 
-async function generate(sa: string, bearer: string | undefined, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
+async function generate(
+  sa: string,
+  bearer: string | undefined,
+  body: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${iamUrl}/v1/projects/-/serviceAccounts/${encodeURIComponent(sa)}:generateAccessToken`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
@@ -89,7 +104,14 @@ describe('STS emulator', () => {
     const res = await fetch(stsUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ grantType: TOKEN_EXCHANGE, audience, scope: CLOUD_PLATFORM_SCOPE, requestedTokenType: ACCESS, subjectToken: await miToken(), subjectTokenType: JWT }),
+      body: JSON.stringify({
+        grantType: TOKEN_EXCHANGE,
+        audience,
+        scope: CLOUD_PLATFORM_SCOPE,
+        requestedTokenType: ACCESS,
+        subjectToken: await miToken(),
+        subjectTokenType: JWT,
+      }),
     });
     expect(res.status).toBe(200);
   });
@@ -99,10 +121,16 @@ describe('STS emulator', () => {
     ['missing subject_token', 'invalid_request', { subject_token: '' }],
     ['wrong requested_token_type', 'invalid_request', { requested_token_type: JWT }],
     ['wrong subject_token_type', 'invalid_request', { subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }],
-    ['unknown pool provider', 'invalid_target', { audience: `//iam.googleapis.com/projects/${SANDBOX.google.projectNumber}/locations/global/workloadIdentityPools/${SANDBOX.google.poolId}/providers/other` }],
+    [
+      'unknown pool provider',
+      'invalid_target',
+      {
+        audience: `//iam.googleapis.com/projects/${SANDBOX.google.projectNumber}/locations/global/workloadIdentityPools/${SANDBOX.google.poolId}/providers/other`,
+      },
+    ],
     ['a subject token that is not a JWT', 'invalid_grant', { subject_token: 'not-a-jwt' }],
   ])('%s → 400 %s', async (_name, error, over) => {
-    const r = await sts(await goodExchange(over as Record<string, string>));
+    const r = await sts(await goodExchange(over));
     expect(r.status).toBe(400);
     expect(r.body.error).toBe(error);
     expect(typeof r.body.error_description).toBe('string');
@@ -112,17 +140,32 @@ describe('STS emulator', () => {
     ['expired', { expiresIn: -120 }],
     ['wrong audience', { aud: 'api://something-else' }],
     ['wrong issuer (a v2.0 token for the v1.0 provider)', { version: '2.0' as const }],
-    ['an issuer without the trailing slash (not byte-equal to issuer_uri)', { iss: `https://sts.windows.net/${SANDBOX.tenantId}` }],
-    ['the client-id spelling of the audience (a v2.0-style aud for the URI the provider allows)', { aud: SANDBOX.google.wifAppId }],
+    [
+      'an issuer without the trailing slash (not byte-equal to issuer_uri)',
+      { iss: `https://sts.windows.net/${SANDBOX.tenantId}` },
+    ],
+    [
+      'the client-id spelling of the audience (a v2.0-style aud for the URI the provider allows)',
+      { aud: SANDBOX.google.wifAppId },
+    ],
     ['signed by a key that is not published', { key: 'stray' as const }],
     ['another tenant', { iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000000/' }],
     ['without kid', { omitKid: true }],
     ['without iat', { omit: ['iat'] }],
     ['without exp', { omit: ['exp'] }],
-    ['whose exp is 48 h or more after iat (though unexpired)', { extra: { iat: Math.floor(Date.now() / 1000) - 60, exp: Math.floor(Date.now() / 1000) - 60 + 48 * 3600 } }],
+    [
+      'whose exp is 48 h or more after iat (though unexpired)',
+      { extra: { iat: Math.floor(Date.now() / 1000) - 60, exp: Math.floor(Date.now() / 1000) - 60 + 48 * 3600 } },
+    ],
     ['issued in the future (iat)', { extra: { iat: Math.floor(Date.now() / 1000) + 120 } }],
-    ['of another identity of the same tenant (attribute_condition: sub)', { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } }],
-    ['of the identity but another tid claim (attribute_condition: tid)', { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } }],
+    [
+      'of another identity of the same tenant (attribute_condition: sub)',
+      { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } },
+    ],
+    [
+      'of the identity but another tid claim (attribute_condition: tid)',
+      { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } },
+    ],
   ])('subject token %s → 400 invalid_grant', async (_name, over) => {
     const { key, ...rest } = over as { key?: 'stray' } & Record<string, unknown>;
     const token = await miToken({ ...rest, ...(key ? { key: sb.entra.strayKey() } : {}) });
@@ -131,13 +174,22 @@ describe('STS emulator', () => {
     expect(r.body).toEqual({ error: 'invalid_grant', error_description: expect.any(String) });
   });
 
-  test('the attribute condition refusal is in Google\'s words; a missing scope is invalid_request', async () => {
-    const other = await miToken({ oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } });
-    expect((await sts(await goodExchange({ subject_token: other }))).body).toEqual({ error: 'invalid_grant', error_description: 'The given credential is rejected by the attribute condition.' });
-    expect((await sts(await goodExchange({ scope: '' }))).body).toEqual({ error: 'invalid_request', error_description: 'Missing required parameter: "scope".' });
+  test("the attribute condition refusal is in Google's words; a missing scope is invalid_request", async () => {
+    const other = await miToken({
+      oid: '00000000-0000-4000-8000-0000000000aa',
+      extra: { sub: '00000000-0000-4000-8000-0000000000aa' },
+    });
+    expect((await sts(await goodExchange({ subject_token: other }))).body).toEqual({
+      error: 'invalid_grant',
+      error_description: 'The given credential is rejected by the attribute condition.',
+    });
+    expect((await sts(await goodExchange({ scope: '' }))).body).toEqual({
+      error: 'invalid_request',
+      error_description: 'Missing required parameter: "scope".',
+    });
   });
 
-  test('the managed identity token for the WIF app registration is the v1.0 shape Google\'s guide expects, and STS accepts it', async () => {
+  test("the managed identity token for the WIF app registration is the v1.0 shape Google's guide expects, and STS accepts it", async () => {
     const { token, header, claims } = await msiToken(sb.env.GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE!);
     expect(sb.env.GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE).toBe(SANDBOX.google.wifAppIdUri);
     expect(header).toMatchObject({ alg: 'RS256', kid: expect.any(String) });
@@ -166,7 +218,9 @@ describe('STS emulator', () => {
       sub: sb.msi.objectId,
       azp: sb.msi.clientId,
       idtyp: 'app',
-      xms_mirid: expect.stringMatching(/^\/subscriptions\/.+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/.+$/),
+      xms_mirid: expect.stringMatching(
+        /^\/subscriptions\/.+\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/.+$/,
+      ),
     });
     expect(claims).not.toHaveProperty('appid');
     const r = await sts(await goodExchange({ subject_token: token }));
@@ -179,7 +233,9 @@ describe('STS emulator', () => {
   });
 
   test('the sandbox provider enforces the attribute_condition infra/gcp/main.tf writes', () => {
-    expect(sb.google.wif.attributeCondition).toBe(`assertion.tid == '${SANDBOX.tenantId}' && assertion.sub == '${sb.msi.objectId}'`);
+    expect(sb.google.wif.attributeCondition).toBe(
+      `assertion.tid == '${SANDBOX.tenantId}' && assertion.sub == '${sb.msi.objectId}'`,
+    );
     expect(() => compileAttributeCondition("assertion.sub.startsWith('x')")).toThrow(/unsupported term/);
     expect(compileAttributeCondition("assertion.a == 'x' && assertion.b == 'y'")({ a: 'x', b: 'y' })).toBe(true);
     expect(compileAttributeCondition("assertion.a == 'x' && assertion.b == 'y'")({ a: 'x', b: 'z' })).toBe(false);
@@ -237,7 +293,9 @@ describe('IAM Credentials emulator', () => {
   test('a sqlservice.login token cannot itself call generateAccessToken (insufficient scopes)', async () => {
     const first = await generate(reader, await federated(), { scope: [SQL_LOGIN_SCOPE], lifetime: '60s' });
     sb.google.state.allowImpersonation(SANDBOX.google.analystServiceAccount, `serviceAccount:${reader}`);
-    const r = await generate(SANDBOX.google.analystServiceAccount, first.body.accessToken as string, { scope: [SQL_LOGIN_SCOPE] });
+    const r = await generate(SANDBOX.google.analystServiceAccount, first.body.accessToken as string, {
+      scope: [SQL_LOGIN_SCOPE],
+    });
     expect(r.status).toBe(403);
     expect((r.body.error as { message: string }).message).toMatch(/insufficient authentication scopes/);
   });

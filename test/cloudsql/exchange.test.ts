@@ -35,7 +35,8 @@ beforeEach(() => {
   sb.msi.resetCalls();
 });
 
-const caller = (roles: string[], oid: string = SANDBOX.readerObjectId) => sb.entra.mint({ oid, roles, aud: SANDBOX.subjectAudience });
+const caller = (roles: string[], oid: string = SANDBOX.readerObjectId) =>
+  sb.entra.mint({ oid, roles, aud: SANDBOX.subjectAudience });
 
 async function exchange(subject: string, extra: Record<string, string> = {}): Promise<Result> {
   return invoke(tokenHandler, {
@@ -83,7 +84,12 @@ describe('POST /api/token for cloudsql:// targets', () => {
   test('JSON bodies work too; an analyst gets the analyst service account with its 600 s cap', async () => {
     const res = await invoke(tokenHandler, {
       headers: { authorization: `Bearer ${gateway}` },
-      body: { grant_type: TOKEN_EXCHANGE, subject_token: await caller(['Orders.Analyst']), subject_token_type: ACCESS_TOKEN, resource: RESOURCE },
+      body: {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: await caller(['Orders.Analyst']),
+        subject_token_type: ACCESS_TOKEN,
+        resource: RESOURCE,
+      },
     });
     expect(res.status).toBe(200);
     expect(res.json.service_account).toBe(G.analystServiceAccount);

@@ -57,7 +57,9 @@ const exchange = (subject = reader): Promise<Result> =>
 /** The client sees a reason code and a generic message: never Google's or Azure's own text. */
 function expectClean(res: Result): void {
   expect(res.status).not.toBe(500);
-  expect(res.text).not.toMatch(/PERMISSION_DENIED|iam\.serviceAccounts|Gaia|Injected fault|ECONNREFUSED|invalid_grant|AADSTS|ya29\./);
+  expect(res.text).not.toMatch(
+    /PERMISSION_DENIED|iam\.serviceAccounts|Gaia|Injected fault|ECONNREFUSED|invalid_grant|AADSTS|ya29\./,
+  );
 }
 
 function expectRetryAfter(res: Result): void {
@@ -97,7 +99,9 @@ describe('managed identity endpoint faults', () => {
 
 describe('Google STS faults', () => {
   test('STS refuses the exchange (400 invalid_grant) → 403 upstream_denied', async () => {
-    sb.google.sts.inject({ fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'secret-ish upstream detail' } } });
+    sb.google.sts.inject({
+      fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'secret-ish upstream detail' } },
+    });
     const res = await exchange();
     expect(res.status).toBe(403);
     expect(res.json.reason).toBe('upstream_denied');

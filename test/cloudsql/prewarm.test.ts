@@ -29,7 +29,7 @@ beforeAll(async () => {
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience });
   dir = mkdtempSync(join(tmpdir(), 'prewarm-'));
   // The on-start prewarm of the imported module has finished (its summary line), so it cannot add calls later.
-  for (const end = Date.now() + 20_000; !logs.records.some((l) => l.event === 'prewarm' && l.trigger === 'start'); ) {
+  for (const end = Date.now() + 20_000; !logs.records.some((l) => l.event === 'prewarm' && l.trigger === 'start');) {
     if (Date.now() > end) throw new Error('the on-start prewarm never finished');
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -69,9 +69,13 @@ test('policyServiceAccounts: every Cloud SQL service account once, at the smalle
     { serviceAccount: G.analystServiceAccount, lifetimeSeconds: 600 },
     { serviceAccount: G.readerServiceAccount, lifetimeSeconds: 900 },
   ]);
-  const doubled = JSON.parse(readFileSync(sb.env.BROKER_POLICY_PATH!, 'utf8')) as { rules: { grants: { cloudsql: { serviceAccount: string; maxTtlSeconds: number }[] } }[] };
+  const doubled = JSON.parse(readFileSync(sb.env.BROKER_POLICY_PATH!, 'utf8')) as {
+    rules: { grants: { cloudsql: { serviceAccount: string; maxTtlSeconds: number }[] } }[];
+  };
   doubled.rules[1]!.grants.cloudsql[0]!.serviceAccount = G.readerServiceAccount;
-  expect(policyServiceAccounts(parsePolicy(JSON.stringify(doubled)))).toEqual([{ serviceAccount: G.readerServiceAccount, lifetimeSeconds: 600 }]);
+  expect(policyServiceAccounts(parsePolicy(JSON.stringify(doubled)))).toEqual([
+    { serviceAccount: G.readerServiceAccount, lifetimeSeconds: 600 },
+  ]);
 });
 
 test('after a prewarm the first caller of each service account makes no Google call', async () => {
@@ -97,7 +101,8 @@ test('loading the function module prewarms on start', async () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     require('../../functions/prewarm-timer');
   });
-  for (let i = 0; i < 100 && sb.google.iamcredentials.count('iam.generateAccessToken') < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && sb.google.iamcredentials.count('iam.generateAccessToken') < 2; i++)
+    await new Promise((r) => setTimeout(r, 20));
   expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);
   expect(sb.google.iamcredentials.calls.map((c) => decodeURIComponent(c.path)).sort()).toEqual([
     `/v1/projects/-/serviceAccounts/${G.analystServiceAccount}:generateAccessToken`,
@@ -106,7 +111,10 @@ test('loading the function module prewarms on start', async () => {
 });
 
 test('the prewarm timer does the same', async () => {
-  await prewarmTimer({ isPastDue: false } as Timer, new InvocationContext({ invocationId: 'timer', functionName: 'prewarmTimer' }));
+  await prewarmTimer(
+    { isPastDue: false } as Timer,
+    new InvocationContext({ invocationId: 'timer', functionName: 'prewarmTimer' }),
+  );
   expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);
 });
 

@@ -41,7 +41,7 @@ const contract = new ContractValidator(spec);
 
 describe('openapi.yaml is a valid OpenAPI 3.1 document', () => {
   test('version, info, servers and a security scheme for the gateway', () => {
-    expect(String(spec.openapi)).toMatch(/^3\.1\.\d+$/);
+    expect(spec.openapi as string).toMatch(/^3\.1\.\d+$/);
     expect(spec.info).toMatchObject({ title: 'token-broker', version: expect.any(String) });
     expect(Array.isArray(spec.servers)).toBe(true);
     expect(atPointer(spec, '#/components/securitySchemes/gatewayBearer')).toMatchObject({ type: 'http', scheme: 'bearer' });
@@ -62,7 +62,7 @@ describe('openapi.yaml is a valid OpenAPI 3.1 document', () => {
         expect(['get', 'post', 'put', 'patch', 'delete', 'head', 'options']).toContain(method);
         const op = raw as JsonObject;
         expect(typeof op.operationId).toBe('string');
-        ids.push(String(op.operationId));
+        ids.push(op.operationId as string);
         const templ = [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1]);
         const declared = ((op.parameters ?? []) as JsonObject[]).filter((p) => p.in === 'path').map((p) => p.name);
         expect(declared.sort()).toEqual(templ.sort());
@@ -80,7 +80,7 @@ describe('openapi.yaml is a valid OpenAPI 3.1 document', () => {
 
   test('every schema compiles under strict Ajv (2020-12) and its examples validate against it', () => {
     const ajv = newAjv();
-    ajv.addSchema(spec as object, 'spec');
+    ajv.addSchema(spec, 'spec');
     const schemas = (spec.components as JsonObject).schemas as JsonObject;
     for (const [name, schema] of Object.entries(schemas)) {
       const v = ajv.compile({ $ref: `spec#/components/schemas/${escapePointer(name)}` });
@@ -90,7 +90,7 @@ describe('openapi.yaml is a valid OpenAPI 3.1 document', () => {
     }
   });
 
-  test('the reason codes are exactly the code\'s, each under its own status', () => {
+  test("the reason codes are exactly the code's, each under its own status", () => {
     // shared/errors.ts is the one place codes map to statuses; read its table, not a copy of it.
     const src = readFileSync(join(ROOT, 'shared', 'errors.ts'), 'utf8');
     const codes = [...src.matchAll(/^\s+([a-z_]+): \{ status: (\d{3}),/gm)].map((m) => ({ code: m[1]!, status: Number(m[2]) }));
@@ -107,7 +107,8 @@ describe('openapi.yaml is a valid OpenAPI 3.1 document', () => {
 
   test('every HTTP function is documented with its route and method, and nothing else is', () => {
     const documented = new Set<string>();
-    for (const [path, item] of Object.entries(spec.paths as JsonObject)) for (const m of Object.keys(item as JsonObject)) documented.add(`${m.toUpperCase()} ${path}`);
+    for (const [path, item] of Object.entries(spec.paths as JsonObject))
+      for (const m of Object.keys(item as JsonObject)) documented.add(`${m.toUpperCase()} ${path}`);
     const registered = new Set<string>();
     for (const f of readdirSync(join(ROOT, 'functions')).filter((n) => n.endsWith('.ts'))) {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -134,7 +135,9 @@ const MISSING_CONTAINER = 'no-such-container';
 
 /** The sample policy, plus a grant on a Cosmos container the account does not have (for the 502). */
 function writePolicy(): string {
-  const policy = JSON.parse(readFileSync(join(ROOT, 'local', 'sample-policy.json'), 'utf8')) as { rules: { grants: { cosmos?: object[] } }[] };
+  const policy = JSON.parse(readFileSync(join(ROOT, 'local', 'sample-policy.json'), 'utf8')) as {
+    rules: { grants: { cosmos?: object[] } }[];
+  };
   policy.rules[0]!.grants.cosmos!.push({
     account: SANDBOX.cosmos.account,
     database: SANDBOX.cosmos.database,
@@ -156,7 +159,12 @@ beforeAll(async () => {
     env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', BROKER_UPSTREAM_TIMEOUT_MS: '1500', BROKER_POLICY_PATH: policyFile },
   });
   restoreEnv = sb.applyEnv();
-  gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  gateway = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   reader = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] });
   stranger = await sb.entra.mint({ oid: SANDBOX.strangerObjectId, aud: SANDBOX.subjectAudience, roles: ['Nothing'] });
   // An admin token is for the broker itself (its own audience), not for an API behind APIM.
@@ -176,13 +184,21 @@ async function call(path: string, method: string, handler: HttpHandler, opts: Ca
   const res = await invoke(handler, { ...opts, method, url: `http://127.0.0.1:7071/api${opts.url ?? path}` });
   expect(contract.check(path, method, res)).toEqual([]);
   // A request the handler accepted must be one the spec admits.
-  if (res.status < 300 && opts.form) expect(contract.checkRequest(path, method, 'application/x-www-form-urlencoded', opts.form)).toEqual([]);
-  if (res.status < 300 && opts.body !== undefined) expect(contract.checkRequest(path, method, 'application/json', opts.body)).toEqual([]);
+  if (res.status < 300 && opts.form)
+    expect(contract.checkRequest(path, method, 'application/x-www-form-urlencoded', opts.form)).toEqual([]);
+  if (res.status < 300 && opts.body !== undefined)
+    expect(contract.checkRequest(path, method, 'application/json', opts.body)).toEqual([]);
   return res;
 }
 
 const auth = (token = gateway) => ({ authorization: `Bearer ${token}` });
-const exchangeForm = (over: Record<string, string> = {}) => ({ grant_type: EXCHANGE, subject_token: reader, subject_token_type: ACCESS, resource: CLOUDSQL, ...over });
+const exchangeForm = (over: Record<string, string> = {}) => ({
+  grant_type: EXCHANGE,
+  subject_token: reader,
+  subject_token_type: ACCESS,
+  resource: CLOUDSQL,
+  ...over,
+});
 const token = (opts: CallOptions) => call('/token', 'POST', tokenHandler, opts);
 
 describe('POST /token', () => {
@@ -207,11 +223,19 @@ describe('POST /token', () => {
 
   test('400 invalid_request naming the missing parameter', async () => {
     const r = await token({ headers: auth(), form: { grant_type: EXCHANGE, subject_token_type: ACCESS, resource: CLOUDSQL } });
-    expect([r.status, r.json.error, r.json.reason, r.json.parameter]).toEqual([400, 'invalid_request', 'bad_request', 'subject_token']);
+    expect([r.status, r.json.error, r.json.reason, r.json.parameter]).toEqual([
+      400,
+      'invalid_request',
+      'bad_request',
+      'subject_token',
+    ]);
   });
 
   test('400 invalid_request for an unsupported subject_token_type', async () => {
-    const r = await token({ headers: auth(), form: exchangeForm({ subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }) });
+    const r = await token({
+      headers: auth(),
+      form: exchangeForm({ subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }),
+    });
     expect([r.status, r.json.reason]).toEqual([400, 'unsupported_token_type']);
   });
 
@@ -240,7 +264,12 @@ describe('POST /token', () => {
   });
 
   test('401 invalid_grant: an expired subject token', async () => {
-    const expired = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], expiresIn: -3600 });
+    const expired = await sb.entra.mint({
+      oid: SANDBOX.readerObjectId,
+      aud: SANDBOX.subjectAudience,
+      roles: ['Orders.Read'],
+      expiresIn: -3600,
+    });
     const r = await token({ headers: auth(), form: exchangeForm({ subject_token: expired }) });
     expect([r.status, r.json.error, r.json.party, r.json.reason]).toEqual([401, 'invalid_grant', 'subject', 'token_expired']);
   });
@@ -294,13 +323,26 @@ describe('POST /token', () => {
   });
 
   test('200 keyless CosmosDB (rbac) answer: the identity token, auth rbac, no partition', async () => {
-    const r = await token({ headers: auth(), form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmosKeyless.account}/${SANDBOX.cosmosKeyless.database}/${SANDBOX.cosmosKeyless.ordersContainer}` }) });
+    const r = await token({
+      headers: auth(),
+      form: exchangeForm({
+        resource: `cosmos://${SANDBOX.cosmosKeyless.account}/${SANDBOX.cosmosKeyless.database}/${SANDBOX.cosmosKeyless.ordersContainer}`,
+      }),
+    });
     expect(r.status).toBe(200);
-    expect([r.json.issued_token_type, r.json.token_type, r.json.auth, r.json.partition_key]).toEqual(['urn:ietf:params:oauth:token-type:access_token', 'Bearer', 'rbac', null]);
+    expect([r.json.issued_token_type, r.json.token_type, r.json.auth, r.json.partition_key]).toEqual([
+      'urn:ietf:params:oauth:token-type:access_token',
+      'Bearer',
+      'rbac',
+      null,
+    ]);
   });
 
   test('502 target_misconfigured for a granted Cosmos container that does not exist', async () => {
-    const r = await token({ headers: auth(), form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${MISSING_CONTAINER}` }) });
+    const r = await token({
+      headers: auth(),
+      form: exchangeForm({ resource: `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${MISSING_CONTAINER}` }),
+    });
     expect([r.status, r.json.error, r.json.reason]).toEqual([502, 'server_error', 'target_misconfigured']);
   });
 });
@@ -405,7 +447,8 @@ describe('POST /query/{name}', () => {
 });
 
 describe('POST /admin/rotate', () => {
-  const rotate = (q: string, opts: CallOptions) => call('/admin/rotate', 'POST', adminHandler, { url: `/admin/rotate${q}`, ...opts });
+  const rotate = (q: string, opts: CallOptions) =>
+    call('/admin/rotate', 'POST', adminHandler, { url: `/admin/rotate${q}`, ...opts });
 
   test('200 dry run (the plan, nothing changed)', async () => {
     const r = await rotate('?dryRun=true', { headers: auth(), form: { subject_token: admin } });
@@ -430,7 +473,10 @@ describe('GET/PUT /admin/policy on a file policy (the Blob Storage answers: test
   test('200 the document with its ETag; PUT is 409 read_only_source; 428 without If-Match comes first', async () => {
     const g = await call('/admin/policy', 'GET', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': admin } });
     expect([g.status, g.json.source]).toEqual([200, 'file']);
-    const p = await call('/admin/policy', 'PUT', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': admin, 'if-match': g.json.etag as string }, body: g.json.policy });
+    const p = await call('/admin/policy', 'PUT', adminPolicyHandler, {
+      headers: { ...auth(), 'x-subject-token': admin, 'if-match': g.json.etag as string },
+      body: g.json.policy,
+    });
     expect([p.status, p.json.code, p.json.reason]).toEqual([409, 'conflict', 'read_only_source']);
     const r = await call('/admin/policy', 'GET', adminPolicyHandler, { headers: { ...auth(), 'x-subject-token': reader } });
     expect(r.status).toBe(401);
@@ -439,7 +485,8 @@ describe('GET/PUT /admin/policy on a file policy (the Blob Storage answers: test
 
 test('coverage: every operation succeeded once, and each error family of /token was validated', () => {
   const seen = (op: string) => new Set(contract.checked.filter((c) => c.operationId === op).map((c) => c.status));
-  for (const op of ['exchangeToken', 'explainPolicy', 'getHealth', 'runQuery', 'rotateKeys', 'getPolicy']) expect(seen(op).has(200)).toBe(true);
+  for (const op of ['exchangeToken', 'explainPolicy', 'getHealth', 'runQuery', 'rotateKeys', 'getPolicy'])
+    expect(seen(op).has(200)).toBe(true);
   expect([...seen('exchangeToken')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 413, 415, 502, 503, 504]));
   expect([...seen('runQuery')]).toEqual(expect.arrayContaining([200, 400, 401, 403, 404, 415]));
   expect([...seen('getHealth')]).toEqual(expect.arrayContaining([200, 503]));
@@ -448,16 +495,36 @@ test('coverage: every operation succeeded once, and each error family of /token 
 test('the validator fails an undocumented status and a non-conforming body', () => {
   const fake = (status: number, body: unknown, type = 'application/json'): Result => ({
     status,
-    headers: new Headers({ 'content-type': type, 'x-correlation-id': 'corr-12345678', 'cache-control': 'no-store', pragma: 'no-cache' }),
+    headers: new Headers({
+      'content-type': type,
+      'x-correlation-id': 'corr-12345678',
+      'cache-control': 'no-store',
+      pragma: 'no-cache',
+    }),
     json: body as Record<string, unknown>,
     text: JSON.stringify(body),
   });
   expect(contract.check('/token', 'POST', fake(418, {})).join()).toMatch(/status 418 is not documented/);
   expect(contract.check('/token', 'POST', fake(200, { access_token: 'x' })).join()).toMatch(/body/);
-  expect(contract.check('/token', 'POST', fake(400, { error: 'access_denied', error_description: 'x', reason: 'not_granted', correlation_id: 'c' })).join()).toMatch(/body/);
+  expect(
+    contract
+      .check(
+        '/token',
+        'POST',
+        fake(400, { error: 'access_denied', error_description: 'x', reason: 'not_granted', correlation_id: 'c' }),
+      )
+      .join(),
+  ).toMatch(/body/);
   expect(contract.check('/health', 'GET', fake(200, { status: 'ok', live: true }, 'text/plain')).join()).toMatch(/content-type/);
-  const noRetry = fake(503, { error: 'temporarily_unavailable', error_description: 'x', reason: 'upstream_unavailable', correlation_id: 'c' });
+  const noRetry = fake(503, {
+    error: 'temporarily_unavailable',
+    error_description: 'x',
+    reason: 'upstream_unavailable',
+    correlation_id: 'c',
+  });
   expect(contract.check('/token', 'POST', noRetry).join()).toMatch(/Retry-After is missing/);
-  expect(contract.checkRequest('/token', 'POST', 'application/json', { grant_type: 'client_credentials' }).join()).toMatch(/request/);
+  expect(contract.checkRequest('/token', 'POST', 'application/json', { grant_type: 'client_credentials' }).join()).toMatch(
+    /request/,
+  );
   expect(contract.checkRequest('/token', 'POST', 'text/plain', {}).join()).toMatch(/not documented/);
 });

@@ -33,14 +33,18 @@ interface Raw {
 
 function raw(method: string, path: string, headers: Record<string, string>, body?: unknown): Promise<Raw> {
   return new Promise((resolve, reject) => {
-    const req = request(`${emu.endpoint.replace(/\/$/, '')}${path}`, { method, headers: { 'content-type': 'application/json', ...headers }, agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? (JSON.parse(text) as Raw['body']) : {} });
-      });
-    });
+    const req = request(
+      `${emu.endpoint.replace(/\/$/, '')}${path}`,
+      { method, headers: { 'content-type': 'application/json', ...headers }, agent },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? (JSON.parse(text) as Raw['body']) : {} });
+        });
+      },
+    );
     req.on('error', reject);
     if (body !== undefined) req.write(JSON.stringify(body));
     req.end();
@@ -74,14 +78,18 @@ describe('master key authorization', () => {
   test('a wrong key, a missing header, a missing or stale x-ms-date are refused', async () => {
     const date = new Date().toUTCString();
     const other = Buffer.alloc(64, 1).toString('base64');
-    expect((await raw('GET', '/dbs/db', { authorization: masterAuth('GET', 'dbs', 'dbs/db', date, other), 'x-ms-date': date })).status).toBe(401);
+    expect(
+      (await raw('GET', '/dbs/db', { authorization: masterAuth('GET', 'dbs', 'dbs/db', date, other), 'x-ms-date': date })).status,
+    ).toBe(401);
     expect((await raw('GET', '/dbs/db', { 'x-ms-date': date })).status).toBe(401);
     expect((await raw('GET', '/dbs/db', { authorization: masterAuth('GET', 'dbs', 'dbs/db', date) })).status).toBe(401);
     const stale = new Date(Date.now() - 16 * 60 * 1000).toUTCString();
     const r = await raw('GET', '/dbs/db', signed('GET', 'dbs', 'dbs/db', {}, stale));
     expect(r.status).toBe(403);
     expect(r.body.message).toContain('not valid at the current time');
-    expect((await raw('GET', '/dbs/db', { authorization: 'type=master&ver=1.0&sig=garbage', 'x-ms-date': date })).status).toBe(401);
+    expect((await raw('GET', '/dbs/db', { authorization: 'type=master&ver=1.0&sig=garbage', 'x-ms-date': date })).status).toBe(
+      401,
+    );
   });
 
   test('regenerating the key voids the old key and every resource token signed with it', async () => {
@@ -97,7 +105,10 @@ describe('master key authorization', () => {
     const oldKey = emu.masterKey;
     emu.regenerateKey();
     const date = new Date().toUTCString();
-    expect((await raw('GET', '/dbs/db', { authorization: masterAuth('GET', 'dbs', 'dbs/db', date, oldKey), 'x-ms-date': date })).status).toBe(401);
+    expect(
+      (await raw('GET', '/dbs/db', { authorization: masterAuth('GET', 'dbs', 'dbs/db', date, oldKey), 'x-ms-date': date }))
+        .status,
+    ).toBe(401);
     expect((await raw('GET', '/dbs/db/colls/c', { authorization: encodeURIComponent(token) })).status).toBe(401);
   });
 });
@@ -106,7 +117,12 @@ describe('users and permissions', () => {
   test('expiry seconds outside 10-18000, bad ids and bad modes are 400; a missing container is 404', async () => {
     await raw('POST', '/dbs/db/users', signed('POST', 'users', 'dbs/db'), { id: 'u' });
     const post = (body: unknown, expiry?: string) =>
-      raw('POST', '/dbs/db/users/u/permissions', signed('POST', 'permissions', 'dbs/db/users/u', expiry ? { 'x-ms-documentdb-expiry-seconds': expiry } : {}), body);
+      raw(
+        'POST',
+        '/dbs/db/users/u/permissions',
+        signed('POST', 'permissions', 'dbs/db/users/u', expiry ? { 'x-ms-documentdb-expiry-seconds': expiry } : {}),
+        body,
+      );
     const good = { id: 'p1', permissionMode: 'All', resource: 'dbs/db/colls/c', resourcePartitionKey: ['a'] };
     expect((await post(good, '9')).status).toBe(400);
     expect((await post(good, '18001')).status).toBe(400);
@@ -134,7 +150,10 @@ describe('users and permissions', () => {
     expect((await raw('GET', '/dbs/db/users/u2/permissions/pall', auth)).status).toBe(403);
     emu.createContainer({ database: 'db', id: 'c2', partitionKeyPath: '/pk' });
     expect((await raw('GET', '/dbs/db/colls/c2', auth)).status).toBe(403);
-    expect((await raw('POST', '/dbs/db/colls/c2/docs', { ...auth, 'x-ms-documentdb-partitionkey': '["a"]' }, { id: 'd', pk: 'a' })).status).toBe(403);
+    expect(
+      (await raw('POST', '/dbs/db/colls/c2/docs', { ...auth, 'x-ms-documentdb-partitionkey': '["a"]' }, { id: 'd', pk: 'a' }))
+        .status,
+    ).toBe(403);
     // a tampered token (payload widened) fails its signature
     const [sig, payload] = decodeURIComponent(auth.authorization).split(';');
     const claims = JSON.parse(Buffer.from(payload!, 'base64').toString('utf8')) as Record<string, unknown>;
@@ -151,14 +170,24 @@ describe('documents with a resource token', () => {
     const perm = await raw(
       'POST',
       `/dbs/db/users/${id}/permissions`,
-      signed('POST', 'permissions', `dbs/db/users/${id}`, { 'x-ms-documentdb-is-upsert': 'True', 'x-ms-documentdb-expiry-seconds': expiry }),
+      signed('POST', 'permissions', `dbs/db/users/${id}`, {
+        'x-ms-documentdb-is-upsert': 'True',
+        'x-ms-documentdb-expiry-seconds': expiry,
+      }),
       { id, permissionMode: mode, resource: 'dbs/db/colls/c', ...(pk ? { resourcePartitionKey: [pk] } : {}) },
     );
     expect(perm.status === 200 || perm.status === 201).toBe(true);
     return perm.body._token!;
   }
-  const sdk = (token: string) => new CosmosClient({ endpoint: emu.endpoint, resourceTokens: { 'dbs/db/colls/c': token }, agent }).database('db').container('c');
-  const code = async (p: Promise<unknown>) => p.then(() => 200, (e: ErrorResponse) => e.code);
+  const sdk = (token: string) =>
+    new CosmosClient({ endpoint: emu.endpoint, resourceTokens: { 'dbs/db/colls/c': token }, agent })
+      .database('db')
+      .container('c');
+  const code = async (p: Promise<unknown>) =>
+    p.then(
+      () => 200,
+      (e: ErrorResponse) => e.code,
+    );
 
   test('a partition token works in its partition only; a container token in all of them', async () => {
     await raw('POST', '/dbs/db/users', signed('POST', 'users', 'dbs/db', { 'x-ms-documentdb-is-upsert': 'True' }), { id: 'u' });
@@ -189,7 +218,11 @@ describe('documents with a resource token', () => {
 
   test('an expired token is refused; deleting its permission does not revoke it (as on the service)', async () => {
     const token = await tokenFor('All', 'a', '600');
-    await raw('DELETE', '/dbs/db/users/t-All-a-600/permissions/t-All-a-600', signed('DELETE', 'permissions', 'dbs/db/users/t-All-a-600/permissions/t-All-a-600'));
+    await raw(
+      'DELETE',
+      '/dbs/db/users/t-All-a-600/permissions/t-All-a-600',
+      signed('DELETE', 'permissions', 'dbs/db/users/t-All-a-600/permissions/t-All-a-600'),
+    );
     expect((await sdk(token).item('1', 'a').read()).statusCode).toBe(200);
     const real = emu.clock.now;
     emu.clock.now = () => real() + 600_000;

@@ -87,7 +87,15 @@ function withRules(grants: readonly Record<string, unknown>[]): () => void {
       {
         id: 'multi',
         subject: { tenantId: SANDBOX.tenantId, roles: ['Orders.Read'] },
-        grants: { cosmos: grants.map((g) => ({ account: C.account, database: C.database, container: C.container, maxTtlSeconds: 3600, ...g })) },
+        grants: {
+          cosmos: grants.map((g) => ({
+            account: C.account,
+            database: C.database,
+            container: C.container,
+            maxTtlSeconds: 3600,
+            ...g,
+          })),
+        },
       },
     ],
   };
@@ -131,7 +139,11 @@ describe('POST /api/token for cosmos:// targets', () => {
     );
     expect(fx.sandbox.cosmos.users(C.database)).toContain(userId);
     expect(fx.sandbox.cosmos.permissions(C.database, userId)).toEqual([
-      expect.objectContaining({ permissionMode: 'All', resource: `dbs/${C.database}/colls/${C.container}`, resourcePartitionKey: [SANDBOX.readerObjectId] }),
+      expect.objectContaining({
+        permissionMode: 'All',
+        resource: `dbs/${C.database}/colls/${C.container}`,
+        resourcePartitionKey: [SANDBOX.readerObjectId],
+      }),
     ]);
 
     const container = clientWith(res).database(C.database).container(C.container);
@@ -142,7 +154,10 @@ describe('POST /api/token for cosmos:// targets', () => {
     const read = await container.item('settings', own).read<{ theme: string }>();
     expect(read.resource?.theme).toBe('dark');
     const q = await container.items
-      .query<{ id: string }>({ query: 'SELECT * FROM c WHERE c.theme = @t', parameters: [{ name: '@t', value: 'dark' }] }, { partitionKey: own })
+      .query<{ id: string }>(
+        { query: 'SELECT * FROM c WHERE c.theme = @t', parameters: [{ name: '@t', value: 'dark' }] },
+        { partitionKey: own },
+      )
       .fetchAll();
     expect(q.resources.map((d) => d.id)).toEqual(['settings']);
     // is refused another partition, for reads and for writes
@@ -155,7 +170,9 @@ describe('POST /api/token for cosmos:// targets', () => {
       agent,
     });
     expect(await statusOf(misuse.database(C.database).container(C.catalogContainer).item('a', own).read())).toBe(403);
-    expect(await statusOf(misuse.database(C.database).container(C.catalogContainer).items.create({ id: 'a', pk: own }))).toBe(403);
+    expect(await statusOf(misuse.database(C.database).container(C.catalogContainer).items.create({ id: 'a', pk: own }))).toBe(
+      403,
+    );
     misuse.dispose();
     expect(fx.sandbox.cosmos.documents(C.database, C.container)).toHaveLength(1);
   });
@@ -215,7 +232,11 @@ describe('POST /api/token for cosmos:// targets', () => {
     const before = cosmosCalls('cosmos.permission');
     const tooShort = await exchange(PROFILES, undefined, { requested_lifetime: '9' });
     expect(tooShort.status).toBe(400);
-    expect(tooShort.json).toMatchObject({ error: 'invalid_request', reason: 'invalid_parameter', parameter: 'requested_lifetime' });
+    expect(tooShort.json).toMatchObject({
+      error: 'invalid_request',
+      reason: 'invalid_parameter',
+      parameter: 'requested_lifetime',
+    });
     expect(String(tooShort.json.error_description)).toMatch(/at least 10 seconds/);
     expect(cosmosCalls('cosmos.permission')).toBe(before);
   });
@@ -226,7 +247,12 @@ describe('POST /api/token for cosmos:// targets', () => {
     await db.users.upsert({ id: 'bounds-user' });
     const perm = { id: 'p', permissionMode: PermissionMode.Read, resource: `dbs/${C.database}/colls/${C.catalogContainer}` };
     try {
-      for (const [ttl, want] of [[9, 400], [10, 200], [18000, 200], [18001, 400]] as const) {
+      for (const [ttl, want] of [
+        [9, 400],
+        [10, 200],
+        [18000, 200],
+        [18001, 400],
+      ] as const) {
         expect(await statusOf(db.user('bounds-user').permissions.upsert(perm, { resourceTokenExpirySeconds: ttl }))).toBe(want);
       }
     } finally {
@@ -241,14 +267,32 @@ describe('POST /api/token for cosmos:// targets', () => {
     await db.users.upsert({ id: 'conflict-user' });
     const resource = `dbs/${C.database}/colls/${C.container}`;
     try {
-      expect(await statusOf(db.user('conflict-user').permissions.create({ id: 'a', permissionMode: PermissionMode.Read, resource }))).toBe(200);
-      // same container, other mode / other partition: Conflict, as on the service
-      expect(await statusOf(db.user('conflict-user').permissions.create({ id: 'b', permissionMode: PermissionMode.All, resource }))).toBe(409);
-      expect(await statusOf(db.user('conflict-user').permissions.upsert({ id: 'c', permissionMode: PermissionMode.Read, resource, resourcePartitionKey: ['x'] }))).toBe(409);
-      // the same id may be replaced; another container is another resource
-      expect(await statusOf(db.user('conflict-user').permissions.upsert({ id: 'a', permissionMode: PermissionMode.All, resource }))).toBe(200);
       expect(
-        await statusOf(db.user('conflict-user').permissions.create({ id: 'd', permissionMode: PermissionMode.Read, resource: `dbs/${C.database}/colls/${C.catalogContainer}` })),
+        await statusOf(db.user('conflict-user').permissions.create({ id: 'a', permissionMode: PermissionMode.Read, resource })),
+      ).toBe(200);
+      // same container, other mode / other partition: Conflict, as on the service
+      expect(
+        await statusOf(db.user('conflict-user').permissions.create({ id: 'b', permissionMode: PermissionMode.All, resource })),
+      ).toBe(409);
+      expect(
+        await statusOf(
+          db
+            .user('conflict-user')
+            .permissions.upsert({ id: 'c', permissionMode: PermissionMode.Read, resource, resourcePartitionKey: ['x'] }),
+        ),
+      ).toBe(409);
+      // the same id may be replaced; another container is another resource
+      expect(
+        await statusOf(db.user('conflict-user').permissions.upsert({ id: 'a', permissionMode: PermissionMode.All, resource })),
+      ).toBe(200);
+      expect(
+        await statusOf(
+          db.user('conflict-user').permissions.create({
+            id: 'd',
+            permissionMode: PermissionMode.Read,
+            resource: `dbs/${C.database}/colls/${C.catalogContainer}`,
+          }),
+        ),
       ).toBe(200);
     } finally {
       await db.user('conflict-user').delete();
@@ -276,7 +320,9 @@ describe('POST /api/token for cosmos:// targets', () => {
       // all three tokens work at once (none was replaced by the next)
       const whole = clientWith(all).database(C.database).container(C.container);
       expect(await statusOf(whole.items.upsert({ id: 'w', pk: OTHER_OID }))).toBe(200);
-      expect(await statusOf(clientWith(narrowed).database(C.database).container(C.container).item('w', OTHER_OID).read())).toBe(200);
+      expect(await statusOf(clientWith(narrowed).database(C.database).container(C.container).item('w', OTHER_OID).read())).toBe(
+        200,
+      );
       const own = clientWith(read).database(C.database).container(C.container);
       expect((await own.item('w', SANDBOX.readerObjectId).read()).statusCode).toBe(404); // readable partition, no such item
       expect(await statusOf(own.item('w', OTHER_OID).read())).toBe(403);
@@ -288,8 +334,12 @@ describe('POST /api/token for cosmos:// targets', () => {
 
   test('cache keys are structured: a partition-scoped and a whole-container request never share an entry', async () => {
     const base = { user: 'u', account: 'a', database: 'd', container: 'c', mode: 'all', ttlSeconds: 600 } as const;
-    expect(resourceTokenCacheKey({ ...base, partitionKey: null })).not.toBe(resourceTokenCacheKey({ ...base, partitionKey: '\u0000' }));
-    expect(resourceTokenCacheKey({ ...base, partitionKey: 'x|y' })).not.toBe(resourceTokenCacheKey({ ...base, container: 'c|x', partitionKey: 'y' }));
+    expect(resourceTokenCacheKey({ ...base, partitionKey: null })).not.toBe(
+      resourceTokenCacheKey({ ...base, partitionKey: '\u0000' }),
+    );
+    expect(resourceTokenCacheKey({ ...base, partitionKey: 'x|y' })).not.toBe(
+      resourceTokenCacheKey({ ...base, container: 'c|x', partitionKey: 'y' }),
+    );
     const restore = withRules([{ mode: 'all', partitionKey: { type: 'none' } }]);
     try {
       const whole = await exchange(PROFILES);
@@ -341,7 +391,10 @@ describe('POST /api/token for cosmos:// targets', () => {
     expect(other.json.access_token).not.toBe(a.json.access_token);
     expect(cosmosCalls('cosmos.permission')).toBe(2);
     expect(fx.sandbox.cosmos.users(C.database)).toContain(
-      cosmosUserId({ tenantId: SANDBOX.tenantId, objectId: OTHER_OID }, { database: C.database, container: C.container, mode: 'all', partitionKey: OTHER_OID }),
+      cosmosUserId(
+        { tenantId: SANDBOX.tenantId, objectId: OTHER_OID },
+        { database: C.database, container: C.container, mode: 'all', partitionKey: OTHER_OID },
+      ),
     );
     // The key was read from Key Vault once for the account.
     expect(keyReads()).toBe(1);
@@ -423,7 +476,11 @@ describe('Cosmos faults', () => {
   }
 
   test('429 with x-ms-retry-after-ms is honoured and the request succeeds within the budget', async () => {
-    fx.sandbox.cosmos.inject({ fault: { kind: 'status', status: 429, headers: { 'x-ms-retry-after-ms': '50' } }, routes: ['cosmos.permission'], times: 2 });
+    fx.sandbox.cosmos.inject({
+      fault: { kind: 'status', status: 429, headers: { 'x-ms-retry-after-ms': '50' } },
+      routes: ['cosmos.permission'],
+      times: 2,
+    });
     const res = await exchange(PROFILES);
     expect(res.status).toBe(200);
     expect(cosmosCalls('cosmos.permission')).toBe(3);
@@ -431,7 +488,10 @@ describe('Cosmos faults', () => {
 
   test('429 beyond the throttle budget is 503 temporarily_unavailable with Retry-After', async () => {
     const restore = withEnv({ COSMOS_THROTTLE_BUDGET_MS: '1000' });
-    fx.sandbox.cosmos.inject({ fault: { kind: 'status', status: 429, headers: { 'x-ms-retry-after-ms': '400' } }, routes: ['cosmos.permission'] });
+    fx.sandbox.cosmos.inject({
+      fault: { kind: 'status', status: 429, headers: { 'x-ms-retry-after-ms': '400' } },
+      routes: ['cosmos.permission'],
+    });
     try {
       const res = await exchange(PROFILES);
       expect(res.status).toBe(503);
@@ -446,7 +506,10 @@ describe('Cosmos faults', () => {
   });
 
   test('Cosmos 500 is 502, 503 is 503, both with Retry-After and no upstream text', async () => {
-    fx.sandbox.cosmos.inject({ fault: { kind: 'status', status: 500, body: { code: 'InternalServerError', message: 'secret internals' } }, routes: ['cosmos.permission', 'cosmos.user'] });
+    fx.sandbox.cosmos.inject({
+      fault: { kind: 'status', status: 500, body: { code: 'InternalServerError', message: 'secret internals' } },
+      routes: ['cosmos.permission', 'cosmos.user'],
+    });
     const r500 = await exchange(PROFILES);
     expect(r500.status).toBe(502);
     expect(r500.json).toMatchObject({ error: 'temporarily_unavailable', reason: 'upstream_error' });

@@ -36,13 +36,21 @@ const logs = captureLogs();
 const log = createLogger({ fn: 'test' });
 
 beforeAll(async () => {
-  const sandbox = await startSandbox({ storage: true, env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', COSMOS_KEY_REFRESH_SECONDS: '1' } });
+  const sandbox = await startSandbox({
+    storage: true,
+    env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', COSMOS_KEY_REFRESH_SECONDS: '1' },
+  });
   fx = {
     sandbox,
     restore: sandbox.applyEnv(),
     caller: () => sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] }),
   };
-  gateway = await sandbox.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  gateway = await sandbox.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   agent = new Agent({ ca: readFileSync(fx.sandbox.env.COSMOS_CA_FILE!, 'utf8') });
 });
 
@@ -65,19 +73,30 @@ const secret = () => fx.sandbox.cosmos.keySecret;
 const vault = () => cosmosRotationDepsFromSettings(log).vault;
 
 async function run(afterStep?: (s: CosmosRotationStep) => void | Promise<void>) {
-  const deps = cosmosRotationDepsFromSettings(log, { now: () => clock, sleep: fast, ...(afterStep ? { afterStep: (s: CosmosRotationStep) => afterStep(s) } : {}) });
+  const deps = cosmosRotationDepsFromSettings(log, {
+    now: () => clock,
+    sleep: fast,
+    ...(afterStep ? { afterStep: (s: CosmosRotationStep) => afterStep(s) } : {}),
+  });
   return runCosmosKeyRotationUnderLease(deps, { dryRun: false });
 }
 
 async function exchange(extra: Record<string, string> = {}): Promise<Result> {
   return invoke(tokenHandler, {
     headers: { authorization: `Bearer ${gateway}` },
-    form: { grant_type: TOKEN_EXCHANGE, subject_token: await fx.caller(), subject_token_type: ACCESS_TOKEN_TYPE, resource: PROFILES, ...extra },
+    form: {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: await fx.caller(),
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      resource: PROFILES,
+      ...extra,
+    },
   });
 }
 
 /** Which master key signed a sandbox resource token. */
-const signedWith = (token: string) => (JSON.parse(Buffer.from(token.split(';')[1]!, 'base64').toString('utf8')) as { key: string }).key;
+const signedWith = (token: string) =>
+  (JSON.parse(Buffer.from(token.split(';')[1]!, 'base64').toString('utf8')) as { key: string }).key;
 
 async function works(token: string): Promise<boolean> {
   const client = new CosmosClient({
@@ -121,25 +140,52 @@ async function latest() {
 describe('plan (pure)', () => {
   const settings = { periodDays: 90, refreshSeconds: 300 };
   const keys = { primary: 'P', secondary: 'S' };
-  const version = (value: string, tags: Record<string, string>, createdOn = new Date(0)): SecretValue => ({ name: 's', version: 'v', enabled: true, tags, createdOn, value });
-  const st = (v: ReturnType<typeof version> | undefined) => ({ account: 'a', resourceId: '/r', secretName: 's', latest: v, keys });
+  const version = (value: string, tags: Record<string, string>, createdOn = new Date(0)): SecretValue => ({
+    name: 's',
+    version: 'v',
+    enabled: true,
+    tags,
+    createdOn,
+    value,
+  });
+  const st = (v: ReturnType<typeof version> | undefined) => ({
+    account: 'a',
+    resourceId: '/r',
+    secretName: 's',
+    latest: v,
+    keys,
+  });
 
   test('the previous key is regenerated only after refresh + the longest resource-token lifetime; a rotation only when due', () => {
     expect(retireAfterMs(settings)).toBeGreaterThanOrEqual((COSMOS_MAX_TTL_SECONDS + settings.refreshSeconds) * 1000);
     const switched = version('S', { [TAG.keyKind]: 'secondary', [TAG.storedAt]: new Date(0).toISOString() });
     expect(planCosmosKeys(st(switched), settings, COSMOS_MAX_TTL_SECONDS * 1000).actions).toEqual([]);
-    expect(planCosmosKeys(st(switched), settings, retireAfterMs(settings)).actions).toEqual([{ kind: 'retire', keyKind: 'primary', inUse: 'secondary' }]);
-    const retired = version('S', { [TAG.keyKind]: 'secondary', [TAG.storedAt]: new Date(0).toISOString(), [TAG.otherRegeneratedAt]: 'x' });
+    expect(planCosmosKeys(st(switched), settings, retireAfterMs(settings)).actions).toEqual([
+      { kind: 'retire', keyKind: 'primary', inUse: 'secondary' },
+    ]);
+    const retired = version('S', {
+      [TAG.keyKind]: 'secondary',
+      [TAG.storedAt]: new Date(0).toISOString(),
+      [TAG.otherRegeneratedAt]: 'x',
+    });
     expect(planCosmosKeys(st(retired), settings, 89 * DAY).actions).toEqual([]);
-    expect(planCosmosKeys(st(retired), settings, 90 * DAY).actions).toEqual([{ kind: 'rotate', from: 'secondary', to: 'primary' }]);
+    expect(planCosmosKeys(st(retired), settings, 90 * DAY).actions).toEqual([
+      { kind: 'rotate', from: 'secondary', to: 'primary' },
+    ]);
   });
 
   test('no secret is initial, a stored key that is neither account key (or disabled) is repaired with the primary', () => {
     expect(planCosmosKeys(st(undefined), settings, 0).actions).toEqual([{ kind: 'store', keyKind: 'primary', why: 'initial' }]);
-    expect(planCosmosKeys(st(version('old', {})), settings, 0).actions).toEqual([{ kind: 'store', keyKind: 'primary', why: 'repair' }]);
-    expect(planCosmosKeys(st({ ...version('P', {}), enabled: false }), settings, 0).actions).toEqual([{ kind: 'store', keyKind: 'primary', why: 'repair' }]);
+    expect(planCosmosKeys(st(version('old', {})), settings, 0).actions).toEqual([
+      { kind: 'store', keyKind: 'primary', why: 'repair' },
+    ]);
+    expect(planCosmosKeys(st({ ...version('P', {}), enabled: false }), settings, 0).actions).toEqual([
+      { kind: 'store', keyKind: 'primary', why: 'repair' },
+    ]);
     // the value decides which key is in use, not a tag that lies
-    expect(planCosmosKeys(st(version('P', { [TAG.keyKind]: 'secondary', [TAG.otherRegeneratedAt]: 'x' })), settings, 0).inUse).toBe('primary');
+    expect(
+      planCosmosKeys(st(version('P', { [TAG.keyKind]: 'secondary', [TAG.otherRegeneratedAt]: 'x' })), settings, 0).inUse,
+    ).toBe('primary');
   });
 });
 
@@ -194,37 +240,40 @@ describe('dual-key rotation through the emulated management plane', () => {
     await issuanceWorks();
   });
 
-  test.each(['regenerated-other', 'proved', 'stored', 'retired'] as const)('a crash after "%s", then a re-run: a working key at every moment, nothing lost', async (step) => {
-    let crashed = false;
-    let signal: () => void = () => undefined;
-    const crashSignal = new Promise<'crashed'>((r) => (signal = () => r('crashed')));
-    const crashAt = (s: CosmosRotationStep) => {
-      if (!crashed && s === step) {
-        crashed = true;
-        signal();
-        return never(); // the process dies: the run never continues, its lease is never released
+  test.each(['regenerated-other', 'proved', 'stored', 'retired'] as const)(
+    'a crash after "%s", then a re-run: a working key at every moment, nothing lost',
+    async (step) => {
+      let crashed = false;
+      let signal: () => void = () => undefined;
+      const crashSignal = new Promise<'crashed'>((r) => (signal = () => r('crashed')));
+      const crashAt = (s: CosmosRotationStep) => {
+        if (!crashed && s === step) {
+          crashed = true;
+          signal();
+          return never(); // the process dies: the run never continues, its lease is never released
+        }
+        return undefined;
+      };
+      // Through one whole cycle from wherever the previous test left the account: a rotation and a retirement.
+      for (const advance of [90 * DAY, retireAfterMs({ periodDays: 90, refreshSeconds: 1 }) + 1000]) {
+        clock += advance;
+        const running = run(crashAt).then(() => 'done' as const);
+        const outcome = crashed ? await running : await Promise.race([running, crashSignal]);
+        await issuanceWorks(); // the stored key works, crash or not
+        if (outcome === 'crashed') {
+          expect(await run()).toBeUndefined(); // the dead run's lease still holds …
+          await expireLease(); // … until the Blob service lets it lapse (it is never renewed again)
+          const rerun = (await run())![0]!;
+          expect(rerun.error).toBeUndefined();
+        }
+        const v = await latest();
+        expect([fx.sandbox.cosmos.masterKey, fx.sandbox.cosmos.secondaryKey]).toContain(v.value);
+        expect(v.tags[TAG.keyKind]).toBe(v.value === fx.sandbox.cosmos.masterKey ? 'primary' : 'secondary');
+        await issuanceWorks();
       }
-      return undefined;
-    };
-    // Through one whole cycle from wherever the previous test left the account: a rotation and a retirement.
-    for (const advance of [90 * DAY, retireAfterMs({ periodDays: 90, refreshSeconds: 1 }) + 1000]) {
-      clock += advance;
-      const running = run(crashAt).then(() => 'done' as const);
-      const outcome = crashed ? await running : await Promise.race([running, crashSignal]);
-      await issuanceWorks(); // the stored key works, crash or not
-      if (outcome === 'crashed') {
-        expect(await run()).toBeUndefined(); // the dead run's lease still holds …
-        await expireLease(); // … until the Blob service lets it lapse (it is never renewed again)
-        const rerun = (await run())![0]!;
-        expect(rerun.error).toBeUndefined();
-      }
-      const v = await latest();
-      expect([fx.sandbox.cosmos.masterKey, fx.sandbox.cosmos.secondaryKey]).toContain(v.value);
-      expect(v.tags[TAG.keyKind]).toBe(v.value === fx.sandbox.cosmos.masterKey ? 'primary' : 'secondary');
-      await issuanceWorks();
-    }
-    expect(crashed).toBe(true);
-  });
+      expect(crashed).toBe(true);
+    },
+  );
 
   test('management-plane faults: a failed or stalled regeneration stores nothing and issuance keeps working', async () => {
     clock += 90 * DAY;
@@ -282,7 +331,11 @@ describe('dual-key rotation through the emulated management plane', () => {
 
   test('the rotation timer runs the Cosmos rotation (its own lease, after the Google keys) and never throws', async () => {
     const start = logs.records.length;
-    const timer: Timer = { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
+    const timer: Timer = {
+      isPastDue: false,
+      schedule: { adjustForDST: false },
+      scheduleStatus: { last: '', next: '', lastUpdated: '' },
+    };
     await expect(timerHandler(timer, new InvocationContext({ functionName: 'rotationTimer' }))).resolves.toBeUndefined();
     expect(fx.sandbox.cosmosManagement.count('arm.cosmos.keys')).toBeGreaterThanOrEqual(1); // listKeys: it observed the account
     const mine = logs.records.slice(start);
@@ -298,22 +351,40 @@ describe('dual-key rotation through the emulated management plane', () => {
 });
 
 describe('the management-plane emulator (ARM)', () => {
-  const post = async (path: string, authorization: string | undefined, body?: unknown): Promise<{ status: number; json: { error?: { code: string; message: string } }; headers: Record<string, unknown> }> =>
+  const post = async (
+    path: string,
+    authorization: string | undefined,
+    body?: unknown,
+  ): Promise<{ status: number; json: { error?: { code: string; message: string } }; headers: Record<string, unknown> }> =>
     new Promise((resolve, reject) => {
       const payload = body === undefined ? '' : JSON.stringify(body);
-      const req = request(`${fx.sandbox.cosmosManagement.endpoint}${path}`, { method: 'POST', agent, headers: { ...(authorization ? { authorization } : {}), 'content-type': 'application/json' } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const t = Buffer.concat(chunks).toString('utf8');
-          resolve({ status: res.statusCode ?? 0, json: t ? (JSON.parse(t) as { error?: { code: string; message: string } }) : {}, headers: res.headers });
-        });
-      });
+      const req = request(
+        `${fx.sandbox.cosmosManagement.endpoint}${path}`,
+        { method: 'POST', agent, headers: { ...(authorization ? { authorization } : {}), 'content-type': 'application/json' } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const t = Buffer.concat(chunks).toString('utf8');
+            resolve({
+              status: res.statusCode ?? 0,
+              json: t ? (JSON.parse(t) as { error?: { code: string; message: string } }) : {},
+              headers: res.headers,
+            });
+          });
+        },
+      );
       req.on('error', reject);
       req.end(payload);
     });
   const arm = (o: Parameters<typeof fx.sandbox.entra.mint>[0] = {}) =>
-    fx.sandbox.entra.mint({ oid: fx.sandbox.msi.objectId, appId: fx.sandbox.msi.clientId, aud: 'https://management.azure.com', version: '1.0', ...o });
+    fx.sandbox.entra.mint({
+      oid: fx.sandbox.msi.objectId,
+      appId: fx.sandbox.msi.clientId,
+      aud: 'https://management.azure.com',
+      version: '1.0',
+      ...o,
+    });
   const keysPath = `${C.resourceId}/listKeys?api-version=2024-11-15`;
 
   test('its own audience, a role on that account, an api-version; 202 with an operation to poll for regenerateKey', async () => {
@@ -328,9 +399,13 @@ describe('the management-plane emulator (ARM)', () => {
     expect((await post(keysPath, `Bearer ${await arm()}`)).status).toBe(200);
     const other = C.resourceId.replace(/sandbox-cosmos$/, 'elsewhere');
     expect((await post(`${other}/listKeys?api-version=2024-11-15`, `Bearer ${await arm()}`)).status).toBe(404);
-    const bad = await post(`${C.resourceId}/regenerateKey?api-version=2024-11-15`, `Bearer ${await arm()}`, { keyKind: 'tertiary' });
+    const bad = await post(`${C.resourceId}/regenerateKey?api-version=2024-11-15`, `Bearer ${await arm()}`, {
+      keyKind: 'tertiary',
+    });
     expect(bad.status).toBe(400);
-    const accepted = await post(`${C.resourceId}/regenerateKey?api-version=2024-11-15`, `Bearer ${await arm()}`, { keyKind: 'secondaryReadonly' });
+    const accepted = await post(`${C.resourceId}/regenerateKey?api-version=2024-11-15`, `Bearer ${await arm()}`, {
+      keyKind: 'secondaryReadonly',
+    });
     expect(accepted.status).toBe(202);
     expect(String(accepted.headers['azure-asyncoperation'])).toContain('/operationsStatus/');
     expect(String(accepted.headers.location)).toContain('/operationResults/');

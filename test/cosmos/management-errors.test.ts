@@ -15,7 +15,11 @@ interface Want {
 }
 
 const cases: [string, number, Want][] = [
-  ['401 token refused (e.g. wrong audience)', 401, { code: 'upstream_denied', status: 403, message: /refused listKeys \(HTTP 401\)/ }],
+  [
+    '401 token refused (e.g. wrong audience)',
+    401,
+    { code: 'upstream_denied', status: 403, message: /refused listKeys \(HTTP 401\)/ },
+  ],
   ['403 AuthorizationFailed (no key-operator role)', 403, { code: 'upstream_denied', status: 403 }],
   ['404 account missing', 404, { code: 'target_misconfigured', status: 502, message: /COSMOS_MANAGED_ACCOUNTS/ }],
   ['429 throttled', 429, { code: 'upstream_throttled', status: 503, retryAfter: 5 }],

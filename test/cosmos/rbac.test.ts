@@ -57,7 +57,13 @@ beforeEach(() => {
 async function exchange(resource: string, extra: Record<string, string> = {}, subject?: string): Promise<Result> {
   return invoke(tokenHandler, {
     headers: { authorization: `Bearer ${gateway}` },
-    form: { grant_type: TOKEN_EXCHANGE, subject_token: subject ?? (await fx.caller()), subject_token_type: ACCESS_TOKEN_TYPE, resource, ...extra },
+    form: {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: subject ?? (await fx.caller()),
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      resource,
+      ...extra,
+    },
   });
 }
 
@@ -66,7 +72,9 @@ function clientWith(res: Result): CosmosClient {
   const body = res.json as { access_token: string; account_endpoint: string; expires_in: number };
   return new CosmosClient({
     endpoint: body.account_endpoint,
-    aadCredentials: { getToken: async () => ({ token: body.access_token, expiresOnTimestamp: Date.now() + body.expires_in * 1000 }) },
+    aadCredentials: {
+      getToken: async () => ({ token: body.access_token, expiresOnTimestamp: Date.now() + body.expires_in * 1000 }),
+    },
     agent,
     connectionPolicy: { retryOptions: { maxRetryAttemptCount: 0, fixedRetryIntervalInMilliseconds: 0, maxWaitTimeInSeconds: 0 } },
   });
@@ -169,7 +177,14 @@ describe('POST /api/token for a keyless (rbac) Cosmos grant', () => {
 
   test('a read-write identity on another container writes there, and only there', async () => {
     const restore = withPolicy([
-      { account: K.account, database: K.database, container: K.auditContainer, mode: 'all', auth: 'rbac', identityClientId: K.writerIdentity.clientId },
+      {
+        account: K.account,
+        database: K.database,
+        container: K.auditContainer,
+        mode: 'all',
+        auth: 'rbac',
+        identityClientId: K.writerIdentity.clientId,
+      },
     ]);
     try {
       const res = await exchange(`cosmos://${K.account}/${K.database}/${K.auditContainer}`);
@@ -180,9 +195,14 @@ describe('POST /api/token for a keyless (rbac) Cosmos grant', () => {
         const audit = client.database(K.database).container(K.auditContainer);
         expect((await audit.items.create({ id: 'e1', day: '2026-01-01' })).statusCode).toBe(201);
         expect((await audit.items.upsert({ id: 'e1', day: '2026-01-01', n: 2 })).statusCode).toBe(200);
-        expect((await failure(client.database(K.database).container(K.ordersContainer).item('order-1', SANDBOX.readerObjectId).read())).code).toBe(403);
+        expect(
+          (await failure(client.database(K.database).container(K.ordersContainer).item('order-1', SANDBOX.readerObjectId).read()))
+            .code,
+        ).toBe(403);
         // management operations have no data action: never through data-plane RBAC
-        expect((await failure(client.database(K.database).containers.create({ id: 'new', partitionKey: { paths: ['/pk'] } }))).code).toBe(403);
+        expect(
+          (await failure(client.database(K.database).containers.create({ id: 'new', partitionKey: { paths: ['/pk'] } }))).code,
+        ).toBe(403);
       } finally {
         client.dispose();
       }
@@ -204,7 +224,14 @@ describe('POST /api/token for a keyless (rbac) Cosmos grant', () => {
 
   test('an identity not declared in COSMOS_RBAC_IDENTITY_CLIENT_IDS is 502 target_misconfigured, nothing called', async () => {
     const restore = withPolicy([
-      { account: K.account, database: K.database, container: K.ordersContainer, mode: 'read', auth: 'rbac', identityClientId: '0dd00000-0000-4000-8000-000000000001' },
+      {
+        account: K.account,
+        database: K.database,
+        container: K.ordersContainer,
+        mode: 'read',
+        auth: 'rbac',
+        identityClientId: '0dd00000-0000-4000-8000-000000000001',
+      },
     ]);
     try {
       const res = await exchange(ORDERS);
@@ -222,18 +249,33 @@ describe('POST /api/token for a keyless (rbac) Cosmos grant', () => {
     let n = 0;
     const freshIdentity = (): (() => void) => {
       n++;
-      const id = { clientId: `c05e0000-0000-4000-8000-0000000fa${String(n).padStart(3, '0')}`, objectId: `c05e0000-0000-4000-8000-0000000fb${String(n).padStart(3, '0')}` };
+      const id = {
+        clientId: `c05e0000-0000-4000-8000-0000000fa${String(n).padStart(3, '0')}`,
+        objectId: `c05e0000-0000-4000-8000-0000000fb${String(n).padStart(3, '0')}`,
+      };
       fx.sandbox.msi.addIdentity(id);
       const prevIds = process.env.COSMOS_RBAC_IDENTITY_CLIENT_IDS;
       process.env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = `${prevIds},${id.clientId}`;
-      const restorePolicy = withPolicy([{ account: K.account, database: K.database, container: K.ordersContainer, mode: 'read', auth: 'rbac', identityClientId: id.clientId }]);
+      const restorePolicy = withPolicy([
+        {
+          account: K.account,
+          database: K.database,
+          container: K.ordersContainer,
+          mode: 'read',
+          auth: 'rbac',
+          identityClientId: id.clientId,
+        },
+      ]);
       return () => {
         restorePolicy();
         process.env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = prevIds;
       };
     };
     let restore = freshIdentity();
-    fx.sandbox.msi.inject({ fault: { kind: 'status', status: 403, body: { error: 'forbidden', error_description: 'internal detail' } }, routes: ['msi.token'] });
+    fx.sandbox.msi.inject({
+      fault: { kind: 'status', status: 403, body: { error: 'forbidden', error_description: 'internal detail' } },
+      routes: ['msi.token'],
+    });
     try {
       const refused = await exchange(ORDERS);
       expect(refused.status).toBe(503);
@@ -281,17 +323,31 @@ describe('POST /api/token for a keyless (rbac) Cosmos grant', () => {
 
 describe('policy schema for keyless grants', () => {
   const parse = (g: Record<string, unknown>) =>
-    policySchema.safeParse({ version: 1, rules: [{ id: 'r', subject: { tenantId: SANDBOX.tenantId, roles: ['x'] }, grants: { cosmos: [g] } }] });
+    policySchema.safeParse({
+      version: 1,
+      rules: [{ id: 'r', subject: { tenantId: SANDBOX.tenantId, roles: ['x'] }, grants: { cosmos: [g] } }],
+    });
   const base = { account: K.account, database: K.database, container: K.ordersContainer, mode: 'read' };
-  const messages = (r: ReturnType<typeof parse>) => (r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  const messages = (r: ReturnType<typeof parse>) =>
+    r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
 
   test('rbac refuses partitionKey and maxTtlSeconds and needs an identity; resourceToken refuses an identity', () => {
     expect(parse({ ...base, auth: 'rbac', identityClientId: K.readerIdentity.clientId }).success).toBe(true);
-    expect(messages(parse({ ...base, auth: 'rbac', identityClientId: K.readerIdentity.clientId, partitionKey: { type: 'none' } })).join()).toMatch(/partitionKey: partition scoping is not possible/);
-    expect(messages(parse({ ...base, auth: 'rbac', identityClientId: K.readerIdentity.clientId, maxTtlSeconds: 600 })).join()).toMatch(/maxTtlSeconds: not for auth "rbac"/);
+    expect(
+      messages(
+        parse({ ...base, auth: 'rbac', identityClientId: K.readerIdentity.clientId, partitionKey: { type: 'none' } }),
+      ).join(),
+    ).toMatch(/partitionKey: partition scoping is not possible/);
+    expect(
+      messages(parse({ ...base, auth: 'rbac', identityClientId: K.readerIdentity.clientId, maxTtlSeconds: 600 })).join(),
+    ).toMatch(/maxTtlSeconds: not for auth "rbac"/);
     expect(messages(parse({ ...base, auth: 'rbac' })).join()).toMatch(/identityClientId/);
     expect(messages(parse({ ...base, auth: 'rbac', identityClientId: 'not-a-guid' })).join()).toMatch(/identityClientId/);
-    expect(messages(parse({ ...base, partitionKey: { type: 'none' }, maxTtlSeconds: 600, identityClientId: K.readerIdentity.clientId })).join()).toMatch(/only for auth "rbac"/);
+    expect(
+      messages(
+        parse({ ...base, partitionKey: { type: 'none' }, maxTtlSeconds: 600, identityClientId: K.readerIdentity.clientId }),
+      ).join(),
+    ).toMatch(/only for auth "rbac"/);
     expect(messages(parse({ ...base, maxTtlSeconds: 600 })).join()).toMatch(/partitionKey: required/);
     expect(parse({ ...base, partitionKey: { type: 'none' }, maxTtlSeconds: 600 }).success).toBe(true);
     expect(parse({ ...base, partitionKey: { type: 'fixed', value: 'a\u0000b' }, maxTtlSeconds: 600 }).success).toBe(false);
@@ -301,17 +357,35 @@ describe('policy schema for keyless grants', () => {
 describe('the keyless account (emulator: disableLocalAuth, Entra tokens only)', () => {
   const emu = () => fx.sandbox.cosmosKeyless;
   const mint = (o: Parameters<typeof fx.sandbox.entra.mint>[0] = {}) =>
-    fx.sandbox.entra.mint({ oid: K.readerIdentity.objectId, appId: K.readerIdentity.clientId, aud: `https://${K.account}.documents.azure.com`, version: '1.0', ...o });
+    fx.sandbox.entra.mint({
+      oid: K.readerIdentity.objectId,
+      appId: K.readerIdentity.clientId,
+      aud: `https://${K.account}.documents.azure.com`,
+      version: '1.0',
+      ...o,
+    });
 
   async function rawRead(authorization: string): Promise<number> {
     // A raw REST request (node:https with the sandbox CA): the Authorization header exactly as given.
     const { request } = await import('node:https');
     const url = new URL(`dbs/${K.database}/colls/${K.ordersContainer}/docs/order-1`, emu().endpoint);
     return new Promise((resolve, reject) => {
-      const req = request(url, { method: 'GET', agent, headers: { authorization, 'x-ms-date': new Date().toUTCString(), 'x-ms-documentdb-partitionkey': JSON.stringify([SANDBOX.readerObjectId]) } }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      });
+      const req = request(
+        url,
+        {
+          method: 'GET',
+          agent,
+          headers: {
+            authorization,
+            'x-ms-date': new Date().toUTCString(),
+            'x-ms-documentdb-partitionkey': JSON.stringify([SANDBOX.readerObjectId]),
+          },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
       req.on('error', reject);
       req.end();
     });
@@ -337,7 +411,9 @@ describe('the keyless account (emulator: disableLocalAuth, Entra tokens only)', 
     expect(await rawRead(resource)).toBe(401);
     const keyClient = new CosmosClient({ endpoint: emu().endpoint, key: emu().masterKey, agent });
     try {
-      const r = await failure(keyClient.database(K.database).container(K.ordersContainer).item('order-1', SANDBOX.readerObjectId).read());
+      const r = await failure(
+        keyClient.database(K.database).container(K.ordersContainer).item('order-1', SANDBOX.readerObjectId).read(),
+      );
       expect(r.code).toBe(401);
       expect(r.message).toContain('Local Authorization is disabled');
     } finally {
@@ -361,6 +437,12 @@ describe('the keyless account (emulator: disableLocalAuth, Entra tokens only)', 
     } finally {
       emu().removeRoleAssignments(oid);
     }
-    expect(() => emu().assignRole({ principalId: oid, roleDefinitionId: '00000000-0000-0000-0000-000000000001', scope: `/dbs/${K.database}/colls/${K.ordersContainer}/docs/order-1` })).toThrow(/scope/);
+    expect(() =>
+      emu().assignRole({
+        principalId: oid,
+        roleDefinitionId: '00000000-0000-0000-0000-000000000001',
+        scope: `/dbs/${K.database}/colls/${K.ordersContainer}/docs/order-1`,
+      }),
+    ).toThrow(/scope/);
   });
 });

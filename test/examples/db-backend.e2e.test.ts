@@ -20,7 +20,10 @@ const logs = captureLogs();
 beforeAll(async () => {
   sb = await startSandbox({ cloudSql: { host: HOST } });
   restoreEnv = sb.applyEnv();
-  backend = spawn(process.execPath, [resolve(__dirname, '..', '..', 'examples', 'db-backend', 'server.mjs')], { env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  backend = spawn(process.execPath, [resolve(__dirname, '..', '..', 'examples', 'db-backend', 'server.mjs')], {
+    env: { ...process.env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   url = await new Promise<string>((ok, fail) => {
     let out = '';
     backend.stdout!.on('data', (c: Buffer) => {
@@ -41,7 +44,12 @@ afterAll(async () => {
 });
 
 async function answerFor(oid: string): Promise<string> {
-  const gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  const gateway = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   const caller = await sb.entra.mint({ aud: SANDBOX.subjectAudience, oid, roles: ['Orders.Read'] });
   const r = await invoke(tokenHandler, {
     headers: { authorization: `Bearer ${gateway}` },
@@ -56,20 +64,32 @@ async function answerFor(oid: string): Promise<string> {
   return Buffer.from(r.text).toString('base64url');
 }
 
-const get = (headers: Record<string, string>) => fetch(url, { headers }).then(async (r) => ({ status: r.status, body: (await r.json()) as { rows?: { id: string }[]; error?: string } }));
+const get = (headers: Record<string, string>) =>
+  fetch(url, { headers }).then(async (r) => ({
+    status: r.status,
+    body: (await r.json()) as { rows?: { id: string }[]; error?: string },
+  }));
 
 test('each caller gets only their own rows through the example backend', async () => {
   const ada = await get({ 'x-db-token': await answerFor(SANDBOX.readerObjectId), 'x-caller-oid': SANDBOX.readerObjectId });
   expect(ada.status).toBe(200);
   expect(ada.body.rows!.map((r) => r.id)).toEqual(['1', '2']);
-  const grace = await get({ 'x-db-token': await answerFor(SANDBOX.secondReaderObjectId), 'x-caller-oid': SANDBOX.secondReaderObjectId });
+  const grace = await get({
+    'x-db-token': await answerFor(SANDBOX.secondReaderObjectId),
+    'x-caller-oid': SANDBOX.secondReaderObjectId,
+  });
   expect(grace.body.rows!.map((r) => r.id)).toEqual(['3']);
 });
 
 test('a missing or forged answer is refused; a token the instance refuses is 401, with no database text', async () => {
   expect((await get({ 'x-caller-oid': SANDBOX.readerObjectId })).status).toBe(400);
-  const answer = JSON.parse(Buffer.from(await answerFor(SANDBOX.readerObjectId), 'base64url').toString()) as Record<string, unknown>;
-  const forged = Buffer.from(JSON.stringify({ ...answer, access_token: 'ya29.c.forged-token-xxxxxxxxxxxxxxxx' })).toString('base64url');
+  const answer = JSON.parse(Buffer.from(await answerFor(SANDBOX.readerObjectId), 'base64url').toString()) as Record<
+    string,
+    unknown
+  >;
+  const forged = Buffer.from(JSON.stringify({ ...answer, access_token: 'ya29.c.forged-token-xxxxxxxxxxxxxxxx' })).toString(
+    'base64url',
+  );
   const r = await get({ 'x-db-token': forged, 'x-caller-oid': SANDBOX.readerObjectId });
   expect(r.status).toBe(401);
   expect(JSON.stringify(r.body)).not.toMatch(/Cloud SQL IAM|forged/);

@@ -20,7 +20,10 @@ afterAll(async () => {
 });
 
 const explainWith = (gatewayToken: string, subjectToken: string) =>
-  invoke(explain, { headers: { authorization: `Bearer ${gatewayToken}` }, form: { subject_token: subjectToken, resource: CLOUDSQL_RESOURCE } });
+  invoke(explain, {
+    headers: { authorization: `Bearer ${gatewayToken}` },
+    form: { subject_token: subjectToken, resource: CLOUDSQL_RESOURCE },
+  });
 
 const OTHER_APP_ID = '0e0e0000-0000-4000-8000-00000000e0e0';
 
@@ -42,9 +45,9 @@ describe('gateway (client) token', () => {
 
   test.each([
     ['v1.0, another App ID URI', { version: '1.0' as const, aud: 'api://other-api' }],
-    ['v1.0, the API\'s App ID URI (a caller token as the gateway\'s)', { version: '1.0' as const, aud: SANDBOX.subjectAudience }],
+    ["v1.0, the API's App ID URI (a caller token as the gateway's)", { version: '1.0' as const, aud: SANDBOX.subjectAudience }],
     ['v2.0, another client id', { version: '2.0' as const, aud: OTHER_APP_ID }],
-    ['v2.0, the API\'s client id', { version: '2.0' as const, aud: SANDBOX.subjectAppId }],
+    ["v2.0, the API's client id", { version: '2.0' as const, aud: SANDBOX.subjectAppId }],
   ])('%s → 401 token_audience_not_allowed', async (_n, shape) => {
     const res = await explainWith(await fx.gateway(shape), await fx.caller());
     expect(res.status).toBe(401);
@@ -63,9 +66,9 @@ describe('subject (caller) token', () => {
 
   test.each([
     ['v1.0, another App ID URI', { version: '1.0' as const, aud: 'api://other-api' }],
-    ['v1.0, the broker\'s App ID URI', { version: '1.0' as const, aud: SANDBOX.clientAudience }],
+    ["v1.0, the broker's App ID URI", { version: '1.0' as const, aud: SANDBOX.clientAudience }],
     ['v2.0, another client id', { version: '2.0' as const, aud: OTHER_APP_ID }],
-    ['v2.0, the broker\'s client id', { version: '2.0' as const, aud: SANDBOX.clientAppId }],
+    ["v2.0, the broker's client id", { version: '2.0' as const, aud: SANDBOX.clientAppId }],
   ])('%s → refused (token_audience_not_allowed)', async (_n, shape) => {
     const res = await explainWith(await fx.gateway(), await fx.caller(shape));
     expect(res.status).toBe(401);
@@ -85,17 +88,34 @@ describe('Entra emulator: the resource decides version and aud, as Entra does', 
   afterAll(async () => {
     await entra.close();
   });
-  const claims = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+  const claims = (jwt: string) =>
+    JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
 
   test('accessTokenAcceptedVersion null: v1.0, aud = the identifier as requested (URI or client id), appid', async () => {
-    expect(claims(await entra.mint({ resource: SANDBOX.subjectAudience }))).toMatchObject({ ver: '1.0', aud: SANDBOX.subjectAudience, iss: `https://sts.windows.net/${SANDBOX.tenantId}/` });
-    expect(claims(await entra.mint({ resource: `${SANDBOX.subjectAudience}/.default` }))).toMatchObject({ ver: '1.0', aud: SANDBOX.subjectAudience });
-    expect(claims(await entra.mint({ resource: SANDBOX.subjectAppId }))).toMatchObject({ ver: '1.0', aud: SANDBOX.subjectAppId, appid: expect.any(String) });
+    expect(claims(await entra.mint({ resource: SANDBOX.subjectAudience }))).toMatchObject({
+      ver: '1.0',
+      aud: SANDBOX.subjectAudience,
+      iss: `https://sts.windows.net/${SANDBOX.tenantId}/`,
+    });
+    expect(claims(await entra.mint({ resource: `${SANDBOX.subjectAudience}/.default` }))).toMatchObject({
+      ver: '1.0',
+      aud: SANDBOX.subjectAudience,
+    });
+    expect(claims(await entra.mint({ resource: SANDBOX.subjectAppId }))).toMatchObject({
+      ver: '1.0',
+      aud: SANDBOX.subjectAppId,
+      appid: expect.any(String),
+    });
   });
 
   test('accessTokenAcceptedVersion 2: v2.0, aud = the client id even when the URI was requested, azp', async () => {
     const c = claims(await entra.mint({ resource: 'api://v2-api' }));
-    expect(c).toMatchObject({ ver: '2.0', aud: OTHER_APP_ID, iss: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`, azp: expect.any(String) });
+    expect(c).toMatchObject({
+      ver: '2.0',
+      aud: OTHER_APP_ID,
+      iss: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+      azp: expect.any(String),
+    });
     expect(c).not.toHaveProperty('appid');
     expect(tokenShapeFor(apps, 'api://v2-api')).toEqual({ version: '2.0', aud: OTHER_APP_ID, appId: OTHER_APP_ID });
   });

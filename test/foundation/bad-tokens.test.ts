@@ -68,7 +68,11 @@ async function badTokens(): Promise<[string, () => Promise<string>, string][]> {
     ['expired', () => fx.caller({ expiresIn: -600 }), 'token_expired'],
     ['nbf in the future', () => fx.caller({ notBefore: 900 }), 'token_not_yet_valid'],
     ['wrong issuer', () => fx.caller({ iss: 'https://evil.example.com/v2.0' }), 'token_issuer_not_allowed'],
-    ['v1 issuer of another tenant', () => fx.caller({ iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000bad/' }), 'token_issuer_not_allowed'],
+    [
+      'v1 issuer of another tenant',
+      () => fx.caller({ iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000bad/' }),
+      'token_issuer_not_allowed',
+    ],
     ['wrong audience', () => fx.caller({ aud: 'api://someone-else' }), 'token_audience_not_allowed'],
     ['tenant not allowed', () => fx.caller({ tenantId: '00000000-0000-4000-8000-000000000bad' }), 'token_tenant_not_allowed'],
     ['missing oid', () => fx.caller({ omit: ['oid'] }), 'token_claims_missing'],
@@ -144,7 +148,10 @@ describe('the front door', () => {
   });
 
   test('a non-Bearer Authorization header is rejected', async () => {
-    const res = await invoke(explain, { headers: { authorization: 'Basic Zm9vOmJhcg==' }, form: { subject_token: 'x', resource: CLOUDSQL_RESOURCE } });
+    const res = await invoke(explain, {
+      headers: { authorization: 'Basic Zm9vOmJhcg==' },
+      form: { subject_token: 'x', resource: CLOUDSQL_RESOURCE },
+    });
     expect(res.status).toBe(401);
     expect(res.json.code).toBe('token_malformed');
   });

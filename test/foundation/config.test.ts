@@ -28,7 +28,12 @@ describe('configuration', () => {
       err = e as ConfigError;
     }
     expect(err).toBeInstanceOf(ConfigError);
-    for (const name of ['BROKER_ALLOWED_TENANTS', 'BROKER_CLIENT_AUDIENCES', 'BROKER_ALLOWED_CLIENT_OIDS', 'BROKER_SUBJECT_AUDIENCES']) {
+    for (const name of [
+      'BROKER_ALLOWED_TENANTS',
+      'BROKER_CLIENT_AUDIENCES',
+      'BROKER_ALLOWED_CLIENT_OIDS',
+      'BROKER_SUBJECT_AUDIENCES',
+    ]) {
       expect(err!.message).toContain(`${name} is required`);
     }
     expect(err!.problems).toHaveLength(4);
@@ -41,7 +46,10 @@ describe('configuration', () => {
       delete process.env.BROKER_POLICY_PATH;
       delete process.env.BROKER_POLICY_URL;
       resetPolicyStore();
-      await expect(policyStore()).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(/BROKER_POLICY_URL.*BROKER_POLICY_PATH/) });
+      await expect(policyStore()).rejects.toMatchObject({
+        code: 'config_invalid',
+        message: expect.stringMatching(/BROKER_POLICY_URL.*BROKER_POLICY_PATH/),
+      });
       process.env.BROKER_POLICY_PATH = '/tmp/policy.json';
       process.env.BROKER_POLICY_URL = 'https://acct.blob.core.windows.net/policy/policy.json';
       resetPolicyStore();
@@ -49,7 +57,10 @@ describe('configuration', () => {
       process.env.BROKER_POLICY_URL = 'https://acct.blob.core.windows.net/policy.json?sig=x';
       delete process.env.BROKER_POLICY_PATH;
       resetPolicyStore();
-      await expect(policyStore()).rejects.toMatchObject({ code: 'config_invalid', message: expect.stringMatching(/BROKER_POLICY_URL must be a plain blob URL/) });
+      await expect(policyStore()).rejects.toMatchObject({
+        code: 'config_invalid',
+        message: expect.stringMatching(/BROKER_POLICY_URL must be a plain blob URL/),
+      });
     } finally {
       for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
       Object.assign(process.env, saved);
@@ -60,7 +71,13 @@ describe('configuration', () => {
   test('invalid values name the setting and say what is expected', () => {
     let message = '';
     try {
-      coreConfig.load({ ...valid, BROKER_ALLOWED_TENANTS: 'contoso', BROKER_CLOCK_SKEW_SECONDS: '9000', ENTRA_AUTHORITY_HOST: 'ftp://x', LOG_LEVEL: 'loud' });
+      coreConfig.load({
+        ...valid,
+        BROKER_ALLOWED_TENANTS: 'contoso',
+        BROKER_CLOCK_SKEW_SECONDS: '9000',
+        ENTRA_AUTHORITY_HOST: 'ftp://x',
+        LOG_LEVEL: 'loud',
+      });
     } catch (e) {
       message = (e as Error).message;
     }
@@ -105,7 +122,8 @@ describe('each setting is declared once (issue #18 item 5)', () => {
     loadAllSections(); // every shared/config module: a duplicate would have thrown here
     const names = allSettings().map((s) => s.name);
     expect(names.length).toBe(new Set(names).size);
-    for (const n of ['AZURE_CLIENT_ID', 'GOOGLE_OAUTH_TOKEN_URL', 'LOG_LEVEL']) expect(names.filter((x) => x === n)).toHaveLength(1);
+    for (const n of ['AZURE_CLIENT_ID', 'GOOGLE_OAUTH_TOKEN_URL', 'LOG_LEVEL'])
+      expect(names.filter((x) => x === n)).toHaveLength(1);
   });
 
   test('the logger reads LOG_LEVEL through the config loader; an invalid value logs at info instead of failing', () => {

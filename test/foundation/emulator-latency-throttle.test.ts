@@ -57,9 +57,17 @@ function get(emu: Emulator, path = '/latency-probe'): Promise<Raw> {
     const done = (res: import('node:http').IncomingMessage) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - started }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString('utf8'),
+          ms: performance.now() - started,
+        }),
+      );
     };
-    const req = url.protocol === 'https:' ? httpsRequest(url, { ca: cas, agent: false }, done) : httpRequest(url, { agent: false }, done);
+    const req =
+      url.protocol === 'https:' ? httpsRequest(url, { ca: cas, agent: false }, done) : httpRequest(url, { agent: false }, done);
     req.on('error', reject);
     req.end();
   });
@@ -70,44 +78,59 @@ const names = () => fx.sandbox.emulators.map((e) => e.name);
 describe('every emulator honours latency and 429 throttling', () => {
   it('covers every HTTP emulator of the sandbox', () => {
     expect(names()).toEqual(
-      expect.arrayContaining(['entra', 'managed-identity', 'google-sts', 'google-iamcredentials', 'keyvault', 'cosmos', 'google-oauth', 'google-iam']),
+      expect.arrayContaining([
+        'entra',
+        'managed-identity',
+        'google-sts',
+        'google-iamcredentials',
+        'keyvault',
+        'cosmos',
+        'google-oauth',
+        'google-iam',
+      ]),
     );
     expect(new Set(names()).size).toBe(names().length);
   });
 
-  it.each(['entra', 'managed-identity', 'google-sts', 'google-iamcredentials', 'keyvault', 'cosmos', 'google-oauth', 'google-iam'])(
-    '%s: latency delays every answer; every=3 answers 429 + Retry-After to requests 3 and 6 only',
-    async (name) => {
-      const emu = fx.sandbox.emulators.find((e) => e.name === name)!;
-      expect(emu).toBeDefined();
-      const base = await get(emu);
-      expect(base.status).not.toBe(429);
+  it.each([
+    'entra',
+    'managed-identity',
+    'google-sts',
+    'google-iamcredentials',
+    'keyvault',
+    'cosmos',
+    'google-oauth',
+    'google-iam',
+  ])('%s: latency delays every answer; every=3 answers 429 + Retry-After to requests 3 and 6 only', async (name) => {
+    const emu = fx.sandbox.emulators.find((e) => e.name === name)!;
+    expect(emu).toBeDefined();
+    const base = await get(emu);
+    expect(base.status).not.toBe(429);
 
-      emu.setLatency(80);
-      const slow = await get(emu);
-      expect(slow.ms).toBeGreaterThanOrEqual(75);
-      expect(slow.status).toBe(base.status);
-      emu.setLatency(0);
+    emu.setLatency(80);
+    const slow = await get(emu);
+    expect(slow.ms).toBeGreaterThanOrEqual(75);
+    expect(slow.status).toBe(base.status);
+    emu.setLatency(0);
 
-      emu.setThrottle({ every: 3, retryAfterSeconds: 2 });
-      const statuses: number[] = [];
-      for (let i = 0; i < 6; i++) {
-        const r = await get(emu);
-        statuses.push(r.status);
-        if (r.status === 429) {
-          expect(r.headers['retry-after']).toBe('2');
-          expect(r.body.length).toBeGreaterThan(0);
-          expect(() => JSON.parse(r.body) as unknown).not.toThrow();
-          if (name === 'cosmos') expect(r.headers['x-ms-retry-after-ms']).toBe('2000');
-        }
+    emu.setThrottle({ every: 3, retryAfterSeconds: 2 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await get(emu);
+      statuses.push(r.status);
+      if (r.status === 429) {
+        expect(r.headers['retry-after']).toBe('2');
+        expect(r.body.length).toBeGreaterThan(0);
+        expect(() => JSON.parse(r.body) as unknown).not.toThrow();
+        if (name === 'cosmos') expect(r.headers['x-ms-retry-after-ms']).toBe('2000');
       }
-      expect(statuses.map((s) => s === 429)).toEqual([false, false, true, false, false, true]);
-      expect(emu.throttled()).toBe(2);
-      expect(emu.calls.filter((c) => c.status === 429)).toHaveLength(2);
-      emu.setThrottle(undefined);
-      expect((await get(emu)).status).toBe(base.status);
-    },
-  );
+    }
+    expect(statuses.map((s) => s === 429)).toEqual([false, false, true, false, false, true]);
+    expect(emu.throttled()).toBe(2);
+    expect(emu.calls.filter((c) => c.status === 429)).toHaveLength(2);
+    emu.setThrottle(undefined);
+    expect((await get(emu)).status).toBe(base.status);
+  });
 
   it('a seeded rate throttles the same requests every run; rate 0 none, rate 1 all; routes limit it', async () => {
     const emu = fx.sandbox.google.sts;
@@ -143,7 +166,9 @@ describe('every emulator honours latency and 429 throttling', () => {
 
   it('the sandbox reads latency and throttle from the environment', () => {
     expect(faultOptionsFromEnv({})).toBeUndefined();
-    expect(faultOptionsFromEnv({ SANDBOX_EMULATOR_LATENCY_MS: '30', SANDBOX_EMULATOR_THROTTLE: 'every=10,retryAfter=2' })).toEqual({
+    expect(
+      faultOptionsFromEnv({ SANDBOX_EMULATOR_LATENCY_MS: '30', SANDBOX_EMULATOR_THROTTLE: 'every=10,retryAfter=2' }),
+    ).toEqual({
       latencyMs: 30,
       throttle: { every: 10, retryAfterSeconds: 2 },
     });
@@ -151,7 +176,9 @@ describe('every emulator honours latency and 429 throttling', () => {
     expect(() => faultOptionsFromEnv({ SANDBOX_EMULATOR_LATENCY_MS: 'fast' })).toThrow(/SANDBOX_EMULATOR_LATENCY_MS/);
     expect(() => faultOptionsFromEnv({ SANDBOX_EMULATOR_THROTTLE: 'often=3' })).toThrow(/SANDBOX_EMULATOR_THROTTLE.*often/);
     expect(() => faultOptionsFromEnv({ SANDBOX_EMULATOR_THROTTLE: 'every=0' })).toThrow(/SANDBOX_EMULATOR_THROTTLE.*every/);
-    expect(emulatorFaultsFromEnv({ SANDBOX_EMULATOR_LATENCY_MS: '5', SANDBOX_EMULATOR_FAULTS_ONLY: 'cosmos, google-sts' })).toEqual({
+    expect(
+      emulatorFaultsFromEnv({ SANDBOX_EMULATOR_LATENCY_MS: '5', SANDBOX_EMULATOR_FAULTS_ONLY: 'cosmos, google-sts' }),
+    ).toEqual({
       byName: { cosmos: { latencyMs: 5 }, 'google-sts': { latencyMs: 5 } },
     });
   });

@@ -6,7 +6,9 @@ import { errorResponse } from '../../shared/http';
 /** shared/errors.ts is the one source of status, OAuth error, title and Retry-After (issue #18 item 2). */
 const ROOT = join(__dirname, '..', '..');
 const files = (dir: string): string[] =>
-  readdirSync(dir).flatMap((n) => (statSync(join(dir, n)).isDirectory() ? files(join(dir, n)) : n.endsWith('.ts') ? [join(dir, n)] : []));
+  readdirSync(dir).flatMap((n) =>
+    statSync(join(dir, n)).isDirectory() ? files(join(dir, n)) : n.endsWith('.ts') ? [join(dir, n)] : [],
+  );
 
 test('no module sets a literal Retry-After on an error: the defaults live in the table', () => {
   const offenders = [...files(join(ROOT, 'shared')), ...files(join(ROOT, 'functions'))]

@@ -19,14 +19,21 @@ async function exchange(form: Record<string, string>, headers: Record<string, st
 
 describe('correlation ids', () => {
   test('taken from x-correlation-id when well-formed', async () => {
-    const res = await invoke(health, { method: 'GET', url: 'http://h/api/health?probe=live', headers: { 'x-correlation-id': 'apim-req-12345678' } });
+    const res = await invoke(health, {
+      method: 'GET',
+      url: 'http://h/api/health?probe=live',
+      headers: { 'x-correlation-id': 'apim-req-12345678' },
+    });
     expect(res.headers.get('x-correlation-id')).toBe('apim-req-12345678');
   });
   test('else from traceparent', async () => {
     const res = await invoke(health, {
       method: 'GET',
       url: 'http://h/api/health?probe=live',
-      headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'x-correlation-id': 'bad id with spaces' },
+      headers: {
+        traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+        'x-correlation-id': 'bad id with spaces',
+      },
     });
     expect(res.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
   });
@@ -66,7 +73,9 @@ describe('token endpoint request validation (RFC 6749 §5.2 errors)', () => {
   });
 
   test('wrong subject token type, actor token, scope, bad lifetime', async () => {
-    expect((await exchange({ ...(await base()), subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' })).json.reason).toBe('unsupported_token_type');
+    expect(
+      (await exchange({ ...(await base()), subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' })).json.reason,
+    ).toBe('unsupported_token_type');
     expect((await exchange({ ...(await base()), actor_token: 'x', actor_token_type: ACCESS_TOKEN_TYPE })).status).toBe(400);
     const scoped = await exchange({ ...(await base()), scope: 'https://www.googleapis.com/auth/cloud-platform' });
     expect(scoped.json.error).toBe('invalid_scope');

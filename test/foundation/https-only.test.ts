@@ -25,18 +25,18 @@ const core: Env = {
 
 type AnySection = Section<Record<string, SettingSpec<unknown>>>;
 const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?: (u: string) => string][] = [
-  ['ENTRA_AUTHORITY_HOST', coreConfig as unknown as AnySection, true],
-  ['GOOGLE_STS_TOKEN_URL', googleConfig as unknown as AnySection, true],
-  ['GOOGLE_IAM_CREDENTIALS_ENDPOINT', googleConfig as unknown as AnySection, true],
-  ['GOOGLE_IAM_ENDPOINT', rotationConfig as unknown as AnySection, true],
-  ['GOOGLE_OAUTH_TOKEN_URL', saKeyConfig as unknown as AnySection, true],
-  ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig as unknown as AnySection, true],
-  ['KEY_VAULT_URL', keyVaultConfig as unknown as AnySection, false],
-  ['COSMOS_ENDPOINTS', cosmosConfig as unknown as AnySection, false, (u) => `orders=${u}`],
-  ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig as unknown as AnySection, false],
+  ['ENTRA_AUTHORITY_HOST', coreConfig, true],
+  ['GOOGLE_STS_TOKEN_URL', googleConfig, true],
+  ['GOOGLE_IAM_CREDENTIALS_ENDPOINT', googleConfig, true],
+  ['GOOGLE_IAM_ENDPOINT', rotationConfig, true],
+  ['GOOGLE_OAUTH_TOKEN_URL', saKeyConfig, true],
+  ['CLOUDSQL_ADMIN_ENDPOINT', cloudSqlConfig, true],
+  ['KEY_VAULT_URL', keyVaultConfig, false],
+  ['COSMOS_ENDPOINTS', cosmosConfig, false, (u) => `orders=${u}`],
+  ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig, false],
   // Blob URLs (the live policy, the rotation lease): https only, loopback included (Azurite serves TLS).
-  ['BROKER_POLICY_URL', policyConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
-  ['ROTATION_LOCK_URL', rotationConfig as unknown as AnySection, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],
+  ['BROKER_POLICY_URL', policyConfig, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
+  ['ROTATION_LOCK_URL', rotationConfig, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],
 ];
 
 function problemsOf(section: AnySection, env: Env): string[] {
@@ -51,7 +51,12 @@ function problemsOf(section: AnySection, env: Env): string[] {
 
 describe('HTTPS only outside loopback (every production endpoint setting)', () => {
   test.each(rows)('%s: http: to a public host is refused, naming the setting', (name, section, _loopback, wrap = (u) => u) => {
-    for (const bad of ['http://example.com', 'http://sts.googleapis.com/v1/token', 'http://10.0.0.5:8080', 'http://127.0.0.1.nip.io']) {
+    for (const bad of [
+      'http://example.com',
+      'http://sts.googleapis.com/v1/token',
+      'http://10.0.0.5:8080',
+      'http://127.0.0.1.nip.io',
+    ]) {
       const problems = problemsOf(section, { ...core, [name]: wrap(bad) });
       expect(problems.some((p) => p.startsWith(`${name} `))).toBe(true);
       // the section error is the broker's config_invalid (503), still naming the setting
@@ -67,19 +72,22 @@ describe('HTTPS only outside loopback (every production endpoint setting)', () =
     }
   });
 
-  test.each(rows)('%s: https: is accepted; http: on loopback only where the sandbox needs it', (name, section, loopbackHttp, wrap = (u) => u) => {
-    expect(problemsOf(section, { ...core, [name]: wrap('https://example.com/') })).toEqual([]);
-    for (const lo of ['http://127.0.0.1:7101', 'http://localhost:7101', 'http://[::1]:7101']) {
-      const problems = problemsOf(section, { ...core, [name]: wrap(lo) });
-      if (loopbackHttp) expect(problems).toEqual([]);
-      else expect(problems.some((p) => p.startsWith(`${name} `))).toBe(true);
-    }
-  });
+  test.each(rows)(
+    '%s: https: is accepted; http: on loopback only where the sandbox needs it',
+    (name, section, loopbackHttp, wrap = (u) => u) => {
+      expect(problemsOf(section, { ...core, [name]: wrap('https://example.com/') })).toEqual([]);
+      for (const lo of ['http://127.0.0.1:7101', 'http://localhost:7101', 'http://[::1]:7101']) {
+        const problems = problemsOf(section, { ...core, [name]: wrap(lo) });
+        if (loopbackHttp) expect(problems).toEqual([]);
+        else expect(problems.some((p) => p.startsWith(`${name} `))).toBe(true);
+      }
+    },
+  );
 
   test('credentials in an endpoint URL are refused', () => {
-    expect(problemsOf(googleConfig as unknown as AnySection, { GOOGLE_STS_TOKEN_URL: 'https://u:p@sts.googleapis.com/v1/token' })).toEqual([
-      'GOOGLE_STS_TOKEN_URL must not carry credentials (user:password@)',
-    ]);
+    expect(
+      problemsOf(googleConfig as unknown as AnySection, { GOOGLE_STS_TOKEN_URL: 'https://u:p@sts.googleapis.com/v1/token' }),
+    ).toEqual(['GOOGLE_STS_TOKEN_URL must not carry credentials (user:password@)']);
   });
 
   test('the table covers every endpoint setting the broker declares', () => {

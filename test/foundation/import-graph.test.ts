@@ -64,7 +64,14 @@ test('the detector finds a cycle (it can fail)', () => {
     ['d.ts', []],
   ]);
   expect(findCycle(g)).toEqual(['a.ts', 'b.ts', 'c.ts', 'a.ts']);
-  expect(findCycle(new Map([['a.ts', ['b.ts']], ['b.ts', []]]))).toBeUndefined();
+  expect(
+    findCycle(
+      new Map([
+        ['a.ts', ['b.ts']],
+        ['b.ts', []],
+      ]),
+    ),
+  ).toBeUndefined();
 });
 
 test('no import cycle in shared/, functions/ or local/ (type-only and dynamic imports included)', () => {

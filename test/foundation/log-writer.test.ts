@@ -15,7 +15,11 @@ const TS_HOOK = `
 function writer(maxBytes?: number) {
   const writes: string[] = [];
   const syncWrites: string[] = [];
-  const w = new LineWriter((t) => writes.push(t), (t) => syncWrites.push(t), maxBytes);
+  const w = new LineWriter(
+    (t) => writes.push(t),
+    (t) => syncWrites.push(t),
+    maxBytes,
+  );
   return { w, writes, syncWrites };
 }
 
@@ -66,13 +70,24 @@ describe('LineWriter', () => {
 
 describe('in a fresh process, stdout to a pipe', () => {
   const run = (body: string) =>
-    spawnSync(process.execPath, ['-e', `${TS_HOOK}\nconst { createLogger } = require('./shared/log.ts');\nconst log = createLogger({ correlationId: 'c-1' });\n${body}`], {
-      cwd: ROOT,
-      env: { ...process.env, LOG_LEVEL: 'info' },
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-  const lines = (out: string) => out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; n?: number });
+    spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `${TS_HOOK}\nconst { createLogger } = require('./shared/log.ts');\nconst log = createLogger({ correlationId: 'c-1' });\n${body}`,
+      ],
+      {
+        cwd: ROOT,
+        env: { ...process.env, LOG_LEVEL: 'info' },
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
+  const lines = (out: string) =>
+    out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { msg: string; n?: number });
 
   it('no line is lost on process.exit right after logging', () => {
     const r = run(`for (let i = 0; i < 5000; i++) log.info('line', { n: i }); process.exit(0);`);
@@ -88,7 +103,9 @@ describe('in a fresh process, stdout to a pipe', () => {
   });
 
   it('lines logged across turns all arrive, in order, on a normal exit', () => {
-    const r = run(`let i = 0; const t = setInterval(() => { log.info('tick', { n: i++ }); if (i === 20) clearInterval(t); }, 1);`);
+    const r = run(
+      `let i = 0; const t = setInterval(() => { log.info('tick', { n: i++ }); if (i === 20) clearInterval(t); }, 1);`,
+    );
     expect(lines(r.stdout).map((l) => l.n)).toEqual(Array.from({ length: 20 }, (_, i) => i));
   });
 });

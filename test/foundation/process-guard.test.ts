@@ -10,7 +10,11 @@ const guard = resolve(__dirname, '../../dist/shared/process-guard.js');
 
 function run(body: string): { status: number | null; lines: Record<string, unknown>[]; stdout: string } {
   const script = `const { inInvocation } = require(${JSON.stringify(guard)});\n${body}`;
-  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, LOG_LEVEL: 'info', NODE_OPTIONS: '' }, timeout: 10_000 });
+  const r = spawnSync(process.execPath, ['-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, LOG_LEVEL: 'info', NODE_OPTIONS: '' },
+    timeout: 10_000,
+  });
   const lines = r.stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
@@ -43,5 +47,9 @@ test('outside any invocation the line names the process; an uncaught exception i
   `);
   expect(r.status).not.toBe(0); // Node's default for an uncaught exception stays
   expect(r.lines.find((l) => l.event === 'process.unhandled-rejection')).toMatchObject({ fn: 'process' });
-  expect(r.lines.find((l) => l.event === 'process.uncaught-exception')).toMatchObject({ fn: 'token', correlationId: 'corr-xyz-789', origin: 'uncaughtException' });
+  expect(r.lines.find((l) => l.event === 'process.uncaught-exception')).toMatchObject({
+    fn: 'token',
+    correlationId: 'corr-xyz-789',
+    origin: 'uncaughtException',
+  });
 });

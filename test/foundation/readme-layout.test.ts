@@ -17,7 +17,10 @@ const dirsOf = (dir: string) =>
 
 test('every top-level folder and every folder of shared/, local/ and test/ has a row', () => {
   const rows = new Set(layoutPaths());
-  const expected = [...dirsOf('.').map((d) => `${d}/`), ...['shared', 'local', 'test'].flatMap((p) => dirsOf(p).map((d) => `${p}/${d}/`))];
+  const expected = [
+    ...dirsOf('.').map((d) => `${d}/`),
+    ...['shared', 'local', 'test'].flatMap((p) => dirsOf(p).map((d) => `${p}/${d}/`)),
+  ];
   const missing = expected.filter((d) => !rows.has(d) && !(d === 'shared/' || d === 'test/'));
   expect(missing).toEqual([]);
 });

@@ -19,7 +19,14 @@ test('every setting the code declares is in the README configuration table, as g
 test('local.settings.json.template sets every required setting of the sandbox', () => {
   loadAllSections();
   const tpl = JSON.parse(readFileSync(join(root, 'local.settings.json.template'), 'utf8')) as { Values: Record<string, string> };
-  for (const n of ['BROKER_ALLOWED_TENANTS', 'BROKER_CLIENT_AUDIENCES', 'BROKER_ALLOWED_CLIENT_OIDS', 'BROKER_SUBJECT_AUDIENCES', 'BROKER_POLICY_PATH', 'ROTATION_SCHEDULE']) {
+  for (const n of [
+    'BROKER_ALLOWED_TENANTS',
+    'BROKER_CLIENT_AUDIENCES',
+    'BROKER_ALLOWED_CLIENT_OIDS',
+    'BROKER_SUBJECT_AUDIENCES',
+    'BROKER_POLICY_PATH',
+    'ROTATION_SCHEDULE',
+  ]) {
     expect(tpl.Values[n]).toBeTruthy();
   }
   expect(tpl.Values.FUNCTIONS_WORKER_RUNTIME).toBe('node');

@@ -31,5 +31,7 @@ test('a sandbox CA is trusted only for a loopback endpoint, and an unreadable fi
   expect(sandboxCa({ ...base, caFile: undefined, url: 'https://acct.documents.azure.com:443/' })).toBeUndefined();
   expect(sandboxCa({ ...base, caFile: pem, url: 'https://127.0.0.1:7107/' })).toContain('BEGIN CERTIFICATE');
   expect(code(() => sandboxCa({ ...base, caFile: pem, url: 'https://acct.documents.azure.com:443/' }))).toBe('config_invalid');
-  expect(code(() => sandboxCa({ ...base, caFile: join(dir, 'missing.pem'), url: 'https://127.0.0.1:7107/' }))).toBe('config_invalid');
+  expect(code(() => sandboxCa({ ...base, caFile: join(dir, 'missing.pem'), url: 'https://127.0.0.1:7107/' }))).toBe(
+    'config_invalid',
+  );
 });

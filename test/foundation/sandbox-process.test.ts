@@ -17,7 +17,15 @@ const STOP_WITHIN_MS = 6000;
 
 interface Run {
   proc: ChildProcess;
-  state: { brokerUrl: string; entraUrl: string; runDir: string; postgresPid: number; postgresDataDir: string; pid: number; azuritePid: number };
+  state: {
+    brokerUrl: string;
+    entraUrl: string;
+    runDir: string;
+    postgresPid: number;
+    postgresDataDir: string;
+    pid: number;
+    azuritePid: number;
+  };
   output: () => string;
 }
 
@@ -101,7 +109,8 @@ function alive(pid: number): boolean {
 }
 
 async function gone(pid: number, withinMs = 2000): Promise<boolean> {
-  for (const t0 = Date.now(); Date.now() - t0 < withinMs; await new Promise((r) => setTimeout(r, 50))) if (!alive(pid)) return true;
+  for (const t0 = Date.now(); Date.now() - t0 < withinMs; await new Promise((r) => setTimeout(r, 50)))
+    if (!alive(pid)) return true;
   return !alive(pid);
 }
 
@@ -131,7 +140,9 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
       expect(alive(r.state.azuritePid)).toBe(true);
     }
     // each run's own CA (a shared path would hold only the last writer's)
-    expect(readFileSync(join(a.state.runDir, 'keyvault-ca.pem'), 'utf8')).not.toBe(readFileSync(join(b.state.runDir, 'keyvault-ca.pem'), 'utf8'));
+    expect(readFileSync(join(a.state.runDir, 'keyvault-ca.pem'), 'utf8')).not.toBe(
+      readFileSync(join(b.state.runDir, 'keyvault-ca.pem'), 'utf8'),
+    );
     expect(a.state.brokerUrl).not.toBe(b.state.brokerUrl);
     const health = await fetch(`${a.state.brokerUrl}/health?probe=live`);
     expect(health.status).toBe(200);
@@ -191,7 +202,11 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
   test('bad start options are refused by name', () => {
     const r = (() => {
       try {
-        execFileSync(process.execPath, [startJs, '--ephemeral-ports'], { cwd, env: { ...process.env, SANDBOX_CLOUDSQL_HOST: '10.0.0.1', NODE_OPTIONS: '' }, stdio: 'pipe' });
+        execFileSync(process.execPath, [startJs, '--ephemeral-ports'], {
+          cwd,
+          env: { ...process.env, SANDBOX_CLOUDSQL_HOST: '10.0.0.1', NODE_OPTIONS: '' },
+          stdio: 'pipe',
+        });
         return '';
       } catch (e) {
         return String((e as { stderr?: Buffer }).stderr ?? '');

@@ -43,13 +43,29 @@ async function fetchThrows(url: string, timeoutMs = 2000): Promise<unknown> {
 const sys = (code: string) => Object.assign(new Error(`${code} 127.0.0.1`), { code });
 
 const network: [string, () => Promise<unknown>, string][] = [
-  ['fetch: connection refused (TypeError, cause ECONNREFUSED)', () => fetchThrows(`http://127.0.0.1:${closedPort}/`), 'upstream_unavailable'],
+  [
+    'fetch: connection refused (TypeError, cause ECONNREFUSED)',
+    () => fetchThrows(`http://127.0.0.1:${closedPort}/`),
+    'upstream_unavailable',
+  ],
   ['fetch: AbortSignal.timeout fired (DOMException TimeoutError)', () => fetchThrows(`${base}/stall`, 100), 'upstream_timeout'],
-  ['AbortError (a client that reports its deadline so)', async () => Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' }), 'upstream_timeout'],
+  [
+    'AbortError (a client that reports its deadline so)',
+    async () => Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' }),
+    'upstream_timeout',
+  ],
   ['socket ETIMEDOUT', async () => sys('ETIMEDOUT'), 'upstream_timeout'],
   ['socket ECONNABORTED', async () => sys('ECONNABORTED'), 'upstream_timeout'],
-  ['undici headers timeout (in the cause)', async () => new TypeError('fetch failed', { cause: sys('UND_ERR_HEADERS_TIMEOUT') }), 'upstream_timeout'],
-  ['undici body timeout (in the cause)', async () => new TypeError('fetch failed', { cause: sys('UND_ERR_BODY_TIMEOUT') }), 'upstream_timeout'],
+  [
+    'undici headers timeout (in the cause)',
+    async () => new TypeError('fetch failed', { cause: sys('UND_ERR_HEADERS_TIMEOUT') }),
+    'upstream_timeout',
+  ],
+  [
+    'undici body timeout (in the cause)',
+    async () => new TypeError('fetch failed', { cause: sys('UND_ERR_BODY_TIMEOUT') }),
+    'upstream_timeout',
+  ],
   ['socket ECONNRESET', async () => sys('ECONNRESET'), 'upstream_unavailable'],
   ['DNS ENOTFOUND', async () => sys('ENOTFOUND'), 'upstream_unavailable'],
   ['TLS failure', async () => sys('UNABLE_TO_VERIFY_LEAF_SIGNATURE'), 'upstream_unavailable'],
@@ -94,7 +110,9 @@ test('fetchWithTimeout: a stalled upstream is cut at its deadline and classified
   const t0 = Date.now();
   await expect(fetchWithTimeout('Google STS', `${base}/stall`, {}, 150)).rejects.toMatchObject({ code: 'upstream_timeout' });
   expect(Date.now() - t0).toBeLessThan(2000);
-  await expect(fetchWithTimeout('Google STS', `http://127.0.0.1:${closedPort}/`, {}, 2000)).rejects.toMatchObject({ code: 'upstream_unavailable' });
+  await expect(fetchWithTimeout('Google STS', `http://127.0.0.1:${closedPort}/`, {}, 2000)).rejects.toMatchObject({
+    code: 'upstream_unavailable',
+  });
   expect((await fetchWithTimeout('Google STS', `${base}/`, {}, 2000)).status).toBe(200);
 });
 

@@ -71,17 +71,48 @@ const google: [string, () => Promise<unknown>, Want][] = [
   ['STS 400 invalid_grant', () => gaxiosThrows(`${base}/token?status=400`), { code: 'upstream_denied', status: 403 }],
   ['STS 401', () => gaxiosThrows(`${base}/token?status=401`), { code: 'upstream_denied', status: 403 }],
   ['STS 403', () => gaxiosThrows(`${base}/token?status=403`), { code: 'upstream_denied', status: 403 }],
-  ['STS 429 with Retry-After: 7', () => gaxiosThrows(`${base}/token?status=429&retry-after=7`), { code: 'upstream_throttled', status: 503, retryAfter: 7 }],
-  ['STS 429 without Retry-After', () => gaxiosThrows(`${base}/token?status=429`), { code: 'upstream_throttled', status: 503, retryAfter: 5 }],
+  [
+    'STS 429 with Retry-After: 7',
+    () => gaxiosThrows(`${base}/token?status=429&retry-after=7`),
+    { code: 'upstream_throttled', status: 503, retryAfter: 7 },
+  ],
+  [
+    'STS 429 without Retry-After',
+    () => gaxiosThrows(`${base}/token?status=429`),
+    { code: 'upstream_throttled', status: 503, retryAfter: 5 },
+  ],
   ['STS 500', () => gaxiosThrows(`${base}/token?status=500`), { code: 'upstream_error', status: 502, retryAfter: 5 }],
   ['STS 502', () => gaxiosThrows(`${base}/token?status=502`), { code: 'upstream_error', status: 502 }],
-  ['STS 503 with Retry-After: 12', () => gaxiosThrows(`${base}/token?status=503&retry-after=12`), { code: 'upstream_unavailable', status: 503, retryAfter: 12 }],
+  [
+    'STS 503 with Retry-After: 12',
+    () => gaxiosThrows(`${base}/token?status=503&retry-after=12`),
+    { code: 'upstream_unavailable', status: 503, retryAfter: 12 },
+  ],
   ['STS 504', () => gaxiosThrows(`${base}/token?status=504`), { code: 'upstream_timeout', status: 504, retryAfter: 5 }],
-  ['STS stalls past the gaxios timeout', () => gaxiosThrows(`${base}/stall`, 100), { code: 'upstream_timeout', status: 504, retryAfter: 5 }],
-  ['STS connection refused', () => gaxiosThrows(`http://127.0.0.1:${closedPort}/token`), { code: 'upstream_unavailable', status: 503, retryAfter: 5 }],
+  [
+    'STS stalls past the gaxios timeout',
+    () => gaxiosThrows(`${base}/stall`, 100),
+    { code: 'upstream_timeout', status: 504, retryAfter: 5 },
+  ],
+  [
+    'STS connection refused',
+    () => gaxiosThrows(`http://127.0.0.1:${closedPort}/token`),
+    { code: 'upstream_unavailable', status: 503, retryAfter: 5 },
+  ],
   ['fetch: stalls past AbortSignal.timeout', () => fetchThrows(`${base}/stall`, 100), { code: 'upstream_timeout', status: 504 }],
-  ['fetch: connection refused', () => fetchThrows(`http://127.0.0.1:${closedPort}/x`), { code: 'upstream_unavailable', status: 503 }],
-  ['undici headers timeout (in the cause)', async () => new TypeError('fetch failed', { cause: Object.assign(new Error('Headers Timeout Error'), { code: 'UND_ERR_HEADERS_TIMEOUT' }) }), { code: 'upstream_timeout', status: 504 }],
+  [
+    'fetch: connection refused',
+    () => fetchThrows(`http://127.0.0.1:${closedPort}/x`),
+    { code: 'upstream_unavailable', status: 503 },
+  ],
+  [
+    'undici headers timeout (in the cause)',
+    async () =>
+      new TypeError('fetch failed', {
+        cause: Object.assign(new Error('Headers Timeout Error'), { code: 'UND_ERR_HEADERS_TIMEOUT' }),
+      }),
+    { code: 'upstream_timeout', status: 504 },
+  ],
   ['something unknown', async () => ({ weird: true }), { code: 'upstream_unavailable', status: 503 }],
   ['undefined', async () => undefined, { code: 'upstream_unavailable', status: 503 }],
 ];
@@ -106,15 +137,54 @@ test('googleFailure: a BrokerError passes through unchanged', () => {
 // @azure/identity's ManagedIdentityCredential raises CredentialUnavailableError when the endpoint cannot be
 // reached and AuthenticationError(statusCode, body) when it answers an error.
 const mi: [string, () => Promise<unknown>, Want][] = [
-  ['endpoint unreachable (CredentialUnavailableError)', async () => new CredentialUnavailableError(`ManagedIdentityCredential: ${UPSTREAM_TEXT}`), { code: 'upstream_unavailable', status: 503, retryAfter: 5 }],
-  ['identity not assigned (AuthenticationError 400)', async () => new AuthenticationError(400, { error: 'invalid_request', error_description: UPSTREAM_TEXT }), { code: 'upstream_denied', status: 403 }],
-  ['refused (AuthenticationError 403)', async () => new AuthenticationError(403, { error: 'access_denied', error_description: UPSTREAM_TEXT }), { code: 'upstream_denied', status: 403 }],
-  ['throttled (AuthenticationError 429)', async () => new AuthenticationError(429, { error: 'throttled', error_description: UPSTREAM_TEXT }), { code: 'upstream_unavailable', status: 503, retryAfter: 5 }],
-  ['failing (AuthenticationError 500)', async () => new AuthenticationError(500, UPSTREAM_TEXT), { code: 'upstream_unavailable', status: 503 }],
-  ['aborted by the deadline (DOMException TimeoutError)', async () => fetchThrows(`${base}/stall`, 100), { code: 'upstream_timeout', status: 504, retryAfter: 5 }],
-  ['AbortError from @azure/abort-controller', async () => Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' }), { code: 'upstream_timeout', status: 504 }],
-  ['a timeout in the cause chain', async () => new CredentialUnavailableError('ManagedIdentityCredential failed', { cause: Object.assign(new Error('x'), { code: 'ETIMEDOUT' }) }), { code: 'upstream_timeout', status: 504 }],
-  ['connection refused', async () => fetchThrows(`http://127.0.0.1:${closedPort}/metadata/identity/oauth2/token`), { code: 'upstream_unavailable', status: 503 }],
+  [
+    'endpoint unreachable (CredentialUnavailableError)',
+    async () => new CredentialUnavailableError(`ManagedIdentityCredential: ${UPSTREAM_TEXT}`),
+    { code: 'upstream_unavailable', status: 503, retryAfter: 5 },
+  ],
+  [
+    'identity not assigned (AuthenticationError 400)',
+    async () => new AuthenticationError(400, { error: 'invalid_request', error_description: UPSTREAM_TEXT }),
+    { code: 'upstream_denied', status: 403 },
+  ],
+  [
+    'refused (AuthenticationError 403)',
+    async () => new AuthenticationError(403, { error: 'access_denied', error_description: UPSTREAM_TEXT }),
+    { code: 'upstream_denied', status: 403 },
+  ],
+  [
+    'throttled (AuthenticationError 429)',
+    async () => new AuthenticationError(429, { error: 'throttled', error_description: UPSTREAM_TEXT }),
+    { code: 'upstream_unavailable', status: 503, retryAfter: 5 },
+  ],
+  [
+    'failing (AuthenticationError 500)',
+    async () => new AuthenticationError(500, UPSTREAM_TEXT),
+    { code: 'upstream_unavailable', status: 503 },
+  ],
+  [
+    'aborted by the deadline (DOMException TimeoutError)',
+    async () => fetchThrows(`${base}/stall`, 100),
+    { code: 'upstream_timeout', status: 504, retryAfter: 5 },
+  ],
+  [
+    'AbortError from @azure/abort-controller',
+    async () => Object.assign(new Error('The operation was aborted.'), { name: 'AbortError' }),
+    { code: 'upstream_timeout', status: 504 },
+  ],
+  [
+    'a timeout in the cause chain',
+    async () =>
+      new CredentialUnavailableError('ManagedIdentityCredential failed', {
+        cause: Object.assign(new Error('x'), { code: 'ETIMEDOUT' }),
+      }),
+    { code: 'upstream_timeout', status: 504 },
+  ],
+  [
+    'connection refused',
+    async () => fetchThrows(`http://127.0.0.1:${closedPort}/metadata/identity/oauth2/token`),
+    { code: 'upstream_unavailable', status: 503 },
+  ],
   ['undefined', async () => undefined, { code: 'upstream_unavailable', status: 503 }],
 ];
 

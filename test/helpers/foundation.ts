@@ -21,8 +21,16 @@ export async function startFixture(env: Record<string, string> = {}): Promise<Fi
   return {
     sandbox,
     restoreEnv,
-    gateway: (o = {}) => sandbox.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0', ...o }),
-    caller: (o = {}) => sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], ...o }),
+    gateway: (o = {}) =>
+      sandbox.entra.mint({
+        oid: SANDBOX.gatewayObjectId,
+        appId: SANDBOX.gatewayAppId,
+        aud: SANDBOX.clientAudience,
+        version: '1.0',
+        ...o,
+      }),
+    caller: (o = {}) =>
+      sandbox.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'], ...o }),
     async stop() {
       restoreEnv();
       await sandbox.stop();

@@ -121,5 +121,7 @@ export class LeakScanner {
 export function describeLeaks(leaks: readonly Leak[], where: string): string {
   const shown = leaks.slice(0, 10).map((l) => `  - ${l.kind} of credential ${l.fingerprint}: ${l.line}`);
   const more = leaks.length > 10 ? [`  … and ${leaks.length - 10} more`] : [];
-  return [`Token leak (${where}): ${leaks.length} log line(s) carry a credential an emulator issued:`, ...shown, ...more].join('\n');
+  return [`Token leak (${where}): ${leaks.length} log line(s) carry a credential an emulator issued:`, ...shown, ...more].join(
+    '\n',
+  );
 }

@@ -6,6 +6,7 @@
 export function workerHost(base: number): string {
   const net = Number(process.env.TEST_LOOPBACK_NET ?? '0');
   const worker = Number(process.env.JEST_WORKER_ID ?? '1');
-  if (!Number.isInteger(net) || net < 0 || net > 255) throw new Error(`TEST_LOOPBACK_NET must be 0-255, got ${process.env.TEST_LOOPBACK_NET}`);
+  if (!Number.isInteger(net) || net < 0 || net > 255)
+    throw new Error(`TEST_LOOPBACK_NET must be 0-255, got ${process.env.TEST_LOOPBACK_NET}`);
   return `127.0.${net}.${base + worker}`;
 }

@@ -28,7 +28,7 @@ export function atPointer(doc: Json, pointer: string): Json | undefined {
   for (const raw of pointer.slice(1).split('/').slice(1)) {
     const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
     if (cur === null || typeof cur !== 'object') return undefined;
-    cur = Array.isArray(cur) ? cur[Number(key)] : (cur as JsonObject)[key];
+    cur = Array.isArray(cur) ? cur[Number(key)] : cur[key];
     if (cur === undefined) return undefined;
   }
   return cur;
@@ -53,7 +53,21 @@ export function newAjv(): Ajv2020 {
   const ajv = new Ajv2020({ strict: true, strictTypes: false, strictRequired: false, allErrors: true });
   addFormats(ajv);
   // The OpenAPI document's own (non-schema) members, and OpenAPI's schema annotations.
-  ajv.addVocabulary(['openapi', 'info', 'servers', 'paths', 'components', 'tags', 'security', 'jsonSchemaDialect', 'webhooks', 'externalDocs', 'example', 'discriminator', 'xml']);
+  ajv.addVocabulary([
+    'openapi',
+    'info',
+    'servers',
+    'paths',
+    'components',
+    'tags',
+    'security',
+    'jsonSchemaDialect',
+    'webhooks',
+    'externalDocs',
+    'example',
+    'discriminator',
+    'xml',
+  ]);
   return ajv;
 }
 
@@ -71,7 +85,7 @@ export class ContractValidator {
 
   constructor(spec: JsonObject = loadSpec()) {
     this.spec = spec;
-    this.ajv.addSchema(spec as object, SPEC_ID);
+    this.ajv.addSchema(spec, SPEC_ID);
   }
 
   /** A validator for the schema at a JSON pointer of the spec. */
@@ -117,8 +131,9 @@ export class ContractValidator {
     if (!op) return [`no operation ${method.toUpperCase()} ${path} in openapi.yaml`];
     const responses = op.responses as JsonObject;
     const key = [String(res.status), `${String(res.status)[0]}XX`, 'default'].find((k) => k in responses);
-    if (!key) return [`${method.toUpperCase()} ${path}: status ${res.status} is not documented (body: ${res.text.slice(0, 200)})`];
-    this.checked.push({ operationId: String(op.operationId), status: res.status });
+    if (!key)
+      return [`${method.toUpperCase()} ${path}: status ${res.status} is not documented (body: ${res.text.slice(0, 200)})`];
+    this.checked.push({ operationId: op.operationId as string, status: res.status });
     const { node: response, pointer: rp } = this.deref(`${opPointer}/responses/${key}`);
     const problems: string[] = [];
     const where = `${method.toUpperCase()} ${path} ${res.status}`;
@@ -132,7 +147,7 @@ export class ContractValidator {
         continue;
       }
       const v = this.schemaAt(`${hp}/schema`);
-      if (!v(value)) problems.push(`${where}: header ${name}: "${value}" ${this.ajv.errorsText(v.errors)}`);
+      if (!v(value)) problems.push(`${where}: header ${name}: "${String(value)}" ${this.ajv.errorsText(v.errors)}`);
     }
 
     const content = response.content as JsonObject | undefined;
@@ -150,7 +165,8 @@ export class ContractValidator {
       return [...problems, `${where}: the body is not JSON`];
     }
     const v = this.schemaAt(`${rp}/content/${escapePointer(media)}/schema`);
-    if (!v(body)) problems.push(`${where}: body ${this.ajv.errorsText(v.errors, { separator: '; ' })}: ${res.text.slice(0, 300)}`);
+    if (!v(body))
+      problems.push(`${where}: body ${this.ajv.errorsText(v.errors, { separator: '; ' })}: ${res.text.slice(0, 300)}`);
     return problems;
   }
 }

@@ -38,7 +38,14 @@ interface Node {
 type Raw = Record<string, unknown>;
 
 function parse(xml: string): Node[] {
-  const parser = new XMLParser({ preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '', parseTagValue: false, parseAttributeValue: false, trimValues: true });
+  const parser = new XMLParser({
+    preserveOrder: true,
+    ignoreAttributes: false,
+    attributeNamePrefix: '',
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: true,
+  });
   const all: Node[] = [];
   let order = 0;
   const walk = (items: Raw[], path: string[], into: Node[]) => {
@@ -49,7 +56,10 @@ function parse(xml: string): Node[] {
       const node: Node = {
         tag,
         attrs: (item[':@'] as Record<string, string>) ?? {},
-        text: kids.filter((k) => '#text' in k).map((k) => String(k['#text'])).join(''),
+        text: kids
+          .filter((k) => '#text' in k)
+          .map((k) => String(k['#text']))
+          .join(''),
         path,
         order: order++,
         children: [],
@@ -63,7 +73,10 @@ function parse(xml: string): Node[] {
   return all;
 }
 
-const docs = Object.fromEntries(FILES.map((f) => [f, { xml: read(f), nodes: parse(read(f)) }])) as Record<(typeof FILES)[number], { xml: string; nodes: Node[] }>;
+const docs = Object.fromEntries(FILES.map((f) => [f, { xml: read(f), nodes: parse(read(f)) }])) as Record<
+  (typeof FILES)[number],
+  { xml: string; nodes: Node[] }
+>;
 const byTag = (nodes: Node[], tag: string) => nodes.filter((n) => n.tag === tag);
 const one = (nodes: Node[], tag: string) => {
   const found = byTag(nodes, tag);
@@ -73,7 +86,14 @@ const one = (nodes: Node[], tag: string) => {
 const setVariable = (nodes: Node[], name: string) => nodes.find((n) => n.tag === 'set-variable' && n.attrs.name === name);
 /** Every expression or literal that can end up in what the caller receives (bodies, headers, status lines). */
 const callerFacing = (nodes: Node[]) =>
-  nodes.filter((n) => n.path.includes('return-response') || (n.path.includes('outbound') && n.tag !== 'choose' && n.tag !== 'when')).flatMap((n) => [n.text, ...Object.entries(n.attrs).filter(([k]) => k !== 'condition').map(([, v]) => v)]);
+  nodes
+    .filter((n) => n.path.includes('return-response') || (n.path.includes('outbound') && n.tag !== 'choose' && n.tag !== 'when'))
+    .flatMap((n) => [
+      n.text,
+      ...Object.entries(n.attrs)
+        .filter(([k]) => k !== 'condition')
+        .map(([, v]) => v),
+    ]);
 
 describe.each(FILES)('%s', (file) => {
   const { xml, nodes } = docs[file];
@@ -99,11 +119,18 @@ describe.each(FILES)('%s', (file) => {
     for (const a of audiences) expect(a).toMatch(/^\{\{[a-z-]+-audience\}\}$/);
     const claims = byTag(nodes, 'claim').map((c) => c.attrs.name);
     expect(claims).toEqual(expect.arrayContaining(['tid', 'oid']));
-    const firstUse = nodes.find((n) => n.order > 0 && n.tag !== 'base' && n.path.includes('inbound') && !n.path.includes('validate-jwt') && n.tag !== 'validate-jwt');
+    const firstUse = nodes.find(
+      (n) =>
+        n.order > 0 &&
+        n.tag !== 'base' &&
+        n.path.includes('inbound') &&
+        !n.path.includes('validate-jwt') &&
+        n.tag !== 'validate-jwt',
+    );
     expect(firstUse!.order).toBeGreaterThan(jwt.order);
   });
 
-  test('never sends context.LastError, the broker\'s error text or its raw body to the caller', () => {
+  test("never sends context.LastError, the broker's error text or its raw body to the caller", () => {
     const out = callerFacing(nodes).join('\n');
     expect(out).not.toMatch(/LastError/);
     expect(out).not.toMatch(/error_description/);
@@ -113,7 +140,9 @@ describe.each(FILES)('%s', (file) => {
       expect(body.text).not.toMatch(/LastError|Message|Reason/);
     }
     // LastError appears only in conditions, to pick the status
-    const uses = nodes.flatMap((n) => [n.text, ...Object.entries(n.attrs).map(([k, v]) => `${k}=${v}`)]).filter((s) => s.includes('LastError'));
+    const uses = nodes
+      .flatMap((n) => [n.text, ...Object.entries(n.attrs).map(([k, v]) => `${k}=${v}`)])
+      .filter((s) => s.includes('LastError'));
     for (const u of uses) expect(u).toMatch(/^condition=/);
   });
 });
@@ -172,8 +201,10 @@ describe.each(FILES)('%s: every element is one APIM knows, where APIM allows it'
       if (rule.sections && !rule.sections.includes(n.path[1] ?? '')) problems.push(`<${n.tag}> in <${n.path[1]}>`);
       if (n.tag === 'choose') {
         const kids = n.children.map((c) => c.tag);
-        if (!kids.includes('when') || kids.some((k) => k !== 'when' && k !== 'otherwise')) problems.push('choose without when, or with other children');
-        if (kids.filter((k) => k === 'otherwise').length > 1 || (kids.includes('otherwise') && kids.at(-1) !== 'otherwise')) problems.push('otherwise not last/unique');
+        if (!kids.includes('when') || kids.some((k) => k !== 'when' && k !== 'otherwise'))
+          problems.push('choose without when, or with other children');
+        if (kids.filter((k) => k === 'otherwise').length > 1 || (kids.includes('otherwise') && kids.at(-1) !== 'otherwise'))
+          problems.push('otherwise not last/unique');
       }
       if (n.tag === 'when' && !/^@\(/.test(n.attrs.condition ?? '')) problems.push('when without an @( ) condition');
     }
@@ -187,7 +218,11 @@ describe.each(FILES)('%s: every element is one APIM knows, where APIM allows it'
       expect(e).toMatch(/^@(\([\s\S]*\)|\{[\s\S]*\})$/);
       // strip string literals (with escaped quotes) before counting
       const code = e.replace(/"(?:\\.|[^"\\])*"/g, '""');
-      for (const [open, close] of [['(', ')'], ['{', '}'], ['[', ']']] as const) {
+      for (const [open, close] of [
+        ['(', ')'],
+        ['{', '}'],
+        ['[', ']'],
+      ] as const) {
         let depth = 0;
         for (const ch of code) {
           if (ch === open) depth++;
@@ -217,7 +252,9 @@ describe.each(FILES)('%s: caller answers', (file) => {
   });
 
   test("the broker's body is parsed for a status decision only when it is JSON (a platform error page cannot turn a 503 into an exception)", () => {
-    const decisions = nodes.filter((n) => n.tag === 'set-variable' && ['caller-status', 'gateway-fault'].includes(n.attrs.name ?? ''));
+    const decisions = nodes.filter(
+      (n) => n.tag === 'set-variable' && ['caller-status', 'gateway-fault'].includes(n.attrs.name ?? ''),
+    );
     for (const d of decisions) {
       const expr = d.attrs.value!;
       const guard = expr.indexOf('GetValueOrDefault("Content-Type", "").Contains("json")');
@@ -229,7 +266,7 @@ describe.each(FILES)('%s: caller answers', (file) => {
 
 describe('query-api.xml: which broker errors reach the caller', () => {
   const { nodes } = docs['query-api.xml'];
-  test("a broker 401 not about the caller, or a 403 about the gateway (party client, upstream_denied), becomes a fixed 502", () => {
+  test('a broker 401 not about the caller, or a 403 about the gateway (party client, upstream_denied), becomes a fixed 502', () => {
     const fault = setVariable(nodes, 'gateway-fault')!.attrs.value!;
     expect(fault).toContain('if (s == 401) { return party != "subject"; }');
     expect(fault).toContain('party == "client" || code == "upstream_denied"');
@@ -240,117 +277,131 @@ describe('query-api.xml: which broker errors reach the caller', () => {
   });
 });
 
-describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml', 'cosmos-rbac-api.xml'] as const)('%s (token exchange with cache)', (file) => {
-  const { nodes } = docs[file];
+describe.each(['cloudsql-api.xml', 'cosmos-token-api.xml', 'cosmos-rbac-api.xml'] as const)(
+  '%s (token exchange with cache)',
+  (file) => {
+    const { nodes } = docs[file];
 
-  test('the cache key comes only from validated claims (tid, oid) and the target', () => {
-    const key = setVariable(nodes, 'broker-cache-key')!;
-    expect(key).toBeDefined();
-    const expr = key.attrs.value!;
-    expect(expr).toContain('(Jwt)context.Variables["caller-jwt"]');
-    expect(expr).toContain('Claims.GetValueOrDefault("tid"');
-    expect(expr).toContain('Claims.GetValueOrDefault("oid"');
-    expect(expr).toContain('(string)context.Variables["broker-resource"]');
-    expect(expr).not.toMatch(/context\.Request|Headers|Authorization|AsJwt/);
-    // the target comes from a named value, set before the exchange
-    const resource = setVariable(nodes, 'broker-resource')!;
-    expect(resource.attrs.value).toMatch(/^\{\{(cloudsql|cosmos|cosmos-rbac)-target\}\}$/);
-    expect(resource.order).toBeLessThan(key.order);
-    for (const c of [...byTag(nodes, 'cache-lookup-value'), ...byTag(nodes, 'cache-store-value')]) {
-      expect(c.attrs.key).toBe('@((string)context.Variables["broker-cache-key"])');
-    }
-    const lookup = one(nodes, 'cache-lookup-value');
-    expect(lookup.order).toBeGreaterThan(key.order);
-  });
+    test('the cache key comes only from validated claims (tid, oid) and the target', () => {
+      const key = setVariable(nodes, 'broker-cache-key')!;
+      expect(key).toBeDefined();
+      const expr = key.attrs.value!;
+      expect(expr).toContain('(Jwt)context.Variables["caller-jwt"]');
+      expect(expr).toContain('Claims.GetValueOrDefault("tid"');
+      expect(expr).toContain('Claims.GetValueOrDefault("oid"');
+      expect(expr).toContain('(string)context.Variables["broker-resource"]');
+      expect(expr).not.toMatch(/context\.Request|Headers|Authorization|AsJwt/);
+      // the target comes from a named value, set before the exchange
+      const resource = setVariable(nodes, 'broker-resource')!;
+      expect(resource.attrs.value).toMatch(/^\{\{(cloudsql|cosmos|cosmos-rbac)-target\}\}$/);
+      expect(resource.order).toBeLessThan(key.order);
+      for (const c of [...byTag(nodes, 'cache-lookup-value'), ...byTag(nodes, 'cache-store-value')]) {
+        expect(c.attrs.key).toBe('@((string)context.Variables["broker-cache-key"])');
+      }
+      const lookup = one(nodes, 'cache-lookup-value');
+      expect(lookup.order).toBeGreaterThan(key.order);
+    });
 
-  test('a miss calls the broker: send-request mode new, bounded timeout, POST /api/token, APIM managed identity, RFC 8693 body', () => {
-    const send = one(nodes, 'send-request');
-    expect(send.attrs.mode).toBe('new');
-    expect(Number(send.attrs.timeout)).toBeGreaterThan(0);
-    expect(Number(send.attrs.timeout)).toBeLessThanOrEqual(30);
-    expect(send.attrs['ignore-error']).toBe('true');
-    expect(send.children.find((c) => c.tag === 'set-url')?.text).toBe('{{broker-base-url}}/api/token');
-    expect(send.children.find((c) => c.tag === 'set-method')?.text).toBe('POST');
-    const mi = send.children.find((c) => c.tag === 'authentication-managed-identity');
-    expect(mi?.attrs.resource).toBe('{{broker-app-id-uri}}');
-    const body = send.children.find((c) => c.tag === 'set-body')!.text;
-    expect(body).toContain('urn:ietf:params:oauth:grant-type:token-exchange');
-    expect(body).toContain('&subject_token=');
-    expect(body).toContain('&resource=');
-    expect(body).toContain('Uri.EscapeDataString(caller)');
-    expect(body).toContain('Uri.EscapeDataString((string)context.Variables["broker-resource"])');
-    // the broker is only called when the cache missed
-    expect(send.path).toContain('when');
-    const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(send));
-    expect(guard?.attrs.condition).toBe('@(!context.Variables.ContainsKey("broker-grant"))');
-  });
+    test('a miss calls the broker: send-request mode new, bounded timeout, POST /api/token, APIM managed identity, RFC 8693 body', () => {
+      const send = one(nodes, 'send-request');
+      expect(send.attrs.mode).toBe('new');
+      expect(Number(send.attrs.timeout)).toBeGreaterThan(0);
+      expect(Number(send.attrs.timeout)).toBeLessThanOrEqual(30);
+      expect(send.attrs['ignore-error']).toBe('true');
+      expect(send.children.find((c) => c.tag === 'set-url')?.text).toBe('{{broker-base-url}}/api/token');
+      expect(send.children.find((c) => c.tag === 'set-method')?.text).toBe('POST');
+      const mi = send.children.find((c) => c.tag === 'authentication-managed-identity');
+      expect(mi?.attrs.resource).toBe('{{broker-app-id-uri}}');
+      const body = send.children.find((c) => c.tag === 'set-body')!.text;
+      expect(body).toContain('urn:ietf:params:oauth:grant-type:token-exchange');
+      expect(body).toContain('&subject_token=');
+      expect(body).toContain('&resource=');
+      expect(body).toContain('Uri.EscapeDataString(caller)');
+      expect(body).toContain('Uri.EscapeDataString((string)context.Variables["broker-resource"])');
+      // the broker is only called when the cache missed
+      expect(send.path).toContain('when');
+      const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(send));
+      expect(guard?.attrs.condition).toBe('@(!context.Variables.ContainsKey("broker-grant"))');
+    });
 
-  test('broker failures become clean problem answers: no answer 504, throttling 503 with a bounded Retry-After, else 401/403/502', () => {
-    const returns = nodes.filter((n) => n.tag === 'return-response' && n.path.includes('inbound'));
-    const statuses = returns.flatMap((r) => r.children.filter((c) => c.tag === 'set-status').map((c) => c.attrs.code));
-    expect(statuses).toContain('504');
-    const mapping = setVariable(nodes, 'caller-status')!.attrs.value!;
-    expect(mapping).toMatch(/return 401/);
-    expect(mapping).toMatch(/return 403/);
-    expect(mapping).toMatch(/return 503/);
-    expect(mapping).toMatch(/return 502/);
-    expect(mapping).toContain('r.StatusCode == 401 && error == "invalid_grant"');
-    const retryAfter = nodes.filter((n) => n.tag === 'set-header' && n.attrs.name === 'Retry-After').flatMap((h) => h.children.map((c) => c.text));
-    expect(retryAfter.some((v) => /seconds <= 300/.test(v))).toBe(true);
-    // each mapped status has its own answer: 503 (Retry-After), 401 (Bearer), and 403/502 from the mapping
-    const branches = nodes.filter((n) => n.tag === 'when' && /caller-status"\] == (503|401)\)$/.test(n.attrs.condition ?? ''));
-    expect(branches).toHaveLength(2);
-  });
+    test('broker failures become clean problem answers: no answer 504, throttling 503 with a bounded Retry-After, else 401/403/502', () => {
+      const returns = nodes.filter((n) => n.tag === 'return-response' && n.path.includes('inbound'));
+      const statuses = returns.flatMap((r) => r.children.filter((c) => c.tag === 'set-status').map((c) => c.attrs.code));
+      expect(statuses).toContain('504');
+      const mapping = setVariable(nodes, 'caller-status')!.attrs.value!;
+      expect(mapping).toMatch(/return 401/);
+      expect(mapping).toMatch(/return 403/);
+      expect(mapping).toMatch(/return 503/);
+      expect(mapping).toMatch(/return 502/);
+      expect(mapping).toContain('r.StatusCode == 401 && error == "invalid_grant"');
+      const retryAfter = nodes
+        .filter((n) => n.tag === 'set-header' && n.attrs.name === 'Retry-After')
+        .flatMap((h) => h.children.map((c) => c.text));
+      expect(retryAfter.some((v) => /seconds <= 300/.test(v))).toBe(true);
+      // each mapped status has its own answer: 503 (Retry-After), 401 (Bearer), and 403/502 from the mapping
+      const branches = nodes.filter((n) => n.tag === 'when' && /caller-status"\] == (503|401)\)$/.test(n.attrs.condition ?? ''));
+      expect(branches).toHaveLength(2);
+    });
 
-  test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
-    const grant = setVariable(nodes, 'broker-grant')!.attrs.value!;
-    expect(grant).toContain('(long)b["expires_in"]');
-    expect(grant).toContain('b.Add("expires_at", expiresAt)');
-    const seconds = setVariable(nodes, 'cache-seconds')!.attrs.value!;
-    expect(seconds).toContain('g["expires_at"]');
-    expect(seconds).toMatch(/Math\.Min\(max, Math\.Max\(0, left - margin - jitter\)\)/);
-    expect(seconds).toContain('(int)context.Variables["broker-cache-max-seconds"]');
-    // Bounded revocation (issue 13 item 9): a cached credential is served at most 60 s, whatever its lifetime.
-    const max = setVariable(nodes, 'broker-cache-max-seconds')!.attrs.value!;
-    expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeGreaterThan(0);
-    expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeLessThanOrEqual(60);
-    expect(seconds).toContain('new Random()');
-    const margin = setVariable(nodes, 'broker-cache-margin-seconds')!.attrs.value!;
-    expect(Number(/^@\((\d+)\)$/.exec(margin)?.[1])).toBeGreaterThanOrEqual(60);
-    const store = one(nodes, 'cache-store-value');
-    expect(store.attrs.duration).toBe('@((int)context.Variables["cache-seconds"])');
-    const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(store));
-    expect(guard?.attrs.condition).toBe('@((int)context.Variables["cache-seconds"] > 0)');
-  });
-});
+    test('the cache duration derives from expires_in, minus a margin and jitter, never negative, stored only when positive', () => {
+      const grant = setVariable(nodes, 'broker-grant')!.attrs.value!;
+      expect(grant).toContain('(long)b["expires_in"]');
+      expect(grant).toContain('b.Add("expires_at", expiresAt)');
+      const seconds = setVariable(nodes, 'cache-seconds')!.attrs.value!;
+      expect(seconds).toContain('g["expires_at"]');
+      expect(seconds).toMatch(/Math\.Min\(max, Math\.Max\(0, left - margin - jitter\)\)/);
+      expect(seconds).toContain('(int)context.Variables["broker-cache-max-seconds"]');
+      // Bounded revocation (issue 13 item 9): a cached credential is served at most 60 s, whatever its lifetime.
+      const max = setVariable(nodes, 'broker-cache-max-seconds')!.attrs.value!;
+      expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeGreaterThan(0);
+      expect(Number(/^@\((\d+)\)$/.exec(max)?.[1])).toBeLessThanOrEqual(60);
+      expect(seconds).toContain('new Random()');
+      const margin = setVariable(nodes, 'broker-cache-margin-seconds')!.attrs.value!;
+      expect(Number(/^@\((\d+)\)$/.exec(margin)?.[1])).toBeGreaterThanOrEqual(60);
+      const store = one(nodes, 'cache-store-value');
+      expect(store.attrs.duration).toBe('@((int)context.Variables["cache-seconds"])');
+      const guard = nodes.find((n) => n.tag === 'when' && n.children.includes(store));
+      expect(guard?.attrs.condition).toBe('@((int)context.Variables["cache-seconds"] > 0)');
+    });
+  },
+);
 
 describe('where the credential goes', () => {
-  test('Cloud SQL: the backend gets the database token in a header, never the caller\'s token, and the header never flows back', () => {
+  test("Cloud SQL: the backend gets the database token in a header, never the caller's token, and the header never flows back", () => {
     const { nodes } = docs['cloudsql-api.xml'];
     const inboundHeaders = nodes.filter((n) => n.tag === 'set-header' && n.path.at(-1) === 'inbound');
     expect(inboundHeaders.find((h) => h.attrs.name === 'X-Db-Token')?.children[0]?.text).toBe(
       '@((string)JObject.Parse((string)context.Variables["broker-grant"])["access_token"])',
     );
     expect(inboundHeaders.find((h) => h.attrs.name === 'Authorization')?.attrs['exists-action']).toBe('delete');
-    expect(nodes.find((n) => n.tag === 'set-header' && n.path.includes('outbound') && n.attrs.name === 'X-Db-Token')?.attrs['exists-action']).toBe('delete');
+    expect(
+      nodes.find((n) => n.tag === 'set-header' && n.path.includes('outbound') && n.attrs.name === 'X-Db-Token')?.attrs[
+        'exists-action'
+      ],
+    ).toBe('delete');
   });
 
   test('Cosmos: the client gets the resource token and where to use it, with expires_in recomputed, and no-store', () => {
     const { nodes } = docs['cosmos-token-api.xml'];
     const final = nodes.filter((n) => n.tag === 'return-response' && n.path.at(-1) === 'inbound').at(-1)!;
     expect(final.children.find((c) => c.tag === 'set-status')?.attrs.code).toBe('200');
-    expect(final.children.find((c) => c.tag === 'set-header' && c.attrs.name === 'Cache-Control')?.children[0]?.text).toBe('no-store');
+    expect(final.children.find((c) => c.tag === 'set-header' && c.attrs.name === 'Cache-Control')?.children[0]?.text).toBe(
+      'no-store',
+    );
     const body = final.children.find((c) => c.tag === 'set-body')!.text;
-    for (const field of ['access_token', 'account_endpoint', 'database', 'container', 'partition_key', 'mode', 'expires_at']) expect(body).toContain(`g["${field}"]`);
+    for (const field of ['access_token', 'account_endpoint', 'database', 'container', 'partition_key', 'mode', 'expires_at'])
+      expect(body).toContain(`g["${field}"]`);
     expect(body).toContain('"expires_in", expiresIn');
   });
 
-  test('Cosmos keyless (rbac): the identity token stays in APIM; Cosmos REST gets type=aad, the partition is the caller\'s oid', () => {
+  test("Cosmos keyless (rbac): the identity token stays in APIM; Cosmos REST gets type=aad, the partition is the caller's oid", () => {
     const { nodes, xml } = docs['cosmos-rbac-api.xml'];
     const inbound = nodes.filter((n) => n.tag === 'set-header' && n.path.at(-1) === 'inbound');
     const auth = inbound.find((h) => h.attrs.name === 'Authorization')!;
     expect(auth.attrs['exists-action']).toBe('override');
-    expect(auth.children[0]?.text).toBe('@(Uri.EscapeDataString("type=aad&ver=1.0&sig=" + (string)JObject.Parse((string)context.Variables["broker-grant"])["access_token"]))');
+    expect(auth.children[0]?.text).toBe(
+      '@(Uri.EscapeDataString("type=aad&ver=1.0&sig=" + (string)JObject.Parse((string)context.Variables["broker-grant"])["access_token"]))',
+    );
     expect(auth.order).toBeGreaterThan(setVariable(nodes, 'broker-grant')!.order);
     const pk = inbound.find((h) => h.attrs.name === 'x-ms-documentdb-partitionkey')!;
     expect(pk.children[0]?.text).toContain('((Jwt)context.Variables["caller-jwt"]).Claims.GetValueOrDefault("oid"');
@@ -367,7 +418,7 @@ describe('where the credential goes', () => {
     expect(xml).not.toMatch(/Response\.Body/);
   });
 
-  test('Query: the caller\'s validated token is the subject, APIM\'s managed identity the client, the broker the backend', () => {
+  test("Query: the caller's validated token is the subject, APIM's managed identity the client, the broker the backend", () => {
     const { nodes } = docs['query-api.xml'];
     const jwt = one(nodes, 'validate-jwt');
     const subject = nodes.find((n) => n.tag === 'set-header' && n.attrs.name === 'X-Subject-Token')!;
@@ -383,7 +434,11 @@ describe('named values and Bicep', () => {
 
   test('every {{named-value}} a policy uses is declared in infra/modules/apim.bicep, and each declared one is used', () => {
     expect(declared.size).toBeGreaterThan(5);
-    const used = new Set([...FILES.map((f) => docs[f].xml), ...FRAGMENTS.map(fragmentXml)].flatMap((x) => [...x.matchAll(/\{\{([a-z0-9-]+)\}\}/g)].map((m) => m[1]!)));
+    const used = new Set(
+      [...FILES.map((f) => docs[f].xml), ...FRAGMENTS.map(fragmentXml)].flatMap((x) =>
+        [...x.matchAll(/\{\{([a-z0-9-]+)\}\}/g)].map((m) => m[1]!),
+      ),
+    );
     expect([...used].filter((u) => !declared.has(u))).toEqual([]);
     expect([...declared].filter((d) => !used.has(d))).toEqual([]);
   });
@@ -404,7 +459,9 @@ describe('named values and Bicep', () => {
       expect(apimBicep).toContain(`name: '${id}'`);
       expect(apimBicep).toContain(`loadTextContent('../apim/fragments/${id}.xml')`);
     }
-    const included = new Set(FILES.flatMap((f) => [...readFileSync(join(apimDir, f), 'utf8').matchAll(INCLUDE)].map((m) => m[1]!)));
+    const included = new Set(
+      FILES.flatMap((f) => [...readFileSync(join(apimDir, f), 'utf8').matchAll(INCLUDE)].map((m) => m[1]!)),
+    );
     expect([...included].sort()).toEqual([...FRAGMENTS].sort());
     for (const [file, deps] of [
       ['cloudsql-api.xml', 'brokerExchange, callerErrors'],

@@ -46,7 +46,15 @@ function modules(src: string): { symbol: string; path: string; keys: string[] }[
 const mods = modules(main);
 
 test('main.bicep: every module exists, gets only parameters it declares and every one it requires', () => {
-  expect(mods.map((m) => m.symbol).sort()).toEqual(['apim', 'cosmos', 'functionApp', 'identities', 'keyVault', 'monitoring', 'storage']);
+  expect(mods.map((m) => m.symbol).sort()).toEqual([
+    'apim',
+    'cosmos',
+    'functionApp',
+    'identities',
+    'keyVault',
+    'monitoring',
+    'storage',
+  ]);
   for (const m of mods) {
     const file = join(infra, m.path);
     expect(existsSync(file)).toBe(true);
@@ -61,12 +69,18 @@ test('every `<module>.outputs.X` used is an output of that module', () => {
   const outputsOf = new Map(mods.map((m) => [m.symbol, bicepFile(text(join(infra, m.path))).outputs]));
   const uses = [...main.matchAll(/\b(\w+)\.outputs\.(\w+)/g)];
   expect(uses.length).toBeGreaterThan(10);
-  for (const [, sym, out] of uses) expect({ ref: `${sym}.outputs.${out}`, ok: outputsOf.get(sym!)?.has(out!) ?? false }).toEqual({ ref: `${sym}.outputs.${out}`, ok: true });
+  for (const [, sym, out] of uses)
+    expect({ ref: `${sym}.outputs.${out}`, ok: outputsOf.get(sym!)?.has(out!) ?? false }).toEqual({
+      ref: `${sym}.outputs.${out}`,
+      ok: true,
+    });
 });
 
 test('every file a Bicep file loads exists (policies, fragments, openapi.yaml)', () => {
   const bicepFiles = [mainPath, ...readdirSync(join(infra, 'modules')).map((f) => join(infra, 'modules', f))];
-  const loads = bicepFiles.flatMap((f) => [...text(f).matchAll(/loadTextContent\('([^']+)'\)/g)].map((m) => join(dirname(f), m[1]!)));
+  const loads = bicepFiles.flatMap((f) =>
+    [...text(f).matchAll(/loadTextContent\('([^']+)'\)/g)].map((m) => join(dirname(f), m[1]!)),
+  );
   expect(loads.some((l) => l.endsWith('openapi.yaml'))).toBe(true);
   expect(loads.filter((l) => !existsSync(l))).toEqual([]);
   // Bicep's loadTextContent refuses files over 131,072 characters
@@ -78,12 +92,15 @@ test('every file a Bicep file loads exists (policies, fragments, openapi.yaml)',
 
 test('azd: main.parameters.json names only Bicep parameters, and sets every required one; outputs are UPPER_SNAKE', () => {
   const { params, outputs } = bicepFile(main);
-  const given = Object.keys((JSON.parse(text(join(infra, 'main.parameters.json'))) as { parameters: Record<string, unknown> }).parameters);
+  const given = Object.keys(
+    (JSON.parse(text(join(infra, 'main.parameters.json'))) as { parameters: Record<string, unknown> }).parameters,
+  );
   expect(given.filter((g) => !params.has(g))).toEqual([]);
   expect([...params].filter(([n, p]) => !p.hasDefault && !given.includes(n)).map(([n]) => n)).toEqual([]);
   for (const o of outputs) expect(o).toMatch(/^[A-Z][A-Z0-9_]*$/);
   // what the walkthrough feeds into Terraform
-  for (const o of ['AZURE_TENANT_ID', 'BROKER_IDENTITY_PRINCIPAL_ID', 'APIM_GATEWAY_URL', 'APIM_IDENTITY_PRINCIPAL_ID']) expect(outputs.has(o)).toBe(true);
+  for (const o of ['AZURE_TENANT_ID', 'BROKER_IDENTITY_PRINCIPAL_ID', 'APIM_GATEWAY_URL', 'APIM_IDENTITY_PRINCIPAL_ID'])
+    expect(outputs.has(o)).toBe(true);
   expect(text(join(root, 'azure.yaml'))).toMatch(/host: function/);
 });
 
@@ -98,17 +115,32 @@ test("Application Insights refuses key-based ingestion only if the broker's expo
 });
 
 test('resource names fit their limits for the longest environment name, keeping the unique suffix', () => {
-  expect(main).toContain("var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')");
+  expect(main).toContain(
+    "var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')",
+  );
   const longest = 24 + 1 + 6;
-  const limits: Record<string, number> = { 'apim.bicep': 50, 'cosmos.bicep': 44, 'functionapp.bicep': 60, 'monitoring.bicep': 63, 'identities.bicep': 128 };
+  const limits: Record<string, number> = {
+    'apim.bicep': 50,
+    'cosmos.bicep': 44,
+    'functionapp.bicep': 60,
+    'monitoring.bicep': 63,
+    'identities.bicep': 128,
+  };
   for (const [file, limit] of Object.entries(limits)) {
     const names = [...text(join(infra, 'modules', file)).matchAll(/^ {2}name: '([a-z-]*)\$\{name\}'$/gm)].map((m) => m[1]!);
     expect(names.length).toBeGreaterThan(0);
-    for (const prefix of names) expect({ file, prefix, length: prefix.length + longest }).toEqual({ file, prefix, length: Math.min(prefix.length + longest, limit) });
+    for (const prefix of names)
+      expect({ file, prefix, length: prefix.length + longest }).toEqual({
+        file,
+        prefix,
+        length: Math.min(prefix.length + longest, limit),
+      });
   }
   for (const file of ['keyvault.bicep', 'storage.bicep']) {
     // 2-letter prefix + the last 22 characters of the hyphen-less name: 24 at most, suffix kept, no hyphen
-    expect(text(join(infra, 'modules', file))).toMatch(/name: '(kv|st)\$\{substring\(compact, max\(0, length\(compact\) - 22\)\)\}'/);
+    expect(text(join(infra, 'modules', file))).toMatch(
+      /name: '(kv|st)\$\{substring\(compact, max\(0, length\(compact\) - 22\)\)\}'/,
+    );
   }
 });
 
@@ -117,7 +149,11 @@ describe('Terraform (infra/gcp)', () => {
     .filter((f) => f.endsWith('.tf'))
     .map((f) => text(join(infra, 'gcp', f)))
     .join('\n');
-  const resources = [...tf.matchAll(/^resource "(\w+)" "(\w+)" \{\n([\s\S]*?)\n\}/gm)].map((m) => ({ type: m[1]!, name: m[2]!, body: m[3]! }));
+  const resources = [...tf.matchAll(/^resource "(\w+)" "(\w+)" \{\n([\s\S]*?)\n\}/gm)].map((m) => ({
+    type: m[1]!,
+    name: m[2]!,
+    body: m[3]!,
+  }));
 
   test('every var.X used is declared, and every declared variable is used', () => {
     const declared = new Set([...tf.matchAll(/^variable "(\w+)"/gm)].map((m) => m[1]!));
@@ -159,7 +195,8 @@ describe('Terraform (infra/gcp)', () => {
     expect(users.body).toContain('type     = "CLOUD_IAM_SERVICE_ACCOUNT"');
     expect(users.body).toContain('trimsuffix(each.value.email, ".gserviceaccount.com")');
     const outputs = new Set([...tf.matchAll(/^output "(\w+)"/gm)].map((m) => m[1]!));
-    for (const o of ['wif_audience', 'rotation_managed_keys', 'google_sa_key_secret', 'service_accounts']) expect(outputs.has(o)).toBe(true);
+    for (const o of ['wif_audience', 'rotation_managed_keys', 'google_sa_key_secret', 'service_accounts'])
+      expect(outputs.has(o)).toBe(true);
     expect(tf).toContain('value       = "//iam.googleapis.com/${google_iam_workload_identity_pool_provider.entra.name}"');
   });
 });

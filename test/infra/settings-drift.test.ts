@@ -37,7 +37,11 @@ const NOT_DEPLOYED: Record<string, string> = {
 
 function declared(): { name: string; required: boolean; hasDefault: boolean }[] {
   loadAllSections();
-  return allSettings().map((s) => ({ name: s.name, required: s.default === undefined && !s.optional, hasDefault: s.default !== undefined }));
+  return allSettings().map((s) => ({
+    name: s.name,
+    required: s.default === undefined && !s.optional,
+    hasDefault: s.default !== undefined,
+  }));
 }
 
 test('the Bicep sets every required setting, and every optional one without a default that production needs', () => {
@@ -56,7 +60,8 @@ test('every app setting the Bicep sets is declared by the code (or read by the p
 });
 
 test('sandbox-only settings are never deployed', () => {
-  for (const n of ['KEY_VAULT_CA_FILE', 'COSMOS_CA_FILE', 'BROKER_POLICY_CA_FILE', 'BROKER_POLICY_PATH']) expect(bicepSettings.has(n)).toBe(false);
+  for (const n of ['KEY_VAULT_CA_FILE', 'COSMOS_CA_FILE', 'BROKER_POLICY_CA_FILE', 'BROKER_POLICY_PATH'])
+    expect(bicepSettings.has(n)).toBe(false);
   expect(bicep).not.toMatch(/IDENTITY_ENDPOINT|IDENTITY_HEADER|SANDBOX_/);
 });
 
@@ -65,7 +70,9 @@ test('the policy lives in its container, versioned, with a container-scoped Stor
   expect(storage).toMatch(/isVersioningEnabled: true/);
   expect(storage).toMatch(/resource policyContainer [^\n]*containers@[^\n]*\n\s*parent: blobService\n\s*name: 'policy'/);
   // Contributor (ba92f5b4-…) scoped to the container, never the account.
-  expect(storage).toMatch(/scope: policyContainer\n\s*name: guid\(policyContainer\.id, brokerPrincipalId, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'\)/);
+  expect(storage).toMatch(
+    /scope: policyContainer\n\s*name: guid\(policyContainer\.id, brokerPrincipalId, 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'\)/,
+  );
   expect(bicep).toMatch(/name: 'BROKER_POLICY_URL', value: policyBlobUrl/);
 });
 
@@ -75,8 +82,8 @@ test('no deployed setting carries a secret: keys stay in Key Vault', () => {
 });
 
 test('every setting the code declares or the Bicep sets is documented in the README', () => {
-  const undocumented = [...new Set([...declared().map((s) => s.name), ...[...bicepSettings].filter((b) => !PLATFORM.has(b))])].filter(
-    (n) => !readme.includes(`\`${n}\``),
-  );
+  const undocumented = [
+    ...new Set([...declared().map((s) => s.name), ...[...bicepSettings].filter((b) => !PLATFORM.has(b))]),
+  ].filter((n) => !readme.includes(`\`${n}\``));
   expect(undocumented).toEqual([]);
 });

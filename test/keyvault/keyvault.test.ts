@@ -73,7 +73,11 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
     expect(versions).toHaveLength(30);
     expect(sb.keyVault.count('secrets.versions')).toBeGreaterThanOrEqual(2); // followed nextLink
 
-    const updated = await kv.update('sa-key', v2.version, { enabled: false, tags: { keyId: 'k2', state: 'retired' }, contentType: 'text/plain' });
+    const updated = await kv.update('sa-key', v2.version, {
+      enabled: false,
+      tags: { keyId: 'k2', state: 'retired' },
+      contentType: 'text/plain',
+    });
     expect(updated.enabled).toBe(false);
     const stored = sb.keyVault.read('sa-key', v2.version)!;
     expect(stored.enabled).toBe(false);
@@ -112,7 +116,11 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
       wrongAudience: await sb.entra.mint({ aud: 'https://management.azure.com', oid: sb.msi.objectId, version: '1.0' }),
       unknownKey: await sb.entra.mint({ aud: 'https://vault.azure.net', oid: sb.msi.objectId, key: sb.entra.strayKey() }),
       expired: await sb.entra.mint({ aud: 'https://vault.azure.net', oid: sb.msi.objectId, expiresIn: -3600 }),
-      otherTenant: await sb.entra.mint({ aud: 'https://vault.azure.net', oid: sb.msi.objectId, iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000000/' }),
+      otherTenant: await sb.entra.mint({
+        aud: 'https://vault.azure.net',
+        oid: sb.msi.objectId,
+        iss: 'https://sts.windows.net/00000000-0000-4000-8000-000000000000/',
+      }),
       garbage: 'not-a-jwt',
     };
     for (const [label, token] of Object.entries(cases)) {
@@ -127,12 +135,21 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
     const cfg = keyVaultConfig.get();
     const readerOid = '0b5e0000-0000-4000-8000-0000000000a1';
     sb.keyVault.grant(readerOid, 'reader');
-    const reader = new KeyVaultSecrets(createSecretClient({ credential: fixed(await sb.entra.mint({ aud: 'https://vault.azure.net', oid: readerOid })), config: cfg }), 3000);
+    const reader = new KeyVaultSecrets(
+      createSecretClient({
+        credential: fixed(await sb.entra.mint({ aud: 'https://vault.azure.net', oid: readerOid })),
+        config: cfg,
+      }),
+      3000,
+    );
     expect((await reader.get('exists'))?.value).toBe('x');
     const denied = await rejectionOf(reader.set('exists', 'y'));
     expect((denied as BrokerError).code).toBe('upstream_denied');
     expect(keyVaultErrorCode((denied as BrokerError).cause)).toBe('ForbiddenByRbac');
-    const stranger = new KeyVaultSecrets(createSecretClient({ credential: fixed(await sb.entra.mint({ aud: 'https://vault.azure.net' })), config: cfg }), 3000);
+    const stranger = new KeyVaultSecrets(
+      createSecretClient({ credential: fixed(await sb.entra.mint({ aud: 'https://vault.azure.net' })), config: cfg }),
+      3000,
+    );
     expect(((await rejectionOf(stranger.get('exists'))) as BrokerError).code).toBe('upstream_denied');
   });
 
@@ -180,8 +197,12 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('the CA setting is refused for a non-loopback vault', () => {
-    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(BrokerError);
-    const c = createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined } });
+    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(
+      BrokerError,
+    );
+    const c = createSecretClient({
+      config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined },
+    });
     expect(c).toBeInstanceOf(SecretClient);
   });
 });

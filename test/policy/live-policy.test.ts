@@ -46,12 +46,19 @@ let logs: ReturnType<typeof captureLogs>;
 let second: { child: ChildProcess; url: string } | undefined;
 
 const root = join(__dirname, '..', '..');
-const gateway = () => sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
-const adminToken = (oid = '0b5e0000-0000-4000-8000-0000000ad111') => sb.entra.mint({ oid, aud: SANDBOX.clientAudience, roles: [SANDBOX.adminRole] });
+const gateway = () =>
+  sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+const adminToken = (oid = '0b5e0000-0000-4000-8000-0000000ad111') =>
+  sb.entra.mint({ oid, aud: SANDBOX.clientAudience, roles: [SANDBOX.adminRole] });
 const caller = () => sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] });
-const adminHeaders = async (extra: Record<string, string> = {}) => ({ authorization: `Bearer ${await gateway()}`, 'x-subject-token': await adminToken(), ...extra });
+const adminHeaders = async (extra: Record<string, string> = {}) => ({
+  authorization: `Bearer ${await gateway()}`,
+  'x-subject-token': await adminToken(),
+  ...extra,
+});
 const api = (path: string) => `http://127.0.0.1:7071/api/${path}`;
-const policyBlob = () => sb.storage!.admin().getContainerClient(SANDBOX.storage.container).getBlockBlobClient(SANDBOX.storage.policyBlob);
+const policyBlob = () =>
+  sb.storage!.admin().getContainerClient(SANDBOX.storage.container).getBlockBlobClient(SANDBOX.storage.policyBlob);
 
 async function getPolicy() {
   return call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: await adminHeaders() });
@@ -61,14 +68,18 @@ async function getPolicy() {
 async function startSecondInstance(): Promise<{ child: ChildProcess; url: string }> {
   const host = join(root, 'dist', 'local', 'host.js');
   if (!existsSync(host)) throw new Error('build first (npx tsc -p tsconfig.json): dist/local/host.js is missing');
-  const child = spawn(process.execPath, ['-e', `require(${JSON.stringify(host)}).startLocalHost({ port: 0 }).then((h) => console.error('URL ' + h.url))`], {
-    env: { ...process.env, ...sb.env, LOG_LEVEL: 'error' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['-e', `require(${JSON.stringify(host)}).startLocalHost({ port: 0 }).then((h) => console.error('URL ' + h.url))`],
+    {
+      env: { ...process.env, ...sb.env, LOG_LEVEL: 'error' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   const url = await new Promise<string>((resolve, reject) => {
     let err = '';
     const t = setTimeout(() => reject(new Error(`second instance did not start: ${err}`)), 20_000);
-    child.stderr!.on('data', (b: Buffer) => {
+    child.stderr.on('data', (b: Buffer) => {
       err += b.toString();
       const m = /URL (\S+)/.exec(err);
       if (m) {
@@ -92,11 +103,18 @@ async function explainOnSecond(): Promise<{ decision: string; reason: string }> 
 }
 
 beforeAll(async () => {
-  ROUTES.set(policyHandler, '/admin/policy').set(historyHandler, '/admin/policy/history').set(denyHandler, '/admin/deny').set(denyRemoveHandler, '/admin/deny/{id}');
+  ROUTES.set(policyHandler, '/admin/policy')
+    .set(historyHandler, '/admin/policy/history')
+    .set(denyHandler, '/admin/deny')
+    .set(denyRemoveHandler, '/admin/deny/{id}');
   logs = captureLogs();
   sb = await startSandbox({
     storage: true,
-    env: { BROKER_JWKS_COOLDOWN_SECONDS: '0', BROKER_POLICY_REFRESH_SECONDS: String(REFRESH_SECONDS), BROKER_POLICY_MAX_STALE_SECONDS: String(MAX_STALE_SECONDS) },
+    env: {
+      BROKER_JWKS_COOLDOWN_SECONDS: '0',
+      BROKER_POLICY_REFRESH_SECONDS: String(REFRESH_SECONDS),
+      BROKER_POLICY_MAX_STALE_SECONDS: String(MAX_STALE_SECONDS),
+    },
   });
   restoreEnv = sb.applyEnv();
   resetPolicyStore();
@@ -141,7 +159,11 @@ describe('live policy on Blob Storage', () => {
     expect(entry.createdBy).toBe(`${SANDBOX.tenantId}/0b5e0000-0000-4000-8000-0000000ad111`);
     const written = Date.now();
     // This instance: at once.
-    const here = await invoke(explainHandler, { url: api('policy/explain'), headers: { authorization: `Bearer ${await gateway()}` }, form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE } });
+    const here = await invoke(explainHandler, {
+      url: api('policy/explain'),
+      headers: { authorization: `Bearer ${await gateway()}` },
+      form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE },
+    });
     expect(here.json).toMatchObject({ decision: 'deny', reason: 'subject_denied' });
     // The other instance: within the interval (plus the time of one request).
     let d = await explainOnSecond();
@@ -151,12 +173,27 @@ describe('live policy on Blob Storage', () => {
     }
     expect(d).toMatchObject({ decision: 'deny', reason: 'subject_denied' });
     expect(Date.now() - written).toBeLessThanOrEqual((REFRESH_SECONDS + 1.5) * 1000);
-    expect(logs.records.some((l) => l.event === 'audit' && l.action === 'policy.deny.add' && l.decision === 'grant' && l.denyId === entry.id)).toBe(true);
+    expect(
+      logs.records.some(
+        (l) => l.event === 'audit' && l.action === 'policy.deny.add' && l.decision === 'grant' && l.denyId === entry.id,
+      ),
+    ).toBe(true);
 
-    const removed = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders(), body: { reason: 'keys rotated' } });
+    const removed = await call(denyRemoveHandler, {
+      method: 'DELETE',
+      url: api(`admin/deny/${entry.id}`),
+      params: { id: entry.id },
+      headers: await adminHeaders(),
+      body: { reason: 'keys rotated' },
+    });
     expect(removed.status).toBe(200);
     expect((removed.json.removed as { id: string }).id).toBe(entry.id);
-    const again = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${entry.id}`), params: { id: entry.id }, headers: await adminHeaders() });
+    const again = await call(denyRemoveHandler, {
+      method: 'DELETE',
+      url: api(`admin/deny/${entry.id}`),
+      params: { id: entry.id },
+      headers: await adminHeaders(),
+    });
     expect(again.status).toBe(404);
     const lifted = Date.now();
     d = await explainOnSecond();
@@ -172,7 +209,10 @@ describe('live policy on Blob Storage', () => {
     const bad = [
       [{ tenantId: SANDBOX.tenantId, objectId: 'not-a-guid', reason: 'x' }, 'objectId'],
       [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId }, 'reason'],
-      [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'x', expiresAt: '2020-01-01T00:00:00Z' }, 'expiresAt'],
+      [
+        { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'x', expiresAt: '2020-01-01T00:00:00Z' },
+        'expiresAt',
+      ],
       [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'x', extra: 1 }, 'extra'],
     ] as const;
     for (const [body, parameter] of bad) {
@@ -181,9 +221,20 @@ describe('live policy on Blob Storage', () => {
       expect(r.json.parameter).toBe(parameter);
     }
     const soon = new Date(Date.now() + 1500).toISOString();
-    const added = await call(denyHandler, { url: api('admin/deny'), headers: h, body: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'short block', expiresAt: soon } });
+    const added = await call(denyHandler, {
+      url: api('admin/deny'),
+      headers: h,
+      body: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'short block', expiresAt: soon },
+    });
     expect(added.status).toBe(201);
-    const ex = async () => (await invoke(explainHandler, { url: api('policy/explain'), headers: { authorization: `Bearer ${await gateway()}` }, form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE } })).json.decision;
+    const ex = async () =>
+      (
+        await invoke(explainHandler, {
+          url: api('policy/explain'),
+          headers: { authorization: `Bearer ${await gateway()}` },
+          form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE },
+        })
+      ).json.decision;
     expect(await ex()).toBe('deny');
     await new Promise((r) => setTimeout(r, 1700));
     expect(await ex()).toBe('grant');
@@ -214,11 +265,27 @@ describe('live policy on Blob Storage', () => {
     expect(none.status).toBe(428);
     const hist = await call(historyHandler, { method: 'GET', url: api('admin/policy/history'), headers: await adminHeaders() });
     expect(hist.status).toBe(200);
-    const versions = hist.json.versions as { current: boolean; snapshot?: string; etag?: string; revision?: number; updatedBy?: string; change?: string }[];
-    expect(versions[0]).toMatchObject({ current: true, revision: after.json.revision, change: 'put', updatedBy: `${SANDBOX.tenantId}/0b5e0000-0000-4000-8000-0000000ad111` });
+    const versions = hist.json.versions as {
+      current: boolean;
+      snapshot?: string;
+      etag?: string;
+      revision?: number;
+      updatedBy?: string;
+      change?: string;
+    }[];
+    expect(versions[0]).toMatchObject({
+      current: true,
+      revision: after.json.revision,
+      change: 'put',
+      updatedBy: `${SANDBOX.tenantId}/0b5e0000-0000-4000-8000-0000000ad111`,
+    });
     const kept = versions.find((v) => v.snapshot && v.revision === cur.json.revision);
     expect(kept).toBeDefined();
-    const old = await call(historyHandler, { method: 'GET', url: api(`admin/policy/history?snapshot=${encodeURIComponent(kept!.snapshot!)}`), headers: await adminHeaders() });
+    const old = await call(historyHandler, {
+      method: 'GET',
+      url: api(`admin/policy/history?snapshot=${encodeURIComponent(kept!.snapshot!)}`),
+      headers: await adminHeaders(),
+    });
     expect(old.status).toBe(200);
     expect(old.json.policy).toEqual(cur.json.policy);
   });
@@ -230,7 +297,12 @@ describe('live policy on Blob Storage', () => {
     const doc = cur.json.policy as { rules: { grants: { cloudsql: { serviceAccount: string }[] } }[] };
     const broken = JSON.parse(JSON.stringify(doc)) as typeof doc;
     broken.rules[0]!.grants.cloudsql[0]!.serviceAccount = 'not-an-email';
-    const r = await call(policyHandler, { method: 'PUT', url: api('admin/policy'), headers: await adminHeaders({ 'if-match': etag }), body: broken });
+    const r = await call(policyHandler, {
+      method: 'PUT',
+      url: api('admin/policy'),
+      headers: await adminHeaders({ 'if-match': etag }),
+      body: broken,
+    });
     expect(r.status).toBe(400);
     expect(r.json).toMatchObject({ code: 'policy_invalid', path: 'rules[0].grants.cloudsql[0].serviceAccount' });
     const dup = await call(policyHandler, {
@@ -244,26 +316,61 @@ describe('live policy on Blob Storage', () => {
     const after = await policyBlob().getProperties();
     expect(after.etag).toBe(before.etag);
     expect((await getPolicy()).json.etag).toBe(etag);
-    expect(logs.records.some((l) => l.event === 'audit' && l.action === 'policy.write' && l.decision === 'deny' && l.reason === 'policy_invalid')).toBe(true);
+    expect(
+      logs.records.some(
+        (l) => l.event === 'audit' && l.action === 'policy.write' && l.decision === 'deny' && l.reason === 'policy_invalid',
+      ),
+    ).toBe(true);
   });
 
   test('the admin API refuses callers without the admin role, with an API audience, or on the deny list', async () => {
     const g = await gateway();
     const noRole = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.clientAudience, roles: ['Orders.Read'] });
-    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': noRole } })).json.code).toBe('role_required');
+    expect(
+      (
+        await call(policyHandler, {
+          method: 'GET',
+          url: api('admin/policy'),
+          headers: { authorization: `Bearer ${g}`, 'x-subject-token': noRole },
+        })
+      ).json.code,
+    ).toBe('role_required');
     const apiAud = await sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: [SANDBOX.adminRole] });
-    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: { authorization: `Bearer ${g}`, 'x-subject-token': apiAud } })).status).toBe(401);
+    expect(
+      (
+        await call(policyHandler, {
+          method: 'GET',
+          url: api('admin/policy'),
+          headers: { authorization: `Bearer ${g}`, 'x-subject-token': apiAud },
+        })
+      ).status,
+    ).toBe(401);
     // An admin denies a fellow admin: from then on that admin can do nothing, not even lift it.
     const other = '0b5e0000-0000-4000-8000-0000000ad222';
-    const added = await call(denyHandler, { url: api('admin/deny'), headers: await adminHeaders(), body: { tenantId: SANDBOX.tenantId, objectId: other, reason: 'compromised admin' } });
+    const added = await call(denyHandler, {
+      url: api('admin/deny'),
+      headers: await adminHeaders(),
+      body: { tenantId: SANDBOX.tenantId, objectId: other, reason: 'compromised admin' },
+    });
     expect(added.status).toBe(201);
     const id = (added.json.entry as { id: string }).id;
     const asOther = { authorization: `Bearer ${g}`, 'x-subject-token': await adminToken(other) };
     const r = await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: asOther });
     expect(r.status).toBe(403);
     expect(r.json.code).toBe('subject_denied');
-    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: asOther })).json.code).toBe('subject_denied');
-    expect((await call(denyRemoveHandler, { method: 'DELETE', url: api(`admin/deny/${id}`), params: { id }, headers: await adminHeaders() })).status).toBe(200);
+    expect((await call(policyHandler, { method: 'GET', url: api('admin/policy'), headers: asOther })).json.code).toBe(
+      'subject_denied',
+    );
+    expect(
+      (
+        await call(denyRemoveHandler, {
+          method: 'DELETE',
+          url: api(`admin/deny/${id}`),
+          params: { id },
+          headers: await adminHeaders(),
+        })
+      ).status,
+    ).toBe(200);
   });
 
   test('health shows the policy version and its age', async () => {
@@ -284,11 +391,17 @@ describe('live policy on Blob Storage', () => {
     const port = (hung.address() as { port: number }).port;
     try {
       const cfg = { ...policyConfig.get(), storageTimeoutMs: 300 };
-      const good = new PolicyStore(new BlobPolicySource({ ...cfg, url: sb.storage!.policyBlobUrl }), { refreshMs: 0, maxStaleMs: 60_000 });
+      const good = new PolicyStore(new BlobPolicySource({ ...cfg, url: sb.storage!.policyBlobUrl }), {
+        refreshMs: 0,
+        maxStaleMs: 60_000,
+      });
       await good.current();
       // Point the same store's source at the hung server: swap the source under a store with a live last-good.
       const stalled = new BlobPolicySource({ ...cfg, url: `https://127.0.0.1:${port}/devstoreaccount1/policy/policy.json` });
-      const store = new PolicyStore({ kind: 'blob', location: 'x', read: (etag) => (etag ? stalled.read(etag) : good.source.read(undefined)) }, { refreshMs: 0, maxStaleMs: 60_000 });
+      const store = new PolicyStore(
+        { kind: 'blob', location: 'x', read: (etag) => (etag ? stalled.read(etag) : good.source.read(undefined)) },
+        { refreshMs: 0, maxStaleMs: 60_000 },
+      );
       await store.current(); // first read: the real store
       const t0 = Date.now();
       const v = await store.current(); // second read: hangs, deadline, last good
@@ -304,7 +417,11 @@ describe('live policy on Blob Storage', () => {
   // Last: it stops the store.
   test('the store down: the last good policy for BROKER_POLICY_MAX_STALE_SECONDS, then 503 policy_unavailable (never allow)', async () => {
     const explain = async () =>
-      invoke(explainHandler, { url: api('policy/explain'), headers: { authorization: `Bearer ${await gateway()}` }, form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE } });
+      invoke(explainHandler, {
+        url: api('policy/explain'),
+        headers: { authorization: `Bearer ${await gateway()}` },
+        form: { subject_token: await caller(), resource: CLOUDSQL_RESOURCE },
+      });
     expect((await explain()).json.decision).toBe('grant');
     await sb.storage!.stop();
     const down = Date.now();

@@ -52,7 +52,16 @@ describe('policy schema', () => {
           subject: { tenantId: 'not-a-guid', roles: ['A'] },
           grants: {
             cloudsql: [{ instance: 'nope', databases: [], serviceAccount: 'x@y', maxTtlSeconds: 99999 }],
-            cosmos: [{ account: 'a', database: 'd', container: 'c', mode: 'write', partitionKey: { type: 'claim', claim: 'email' }, maxTtlSeconds: 10 }],
+            cosmos: [
+              {
+                account: 'a',
+                database: 'd',
+                container: 'c',
+                mode: 'write',
+                partitionKey: { type: 'claim', claim: 'email' },
+                maxTtlSeconds: 10,
+              },
+            ],
           },
         },
       ],
@@ -134,16 +143,28 @@ describe('evaluate: deny by default, first matching rule wins, narrowing only', 
 
   test('a reader gets the reader service account with the rule cap', () => {
     const d = evaluate(policy, principal(), sql);
-    expect(d).toMatchObject({ decision: 'grant', ruleId: 'orders-readers', grant: { serviceAccount: 'orders-reader@sandbox-project.iam.gserviceaccount.com', maxTtlSeconds: 900 } });
+    expect(d).toMatchObject({
+      decision: 'grant',
+      ruleId: 'orders-readers',
+      grant: { serviceAccount: 'orders-reader@sandbox-project.iam.gserviceaccount.com', maxTtlSeconds: 900 },
+    });
   });
 
   test('an analyst gets the analyst service account', () => {
     const d = evaluate(policy, principal({ roles: ['Orders.Analyst'] }), sql);
-    expect(d).toMatchObject({ decision: 'grant', ruleId: 'orders-analysts', grant: { serviceAccount: 'orders-analyst@sandbox-project.iam.gserviceaccount.com' } });
+    expect(d).toMatchObject({
+      decision: 'grant',
+      ruleId: 'orders-analysts',
+      grant: { serviceAccount: 'orders-analyst@sandbox-project.iam.gserviceaccount.com' },
+    });
   });
 
   test('no role, other tenant, other database: denied with a trace', () => {
-    expect(evaluate(policy, principal({ roles: [] }), sql)).toMatchObject({ decision: 'deny', code: 'not_granted', reason: 'No rule matches the caller.' });
+    expect(evaluate(policy, principal({ roles: [] }), sql)).toMatchObject({
+      decision: 'deny',
+      code: 'not_granted',
+      reason: 'No rule matches the caller.',
+    });
     expect(evaluate(policy, principal({ tenantId: '00000000-0000-4000-8000-000000000001' }), sql).decision).toBe('deny');
     const other = evaluate(policy, principal(), parseTarget('cloudsql://sandbox-project/europe-west1/orders-db/payroll'));
     expect(other).toMatchObject({ decision: 'deny', code: 'not_granted' });
@@ -163,16 +184,26 @@ describe('evaluate: deny by default, first matching rule wins, narrowing only', 
   });
 
   test('cosmos: a request can narrow all to read, never widen read to all', () => {
-    expect(evaluate(policy, principal(), parseTarget('cosmos://sandbox-cosmos/app/profiles?mode=read'))).toMatchObject({ grant: { mode: 'read' } });
+    expect(evaluate(policy, principal(), parseTarget('cosmos://sandbox-cosmos/app/profiles?mode=read'))).toMatchObject({
+      grant: { mode: 'read' },
+    });
     expect(evaluate(policy, principal(), parseTarget('cosmos://sandbox-cosmos/app/catalog?mode=all')).decision).toBe('deny');
-    expect(evaluate(policy, principal(), parseTarget('cosmos://sandbox-cosmos/app/catalog'))).toMatchObject({ grant: { mode: 'read', partitionKey: 'public' } });
+    expect(evaluate(policy, principal(), parseTarget('cosmos://sandbox-cosmos/app/catalog'))).toMatchObject({
+      grant: { mode: 'read', partitionKey: 'public' },
+    });
   });
 
   test('subject categories are ANDed, values within a category ORed', () => {
     const p = parsePolicy(
       JSON.stringify({
         version: 1,
-        rules: [{ id: 'r', subject: { tenantId: TID, roles: ['A', 'B'], appIds: ['aaaaaaaa-0000-4000-8000-000000000001'] }, grants: { queries: ['q'] } }],
+        rules: [
+          {
+            id: 'r',
+            subject: { tenantId: TID, roles: ['A', 'B'], appIds: ['aaaaaaaa-0000-4000-8000-000000000001'] },
+            grants: { queries: ['q'] },
+          },
+        ],
       }),
     );
     const q = parseTarget('query://q');

@@ -20,7 +20,13 @@ function problems(doc: unknown): string[] {
   return [];
 }
 
-const base = { name: 'q', instance: INSTANCE, database: 'orders', sql: 'SELECT $1::int AS x', parameters: [{ name: 'x', type: 'integer' }] };
+const base = {
+  name: 'q',
+  instance: INSTANCE,
+  database: 'orders',
+  sql: 'SELECT $1::int AS x',
+  parameters: [{ name: 'x', type: 'integer' }],
+};
 
 describe('catalog schema', () => {
   test('the sample catalog loads and names the queries the sample policy grants', () => {
@@ -53,9 +59,20 @@ describe('catalog schema', () => {
   test('duplicate query names, unused and duplicate parameters are rejected', () => {
     expect(problems({ version: 1, queries: [base, base] }).some((m) => m.includes('duplicate query'))).toBe(true);
     expect(problems({ version: 1, queries: [{ ...base, sql: 'SELECT 1' }] }).some((m) => m.includes('not used'))).toBe(true);
-    const dup = { ...base, sql: 'SELECT $1, $2', parameters: [{ name: 'x', type: 'integer' }, { name: 'x', type: 'string' }] };
+    const dup = {
+      ...base,
+      sql: 'SELECT $1, $2',
+      parameters: [
+        { name: 'x', type: 'integer' },
+        { name: 'x', type: 'string' },
+      ],
+    };
     expect(problems({ version: 1, queries: [dup] }).some((m) => m.includes('duplicate parameter'))).toBe(true);
-    expect(problems({ version: 1, queries: [{ ...base, parameters: [{ name: 'x', type: 'string', pattern: '(' }] }] }).some((m) => m.includes('regular expression'))).toBe(true);
+    expect(
+      problems({ version: 1, queries: [{ ...base, parameters: [{ name: 'x', type: 'string', pattern: '(' }] }] }).some((m) =>
+        m.includes('regular expression'),
+      ),
+    ).toBe(true);
   });
 });
 
@@ -91,10 +108,17 @@ describe('parameter binding', () => {
   };
 
   test('good values bind to text in $n order; absent optionals are NULL', () => {
-    expect(bindParameters(q, { id: 3, code: 'AB', day: '2024-02-29', flag: false })).toEqual(['3', 'AB', '2024-02-29', null, 'false', null]);
-    expect(bindParameters(q, { id: '7', at: '2024-05-01T10:00:00.5+02:00', ref: 'AAAAAAAA-bbbb-4ccc-8ddd-eeeeeeeeeeee' })).toEqual([
-      '7', null, null, '2024-05-01T10:00:00.5+02:00', null, 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee',
+    expect(bindParameters(q, { id: 3, code: 'AB', day: '2024-02-29', flag: false })).toEqual([
+      '3',
+      'AB',
+      '2024-02-29',
+      null,
+      'false',
+      null,
     ]);
+    expect(
+      bindParameters(q, { id: '7', at: '2024-05-01T10:00:00.5+02:00', ref: 'AAAAAAAA-bbbb-4ccc-8ddd-eeeeeeeeeeee' }),
+    ).toEqual(['7', null, null, '2024-05-01T10:00:00.5+02:00', null, 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee']);
   });
 
   test('bad values are 400 naming the parameter', () => {

@@ -35,7 +35,12 @@ beforeAll(async () => {
     },
   });
   restoreEnv = sb.applyEnv();
-  gatewayToken = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  gatewayToken = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   readerToken = await sb.entra.mint({ aud: SANDBOX.subjectAudience, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
 });
 

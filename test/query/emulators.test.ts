@@ -23,8 +23,14 @@ afterAll(async () => {
   await sb?.stop();
 });
 
-const token = (sa: string, scopes = [SQL_LOGIN_SCOPE], seconds = 900) => sb.sqlAdmin!.state.issueToken('access', sa, scopes, seconds).token;
-const publicKey = () => generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs1', format: 'pem' } });
+const token = (sa: string, scopes = [SQL_LOGIN_SCOPE], seconds = 900) =>
+  sb.sqlAdmin!.state.issueToken('access', sa, scopes, seconds).token;
+const publicKey = () =>
+  generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+  });
 
 async function call(path: string, bearer: string | undefined, body?: unknown) {
   const res = await fetch(`${sb.sqlAdmin!.url}/v1beta4/projects/${G.project}/instances/${G.instance}${path}`, {
@@ -41,13 +47,20 @@ describe('SQL Admin emulator', () => {
     const unknown = await call('/connectSettings', 'ya29.c.made-up');
     expect(unknown.status).toBe(401);
     expect(unknown.json.error?.status).toBe('UNAUTHENTICATED');
-    expect((await call('/connectSettings', token(G.readerServiceAccount, ['https://www.googleapis.com/auth/devstorage.read_only']))).status).toBe(403);
+    expect(
+      (await call('/connectSettings', token(G.readerServiceAccount, ['https://www.googleapis.com/auth/devstorage.read_only'])))
+        .status,
+    ).toBe(403);
     expect((await call('/connectSettings', token('stranger-sa@sandbox-project.iam.gserviceaccount.com'))).status).toBe(403);
     const expired = sb.sqlAdmin!.state.issueToken('access', G.readerServiceAccount, [SQL_LOGIN_SCOPE], -1).token;
     expect((await call('/connectSettings', expired)).status).toBe(401);
     const ok = await call('/connectSettings', token(G.readerServiceAccount, [CLOUD_PLATFORM_SCOPE]));
     expect(ok.status).toBe(200);
-    expect(ok.json).toMatchObject({ region: G.region, ipAddresses: [{ type: 'PRIMARY', ipAddress: HOST }], databaseVersion: 'POSTGRES_16' });
+    expect(ok.json).toMatchObject({
+      region: G.region,
+      ipAddresses: [{ type: 'PRIMARY', ipAddress: HOST }],
+      databaseVersion: 'POSTGRES_16',
+    });
   });
 
   test('generateEphemeralCert signs the key with the instance CA, bound to the login token, expiring no later than it', async () => {
@@ -93,7 +106,11 @@ describe('Cloud SQL server endpoint (port 3307)', () => {
       return { access_token: t.token, expiry_date: t.expiresAtMs };
     };
     const connector = new Connector({ auth, sqlAdminAPIEndpoint: sb.sqlAdmin!.url });
-    const opts = await connector.getOptions({ instanceConnectionName: CONNECTION, authType: AuthTypes.IAM, ipType: IpAddressTypes.PUBLIC });
+    const opts = await connector.getOptions({
+      instanceConnectionName: CONNECTION,
+      authType: AuthTypes.IAM,
+      ipType: IpAddressTypes.PUBLIC,
+    });
     const c = new Client({ ...opts, user: dbUser, database: G.database });
     try {
       await c.connect();

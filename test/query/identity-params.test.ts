@@ -7,7 +7,13 @@ import { parseTraceparent, traceContextOf } from '../../shared/trace-context';
 import { BrokerError } from '../../shared/errors';
 
 const INSTANCE = 'sandbox-project:europe-west1:orders-db';
-const q = (parameters: unknown[], sql = `SELECT ${parameters.map((_, i) => `$${i + 1}`).join(', ')}`) => ({ name: 'q', instance: INSTANCE, database: 'orders', sql, parameters });
+const q = (parameters: unknown[], sql = `SELECT ${parameters.map((_, i) => `$${i + 1}`).join(', ')}`) => ({
+  name: 'q',
+  instance: INSTANCE,
+  database: 'orders',
+  sql,
+  parameters,
+});
 
 function problems(query: unknown): string[] {
   try {
@@ -19,7 +25,12 @@ function problems(query: unknown): string[] {
   return [];
 }
 
-const caller = { tenantId: '72f988bf-0000-4000-8000-00000000c0de', objectId: '0b5e0000-0000-4000-8000-00000000ead1', appId: 'app-1', claims: { preferred_username: 'ada@example.com' } };
+const caller = {
+  tenantId: '72f988bf-0000-4000-8000-00000000c0de',
+  objectId: '0b5e0000-0000-4000-8000-00000000ead1',
+  appId: 'app-1',
+  claims: { preferred_username: 'ada@example.com' },
+};
 
 describe('identity-bound catalog parameters', () => {
   test('from caller.oid / caller.tid / caller.appId / claim load; the type is implied', () => {
@@ -39,8 +50,17 @@ describe('identity-bound catalog parameters', () => {
     );
     const params = cat.queries[0]!.parameters;
     expect(params.map((p) => p.type)).toEqual(['caller', 'caller', 'caller', 'caller', 'string']);
-    expect(bindParameters(cat.queries[0]!, { status: 'open' }, caller)).toEqual([caller.objectId, caller.tenantId, 'app-1', 'ada@example.com', 'open']);
-    expect(parameterNames(cat.queries[0]!, { status: 'open' })).toEqual({ given: ['status'], identityBound: ['oid', 'tid', 'app', 'upn'] });
+    expect(bindParameters(cat.queries[0]!, { status: 'open' }, caller)).toEqual([
+      caller.objectId,
+      caller.tenantId,
+      'app-1',
+      'ada@example.com',
+      'open',
+    ]);
+    expect(parameterNames(cat.queries[0]!, { status: 'open' })).toEqual({
+      given: ['status'],
+      identityBound: ['oid', 'tid', 'app', 'upn'],
+    });
   });
 
   test.each([
@@ -57,12 +77,17 @@ describe('identity-bound catalog parameters', () => {
   });
 
   test('SQL holding a comment of its own is refused (the broker appends the sqlcommenter tag)', () => {
-    expect(problems(q([{ name: 'o', from: 'caller.oid' }], 'SELECT $1 -- owner')).some((m) => m.startsWith('queries[0].sql:') && m.includes('comment'))).toBe(true);
+    expect(
+      problems(q([{ name: 'o', from: 'caller.oid' }], 'SELECT $1 -- owner')).some(
+        (m) => m.startsWith('queries[0].sql:') && m.includes('comment'),
+      ),
+    ).toBe(true);
     expect(problems(q([], 'SELECT 1 /* x */')).some((m) => m.startsWith('queries[0].sql:'))).toBe(true);
   });
 
   test('the caller can never supply or override an identity-bound parameter, whatever the value', () => {
-    const query = parseCatalog(JSON.stringify({ version: 1, queries: [q([{ name: 'ownerOid', from: 'caller.oid' }])] })).queries[0]!;
+    const query = parseCatalog(JSON.stringify({ version: 1, queries: [q([{ name: 'ownerOid', from: 'caller.oid' }])] }))
+      .queries[0]!;
     for (const v of [caller.objectId, 'someone-else', null, 1, '']) {
       try {
         bindParameters(query, { ownerOid: v }, caller);
@@ -77,7 +102,13 @@ describe('identity-bound catalog parameters', () => {
 
   test('a required claim the token does not carry is 403 not_granted; optional binds NULL', () => {
     const cat = parseCatalog(
-      JSON.stringify({ version: 1, queries: [q([{ name: 'upn', from: 'claim', claim: 'upn' }]), { ...q([{ name: 'upn', from: 'claim', claim: 'upn', required: false }]), name: 'q2' }] }),
+      JSON.stringify({
+        version: 1,
+        queries: [
+          q([{ name: 'upn', from: 'claim', claim: 'upn' }]),
+          { ...q([{ name: 'upn', from: 'claim', claim: 'upn', required: false }]), name: 'q2' },
+        ],
+      }),
     );
     expect(() => bindParameters(cat.queries[0]!, {}, caller)).toThrow(expect.objectContaining({ code: 'not_granted' }));
     expect(() => bindParameters(cat.queries[0]!, {}, undefined)).toThrow(expect.objectContaining({ code: 'not_granted' }));
@@ -87,11 +118,19 @@ describe('identity-bound catalog parameters', () => {
 
 describe('sqlcommenter comment', () => {
   test('keys sorted, values URL-encoded then quote-escaped, in single quotes', () => {
-    expect(sqlComment({ traceparent: '00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01', rule: 'orders-readers', correlation_id: 'abc:1' })).toBe(
+    expect(
+      sqlComment({
+        traceparent: '00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01',
+        rule: 'orders-readers',
+        correlation_id: 'abc:1',
+      }),
+    ).toBe(
       "/*correlation_id='abc%3A1',rule='orders-readers',traceparent='00-5bd66ef5095369c7b0d1f8f4bd33716a-c532cb4098ac3dd2-01'*/",
     );
     // the spec's own example value: /param*d → %2Fparam*d; a quote is escaped after encoding
-    expect(sqlComment({ action: '/param*d', 'route parameter': "it's" })).toBe("/*action='%2Fparam*d',route%20parameter='it\\'s'*/");
+    expect(sqlComment({ action: '/param*d', 'route parameter': "it's" })).toBe(
+      "/*action='%2Fparam*d',route%20parameter='it\\'s'*/",
+    );
     expect(sqlComment({ a: undefined })).toBe('');
   });
 
@@ -104,7 +143,15 @@ describe('sqlcommenter comment', () => {
 
 describe('session preamble', () => {
   test('every value is a bound parameter; the SQL text carries none of them', () => {
-    const id = { callerOid: "o'; DROP", callerTid: 't', callerAppId: undefined, ruleId: 'r', correlationId: 'c', applicationName: 'a', statementTimeoutMs: 2000 };
+    const id = {
+      callerOid: "o'; DROP",
+      callerTid: 't',
+      callerAppId: undefined,
+      ruleId: 'r',
+      correlationId: 'c',
+      applicationName: 'a',
+      statementTimeoutMs: 2000,
+    };
     const p = preamble(id, '');
     expect(p.begin).toBe('BEGIN READ ONLY');
     expect(p.settings).not.toContain('DROP');
@@ -148,6 +195,8 @@ describe('W3C traceparent', () => {
   });
 
   test('a future version with extra fields is accepted (forward compatible)', () => {
-    expect(parseTraceparent('01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever')?.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    expect(parseTraceparent('01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever')?.traceId).toBe(
+      '4bf92f3577b34da6a3ce929d0e0e4736',
+    );
   });
 });

@@ -48,7 +48,15 @@ const PROBES = [
     rowLimit: 1,
     timeoutMs: 2000,
   },
-  { name: 'sleepy', instance: 'sandbox-project:europe-west1:orders-db', database: 'orders', sql: 'SELECT pg_sleep($1) AS slept', parameters: [{ name: 'seconds', type: 'number', min: 0, max: 3 }], rowLimit: 1, timeoutMs: 5000 },
+  {
+    name: 'sleepy',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: 'SELECT pg_sleep($1) AS slept',
+    parameters: [{ name: 'seconds', type: 'number', min: 0, max: 3 }],
+    rowLimit: 1,
+    timeoutMs: 5000,
+  },
 ];
 
 beforeAll(async () => {
@@ -56,21 +64,44 @@ beforeAll(async () => {
   const catalog = JSON.parse(readFileSync(resolve(ROOT, 'local/queries.json'), 'utf8')) as { queries: unknown[] };
   catalog.queries.push(...PROBES);
   writeFileSync(join(dir, 'queries.json'), JSON.stringify(catalog));
-  const policy = JSON.parse(readFileSync(resolve(ROOT, 'local/sample-policy.json'), 'utf8')) as { rules: { id: string; grants: { queries: string[] } }[] };
-  for (const r of policy.rules) if (r.id === 'orders-readers' || r.id === 'ticket-owners') r.grants.queries.push('whoami', 'whoami-claim', 'sleepy');
+  const policy = JSON.parse(readFileSync(resolve(ROOT, 'local/sample-policy.json'), 'utf8')) as {
+    rules: { id: string; grants: { queries: string[] } }[];
+  };
+  for (const r of policy.rules)
+    if (r.id === 'orders-readers' || r.id === 'ticket-owners') r.grants.queries.push('whoami', 'whoami-claim', 'sleepy');
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
   sb = await startSandbox({
     cloudSql: { host: HOST },
-    env: { QUERY_CATALOG_PATH: join(dir, 'queries.json'), BROKER_POLICY_PATH: join(dir, 'policy.json'), QUERY_POOL_MAX: '1', QUERY_CONNECT_TIMEOUT_MS: '4000' },
+    env: {
+      QUERY_CATALOG_PATH: join(dir, 'queries.json'),
+      BROKER_POLICY_PATH: join(dir, 'policy.json'),
+      QUERY_POOL_MAX: '1',
+      QUERY_CONNECT_TIMEOUT_MS: '4000',
+    },
   });
   restoreEnv = sb.applyEnv();
   const aud = SANDBOX.subjectAudience;
-  gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
-  tokens.ada = await sb.entra.mint({ aud, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'], appId: '11110000-0000-4000-8000-00000000a001' });
+  gateway = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
+  tokens.ada = await sb.entra.mint({
+    aud,
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Read'],
+    appId: '11110000-0000-4000-8000-00000000a001',
+  });
   tokens.grace = await sb.entra.mint({ aud, oid: SANDBOX.secondReaderObjectId, roles: ['Orders.Read'], omit: ['azp', 'appid'] });
   tokens.adaTickets = await sb.entra.mint({ aud, oid: SANDBOX.readerObjectId, roles: ['Tickets.Read'] });
   tokens.graceTickets = await sb.entra.mint({ aud, oid: SANDBOX.secondReaderObjectId, roles: ['Tickets.Read'] });
-  tokens.adaUpn = await sb.entra.mint({ aud, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'], extra: { preferred_username: 'ada@example.com' } });
+  tokens.adaUpn = await sb.entra.mint({
+    aud,
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Read'],
+    extra: { preferred_username: 'ada@example.com' },
+  });
   tokens.nobodyTickets = await sb.entra.mint({ aud, oid: '0b5e0000-0000-4000-8000-00000000beef', roles: ['Tickets.Read'] });
 });
 
@@ -113,7 +144,12 @@ describe('identity-bound parameters', () => {
 
   test('the caller cannot supply or override the bound customer: 400 naming the parameter, nothing runs', async () => {
     const before = sb.cloudSql!.stats.admitted;
-    for (const body of [{ callerOid: SANDBOX.secondReaderObjectId }, { callerOid: null }, { callerOid: SANDBOX.readerObjectId, status: 'open' }, { customerId: 2 }]) {
+    for (const body of [
+      { callerOid: SANDBOX.secondReaderObjectId },
+      { callerOid: null },
+      { callerOid: SANDBOX.readerObjectId, status: 'open' },
+      { customerId: 2 },
+    ]) {
       const r = await query('orders-by-customer', tokens.ada!, body);
       expect([r.status, r.json.code]).toEqual([400, 'invalid_parameter']);
       expect(r.json.parameter).toBe(Object.keys(body)[0]);
@@ -122,7 +158,10 @@ describe('identity-bound parameters', () => {
     // the attempt is audited as a denial (with the rule, without the value)
     logs.records.length = 0;
     await query('orders-by-customer', tokens.ada!, { callerOid: SANDBOX.secondReaderObjectId });
-    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<string, unknown>;
+    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<
+      string,
+      unknown
+    >;
     expect(ev).toMatchObject({ action: 'query', decision: 'deny', reason: 'invalid_parameter', ruleId: 'orders-readers' });
     expect(JSON.stringify(ev)).not.toContain(SANDBOX.secondReaderObjectId);
   });
@@ -150,7 +189,11 @@ describe('row-level security on broker.caller_oid', () => {
   });
 
   test('a session of the reader role without the setting sees no row; the table has rows', async () => {
-    const c = new Client({ ...sb.postgres!.admin('orders'), user: 'orders-reader@sandbox-project.iam', password: sb.postgres!.iamPassword });
+    const c = new Client({
+      ...sb.postgres!.admin('orders'),
+      user: 'orders-reader@sandbox-project.iam',
+      password: sb.postgres!.iamPassword,
+    });
     await c.connect();
     try {
       expect((await c.query('SELECT count(*)::int AS n FROM support_tickets')).rows[0].n).toBe(0);
@@ -172,7 +215,13 @@ describe('per-transaction identity', () => {
     const r = await query('whoami', tokens.ada!, {}, { 'x-correlation-id': 'corr-ada-0001' });
     expect(r.status).toBe(200);
     const [, oid, tid, app, rule, cid, appname, ro, st] = (r.json.rows as unknown[][])[0]!;
-    expect([oid, tid, app, rule, cid]).toEqual([SANDBOX.readerObjectId, SANDBOX.tenantId, '11110000-0000-4000-8000-00000000a001', 'orders-readers', 'corr-ada-0001']);
+    expect([oid, tid, app, rule, cid]).toEqual([
+      SANDBOX.readerObjectId,
+      SANDBOX.tenantId,
+      '11110000-0000-4000-8000-00000000a001',
+      'orders-readers',
+      'corr-ada-0001',
+    ]);
     expect([appname, ro, st]).toEqual(['token-broker/whoami/corr-ada-0001', 'on', '3s']);
   });
 
@@ -187,15 +236,29 @@ describe('per-transaction identity', () => {
     expect(appA).not.toBe('');
     expect(appB).toBe(''); // Grace's token has no app id: nothing of Ada's is left over
     // between requests the idle connection is back to its session values
-    const idle = await admin(async (c) => (await c.query('SELECT application_name, state FROM pg_stat_activity WHERE pid = $1', [pidA])).rows[0]);
+    const idle = await admin(
+      async (c) => (await c.query('SELECT application_name, state FROM pg_stat_activity WHERE pid = $1', [pidA])).rows[0],
+    );
     expect(idle).toEqual({ application_name: 'token-broker-query', state: 'idle' });
   });
 
   test('set_config(…, true) settings are gone after the transaction on the same connection', async () => {
-    const c = new Client({ ...sb.postgres!.admin('orders'), user: 'orders-reader@sandbox-project.iam', password: sb.postgres!.iamPassword });
+    const c = new Client({
+      ...sb.postgres!.admin('orders'),
+      user: 'orders-reader@sandbox-project.iam',
+      password: sb.postgres!.iamPassword,
+    });
     await c.connect();
     try {
-      const id: SessionIdentity = { callerOid: 'oid-a', callerTid: 'tid-a', callerAppId: 'app-a', ruleId: 'rule-a', correlationId: 'cid-a', applicationName: 'app-name-a', statementTimeoutMs: 1234 };
+      const id: SessionIdentity = {
+        callerOid: 'oid-a',
+        callerTid: 'tid-a',
+        callerAppId: 'app-a',
+        ruleId: 'rule-a',
+        correlationId: 'cid-a',
+        applicationName: 'app-name-a',
+        statementTimeoutMs: 1234,
+      };
       const deadlines = { preamble: 5000, query: 5000, rollback: 5000 };
       const sql = `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('transaction_read_only'), current_setting('statement_timeout')`;
       // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
@@ -204,11 +267,24 @@ describe('per-transaction identity', () => {
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
       expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
-      const after = await c.query(`SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`);
+      const after = await c.query(
+        `SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`,
+      );
       expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '']);
       // a failing preamble: the query never runs, the transaction is left aborted for the caller to roll back
-      await expect(runReadOnly(c as never, { identity: { ...id, statementTimeoutMs: -5 }, comment: '', sql: 'SELECT 1', values: [], maxRows: 1, deadlines })).rejects.toThrow();
-      expect((await c.query('SELECT 1 AS one').catch((e: { code?: string }) => ({ code: e.code }))) as { code?: string }).toMatchObject({ code: '25P02' });
+      await expect(
+        runReadOnly(c as never, {
+          identity: { ...id, statementTimeoutMs: -5 },
+          comment: '',
+          sql: 'SELECT 1',
+          values: [],
+          maxRows: 1,
+          deadlines,
+        }),
+      ).rejects.toThrow();
+      expect(
+        (await c.query('SELECT 1 AS one').catch((e: { code?: string }) => ({ code: e.code }))) as { code?: string },
+      ).toMatchObject({ code: '25P02' });
       await c.query('ROLLBACK');
       expect((await c.query("SELECT coalesce(current_setting('broker.caller_oid', true), '') AS o")).rows[0].o).toBe('');
     } finally {
@@ -220,10 +296,22 @@ describe('per-transaction identity', () => {
 describe('correlation into the database', () => {
   test('the sqlcommenter comment and application_name reach PostgreSQL (pg_stat_activity); traceparent is continued and returned', async () => {
     const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-    const pending = query('sleepy', tokens.ada!, { seconds: 1.5 }, { 'x-correlation-id': 'corr-sleepy-0001', traceparent: incoming });
+    const pending = query(
+      'sleepy',
+      tokens.ada!,
+      { seconds: 1.5 },
+      { 'x-correlation-id': 'corr-sleepy-0001', traceparent: incoming },
+    );
     let seen: { query: string; application_name: string } | undefined;
     for (let i = 0; i < 100 && !seen; i++) {
-      seen = await admin(async (c) => (await c.query("SELECT query, application_name FROM pg_stat_activity WHERE query LIKE '%pg_sleep%corr-sleepy-0001%' AND pid <> pg_backend_pid()")).rows[0]);
+      seen = await admin(
+        async (c) =>
+          (
+            await c.query(
+              "SELECT query, application_name FROM pg_stat_activity WHERE query LIKE '%pg_sleep%corr-sleepy-0001%' AND pid <> pg_backend_pid()",
+            )
+          ).rows[0],
+      );
       if (!seen) await new Promise((r) => setTimeout(r, 30));
     }
     const r = await pending;
@@ -232,7 +320,9 @@ describe('correlation into the database', () => {
     expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
     expect(tp).not.toBe(incoming);
     expect(seen).toBeDefined();
-    expect(seen!.query).toBe(`SELECT pg_sleep($1) AS slept /*correlation_id='corr-sleepy-0001',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`);
+    expect(seen!.query).toBe(
+      `SELECT pg_sleep($1) AS slept /*correlation_id='corr-sleepy-0001',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
+    );
     expect(seen!.application_name).toBe('token-broker/sleepy/corr-sleepy-0001');
   });
 
@@ -247,8 +337,18 @@ describe('correlation into the database', () => {
     logs.records.length = 0;
     const r = await query('orders-by-customer', tokens.ada!, { status: 'shipped' }, { 'x-correlation-id': 'corr-audit-0001' });
     expect(r.status).toBe(200);
-    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<string, unknown>;
-    expect(ev).toMatchObject({ action: 'query', decision: 'grant', ruleId: 'orders-readers', parameters: ['status'], identityParameters: ['callerOid'], rows: 1 });
+    const ev = logs.records.find((l) => (l as unknown as Record<string, unknown>).event === 'audit') as unknown as Record<
+      string,
+      unknown
+    >;
+    expect(ev).toMatchObject({
+      action: 'query',
+      decision: 'grant',
+      ruleId: 'orders-readers',
+      parameters: ['status'],
+      identityParameters: ['callerOid'],
+      rows: 1,
+    });
     expect(typeof ev.durationMs).toBe('number');
     expect(JSON.stringify(ev)).not.toContain('shipped');
   });

@@ -36,9 +36,18 @@ beforeAll(async () => {
   });
   restoreEnv = sb.applyEnv();
   const subject = { aud: SANDBOX.subjectAudience };
-  gatewayToken = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
+  gatewayToken = await sb.entra.mint({
+    oid: SANDBOX.gatewayObjectId,
+    appId: SANDBOX.gatewayAppId,
+    aud: SANDBOX.clientAudience,
+    version: '1.0',
+  });
   readerToken = await sb.entra.mint({ ...subject, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
-  analystToken = await sb.entra.mint({ ...subject, oid: '0b5e0000-0000-4000-8000-0000a4a1y575'.replace(/[^0-9a-f-]/g, '0'), roles: ['Orders.Analyst'] });
+  analystToken = await sb.entra.mint({
+    ...subject,
+    oid: '0b5e0000-0000-4000-8000-0000a4a1y575'.replace(/[^0-9a-f-]/g, '0'),
+    roles: ['Orders.Analyst'],
+  });
   strangerToken = await sb.entra.mint({ ...subject, oid: SANDBOX.strangerObjectId, roles: [] });
 });
 
@@ -49,7 +58,12 @@ afterAll(async () => {
   await sb?.stop();
 });
 
-function query(name: string, body: unknown = {}, caller: string = readerToken, headers: Record<string, string> = {}): Promise<Result> {
+function query(
+  name: string,
+  body: unknown = {},
+  caller: string = readerToken,
+  headers: Record<string, string> = {},
+): Promise<Result> {
   return invoke(handler, {
     url: `http://127.0.0.1:7071/api/query/${name}`,
     params: { name },
@@ -62,7 +76,9 @@ const allTokens = () => sb.google.state.allTokens();
 
 function expectNoLeak(r: Result): void {
   for (const t of allTokens()) expect(r.text).not.toContain(t);
-  expect(r.text).not.toMatch(/permission denied for|syntax error at|cannot execute|read-only transaction|canceling statement|terminating connection|Ada Lovelace/i);
+  expect(r.text).not.toMatch(
+    /permission denied for|syntax error at|cannot execute|read-only transaction|canceling statement|terminating connection|Ada Lovelace/i,
+  );
 }
 
 describe('happy path', () => {
@@ -83,7 +99,17 @@ describe('happy path', () => {
     expect(r.json.rowCount).toBe(3);
     expect(r.json.truncated).toBe(false);
     const rows = r.json.rows as unknown[][];
-    expect(rows[2]).toEqual(['101', 'shipped', '1234.50', '2024-05-01T10:00:00Z', '2024-05-03', 3, '9007199254740993', { gift: true }, 'Ada Lovelace']);
+    expect(rows[2]).toEqual([
+      '101',
+      'shipped',
+      '1234.50',
+      '2024-05-01T10:00:00Z',
+      '2024-05-03',
+      3,
+      '9007199254740993',
+      { gift: true },
+      'Ada Lovelace',
+    ]);
     expect(rows[0]![0]).toBe('104');
     expect(r.headers.get('x-correlation-id')).toBeTruthy();
     for (const t of allTokens()) expect(r.text).not.toContain(t);
@@ -95,9 +121,16 @@ describe('happy path', () => {
     expect((shipped.json.rows as unknown[][]).map((x) => x[0])).toEqual(['101']);
     const all = await query('order-count', {});
     expect(all.status).toBe(200);
-    expect(all.json.rows).toEqual([['cancelled', '1'], ['open', '1'], ['shipped', '2']]);
+    expect(all.json.rows).toEqual([
+      ['cancelled', '1'],
+      ['open', '1'],
+      ['shipped', '2'],
+    ]);
     const since = await query('order-count', { since: '2024-06-02' });
-    expect(since.json.rows).toEqual([['cancelled', '1'], ['shipped', '1']]);
+    expect(since.json.rows).toEqual([
+      ['cancelled', '1'],
+      ['shipped', '1'],
+    ]);
   });
 
   test('the row limit cuts the result and says so', async () => {
@@ -172,10 +205,18 @@ describe('authorization', () => {
   test('unknown query 404; missing gateway or caller token 401', async () => {
     expect((await query('no-such-query')).status).toBe(404);
     expect((await query('Bad Name!')).status).toBe(404);
-    const noCaller = await invoke(handler, { params: { name: 'order-count' }, headers: { authorization: `Bearer ${gatewayToken}` }, body: {} });
+    const noCaller = await invoke(handler, {
+      params: { name: 'order-count' },
+      headers: { authorization: `Bearer ${gatewayToken}` },
+      body: {},
+    });
     expect(noCaller.status).toBe(401);
     expect(noCaller.json.party).toBe('subject');
-    const noGateway = await invoke(handler, { params: { name: 'order-count' }, headers: { 'x-subject-token': readerToken }, body: {} });
+    const noGateway = await invoke(handler, {
+      params: { name: 'order-count' },
+      headers: { 'x-subject-token': readerToken },
+      body: {},
+    });
     expect(noGateway.status).toBe(401);
     // the caller's token is not a gateway token
     const swapped = await query('order-count', {}, readerToken, { authorization: `Bearer ${readerToken}` });
@@ -256,7 +297,29 @@ describe('bad input and SQL safety', () => {
       return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
     };
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
-    const chars = ['a', 'Z', '0', ' ', "'", '"', ';', '\\', '%', '_', '$1', '\0', 'é', '漢', '😀', '\uD800', '\uDFFF', '\u202E', '\n', '--', '/*'];
+    const chars = [
+      'a',
+      'Z',
+      '0',
+      ' ',
+      "'",
+      '"',
+      ';',
+      '\\',
+      '%',
+      '_',
+      '$1',
+      '\0',
+      'é',
+      '漢',
+      '😀',
+      '\uD800',
+      '\uDFFF',
+      '\u202E',
+      '\n',
+      '--',
+      '/*',
+    ];
     const str = () => Array.from({ length: Math.floor(rnd() ** 3 * 400) }, () => pick(chars)).join('');
     const value = (): unknown =>
       pick([
@@ -266,7 +329,17 @@ describe('bad input and SQL safety', () => {
         () => (rnd() - 0.5) * 1e12,
         () => pick([0, -0, 1e308, -1e-308, 2 ** 53, 2147483648, 1.5]),
         () => rnd() < 0.5,
-        () => pick(['2024-02-29', '2023-02-29', '0000-01-01', '2024-13-01', '2024-05-01T10:00:00Z', '2024-05-01T25:00:00+01:00', 'AB-12', 'ab-12']),
+        () =>
+          pick([
+            '2024-02-29',
+            '2023-02-29',
+            '0000-01-01',
+            '2024-13-01',
+            '2024-05-01T10:00:00Z',
+            '2024-05-01T25:00:00+01:00',
+            'AB-12',
+            'ab-12',
+          ]),
         () => pick(['8f14e45f-ceea-467f-a0e4-6b1b7e3a1f9a', '8f14e45f-ceea-467f-a0e4-6b1b7e3a1f9', '{}']),
         () => [str()],
         () => ({ nested: str() }),
@@ -294,8 +367,10 @@ async function sleepRunning(): Promise<void> {
   const admin = new Client(sb.postgres!.admin(SANDBOX.google.database));
   await admin.connect();
   try {
-    for (const end = Date.now() + 10_000; Date.now() < end; ) {
-      const r = await admin.query("SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(%' AND pid <> pg_backend_pid()");
+    for (const end = Date.now() + 10_000; Date.now() < end;) {
+      const r = await admin.query(
+        "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(%' AND pid <> pg_backend_pid()",
+      );
       if (r.rowCount) return;
       await new Promise((ok) => setTimeout(ok, 20));
     }
@@ -351,7 +426,11 @@ describe('faults', () => {
     expect(r.status).toBe(200);
     // exactly one fresh token: the refused one was forgotten, not served again from the cache
     expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(minted + 1);
-    expect(logs.records.some((l) => l.msg === 'database login failed; retrying once with a fresh connector and token' && l.reason === 'token_refused')).toBe(true);
+    expect(
+      logs.records.some(
+        (l) => l.msg === 'database login failed; retrying once with a fresh connector and token' && l.reason === 'token_refused',
+      ),
+    ).toBe(true);
     for (const t of revoked) expect(JSON.stringify(logs.records)).not.toContain(t.token);
   });
 
@@ -387,5 +466,6 @@ describe('faults', () => {
 test('no token of any kind reaches a log line', () => {
   const text = JSON.stringify(logs.records);
   expect(logs.records.length).toBeGreaterThan(10);
-  for (const t of [...allTokens(), gatewayToken, readerToken, analystToken, sb.postgres!.iamPassword]) expect(text).not.toContain(t);
+  for (const t of [...allTokens(), gatewayToken, readerToken, analystToken, sb.postgres!.iamPassword])
+    expect(text).not.toContain(t);
 });

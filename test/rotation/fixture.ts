@@ -91,7 +91,12 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
 /** Does this key JSON get a token from the (emulated) Google token endpoint right now? */
 export async function keyWorks(f: RotationFixture, keyJson: string): Promise<boolean> {
   try {
-    await exchangeKey(parseKeyFile(keyJson), { tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, scope: CLOUD_PLATFORM_SCOPE, nowMs: f.clock.now(), timeoutMs: 3000 });
+    await exchangeKey(parseKeyFile(keyJson), {
+      tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!,
+      scope: CLOUD_PLATFORM_SCOPE,
+      nowMs: f.clock.now(),
+      timeoutMs: 3000,
+    });
     return true;
   } catch {
     return false;

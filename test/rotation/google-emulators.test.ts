@@ -19,7 +19,11 @@ beforeAll(async () => {
   state.addServiceAccount(SA);
   oauth = await startGoogleOAuth({ state });
   iam = await startGoogleIam({ state, tokenUri: oauth.tokenUrl });
-  iam.grantKeyAdmin(ADMIN, [SA, 'cap-sa@sandbox-project.iam.gserviceaccount.com', 'policy-sa@sandbox-project.iam.gserviceaccount.com']);
+  iam.grantKeyAdmin(ADMIN, [
+    SA,
+    'cap-sa@sandbox-project.iam.gserviceaccount.com',
+    'policy-sa@sandbox-project.iam.gserviceaccount.com',
+  ]);
   token = state.issueToken('federated', ADMIN, [CLOUD_PLATFORM_SCOPE], 3600).token;
 });
 afterAll(async () => {
@@ -27,9 +31,14 @@ afterAll(async () => {
   await oauth?.close();
 });
 
-const keysUrl = (sa = SA, project = '-') => `${iam.endpoint}/v1/projects/${project}/serviceAccounts/${encodeURIComponent(sa)}/keys`;
+const keysUrl = (sa = SA, project = '-') =>
+  `${iam.endpoint}/v1/projects/${project}/serviceAccounts/${encodeURIComponent(sa)}/keys`;
 const call = (method: string, u: string, t: string | null = token, body?: unknown) =>
-  fetch(u, { method, headers: { ...(t ? { authorization: `Bearer ${t}` } : {}), 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  fetch(u, {
+    method,
+    headers: { ...(t ? { authorization: `Bearer ${t}` } : {}), 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
 const client = () => new GoogleIamKeys(iam.endpoint, { getAccessToken: async () => token }, 3000);
 const tokenUrl = () => oauth.tokenUrl;
 
@@ -51,20 +60,29 @@ describe('Google IAM service-account keys emulator', () => {
     expect((await call('GET', `${keysUrl()}?keyTypes=BOGUS`)).status).toBe(400);
 
     const id = file.private_key_id;
-    const got = (await (await call('GET', `${keysUrl()}/${id}?publicKeyType=TYPE_X509_PEM_FILE`)).json()) as { publicKeyData?: string; privateKeyData?: string };
+    const got = (await (await call('GET', `${keysUrl()}/${id}?publicKeyType=TYPE_X509_PEM_FILE`)).json()) as {
+      publicKeyData?: string;
+      privateKeyData?: string;
+    };
     expect(got.publicKeyData).toBeDefined();
     expect(got.privateKeyData).toBeUndefined();
 
-    expect(await exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 })).toMatchObject({ accessToken: expect.stringMatching(/^ya29\./) });
+    expect(
+      await exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 }),
+    ).toMatchObject({ accessToken: expect.stringMatching(/^ya29\./) });
     expect((await call('POST', `${keysUrl()}/${id}:disable`, token, {})).status).toBe(200);
-    await expect(exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 })).rejects.toMatchObject({ code: 'upstream_denied' });
+    await expect(
+      exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 }),
+    ).rejects.toMatchObject({ code: 'upstream_denied' });
     expect((await call('POST', `${keysUrl()}/${id}:enable`, token, {})).status).toBe(200);
     await exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 });
     expect((await call('DELETE', `${keysUrl()}/${id}`)).status).toBe(200);
     const gone = await call('GET', `${keysUrl()}/${id}`);
     expect(gone.status).toBe(404);
     expect(await gone.json()).toEqual({ error: { code: 404, message: expect.any(String), status: 'NOT_FOUND' } });
-    await expect(exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 })).rejects.toBeInstanceOf(BrokerError);
+    await expect(
+      exchangeKey(file, { tokenUrl: tokenUrl(), scope: CLOUD_PLATFORM_SCOPE, nowMs: Date.now(), timeoutMs: 3000 }),
+    ).rejects.toBeInstanceOf(BrokerError);
     // Deleting again through the client is idempotent.
     await client().delete(SA, id);
   });
@@ -75,7 +93,9 @@ describe('Google IAM service-account keys emulator', () => {
     for (let i = 0; i < 10; i++) await client().create(sa);
     const res = await call('POST', keysUrl(sa), token, {});
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: { code: 400, message: 'Precondition check failed.', status: 'FAILED_PRECONDITION' } });
+    expect(await res.json()).toEqual({
+      error: { code: 400, message: 'Precondition check failed.', status: 'FAILED_PRECONDITION' },
+    });
     await expect(client().create(sa)).rejects.toMatchObject({ code: 'key_limit_reached' });
     expect(iam.userKeys(sa)).toHaveLength(10);
   });
@@ -106,8 +126,14 @@ describe('Google IAM service-account keys emulator', () => {
           ],
         },
       });
-      const err = await client().create(sa).catch((e: unknown) => e);
-      expect(err).toMatchObject({ code: 'key_creation_disabled', status: 403, detail: { constraint: 'iam.disableServiceAccountKeyCreation' } });
+      const err = await client()
+        .create(sa)
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'key_creation_disabled',
+        status: 403,
+        detail: { constraint: 'iam.disableServiceAccountKeyCreation' },
+      });
       expect(iam.userKeys(sa)).toHaveLength(0);
       // listing, disabling and deleting are not affected by the constraint
       await expect(client().list(sa)).resolves.toEqual([]);
@@ -120,11 +146,63 @@ describe('Google IAM service-account keys emulator', () => {
   test('classifier: FAILED_PRECONDITION on create, by its details', () => {
     const rows: [unknown, string][] = [
       [{ error: { status: 'FAILED_PRECONDITION', message: 'Precondition check failed.' } }, 'key_limit_reached'],
-      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }] }] } }, 'key_creation_disabled'],
-      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.managed.disableServiceAccountKeyCreation' }] }] } }, 'key_creation_disabled'],
+      [
+        {
+          error: {
+            status: 'FAILED_PRECONDITION',
+            details: [
+              {
+                '@type': 'type.googleapis.com/google.rpc.PreconditionFailure',
+                violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }],
+              },
+            ],
+          },
+        },
+        'key_creation_disabled',
+      ],
+      [
+        {
+          error: {
+            status: 'FAILED_PRECONDITION',
+            details: [
+              {
+                '@type': 'type.googleapis.com/google.rpc.PreconditionFailure',
+                violations: [{ type: 'constraints/iam.managed.disableServiceAccountKeyCreation' }],
+              },
+            ],
+          },
+        },
+        'key_creation_disabled',
+      ],
       // another constraint (or the right type under another @type) is not the key-creation policy
-      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.PreconditionFailure', violations: [{ type: 'constraints/iam.disableServiceAccountKeyUpload' }] }] } }, 'key_limit_reached'],
-      [{ error: { status: 'FAILED_PRECONDITION', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }] }] } }, 'key_limit_reached'],
+      [
+        {
+          error: {
+            status: 'FAILED_PRECONDITION',
+            details: [
+              {
+                '@type': 'type.googleapis.com/google.rpc.PreconditionFailure',
+                violations: [{ type: 'constraints/iam.disableServiceAccountKeyUpload' }],
+              },
+            ],
+          },
+        },
+        'key_limit_reached',
+      ],
+      [
+        {
+          error: {
+            status: 'FAILED_PRECONDITION',
+            details: [
+              {
+                '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+                violations: [{ type: 'constraints/iam.disableServiceAccountKeyCreation' }],
+              },
+            ],
+          },
+        },
+        'key_limit_reached',
+      ],
       [{ error: { status: 'FAILED_PRECONDITION', details: 'junk' } }, 'key_limit_reached'],
     ];
     for (const [body, code] of rows) expect(createRefusal(body).code).toBe(code);
@@ -145,10 +223,16 @@ describe('Google IAM service-account keys emulator', () => {
       ] as const) {
         const res = await call(method, u, token, method === 'POST' ? {} : undefined);
         expect([method, u, res.status]).toEqual([method, u, 403]);
-        expect(((await res.json()) as { error: { status: string; message: string } }).error).toMatchObject({ status: 'PERMISSION_DENIED', message: expect.stringContaining('(or it may not exist)') });
+        expect(((await res.json()) as { error: { status: string; message: string } }).error).toMatchObject({
+          status: 'PERMISSION_DENIED',
+          message: expect.stringContaining('(or it may not exist)'),
+        });
       }
       // a delete or disable that Google refuses is a failure, not "already gone"
-      await expect(client().delete(sa, keyId)).rejects.toMatchObject({ code: 'upstream_denied', detail: { upstreamStatus: 'PERMISSION_DENIED' } });
+      await expect(client().delete(sa, keyId)).rejects.toMatchObject({
+        code: 'upstream_denied',
+        detail: { upstreamStatus: 'PERMISSION_DENIED' },
+      });
       await expect(client().disable(sa, keyId)).rejects.toMatchObject({ code: 'upstream_denied' });
       await expect(client().list(sa)).rejects.toMatchObject({ code: 'upstream_denied' });
     }
@@ -164,7 +248,12 @@ describe('Google IAM service-account keys emulator', () => {
     expect(none.status).toBe(401);
     expect(((await none.json()) as { error: { status: string } }).error.status).toBe('UNAUTHENTICATED');
     expect((await call('GET', keysUrl(), 'ya29.unknown')).status).toBe(401);
-    const stranger = state.issueToken('access', 'someone@sandbox-project.iam.gserviceaccount.com', [CLOUD_PLATFORM_SCOPE], 3600).token;
+    const stranger = state.issueToken(
+      'access',
+      'someone@sandbox-project.iam.gserviceaccount.com',
+      [CLOUD_PLATFORM_SCOPE],
+      3600,
+    ).token;
     const denied = await call('POST', keysUrl(), stranger, {});
     expect(denied.status).toBe(403);
     expect(((await denied.json()) as { error: { status: string } }).error.status).toBe('PERMISSION_DENIED');
@@ -176,9 +265,13 @@ describe('Google IAM service-account keys emulator', () => {
     const projectAdmin = 'project-admin@sandbox-project.iam.gserviceaccount.com';
     iam.grantKeyAdmin(projectAdmin);
     const pa = state.issueToken('access', projectAdmin, [CLOUD_PLATFORM_SCOPE], 3600).token;
-    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com', 'sandbox-project'), pa)).status).toBe(404);
+    expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com', 'sandbox-project'), pa)).status).toBe(
+      404,
+    );
     expect((await call('GET', keysUrl('nobody@sandbox-project.iam.gserviceaccount.com', '-'), pa)).status).toBe(403);
-    await expect(new GoogleIamKeys(iam.endpoint, { getAccessToken: async () => stranger }, 3000).list(SA)).rejects.toMatchObject({ code: 'upstream_denied' });
+    await expect(new GoogleIamKeys(iam.endpoint, { getAccessToken: async () => stranger }, 3000).list(SA)).rejects.toMatchObject({
+      code: 'upstream_denied',
+    });
   });
 
   test('IAM down → upstream_unavailable; 500 → upstream_error', async () => {
@@ -199,12 +292,23 @@ describe('Google OAuth token endpoint emulator (JWT-bearer)', () => {
     file = parseKeyFile((await client().create(SA)).keyJson);
   });
   const post = async (assertion: string, grant = 'urn:ietf:params:oauth:grant-type:jwt-bearer') => {
-    const res = await fetch(tokenUrl(), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: grant, assertion }).toString() });
+    const res = await fetch(tokenUrl(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: grant, assertion }).toString(),
+    });
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   };
   const sign = async (claims: Record<string, unknown>, header: Record<string, unknown> = {}) => {
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ iss: SA, aud: 'https://oauth2.googleapis.com/token', scope: CLOUD_PLATFORM_SCOPE, iat: now, exp: now + 3600, ...claims })
+    return new SignJWT({
+      iss: SA,
+      aud: 'https://oauth2.googleapis.com/token',
+      scope: CLOUD_PLATFORM_SCOPE,
+      iat: now,
+      exp: now + 3600,
+      ...claims,
+    })
       .setProtectedHeader({ alg: 'RS256', kid: file.private_key_id, ...header })
       .sign(await importPKCS8(file.private_key, 'RS256'));
   };

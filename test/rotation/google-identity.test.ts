@@ -46,7 +46,9 @@ describe("the rotation's Google identity", () => {
     const saved = process.env.GOOGLE_WIF_AUDIENCE;
     delete process.env.GOOGLE_WIF_AUDIENCE;
     try {
-      expect(() => rotationDepsFromSettings(log)).toThrow(expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining('GOOGLE_WIF_AUDIENCE') }));
+      expect(() => rotationDepsFromSettings(log)).toThrow(
+        expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining('GOOGLE_WIF_AUDIENCE') }),
+      );
     } finally {
       process.env.GOOGLE_WIF_AUDIENCE = saved;
     }
@@ -54,26 +56,37 @@ describe("the rotation's Google identity", () => {
 
   test.each([
     ['ROTATION_STS_URL', 'GOOGLE_STS_TOKEN_URL', 'https://sts.googleapis.com/v1/token'],
-    ['ROTATION_WIF_AUDIENCE', 'GOOGLE_WIF_AUDIENCE', '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/pool/providers/prov'],
+    [
+      'ROTATION_WIF_AUDIENCE',
+      'GOOGLE_WIF_AUDIENCE',
+      '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/pool/providers/prov',
+    ],
     ['ROTATION_ENTRA_RESOURCE', 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE', 'api://AzureADTokenExchange'],
-  ])('a removed setting still set (%s) is refused by name, pointing at %s: section, rotation, health', async (old, replacement, value) => {
-    process.env[old] = value;
-    try {
-      let err: unknown;
+  ])(
+    'a removed setting still set (%s) is refused by name, pointing at %s: section, rotation, health',
+    async (old, replacement, value) => {
+      process.env[old] = value;
       try {
-        rotationConfig.load(process.env);
-      } catch (e) {
-        err = e;
+        let err: unknown;
+        try {
+          rotationConfig.load(process.env);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(ConfigError);
+        expect((err as ConfigError).problems).toContain(`${old} was removed: use ${replacement} instead, and delete ${old}`);
+        expect(() => rotationDepsFromSettings(log)).toThrow(
+          expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining(old) }),
+        );
+        expect(removedSettingProblems(process.env)).toEqual([
+          `${old} was removed: use ${replacement} instead, and delete ${old}`,
+        ]);
+        const config = checks.find((c) => c.name === 'config')!;
+        await expect(config.run()).resolves.toEqual({ status: 'fail', detail: expect.stringContaining(old) });
+      } finally {
+        delete process.env[old];
       }
-      expect(err).toBeInstanceOf(ConfigError);
-      expect((err as ConfigError).problems).toContain(`${old} was removed: use ${replacement} instead, and delete ${old}`);
-      expect(() => rotationDepsFromSettings(log)).toThrow(expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining(old) }));
-      expect(removedSettingProblems(process.env)).toEqual([`${old} was removed: use ${replacement} instead, and delete ${old}`]);
-      const config = checks.find((c) => c.name === 'config')!;
-      await expect(config.run()).resolves.toEqual({ status: 'fail', detail: expect.stringContaining(old) });
-    } finally {
-      delete process.env[old];
-    }
-    expect(removedSettingProblems(process.env)).toEqual([]);
-  });
+      expect(removedSettingProblems(process.env)).toEqual([]);
+    },
+  );
 });

@@ -28,7 +28,12 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     const k0 = await assertHealthy(f, acct);
     const v0 = (await f.vault.get(acct.secretName))!;
     expect(v0.contentType).toBe('application/json');
-    expect(v0.tags).toMatchObject({ [TAG.keyId]: k0, [TAG.serviceAccount]: acct.serviceAccount, [TAG.period]: '90', [TAG.previousKeyId]: 'none' });
+    expect(v0.tags).toMatchObject({
+      [TAG.keyId]: k0,
+      [TAG.serviceAccount]: acct.serviceAccount,
+      [TAG.period]: '90',
+      [TAG.previousKeyId]: 'none',
+    });
     expect(v0.expiresOn!.getTime()).toBe(f.clock.now() + 97 * 86_400_000 - (f.clock.now() % 1000));
 
     // Day 89: nothing to do.
@@ -77,38 +82,41 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
   });
 
   const steps: Step[] = ['created', 'proved', 'stored', 'disabled-key', 'deleted-key', 'disabled-version'];
-  test.each(steps)('a crash after step "%s", then a re-run, leaves one working current key, no orphans, ≤ 10 keys', async (step) => {
-    const acct = f.addAccount(`crash-${step}`);
-    const managed = [acct];
-    let crashed = false;
-    let signalCrash: () => void = () => undefined;
-    const crashSignal = new Promise<'crashed'>((r) => (signalCrash = () => r('crashed')));
-    const crashAt = (s: Step) => {
-      if (!crashed && s === step) {
-        crashed = true;
-        signalCrash();
-        return never(); // the process "dies": the run never continues, its lease is never released
+  test.each(steps)(
+    'a crash after step "%s", then a re-run, leaves one working current key, no orphans, ≤ 10 keys',
+    async (step) => {
+      const acct = f.addAccount(`crash-${step}`);
+      const managed = [acct];
+      let crashed = false;
+      let signalCrash: () => void = () => undefined;
+      const crashSignal = new Promise<'crashed'>((r) => (signalCrash = () => r('crashed')));
+      const crashAt = (s: Step) => {
+        if (!crashed && s === step) {
+          crashed = true;
+          signalCrash();
+          return never(); // the process "dies": the run never continues, its lease is never released
+        }
+        return undefined;
+      };
+      // Timeline that passes through every step: initial, rotation, disable, delete (+ version disable).
+      for (const day of [0, 90, 7, 1]) {
+        f.clock.advanceDays(day);
+        const run = f.run({ managed, afterStep: crashAt }).then(() => 'done' as const);
+        const outcome = crashed ? await run : await Promise.race([run, crashSignal]);
+        if (outcome === 'crashed') {
+          // Another run while the dead run's lease is live is refused …
+          expect((await f.run({ managed })).status).toBe('locked');
+          // … and once the dead run's lease ends (it is never renewed again: the Blob service lets it lapse), a re-run
+          // finishes the job.
+          await f.expireLease();
+          expect((await f.run({ managed })).status).toBe('completed');
+        }
+        await assertHealthy(f, acct);
       }
-      return undefined;
-    };
-    // Timeline that passes through every step: initial, rotation, disable, delete (+ version disable).
-    for (const day of [0, 90, 7, 1]) {
-      f.clock.advanceDays(day);
-      const run = f.run({ managed, afterStep: crashAt }).then(() => 'done' as const);
-      const outcome = crashed ? await run : await Promise.race([run, crashSignal]);
-      if (outcome === 'crashed') {
-        // Another run while the dead run's lease is live is refused …
-        expect((await f.run({ managed })).status).toBe('locked');
-        // … and once the dead run's lease ends (it is never renewed again: the Blob service lets it lapse), a re-run
-        // finishes the job.
-        await f.expireLease();
-        expect((await f.run({ managed })).status).toBe('completed');
-      }
-      await assertHealthy(f, acct);
-    }
-    expect(crashed).toBe(true);
-    expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).length).toBeLessThanOrEqual(2);
-  });
+      expect(crashed).toBe(true);
+      expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).length).toBeLessThanOrEqual(2);
+    },
+  );
 
   test('a deleted current key is repaired at once, loudly', async () => {
     const acct = f.addAccount('repair-sa');
@@ -118,7 +126,10 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     const v0 = (await f.vault.get(acct.secretName))!.version;
     f.clock.advanceDays(3);
     const keys = f.sb.googleKeys.state.keys.get(acct.serviceAccount)!;
-    keys.splice(keys.findIndex((k) => k.keyId === k0), 1); // deleted in Google behind our back
+    keys.splice(
+      keys.findIndex((k) => k.keyId === k0),
+      1,
+    ); // deleted in Google behind our back
     const start = logs.records.length;
     const r = await f.run({ managed });
     const a = r.accounts[0]!;
@@ -166,14 +177,17 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     const managed = [acct];
     const dry0 = await f.run({ managed }, true);
     expect(dry0.dryRun).toBe(true);
-    expect(dry0.accounts[0]!.actions).toEqual([{ action: expect.objectContaining({ kind: 'rotate', why: 'initial' }), outcome: 'planned' }]);
+    expect(dry0.accounts[0]!.actions).toEqual([
+      { action: expect.objectContaining({ kind: 'rotate', why: 'initial' }), outcome: 'planned' },
+    ]);
     expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(0);
     expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(0);
 
     await f.run({ managed });
     f.clock.advanceDays(90);
     const kvWrites = () => f.sb.keyVault.count('secrets.set') + f.sb.keyVault.count('secrets.update');
-    const iamWrites = () => ['iam.keys.create', 'iam.keys.delete', 'iam.keys.toggle'].reduce((n, r) => n + f.sb.googleKeys.iam.count(r), 0);
+    const iamWrites = () =>
+      ['iam.keys.create', 'iam.keys.delete', 'iam.keys.toggle'].reduce((n, r) => n + f.sb.googleKeys.iam.count(r), 0);
     const [kv, iam] = [kvWrites(), iamWrites()];
     const dry = await f.run({ managed }, true);
     expect(dry.accounts[0]!.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['rotate', 'planned']]);
@@ -191,7 +205,11 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     const token = await f.federatedToken();
     const url = `${f.sb.googleKeys.iam.endpoint}/v1/projects/-/serviceAccounts/${acct.serviceAccount}/keys`;
     for (let i = 0; i < 9; i++) {
-      const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
       expect(res.status).toBe(200);
     }
     expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(10);
@@ -210,18 +228,27 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     await f.run({ managed });
     const k0 = await assertHealthy(f, acct);
     f.clock.advanceDays(90);
-    f.sb.googleKeys.oauth.inject({ fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' } } });
+    f.sb.googleKeys.oauth.inject({
+      fault: { kind: 'status', status: 400, body: { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' } },
+    });
     try {
       const r = await f.run({ managed });
       expect(r.status).toBe('completed');
       expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'pending' });
       expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
       f.clock.advanceDays(1);
-      expect((await f.run({ managed })).accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'promote' }, outcome: 'pending' });
+      expect((await f.run({ managed })).accounts[0]!.actions[0]).toMatchObject({
+        action: { kind: 'promote' },
+        outcome: 'pending',
+      });
       f.clock.advanceDays(PENDING_MAX_DAYS);
       const gaveUp = await f.run({ managed });
       expect(gaveUp.status).toBe('partial');
-      expect(gaveUp.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'promote' }, outcome: 'failed', error: 'upstream_denied' });
+      expect(gaveUp.accounts[0]!.actions[0]).toMatchObject({
+        action: { kind: 'promote' },
+        outcome: 'failed',
+        error: 'upstream_denied',
+      });
     } finally {
       f.sb.googleKeys.oauth.clearFaults();
     }
@@ -244,7 +271,7 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
       await assertHealthy(f, acct);
     });
 
-    test('a delay longer than the run\'s window: nothing deleted, consumers keep the working key; the next run promotes', async () => {
+    test("a delay longer than the run's window: nothing deleted, consumers keep the working key; the next run promotes", async () => {
       const acct = f.addAccount('laggy-sa');
       const managed = [acct];
       await f.run({ managed });
@@ -257,7 +284,12 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
       expect(rotate.outcome).toBe('pending');
       const k1 = rotate.newKeyId!;
       // both keys still exist at Google; consumers still read k0, which works; the new key is not yet usable
-      expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId).sort()).toEqual([k0, k1].sort());
+      expect(
+        f.sb.googleKeys.iam
+          .userKeys(acct.serviceAccount)
+          .map((k) => k.keyId)
+          .sort(),
+      ).toEqual([k0, k1].sort());
       expect(await assertHealthy(f, acct)).toBe(k0);
       expect(f.sb.keyVault.versions(acct.secretName)).toHaveLength(1);
       const pending = await f.vault.get(pendingSecretName(acct.secretName));
@@ -274,7 +306,12 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
       // the promoted pending version is disabled; a later run does not promote again
       const after = await f.run({ managed });
       expect(after.accounts[0]!.actions.map((a) => a.action.kind)).not.toContain('promote');
-      expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount).map((k) => k.keyId).sort()).toEqual([k0, k1].sort());
+      expect(
+        f.sb.googleKeys.iam
+          .userKeys(acct.serviceAccount)
+          .map((k) => k.keyId)
+          .sort(),
+      ).toEqual([k0, k1].sort());
     });
 
     test('the OAuth emulator refuses a key until it has propagated (a lax emulator fails this)', async () => {
@@ -309,7 +346,9 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
     expect(f.sb.googleKeys.iam.userKeys(acct.serviceAccount)).toHaveLength(2); // the unstored key: an orphan
 
     const next = await f.run({ managed });
-    expect(next.accounts[0]!.actions.map((a) => [a.action.kind, a.action.kind === 'delete-key' ? a.action.why : '', a.outcome])).toEqual([
+    expect(
+      next.accounts[0]!.actions.map((a) => [a.action.kind, a.action.kind === 'delete-key' ? a.action.why : '', a.outcome]),
+    ).toEqual([
       ['delete-key', 'orphan', 'done'],
       ['rotate', '', 'done'],
     ]);
@@ -327,7 +366,11 @@ describe('rotation over the sandbox (real Key Vault SDK, IAM keys API, OAuth tok
       const r = await f.run({ managed });
       expect(r.status).toBe('partial');
       expect(r.accounts[0]).toMatchObject({ error: 'key_creation_disabled' });
-      expect(r.accounts[0]!.actions[0]).toMatchObject({ action: { kind: 'rotate' }, outcome: 'failed', error: 'key_creation_disabled' });
+      expect(r.accounts[0]!.actions[0]).toMatchObject({
+        action: { kind: 'rotate' },
+        outcome: 'failed',
+        error: 'key_creation_disabled',
+      });
     } finally {
       f.sb.googleKeys.iam.setKeyCreationDisabled(false);
     }

@@ -17,7 +17,13 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
     const managed = [acct];
     await f.run({ managed });
     const k0 = await assertHealthy(f, acct);
-    const source = new KeyVaultKeySource({ vault: f.vault, secretName: acct.secretName, tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, timeoutMs: 3000, now: f.clock.now });
+    const source = new KeyVaultKeySource({
+      vault: f.vault,
+      secretName: acct.secretName,
+      tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!,
+      timeoutMs: 3000,
+      now: f.clock.now,
+    });
     const principalOf = async () => f.sb.googleKeys.state.lookupToken((await source.fetchSourceToken()).token)?.principal;
 
     expect(await principalOf()).toBe(acct.serviceAccount);
@@ -69,7 +75,10 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
       expect(line?.correlationId).toBeUndefined();
     } finally {
       logs.restore();
-      for (const [k, v] of [['GOOGLE_AUTH_MODE', saved.mode], ['GOOGLE_SA_KEY_SECRET', saved.secret]] as const) {
+      for (const [k, v] of [
+        ['GOOGLE_AUTH_MODE', saved.mode],
+        ['GOOGLE_SA_KEY_SECRET', saved.secret],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -77,7 +86,13 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
   });
 
   test('no secret in Key Vault: a clear misconfiguration error', async () => {
-    const source = new KeyVaultKeySource({ vault: f.vault, secretName: 'absent-secret', tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!, timeoutMs: 3000, now: f.clock.now });
+    const source = new KeyVaultKeySource({
+      vault: f.vault,
+      secretName: 'absent-secret',
+      tokenUrl: f.sb.env.GOOGLE_OAUTH_TOKEN_URL!,
+      timeoutMs: 3000,
+      now: f.clock.now,
+    });
     await expect(source.fetchSourceToken()).rejects.toMatchObject({ code: 'target_misconfigured' });
   });
 });

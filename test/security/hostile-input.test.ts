@@ -106,7 +106,7 @@ function send(request: string | Buffer, opts: { waitMs?: number } = {}): Promise
       let body = rest.join('\r\n\r\n');
       if (headers['transfer-encoding'] === 'chunked') {
         let out = '';
-        for (let at = 0; ; ) {
+        for (let at = 0; ;) {
           const nl = body.indexOf('\r\n', at);
           const size = parseInt(body.slice(at, nl), 16);
           if (!size) break;
@@ -148,11 +148,13 @@ function build(r: Req): Buffer {
   lines.push('Connection: close', `Authorization: Bearer ${gateway}`, `X-Subject-Token: ${caller}`);
   if (r.contentType !== undefined) lines.push(`Content-Type: ${r.contentType}`);
   for (const [k, v] of Object.entries(r.headers ?? {})) lines.push(`${k}: ${v}`);
-  if (body.length || ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method ?? 'POST')) lines.push(`Content-Length: ${body.length}`);
+  if (body.length || ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method ?? 'POST'))
+    lines.push(`Content-Length: ${body.length}`);
   return Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), body]);
 }
 
-const form = (fields: [string, string][]) => fields.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
+const form = (fields: [string, string][]) =>
+  fields.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
 const exchangeFields = (resource: string): [string, string][] => [
   ['grant_type', TOKEN_EXCHANGE],
   ['subject_token_type', ACCESS_TOKEN_TYPE],
@@ -172,21 +174,30 @@ function expectSafe(res: Raw, ep: Endpoint | undefined, what: string): void {
   if (res.status >= 400) {
     const style = res.status === 404 || res.status === 405 ? 'problem' : (ep?.style ?? 'problem');
     if (style === 'oauth') {
-      expect([ctx, res.headers['content-type']?.startsWith('application/json'), typeof res.json.error, res.json.correlation_id]).toEqual([
+      expect([
         ctx,
-        true,
+        res.headers['content-type']?.startsWith('application/json'),
+        typeof res.json.error,
+        res.json.correlation_id,
+      ]).toEqual([ctx, true, 'string', cid]);
+    } else {
+      expect([ctx, res.headers['content-type'], typeof res.json.code, res.json.correlationId]).toEqual([
+        ctx,
+        'application/problem+json',
         'string',
         cid,
       ]);
-    } else {
-      expect([ctx, res.headers['content-type'], typeof res.json.code, res.json.correlationId]).toEqual([ctx, 'application/problem+json', 'string', cid]);
     }
   }
   // one log line with that correlation id (the host's or the handler's)
   expect([ctx, logs.records.some((l) => l.correlationId === cid && l.msg === 'request')]).toEqual([ctx, true]);
 }
 
-async function sweep(what: string, make: (ep: Endpoint) => Req | undefined, check?: (res: Raw, ep: Endpoint) => void): Promise<void> {
+async function sweep(
+  what: string,
+  make: (ep: Endpoint) => Req | undefined,
+  check?: (res: Raw, ep: Endpoint) => void,
+): Promise<void> {
   for (const ep of endpoints) {
     const r = make(ep);
     if (!r) continue;
@@ -214,28 +225,48 @@ test('the sweep sees every registered HTTP endpoint, each of its methods', () =>
 describe('duplicate keys and repeated parameters: 400 naming the parameter, never first- or last-wins', () => {
   test('duplicate JSON members, top level and nested', async () => {
     const dup = `{"grant_type":"${TOKEN_EXCHANGE}","subject_token_type":"${ACCESS_TOKEN_TYPE}","subject_token":"${caller}","resource":"${CLOUDSQL_RESOURCE}","since":"2024-01-01","resource":"cosmos://sandbox-cosmos/app/profiles"}`;
-    await sweep('duplicate JSON member', (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: dup } : undefined), (res) => {
-      expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', 'resource']);
-    });
+    await sweep(
+      'duplicate JSON member',
+      (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: dup } : undefined),
+      (res) => {
+        expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', 'resource']);
+      },
+    );
     const nested = `{"subject_token":"${caller}","since":{"a":1,"a":2}}`;
-    await sweep('nested duplicate', (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: nested } : undefined), (res) => {
-      expect([res.status, res.json.parameter]).toEqual([400, 'since.a']);
-    });
+    await sweep(
+      'nested duplicate',
+      (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: nested } : undefined),
+      (res) => {
+        expect([res.status, res.json.parameter]).toEqual([400, 'since.a']);
+      },
+    );
   });
 
   test('repeated form parameters', async () => {
     const body = form([...exchangeFields(CLOUDSQL_RESOURCE), ['resource', CLOUDSQL_RESOURCE]]);
-    await sweep('repeated form parameter', (ep) => (ep.readsParams ? { path: ep.path, contentType: 'application/x-www-form-urlencoded', body } : undefined), (res) => {
-      expect([res.status, res.json.parameter]).toEqual([400, 'resource']);
-    });
+    await sweep(
+      'repeated form parameter',
+      (ep) => (ep.readsParams ? { path: ep.path, contentType: 'application/x-www-form-urlencoded', body } : undefined),
+      (res) => {
+        expect([res.status, res.json.parameter]).toEqual([400, 'resource']);
+      },
+    );
   });
 
   test('repeated query-string switches, on every endpoint', async () => {
     for (const q of ['dryRun=true&dryRun=false', 'probe=live&probe=ready', 'x=1&x=1']) {
       const name = q.split('=')[0]!;
-      await sweep(`?${q}`, (ep) => ({ path: `${ep.path.split('?')[0]}?${q}`, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)) }), (res) => {
-        expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', name]);
-      });
+      await sweep(
+        `?${q}`,
+        (ep) => ({
+          path: `${ep.path.split('?')[0]}?${q}`,
+          contentType: 'application/x-www-form-urlencoded',
+          body: form(exchangeFields(CLOUDSQL_RESOURCE)),
+        }),
+        (res) => {
+          expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', name]);
+        },
+      );
     }
   });
 });
@@ -263,67 +294,121 @@ const NON_CANONICAL = [
 describe('non-canonical targets are refused, never normalised into a grant', () => {
   test.each(NON_CANONICAL)('%j', async (resource) => {
     for (const json of [false, true]) {
-      await sweep(`resource ${JSON.stringify(resource)}`, (ep) =>
-        ep.readsParams
-          ? json
-            ? { path: ep.path, contentType: 'application/json', body: JSON.stringify(Object.fromEntries(exchangeFields(resource))) }
-            : { path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(resource)) }
-          : undefined,
-      (res, ep) => {
-        if (ep.name === 'token' || ep.name === 'explain') expect([ep.name, res.status, code(res)]).toEqual([ep.name, 400, 'invalid_target']);
-        expect(res.json.access_token).toBeUndefined();
-        expect(res.json.decision).toBeUndefined();
-      });
+      await sweep(
+        `resource ${JSON.stringify(resource)}`,
+        (ep) =>
+          ep.readsParams
+            ? json
+              ? {
+                  path: ep.path,
+                  contentType: 'application/json',
+                  body: JSON.stringify(Object.fromEntries(exchangeFields(resource))),
+                }
+              : { path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(resource)) }
+            : undefined,
+        (res, ep) => {
+          if (ep.name === 'token' || ep.name === 'explain')
+            expect([ep.name, res.status, code(res)]).toEqual([ep.name, 400, 'invalid_target']);
+          expect(res.json.access_token).toBeUndefined();
+          expect(res.json.decision).toBeUndefined();
+        },
+      );
     }
   });
 
   test('the canonical forms still work (the refusals above are not a broken endpoint)', async () => {
-    const res = await send(build({ path: '/api/policy/explain', contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)) }));
+    const res = await send(
+      build({
+        path: '/api/policy/explain',
+        contentType: 'application/x-www-form-urlencoded',
+        body: form(exchangeFields(CLOUDSQL_RESOURCE)),
+      }),
+    );
     expect([res.status, res.json.decision, res.json.target]).toEqual([200, 'grant', CLOUDSQL_RESOURCE]);
   });
 });
 
 describe('control characters, malformed and oversized requests, bad Host, bad content types', () => {
   test('control characters in JSON values and names', async () => {
-    const bodies = [`{"subject_token":"${caller}","resource":"cosmos://sandbox-cosmos/app/pro\\u0000files"}`, '{"since\\u0000":"x"}', '{"\\ud800":"lone surrogate"}'];
-    for (const body of bodies) await sweep(`control characters ${body.slice(-30)}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined));
+    const bodies = [
+      `{"subject_token":"${caller}","resource":"cosmos://sandbox-cosmos/app/pro\\u0000files"}`,
+      '{"since\\u0000":"x"}',
+      '{"\\ud800":"lone surrogate"}',
+    ];
+    for (const body of bodies)
+      await sweep(`control characters ${body.slice(-30)}`, (ep) =>
+        ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined,
+      );
   });
 
   test('malformed bodies', async () => {
-    for (const body of ['{"a":', '[]', '"s"', 'null', '{"a":1,}', '['.repeat(5000), '\ufeff{}', '{"requested_lifetime":1e400}', '\u0000']) {
-      await sweep(`malformed body ${JSON.stringify(body.slice(0, 12))}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined), (res) => {
-        expect(res.status).toBe(400);
-      });
+    for (const body of [
+      '{"a":',
+      '[]',
+      '"s"',
+      'null',
+      '{"a":1,}',
+      '['.repeat(5000),
+      '\ufeff{}',
+      '{"requested_lifetime":1e400}',
+      '\u0000',
+    ]) {
+      await sweep(
+        `malformed body ${JSON.stringify(body.slice(0, 12))}`,
+        (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body } : undefined),
+        (res) => {
+          expect(res.status).toBe(400);
+        },
+      );
     }
   });
 
   test('seeded random bytes as JSON and form bodies: never a 5xx', async () => {
     let seed = 20261202;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
     const alphabet = '{}[]":,\\u0000\r\n\t %&=+.\u00e9\ud83d abc0123eE-truefalsenull';
     for (let i = 0; i < 12; i++) {
       const len = 1 + Math.floor(rnd() * 200);
       let body = '';
       for (let j = 0; j < len; j++) body += alphabet[Math.floor(rnd() * alphabet.length)];
       for (const ct of ['application/json', 'application/x-www-form-urlencoded']) {
-        await sweep(`random body #${i} (${ct})`, (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body } : undefined), (res) => {
-          expect(res.json.access_token).toBeUndefined();
-        });
+        await sweep(
+          `random body #${i} (${ct})`,
+          (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body } : undefined),
+          (res) => {
+            expect(res.json.access_token).toBeUndefined();
+          },
+        );
       }
     }
   });
 
   test('bad content types: 415 in the endpoint style', async () => {
-    for (const ct of ['text/plain', 'multipart/form-data; boundary=x', 'application/xml', 'application/x-www-form-urlencoded\u0001']) {
-      await sweep(`content-type ${JSON.stringify(ct)}`, (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body: 'a=b' } : undefined), (res) => {
-        expect([400, 415]).toContain(res.status);
-      });
+    for (const ct of [
+      'text/plain',
+      'multipart/form-data; boundary=x',
+      'application/xml',
+      'application/x-www-form-urlencoded\u0001',
+    ]) {
+      await sweep(
+        `content-type ${JSON.stringify(ct)}`,
+        (ep) => (ep.hasBody ? { path: ep.path, contentType: ct, body: 'a=b' } : undefined),
+        (res) => {
+          expect([400, 415]).toContain(res.status);
+        },
+      );
     }
   });
 
   test('a declared body over the cap: 413 in the endpoint style, answered before the body is sent', async () => {
     for (const ep of endpoints.filter((e) => e.hasBody)) {
-      const head = build({ method: ep.method, path: ep.path, contentType: 'application/x-www-form-urlencoded', headers: {}, body: '' })
+      const head = build({
+        method: ep.method,
+        path: ep.path,
+        contentType: 'application/x-www-form-urlencoded',
+        headers: {},
+        body: '',
+      })
         .toString('latin1')
         .replace(/Content-Length: 0\r\n/, `Content-Length: ${50 * 1024 * 1024}\r\n`);
       const res = await send(Buffer.from(head, 'latin1')); // the 50 MiB never follow
@@ -338,7 +423,9 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
       const head = `${ep.method} ${ep.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n`;
       const chunk = Buffer.alloc(MAX_BODY_BYTES + 1024, 'a');
       // One chunk just over the cap and no terminating chunk: only a server that stops reading answers.
-      const res = await send(Buffer.concat([Buffer.from(head), Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+      const res = await send(
+        Buffer.concat([Buffer.from(head), Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]),
+      );
       expectSafe(res, ep, 'chunked over the cap');
       expect([ep.name, res.status]).toEqual([ep.name, 413]);
     }
@@ -356,9 +443,18 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
       { omitHost: true },
     ];
     for (const c of cases) {
-      await sweep(`host ${JSON.stringify(c)}`, (ep) => ({ path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)), ...c }), (res) => {
-        expect([res.status, code(res)]).toEqual([400, 'bad_request']);
-      });
+      await sweep(
+        `host ${JSON.stringify(c)}`,
+        (ep) => ({
+          path: ep.path,
+          contentType: 'application/x-www-form-urlencoded',
+          body: form(exchangeFields(CLOUDSQL_RESOURCE)),
+          ...c,
+        }),
+        (res) => {
+          expect([res.status, code(res)]).toEqual([400, 'bad_request']);
+        },
+      );
     }
   });
 
@@ -368,18 +464,46 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
       ['X-Subject-Token', 'other'],
       ['Content-Type', 'application/json'],
     ]) {
-      await sweep(`repeated ${name}`, (ep) => ({ path: ep.path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)), headers: { [name!]: value! } }), (res) => {
-        expect([res.status, res.json.parameter]).toEqual([400, name!.toLowerCase()]);
-      });
+      await sweep(
+        `repeated ${name}`,
+        (ep) => ({
+          path: ep.path,
+          contentType: 'application/x-www-form-urlencoded',
+          body: form(exchangeFields(CLOUDSQL_RESOURCE)),
+          headers: { [name!]: value! },
+        }),
+        (res) => {
+          expect([res.status, res.json.parameter]).toEqual([400, name!.toLowerCase()]);
+        },
+      );
     }
   });
 
   test('request targets the URL parser would rewrite are refused, not routed', async () => {
-    for (const path of ['/api/x/../token', '/api/%2e%2e/api/token', '/api/./health', '//evil.example/api/health', '/api\\token', 'http://evil.example/api/health', '*']) {
-      const res = await send(build({ method: 'POST', path, contentType: 'application/x-www-form-urlencoded', body: form(exchangeFields(CLOUDSQL_RESOURCE)) }));
+    for (const path of [
+      '/api/x/../token',
+      '/api/%2e%2e/api/token',
+      '/api/./health',
+      '//evil.example/api/health',
+      '/api\\token',
+      'http://evil.example/api/health',
+      '*',
+    ]) {
+      const res = await send(
+        build({
+          method: 'POST',
+          path,
+          contentType: 'application/x-www-form-urlencoded',
+          body: form(exchangeFields(CLOUDSQL_RESOURCE)),
+        }),
+      );
       // answered in the style of the endpoint the rewritten path would have reached
       const resolved = path.startsWith('/') && !path.startsWith('//') ? new URL(path, 'http://h').pathname : '';
-      expectSafe(res, endpoints.find((e) => e.path.split('?')[0] === resolved), `path ${path}`);
+      expectSafe(
+        res,
+        endpoints.find((e) => e.path.split('?')[0] === resolved),
+        `path ${path}`,
+      );
       expect([path, res.status]).toEqual([path, 400]);
       expect(res.json.access_token).toBeUndefined();
     }
@@ -402,7 +526,12 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
           s.on('close', () => {
             const text = Buffer.concat(chunks).toString('utf8');
             const [head = '', body = ''] = text.split('\r\n\r\n');
-            const headers = Object.fromEntries(head.split('\r\n').slice(1).map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+            const headers = Object.fromEntries(
+              head
+                .split('\r\n')
+                .slice(1)
+                .map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]),
+            );
             let json: Record<string, unknown> = {};
             try {
               json = JSON.parse(body) as Record<string, unknown>;
@@ -411,10 +540,16 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
             }
             resolve({ status: Number(head.slice(9, 12)), headers, text: body, json });
           });
-          s.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+          s.write(
+            `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`,
+          );
         });
         expect(Date.now() - t0).toBeLessThan(5000);
-        expectSafe(res, endpoints.find((e) => e.path === path), `slow ${path}`);
+        expectSafe(
+          res,
+          endpoints.find((e) => e.path === path),
+          `slow ${path}`,
+        );
         expect([res.status, code(res), style === 'oauth' ? res.json.error : res.headers['content-type']]).toEqual([
           408,
           'request_timeout',
@@ -435,7 +570,11 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
       `POST /api/token HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab`,
     ]) {
       const res = await send(Buffer.from(raw, 'latin1'));
-      expectSafe(res, raw.includes('/api/token') ? endpoints.find((e) => e.name === 'token') : undefined, `raw ${JSON.stringify(raw.slice(0, 40))}`);
+      expectSafe(
+        res,
+        raw.includes('/api/token') ? endpoints.find((e) => e.name === 'token') : undefined,
+        `raw ${JSON.stringify(raw.slice(0, 40))}`,
+      );
       expect(res.status).toBe(400);
     }
   });

@@ -42,7 +42,7 @@ describe('the one strict JSON parser', () => {
   test('syntax errors and excessive nesting are refused', () => {
     expect(failure('{"a":1,}')).toEqual({ kind: 'syntax' });
     expect(failure("{'a':1}")).toEqual({ kind: 'syntax' });
-    expect(failure('[' .repeat(MAX_JSON_DEPTH) + ']'.repeat(MAX_JSON_DEPTH))).toBeUndefined();
+    expect(failure('['.repeat(MAX_JSON_DEPTH) + ']'.repeat(MAX_JSON_DEPTH))).toBeUndefined();
     expect(failure('['.repeat(MAX_JSON_DEPTH + 1) + ']'.repeat(MAX_JSON_DEPTH + 1))).toEqual({ kind: 'too_deep' });
     expect(failure('['.repeat(200_000))).toEqual({ kind: 'syntax' });
   });
@@ -54,7 +54,12 @@ describe('the one strict JSON parser', () => {
   });
 
   const json = (text: string) =>
-    new HttpRequest({ method: 'POST', url: 'http://h/api/x', headers: { 'content-type': 'application/json' }, body: { string: text } });
+    new HttpRequest({
+      method: 'POST',
+      url: 'http://h/api/x',
+      headers: { 'content-type': 'application/json' },
+      body: { string: text },
+    });
   test('every body reader uses it: readParams (token, explain, admin) and readJsonObject (query)', async () => {
     await expect(readParams(json('{"resource":"cosmos://a/b/c","resource":"cloudsql://x"}'))).rejects.toMatchObject({
       code: 'bad_request',
@@ -64,7 +69,9 @@ describe('the one strict JSON parser', () => {
       code: 'bad_request',
       detail: { parameter: 'customerId' },
     });
-    await expect(readJsonObject(json('{"f":{"status":"a","status":"b"}}'))).rejects.toMatchObject({ detail: { parameter: 'f.status' } });
+    await expect(readJsonObject(json('{"f":{"status":"a","status":"b"}}'))).rejects.toMatchObject({
+      detail: { parameter: 'f.status' },
+    });
     await expect(readParams(json('{"a":"1","b":"2"}'))).resolves.toEqual({ a: '1', b: '2' });
   });
 
@@ -73,7 +80,12 @@ describe('the one strict JSON parser', () => {
     expect(Object.keys(p)).toEqual(['__proto__', 'a']);
     expect(p.toString).toBeUndefined();
     const f = await readParams(
-      new HttpRequest({ method: 'POST', url: 'http://h/api/x', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: { string: '__proto__=x&constructor=y' } }),
+      new HttpRequest({
+        method: 'POST',
+        url: 'http://h/api/x',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: { string: '__proto__=x&constructor=y' },
+      }),
     );
     expect(Object.keys(f)).toEqual(['__proto__', 'constructor']);
     expect(f.hasOwnProperty).toBeUndefined();
@@ -88,6 +100,8 @@ describe('query-string switches', () => {
     expect(() => queryParam(req('?dryRun=true&dryRun=false'), 'dryRun')).toThrow(
       expect.objectContaining({ code: 'bad_request', detail: { parameter: 'dryRun' } }),
     );
-    expect(() => queryParam(req('?dryRun=false&dryRun=false'), 'dryRun')).toThrow(expect.objectContaining({ code: 'bad_request' }));
+    expect(() => queryParam(req('?dryRun=false&dryRun=false'), 'dryRun')).toThrow(
+      expect.objectContaining({ code: 'bad_request' }),
+    );
   });
 });

@@ -80,7 +80,9 @@ describe('targets are accepted only in canonical form (nothing resolved, decoded
     'cloudsql:/sandbox-project/europe-west1/orders-db/orders',
     'cloudsql:\\\\sandbox-project\\europe-west1\\orders-db\\orders',
   ])('%j is an invalid_target', (uri) => {
-    expect(() => parseTarget(uri)).toThrow(expect.objectContaining({ code: 'invalid_target', detail: { parameter: 'resource' } }));
+    expect(() => parseTarget(uri)).toThrow(
+      expect.objectContaining({ code: 'invalid_target', detail: { parameter: 'resource' } }),
+    );
   });
 
   test('an error never echoes the control characters it refused', () => {

@@ -20,7 +20,11 @@ describe('needles', () => {
     const n = needlesFor(JWT);
     expect(n.map((x) => x.kind)).toEqual(['token', 'jwt-signature']);
     expect(findLeaks(`{"msg":"x","note":"${SIG}"}`, n)).toHaveLength(1);
-    expect(findLeaks(`{"msg":"x","note":"${JWT}"}`, n).map((l) => l.kind).sort()).toEqual(['jwt-signature', 'token']);
+    expect(
+      findLeaks(`{"msg":"x","note":"${JWT}"}`, n)
+        .map((l) => l.kind)
+        .sort(),
+    ).toEqual(['jwt-signature', 'token']);
     expect(findLeaks('{"msg":"x","note":"[redacted]"}', n)).toEqual([]);
   });
 
@@ -40,7 +44,9 @@ describe('needles', () => {
   });
 
   test('a service-account key JSON is found by its private key, also JSON-escaped inside a line', () => {
-    const pem = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const pem = generateKeyPairSync('rsa', { modulusLength: 1024 })
+      .privateKey.export({ type: 'pkcs8', format: 'pem' })
+      .toString();
     const keyJson = JSON.stringify({ type: 'service_account', private_key: pem });
     const n = needlesFor(keyJson);
     expect(n.some((x) => x.kind === 'private-key')).toBe(true);

@@ -9,7 +9,14 @@ import { handler as tokenHandler } from '../../functions/token';
 import { handler as adminHandler } from '../../functions/admin-rotate';
 import { issuedTokens } from '../../local/emulators/issued-tokens';
 import { resetGoogleTokens } from '../../shared/google/tokens';
-import { enableOpenTelemetry, initTelemetry, METRIC, recordIssuance, resetTelemetry, telemetryState } from '../../shared/telemetry';
+import {
+  enableOpenTelemetry,
+  initTelemetry,
+  METRIC,
+  recordIssuance,
+  resetTelemetry,
+  telemetryState,
+} from '../../shared/telemetry';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
 import { captureLogs, invoke } from '../helpers/invoke';
 
@@ -69,7 +76,7 @@ async function points(name: string): Promise<Point[]> {
   const m = (await collect()).find((x) => x.descriptor.name === name);
   if (!m) return [];
   return m.dataPoints.map((p) => ({
-    attributes: p.attributes as Record<string, unknown>,
+    attributes: p.attributes,
     value: m.dataPointType === DataPointType.HISTOGRAM ? (p.value as { count: number }).count : (p.value as number),
   }));
 }
@@ -82,7 +89,12 @@ async function valueOf(name: string, attrs: Record<string, string>): Promise<num
 async function exchange(subject: string) {
   return invoke(tokenHandler, {
     headers: { authorization: `Bearer ${await f.gateway()}` },
-    form: { grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: ACCESS_TOKEN_TYPE, resource: CLOUDSQL_RESOURCE },
+    form: {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: subject,
+      subject_token_type: ACCESS_TOKEN_TYPE,
+      resource: CLOUDSQL_RESOURCE,
+    },
   });
 }
 
@@ -98,7 +110,9 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     const second = await exchange(await f.caller());
     expect([first.status, second.status]).toEqual([200, 200]);
 
-    const issued = (await points(METRIC.issuanceDuration)).find((p) => p.attributes.kind === 'cloudsql' && p.attributes.outcome === 'issued');
+    const issued = (await points(METRIC.issuanceDuration)).find(
+      (p) => p.attributes.kind === 'cloudsql' && p.attributes.outcome === 'issued',
+    );
     expect(issued?.value).toBe(2);
     expect(await valueOf(METRIC.cache, { kind: 'cloudsql', result: 'miss' })).toBe(1);
     expect(await valueOf(METRIC.cache, { kind: 'cloudsql', result: 'hit' })).toBe(1);
@@ -130,7 +144,12 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     const call = async () =>
       invoke(tokenHandler, {
         headers: { authorization: `Bearer ${await f.gateway()}` },
-        form: { grant_type: TOKEN_EXCHANGE, subject_token: await f.caller(), subject_token_type: ACCESS_TOKEN_TYPE, resource: cosmos },
+        form: {
+          grant_type: TOKEN_EXCHANGE,
+          subject_token: await f.caller(),
+          subject_token_type: ACCESS_TOKEN_TYPE,
+          resource: cosmos,
+        },
       });
     expect([(await call()).status, (await call()).status]).toEqual([200, 200]);
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'cosmos', outcome: 'issued' })).toBe(2);
@@ -157,7 +176,13 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     values.push(...spans.getFinishedSpans().flatMap((s) => Object.values(s.attributes).map(String)));
     expect(values.length).toBeGreaterThan(10);
     const secrets = [...issuedTokens()];
-    const ids = [SANDBOX.tenantId, SANDBOX.readerObjectId, SANDBOX.gatewayObjectId, SANDBOX.gatewayAppId, SANDBOX.google.readerServiceAccount];
+    const ids = [
+      SANDBOX.tenantId,
+      SANDBOX.readerObjectId,
+      SANDBOX.gatewayObjectId,
+      SANDBOX.gatewayAppId,
+      SANDBOX.google.readerServiceAccount,
+    ];
     for (const v of values) {
       expect(v).toMatch(/^[a-z0-9_.-]{1,40}$/); // closed vocabularies only
       for (const s of [...secrets, ...ids]) expect(s.includes(v) && v.length >= 16).toBe(false);
@@ -192,7 +217,9 @@ describe('Azure Monitor is loaded only when the connection string is set', () =>
     expect(telemetryState()).toBe('on');
     expect(monitorLoaded).toBe(1);
     // ingestion authenticates with the Function's managed identity (Application Insights local auth can be off)
-    expect(monitorCalls).toEqual([{ azureMonitorExporterOptions: { connectionString: CONN, credential: expect.any(ManagedIdentityCredential) } }]);
+    expect(monitorCalls).toEqual([
+      { azureMonitorExporterOptions: { connectionString: CONN, credential: expect.any(ManagedIdentityCredential) } },
+    ]);
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' })).toBe(before + 1);
   });
 });
@@ -235,7 +262,8 @@ describe.each(variants)('in a fresh process ($name)', ({ hook, token, telemetry 
       t.initTelemetry().then(() => { process.stdout.write(JSON.stringify({ atImport, loaded: monitor() > 0, state: t.telemetryState() })); process.exit(0); });`;
     const env = {
       ...process.env,
-      APPLICATIONINSIGHTS_CONNECTION_STRING: 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:9/',
+      APPLICATIONINSIGHTS_CONNECTION_STRING:
+        'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:9/',
     };
     const run = spawnSync(process.execPath, ['-e', script], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
     expect(JSON.parse(run.stdout)).toEqual({ atImport: 0, loaded: true, state: 'on' });

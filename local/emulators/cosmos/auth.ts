@@ -8,7 +8,10 @@ import { CosmosRbac, requiredAction } from './rbac';
  * ./rbac.ts); and what a resource token or an Entra principal may do with this request.
  */
 
-export type Auth = { kind: 'master'; key: 'primary' | 'secondary' } | { kind: 'resource'; token: ResourceTokenPayload } | { kind: 'aad'; oid: string };
+export type Auth =
+  | { kind: 'master'; key: 'primary' | 'secondary' }
+  | { kind: 'resource'; token: ResourceTokenPayload }
+  | { kind: 'aad'; oid: string };
 
 export function createAuth(ctx: CosmosContext) {
   const { opts, clock, keys, err, unauthorized, forbidden, sign, isQueryRequest, parsePk, isUpsert } = ctx;
@@ -22,10 +25,15 @@ export function createAuth(ctx: CosmosContext) {
     try {
       decoded = decodeURIComponent(raw);
     } catch {
-      return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
+      return unauthorized(
+        "The input authorization token can't serve the request. The wrong key is being used or the expected payload is not built as per the protocol.",
+      );
     }
     const m = /^type=(master|resource|aad)&ver=1\.0&sig=(.+)$/.exec(decoded);
-    if (!m) return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
+    if (!m)
+      return unauthorized(
+        "The input authorization token can't serve the request. The wrong key is being used or the expected payload is not built as per the protocol.",
+      );
     if (m[1] === 'aad') {
       const v = await rbac.verify(m[2]!);
       if (!v.ok) return err(401, 'Unauthorized', v.message);
@@ -34,7 +42,8 @@ export function createAuth(ctx: CosmosContext) {
     if (opts.disableLocalAuth) return localAuthDisabled();
     if (m[1] === 'master') {
       const date = req.header('x-ms-date') ?? req.header('date');
-      if (!date) return unauthorized('The input authorization token can\'t serve the request. Required header x-ms-date is missing.');
+      if (!date)
+        return unauthorized("The input authorization token can't serve the request. Required header x-ms-date is missing.");
       const t = Date.parse(date);
       if (Number.isNaN(t) || Math.abs(clock.now() - t) > ALLOWED_SKEW_MS) {
         return err(
@@ -63,18 +72,24 @@ export function createAuth(ctx: CosmosContext) {
       return { kind: 'master', key };
     }
     const [sig, payload] = m[2]!.split(';');
-    if (!sig || !payload) return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
+    if (!sig || !payload)
+      return unauthorized(
+        "The input authorization token can't serve the request. The wrong key is being used or the expected payload is not built as per the protocol.",
+      );
     let token: ResourceTokenPayload;
     try {
       token = JSON.parse(Buffer.from(payload, 'base64').toString('utf8')) as ResourceTokenPayload;
     } catch {
-      return unauthorized('The input authorization token can\'t serve the request.');
+      return unauthorized("The input authorization token can't serve the request.");
     }
-    if (token.key !== 'primary' && token.key !== 'secondary') return unauthorized('The input authorization token can\'t serve the request.');
+    if (token.key !== 'primary' && token.key !== 'secondary')
+      return unauthorized("The input authorization token can't serve the request.");
     const expected = sign(keys[token.key], payload);
     const given = Buffer.from(sig, 'base64');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-      return unauthorized('The input authorization token can\'t serve the request. The wrong key is being used or the expected payload is not built as per the protocol.');
+      return unauthorized(
+        "The input authorization token can't serve the request. The wrong key is being used or the expected payload is not built as per the protocol.",
+      );
     }
     if (clock.now() >= token.exp * 1000) {
       return err(
@@ -109,7 +124,7 @@ export function createAuth(ctx: CosmosContext) {
 
   /** undefined when the Entra principal's role assignments allow the request, else the 403 (substatus 5300). */
   const authorizeAad = (req: EmuRequest, c: Classified, oid: string): EmuResponse | undefined => {
-  const changeFeed = (req.header('a-im') ?? '').toLowerCase() === 'incremental feed';
+    const changeFeed = (req.header('a-im') ?? '').toLowerCase() === 'incremental feed';
     const need = requiredAction(req.method, c.segments, isQueryRequest(req), isUpsert(req), changeFeed);
     const denied = rbac.authorize({ oid }, need, `${req.method} ${req.path}`);
     return denied ? err(403, 'Forbidden', denied, { 'x-ms-substatus': '5300' }) : undefined;

@@ -98,17 +98,30 @@ export function createCosmosContext(opts: CosmosEmulatorOptions) {
     return {
       status,
       headers: { 'x-ms-activity-id': activityId, ...extra },
-      body: { code, message: `Message: {"Errors":[${JSON.stringify(message)}]}\r\nActivityId: ${activityId}, Microsoft.Azure.Documents.Common/2.14.0` },
+      body: {
+        code,
+        message: `Message: {"Errors":[${JSON.stringify(message)}]}\r\nActivityId: ${activityId}, Microsoft.Azure.Documents.Common/2.14.0`,
+      },
     };
   };
   const unauthorized = (m: string) => err(401, 'Unauthorized', m);
   const forbidden = () =>
-    err(403, 'Forbidden', 'Insufficient permissions provided in the authorization header for the corresponding request. Please retry with another authorization header.');
+    err(
+      403,
+      'Forbidden',
+      'Insufficient permissions provided in the authorization header for the corresponding request. Please retry with another authorization header.',
+    );
   const notFound = () => err(404, 'NotFound', 'Resource Not Found. Learn more: https://aka.ms/cosmosdb-tsg-not-found');
   const badRequest = (m: string) => err(400, 'BadRequest', m);
   const ok = (status: number, body: object, headers: Record<string, string> = {}): EmuResponse => ({
     status,
-    headers: { 'x-ms-activity-id': randomUUID(), 'x-ms-request-charge': '1', 'x-ms-session-token': '0:1#1', etag: `"${randomUUID()}"`, ...headers },
+    headers: {
+      'x-ms-activity-id': randomUUID(),
+      'x-ms-request-charge': '1',
+      'x-ms-session-token': '0:1#1',
+      etag: `"${randomUUID()}"`,
+      ...headers,
+    },
     body,
   });
 
@@ -124,7 +137,10 @@ export function createCosmosContext(opts: CosmosEmulatorOptions) {
 
   // ---- request classification (resource type and link, as the service signs them) ----
   const classify = (path: string): Classified => {
-    const segments = path.split('/').filter((s) => s.length > 0).map((s) => decodeURIComponent(s));
+    const segments = path
+      .split('/')
+      .filter((s) => s.length > 0)
+      .map((s) => decodeURIComponent(s));
     if (segments.length === 0) return { segments, resourceType: '', resourceLink: '' };
     if (segments.length % 2 === 1) {
       return { segments, resourceType: segments[segments.length - 1]!, resourceLink: segments.slice(0, -1).join('/') };
@@ -132,7 +148,8 @@ export function createCosmosContext(opts: CosmosEmulatorOptions) {
     return { segments, resourceType: segments[segments.length - 2]!, resourceLink: segments.join('/') };
   };
   const isQueryRequest = (req: EmuRequest) =>
-    (req.header('x-ms-documentdb-isquery') ?? '').toLowerCase() === 'true' || (req.header('content-type') ?? '').startsWith('application/query+json');
+    (req.header('x-ms-documentdb-isquery') ?? '').toLowerCase() === 'true' ||
+    (req.header('content-type') ?? '').startsWith('application/query+json');
 
   const parsePk = (header: string): unknown => {
     try {
@@ -160,7 +177,13 @@ export function createCosmosContext(opts: CosmosEmulatorOptions) {
       d = { rid: rid(), containers: new Map(), users: new Map(), ts: Math.floor(clock.now() / 1000) };
       dbs.set(spec.database, d);
     }
-    if (!d.containers.has(spec.id)) d.containers.set(spec.id, { rid: rid(), pkPath: spec.partitionKeyPath, docs: new Map(), ts: Math.floor(clock.now() / 1000) });
+    if (!d.containers.has(spec.id))
+      d.containers.set(spec.id, {
+        rid: rid(),
+        pkPath: spec.partitionKeyPath,
+        docs: new Map(),
+        ts: Math.floor(clock.now() / 1000),
+      });
   };
   for (const c of opts.containers ?? []) createContainer(c);
 

@@ -109,21 +109,38 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
   const authenticate = async (req: EmuRequest): Promise<{ oid: string } | EmuResponse> => {
     const h = req.header('authorization') ?? '';
     const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(h);
-    const challenge = { 'www-authenticate': 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"' };
-    if (!m) return armError(401, 'AuthenticationFailed', "Authentication failed. The 'Authorization' header is missing.", challenge);
+    const challenge = {
+      'www-authenticate': 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"',
+    };
+    if (!m)
+      return armError(401, 'AuthenticationFailed', "Authentication failed. The 'Authorization' header is missing.", challenge);
     try {
       const { payload } = await jwtVerify(m[1]!, createLocalJWKSet({ keys: opts.entra.keys.map((k) => k.publicJwk) }), {
         algorithms: ['RS256'],
         audience: ARM_AUDIENCES,
-        issuer: opts.entra.tenants.flatMap((t) => [`https://sts.windows.net/${t}/`, `https://login.microsoftonline.com/${t}/v2.0`]),
+        issuer: opts.entra.tenants.flatMap((t) => [
+          `https://sts.windows.net/${t}/`,
+          `https://login.microsoftonline.com/${t}/v2.0`,
+        ]),
         requiredClaims: ['exp', 'oid', 'tid'],
         clockTolerance: 0,
       });
       return { oid: String(payload.oid).toLowerCase() };
     } catch (e) {
-      if (e instanceof joseErrors.JWTExpired) return armError(401, 'ExpiredAuthenticationToken', 'The access token expiry UTC time is earlier than current UTC time.', challenge);
+      if (e instanceof joseErrors.JWTExpired)
+        return armError(
+          401,
+          'ExpiredAuthenticationToken',
+          'The access token expiry UTC time is earlier than current UTC time.',
+          challenge,
+        );
       if (e instanceof joseErrors.JWTClaimValidationFailed && e.claim === 'aud') {
-        return armError(401, 'InvalidAuthenticationTokenAudience', "The access token has been obtained for wrong audience or resource. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'.", challenge);
+        return armError(
+          401,
+          'InvalidAuthenticationTokenAudience',
+          "The access token has been obtained for wrong audience or resource. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.azure.com/'.",
+          challenge,
+        );
       }
       return armError(401, 'InvalidAuthenticationToken', 'The access token is invalid.', challenge);
     }
@@ -152,13 +169,20 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     }
   };
 
-  const ACCOUNT_PATH = /^(?<rid>\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.DocumentDB\/databaseAccounts\/[^/]+)\/(?<verb>listKeys|regenerateKey)$/;
-  const OP_PATH = /^\/subscriptions\/(?<sub>[^/]+)\/providers\/Microsoft\.DocumentDB\/locations\/[^/]+\/(?<kind>operationsStatus|operationResults)\/(?<id>[0-9a-f-]+)$/;
+  const ACCOUNT_PATH =
+    /^(?<rid>\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.DocumentDB\/databaseAccounts\/[^/]+)\/(?<verb>listKeys|regenerateKey)$/;
+  const OP_PATH =
+    /^\/subscriptions\/(?<sub>[^/]+)\/providers\/Microsoft\.DocumentDB\/locations\/[^/]+\/(?<kind>operationsStatus|operationResults)\/(?<id>[0-9a-f-]+)$/;
 
   const accountAction = async (req: EmuRequest): Promise<EmuResponse> => {
     const who = await authenticate(req);
     if ('status' in who) return who;
-    if (!req.url.searchParams.get('api-version')) return armError(400, 'MissingApiVersionParameter', "The api-version query parameter (?api-version=) is required for all requests.");
+    if (!req.url.searchParams.get('api-version'))
+      return armError(
+        400,
+        'MissingApiVersionParameter',
+        'The api-version query parameter (?api-version=) is required for all requests.',
+      );
     const rid = req.params.rid!;
     const acct = accountOf(rid);
     if (!acct) return armError(404, 'ResourceNotFound', `The Resource '${rid.split('/providers/')[1]}' was not found.`);
@@ -182,7 +206,15 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     if (!body || typeof body.keyKind !== 'string' || !(KEY_KINDS as readonly string[]).includes(body.keyKind)) {
       return armError(400, 'BadRequest', `keyKind must be one of ${KEY_KINDS.join(', ')}.`);
     }
-    const op: Operation = { id: randomUUID(), caller: who.oid, resourceId: acct.resourceId, kind: body.keyKind as KeyKind, polls: 0, done: false, startTime: new Date().toISOString() };
+    const op: Operation = {
+      id: randomUUID(),
+      caller: who.oid,
+      resourceId: acct.resourceId,
+      kind: body.keyKind as KeyKind,
+      polls: 0,
+      done: false,
+      startTime: new Date().toISOString(),
+    };
     operations.push(op);
     setTimeout(() => complete(op), completeAfterMs).unref();
     const sub = rid.split('/')[2]!;
@@ -203,20 +235,35 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     const who = await authenticate(req);
     if ('status' in who) return who;
     const scope = `/subscriptions/${req.params.sub}`;
-    const denied = authorize(who.oid, scope, req.params.kind === 'operationsStatus' ? OPERATION_STATUS_READ : OPERATION_RESULTS_READ);
+    const denied = authorize(
+      who.oid,
+      scope,
+      req.params.kind === 'operationsStatus' ? OPERATION_STATUS_READ : OPERATION_RESULTS_READ,
+    );
     if (denied) return denied;
     const op = operations.find((o) => o.id === req.params.id);
     if (!op) return armError(404, 'NotFound', 'The operation was not found.');
     if (op.caller !== who.oid) {
-      return armError(403, 'AuthorizationFailed', 'Only the original caller of an asynchronous operation is allowed to retrieve the results.');
+      return armError(
+        403,
+        'AuthorizationFailed',
+        'Only the original caller of an asynchronous operation is allowed to retrieve the results.',
+      );
     }
     op.polls++;
     if (op.polls >= pollsToComplete) complete(op);
-    if (req.params.kind === 'operationResults') return op.done ? { status: 204 } : { status: 202, headers: { 'retry-after': retryAfter, location: req.url.toString() } };
+    if (req.params.kind === 'operationResults')
+      return op.done ? { status: 204 } : { status: 202, headers: { 'retry-after': retryAfter, location: req.url.toString() } };
     return {
       status: 200,
       headers: op.done ? {} : { 'retry-after': retryAfter },
-      body: { id: req.path, name: op.id, status: op.done ? 'Succeeded' : 'InProgress', startTime: op.startTime, ...(op.endTime ? { endTime: op.endTime } : {}) },
+      body: {
+        id: req.path,
+        name: op.id,
+        status: op.done ? 'Succeeded' : 'InProgress',
+        startTime: op.startTime,
+        ...(op.endTime ? { endTime: op.endTime } : {}),
+      },
     };
   };
 
@@ -235,7 +282,11 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
   return Object.assign(emu, {
     endpoint,
     operations,
-    grantKeyOperator(principalId: string, resourceId: string, actions: readonly string[] = [LIST_KEYS_ACTION, REGENERATE_KEY_ACTION]) {
+    grantKeyOperator(
+      principalId: string,
+      resourceId: string,
+      actions: readonly string[] = [LIST_KEYS_ACTION, REGENERATE_KEY_ACTION],
+    ) {
       const byRes = grants.get(principalId.toLowerCase()) ?? new Map<string, Set<string>>();
       byRes.set(resourceId.toLowerCase(), new Set(actions));
       grants.set(principalId.toLowerCase(), byRes);

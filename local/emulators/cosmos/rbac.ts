@@ -45,12 +45,21 @@ export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
   {
     id: '00000000-0000-0000-0000-000000000001',
     roleName: 'Cosmos DB Built-in Data Reader',
-    dataActions: [DATA_ACTIONS.readMetadata, `${ACTIONS}/sqlDatabases/containers/executeQuery`, `${ACTIONS}/sqlDatabases/containers/readChangeFeed`, DATA_ACTIONS.read],
+    dataActions: [
+      DATA_ACTIONS.readMetadata,
+      `${ACTIONS}/sqlDatabases/containers/executeQuery`,
+      `${ACTIONS}/sqlDatabases/containers/readChangeFeed`,
+      DATA_ACTIONS.read,
+    ],
   },
   {
     id: '00000000-0000-0000-0000-000000000002',
     roleName: 'Cosmos DB Built-in Data Contributor',
-    dataActions: [DATA_ACTIONS.readMetadata, `${ACTIONS}/sqlDatabases/containers/*`, `${ACTIONS}/sqlDatabases/containers/items/*`],
+    dataActions: [
+      DATA_ACTIONS.readMetadata,
+      `${ACTIONS}/sqlDatabases/containers/*`,
+      `${ACTIONS}/sqlDatabases/containers/items/*`,
+    ],
   },
 ];
 
@@ -80,21 +89,35 @@ export interface Required {
 }
 
 /** The data action a gateway request needs, or undefined for an operation no data action covers. */
-export function requiredAction(method: string, segments: readonly string[], isQuery: boolean, isUpsert: boolean, changeFeed: boolean): Required | undefined {
+export function requiredAction(
+  method: string,
+  segments: readonly string[],
+  isQuery: boolean,
+  isUpsert: boolean,
+  changeFeed: boolean,
+): Required | undefined {
   const s = segments;
-  if (s.length === 0) return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: '/', ancestorMetadata: true } : undefined;
+  if (s.length === 0)
+    return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: '/', ancestorMetadata: true } : undefined;
   if (s[0] !== 'dbs') return undefined;
   if (s.length === 1) return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: '/' } : undefined;
   const dbScope = `/dbs/${s[1]}`;
-  if (s.length === 2) return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: dbScope, ancestorMetadata: true } : undefined;
+  if (s.length === 2)
+    return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: dbScope, ancestorMetadata: true } : undefined;
   if (s[2] !== 'colls') return undefined; // users, permissions: management, never data-plane RBAC
   if (s.length === 3) return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: dbScope } : undefined;
   const collScope = `${dbScope}/colls/${s[3]}`;
-  if (s.length === 4 || s[4] === 'pkranges') return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: collScope } : undefined;
+  if (s.length === 4 || s[4] === 'pkranges')
+    return method === 'GET' ? { action: DATA_ACTIONS.readMetadata, scope: collScope } : undefined;
   if (s[4] !== 'docs') return undefined;
   if (s.length === 5) {
-    if (method === 'GET') return { action: changeFeed ? DATA_ACTIONS.readChangeFeed : DATA_ACTIONS.executeQuery, scope: collScope };
-    if (method === 'POST') return { action: isQuery ? DATA_ACTIONS.executeQuery : isUpsert ? DATA_ACTIONS.upsert : DATA_ACTIONS.create, scope: collScope };
+    if (method === 'GET')
+      return { action: changeFeed ? DATA_ACTIONS.readChangeFeed : DATA_ACTIONS.executeQuery, scope: collScope };
+    if (method === 'POST')
+      return {
+        action: isQuery ? DATA_ACTIONS.executeQuery : isUpsert ? DATA_ACTIONS.upsert : DATA_ACTIONS.create,
+        scope: collScope,
+      };
     return undefined;
   }
   if (s.length === 6) {
@@ -129,13 +152,15 @@ export class CosmosRbac {
   }
 
   assignRole(a: RoleAssignment): void {
-    if (!validScope(a.scope)) throw new Error(`role assignment scope "${a.scope}" must be /, /dbs/{db} or /dbs/{db}/colls/{coll}`);
+    if (!validScope(a.scope))
+      throw new Error(`role assignment scope "${a.scope}" must be /, /dbs/{db} or /dbs/{db}/colls/{coll}`);
     if (!this.definitions.has(a.roleDefinitionId)) throw new Error(`role definition ${a.roleDefinitionId} does not exist`);
     this.assignments.push(a);
   }
 
   removeAssignments(principalId: string): void {
-    for (let i = this.assignments.length - 1; i >= 0; i--) if (this.assignments[i]!.principalId === principalId) this.assignments.splice(i, 1);
+    for (let i = this.assignments.length - 1; i >= 0; i--)
+      if (this.assignments[i]!.principalId === principalId) this.assignments.splice(i, 1);
   }
 
   /** Validate an Entra access token for this account: signature, issuer, audience, lifetime, oid. */
@@ -152,7 +177,8 @@ export class CosmosRbac {
         clockTolerance: 0,
         requiredClaims: ['exp', 'oid', 'tid'],
       });
-      if (typeof payload.tid !== 'string' || !tenants.includes(payload.tid.toLowerCase())) return { ok: false, message: 'The AAD token was issued for another tenant.' };
+      if (typeof payload.tid !== 'string' || !tenants.includes(payload.tid.toLowerCase()))
+        return { ok: false, message: 'The AAD token was issued for another tenant.' };
       return { ok: true, principal: { oid: String(payload.oid).toLowerCase() } };
     } catch (e) {
       const why =
@@ -169,7 +195,9 @@ export class CosmosRbac {
   authorize(p: AadPrincipal, need: Required | undefined, what: string): string | undefined {
     const mine = this.assignments.filter((a) => a.principalId === p.oid);
     const grants = (scopeOk: (scope: string) => boolean, action: string) =>
-      mine.some((a) => scopeOk(a.scope) && (this.definitions.get(a.roleDefinitionId)?.dataActions ?? []).some((d) => matches(d, action)));
+      mine.some(
+        (a) => scopeOk(a.scope) && (this.definitions.get(a.roleDefinitionId)?.dataActions ?? []).some((d) => matches(d, action)),
+      );
     if (need) {
       if (grants((scope) => covers(scope, need.scope), need.action)) return undefined;
       if (need.ancestorMetadata && grants((scope) => covers(need.scope, scope), need.action)) return undefined;

@@ -16,7 +16,9 @@ export function documentRoutes(ctx: CosmosContext) {
     const conds: { field: string[]; value: unknown }[] = [];
     if (m[2]) {
       for (const part of m[2].split(/\s+AND\s+/i)) {
-        const cm = new RegExp(`^${alias}((?:\\.\\w+)+)\\s*=\\s*(@\\w+|'[^']*'|-?\\d+(?:\\.\\d+)?|true|false|null)$`, 'i').exec(part.trim());
+        const cm = new RegExp(`^${alias}((?:\\.\\w+)+)\\s*=\\s*(@\\w+|'[^']*'|-?\\d+(?:\\.\\d+)?|true|false|null)$`, 'i').exec(
+          part.trim(),
+        );
         if (!cm) return `Syntax error near '${part.trim().slice(0, 40)}'.`;
         const raw = cm[2]!;
         let value: unknown;
@@ -29,48 +31,78 @@ export function documentRoutes(ctx: CosmosContext) {
         conds.push({ field: cm[1]!.split('.').filter(Boolean), value });
       }
     }
-    return docs.filter((d) => conds.every((c) => JSON.stringify(pkValueOf(d, '/' + c.field.join('/'))) === JSON.stringify(c.value)));
+    return docs.filter((d) =>
+      conds.every((c) => JSON.stringify(pkValueOf(d, '/' + c.field.join('/'))) === JSON.stringify(c.value)),
+    );
   };
 
   return (req: EmuRequest, s: readonly string[], d: Database, co: Container, now: number): EmuResponse => {
-
     const pkHeader = req.header('x-ms-documentdb-partitionkey');
     const pk = pkHeader === undefined ? undefined : parsePk(pkHeader);
-    if (pkHeader !== undefined && (!Array.isArray(pk) || pk.length !== 1)) return badRequest('The partition key supplied in x-ms-documentdb-partitionkey header is malformed.');
+    if (pkHeader !== undefined && (!Array.isArray(pk) || pk.length !== 1))
+      return badRequest('The partition key supplied in x-ms-documentdb-partitionkey header is malformed.');
     const pkValue = Array.isArray(pk) ? (pk[0] as unknown) : undefined;
 
     if (s.length === 5) {
       if (req.method === 'GET') {
-        const all = [...co.docs.values()].filter((doc) => pkHeader === undefined || JSON.stringify(pkValueOf(doc, co.pkPath)) === JSON.stringify(pkValue));
+        const all = [...co.docs.values()].filter(
+          (doc) => pkHeader === undefined || JSON.stringify(pkValueOf(doc, co.pkPath)) === JSON.stringify(pkValue),
+        );
         return ok(200, { _rid: co.rid, Documents: all, _count: all.length }, { 'x-ms-item-count': String(all.length) });
       }
       if (req.method !== 'POST') return err(405, 'MethodNotAllowed', 'Method not allowed');
       if (isQueryRequest(req)) {
         if (pkHeader === undefined && (req.header('x-ms-documentdb-query-enablecrosspartition') ?? '').toLowerCase() !== 'true') {
-          return badRequest('Cross partition query is required but disabled. Please set x-ms-documentdb-query-enablecrosspartition to true, specify x-ms-documentdb-partitionkey, or revise your query to avoid this exception.');
+          return badRequest(
+            'Cross partition query is required but disabled. Please set x-ms-documentdb-query-enablecrosspartition to true, specify x-ms-documentdb-partitionkey, or revise your query to avoid this exception.',
+          );
         }
         if ((req.header('x-ms-cosmos-is-query-plan-request') ?? '').toLowerCase() === 'true') {
           return ok(200, {
             partitionedQueryExecutionInfoVersion: 2,
-            queryInfo: { distinctType: 'None', top: null, offset: null, limit: null, orderBy: [], orderByExpressions: [], groupByExpressions: [], groupByAliases: [], aggregates: [], groupByAliasToAggregateType: {}, rewrittenQuery: '', hasSelectValue: false, hasNonStreamingOrderBy: false },
+            queryInfo: {
+              distinctType: 'None',
+              top: null,
+              offset: null,
+              limit: null,
+              orderBy: [],
+              orderByExpressions: [],
+              groupByExpressions: [],
+              groupByAliases: [],
+              aggregates: [],
+              groupByAliasToAggregateType: {},
+              rewrittenQuery: '',
+              hasSelectValue: false,
+              hasNonStreamingOrderBy: false,
+            },
             queryRanges: [{ min: '', max: 'FF', isMinInclusive: true, isMaxInclusive: false }],
           });
         }
-        const scope = [...co.docs.values()].filter((doc) => pkHeader === undefined || JSON.stringify(pkValueOf(doc, co.pkPath)) === JSON.stringify(pkValue));
+        const scope = [...co.docs.values()].filter(
+          (doc) => pkHeader === undefined || JSON.stringify(pkValueOf(doc, co.pkPath)) === JSON.stringify(pkValue),
+        );
         const r = runQuery(scope, req.json());
         if (typeof r === 'string') return badRequest(r);
         return ok(200, { _rid: co.rid, Documents: r, _count: r.length }, { 'x-ms-item-count': String(r.length) });
       }
       const doc = req.json() as Record<string, unknown> | undefined;
       if (!doc || typeof doc !== 'object' || Array.isArray(doc)) return badRequest('The request body must be a JSON document.');
-      if (typeof doc.id !== 'string' || !ID_RULE.test(doc.id)) return badRequest('The input name is invalid. Ensure to provide a unique non-empty string less than 255 characters for the id.');
+      if (typeof doc.id !== 'string' || !ID_RULE.test(doc.id))
+        return badRequest(
+          'The input name is invalid. Ensure to provide a unique non-empty string less than 255 characters for the id.',
+        );
       const docPk = pkValueOf(doc, co.pkPath);
       if (pkHeader === undefined) return badRequest('PartitionKey value must be supplied for this operation.');
-      if (JSON.stringify(docPk) !== JSON.stringify(pkValue)) return badRequest("PartitionKey extracted from document doesn't match the one specified in the header.");
+      if (JSON.stringify(docPk) !== JSON.stringify(pkValue))
+        return badRequest("PartitionKey extracted from document doesn't match the one specified in the header.");
       const key = docKey(pkValue, doc.id);
       const exists = co.docs.has(key);
       if (exists && !isUpsert(req)) return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
-      const stored = { ...doc, ...sys(doc.id, rid(), `dbs/${d.rid}/colls/${co.rid}/docs/${rid()}/`, now), _attachments: 'attachments/' };
+      const stored = {
+        ...doc,
+        ...sys(doc.id, rid(), `dbs/${d.rid}/colls/${co.rid}/docs/${rid()}/`, now),
+        _attachments: 'attachments/',
+      };
       co.docs.set(key, stored);
       return ok(exists ? 200 : 201, stored);
     }
@@ -88,7 +120,8 @@ export function documentRoutes(ctx: CosmosContext) {
       if (!existing) return notFound();
       const doc = req.json() as Record<string, unknown> | undefined;
       if (!doc || doc.id !== s[5]) return badRequest('The id in the body must match the document link.');
-      if (JSON.stringify(pkValueOf(doc, co.pkPath)) !== JSON.stringify(pkValue)) return badRequest("PartitionKey extracted from document doesn't match the one specified in the header.");
+      if (JSON.stringify(pkValueOf(doc, co.pkPath)) !== JSON.stringify(pkValue))
+        return badRequest("PartitionKey extracted from document doesn't match the one specified in the header.");
       const stored = { ...doc, ...sys(s[5]!, String(existing._rid), String(existing._self), now), _attachments: 'attachments/' };
       co.docs.set(key, stored);
       return ok(200, stored);

@@ -49,8 +49,8 @@ export function metadataRoutes(ctx: CosmosContext) {
 
   /** `/dbs/{db}`. */
   const database = (req: EmuRequest, s: readonly string[], d: Database): EmuResponse => {
-      if (req.method !== 'GET') return err(405, 'MethodNotAllowed', 'Method not allowed');
-      return ok(200, { ...sys(s[1]!, d.rid, `dbs/${d.rid}/`, d.ts), _colls: 'colls/', _users: 'users/' });
+    if (req.method !== 'GET') return err(405, 'MethodNotAllowed', 'Method not allowed');
+    return ok(200, { ...sys(s[1]!, d.rid, `dbs/${d.rid}/`, d.ts), _colls: 'colls/', _users: 'users/' });
   };
 
   /** `/dbs/{db}/colls[/{coll}[/pkranges]]`. */
@@ -61,17 +61,23 @@ export function metadataRoutes(ctx: CosmosContext) {
       const b = req.json() as { id?: unknown; partitionKey?: { paths?: unknown } } | undefined;
       const paths = b?.partitionKey?.paths;
       if (typeof b?.id !== 'string' || !ID_RULE.test(b.id)) return badRequest('The id of the container is invalid.');
-      if (!Array.isArray(paths) || paths.length !== 1 || typeof paths[0] !== 'string') return badRequest('A partition key definition with one path is required.');
+      if (!Array.isArray(paths) || paths.length !== 1 || typeof paths[0] !== 'string')
+        return badRequest('A partition key definition with one path is required.');
       if (d.containers.has(b.id)) return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
       createContainer({ database: s[1]!, id: b.id, partitionKeyPath: paths[0] });
     }
-    const collId = s.length === 3 ? ((req.json() as { id: string }).id) : s[3]!;
+    const collId = s.length === 3 ? (req.json() as { id: string }).id : s[3]!;
     const co = d.containers.get(collId);
     if (!co) return notFound();
     const collBody = () => ({
       ...sys(collId, co.rid, `dbs/${d.rid}/colls/${co.rid}/`, co.ts),
       partitionKey: { paths: [co.pkPath], kind: 'Hash', version: 2 },
-      indexingPolicy: { indexingMode: 'consistent', automatic: true, includedPaths: [{ path: '/*' }], excludedPaths: [{ path: '/"_etag"/?' }] },
+      indexingPolicy: {
+        indexingMode: 'consistent',
+        automatic: true,
+        includedPaths: [{ path: '/*' }],
+        excludedPaths: [{ path: '/"_etag"/?' }],
+      },
       _docs: 'docs/',
     });
     if (s.length === 3) return ok(201, collBody());
@@ -84,10 +90,26 @@ export function metadataRoutes(ctx: CosmosContext) {
       if (req.header('if-none-match') === etag) return { status: 304, headers: { etag, 'x-ms-activity-id': randomUUID() } };
       return ok(
         200,
-        { _rid: co.rid, PartitionKeyRanges: [{ id: '0', _rid: co.rid, minInclusive: '', maxExclusive: 'FF', ridPrefix: 0, throughputFraction: 1, status: 'online', parents: [] }], _count: 1 },
+        {
+          _rid: co.rid,
+          PartitionKeyRanges: [
+            {
+              id: '0',
+              _rid: co.rid,
+              minInclusive: '',
+              maxExclusive: 'FF',
+              ridPrefix: 0,
+              throughputFraction: 1,
+              status: 'online',
+              parents: [],
+            },
+          ],
+          _count: 1,
+        },
         { etag },
       );
-    }    return notFound();
+    }
+    return notFound();
   };
 
   return { top, database, collections };

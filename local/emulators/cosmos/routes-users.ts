@@ -16,18 +16,25 @@ export function userRoutes(ctx: CosmosContext) {
       if (s.length === 3) {
         if (req.method !== 'POST') return err(405, 'MethodNotAllowed', 'Method not allowed');
         const b = req.json() as { id?: unknown } | undefined;
-        if (typeof b?.id !== 'string' || !ID_RULE.test(b.id) || b.id.endsWith(' ')) return badRequest('The input name is invalid. Ensure to provide a unique non-empty string less than 255 characters for the id.');
+        if (typeof b?.id !== 'string' || !ID_RULE.test(b.id) || b.id.endsWith(' '))
+          return badRequest(
+            'The input name is invalid. Ensure to provide a unique non-empty string less than 255 characters for the id.',
+          );
         const existing = d.users.get(b.id);
         if (existing && !isUpsert(req)) return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
         const u = existing ?? { rid: rid(), permissions: new Map() };
         d.users.set(b.id, u);
-        return ok(existing ? 200 : 201, { ...sys(b.id, u.rid, `dbs/${d.rid}/users/${u.rid}/`, now), _permissions: 'permissions/' });
+        return ok(existing ? 200 : 201, {
+          ...sys(b.id, u.rid, `dbs/${d.rid}/users/${u.rid}/`, now),
+          _permissions: 'permissions/',
+        });
       }
       const userId = s[3]!;
       const u = d.users.get(userId);
       if (s.length === 4) {
         if (!u) return notFound();
-        if (req.method === 'GET') return ok(200, { ...sys(userId, u.rid, `dbs/${d.rid}/users/${u.rid}/`, now), _permissions: 'permissions/' });
+        if (req.method === 'GET')
+          return ok(200, { ...sys(userId, u.rid, `dbs/${d.rid}/users/${u.rid}/`, now), _permissions: 'permissions/' });
         if (req.method === 'DELETE') {
           d.users.delete(userId);
           return { status: 204, headers: { 'x-ms-activity-id': randomUUID() } };
@@ -57,17 +64,20 @@ export function userRoutes(ctx: CosmosContext) {
       });
       if (s.length === 5) {
         if (req.method !== 'POST') return err(405, 'MethodNotAllowed', 'Method not allowed');
-        const b = req.json() as { id?: unknown; permissionMode?: unknown; resource?: unknown; resourcePartitionKey?: unknown } | undefined;
+        const b = req.json() as
+          { id?: unknown; permissionMode?: unknown; resource?: unknown; resourcePartitionKey?: unknown } | undefined;
         if (typeof b?.id !== 'string' || !ID_RULE.test(b.id)) return badRequest('The input name is invalid.');
         // The service takes the mode case-insensitively (the SDK sends "read"/"all").
         const mode = typeof b.permissionMode === 'string' ? b.permissionMode.toLowerCase() : '';
         if (mode !== 'read' && mode !== 'all') return badRequest('permissionMode must be Read or All.');
         if (typeof b.resource !== 'string') return badRequest('resource is required.');
         const rs = b.resource.split('/').filter(Boolean);
-        if (!(rs.length === 4 && rs[0] === 'dbs' && rs[2] === 'colls')) return badRequest('The permission resource must be a container link (dbs/{db}/colls/{coll}).');
+        if (!(rs.length === 4 && rs[0] === 'dbs' && rs[2] === 'colls'))
+          return badRequest('The permission resource must be a container link (dbs/{db}/colls/{coll}).');
         if (!coll(rs[1]!, rs[3]!)) return notFound();
         const pk = b.resourcePartitionKey;
-        if (pk !== undefined && (!Array.isArray(pk) || pk.length !== 1)) return badRequest('resourcePartitionKey must be an array with one value.');
+        if (pk !== undefined && (!Array.isArray(pk) || pk.length !== 1))
+          return badRequest('resourcePartitionKey must be an array with one value.');
         const existing = u.permissions.get(b.id);
         if (existing && !isUpsert(req)) return err(409, 'Conflict', 'Entity with the specified id already exists in the system.');
         // One permission per (user, resource): another permission of this user on the same container is 409,

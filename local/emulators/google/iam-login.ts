@@ -14,8 +14,16 @@ import { SQL_LOGIN_SCOPE, type GoogleState } from './state';
  * for a failed password authentication and never says which check failed (as Cloud SQL: the reason is only
  * in the instance's log).
  */
-export function verifyIamLoginToken(state: GoogleState, instance: SqlInstance, user: string, token: string): LoginRefusal | undefined {
-  const refusal: LoginRefusal = { code: '28P01', message: `Cloud SQL IAM service account authentication failed for user "${user}"` };
+export function verifyIamLoginToken(
+  state: GoogleState,
+  instance: SqlInstance,
+  user: string,
+  token: string,
+): LoginRefusal | undefined {
+  const refusal: LoginRefusal = {
+    code: '28P01',
+    message: `Cloud SQL IAM service account authentication failed for user "${user}"`,
+  };
   const t = token.length >= 16 && token.length <= 4096 ? state.lookupToken(token) : undefined; // live (unexpired) only
   if (!t || t.kind !== 'access') return refusal;
   if (!t.scopes.includes(SQL_LOGIN_SCOPE)) return refusal;

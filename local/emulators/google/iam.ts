@@ -107,14 +107,22 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
       );
     }
     const tok = state.lookupToken(m[1]!);
-    if (!tok) return googleError(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
-    if (!tok.scopes.includes(CLOUD_PLATFORM_SCOPE)) return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
+    if (!tok)
+      return googleError(
+        401,
+        'UNAUTHENTICATED',
+        'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
+      );
+    if (!tok.scopes.includes(CLOUD_PLATFORM_SCOPE))
+      return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
     const project = decodeURIComponent(req.params.project ?? '');
     const id = decodeURIComponent(req.params.account ?? '');
     const resource = `projects/${project}/serviceAccounts/${id}`;
     const sa = state.serviceAccounts.get(id) ?? [...state.serviceAccounts.values()].find((s) => s.uniqueId === id);
     if (!sa || (project !== '-' && project !== sa.projectId)) {
-      return project !== '-' && keyAdmins.get(tok.principal) === '*' ? googleError(404, 'NOT_FOUND', `Unknown service account`) : denied(permission, resource);
+      return project !== '-' && keyAdmins.get(tok.principal) === '*'
+        ? googleError(404, 'NOT_FOUND', `Unknown service account`)
+        : denied(permission, resource);
     }
     if (!isAdmin(tok.principal, sa.email)) return denied(permission, resource);
     return sa;
@@ -133,16 +141,29 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
 
   const findKey = (sa: ServiceAccount, keyId: string): KeyWithMeta | EmuResponse => {
     const k = keysOf(sa.email).find((x) => x.keyId === keyId);
-    return k ?? googleError(404, 'NOT_FOUND', `Service account key projects/${sa.projectId}/serviceAccounts/${sa.email}/keys/${keyId} does not exist.`);
+    return (
+      k ??
+      googleError(
+        404,
+        'NOT_FOUND',
+        `Service account key projects/${sa.projectId}/serviceAccounts/${sa.email}/keys/${keyId} does not exist.`,
+      )
+    );
   };
 
   const keyPath = /^\/v1\/projects\/(?<project>[^/]+)\/serviceAccounts\/(?<account>[^/]+)\/keys\/(?<key>[0-9a-f]+)$/;
-  const keyAction = /^\/v1\/projects\/(?<project>[^/]+)\/serviceAccounts\/(?<account>[^/]+)\/keys\/(?<key>[0-9a-f]+):(?<action>disable|enable)$/;
+  const keyAction =
+    /^\/v1\/projects\/(?<project>[^/]+)\/serviceAccounts\/(?<account>[^/]+)\/keys\/(?<key>[0-9a-f]+):(?<action>disable|enable)$/;
 
   const emu = await startEmulator({
     name: 'google-iam',
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT', message).body,
+    errorBody: (status, message) =>
+      googleError(
+        status,
+        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT',
+        message,
+      ).body,
     routes: [
       {
         method: 'GET',
@@ -154,10 +175,16 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           const types = req.url.searchParams.getAll('keyTypes');
           for (const t of types) {
             if (!['USER_MANAGED', 'SYSTEM_MANAGED', 'KEY_TYPE_UNSPECIFIED'].includes(t)) {
-              return googleError(400, 'INVALID_ARGUMENT', `Invalid value at 'key_types' (type.googleapis.com/google.iam.admin.v1.ListServiceAccountKeysRequest.KeyType), "${t}"`);
+              return googleError(
+                400,
+                'INVALID_ARGUMENT',
+                `Invalid value at 'key_types' (type.googleapis.com/google.iam.admin.v1.ListServiceAccountKeysRequest.KeyType), "${t}"`,
+              );
             }
           }
-          const keys = keysOf(sa.email).filter((k) => types.length === 0 || types.includes('KEY_TYPE_UNSPECIFIED') || types.includes(k.keyType));
+          const keys = keysOf(sa.email).filter(
+            (k) => types.length === 0 || types.includes('KEY_TYPE_UNSPECIFIED') || types.includes(k.keyType),
+          );
           return { status: 200, body: keys.length ? { keys: keys.map((k) => view(k, false)) } : {} };
         },
       },
@@ -171,9 +198,11 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           const body = (req.body.length ? req.json() : {}) as Record<string, unknown> | undefined;
           if (!body || typeof body !== 'object') return googleError(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.');
           const pkType = body.privateKeyType ?? 'TYPE_GOOGLE_CREDENTIALS_FILE';
-          if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE') return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${JSON.stringify(pkType)} in the sandbox.`);
+          if (pkType !== 'TYPE_GOOGLE_CREDENTIALS_FILE')
+            return googleError(400, 'INVALID_ARGUMENT', `Unsupported private key type ${JSON.stringify(pkType)} in the sandbox.`);
           const alg = body.keyAlgorithm ?? 'KEY_ALG_RSA_2048';
-          if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED') return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${JSON.stringify(alg)}.`);
+          if (alg !== 'KEY_ALG_RSA_2048' && alg !== 'KEY_ALG_UNSPECIFIED')
+            return googleError(400, 'INVALID_ARGUMENT', `Invalid key algorithm ${JSON.stringify(alg)}.`);
           if (keyCreationDisabled) {
             // Google's answer under the org policy (https://cloud.google.com/iam/docs/troubleshoot-org-policies):
             // same status as the key cap, but its own message and a google.rpc.PreconditionFailure naming the constraint.
@@ -258,7 +287,8 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           if ('status' in sa) return sa;
           const k = findKey(sa, req.params.key!);
           if ('status' in k) return k;
-          if (k.keyType === 'SYSTEM_MANAGED') return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be disabled or enabled.');
+          if (k.keyType === 'SYSTEM_MANAGED')
+            return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be disabled or enabled.');
           k.disabled = action === 'disable';
           return { status: 200, body: {} };
         },
@@ -285,7 +315,8 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
           if ('status' in sa) return sa;
           const k = findKey(sa, req.params.key!);
           if ('status' in k) return k;
-          if (k.keyType === 'SYSTEM_MANAGED') return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be deleted.');
+          if (k.keyType === 'SYSTEM_MANAGED')
+            return googleError(400, 'FAILED_PRECONDITION', 'System-managed keys cannot be deleted.');
           const list = keysOf(sa.email);
           list.splice(list.indexOf(k), 1);
           return { status: 200, body: {} };

@@ -53,10 +53,19 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
     const auth = req.header('authorization') ?? '';
     const m = /^Bearer\s+(\S+)$/i.exec(auth);
     if (!m) {
-      return err(401, 'UNAUTHENTICATED', 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
+      return err(
+        401,
+        'UNAUTHENTICATED',
+        'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
+      );
     }
     const bearer = state.lookupToken(m[1]!);
-    if (!bearer) return err(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
+    if (!bearer)
+      return err(
+        401,
+        'UNAUTHENTICATED',
+        'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
+      );
     if (!bearer.scopes.includes(CLOUD_PLATFORM_SCOPE) && !bearer.scopes.includes(IAM_SCOPE)) {
       return err(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
     }
@@ -72,13 +81,22 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
     if (Array.isArray(b.delegates) && b.delegates.length > 0) {
       return err(400, 'INVALID_ARGUMENT', 'Delegation chains are not supported by this emulator.');
     }
-    if (!Array.isArray(b.scope) || b.scope.length === 0 || !b.scope.every((s): s is string => typeof s === 'string' && s.length > 0)) {
+    if (
+      !Array.isArray(b.scope) ||
+      b.scope.length === 0 ||
+      !b.scope.every((s): s is string => typeof s === 'string' && s.length > 0)
+    ) {
       return err(400, 'INVALID_ARGUMENT', 'Scope required.');
     }
     let lifetime = MAX_LIFETIME_SECONDS;
     if (b.lifetime !== undefined) {
       const lm = typeof b.lifetime === 'string' ? /^(\d{1,9})(?:\.\d{1,9})?s$/.exec(b.lifetime) : null;
-      if (!lm) return err(400, 'INVALID_ARGUMENT', `Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration), ${JSON.stringify(b.lifetime)}`);
+      if (!lm)
+        return err(
+          400,
+          'INVALID_ARGUMENT',
+          `Invalid value at 'lifetime' (type.googleapis.com/google.protobuf.Duration), ${JSON.stringify(b.lifetime)}`,
+        );
       lifetime = Number(lm[1]);
       if (lifetime < 1 || lifetime > MAX_LIFETIME_SECONDS) {
         return err(400, 'INVALID_ARGUMENT', `The lifetime must be between 1s and ${MAX_LIFETIME_SECONDS}s.`);
@@ -87,19 +105,35 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
     const sa = state.serviceAccounts.get(name);
     if (!sa) return err(404, 'NOT_FOUND', `Not found; Gaia id not found for email ${name}`);
     if (!state.canImpersonate(sa.email, bearer.principal)) {
-      return err(403, 'PERMISSION_DENIED', `Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).`);
+      return err(
+        403,
+        'PERMISSION_DENIED',
+        `Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).`,
+      );
     }
     if (sa.disabled) return err(400, 'FAILED_PRECONDITION', 'The service account is disabled.');
     const t = state.issueToken('access', sa.email, b.scope, lifetime);
     const expireTime = rfc3339(t.expiresAtMs);
-    issued.push({ serviceAccount: sa.email, principal: bearer.principal, scopes: [...b.scope], lifetimeSeconds: lifetime, token: t.token, expireTime });
+    issued.push({
+      serviceAccount: sa.email,
+      principal: bearer.principal,
+      scopes: [...b.scope],
+      lifetimeSeconds: lifetime,
+      token: t.token,
+      expireTime,
+    });
     return { status: 200, body: { accessToken: t.token, expireTime } };
   };
 
   const emu = await startEmulator({
     name: 'google-iamcredentials',
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL', message).body,
+    errorBody: (status, message) =>
+      googleError(
+        status,
+        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL',
+        message,
+      ).body,
     routes: [
       {
         method: 'POST',

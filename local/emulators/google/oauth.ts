@@ -30,7 +30,10 @@ export interface GoogleOAuthEmulator extends Emulator {
   readonly keysUsed: readonly string[];
 }
 
-const err = (status: number, error: string, description: string): EmuResponse => ({ status, body: { error, error_description: description } });
+const err = (status: number, error: string, description: string): EmuResponse => ({
+  status,
+  body: { error, error_description: description },
+});
 
 export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<GoogleOAuthEmulator> {
   const { state } = opts;
@@ -47,7 +50,10 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
   const emu = await startEmulator({
     name: 'google-oauth',
     port: opts.port,
-    errorBody: (status, message) => ({ error: status === 429 ? 'rate_limit_exceeded' : status >= 500 ? 'internal_failure' : 'invalid_request', error_description: message }),
+    errorBody: (status, message) => ({
+      error: status === 429 ? 'rate_limit_exceeded' : status >= 500 ? 'internal_failure' : 'invalid_request',
+      error_description: message,
+    }),
     routes: [
       {
         method: 'POST',
@@ -79,8 +85,18 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
             return err(400, 'invalid_grant', 'Invalid JWT: Failed audience check. The expected audience is the token endpoint.');
           }
           const nowS = Math.floor(state.now() / 1000);
-          if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number' || claims.exp - claims.iat > 3600 || claims.exp <= nowS || claims.iat > nowS + 300) {
-            return err(400, 'invalid_grant', 'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.');
+          if (
+            typeof claims.iat !== 'number' ||
+            typeof claims.exp !== 'number' ||
+            claims.exp - claims.iat > 3600 ||
+            claims.exp <= nowS ||
+            claims.iat > nowS + 300
+          ) {
+            return err(
+              400,
+              'invalid_grant',
+              'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.',
+            );
           }
           const scope = typeof claims.scope === 'string' ? claims.scope.trim() : '';
           if (!scope) return err(400, 'invalid_scope', 'Invalid OAuth scope or ID token audience provided.');
@@ -98,7 +114,8 @@ export async function startGoogleOAuth(opts: GoogleOAuthOptions): Promise<Google
           }
           // A deleted key, a key of another account, or a bad signature all look the same to the caller.
           if (!signer) return err(400, 'invalid_grant', 'Invalid JWT Signature.');
-          if (!usable(signer)) return err(400, 'invalid_grant', signer.disabled ? 'Invalid grant: key disabled' : 'Invalid JWT Signature.');
+          if (!usable(signer))
+            return err(400, 'invalid_grant', signer.disabled ? 'Invalid grant: key disabled' : 'Invalid JWT Signature.');
           if (!propagated(signer)) return err(400, 'invalid_grant', 'Invalid JWT Signature.');
           keysUsed.push(signer.keyId);
           const t = state.issueToken('access', email, scope.split(/\s+/), lifetime);

@@ -74,9 +74,19 @@ export async function startSqlAdmin(opts: {
   /** Authenticate the caller and find the instance; an EmuResponse on failure. */
   const authorize = (req: EmuRequest): { instance: SqlInstance; principal: string } | EmuResponse => {
     const token = bearer(req);
-    if (!token) return googleError(401, 'UNAUTHENTICATED', 'Request is missing required authentication credential. Expected OAuth 2 access token.');
+    if (!token)
+      return googleError(
+        401,
+        'UNAUTHENTICATED',
+        'Request is missing required authentication credential. Expected OAuth 2 access token.',
+      );
     const t = state.lookupToken(token);
-    if (!t || t.kind !== 'access') return googleError(401, 'UNAUTHENTICATED', 'Request had invalid authentication credentials. Expected OAuth 2 access token.');
+    if (!t || t.kind !== 'access')
+      return googleError(
+        401,
+        'UNAUTHENTICATED',
+        'Request had invalid authentication credentials. Expected OAuth 2 access token.',
+      );
     if (!t.scopes.some((s) => ACCEPTED_BEARER_SCOPES.includes(s))) {
       return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
     }
@@ -139,7 +149,11 @@ export async function startSqlAdmin(opts: {
     if (accessToken !== undefined) {
       const login = typeof accessToken === 'string' ? state.lookupToken(accessToken) : undefined;
       if (!login || login.kind !== 'access') {
-        return googleError(401, 'UNAUTHENTICATED', 'Invalid request: the access token for IAM database authentication is invalid or expired.');
+        return googleError(
+          401,
+          'UNAUTHENTICATED',
+          'Invalid request: the access token for IAM database authentication is invalid or expired.',
+        );
       }
       if (!login.scopes.some((s) => ACCEPTED_LOGIN_SCOPES.includes(s))) {
         return googleError(403, 'PERMISSION_DENIED', 'Invalid request: the access token lacks the sqlservice.login scope.');
@@ -181,7 +195,8 @@ export async function startSqlAdmin(opts: {
     name: 'sqladmin',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) => googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
+    errorBody: (status, message) =>
+      googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
     routes: [
       {
         method: 'GET',

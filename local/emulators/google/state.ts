@@ -66,7 +66,12 @@ export class GoogleState {
   addServiceAccount(email: string): ServiceAccount {
     const projectId = /@([^.]+)\.iam\.gserviceaccount\.com$/.exec(email)?.[1];
     if (!projectId) throw new Error(`not a service account email: ${email}`);
-    const sa: ServiceAccount = { email, projectId, uniqueId: String(100000000000000000000n + BigInt(this.serviceAccounts.size + 1)), disabled: false };
+    const sa: ServiceAccount = {
+      email,
+      projectId,
+      uniqueId: String(100000000000000000000n + BigInt(this.serviceAccounts.size + 1)),
+      disabled: false,
+    };
     this.serviceAccounts.set(email, sa);
     this.keys.set(email, this.keys.get(email) ?? []);
     return sa;

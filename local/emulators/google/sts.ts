@@ -83,7 +83,10 @@ export function compileAttributeCondition(cel: string): Condition {
   const terms = cel.split('&&').map((t) => t.trim());
   const checks = terms.map((t) => {
     const m = /^assertion\.([A-Za-z_][A-Za-z0-9_]*)\s*==\s*'([^'\\]*)'$/.exec(t);
-    if (!m) throw new Error(`attribute_condition: unsupported term "${t}" (the emulator evaluates assertion.CLAIM == 'VALUE' joined by &&)`);
+    if (!m)
+      throw new Error(
+        `attribute_condition: unsupported term "${t}" (the emulator evaluates assertion.CLAIM == 'VALUE' joined by &&)`,
+      );
     const [, claim, value] = m as unknown as [string, string, string];
     return (c: JWTPayload) => c[claim] === value;
   });
@@ -123,7 +126,9 @@ function readRequest(req: EmuRequest): Record<string, string> | undefined {
 
 export async function startSts(opts: StsOptions): Promise<StsEmulator> {
   const providers = [...opts.providers];
-  const conditions = new Map(providers.map((p) => [p, p.attributeCondition === undefined ? undefined : compileAttributeCondition(p.attributeCondition)]));
+  const conditions = new Map(
+    providers.map((p) => [p, p.attributeCondition === undefined ? undefined : compileAttributeCondition(p.attributeCondition)]),
+  );
   const jwks = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
   /** OIDC discovery of the provider's issuer (as Google does), then its JWKS. Refetched after a failure. */
   const keysOf = async (p: WorkloadIdentityProvider): Promise<ReturnType<typeof createRemoteJWKSet>> => {
@@ -131,8 +136,10 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     if (cached) return cached;
     const res = await fetch(p.discoveryUrl, { signal: AbortSignal.timeout(5000) });
     const doc = (await res.json().catch(() => undefined)) as { issuer?: unknown; jwks_uri?: unknown } | undefined;
-    if (!res.ok || !doc || typeof doc.jwks_uri !== 'string') throw new DiscoveryError('The discovery document of the provider\'s issuer could not be fetched.');
-    if (doc.issuer !== p.issuer) throw new DiscoveryError('The issuer in the discovery document does not match the provider\'s issuer.');
+    if (!res.ok || !doc || typeof doc.jwks_uri !== 'string')
+      throw new DiscoveryError("The discovery document of the provider's issuer could not be fetched.");
+    if (doc.issuer !== p.issuer)
+      throw new DiscoveryError("The issuer in the discovery document does not match the provider's issuer.");
     const k = createRemoteJWKSet(new URL(doc.jwks_uri), { cooldownDuration: 0, timeoutDuration: 5000 });
     jwks.set(p.discoveryUrl, k);
     return k;
@@ -141,7 +148,8 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
 
   const token = async (req: EmuRequest): Promise<EmuResponse> => {
     const f = readRequest(req);
-    if (!f) return oauthError(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded or application/json.');
+    if (!f)
+      return oauthError(400, 'invalid_request', 'Content-Type must be application/x-www-form-urlencoded or application/json.');
     if (f.grant_type !== TOKEN_EXCHANGE_GRANT) {
       return f.grant_type
         ? oauthError(400, 'unsupported_grant_type', `Invalid value for "grant_type": ${f.grant_type}`)
@@ -158,14 +166,19 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     }
     const provider = providers.find((p) => providerAudience(p) === f.audience);
     if (!provider || provider.disabled) {
-      return oauthError(400, 'invalid_target', 'The target service indicated by the "audience" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn\'t exist.');
+      return oauthError(
+        400,
+        'invalid_target',
+        'The target service indicated by the "audience" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn\'t exist.',
+      );
     }
     const scopes = (f.scope ?? '').split(/\s+/).filter((s) => s.length > 0);
     // An access token without a scope is refused (Google: "scope" is required when requesting an access token).
     if (scopes.length === 0) return oauthError(400, 'invalid_request', 'Missing required parameter: "scope".');
     let claims: JWTPayload;
     try {
-      const allowed = provider.allowedAudiences.length > 0 ? [...provider.allowedAudiences] : [`https:${providerAudience(provider)}`];
+      const allowed =
+        provider.allowedAudiences.length > 0 ? [...provider.allowedAudiences] : [`https:${providerAudience(provider)}`];
       ({ payload: claims } = await jwtVerify(f.subject_token!, await keysOf(provider), {
         algorithms: ['RS256'],
         issuer: provider.issuer,
@@ -177,7 +190,8 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
       if (!decodeProtectedHeader(f.subject_token!).kid) throw new MissingKid();
     } catch (e) {
       if (e instanceof DiscoveryError) return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${e.message}`);
-      if (e instanceof MissingKid) return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The JWT header must contain a "kid".');
+      if (e instanceof MissingKid)
+        return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The JWT header must contain a "kid".');
       const why =
         e instanceof joseErrors.JWTExpired
           ? 'The token has expired.'
@@ -192,14 +206,24 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
       return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The "iat" claim must be in the past.');
     }
     if (claims.exp! - claims.iat! >= MAX_SUBJECT_TOKEN_LIFETIME_SECONDS) {
-      return oauthError(400, 'invalid_grant', 'Invalid value for "subject_token". The "exp" claim must be less than 48 hours after "iat".');
+      return oauthError(
+        400,
+        'invalid_grant',
+        'Invalid value for "subject_token". The "exp" claim must be less than 48 hours after "iat".',
+      );
     }
     const condition = conditions.get(provider);
-    if (condition && !condition(claims)) return oauthError(400, 'invalid_grant', 'The given credential is rejected by the attribute condition.');
+    if (condition && !condition(claims))
+      return oauthError(400, 'invalid_grant', 'The given credential is rejected by the attribute condition.');
     if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 127) {
-      return oauthError(400, 'invalid_grant', 'The mapped attribute "google.subject" must be a non-empty string of at most 127 characters.');
+      return oauthError(
+        400,
+        'invalid_grant',
+        'The mapped attribute "google.subject" must be a non-empty string of at most 127 characters.',
+      );
     }
-    const untilSubjectExpiry = typeof claims.exp === 'number' ? claims.exp - Math.floor(opts.state.now() / 1000) : self.federatedLifetimeSeconds;
+    const untilSubjectExpiry =
+      typeof claims.exp === 'number' ? claims.exp - Math.floor(opts.state.now() / 1000) : self.federatedLifetimeSeconds;
     const lifetime = Math.max(1, Math.min(self.federatedLifetimeSeconds, untilSubjectExpiry));
     const t = opts.state.issueToken('federated', federatedPrincipal(provider, claims.sub), scopes, lifetime);
     return {
