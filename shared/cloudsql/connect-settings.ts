@@ -55,12 +55,16 @@ function parse(body: ConnectSettingsBody, project: string, instance: string): In
   return { ipAddresses, dnsName, serverCaCert: cert, serverCertCommonName: `${project}:${instance}` };
 }
 
-/** The connect details of PROJECT:REGION:INSTANCE (cached for an hour). */
+/**
+ * The connect details of PROJECT:REGION:INSTANCE (cached for an hour). A failed look-up is logged once, by the
+ * request whose call failed (`onFailure`), and then answered from memory for FAILURE_TTL_MS without a log line.
+ */
 export async function connectInfo(
   connectionName: string,
   accessToken: string,
   timeoutMs: number,
   now = Date.now(),
+  onFailure?: (e: unknown) => void,
 ): Promise<InstanceConnectInfo> {
   const hit = cache.get(connectionName);
   if (hit && hit.until > now) return hit.info;
@@ -71,6 +75,7 @@ export async function connectInfo(
       return await lookUp(connectionName, accessToken, timeoutMs);
     } catch (e) {
       failures.set(connectionName, { error: e, until: Date.now() + FAILURE_TTL_MS });
+      onFailure?.(e);
       throw e;
     }
   });

@@ -23,10 +23,9 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
   // Connect details for a backend without Google credentials: plain pg over TLS, the token as the password.
   // Fail-soft: without SQL Admin the token still serves connector users (instance_connection_name); the
   // direct-connect fields are then absent and `connect_details` says so.
-  const info = await connectInfo(grant.connectionName, t.token, loadCore().upstreamTimeoutMs).catch((e: unknown) => {
-    input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details', { cause: e });
-    return undefined;
-  });
+  const info = await connectInfo(grant.connectionName, t.token, loadCore().upstreamTimeoutMs, Date.now(), (e) =>
+    input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
+  ).catch(() => undefined);
   return {
     response: {
       access_token: t.token,

@@ -218,6 +218,11 @@ test('SQL Admin unavailable: the token is still issued (connector users need not
     expect(new ContractValidator(loadSpec()).check('/token', 'POST', r)).toEqual([]);
     expect(r.json.server_ca_cert).toBeUndefined();
     expect(r.json.instance_connection_name).toBe('sandbox-project:europe-west1:orders-db');
+    // The failure is remembered: the next exchanges neither call SQL Admin again nor log the warning again.
+    const calls = sb.sqlAdmin!.count('sqladmin.connectSettings');
+    for (let i = 0; i < 3; i++) expect((await exchange()).json.connect_details).toBe('unavailable');
+    expect(sb.sqlAdmin!.count('sqladmin.connectSettings')).toBe(calls);
+    expect(logs.records.filter((l) => String(l.msg).startsWith('Cloud SQL connect settings unavailable'))).toHaveLength(1);
   } finally {
     undo();
     clearConnectInfoCache();
