@@ -161,10 +161,21 @@ export type FormValue = string;
  * The body as UTF-8 text, read at most `maxBytes` far: a declared Content-Length over the cap is refused before
  * reading, a streamed body over it as soon as the cap is passed (the rest is never read: the stream is cancelled).
  */
-export async function readBodyText(req: Pick<HttpRequest, 'headers' | 'body'>, maxBytes = MAX_BODY_BYTES): Promise<string> {
+export async function readBodyText(
+  req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
+  maxBytes = MAX_BODY_BYTES,
+): Promise<string> {
   const tooLarge = () => new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
-  const declared = Number(req.headers.get('content-length') ?? '0');
+  const length = req.headers.get('content-length');
+  const declared = Number(length ?? '0');
   if (declared > maxBytes) throw tooLarge();
+  // A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is body), so the
+  // whole text can be read at once; a chunked body is read as a stream and cut at the cap.
+  if (length !== null && /^\d+$/.test(length) && typeof req.text === 'function' && !req.headers.get('transfer-encoding')) {
+    const text = await req.text();
+    if (Buffer.byteLength(text) > maxBytes) throw tooLarge();
+    return text;
+  }
   const stream = req.body;
   if (!stream) return '';
   const reader = stream.getReader();
