@@ -1,6 +1,5 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { BrokerError } from '../../shared/errors';
+import { closedLoopbackPort, startStubServer } from '../helpers/stub-server';
 import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../../shared/upstream';
 
 /**
@@ -10,26 +9,19 @@ import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFail
 
 const LEAK = /ECONNREFUSED|127\.0\.0\.1|fetch failed|aborted/;
 
-let server: Server;
+let stub: Awaited<ReturnType<typeof startStubServer>>;
 let base: string;
 let closedPort: number;
 
 beforeAll(async () => {
-  server = createServer((req, res) => {
+  stub = await startStubServer((req, res) => {
     if (req.url === '/stall') return;
     res.end('ok');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  closedPort = (probe.address() as AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
+  base = stub.base;
+  closedPort = await closedLoopbackPort();
 });
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
-});
+afterAll(() => stub.close());
 
 async function fetchThrows(url: string, timeoutMs = 2000): Promise<unknown> {
   try {

@@ -1,8 +1,7 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { AuthenticationError, CredentialUnavailableError } from '@azure/identity';
 import { gaxios } from 'google-auth-library';
 import { BrokerError } from '../../shared/errors';
+import { closedLoopbackPort, startStubServer } from '../helpers/stub-server';
 import { googleFailure } from '../../shared/google/errors';
 import { managedIdentityFailure } from '../../shared/managed-identity';
 
@@ -15,12 +14,12 @@ import { managedIdentityFailure } from '../../shared/managed-identity';
 const UPSTREAM_TEXT = 'upstream said: secret-ish detail Ada Lovelace';
 const LEAK = /Ada Lovelace|secret-ish|ECONNREFUSED|127\.0\.0\.1|invalid_grant/;
 
-let server: Server;
+let stub: Awaited<ReturnType<typeof startStubServer>>;
 let base: string;
 let closedPort: number;
 
 beforeAll(async () => {
-  server = createServer((req, res) => {
+  stub = await startStubServer((req, res) => {
     const u = new URL(req.url ?? '/', 'http://x');
     if (u.pathname === '/stall') return; // never answers
     const status = Number(u.searchParams.get('status') ?? '200');
@@ -28,18 +27,10 @@ beforeAll(async () => {
     res.writeHead(status, { 'content-type': 'application/json', ...(ra ? { 'retry-after': ra } : {}) });
     res.end(JSON.stringify({ error: 'invalid_grant', error_description: UPSTREAM_TEXT }));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  // A port nobody listens on: bind, note it, close.
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  closedPort = (probe.address() as AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
+  base = stub.base;
+  closedPort = await closedLoopbackPort();
 });
-afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
-});
+afterAll(() => stub.close());
 
 /** What gaxios (google-auth-library's transport, as STS is called) throws for this request. */
 async function gaxiosThrows(url: string, timeout = 2000): Promise<unknown> {
