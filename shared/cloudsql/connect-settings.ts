@@ -61,7 +61,8 @@ function parse(body: ConnectSettingsBody, project: string, instance: string): In
  */
 export async function connectInfo(
   connectionName: string,
-  accessToken: string,
+  /** The Admin API token (sqlservice.admin), asked only on a cache miss. */
+  accessToken: () => Promise<string>,
   timeoutMs: number,
   now = Date.now(),
   onFailure?: (e: unknown) => void,
@@ -72,7 +73,7 @@ export async function connectInfo(
   if (failed && failed.until > now) throw failed.error;
   return flights.run(connectionName, async () => {
     try {
-      return await lookUp(connectionName, accessToken, timeoutMs);
+      return await lookUp(connectionName, await accessToken(), timeoutMs);
     } catch (e) {
       failures.set(connectionName, { error: e, until: Date.now() + FAILURE_TTL_MS });
       onFailure?.(e);

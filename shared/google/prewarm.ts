@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import { currentPolicy } from '../policy/current';
 import type { Policy } from '../policy/schema';
 import { connectInfo } from '../cloudsql/connect-settings';
-import { getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
+import { getSqlAdminToken, getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
 
 /**
  * Prewarm: fetch, ahead of the first caller, the Cloud SQL login token of every service account the policy's
@@ -62,7 +62,13 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
         ),
       );
       await Promise.all(
-        [...instances].map((i) => connectInfo(i, tok.token, coreConfig.get().upstreamTimeoutMs).catch(() => undefined)),
+        [...instances].map((i) =>
+          connectInfo(
+            i,
+            async () => (await getSqlAdminToken({ serviceAccount: t.serviceAccount, log })).token,
+            coreConfig.get().upstreamTimeoutMs,
+          ).catch(() => undefined),
+        ),
       );
       return tok;
     }),

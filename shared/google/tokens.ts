@@ -21,8 +21,8 @@ import type { SourceCredential, SourceToken } from './source-types';
  * google-auth-library and @azure/identity are loaded on the first miss only.
  */
 
-export { SQL_LOGIN_SCOPE } from './scopes';
-import { SQL_LOGIN_SCOPE } from './scopes';
+export { SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE } from './scopes';
+import { SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE } from './scopes';
 /** generateAccessToken's default (and, without an org policy exception, maximum) lifetime. */
 export const MAX_IMPERSONATION_LIFETIME_SECONDS = 3600;
 
@@ -301,6 +301,37 @@ export async function getSqlLoginToken(input: {
   });
 }
 
+/**
+ * The service account's token for the Cloud SQL Admin API alone (sqlservice.admin): the broker's own connect
+ * settings look-up. Never handed to a caller (callers get the login-only token).
+ */
+export async function getSqlAdminToken(input: { serviceAccount: string; log?: Logger }): Promise<GoogleAccessToken> {
+  return googleTokenService().getAccessToken({
+    serviceAccount: input.serviceAccount,
+    scopes: [SQL_ADMIN_SCOPE],
+    lifetimeSeconds: MAX_IMPERSONATION_LIFETIME_SECONDS,
+    log: input.log,
+  });
+}
+
+/**
+ * What the query function's Cloud SQL connector needs from one credential: the Admin API (sqlservice.admin: connect
+ * settings, the ephemeral certificate) and the IAM database login (sqlservice.login, embedded in the certificate).
+ * The connector takes a single auth client for both, so the token carries both scopes; it stays inside the broker.
+ */
+export async function getSqlConnectorToken(input: {
+  serviceAccount: string;
+  lifetimeSeconds: number;
+  log?: Logger;
+}): Promise<GoogleAccessToken> {
+  return googleTokenService().getAccessToken({
+    serviceAccount: input.serviceAccount,
+    scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE],
+    lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
+    log: input.log,
+  });
+}
+
 let federated: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
 
 /**
@@ -326,7 +357,7 @@ export function federatedTokenService(): GoogleTokenService {
 
 /** The database refused this login token: the next login asks Google for a fresh one. */
 export function forgetSqlLoginToken(input: { serviceAccount: string }): void {
-  instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_LOGIN_SCOPE] });
+  instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE] });
 }
 
 /** Drop the shared service and its caches; optionally run it on another clock (tests). */

@@ -1,8 +1,8 @@
 import type { Logger } from '../log';
 
 /**
- * The query function's view of the Cloud SQL token issue: the `sqlservice.login` access token of a service
- * account, from the broker's own Google token service (shared/google/tokens.ts: cached per service account
+ * The query function's view of the Cloud SQL token issue: the connector's access token of a service account
+ * (sqlservice.admin + sqlservice.login: the connector uses one credential for the Admin API and the login), from the broker's own Google token service (shared/google/tokens.ts: cached per service account
  * and scope, single-flight), loaded lazily (the Google SDK stays off the cold path of the other functions).
  */
 
@@ -19,7 +19,7 @@ export interface SqlLoginTokenRequest {
 }
 
 export async function getLoginToken(input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
-  const t = await (await import('../google/tokens')).getSqlLoginToken(input);
+  const t = await (await import('../google/tokens')).getSqlConnectorToken(input);
   return { token: t.token, expiresAtMs: t.expiresAtMs };
 }
 

@@ -1,3 +1,4 @@
+import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { handler as tokenHandler } from '../../functions/token';
@@ -51,6 +52,7 @@ beforeEach(() => {
   resetGoogleTokens({ now: clock });
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
+  mintsBefore = sb.google.iamcredentials.issued.length;
 });
 
 const exchange = (subject = reader, extra: Record<string, string> = {}): Promise<Result> =>
@@ -65,7 +67,11 @@ const exchange = (subject = reader, extra: Record<string, string> = {}): Promise
     },
   });
 
-const iamCalls = () => sb.google.iamcredentials.count('iam.generateAccessToken');
+// Impersonations that minted a login token (the connect details' Admin-API token is fetched once per instance besides).
+const iamCalls = () =>
+  sb.google.iamcredentials.issued.slice(mintsBefore).filter((r) => r.scopes.length === 1 && r.scopes[0] === SQL_LOGIN_SCOPE)
+    .length;
+let mintsBefore = 0;
 const stsCalls = () => sb.google.sts.count('sts.token');
 const advance = (seconds: number) => {
   offsetMs += seconds * 1000;

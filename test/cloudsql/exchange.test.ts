@@ -32,6 +32,7 @@ beforeEach(() => {
   resetGoogleTokens();
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
+  mintsBefore = sb.google.iamcredentials.issued.length;
   sb.msi.resetCalls();
 });
 
@@ -45,10 +46,13 @@ async function exchange(subject: string, extra: Record<string, string> = {}): Pr
   });
 }
 
+/** STS calls and the impersonations that minted a login token (the connect details take one Admin-API token besides). */
 const counts = () => ({
   sts: sb.google.sts.count('sts.token'),
-  iam: sb.google.iamcredentials.count('iam.generateAccessToken'),
+  iam: sb.google.iamcredentials.issued.slice(mintsBefore).filter((r) => r.scopes.length === 1 && r.scopes[0] === SQL_LOGIN_SCOPE)
+    .length,
 });
+let mintsBefore = 0;
 
 describe('POST /api/token for cloudsql:// targets', () => {
   test('a reader gets a sqlservice.login token of the reader service account, capped by the rule', async () => {
@@ -69,7 +73,7 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(issued!.principal).toBe(G.readerServiceAccount);
     expect(issued!.scopes).toEqual([SQL_LOGIN_SCOPE]);
     // The reader rule caps at 900 s: the token was asked for 900 s, and expires_in comes from expireTime.
-    const rec = sb.google.iamcredentials.issued.at(-1)!;
+    const rec = sb.google.iamcredentials.issued.filter((r) => r.scopes.length === 1 && r.scopes[0] === SQL_LOGIN_SCOPE).at(-1)!;
     expect(rec.lifetimeSeconds).toBe(900);
     expect(rec.principal).toBe(sb.google.functionPrincipal);
     const expireMs = Date.parse(rec.expireTime);

@@ -7,6 +7,7 @@ import { Client } from 'pg';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
+import { SQL_ADMIN_SCOPE } from '../../local/emulators/google/sqladmin';
 
 /** The Cloud SQL emulators are strict where the real service is: tokens, scopes, allowlist, certificates, identity. */
 
@@ -23,7 +24,8 @@ afterAll(async () => {
   await sb?.stop();
 });
 
-const token = (sa: string, scopes = [SQL_LOGIN_SCOPE], seconds = 900) =>
+/** The connector's token: the Admin API's scope and the login scope (one credential serves both). */
+const token = (sa: string, scopes = [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE], seconds = 900) =>
   sb.sqlAdmin!.state.issueToken('access', sa, scopes, seconds).token;
 const publicKey = () =>
   generateKeyPairSync('rsa', {
@@ -52,6 +54,11 @@ describe('SQL Admin emulator', () => {
         .status,
     ).toBe(403);
     expect((await call('/connectSettings', token('stranger-sa@sandbox-project.iam.gserviceaccount.com'))).status).toBe(403);
+    // The Admin API's scopes are sqlservice.admin or cloud-platform: a login-only token (what callers get) is refused.
+    const loginOnly = await call('/connectSettings', token(G.readerServiceAccount, [SQL_LOGIN_SCOPE]));
+    expect(loginOnly.status).toBe(403);
+    expect(loginOnly.json.error?.status).toBe('PERMISSION_DENIED');
+    expect((await call('/connectSettings', token(G.readerServiceAccount, [SQL_ADMIN_SCOPE]))).status).toBe(200);
     const expired = sb.sqlAdmin!.state.issueToken('access', G.readerServiceAccount, [SQL_LOGIN_SCOPE], -1).token;
     expect((await call('/connectSettings', expired)).status).toBe(401);
     const ok = await call('/connectSettings', token(G.readerServiceAccount, [CLOUD_PLATFORM_SCOPE]));
@@ -64,7 +71,7 @@ describe('SQL Admin emulator', () => {
   });
 
   test('generateEphemeralCert signs the key with the instance CA, bound to the login token, expiring no later than it', async () => {
-    const login = sb.sqlAdmin!.state.issueToken('access', G.readerServiceAccount, [SQL_LOGIN_SCOPE], 600);
+    const login = sb.sqlAdmin!.state.issueToken('access', G.readerServiceAccount, [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE], 600);
     const { publicKey: pub } = publicKey();
     const r = await call(':generateEphemeralCert', login.token, { public_key: pub, access_token: login.token });
     expect(r.status).toBe(200);
@@ -102,7 +109,7 @@ describe('Cloud SQL server endpoint (port 3307)', () => {
   async function connectAs(tokenFor: string, dbUser: string): Promise<Client> {
     const auth = new OAuth2Client();
     auth.refreshHandler = async () => {
-      const t = sb.sqlAdmin!.state.issueToken('access', tokenFor, [SQL_LOGIN_SCOPE], 900);
+      const t = sb.sqlAdmin!.state.issueToken('access', tokenFor, [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE], 900);
       return { access_token: t.token, expiry_date: t.expiresAtMs };
     };
     const connector = new Connector({ auth, sqlAdminAPIEndpoint: sb.sqlAdmin!.url });

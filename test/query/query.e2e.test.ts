@@ -5,6 +5,7 @@ import { handler } from '../../functions/query';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
+import { SQL_ADMIN_SCOPE } from '../../local/emulators/google/sqladmin';
 import { closeQueryPools } from '../../shared/query/handler';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
@@ -162,11 +163,16 @@ describe('happy path', () => {
     expect(r.status).toBe(200);
     expect(sb.cloudSql!.stats.admitted).toBe(before + 1);
     expect(sb.sqlAdmin!.count('sqladmin.generateEphemeralCert')).toBeGreaterThan(0);
-    // the login token came from the broker's token exchange: STS + IAM Credentials impersonation, scope sqlservice.login
+    // the connector's token came from the broker's token service (STS + IAM Credentials impersonation) with exactly the
+    // Admin API's scope and the login scope: nothing broader (never cloud-platform)
     expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBeGreaterThan(0);
-    const logins = [...sb.google.state.tokens.values()].filter((t) => t.principal === SANDBOX.google.readerServiceAccount);
-    expect(logins.length).toBeGreaterThan(0);
-    expect(logins.every((t) => t.scopes.length === 1 && t.scopes[0] === SQL_LOGIN_SCOPE)).toBe(true);
+    const issued = [...sb.google.state.tokens.values()].filter((t) => t.principal === SANDBOX.google.readerServiceAccount);
+    const connectorTokens = issued.filter((t) => t.scopes.length === 2);
+    expect(connectorTokens.length).toBeGreaterThan(0);
+    expect(
+      connectorTokens.every((t) => [...t.scopes].sort().join(' ') === [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE].sort().join(' ')),
+    ).toBe(true);
+    expect(issued.every((t) => t.scopes.every((x) => x === SQL_LOGIN_SCOPE || x === SQL_ADMIN_SCOPE))).toBe(true);
   });
 
   test('concurrent first requests share one connector set-up; connections stay within the pool bound', async () => {

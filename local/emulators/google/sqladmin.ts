@@ -17,7 +17,8 @@ import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, type GoogleState } 
  */
 
 export const SQL_ADMIN_SCOPE = 'https://www.googleapis.com/auth/sqlservice.admin';
-const ACCEPTED_BEARER_SCOPES = [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE, CLOUD_PLATFORM_SCOPE];
+// The Admin API's scopes (its REST reference, and the connector asks sqlservice.admin for it): a login-only token is refused.
+const ACCEPTED_BEARER_SCOPES = [SQL_ADMIN_SCOPE, CLOUD_PLATFORM_SCOPE];
 const ACCEPTED_LOGIN_SCOPES = [SQL_LOGIN_SCOPE, CLOUD_PLATFORM_SCOPE];
 const CERT_LIFETIME_SECONDS = 3600;
 
