@@ -12,7 +12,8 @@ import { createLogger } from '../log';
 
 /**
  * One pg pool per (instance, database, identity), each behind its own Cloud SQL connector (a connector
- * holds one identity: its auth client returns that service account's `sqlservice.login` token, and its
+ * holds one identity: its auth client returns that service account's token (sqlservice.admin for the Admin API,
+ * sqlservice.login for the login: the connector takes one credential for both), and its
  * ephemeral certificates are bound to it). Pools are bounded in connections and in number (LRU), close
  * idle connections, and retire connections before the login token they were opened with expires.
  *
