@@ -69,6 +69,11 @@ export interface GoogleTokenStats {
   readonly cachedTokens: number;
 }
 
+/** The cache entry of a service account's token with exactly these scopes (order and repeats do not matter). */
+function cacheKeyOf(serviceAccount: string, scopes: readonly string[]): string {
+  return `${serviceAccount}\u0000${[...new Set(scopes)].sort().join(' ')}`;
+}
+
 export class GoogleTokenService {
   private readonly now: () => number;
   private readonly minRemainingMs: number;
@@ -127,7 +132,7 @@ export class GoogleTokenService {
    * next request gets a fresh one.
    */
   forget(req: { serviceAccount: string; scopes: readonly string[] }): void {
-    this.tokens.delete(`${req.serviceAccount}\u0000${[...new Set(req.scopes)].sort().join(' ')}`);
+    this.tokens.delete(cacheKeyOf(req.serviceAccount, req.scopes));
   }
 
   /** A token for the service account with exactly `scopes`, with at most `lifetimeSeconds` of life left. */
@@ -137,7 +142,7 @@ export class GoogleTokenService {
       throw new BrokerError('invalid_parameter', `The token lifetime must be 1–${MAX_IMPERSONATION_LIFETIME_SECONDS} s.`);
     }
     const scopes = [...new Set(req.scopes)].sort();
-    const key = `${req.serviceAccount}\u0000${scopes.join(' ')}`;
+    const key = cacheKeyOf(req.serviceAccount, scopes);
     const capMs = (lifetime + 1) * 1000; // expireTime has whole seconds; expires_in is floored
     const now = this.now();
     const cached = this.tokens.peek(key);

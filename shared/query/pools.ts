@@ -60,6 +60,20 @@ const poolLog = createLogger({ fn: 'query.pool' });
 /** Connections that already carry the broker's error listener (pg reuses clients across checkouts). */
 const guarded = new WeakSet<PoolClient>();
 
+/** A connection from the pool within `ms`; one that arrives after the deadline goes straight back, unusable. */
+async function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
+  const checkout = pool.connect();
+  try {
+    return await withDeadline(checkout, ms, 'connect');
+  } catch (e) {
+    checkout.then(
+      (c) => destroyClient(c),
+      () => undefined,
+    );
+    throw e;
+  }
+}
+
 export class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new SingleFlight<Entry>();
@@ -175,20 +189,9 @@ export class PoolRegistry {
     for (let attempt = 1; ; attempt++) {
       try {
         const entry = await this.pool(t);
-        const checkout = entry.pool.connect();
-        let client: PoolClient;
-        try {
-          // pg's connectionTimeoutMillis bounds the connect itself; this also bounds the wait for a pool slot
-          // held by connections that stopped answering (a grace over it so pg's own error wins when it fires).
-          client = await withDeadline(checkout, this.cfg.connectTimeoutMs + 1000, 'connect');
-        } catch (e) {
-          // A checkout that completes after the deadline goes straight back, unusable.
-          checkout.then(
-            (c) => destroyClient(c),
-            () => undefined,
-          );
-          throw e;
-        }
+        // pg's connectionTimeoutMillis bounds the connect itself; this also bounds the wait for a pool slot held by
+        // connections that stopped answering (a grace over it so pg's own error wins when it fires).
+        const client = await checkoutWithin(entry.pool, this.cfg.connectTimeoutMs + 1000);
         if (!guarded.has(client)) {
           guarded.add(client);
           // A connection cut while checked out (PostgreSQL killed, failover) emits 'error' on the client, with
@@ -227,14 +230,7 @@ export class PoolRegistry {
         .map(async (e) => {
           let client: PoolClient | undefined;
           try {
-            const checkout = e.pool.connect();
-            client = await withDeadline(checkout, this.cfg.connectTimeoutMs, 'connect').catch((err: unknown) => {
-              checkout.then(
-                (c) => destroyClient(c),
-                () => undefined,
-              );
-              throw err;
-            });
+            client = await checkoutWithin(e.pool, this.cfg.connectTimeoutMs);
             await withDeadline(client.query('SELECT 1'), this.cfg.connectTimeoutMs, 'query');
             client.release();
             observeDb(e.key, true);
