@@ -6,7 +6,7 @@ import {
   type PushMetricExporter,
 } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { enableOpenTelemetry } from '../shared/telemetry';
+import { enableOpenTelemetry } from '../shared/observability/telemetry';
 
 /** Telemetry on, without an exporter: the SDK aggregates and batches as in production, the export is a no-op. */
 export function telemetryWithoutExporter(): () => Promise<void> {

@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handleRemoveDeny } from '../shared/policy/admin';
+import { httpHandler } from '../shared/http/handler';
+import { handleRemoveDeny } from '../shared/policy/admin/remove-deny';
 
 /** DELETE /api/admin/deny/{id}: lift one deny entry (admin role). */
 export const handler = httpHandler('adminDenyRemove', 'problem', handleRemoveDeny);

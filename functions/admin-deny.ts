@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handleAddDeny } from '../shared/policy/admin';
+import { httpHandler } from '../shared/http/handler';
+import { handleAddDeny } from '../shared/policy/admin/add-deny';
 
 /** POST /api/admin/deny: emergency revocation of one identity, with a reason and an optional expiry (admin role). */
 export const handler = httpHandler('adminDeny', 'problem', handleAddDeny);

@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handlePolicyHistory } from '../shared/policy/admin';
+import { httpHandler } from '../shared/http/handler';
+import { handlePolicyHistory } from '../shared/policy/admin/history';
 
 /** GET /api/admin/policy/history[?snapshot=T]: every kept version of the policy (admin role). */
 export const handler = httpHandler('adminPolicyHistory', 'problem', handlePolicyHistory);

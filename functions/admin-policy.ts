@@ -1,6 +1,7 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handleGetPolicy, handlePutPolicy } from '../shared/policy/admin';
+import { httpHandler } from '../shared/http/handler';
+import { handleGetPolicy } from '../shared/policy/admin/get-policy';
+import { handlePutPolicy } from '../shared/policy/admin/put-policy';
 
 /** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
 export const handler = httpHandler('adminPolicy', 'problem', (req, scope) =>

@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { makeAdminRotate } from '../shared/rotation/admin';
+import { httpHandler } from '../shared/http/handler';
+import { makeAdminRotate } from '../shared/rotation/endpoint';
 
 /** POST /api/admin/rotate?dryRun=true|false: the key-rotation plan on demand (admin role). */
 export const handler = httpHandler('adminRotate', 'problem', makeAdminRotate());

@@ -1,5 +1,5 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
+import { httpHandler } from '../shared/http/handler';
 import { handleExplain } from '../shared/policy/explain';
 
 /** POST /api/policy/explain: which policy rule grants a subject a target, or why none does. */

@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handleHealth } from '../shared/health';
+import { httpHandler } from '../shared/http/handler';
+import { handleHealth } from '../shared/health/endpoint';
 
 /** GET /api/health: liveness (?probe=live) and readiness with a status per dependency. */
 export const handler = httpHandler('health', 'problem', handleHealth);

@@ -1,7 +1,7 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { prewarmGoogleTokens } from '../shared/google/prewarm';
-import { createLogger } from '../shared/log';
-import { inInvocation } from '../shared/process-guard';
+import { createLogger } from '../shared/observability/log';
+import { inInvocation } from '../shared/observability/process-guard';
 
 /**
  * Token prewarm (GOOGLE_TOKEN_PREWARM, default on): on start and every 5 minutes, the Cloud SQL login tokens of

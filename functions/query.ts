@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { closeQueryPools, handleQuery } from '../shared/query/handler';
+import { httpHandler } from '../shared/http/handler';
+import { closeQueryPools, handleQuery } from '../shared/query/endpoint';
 
 /** POST /api/query/{name}: a catalogued, parameterized, read-only query as the caller's Cloud SQL IAM identity. */
 export const handler = httpHandler('query', 'problem', handleQuery);

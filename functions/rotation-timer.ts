@@ -1,9 +1,9 @@
 import { app, type InvocationContext, type Timer, type TimerFunctionOptions } from '@azure/functions';
 import { cosmosConfig } from '../shared/config/cosmos';
-import { createLogger } from '../shared/log';
-import { inInvocation } from '../shared/process-guard';
-import { runRotation } from '../shared/rotation/run';
-import { rotationDepsFromSettings } from '../shared/rotation/wiring';
+import { createLogger } from '../shared/observability/log';
+import { inInvocation } from '../shared/observability/process-guard';
+import { runRotation } from '../shared/rotation/google-keys/run';
+import { rotationDepsFromSettings } from '../shared/rotation/google-keys/deps';
 
 /**
  * Rotation timer (%ROTATION_SCHEDULE%, default daily): rotates each managed key that is due, repairs
@@ -25,7 +25,7 @@ async function rotate(timer: Timer, ctx: InvocationContext): Promise<void> {
   }
   try {
     if ((cosmosConfig.get().managedAccounts ?? []).length > 0) {
-      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } = await import('../shared/cosmos/rotation-wiring');
+      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } = await import('../shared/rotation/cosmos-keys/deps');
       await runCosmosKeyRotationUnderLease(cosmosRotationDepsFromSettings(log), { dryRun: false });
     }
   } catch (e) {

@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http';
-import { handleTokenExchange } from '../shared/exchange/handler';
+import { httpHandler } from '../shared/http/handler';
+import { handleTokenExchange } from '../shared/exchange/token-endpoint';
 
 /** POST /api/token: RFC 8693 token exchange for Cloud SQL IAM tokens and CosmosDB resource tokens. */
 export const handler = httpHandler('token', 'oauth', handleTokenExchange);

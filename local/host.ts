@@ -1,4 +1,4 @@
-import { closeQueryPools } from '../shared/query/handler';
+import { closeQueryPools } from '../shared/query/endpoint';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -16,8 +16,11 @@ import {
   type TimerFunctionOptions,
 } from '@azure/functions';
 import { BrokerError } from '../shared/errors';
-import { correlationIdOf, errorResponse, errorStyleOf, MAX_BODY_BYTES, type ResponseStyle } from '../shared/http';
-import { createLogger } from '../shared/log';
+import { correlationIdOf } from '../shared/http/correlation';
+import { errorResponse, type ResponseStyle } from '../shared/http/responses';
+import { errorStyleOf } from '../shared/http/handler';
+import { MAX_BODY_BYTES } from '../shared/http/request';
+import { createLogger } from '../shared/observability/log';
 
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module

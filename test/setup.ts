@@ -7,7 +7,7 @@ console.warn = (...args: unknown[]) => {
 
 // Structured logs go to a silent sink during tests (set TEST_LOGS=1 to see them); tests that assert on
 // logs install their own sink with captureLogs().
-import { setLogSink } from '../shared/log';
+import { setLogSink } from '../shared/observability/log';
 if (!process.env.TEST_LOGS) setLogSink(() => undefined);
 
 // Tests rewrite process.env between calls: re-read settings on every call (production re-reads at most once a second).

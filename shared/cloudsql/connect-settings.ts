@@ -1,7 +1,7 @@
-import { SingleFlight } from '../cache';
+import { SingleFlight } from '../lib/token-cache';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { BrokerError } from '../errors';
-import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
+import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
 
 /**
  * What a backend needs to log in to a Cloud SQL instance with plain `pg` over TLS and the IAM token as the

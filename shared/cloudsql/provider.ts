@@ -1,4 +1,4 @@
-import { tokenFingerprint } from '../audit';
+import { tokenFingerprint } from '../observability/audit';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
 import { loadCore } from '../auth/frontdoor';

@@ -1,4 +1,4 @@
-import { COSMOS_ACCOUNT_ENDPOINT, COSMOS_MANAGED_ACCOUNT } from '../identifiers';
+import { COSMOS_ACCOUNT_ENDPOINT, COSMOS_MANAGED_ACCOUNT } from '../lib/identifiers';
 import { csv, defineSection, GUID, int, optionalStr, str, url, type SettingSpec } from './settings';
 
 function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {

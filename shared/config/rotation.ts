@@ -1,4 +1,4 @@
-import { KEY_VAULT_SECRET_NAME, MANAGED_KEY } from '../identifiers';
+import { KEY_VAULT_SECRET_NAME, MANAGED_KEY } from '../lib/identifiers';
 import { blobUrl } from './policy';
 import { csv, defineSection, int, str, url } from './settings';
 

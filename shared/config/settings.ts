@@ -273,4 +273,4 @@ export function oneOf<T extends string>(name: string, values: readonly T[], opts
   };
 }
 
-export { GUID } from '../identifiers';
+export { GUID } from '../lib/identifiers';

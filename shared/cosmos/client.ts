@@ -4,7 +4,7 @@ import { coreConfig } from '../config/core';
 import { cosmosConfig, endpointOf, type CosmosConfig } from '../config/cosmos';
 import { BrokerError } from '../errors';
 import { KeyVaultSecrets } from '../keyvault/client';
-import { sandboxCa } from '../sandbox-ca';
+import { sandboxCa } from '../upstream/local-endpoints';
 import { cosmosStatus } from './errors';
 
 /**

@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import { networkFailure, upstreamStatusFailure } from '../upstream';
+import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
 
 /** The fields of @azure/cosmos' ErrorResponse / TimeoutError the broker reads. */
 interface CosmosErrorLike {

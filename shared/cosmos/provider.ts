@@ -1,14 +1,14 @@
 import { PermissionMode, type PermissionDefinition } from '@azure/cosmos';
-import { tokenFingerprint } from '../audit';
+import { tokenFingerprint } from '../observability/audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
-import { TokenCache } from '../cache';
+import { TokenCache } from '../lib/token-cache';
 import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { withAccount, type AccountHandle } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
 import { containerLink, cosmosUserId, permissionId } from './ids';
-import { recordUpstream } from '../telemetry';
+import { recordUpstream } from '../observability/telemetry';
 
 /**
  * CosmosDB resource tokens: one Cosmos user per subject and grant shape, holding one permission (container,

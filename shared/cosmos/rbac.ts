@@ -1,12 +1,12 @@
-import { tokenFingerprint } from '../audit';
-import { TokenCache } from '../cache';
+import { tokenFingerprint } from '../observability/audit';
+import { TokenCache } from '../lib/token-cache';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { ACCESS_TOKEN_TYPE } from '../exchange/types';
-import { managedIdentity, resetManagedIdentities } from '../managed-identity';
-import { managedIdentityToken } from '../managed-identity-token';
+import { managedIdentity, resetManagedIdentities } from '../azure/managed-identity';
+import { managedIdentityToken } from '../azure/managed-identity';
 import type { CosmosRbacGrant } from '../policy/evaluate';
 
 /**

@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal';
-import type { Logger } from '../log';
+import type { Logger } from '../observability/log';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';

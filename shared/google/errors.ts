@@ -1,6 +1,7 @@
 import { BrokerError, isBrokerError } from '../errors';
-import { networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
-import { isTimeout, statusOf, withDeadline, type ErrorShape } from '../upstream-call';
+import { networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
+import { isTimeout, statusOf, type ErrorShape } from '../upstream/error-shape';
+import { withDeadline } from '../upstream/deadline';
 
 export { withDeadline };
 

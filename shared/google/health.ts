@@ -1,7 +1,7 @@
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
 import { ConfigError } from '../config/settings';
-import type { CheckResult } from '../health-types';
+import type { CheckResult } from '../health/types';
 
 /**
  * Readiness of the Google credential path: settings valid for the mode, and the STS and IAM Credentials

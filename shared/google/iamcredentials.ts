@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
+import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
 
 /**
  * IAM Service Account Credentials `generateAccessToken`: the source token impersonates a service

@@ -2,10 +2,10 @@ import type { TokenCredential } from '@azure/core-auth';
 import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-auth-library';
 import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../managed-identity';
-import { managedIdentityToken } from '../managed-identity-token';
+import { managedIdentity } from '../azure/managed-identity';
+import { managedIdentityToken } from '../azure/managed-identity';
 import { CLOUD_PLATFORM_SCOPE, JWT_SUBJECT_TOKEN_TYPE } from './scopes';
-import { recordUpstream } from '../telemetry';
+import { recordUpstream } from '../observability/telemetry';
 import { googleFailure, withDeadline } from './errors';
 import type { SourceCredential, SourceCredentialContext, SourceToken } from './source-types';
 

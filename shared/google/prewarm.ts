@@ -1,6 +1,6 @@
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
-import type { Logger } from '../log';
+import type { Logger } from '../observability/log';
 import { currentPolicy } from '../policy/current';
 import type { Policy } from '../policy/schema';
 import { connectInfo } from '../cloudsql/connect-settings';

@@ -4,7 +4,7 @@
  */
 import { SignJWT, importPKCS8 } from 'jose';
 import { BrokerError } from '../errors';
-import { fetchWithTimeout } from '../upstream';
+import { fetchWithTimeout } from '../upstream/failure';
 
 /** The service-account key file fields the broker relies on. */
 export interface ServiceAccountKeyFile {

@@ -1,5 +1,5 @@
 import { BrokerError, toBrokerError } from '../errors';
-import { createLogger, type Logger } from '../log';
+import { createLogger, type Logger } from '../observability/log';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
 import { exchangeKey, parseKeyFile, type ServiceAccountKeyFile } from './sa-key-exchange';

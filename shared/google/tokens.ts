@@ -1,8 +1,8 @@
-import { TokenCache, SingleFlight } from '../cache';
+import { TokenCache, SingleFlight } from '../lib/token-cache';
 import { coreConfig } from '../config/core';
 import { googleConfig, type GoogleConfig } from '../config/google';
 import { BrokerError, toBrokerError } from '../errors';
-import type { Logger } from '../log';
+import type { Logger } from '../observability/log';
 import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
 import { createSourceCredential } from './source';
 import type { SourceCredential, SourceToken } from './source-types';

@@ -3,10 +3,10 @@ import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure
 import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
-import { networkFailure, upstreamStatusFailure } from '../upstream';
-import { isLoopbackUrl, sandboxCa } from '../sandbox-ca';
-import { recordUpstream } from '../telemetry';
-import { managedIdentity } from '../managed-identity';
+import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
+import { isLoopbackUrl, sandboxCa } from '../upstream/local-endpoints';
+import { recordUpstream } from '../observability/telemetry';
+import { managedIdentity } from '../azure/managed-identity';
 
 /**
  * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is

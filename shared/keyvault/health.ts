@@ -1,4 +1,4 @@
-import type { CheckResult } from '../health-types';
+import type { CheckResult } from '../health/types';
 
 const CACHE_MS = 10_000;
 let cache: { at: number; key: string; result: CheckResult } | undefined;

@@ -2,10 +2,12 @@ import type { TokenCredential } from '@azure/core-auth';
 import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../managed-identity';
-import { sandboxCa } from '../sandbox-ca';
-import { httpOutcome, recordUpstream } from '../telemetry';
-import { networkFailure, upstreamStatusFailure } from '../upstream';
+import { managedIdentity } from '../azure/managed-identity';
+import { sandboxCa } from '../upstream/local-endpoints';
+import { httpOutcome, recordUpstream } from '../observability/telemetry';
+import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
+import { withDeadline } from '../upstream/deadline';
+import { statusOf } from '../upstream/error-shape';
 import type { PolicySource, SourceDocument, SourceRead } from './store';
 
 /**
@@ -50,11 +52,6 @@ interface RestErrorLike {
   code?: string;
 }
 
-export function statusOf(e: unknown): number | undefined {
-  const s = (e as RestErrorLike)?.statusCode;
-  return typeof s === 'number' ? s : undefined;
-}
-
 /** Any storage failure as a client-safe BrokerError; `what` names the operation. */
 export function storageFailure(e: unknown, what: string): BrokerError {
   if (e instanceof BrokerError) return e;
@@ -73,21 +70,13 @@ export function storageFailure(e: unknown, what: string): BrokerError {
   return networkFailure('The policy store', e);
 }
 
-/** A promise with a hard deadline (the SDK's abort signal covers the request; this also covers reading the body). */
-export async function withDeadline<T>(ms: number, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+/** A storage call with a hard deadline: the SDK's abort signal covers the request; the deadline also covers reading the body. */
+export function storageCall<T>(ms: number, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ctl = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      ctl.abort();
-      reject(new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`));
-    }, ms);
+  return withDeadline(fn(ctl.signal), ms, () => {
+    ctl.abort();
+    return new BrokerError('upstream_timeout', `The policy store did not answer in time (${what}).`);
   });
-  try {
-    return await Promise.race([fn(ctl.signal), deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function readBody(stream: NodeJS.ReadableStream | undefined): Promise<string> {
@@ -135,7 +124,7 @@ export class BlobPolicySource implements PolicySource {
 
   async read(etag: string | undefined): Promise<SourceRead> {
     try {
-      return await withDeadline(this.cfg.storageTimeoutMs, 'read', async (abortSignal) => {
+      return await storageCall(this.cfg.storageTimeoutMs, 'read', async (abortSignal) => {
         const res = await this.blob.download(0, undefined, {
           abortSignal,
           ...(etag ? { conditions: { ifNoneMatch: etag } } : {}),
@@ -208,7 +197,7 @@ export class BlobPolicyWriter {
   }
 
   private call<T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
-    return withDeadline(this.cfg.storageTimeoutMs, what, fn);
+    return storageCall(this.cfg.storageTimeoutMs, what, fn);
   }
 
   /** The current version, read now (no cache); undefined when the blob does not exist yet. */

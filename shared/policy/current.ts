@@ -2,7 +2,7 @@ import { coreConfig } from '../config/core';
 import { policyConfig, type PolicyConfig } from '../config/policy';
 import { ConfigError } from '../config/settings';
 import { BrokerError, toBrokerError } from '../errors';
-import { createLogger } from '../log';
+import { createLogger } from '../observability/log';
 import { FilePolicySource, PolicyStore, type PolicySource, type PolicyVersion } from './store';
 import type { Policy } from './schema';
 

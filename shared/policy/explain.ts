@@ -1,6 +1,8 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
-import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
+import { jsonResponse } from '../http/responses';
+import { readParams, requireParam } from '../http/request';
+import { type RequestScope } from '../http/handler';
 import { evaluate } from './evaluate';
 import { currentPolicy } from './current';
 import { formatTarget, parseTarget } from './target';

@@ -1,4 +1,4 @@
-import type { CheckResult } from '../health-types';
+import type { CheckResult } from '../health/types';
 import { policyStore } from './current';
 
 /**

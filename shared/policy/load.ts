@@ -1,4 +1,4 @@
-import { parseDocument, watchedDocument } from '../json-document';
+import { parseDocument, watchedDocument } from '../config/json-document';
 import { policySchema, type Policy } from './schema';
 
 /** Parse and schema-check a policy document; errors name the path of each bad entry. */

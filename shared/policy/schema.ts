@@ -7,7 +7,7 @@ import {
   PG_DATABASE,
   QUERY_NAME,
   SERVICE_ACCOUNT_EMAIL,
-} from '../identifiers';
+} from '../lib/identifiers';
 
 /**
  * The access policy: deny by default. A rule matches a subject (its tenant, plus every category it

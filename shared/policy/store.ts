@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { BrokerError, toBrokerError } from '../errors';
-import type { Logger } from '../log';
+import type { Logger } from '../observability/log';
 import { parsePolicy } from './load';
 import type { Policy } from './schema';
 

@@ -1,5 +1,5 @@
 import { BrokerError } from '../errors';
-import { COSMOS_ACCOUNT, COSMOS_ID, INSTANCE_ID, PG_DATABASE, PROJECT_ID, QUERY_NAME, REGION } from '../identifiers';
+import { COSMOS_ACCOUNT, COSMOS_ID, INSTANCE_ID, PG_DATABASE, PROJECT_ID, QUERY_NAME, REGION } from '../lib/identifiers';
 
 /**
  * Targets, named by the `resource` parameter:

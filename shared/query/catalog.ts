@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { parseDocument, watchedDocument } from '../json-document';
+import { parseDocument, watchedDocument } from '../config/json-document';
 import { hasSqlComment } from './sql-comment';
-import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../identifiers';
+import { INSTANCE_CONNECTION_NAME, PG_DATABASE, QUERY_NAME } from '../lib/identifiers';
 
 /**
  * The query catalog: the only SQL the query function runs. Each query names its Cloud SQL instance and

@@ -1,5 +1,6 @@
 import type { PoolClient } from 'pg';
 import { BrokerError } from '../errors';
+import { withDeadline } from '../upstream/deadline';
 
 /**
  * Client-side deadlines for database round trips. PostgreSQL's statement_timeout is enforced by the
@@ -36,21 +37,9 @@ export function destroyClient(client: PoolClient, reason?: Error): void {
   socketOf(client)?.destroy();
 }
 
-/** `work` within `ms`, else DeadlineExceeded (the caller destroys the connection). */
-export async function withDeadline<T>(work: Promise<T>, ms: number, phase: DeadlineExceeded['phase']): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  // The loser of the race may still reject later (the connection destroyed under it): never unhandled.
-  work.catch(() => undefined);
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new DeadlineExceeded(phase, ms)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** `work` within `ms`, else DeadlineExceeded naming the phase (the caller destroys the connection). */
+export function phaseDeadline<T>(work: Promise<T>, ms: number, phase: DeadlineExceeded['phase']): Promise<T> {
+  return withDeadline(work, ms, () => new DeadlineExceeded(phase, ms));
 }
 
 /** The client-safe error for a passed deadline: the query itself → 504, anything around it → 503. */

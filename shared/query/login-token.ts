@@ -1,4 +1,4 @@
-import type { Logger } from '../log';
+import type { Logger } from '../observability/log';
 
 /**
  * The query function's view of the Cloud SQL token issue: the connector's access token of a service account

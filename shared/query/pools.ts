@@ -1,14 +1,14 @@
 import type { Pool, PoolClient } from 'pg';
 import { iamDatabaseUser } from '../google/database-user';
-import { SingleFlight } from '../cache';
-import type { Logger } from '../log';
+import { SingleFlight } from '../lib/token-cache';
+import type { Logger } from '../observability/log';
 import type { QueryConfig } from '../config/query';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { classifyDbError } from './errors';
 import { forgetLoginToken, getLoginToken } from './login-token';
-import { destroyClient, withDeadline } from './deadline';
+import { destroyClient, phaseDeadline } from './deadline';
 import { observeDb } from './db-state';
-import { createLogger } from '../log';
+import { createLogger } from '../observability/log';
 
 /**
  * One pg pool per (instance, database, identity), each behind its own Cloud SQL connector (a connector
@@ -64,7 +64,7 @@ const guarded = new WeakSet<PoolClient>();
 async function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
   const checkout = pool.connect();
   try {
-    return await withDeadline(checkout, ms, 'connect');
+    return await phaseDeadline(checkout, ms, 'connect');
   } catch (e) {
     checkout.then(
       (c) => destroyClient(c),
@@ -231,7 +231,7 @@ export class PoolRegistry {
           let client: PoolClient | undefined;
           try {
             client = await checkoutWithin(e.pool, this.cfg.connectTimeoutMs);
-            await withDeadline(client.query('SELECT 1'), this.cfg.connectTimeoutMs, 'query');
+            await phaseDeadline(client.query('SELECT 1'), this.cfg.connectTimeoutMs, 'query');
             client.release();
             observeDb(e.key, true);
           } catch (err) {

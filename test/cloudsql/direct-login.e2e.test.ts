@@ -8,7 +8,7 @@ import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/goo
 import { clearConnectInfoCache, refreshAfterSeconds } from '../../shared/cloudsql/connect-settings';
 import { prewarmGoogleTokens } from '../../shared/google/prewarm';
 import { resetGoogleTokens } from '../../shared/google/tokens';
-import { createLogger } from '../../shared/log';
+import { createLogger } from '../../shared/observability/log';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 import { workerHost } from '../helpers/loopback';
 import { ContractValidator, loadSpec } from '../helpers/openapi';

@@ -6,7 +6,7 @@ import { handler as prewarmTimer } from '../../functions/prewarm-timer';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
-import { createLogger } from '../../shared/log';
+import { createLogger } from '../../shared/observability/log';
 import { policyServiceAccounts, prewarmGoogleTokens } from '../../shared/google/prewarm';
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { parsePolicy } from '../../shared/policy/load';

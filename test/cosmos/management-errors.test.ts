@@ -1,5 +1,5 @@
 import { BrokerError } from '../../shared/errors';
-import { armFailure } from '../../shared/cosmos/management';
+import { armFailure } from '../../shared/rotation/cosmos-keys/client';
 
 /**
  * Every error status Azure Resource Manager answers the Cosmos key operations (listKeys, regenerateKey, the

@@ -1,4 +1,4 @@
-import { SingleFlight, TokenCache } from '../../shared/cache';
+import { SingleFlight, TokenCache } from '../../shared/lib/token-cache';
 
 interface T {
   value: string;

@@ -1,7 +1,7 @@
 import { coreConfig } from '../../shared/config/core';
 import { ConfigError, allSettings, defineSection, str } from '../../shared/config/settings';
 import { loadAllSections } from '../../local/settings-table';
-import { createLogger, setLogSink } from '../../shared/log';
+import { createLogger, setLogSink } from '../../shared/observability/log';
 import { policyStore, resetPolicyStore } from '../../shared/policy/current';
 
 const valid = {

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { BrokerError, specOf } from '../../shared/errors';
-import { errorResponse } from '../../shared/http';
+import { errorResponse } from '../../shared/http/responses';
 
 /** shared/errors.ts is the one source of status, OAuth error, title and Retry-After (issue #18 item 2). */
 const ROOT = join(__dirname, '..', '..');

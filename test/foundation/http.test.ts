@@ -3,9 +3,9 @@ import { handler as token } from '../../functions/token';
 import { handler as health } from '../../functions/health';
 import { invoke } from '../helpers/invoke';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
-import { redact, redactString } from '../../shared/log';
+import { redact, redactString } from '../../shared/observability/log';
 import { BrokerError } from '../../shared/errors';
-import { errorResponse } from '../../shared/http';
+import { errorResponse } from '../../shared/http/responses';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -168,7 +168,7 @@ describe('problem+json and error mapping', () => {
   });
 
   test('an unexpected exception is a 500 internal with a generic message (the only 500)', async () => {
-    const { httpHandler } = await import('../../shared/http');
+    const { httpHandler } = await import('../../shared/http/handler');
     const h = httpHandler('boom', 'problem', async () => {
       throw new Error('secret detail eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln');
     });

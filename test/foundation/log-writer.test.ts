@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
-import { LineWriter, redactString } from '../../shared/log';
+import { LineWriter, redactString } from '../../shared/observability/log';
 
 /**
  * The buffered log writer: one write per event-loop turn instead of one per line, and never a lost line

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BrokerError } from '../../shared/errors';
-import { isLoopbackUrl, sandboxCa } from '../../shared/sandbox-ca';
+import { isLoopbackUrl, sandboxCa } from '../../shared/upstream/local-endpoints';
 
 const dir = mkdtempSync(join(tmpdir(), 'sandbox-ca-'));
 const pem = join(dir, 'ca.pem');

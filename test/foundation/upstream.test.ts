@@ -1,6 +1,6 @@
 import { BrokerError } from '../../shared/errors';
 import { closedLoopbackPort, startStubServer } from '../helpers/stub-server';
-import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../../shared/upstream';
+import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../../shared/upstream/failure';
 
 /**
  * The two shared classifiers every upstream client ends in: a transport failure (networkFailure) and an HTTP

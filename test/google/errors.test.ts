@@ -3,7 +3,7 @@ import { gaxios } from 'google-auth-library';
 import { BrokerError } from '../../shared/errors';
 import { closedLoopbackPort, startStubServer } from '../helpers/stub-server';
 import { googleFailure } from '../../shared/google/errors';
-import { managedIdentityFailure } from '../../shared/managed-identity';
+import { managedIdentityFailure } from '../../shared/azure/managed-identity';
 
 /**
  * Every failure a Google call (STS through gaxios, IAM Credentials through fetch) or the managed-identity

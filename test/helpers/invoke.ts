@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { HttpRequest, HttpResponse, InvocationContext, type HttpHandler, type HttpResponseInit } from '@azure/functions';
-import { setLogSink, type LogRecord } from '../../shared/log';
+import { setLogSink, type LogRecord } from '../../shared/observability/log';
 
 /** A parsed handler response. */
 export interface Result {

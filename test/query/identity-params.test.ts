@@ -3,7 +3,7 @@ import { parseCatalog } from '../../shared/query/catalog';
 import { bindParameters, parameterNames } from '../../shared/query/params';
 import { sqlComment, withComment } from '../../shared/query/sql-comment';
 import { applicationNameFor, preamble } from '../../shared/query/session-identity';
-import { parseTraceparent, traceContextOf } from '../../shared/trace-context';
+import { parseTraceparent, traceContextOf } from '../../shared/http/trace-context';
 import { BrokerError } from '../../shared/errors';
 
 const INSTANCE = 'sandbox-project:europe-west1:orders-db';

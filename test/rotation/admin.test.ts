@@ -1,8 +1,8 @@
 import { captureLogs, invoke } from '../helpers/invoke';
 import { SANDBOX } from '../../local/ids';
 import { resetPolicyStore } from '../../shared/policy/current';
-import { httpHandler } from '../../shared/http';
-import { makeAdminRotate } from '../../shared/rotation/admin';
+import { httpHandler } from '../../shared/http/handler';
+import { makeAdminRotate } from '../../shared/rotation/endpoint';
 import { handler as timerHandler, registration as timerRegistration } from '../../functions/rotation-timer';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { registration as adminRegistration } from '../../functions/admin-rotate';

@@ -2,12 +2,12 @@ import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { federatedTokenService, resetGoogleTokens } from '../../shared/google/tokens';
-import { createLogger } from '../../shared/log';
+import { createLogger } from '../../shared/observability/log';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
-import { DAY_MS, TAG, pendingSecretName } from '../../shared/rotation/plan';
+import { DAY_MS, TAG, pendingSecretName } from '../../shared/rotation/google-keys/plan';
 import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
-import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/run';
-import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
+import { runRotation, type RotationDeps, type RotationReport, type Step } from '../../shared/rotation/google-keys/run';
+import { rotationDepsFromSettings } from '../../shared/rotation/google-keys/deps';
 
 export const T0 = Date.parse('2026-01-05T03:00:00Z');
 

@@ -2,7 +2,7 @@ import { SignJWT, importPKCS8 } from 'jose';
 import { GoogleState, CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import { startGoogleIam, type GoogleIamEmulator } from '../../local/emulators/google/iam';
 import { startGoogleOAuth, type GoogleOAuthEmulator } from '../../local/emulators/google/oauth';
-import { GoogleIamKeys, createRefusal } from '../../shared/rotation/iam';
+import { GoogleIamKeys, createRefusal } from '../../shared/rotation/google-keys/client';
 import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';
 import { BrokerError } from '../../shared/errors';
 import { settle } from '../../local/emulators/harness';

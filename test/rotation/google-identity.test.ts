@@ -1,11 +1,11 @@
 import { captureLogs } from '../helpers/invoke';
-import { createLogger } from '../../shared/log';
+import { createLogger } from '../../shared/observability/log';
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { rotationConfig } from '../../shared/config/rotation';
 import { ConfigError, removedSettingProblems } from '../../shared/config/settings';
-import { runRotation } from '../../shared/rotation/run';
-import { rotationDepsFromSettings } from '../../shared/rotation/wiring';
-import { checks } from '../../shared/health';
+import { runRotation } from '../../shared/rotation/google-keys/run';
+import { rotationDepsFromSettings } from '../../shared/rotation/google-keys/deps';
+import { checks } from '../../shared/health/endpoint';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
 
 /**

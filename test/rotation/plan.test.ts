@@ -1,4 +1,4 @@
-import { DAY_MS, plan, type GoogleKeyInfo, type Observed, type VaultVersionInfo } from '../../shared/rotation/plan';
+import { DAY_MS, plan, type GoogleKeyInfo, type Observed, type VaultVersionInfo } from '../../shared/rotation/google-keys/plan';
 
 const T = Date.parse('2026-03-01T00:00:00Z');
 const S = { periodDays: 90, graceDays: 7 };

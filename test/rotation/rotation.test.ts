@@ -1,5 +1,5 @@
 import { captureLogs } from '../helpers/invoke';
-import { PENDING_MAX_DAYS, TAG, pendingSecretName } from '../../shared/rotation/plan';
+import { PENDING_MAX_DAYS, TAG, pendingSecretName } from '../../shared/rotation/google-keys/plan';
 import { assertHealthy, keyWorks, never, startRotationFixture, type RotationFixture, type Step } from './fixture';
 
 let f: RotationFixture;

@@ -1,6 +1,6 @@
 import { ReadableStream } from 'node:stream/web';
 import type { HttpRequest } from '@azure/functions';
-import { MAX_BODY_BYTES, readBodyText } from '../../shared/http';
+import { MAX_BODY_BYTES, readBodyText } from '../../shared/http/request';
 
 /** A request whose body never ends: only a reader that stops at the cap returns. */
 function endless(headers: Record<string, string> = {}) {

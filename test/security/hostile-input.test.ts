@@ -1,7 +1,9 @@
 import { connect } from 'node:net';
 import { isHttp, startLocalHost, type HttpRegistration, type LocalHost } from '../../local/host';
-import { errorStyleOf, MAX_BODY_BYTES, type ResponseStyle } from '../../shared/http';
-import type { LogRecord } from '../../shared/log';
+import { errorStyleOf } from '../../shared/http/handler';
+import { MAX_BODY_BYTES } from '../../shared/http/request';
+import { type ResponseStyle } from '../../shared/http/responses';
+import type { LogRecord } from '../../shared/observability/log';
 import { captureLogs } from '../helpers/invoke';
 import { ContractValidator } from '../helpers/openapi';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';

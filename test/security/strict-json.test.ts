@@ -1,6 +1,6 @@
 import { HttpRequest } from '@azure/functions';
-import { MAX_JSON_DEPTH, parseStrictJson, StrictJsonError } from '../../shared/strict-json';
-import { parseJsonBody, queryParam, readJsonObject, readParams } from '../../shared/http';
+import { MAX_JSON_DEPTH, parseStrictJson, StrictJsonError } from '../../shared/http/strict-json';
+import { parseJsonBody, queryParam, readJsonObject, readParams } from '../../shared/http/request';
 
 function failure(text: string) {
   try {

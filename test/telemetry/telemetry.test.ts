@@ -16,7 +16,7 @@ import {
   recordIssuance,
   resetTelemetry,
   telemetryState,
-} from '../../shared/telemetry';
+} from '../../shared/observability/telemetry';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
 import { captureLogs, invoke } from '../helpers/invoke';
 

@@ -1,28 +1,13 @@
-import { BrokerError, toBrokerError } from '../errors';
-import type { Logger } from '../log';
-import { coreConfig } from '../config/core';
-import { googleConfig } from '../config/google';
-import { lockBlobUrl, policyConfig } from '../config/policy';
-import { managedKeysOf, rotationConfig, type RotationConfig } from '../config/rotation';
-import { KeyVaultSecrets } from '../keyvault/client';
-import { federatedTokenService } from '../google/tokens';
-import { blobClientFor } from '../policy/blob-store';
-import { GoogleIamKeys, type GoogleTokenSource } from './iam';
-import { blobLeaseLock, type RotationLock } from './lock';
+import { BrokerError, toBrokerError } from '../../errors';
+import type { Logger } from '../../observability/log';
+import { coreConfig } from '../../config/core';
+import { googleConfig } from '../../config/google';
+import { managedKeysOf, rotationConfig } from '../../config/rotation';
+import { KeyVaultSecrets } from '../../keyvault/client';
+import { federatedTokenService } from '../../google/tokens';
+import { GoogleIamKeys, type GoogleTokenSource } from './client';
+import { rotationLeaseFromSettings } from '../lease';
 import type { RotationDeps } from './run';
-
-/** The blob lease of ROTATION_LOCK_URL (default: rotation-lock beside the policy blob). */
-export function rotationLockFromSettings(cfg: RotationConfig, log: Logger): RotationLock {
-  let pol;
-  let url: string;
-  try {
-    pol = policyConfig.get();
-    url = lockBlobUrl(cfg.lockUrl, pol);
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
-  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: cfg.lockSeconds, timeoutMs: pol.storageTimeoutMs, log });
-}
 
 /**
  * The rotation's own Google identity: the broker's one keyless source credential (GOOGLE_WIF_AUDIENCE,
@@ -62,7 +47,7 @@ export function rotationDepsFromSettings(
       oauthTokenUrl: cfg.oauthTokenUrl,
       timeoutMs: core.upstreamTimeoutMs,
     },
-    lock: () => rotationLockFromSettings(cfg, log),
+    lock: () => rotationLeaseFromSettings('google-keys', log),
     now: overrides.now ?? Date.now,
     sleep: overrides.sleep,
     log,

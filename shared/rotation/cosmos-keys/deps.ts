@@ -1,17 +1,14 @@
 import type { TokenCredential } from '@azure/identity';
-import { coreConfig } from '../config/core';
-import { cosmosConfig, endpointOf } from '../config/cosmos';
-import { lockBlobUrl, policyConfig } from '../config/policy';
-import { rotationConfig } from '../config/rotation';
-import { BrokerError, toBrokerError } from '../errors';
-import { functionIdentity, KeyVaultSecrets } from '../keyvault/client';
-import type { Logger } from '../log';
-import { blobClientFor } from '../policy/blob-store';
-import { blobLeaseLock, type RotationLock } from '../rotation/lock';
-import { sandboxCa } from '../sandbox-ca';
-import { secretNameOf } from './client';
-import { runCosmosKeyRotation, type CosmosAccountReport, type CosmosRotationDeps } from './key-rotation';
-import { CosmosManagement } from './management';
+import { coreConfig } from '../../config/core';
+import { cosmosConfig, endpointOf } from '../../config/cosmos';
+import { BrokerError, toBrokerError } from '../../errors';
+import { functionIdentity, KeyVaultSecrets } from '../../keyvault/client';
+import type { Logger } from '../../observability/log';
+import { rotationLeaseFromSettings } from '../lease';
+import { sandboxCa } from '../../upstream/local-endpoints';
+import { secretNameOf } from '../../cosmos/client';
+import { runCosmosKeyRotation, type CosmosAccountReport, type CosmosRotationDeps } from './run';
+import { CosmosManagement } from './client';
 
 /** Settings → dependencies of the Cosmos key rotation (a bad setting is 503 config_invalid naming it). */
 export function cosmosRotationDepsFromSettings(
@@ -46,7 +43,7 @@ export function cosmosRotationDepsFromSettings(
     service: 'Azure Resource Manager',
   });
   return {
-    lock: () => cosmosRotationLock(log),
+    lock: () => rotationLeaseFromSettings('cosmos-keys', log),
     management: new CosmosManagement({
       endpoint: cfg.managementEndpoint,
       credential: overrides.credential ?? functionIdentity(),
@@ -63,22 +60,6 @@ export function cosmosRotationDepsFromSettings(
     ...(ca ? { ca } : {}),
     ...(overrides.afterStep ? { afterStep: overrides.afterStep } : {}),
   };
-}
-
-/** The Cosmos rotation's own blob lease: `{lock blob}-cosmos` beside the Google rotation's (ROTATION_LOCK_URL). */
-export function cosmosRotationLock(log: Logger): RotationLock {
-  let pol;
-  let url: string;
-  let seconds: number;
-  try {
-    const r = rotationConfig.get();
-    pol = policyConfig.get();
-    url = `${lockBlobUrl(r.lockUrl, pol)}-cosmos`;
-    seconds = r.lockSeconds;
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
-  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: seconds, timeoutMs: pol.storageTimeoutMs, log });
 }
 
 /**

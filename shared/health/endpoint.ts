@@ -1,11 +1,13 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { coreConfig } from './config/core';
-import { removedSettingProblems } from './config/settings';
-import { jwksUrl } from './auth/jwt';
-import { jsonResponse, queryParam, type RequestScope } from './http';
-import type { CheckResult, HealthCheck } from './health-types';
+import { coreConfig } from '../config/core';
+import { removedSettingProblems } from '../config/settings';
+import { jwksUrl } from '../auth/jwt';
+import { jsonResponse } from '../http/responses';
+import { queryParam } from '../http/request';
+import { type RequestScope } from '../http/handler';
+import type { CheckResult, HealthCheck } from './types';
 
-export type { CheckStatus, CheckResult, HealthCheck } from './health-types';
+export type { CheckStatus, CheckResult, HealthCheck } from './types';
 
 const CACHE_MS = 10_000;
 let jwksCache: { at: number; key: string; result: CheckResult } | undefined;
@@ -40,7 +42,7 @@ export const checks: HealthCheck[] = [
     run: async () => {
       coreConfig.get();
       // A removed setting still set is reported by name (config_invalid at start), never silently ignored.
-      await import('./config/rotation');
+      await import('../config/rotation');
       const removed = removedSettingProblems(process.env);
       if (removed.length) return { status: 'fail', detail: removed.join('; ') };
       return { status: 'ok' };
@@ -48,30 +50,30 @@ export const checks: HealthCheck[] = [
   },
   {
     name: 'policy',
-    run: async () => (await import('./policy/health')).checkPolicy(),
+    run: async () => (await import('../policy/health')).checkPolicy(),
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).
-  { name: 'google', run: async () => (await import('./google/health')).googleHealth() },
+  { name: 'google', run: async () => (await import('../google/health')).googleHealth() },
   // query function: the catalog parses (skipped when the query function is not configured)
   {
     name: 'queryCatalog',
     run: async () => {
       const path = process.env.QUERY_CATALOG_PATH;
       if (!path) return { status: 'skipped', detail: 'QUERY_CATALOG_PATH not set' };
-      const { loadCatalogFile } = await import('./query/catalog');
+      const { loadCatalogFile } = await import('../query/catalog');
       return { status: 'ok', detail: `${loadCatalogFile(path).queries.length} queries` };
     },
   },
   // query function: what the pools observed of each database (no connection per health call); not critical,
   // the token exchange works without the database.
-  { name: 'database', critical: false, run: async () => (await import('./query/db-health')).checkDatabase() },
-  { name: 'keyvault', run: () => import('./keyvault/health').then((m) => m.checkKeyVault()) },
+  { name: 'database', critical: false, run: async () => (await import('../query/db-health')).checkDatabase() },
+  { name: 'keyvault', run: () => import('../keyvault/health').then((m) => m.checkKeyVault()) },
   // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
   {
     name: 'cosmos',
     run: async () => {
-      const { cosmosConfig } = await import('./config/cosmos');
+      const { cosmosConfig } = await import('../config/cosmos');
       const accounts = (cosmosConfig.get().endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
       return accounts.length === 0
         ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' }

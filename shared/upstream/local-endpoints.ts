@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { BrokerError } from './errors';
+import { BrokerError } from '../errors';
 
 /**
  * The PEM CA a sandbox emulator's HTTPS endpoint is signed with (KEY_VAULT_CA_FILE, COSMOS_CA_FILE). Honoured only

@@ -1,14 +1,16 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../audit';
+import { audit } from '../observability/audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import type { CoreConfig } from '../config/core';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
-import { jsonResponse, readParams, requireParam, type RequestScope } from '../http';
+import { jsonResponse } from '../http/responses';
+import { readParams, requireParam } from '../http/request';
+import { type RequestScope } from '../http/handler';
 import { evaluate, type CloudSqlDecisionGrant, type CosmosDecisionGrant } from '../policy/evaluate';
 import { currentPolicy } from '../policy/current';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
-import { recordCache, recordIssuance, withSpan } from '../telemetry';
+import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */

@@ -1,8 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { BlobClient } from '@azure/storage-blob';
-import { BrokerError } from '../errors';
-import type { Logger } from '../log';
-import { statusOf, storageFailure, withDeadline } from '../policy/blob-store';
+import { BrokerError, toBrokerError } from '../errors';
+import { lockBlobUrl, policyConfig } from '../config/policy';
+import { rotationConfig } from '../config/rotation';
+import type { Logger } from '../observability/log';
+import { blobClientFor, storageCall, storageFailure } from '../policy/blob-store';
+import { statusOf } from '../upstream/error-shape';
 
 /**
  * The rotation run lease: a Blob Storage lease on one blob (ROTATION_LOCK_URL, default `rotation-lock` beside the
@@ -32,7 +35,7 @@ export function blobLeaseLock(
   blob: BlobClient,
   opts: { durationSeconds: number; timeoutMs: number; log?: Logger },
 ): RotationLock {
-  const call = <T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>) => withDeadline(opts.timeoutMs, what, fn);
+  const call = <T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>) => storageCall(opts.timeoutMs, what, fn);
   return {
     async acquire() {
       // The lease needs the blob to exist: create it empty unless it is there (If-None-Match: *).
@@ -91,4 +94,24 @@ export function blobLeaseLock(
       };
     },
   };
+}
+
+/**
+ * The run lease of one rotation from the settings: the blob of ROTATION_LOCK_URL (default: rotation-lock beside the
+ * policy blob) for Google keys, `{that blob}-cosmos` for Cosmos account keys, so the two never wait on each other.
+ * A ConfigError becomes config_invalid naming the settings.
+ */
+export function rotationLeaseFromSettings(kind: 'google-keys' | 'cosmos-keys', log: Logger): RotationLock {
+  let pol;
+  let url: string;
+  let seconds: number;
+  try {
+    const r = rotationConfig.get();
+    pol = policyConfig.get();
+    url = lockBlobUrl(r.lockUrl, pol) + (kind === 'cosmos-keys' ? '-cosmos' : '');
+    seconds = r.lockSeconds;
+  } catch (e) {
+    throw toBrokerError(e);
+  }
+  return blobLeaseLock(blobClientFor(pol, url), { durationSeconds: seconds, timeoutMs: pol.storageTimeoutMs, log });
 }

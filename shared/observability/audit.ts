@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from './log';
-import type { Principal } from './auth/principal';
+import type { Principal } from '../auth/principal';
 
 export type AuditDecision = 'grant' | 'deny';
 

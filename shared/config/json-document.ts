@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { z } from 'zod';
-import { ConfigError } from './config/settings';
-import { BrokerError } from './errors';
+import { ConfigError } from './settings';
+import { BrokerError } from '../errors';
 
 /** `rules[1].grants.cloudsql[0].instance`: a zod issue path as a reader would write it. */
 export function issuePath(path: readonly (string | number)[]): string {

@@ -1,11 +1,13 @@
 import { rotationConfig } from '../config/rotation';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { authenticateAdmin } from '../auth/admin';
-import { audit } from '../audit';
+import { authenticateAdmin } from '../auth/admin-caller';
+import { audit } from '../observability/audit';
 import { BrokerError } from '../errors';
-import { jsonResponse, queryParam, readParams, requireParam, type RequestScope } from '../http';
-import { runRotation, type RotationDeps } from './run';
-import { rotationDepsFromSettings } from './wiring';
+import { jsonResponse } from '../http/responses';
+import { queryParam, readParams, requireParam } from '../http/request';
+import { type RequestScope } from '../http/handler';
+import { runRotation, type RotationDeps } from './google-keys/run';
+import { rotationDepsFromSettings } from './google-keys/deps';
 
 /**
  * POST /api/admin/rotate?dryRun=true|false — the rotation plan on demand. Same front door as the token

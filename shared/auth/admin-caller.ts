@@ -1,9 +1,9 @@
 import type { HttpRequest } from '@azure/functions';
-import { audit } from '../audit';
+import { audit } from '../observability/audit';
 import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
 import { BrokerError, toBrokerError } from '../errors';
-import type { RequestScope } from '../http';
+import type { RequestScope } from '../http/handler';
 import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
 import { authenticateClient, loadCore, validatorFor } from './frontdoor';

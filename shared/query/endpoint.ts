@@ -1,13 +1,15 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import type { PoolClient } from 'pg';
-import { audit } from '../audit';
+import { audit } from '../observability/audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import { queryConfig, type QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
-import { jsonResponse, readJsonObject, type RequestScope } from '../http';
+import { jsonResponse } from '../http/responses';
+import { readJsonObject } from '../http/request';
+import { type RequestScope } from '../http/handler';
 import { evaluate } from '../policy/evaluate';
 import { currentPolicy } from '../policy/current';
-import { QUERY_NAME } from '../identifiers';
+import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
 import { classifyDbError } from './errors';
@@ -15,10 +17,10 @@ import { bindParameters, parameterNames, type BoundValue } from './params';
 import { applicationNameFor, type SessionIdentity } from './session-identity';
 import { sqlComment } from './sql-comment';
 import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
-import { destroyClient, withDeadline } from './deadline';
+import { destroyClient, phaseDeadline } from './deadline';
 import { runReadOnly } from './transaction';
 import { observeDb } from './db-state';
-import { recordIssuance } from '../telemetry';
+import { recordIssuance } from '../observability/telemetry';
 
 /**
  * POST /api/query/{name}: run one catalogued, parameterized, read-only query as the caller's own
@@ -225,7 +227,7 @@ async function runQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResp
       const reusable = err.code !== 'db_unavailable' && err.code !== 'query_timeout' && err.code !== 'upstream_error';
       if (reusable) {
         const c = conn;
-        await withDeadline(c.query('ROLLBACK'), deadlines.rollback, 'rollback').then(
+        await phaseDeadline(c.query('ROLLBACK'), deadlines.rollback, 'rollback').then(
           () => c.release(),
           () => destroyClient(c),
         );

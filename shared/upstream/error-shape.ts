@@ -1,6 +1,4 @@
-import type { BrokerError } from './errors';
-
-/** The shape of what HTTP clients throw (gaxios, @azure/identity, fetch), and a deadline for any upstream call. */
+/** The shape of what HTTP clients throw (gaxios, @azure/identity, fetch, the Azure SDKs' RestError). */
 
 export interface ErrorShape {
   name?: string;
@@ -11,8 +9,11 @@ export interface ErrorShape {
   cause?: unknown;
 }
 
-export function statusOf(err: ErrorShape): number | undefined {
-  const s = err.response?.status ?? err.status ?? err.statusCode;
+/** The HTTP status a thrown value carries (gaxios `response.status`, fetch-style `status`, Azure SDK `statusCode`). */
+export function statusOf(err: unknown): number | undefined {
+  if (!err || typeof err !== 'object') return undefined;
+  const e = err as ErrorShape;
+  const s = e.response?.status ?? e.status ?? e.statusCode;
   return typeof s === 'number' && s >= 100 && s <= 599 ? s : undefined;
 }
 
@@ -32,18 +33,4 @@ export function isTimeout(err: unknown, depth = 0): boolean {
   )
     return true;
   return isTimeout(e.cause, depth + 1);
-}
-
-/** Race a promise against a deadline, so no upstream call can hang a request. */
-export async function withDeadline<T>(p: Promise<T>, ms: number, onTimeout: () => BrokerError): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-    timer.unref?.();
-  });
-  try {
-    return await Promise.race([p, deadline]);
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
 }

@@ -1,7 +1,7 @@
 import { Agent, request } from 'node:https';
 import type { TokenCredential } from '@azure/identity';
-import { BrokerError } from '../errors';
-import { networkFailure, upstreamStatusFailure } from '../upstream';
+import { BrokerError } from '../../errors';
+import { networkFailure, upstreamStatusFailure } from '../../upstream/failure';
 
 /**
  * The Cosmos DB resource provider's key operations on Azure Resource Manager (management plane), with the

@@ -1,5 +1,5 @@
-import { BrokerError } from './errors';
-import { httpOutcome, recordUpstream, upstreamSlug } from './telemetry';
+import { BrokerError } from '../errors';
+import { httpOutcome, recordUpstream, upstreamSlug } from '../observability/telemetry';
 
 /**
  * Classify a failure to reach an upstream (network, timeout) into the broker's codes. Upstream text is

@@ -1,13 +1,13 @@
-import { audit } from '../audit';
-import { BrokerError } from '../errors';
-import type { Logger } from '../log';
-import type { KeyVaultSecrets } from '../keyvault/client';
-import type { ManagedKey } from '../config/rotation';
-import { recordRotation } from '../telemetry';
-import type { LeaseResult, RotationLock } from './lock';
-import type { GoogleIamKeys } from './iam';
-import { exchangeKey, parseKeyFile } from '../google/sa-key-exchange';
-import { CLOUD_PLATFORM_SCOPE } from '../google/scopes';
+import { audit } from '../../observability/audit';
+import { BrokerError } from '../../errors';
+import type { Logger } from '../../observability/log';
+import type { KeyVaultSecrets } from '../../keyvault/client';
+import type { ManagedKey } from '../../config/rotation';
+import { recordRotation } from '../../observability/telemetry';
+import type { LeaseResult, RotationLock } from '../lease';
+import type { GoogleIamKeys } from './client';
+import { exchangeKey, parseKeyFile } from '../../google/sa-key-exchange';
+import { CLOUD_PLATFORM_SCOPE } from '../../google/scopes';
 import {
   DAY_MS,
   MANAGED_BY,

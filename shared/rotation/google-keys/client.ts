@@ -1,5 +1,5 @@
-import { BrokerError } from '../errors';
-import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../upstream';
+import { BrokerError } from '../../errors';
+import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../../upstream/failure';
 import type { GoogleKeyInfo } from './plan';
 
 /** Something that hands out a Google access token (cloud-platform) for the rotation's own IAM calls. */

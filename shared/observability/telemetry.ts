@@ -1,5 +1,5 @@
 import type { Attributes, Counter, Histogram, Tracer } from '@opentelemetry/api';
-import { telemetryConfig } from './config/telemetry';
+import { telemetryConfig } from '../config/telemetry';
 
 /**
  * A small typed facade over OpenTelemetry metrics and traces.
@@ -87,7 +87,7 @@ export function initTelemetry(): Promise<void> {
     return Promise.resolve();
   }
   state = 'loading';
-  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('./managed-identity')])
+  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('../azure/managed-identity')])
     .then(([m, identity]) => {
       // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
       // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.

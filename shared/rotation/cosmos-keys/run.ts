@@ -1,12 +1,12 @@
 import { Agent } from 'node:https';
 import { CosmosClient } from '@azure/cosmos';
-import { audit } from '../audit';
-import { BrokerError } from '../errors';
-import type { Logger } from '../log';
-import type { KeyVaultSecrets, SecretValue } from '../keyvault/client';
-import type { AccountKeys, CosmosManagement, MasterKeyKind } from './management';
-import { COSMOS_MAX_TTL_SECONDS } from './provider';
-import type { RotationLock } from '../rotation/lock';
+import { audit } from '../../observability/audit';
+import { BrokerError } from '../../errors';
+import type { Logger } from '../../observability/log';
+import type { KeyVaultSecrets, SecretValue } from '../../keyvault/client';
+import type { AccountKeys, CosmosManagement, MasterKeyKind } from './client';
+import { COSMOS_MAX_TTL_SECONDS } from '../../cosmos/provider';
+import type { RotationLock } from '../lease';
 
 /**
  * Rotation of the account keys of resource-token Cosmos accounts, by Microsoft's dual-key procedure

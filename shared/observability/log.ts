@@ -1,6 +1,6 @@
 import { writeSync } from 'node:fs';
-import { loggingConfig } from './config/logging';
-import { settingsRecheckMs } from './config/settings';
+import { loggingConfig } from '../config/logging';
+import { settingsRecheckMs } from '../config/settings';
 
 /**
  * Structured JSON logging. Every line carries the correlation id. Values under sensitive keys and

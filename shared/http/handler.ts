@@ -1,0 +1,71 @@
+import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
+import { toBrokerError } from '../errors';
+import { createLogger, type Logger } from '../observability/log';
+import { inInvocation } from '../observability/process-guard';
+import { correlationIdOf } from './correlation';
+import { assertNoRepeatedQuery } from './request';
+import { errorResponse, type ResponseStyle } from './responses';
+import { traceContextOf, type TraceContext } from './trace-context';
+
+
+export interface RequestScope {
+  readonly correlationId: string;
+  readonly log: Logger;
+  readonly functionName: string;
+  /** W3C trace context of this request (from a valid `traceparent`, else new); its traceparent is returned. */
+  readonly trace?: TraceContext;
+}
+
+export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: InvocationContext) => Promise<HttpResponseInit>;
+
+/**
+ * Wrap a handler: correlation id, structured per-request logger, one place that maps every thrown
+ * error to its response, and one log line per request (never bodies or headers).
+ */
+export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
+  const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
+    const started = process.hrtime.bigint();
+    const correlationId = correlationIdOf(req.headers);
+    // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
+    return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
+      const trace = traceContextOf(req.headers.get('traceparent'));
+      const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+      let res: HttpResponseInit;
+      let code: string | undefined;
+      try {
+        assertNoRepeatedQuery(req.query);
+        res = await fn(req, { correlationId, log, functionName, trace }, ctx);
+        res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+      } catch (thrown) {
+        const err = toBrokerError(thrown);
+        code = err.code;
+        res = errorResponse(err, style, correlationId);
+        const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+        if (err.status >= 500) log.error(err.message, fields);
+        else log.info(err.message, fields);
+      }
+      res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
+      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+      log.info('request', {
+        method: req.method,
+        status: res.status ?? 200,
+        code,
+        durationMs: Math.round(durationMs * 100) / 100,
+      });
+      return res;
+    });
+  };
+  styles.set(handler, style);
+  return handler;
+}
+
+const styles = new WeakMap<HttpHandler, ResponseStyle>();
+
+/**
+ * The error style of a handler built by httpHandler (`problem` for anything else): what a host answers
+ * in for a request it refuses before the handler runs (body too large, bad Host, malformed request).
+ */
+export function errorStyleOf(handler: HttpHandler): ResponseStyle {
+  return styles.get(handler) ?? 'problem';
+}
+
