@@ -1,6 +1,7 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
 import { httpHandler } from '../shared/http/handler';
-import { closeQueryPools, handleQuery } from '../shared/query/endpoint';
+import { handleQuery } from '../shared/query/endpoint';
+import { closeQueryPools } from '../shared/query/run-catalogued';
 
 /** POST /api/query/{name}: a catalogued, parameterized, read-only query as the caller's Cloud SQL IAM identity. */
 export const handler = httpHandler('query', 'problem', handleQuery);

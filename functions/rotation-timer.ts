@@ -25,7 +25,8 @@ async function rotate(timer: Timer, ctx: InvocationContext): Promise<void> {
   }
   try {
     if ((cosmosConfig.get().managedAccounts ?? []).length > 0) {
-      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } = await import('../shared/rotation/cosmos-keys/deps');
+      const { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } =
+        await import('../shared/rotation/cosmos-keys/deps');
       await runCosmosKeyRotationUnderLease(cosmosRotationDepsFromSettings(log), { dryRun: false });
     }
   } catch (e) {

@@ -1,4 +1,4 @@
-import { closeQueryPools } from '../shared/query/endpoint';
+import { closeQueryPools } from '../shared/query/run-catalogued';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';

@@ -7,7 +7,8 @@ import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
-import { evaluate, type CloudSqlDecisionGrant, type CosmosDecisionGrant } from '../policy/evaluate';
+import { authorizeTarget } from '../policy/authorize';
+import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
 import { currentPolicy } from '../policy/current';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
@@ -97,25 +98,25 @@ async function grantAndIssue(
   const denyAudit = (reason: string, ruleId?: string) =>
     audit(scope.log, { decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
 
-  const decision = evaluate(await currentPolicy(), subject, target);
-  if (decision.decision === 'deny') {
-    denyAudit(decision.code);
-    throw new BrokerError(
-      decision.code,
-      decision.code === 'subject_denied' ? 'The subject is denied.' : 'No policy rule grants this target to the subject.',
-    );
-  }
+  const { grant, ruleId } = authorizeTarget({
+    policy: await currentPolicy(),
+    subject,
+    client,
+    target,
+    action,
+    targetText,
+    log: scope.log,
+  });
 
   let result: ProviderResult;
   try {
-    const grant = decision.grant;
     result = await withSpan('broker.issue', { kind }, () =>
       issue(grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId }),
     );
     recordCache(kind, result.cached);
   } catch (e) {
     const err = toBrokerError(e);
-    denyAudit(err.code, decision.ruleId);
+    denyAudit(err.code, ruleId);
     throw err;
   }
   audit(scope.log, {
@@ -125,7 +126,7 @@ async function grantAndIssue(
     client,
     target: targetText,
     reason: 'granted',
-    ruleId: decision.ruleId,
+    ruleId,
     tokenIdHash: result.tokenIdHash,
     ttlSeconds: result.response.expires_in,
     extra: { cached: result.cached },
@@ -134,7 +135,7 @@ async function grantAndIssue(
 }
 
 async function issue(
-  grant: CloudSqlDecisionGrant | CosmosDecisionGrant | { kind: 'query' },
+  grant: DecisionGrant,
   base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal },
 ): Promise<ProviderResult> {
   switch (grant.kind) {

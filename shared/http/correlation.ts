@@ -12,4 +12,3 @@ export function correlationIdOf(headers: { get(name: string): string | null }): 
   if (m && m[1] && !/^0+$/.test(m[1])) return m[1];
   return randomUUID();
 }
-

@@ -7,7 +7,6 @@ import { assertNoRepeatedQuery } from './request';
 import { errorResponse, type ResponseStyle } from './responses';
 import { traceContextOf, type TraceContext } from './trace-context';
 
-
 export interface RequestScope {
   readonly correlationId: string;
   readonly log: Logger;
@@ -68,4 +67,3 @@ const styles = new WeakMap<HttpHandler, ResponseStyle>();
 export function errorStyleOf(handler: HttpHandler): ResponseStyle {
   return styles.get(handler) ?? 'problem';
 }
-

@@ -71,4 +71,3 @@ export function jsonResponse(
     body: JSON.stringify(body),
   };
 }
-

@@ -1,6 +1,6 @@
 import type { CheckResult } from '../health/types';
 import { dbObservations } from './db-state';
-import { probeFailedDatabases } from './endpoint';
+import { probeFailedDatabases } from './run-catalogued';
 
 /**
  * The `database` health check: what the query pools observed (no connection per health call). A

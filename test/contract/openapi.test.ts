@@ -13,7 +13,7 @@ import { settle } from '../../local/emulators/harness';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { resetGoogleTokens } from '../../shared/google/tokens';
-import { closeQueryPools } from '../../shared/query/endpoint';
+import { closeQueryPools } from '../../shared/query/run-catalogued';
 import { isErrorCode, specOf } from '../../shared/errors';
 import { captureLogs, invoke, type CallOptions, type Result } from '../helpers/invoke';
 import { allRefs, atPointer, ContractValidator, escapePointer, loadSpec, newAjv, type JsonObject } from '../helpers/openapi';

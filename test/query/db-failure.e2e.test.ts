@@ -6,7 +6,7 @@ import { handler as tokenHandler } from '../../functions/token';
 import { handler as healthHandler } from '../../functions/health';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
-import { closeQueryPools } from '../../shared/query/endpoint';
+import { closeQueryPools } from '../../shared/query/run-catalogued';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
 /**

@@ -5,7 +5,7 @@ import { Client } from 'pg';
 import { handler } from '../../functions/query';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
-import { closeQueryPools } from '../../shared/query/endpoint';
+import { closeQueryPools } from '../../shared/query/run-catalogued';
 import { SESSION_SETTINGS, type SessionIdentity } from '../../shared/query/session-identity';
 import { runReadOnly } from '../../shared/query/transaction';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';

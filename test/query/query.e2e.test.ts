@@ -6,7 +6,7 @@ import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { SQL_ADMIN_SCOPE } from '../../local/emulators/google/sqladmin';
-import { closeQueryPools } from '../../shared/query/endpoint';
+import { closeQueryPools } from '../../shared/query/run-catalogued';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 
 /**

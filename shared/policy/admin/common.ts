@@ -150,4 +150,3 @@ export async function readJson(req: HttpRequest, allowEmpty: boolean): Promise<R
   assertFinite(parsed, '');
   return parsed as Record<string, unknown>;
 }
-

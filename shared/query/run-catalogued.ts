@@ -1,0 +1,284 @@
+import type { PoolClient } from 'pg';
+import { audit, type AuditEvent } from '../observability/audit';
+import type { Principal } from '../auth/principal';
+import { queryConfig, type QueryConfig } from '../config/query';
+import { BrokerError, toBrokerError } from '../errors';
+import { type RequestScope } from '../http/handler';
+import { authorizeTarget } from '../policy/authorize';
+import type { CloudSqlDecisionGrant } from '../policy/evaluate';
+import { currentPolicy } from '../policy/current';
+import { QUERY_NAME } from '../lib/identifiers';
+import { loadCatalogFile, type CatalogQuery } from './catalog';
+import { convertValue, typeName, type JsonValue } from './convert';
+import { classifyDbError } from './errors';
+import { bindParameters, parameterNames, type BoundValue } from './params';
+import { applicationNameFor, type SessionIdentity } from './session-identity';
+import { sqlComment } from './sql-comment';
+import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
+import { destroyClient, phaseDeadline } from './deadline';
+import { runReadOnly } from './transaction';
+import { observeDb } from './db-state';
+
+/**
+ * The one path of a catalogued query, whoever asks (POST /api/query/{name}, the MCP tools): resolve the catalog
+ * entry → authorize (the caller must be granted `query://NAME`, and a Cloud SQL grant for the query's instance and
+ * database names the identity to run as) → bind the parameters (identity-bound ones from the validated token) →
+ * execute (one read-only round trip under client-side deadlines) → audit. Every refusal and failure is audited once.
+ */
+
+let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
+
+function loadQueryConfig(): QueryConfig {
+  try {
+    return queryConfig.get();
+  } catch (e) {
+    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
+  }
+}
+
+function pools(cfg: QueryConfig): PoolRegistry {
+  if (registry?.cfg !== cfg) {
+    const old = registry?.pools;
+    registry = { cfg, pools: new PoolRegistry(cfg) };
+    void old?.closeAll();
+  }
+  return registry.pools;
+}
+
+/** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
+export async function probeFailedDatabases(isFailed: (key: string) => boolean): Promise<void> {
+  await registry?.pools.probeFailed(isFailed);
+}
+
+/** Close every pool (tests, shutdown). */
+export async function closeQueryPools(): Promise<void> {
+  const r = registry;
+  registry = undefined;
+  await r?.pools.closeAll();
+}
+
+export interface QueryResult {
+  readonly query: string;
+  readonly columns: readonly { name: string; type: string }[];
+  readonly rows: readonly JsonValue[][];
+  readonly rowCount: number;
+  readonly truncated: boolean;
+}
+
+/**
+ * Client-side deadline of each round trip (the server's statement_timeout is no bound when the server
+ * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
+ * plus a grace for the server's statement_timeout to fire first.
+ */
+export function roundTripDeadlines(
+  q: Pick<CatalogQuery, 'timeoutMs'>,
+  cfg: Pick<QueryConfig, 'connectTimeoutMs'>,
+): { preamble: number; query: number; rollback: number } {
+  return { preamble: cfg.connectTimeoutMs, query: q.timeoutMs + QUERY_DEADLINE_GRACE_MS, rollback: cfg.connectTimeoutMs };
+}
+
+/** How long after the server's statement_timeout the client gives up on the query itself. */
+export const QUERY_DEADLINE_GRACE_MS = 2000;
+
+async function run(
+  client: PoolClient,
+  q: CatalogQuery,
+  values: BoundValue[],
+  rowLimit: number,
+  id: SessionIdentity,
+  comment: string,
+  deadlines: ReturnType<typeof roundTripDeadlines>,
+): Promise<QueryResult> {
+  // One round trip for the whole transaction: BEGIN READ ONLY, the statement timeout, a transaction-local
+  // application_name and the caller's identity as set_config(…, true) with bound values, the query (at most
+  // rowLimit + 1 rows leave the server: the one more says the result was cut), ROLLBACK.
+  const r = await runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines });
+  const fields = r.fields;
+  const truncated = r.suspended || r.rows.length > rowLimit;
+  const rows = r.rows.slice(0, rowLimit).map((row) => fields.map((f, i) => convertValue(f.dataTypeID, row[i] ?? null)));
+  return {
+    query: q.name,
+    columns: fields.map((f) => ({ name: f.name, type: typeName(f.dataTypeID) })),
+    rows,
+    rowCount: rows.length,
+    truncated,
+  };
+}
+
+/** Who asks for which catalogued query, with which arguments: the input of the query path. */
+export interface QueryCall {
+  readonly name: string;
+  readonly subject: Principal;
+  readonly client: Principal;
+  /**
+   * The query's parameters as sent (a JSON object; identity-bound ones must not be in it), or how to read them: the
+   * HTTP endpoint reads its body only once the caller is authorized.
+   */
+  readonly args: Record<string, unknown> | (() => Promise<Record<string, unknown>>);
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
+  /** The audited action: `query` (HTTP) or the MCP tool call. */
+  readonly action?: string;
+}
+
+/** A catalogued query and the grants that let this caller run it, as one database identity. */
+interface ResolvedQuery {
+  readonly query: CatalogQuery;
+  readonly cfg: QueryConfig;
+  readonly grant: CloudSqlDecisionGrant;
+  readonly ruleId: string;
+}
+
+/** A query name as the catalog writes them, else 404 (the name echoed only in a safe spelling). */
+export function assertQueryName(name: string): void {
+  if (!QUERY_NAME.test(name))
+    throw new BrokerError('not_found', 'No such query.', { detail: { query: name.slice(0, 64).replace(/[^a-z0-9-]/g, '?') } });
+}
+
+/** Step 1: the catalog entry (404 when there is none, audited: probing for query names is visible). */
+function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => void): CatalogQuery {
+  assertQueryName(call.name);
+  const query = loadCatalogFile(cfg.catalogPath).queries.find((q) => q.name === call.name);
+  if (!query) {
+    deny('not_found');
+    throw new BrokerError('not_found', 'No such query.', { detail: { query: call.name } });
+  }
+  return query;
+}
+
+/** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
+async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig): Promise<ResolvedQuery> {
+  const policy = await currentPolicy();
+  const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
+  const targetText = `query://${query.name}`;
+  const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
+  const [project, region, instance] = query.instance.split(':') as [string, string, string];
+  const identity = authorizeTarget({
+    ...base,
+    target: { kind: 'cloudsql', project, region, instance, database: query.database, connectionName: query.instance },
+    targetText,
+    onBehalfOfRule: allowed.ruleId,
+    deniedMessage: "No policy rule maps the caller to a database identity for this query's database.",
+  });
+  return { query, cfg, grant: identity.grant, ruleId: identity.ruleId };
+}
+
+/**
+ * Run a catalogued query for a caller: resolve → authorize → bind → execute, audited (one grant or one deny line).
+ * Throws the BrokerError to answer with.
+ */
+export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> {
+  const { scope, subject, client } = call;
+  const action = call.action ?? 'query';
+  const target = `query://${call.name}`;
+  const deny = (reason: string, ruleId?: string, extra?: AuditEvent['extra']) =>
+    audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
+  const cfg = loadQueryConfig();
+  const query = resolve(call, cfg, deny);
+  const { grant, ruleId } = await authorize(call, query, cfg);
+
+  // Step 3: bind. Audited too: arguments trying to set an identity-bound parameter are an attempt to read as someone else.
+  const args = typeof call.args === 'function' ? await call.args() : call.args;
+  let values: BoundValue[];
+  try {
+    values = bindParameters(query, args, subject);
+  } catch (e) {
+    deny(toBrokerError(e).code, ruleId);
+    throw e;
+  }
+  const names = parameterNames(query, args);
+  const queryAudit = { parameters: names.given, identityParameters: names.identityBound };
+
+  // Step 4: execute.
+  const dbStarted = performance.now();
+  const elapsed = () => Math.round((performance.now() - dbStarted) * 100) / 100;
+  let result: QueryResult;
+  try {
+    result = await execute(call, query, cfg, grant, ruleId, values);
+  } catch (e) {
+    const err = toBrokerError(e);
+    deny(err.code, ruleId, { ...queryAudit, durationMs: elapsed() });
+    throw err;
+  }
+  audit(scope.log, {
+    decision: 'grant',
+    action,
+    subject,
+    client,
+    target,
+    reason: 'granted',
+    ruleId,
+    extra: {
+      serviceAccount: grant.serviceAccount,
+      ...queryAudit,
+      rows: result.rowCount,
+      truncated: result.truncated,
+      durationMs: elapsed(),
+      traceId: scope.trace?.traceId,
+    },
+  });
+  return result;
+}
+
+/** One read-only round trip on a pooled connection of the grant's identity, the caller carried into the session. */
+async function execute(
+  call: QueryCall,
+  query: CatalogQuery,
+  cfg: QueryConfig,
+  grant: CloudSqlDecisionGrant,
+  ruleId: string,
+  values: BoundValue[],
+): Promise<QueryResult> {
+  const { scope, subject } = call;
+  const session: SessionIdentity = {
+    callerOid: subject.objectId,
+    callerTid: subject.tenantId,
+    callerAppId: subject.appId,
+    ruleId,
+    correlationId: scope.correlationId,
+    applicationName: applicationNameFor(query.name, scope.correlationId),
+    statementTimeoutMs: query.timeoutMs,
+  };
+  // Ids only (no personal data): the database log line joins the audit event and the trace.
+  const comment = sqlComment({
+    traceparent: scope.trace?.traceparent,
+    correlation_id: scope.correlationId,
+    rule: ruleId,
+    query: query.name,
+  });
+  const poolTarget: PoolTarget = {
+    connectionName: grant.connectionName,
+    database: grant.database,
+    serviceAccount: grant.serviceAccount,
+    tokenLifetimeSeconds: grant.maxTtlSeconds,
+  };
+  const rowLimit = Math.min(query.rowLimit, cfg.maxRowLimit);
+  const deadlines = roundTripDeadlines(query, cfg);
+  const dbKey = poolKeyOf(poolTarget);
+  let conn: PoolClient | undefined;
+  try {
+    conn = await pools(cfg).connect(poolTarget, scope.log);
+    const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
+    conn.release();
+    observeDb(dbKey, true);
+    return result;
+  } catch (e) {
+    const err = toBrokerError(classifyDbError(e));
+    if (conn) {
+      // A statement-level error leaves a usable connection once rolled back; anything else is discarded
+      // (destroyed with its socket: a connection that stopped answering is never handed out again).
+      const reusable = err.code !== 'db_unavailable' && err.code !== 'query_timeout' && err.code !== 'upstream_error';
+      if (reusable) {
+        const c = conn;
+        await phaseDeadline(c.query('ROLLBACK'), deadlines.rollback, 'rollback').then(
+          () => c.release(),
+          () => destroyClient(c),
+        );
+        observeDb(dbKey, true);
+      } else {
+        destroyClient(conn);
+        observeDb(dbKey, false, typeof err.detail?.reason === 'string' ? err.detail.reason : err.code);
+      }
+    }
+    throw err;
+  }
+}
