@@ -5,7 +5,7 @@ import { InvocationContext, type Timer } from '@azure/functions';
 import { handler as timerHandler } from '../../functions/rotation-timer';
 import { handler as tokenHandler } from '../../functions/token';
 import { resetCosmosClients } from '../../shared/cosmos/client';
-import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/run';
+import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/plan';
 import { COSMOS_MAX_TTL_SECONDS, resetCosmosTokens } from '../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/rotation/cosmos-keys/deps';
 import type { SecretValue } from '../../shared/keyvault/client';
