@@ -1,12 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { END, renderTable, START, withTable, type BenchResults } from '../../bench/readme-table';
+import { END, renderTable, START, TABLE_PAGE, withTable, type BenchResults } from '../../bench/readme-table';
 
 const root = join(__dirname, '..', '..');
 const results = JSON.parse(readFileSync(join(root, 'bench', 'results', 'latest.json'), 'utf8')) as BenchResults;
-const readme = readFileSync(join(root, 'README.md'), 'utf8');
+const readme = readFileSync(join(root, TABLE_PAGE), 'utf8');
 
-describe('README benchmark table', () => {
+describe('bench/README.md benchmark table', () => {
+  it('lives in bench/README.md, and the front-page README no longer carries it', () => {
+    expect(TABLE_PAGE).toBe(join('bench', 'README.md'));
+    expect(readFileSync(join(root, 'README.md'), 'utf8')).not.toContain(START);
+  });
+
   it('is exactly the table generated from bench/results/latest.json', () => {
     expect(withTable(readme, results)).toBe(readme);
   });
@@ -18,7 +23,7 @@ describe('README benchmark table', () => {
     for (const r of results.rows) if (r.target) expect(typeof r.pass).toBe('boolean');
   });
 
-  it('the generator puts every row, with its verdict, between the markers, and refuses a README without them', () => {
+  it('the generator puts every row, with its verdict, between the markers, and refuses a page without them', () => {
     const t = renderTable(results);
     for (const r of results.rows) expect(t).toContain(r.value.replace(/\|/g, '\\|'));
     expect(t.split('\n').filter((l) => /\| \*\*FAIL\*\* \|$/.test(l))).toHaveLength(

@@ -6,12 +6,12 @@ import { loadAllSections } from '../../local/settings-table';
 /**
  * Deployment and code cannot drift: every app setting the code declares is either set by the Bicep that deploys
  * the Function, or listed here as deliberately left to its default / sandbox-only, with the reason; every app
- * setting the Bicep sets is one the code declares (or a platform setting); and every one is in the README table.
+ * setting the Bicep sets is one the code declares (or a platform setting); and every one is in docs/configuration.md.
  */
 
 const root = join(__dirname, '..', '..');
 const bicep = readFileSync(join(root, 'infra', 'modules', 'functionapp.bicep'), 'utf8');
-const readme = readFileSync(join(root, 'README.md'), 'utf8');
+const readme = readFileSync(join(root, 'docs', 'configuration.md'), 'utf8');
 
 /** App settings in the Bicep: `{ name: 'X', value: ... }` entries. */
 const bicepSettings = new Set([...bicep.matchAll(/\{ name: '([A-Za-z0-9_]+)', value: /g)].map((m) => m[1]!));
@@ -81,7 +81,7 @@ test('no deployed setting carries a secret: keys stay in Key Vault', () => {
   expect([...bicepSettings].filter((n) => /KEY$|SECRET$|PASSWORD/.test(n) && n !== 'GOOGLE_SA_KEY_SECRET')).toEqual([]);
 });
 
-test('every setting the code declares or the Bicep sets is documented in the README', () => {
+test('every setting the code declares or the Bicep sets is documented in docs/configuration.md', () => {
   const undocumented = [
     ...new Set([...declared().map((s) => s.name), ...[...bicepSettings].filter((b) => !PLATFORM.has(b))]),
   ].filter((n) => !readme.includes(`\`${n}\``));
