@@ -8,7 +8,7 @@ import { rotationDepsFromSettings } from '../shared/rotation/google-keys/deps';
 /**
  * Rotation timer (%ROTATION_SCHEDULE%, default daily): rotates each managed key that is due, repairs
  * broken ones, retires previous keys after the grace period; then the Cosmos account keys of
- * COSMOS_MANAGED_ACCOUNTS (dual-key procedure, shared/cosmos/key-rotation.ts). A past-due invocation just runs.
+ * COSMOS_MANAGED_ACCOUNTS (dual-key procedure, shared/rotation/cosmos-keys/run.ts). A past-due invocation just runs.
  */
 export function handler(timer: Timer, ctx: InvocationContext): Promise<void> {
   return inInvocation({ fn: 'rotationTimer', invocationId: ctx.invocationId }, () => rotate(timer, ctx));

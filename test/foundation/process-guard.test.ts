@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 
 /**
- * The app's process guard (shared/process-guard.ts) in a real Node process of its own (jest has its own
+ * The app's process guard (shared/observability/process-guard.ts) in a real Node process of its own (jest has its own
  * handlers): an unhandled rejection inside an invocation is logged with that invocation's correlation id
  * and the process keeps serving; an uncaught exception is logged, then the process ends as Node's default.
  */

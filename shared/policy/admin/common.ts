@@ -11,7 +11,7 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
 /**
  * The admin API of the live policy (BROKER_POLICY_URL): read it with its ETag, replace it with If-Match (412 on a
  * lost race; schema-checked before anything is written: a broken policy never goes live), add and remove deny
- * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin.ts)
+ * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin-caller.ts)
  * and audited; every write names who made it, and is effective on this instance at once and on every other
  * instance within BROKER_POLICY_REFRESH_SECONDS.
  */
