@@ -233,8 +233,8 @@ const TS_HOOK = `
   require.extensions['.ts'] = (m, f) => m._compile(ts.transpileModule(fs.readFileSync(f, 'utf8'), { fileName: f, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText, f);`;
 const variants: { name: string; hook: string; token: string; telemetry: string }[] = [
   { name: 'TypeScript sources', hook: TS_HOOK, token: './functions/token.ts', telemetry: './shared/observability/telemetry.ts' },
-  ...(existsSync(resolve(ROOT, 'dist', 'shared', 'telemetry.js'))
-    ? [{ name: 'compiled dist/', hook: '', token: './dist/functions/token.js', telemetry: './dist/shared/telemetry.js' }]
+  ...(existsSync(resolve(ROOT, 'dist', 'shared', 'observability', 'telemetry.js'))
+    ? [{ name: 'compiled dist/', hook: '', token: './dist/functions/token.js', telemetry: './dist/shared/observability/telemetry.js' }]
     : []),
 ];
 
