@@ -34,7 +34,7 @@ export function loadCore(): CoreConfig {
   }
 }
 
-export function bearerOf(req: HttpRequest): string | undefined {
+function bearerOf(req: HttpRequest): string | undefined {
   const h = req.headers.get('authorization');
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);

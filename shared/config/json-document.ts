@@ -14,10 +14,7 @@ export function issuePath(path: readonly (string | number)[]): string {
  * Parse a JSON document and check it against a schema. Returns the data, or every problem, each naming
  * the path of the bad entry (the policy and the query catalog report errors this way).
  */
-export function parseJsonDocument<S extends z.ZodTypeAny>(
-  text: string,
-  schema: S,
-): { data: z.output<S> } | { problems: string[] } {
+function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: S): { data: z.output<S> } | { problems: string[] } {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -24,7 +24,7 @@ export interface InvocationScope {
 const current = new AsyncLocalStorage<InvocationScope>();
 let installed = false;
 
-export function installProcessGuard(): void {
+function installProcessGuard(): void {
   if (installed) return;
   installed = true;
   const logger = () => {

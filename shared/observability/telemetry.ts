@@ -29,7 +29,7 @@ export const METRIC = {
   rotation: 'broker.rotation.outcomes',
 } as const;
 
-export const METER_NAME = 'token-broker';
+const METER_NAME = 'token-broker';
 
 interface Instruments {
   readonly issuance: Histogram;

@@ -59,7 +59,7 @@ export async function policyStore(): Promise<PolicyStore> {
 }
 
 /** The policy to decide with (fresh within BROKER_POLICY_REFRESH_SECONDS), with its ETag and revision. */
-export async function currentPolicyVersion(): Promise<PolicyVersion> {
+async function currentPolicyVersion(): Promise<PolicyVersion> {
   return (await policyStore()).current();
 }
 

@@ -70,7 +70,7 @@ export interface QueryResult {
  * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
  * plus a grace for the server's statement_timeout to fire first.
  */
-export function roundTripDeadlines(
+function roundTripDeadlines(
   q: Pick<CatalogQuery, 'timeoutMs'>,
   cfg: Pick<QueryConfig, 'connectTimeoutMs'>,
 ): { preamble: number; query: number; rollback: number } {
@@ -78,7 +78,7 @@ export function roundTripDeadlines(
 }
 
 /** How long after the server's statement_timeout the client gives up on the query itself. */
-export const QUERY_DEADLINE_GRACE_MS = 2000;
+const QUERY_DEADLINE_GRACE_MS = 2000;
 
 async function run(
   client: PoolClient,

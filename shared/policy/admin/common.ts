@@ -17,9 +17,9 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
  */
 
 export const MAX_POLICY_BODY = 256 * 1024;
-export const WRITE_ATTEMPTS = 4;
+const WRITE_ATTEMPTS = 4;
 
-export function settings(): PolicyConfig {
+function settings(): PolicyConfig {
   try {
     return policyConfig.get();
   } catch (e) {
@@ -98,7 +98,7 @@ export async function editDeny(
 }
 
 // eslint-disable-next-line no-control-regex
-export const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function stringField(
   body: Record<string, unknown>,
