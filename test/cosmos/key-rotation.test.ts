@@ -5,7 +5,7 @@ import { InvocationContext, type Timer } from '@azure/functions';
 import { handler as timerHandler } from '../../functions/rotation-timer';
 import { handler as tokenHandler } from '../../functions/token';
 import { resetCosmosClients } from '../../shared/cosmos/client';
-import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/plan';
+import { planCosmosKeys, retireAfterMs, COSMOS_KEY_TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/plan';
 import { COSMOS_MAX_TTL_SECONDS, resetCosmosTokens } from '../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/rotation/cosmos-keys/deps';
 import type { SecretValue } from '../../shared/keyvault/client';
@@ -158,15 +158,15 @@ describe('plan (pure)', () => {
 
   test('the previous key is regenerated only after refresh + the longest resource-token lifetime; a rotation only when due', () => {
     expect(retireAfterMs(settings)).toBeGreaterThanOrEqual((COSMOS_MAX_TTL_SECONDS + settings.refreshSeconds) * 1000);
-    const switched = version('S', { [TAG.keyKind]: 'secondary', [TAG.storedAt]: new Date(0).toISOString() });
+    const switched = version('S', { [COSMOS_KEY_TAG.keyKind]: 'secondary', [COSMOS_KEY_TAG.storedAt]: new Date(0).toISOString() });
     expect(planCosmosKeys(st(switched), settings, COSMOS_MAX_TTL_SECONDS * 1000).actions).toEqual([]);
     expect(planCosmosKeys(st(switched), settings, retireAfterMs(settings)).actions).toEqual([
       { kind: 'retire', keyKind: 'primary', inUse: 'secondary' },
     ]);
     const retired = version('S', {
-      [TAG.keyKind]: 'secondary',
-      [TAG.storedAt]: new Date(0).toISOString(),
-      [TAG.otherRegeneratedAt]: 'x',
+      [COSMOS_KEY_TAG.keyKind]: 'secondary',
+      [COSMOS_KEY_TAG.storedAt]: new Date(0).toISOString(),
+      [COSMOS_KEY_TAG.otherRegeneratedAt]: 'x',
     });
     expect(planCosmosKeys(st(retired), settings, 89 * DAY).actions).toEqual([]);
     expect(planCosmosKeys(st(retired), settings, 90 * DAY).actions).toEqual([
@@ -184,7 +184,7 @@ describe('plan (pure)', () => {
     ]);
     // the value decides which key is in use, not a tag that lies
     expect(
-      planCosmosKeys(st(version('P', { [TAG.keyKind]: 'secondary', [TAG.otherRegeneratedAt]: 'x' })), settings, 0).inUse,
+      planCosmosKeys(st(version('P', { [COSMOS_KEY_TAG.keyKind]: 'secondary', [COSMOS_KEY_TAG.otherRegeneratedAt]: 'x' })), settings, 0).inUse,
     ).toBe('primary');
   });
 });
@@ -207,7 +207,7 @@ describe('dual-key rotation through the emulated management plane', () => {
     expect(fx.sandbox.cosmos.secondaryKey).not.toBe(secondary0);
     expect(fx.sandbox.cosmos.masterKey).toBe(primary0);
     expect(fx.sandbox.cosmosManagement.count('arm.operation')).toBeGreaterThanOrEqual(1);
-    expect((await latest()).tags[TAG.otherRegeneratedAt]).toBeDefined();
+    expect((await latest()).tags[COSMOS_KEY_TAG.otherRegeneratedAt]).toBeDefined();
     expect(await works(t1)).toBe(true);
 
     // Due: the secondary is regenerated, proved, stored; issuance switches to it; the primary (and t1) keep working.
@@ -216,7 +216,7 @@ describe('dual-key rotation through the emulated management plane', () => {
     expect(r2.actions.map((a) => [a.action.kind, a.outcome])).toEqual([['rotate', 'done']]);
     const v = await latest();
     expect(v.value).toBe(fx.sandbox.cosmos.secondaryKey);
-    expect(v.tags[TAG.keyKind]).toBe('secondary');
+    expect(v.tags[COSMOS_KEY_TAG.keyKind]).toBe('secondary');
     expect(fx.sandbox.cosmos.masterKey).toBe(primary0);
     expect(await works(t1)).toBe(true);
     // A running instance switches within COSMOS_KEY_REFRESH_SECONDS, without a failed request.
@@ -268,7 +268,7 @@ describe('dual-key rotation through the emulated management plane', () => {
         }
         const v = await latest();
         expect([fx.sandbox.cosmos.masterKey, fx.sandbox.cosmos.secondaryKey]).toContain(v.value);
-        expect(v.tags[TAG.keyKind]).toBe(v.value === fx.sandbox.cosmos.masterKey ? 'primary' : 'secondary');
+        expect(v.tags[COSMOS_KEY_TAG.keyKind]).toBe(v.value === fx.sandbox.cosmos.masterKey ? 'primary' : 'secondary');
         await issuanceWorks();
       }
       expect(crashed).toBe(true);

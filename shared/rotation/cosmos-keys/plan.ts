@@ -4,13 +4,13 @@ import type { AccountKeys, MasterKeyKind } from './client';
 
 /** The plan of the Cosmos account-key rotation (pure): what to do for one account, given what Key Vault and ARM hold. */
 
-export const TAG = {
+export const COSMOS_KEY_TAG = {
   keyKind: 'keyKind',
   storedAt: 'storedAt',
   otherRegeneratedAt: 'otherRegeneratedAt',
   managedBy: 'managedBy',
 } as const;
-export const MANAGED_BY = 'token-broker-cosmos-rotation';
+export const COSMOS_KEYS_MANAGED_BY = 'token-broker-cosmos-rotation';
 const DAY_MS = 86_400_000;
 
 export type CosmosRotationStep = 'regenerated-other' | 'proved' | 'stored' | 'retired';
@@ -64,10 +64,10 @@ export function planCosmosKeys(st: CosmosAccountState, s: CosmosRotationSettings
     // The stored key is neither account key (regenerated behind the broker's back) or disabled: issuance is broken now.
     return { inUse: undefined, storedAtMs: undefined, actions: [{ kind: 'store', keyKind: 'primary', why: 'repair' }] };
   }
-  const tagged = v.tags[TAG.keyKind];
+  const tagged = v.tags[COSMOS_KEY_TAG.keyKind];
   const inUse = matches; // what the value proves, whatever the tag says
-  const storedAtMs = Date.parse(v.tags[TAG.storedAt] ?? '') || (v.createdOn?.getTime() ?? now);
-  const retired = tagged === inUse && v.tags[TAG.otherRegeneratedAt] !== undefined;
+  const storedAtMs = Date.parse(v.tags[COSMOS_KEY_TAG.storedAt] ?? '') || (v.createdOn?.getTime() ?? now);
+  const retired = tagged === inUse && v.tags[COSMOS_KEY_TAG.otherRegeneratedAt] !== undefined;
   const safeToRegenerateOther = retired || now >= storedAtMs + retireAfterMs(s);
   const due = now >= storedAtMs + s.periodDays * DAY_MS;
   if (due && safeToRegenerateOther) return { inUse, storedAtMs, actions: [{ kind: 'rotate', from: inUse, to: other(inUse) }] };

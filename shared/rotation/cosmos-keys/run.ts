@@ -8,8 +8,8 @@ import type { CosmosManagement, MasterKeyKind } from './client';
 import type { RotationLock } from '../lease';
 import {
   planCosmosKeys,
-  TAG,
-  MANAGED_BY,
+  COSMOS_KEY_TAG,
+  COSMOS_KEYS_MANAGED_BY,
   type CosmosKeyAction,
   type CosmosRotationSettings,
   type CosmosRotationStep,
@@ -120,7 +120,11 @@ async function applyAccount(
         event('retire', true, 'previous-key-tokens-expired', { keyKind: action.keyKind });
         await step('retired');
         await deps.vault.update(a.secretName, latest!.version, {
-          tags: { ...latest!.tags, [TAG.keyKind]: action.inUse, [TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString() },
+          tags: {
+            ...latest!.tags,
+            [COSMOS_KEY_TAG.keyKind]: action.inUse,
+            [COSMOS_KEY_TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString(),
+          },
         });
         reports.push({ action, outcome: 'done' });
         continue;
@@ -154,7 +158,11 @@ async function applyAccount(
         throw new BrokerError('conflict', 'The Cosmos key was switched concurrently.');
       const stored = await deps.vault.set(a.secretName, value, {
         contentType: 'text/plain',
-        tags: { [TAG.keyKind]: to, [TAG.storedAt]: new Date(deps.now()).toISOString(), [TAG.managedBy]: MANAGED_BY },
+        tags: {
+          [COSMOS_KEY_TAG.keyKind]: to,
+          [COSMOS_KEY_TAG.storedAt]: new Date(deps.now()).toISOString(),
+          [COSMOS_KEY_TAG.managedBy]: COSMOS_KEYS_MANAGED_BY,
+        },
       });
       event('store', true, action.kind === 'rotate' ? 'due' : action.why, { keyKind: to, vaultVersion: stored.version });
       reports.push({ action, outcome: 'done', newVersion: stored.version });
