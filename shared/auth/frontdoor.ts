@@ -1,5 +1,5 @@
 import type { HttpRequest } from '@azure/functions';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import { coreConfig, type CoreConfig } from '../config/core';
 import { TokenValidator } from './jwt';
 import type { Principal } from './principal';
@@ -27,11 +27,7 @@ export function validatorFor(cfg: CoreConfig): TokenValidator {
 
 /** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
 export function loadCore(): CoreConfig {
-  try {
-    return coreConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  return coreConfig.load();
 }
 
 function bearerOf(req: HttpRequest): string | undefined {

@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { z } from 'zod';
-import { ConfigError } from './settings';
+import { ConfigError } from '../errors';
 import { BrokerError } from '../errors';
 
 /** `rules[1].grants.cloudsql[0].instance`: a zod issue path as a reader would write it. */

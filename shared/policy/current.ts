@@ -1,6 +1,6 @@
 import { coreConfig } from '../config/core';
 import { policyConfig, type PolicyConfig } from '../config/policy';
-import { ConfigError } from '../config/settings';
+import { ConfigError } from '../errors';
 import { BrokerError, toBrokerError } from '../errors';
 import { createLogger } from '../observability/log';
 import { FilePolicySource, PolicyStore, type PolicySource, type PolicyVersion } from './store';

@@ -29,11 +29,7 @@ import { observeDb } from './db-state';
 let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
 
 function loadQueryConfig(): QueryConfig {
-  try {
-    return queryConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  return queryConfig.load();
 }
 
 function pools(cfg: QueryConfig): PoolRegistry {

@@ -60,7 +60,7 @@ const exchange = () =>
 const health = () => invoke(healthHandler, { method: 'GET', url: 'http://127.0.0.1:7071/api/health' });
 
 test('defaults point at Google; every bad setting is reported by name at once', () => {
-  const cfg = googleConfig.load({});
+  const cfg = googleConfig.parse({});
   expect(cfg).toMatchObject({
     authMode: 'keyless',
     stsTokenUrl: 'https://sts.googleapis.com/v1/token',
@@ -69,7 +69,7 @@ test('defaults point at Google; every bad setting is reported by name at once', 
     refreshAheadSeconds: 600,
   });
   expect(() =>
-    googleConfig.load({
+    googleConfig.parse({
       GOOGLE_AUTH_MODE: 'password',
       GOOGLE_WIF_AUDIENCE: 'projects/1/pools/x',
       GOOGLE_STS_TOKEN_URL: 'not a url',
@@ -78,9 +78,9 @@ test('defaults point at Google; every bad setting is reported by name at once', 
 });
 
 test("GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: no default; Entra's token exchange audience (either spelling) and non-URIs are refused by name", () => {
-  expect(googleConfig.load({}).subjectTokenAudience).toBeUndefined();
+  expect(googleConfig.parse({}).subjectTokenAudience).toBeUndefined();
   expect(
-    googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://6f1f0000-0000-4000-8000-000000009e1f' }).subjectTokenAudience,
+    googleConfig.parse({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: 'api://6f1f0000-0000-4000-8000-000000009e1f' }).subjectTokenAudience,
   ).toBe('api://6f1f0000-0000-4000-8000-000000009e1f');
   for (const bad of [
     'api://AzureADTokenExchange',
@@ -89,7 +89,7 @@ test("GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: no default; Entra's token exchange audi
     'fb60f99c-7a34-4190-8149-302f77469936',
     'orders',
   ]) {
-    expect(() => googleConfig.load({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: bad })).toThrow(/GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE/);
+    expect(() => googleConfig.parse({ GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE: bad })).toThrow(/GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE/);
   }
 });
 

@@ -158,7 +158,10 @@ describe('plan (pure)', () => {
 
   test('the previous key is regenerated only after refresh + the longest resource-token lifetime; a rotation only when due', () => {
     expect(retireAfterMs(settings)).toBeGreaterThanOrEqual((COSMOS_MAX_TTL_SECONDS + settings.refreshSeconds) * 1000);
-    const switched = version('S', { [COSMOS_KEY_TAG.keyKind]: 'secondary', [COSMOS_KEY_TAG.storedAt]: new Date(0).toISOString() });
+    const switched = version('S', {
+      [COSMOS_KEY_TAG.keyKind]: 'secondary',
+      [COSMOS_KEY_TAG.storedAt]: new Date(0).toISOString(),
+    });
     expect(planCosmosKeys(st(switched), settings, COSMOS_MAX_TTL_SECONDS * 1000).actions).toEqual([]);
     expect(planCosmosKeys(st(switched), settings, retireAfterMs(settings)).actions).toEqual([
       { kind: 'retire', keyKind: 'primary', inUse: 'secondary' },
@@ -184,7 +187,11 @@ describe('plan (pure)', () => {
     ]);
     // the value decides which key is in use, not a tag that lies
     expect(
-      planCosmosKeys(st(version('P', { [COSMOS_KEY_TAG.keyKind]: 'secondary', [COSMOS_KEY_TAG.otherRegeneratedAt]: 'x' })), settings, 0).inUse,
+      planCosmosKeys(
+        st(version('P', { [COSMOS_KEY_TAG.keyKind]: 'secondary', [COSMOS_KEY_TAG.otherRegeneratedAt]: 'x' })),
+        settings,
+        0,
+      ).inUse,
     ).toBe('primary');
   });
 });

@@ -1,5 +1,6 @@
 import { coreConfig } from '../../shared/config/core';
-import { ConfigError, allSettings, defineSection, str } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
+import { allSettings, defineSection, str } from '../../shared/config/settings';
 import { loadAllSections } from '../../local/settings-table';
 import { createLogger, setLogSink } from '../../shared/observability/log';
 import { policyStore, resetPolicyStore } from '../../shared/policy/current';
@@ -14,7 +15,7 @@ const valid = {
 
 describe('configuration', () => {
   test('valid settings load, with defaults', () => {
-    const cfg = coreConfig.load(valid);
+    const cfg = coreConfig.parse(valid);
     expect(cfg.authorityHost).toBe('https://login.microsoftonline.com');
     expect(cfg.clockSkewSeconds).toBe(60);
     expect(cfg.allowedTenants).toEqual(['72f988bf-0000-4000-8000-00000000c0de']);
@@ -23,7 +24,7 @@ describe('configuration', () => {
   test('every missing setting is reported at once, by name', () => {
     let err: ConfigError | undefined;
     try {
-      coreConfig.load({});
+      coreConfig.parse({});
     } catch (e) {
       err = e as ConfigError;
     }
@@ -71,7 +72,7 @@ describe('configuration', () => {
   test('invalid values name the setting and say what is expected', () => {
     let message = '';
     try {
-      coreConfig.load({
+      coreConfig.parse({
         ...valid,
         BROKER_ALLOWED_TENANTS: 'contoso',
         BROKER_CLOCK_SKEW_SECONDS: '9000',

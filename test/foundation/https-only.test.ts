@@ -5,7 +5,8 @@ import { rotationConfig, saKeyConfig } from '../../shared/config/rotation';
 import { cloudSqlConfig } from '../../shared/config/cloudsql';
 import { keyVaultConfig } from '../../shared/config/keyvault';
 import { cosmosConfig } from '../../shared/config/cosmos';
-import { ConfigError, allSettings, type Env, type Section, type SettingSpec } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
+import { allSettings, type Env, type Section, type SettingSpec } from '../../shared/config/settings';
 import { toBrokerError } from '../../shared/errors';
 
 /**
@@ -41,7 +42,7 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
 
 function problemsOf(section: AnySection, env: Env): string[] {
   try {
-    section.load(env);
+    section.parse(env);
     return [];
   } catch (e) {
     expect(e).toBeInstanceOf(ConfigError);
@@ -62,7 +63,7 @@ describe('HTTPS only outside loopback (every production endpoint setting)', () =
       // the section error is the broker's config_invalid (503), still naming the setting
       let err: unknown;
       try {
-        section.load({ ...core, [name]: wrap(bad) });
+        section.parse({ ...core, [name]: wrap(bad) });
       } catch (e) {
         err = e;
       }

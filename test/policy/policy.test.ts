@@ -1,4 +1,4 @@
-import { ConfigError } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
 import { parsePolicy } from '../../shared/policy/load';
 import { evaluate } from '../../shared/policy/evaluate';
 import { parseTarget, formatTarget } from '../../shared/policy/target';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ConfigError } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
 import { parseCatalog, type CatalogQuery } from '../../shared/query/catalog';
 import { convertValue, typeName } from '../../shared/query/convert';
 import { bindParameters } from '../../shared/query/params';

@@ -1,4 +1,4 @@
-import { ConfigError } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
 import { parseCatalog } from '../../shared/query/catalog';
 import { bindParameters, parameterNames } from '../../shared/query/params';
 import { sqlComment, withComment } from '../../shared/query/sql-comment';

@@ -2,7 +2,8 @@ import { captureLogs } from '../helpers/invoke';
 import { createLogger } from '../../shared/observability/log';
 import { resetGoogleTokens } from '../../shared/google/tokens';
 import { rotationConfig } from '../../shared/config/rotation';
-import { ConfigError, removedSettingProblems } from '../../shared/config/settings';
+import { ConfigError } from '../../shared/errors';
+import { removedSettingProblems } from '../../shared/config/settings';
 import { runRotation } from '../../shared/rotation/google-keys/run';
 import { rotationDepsFromSettings } from '../../shared/rotation/google-keys/deps';
 import { checks } from '../../shared/health/endpoint';
@@ -69,7 +70,7 @@ describe("the rotation's Google identity", () => {
       try {
         let err: unknown;
         try {
-          rotationConfig.load(process.env);
+          rotationConfig.parse(process.env);
         } catch (e) {
           err = e;
         }

@@ -234,7 +234,14 @@ const TS_HOOK = `
 const variants: { name: string; hook: string; token: string; telemetry: string }[] = [
   { name: 'TypeScript sources', hook: TS_HOOK, token: './functions/token.ts', telemetry: './shared/observability/telemetry.ts' },
   ...(existsSync(resolve(ROOT, 'dist', 'shared', 'observability', 'telemetry.js'))
-    ? [{ name: 'compiled dist/', hook: '', token: './dist/functions/token.js', telemetry: './dist/shared/observability/telemetry.js' }]
+    ? [
+        {
+          name: 'compiled dist/',
+          hook: '',
+          token: './dist/functions/token.js',
+          telemetry: './dist/shared/observability/telemetry.js',
+        },
+      ]
     : []),
 ];
 

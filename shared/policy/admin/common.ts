@@ -1,7 +1,7 @@
 import type { HttpRequest } from '@azure/functions';
 import { type AdminIdentity } from '../../auth/admin-caller';
 import { policyConfig, type PolicyConfig } from '../../config/policy';
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
 import { issuePath } from '../../config/json-document';
@@ -20,11 +20,7 @@ export const MAX_POLICY_BODY = 256 * 1024;
 const WRITE_ATTEMPTS = 4;
 
 function settings(): PolicyConfig {
-  try {
-    return policyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  return policyConfig.load();
 }
 
 export async function writer(): Promise<BlobPolicyWriter> {
