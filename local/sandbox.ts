@@ -16,7 +16,7 @@ import { startIamCredentials, type IamCredentialsEmulator } from './emulators/go
 import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulators/google/sqladmin';
 import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-server';
 import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
-import { verifyIamLoginToken } from './emulators/google/iam-login';
+import { verifyIamLoginToken } from './emulators/cloudsql-server/iam-login';
 import { createCa } from './pki';
 // ---- end Cloud SQL / PostgreSQL ----
 import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';

@@ -1,7 +1,7 @@
 import { X509Certificate, createPublicKey } from 'node:crypto';
-import type { SandboxCa } from '../../pki';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, type GoogleState } from './state';
+import type { SandboxCa } from '../../../pki';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, type GoogleState } from '../state';
 
 /**
  * Cloud SQL Admin API v1beta4, the two calls the Cloud SQL connectors make:

@@ -1,5 +1,5 @@
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState } from './state';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState } from '../state';
 
 /**
  * IAM Service Account Credentials API, `generateAccessToken`

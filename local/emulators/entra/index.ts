@@ -1,7 +1,7 @@
 import { createHash, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT, exportJWK, type JWK } from 'jose';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from './harness';
-import { recordIssuedToken } from './issued-tokens';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
+import { recordIssuedToken } from '../issued-tokens';
 
 /**
  * Entra ID (Azure AD) emulator: per-tenant OIDC discovery (v1 and v2) and JWKS, and a signer that

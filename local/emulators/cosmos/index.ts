@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from './harness';
-import { recordIssuedToken } from './issued-tokens';
-import { createAuth } from './cosmos/auth';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from '../harness';
+import { recordIssuedToken } from '../issued-tokens';
+import { createAuth } from './auth';
 import {
   createCosmosContext,
   rid,
   type CosmosContainerSpec,
   type CosmosEmulatorOptions,
   type PermissionRecord,
-} from './cosmos/context';
-import type { RoleAssignment, RoleDefinition } from './cosmos/rbac';
-import { documentRoutes } from './cosmos/routes-documents';
-import { metadataRoutes } from './cosmos/routes-metadata';
-import { userRoutes } from './cosmos/routes-users';
+} from './context';
+import type { RoleAssignment, RoleDefinition } from './rbac';
+import { documentRoutes } from './routes-documents';
+import { metadataRoutes } from './routes-metadata';
+import { userRoutes } from './routes-users';
 
-export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } from './cosmos/context';
+export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } from './context';
 
 /**
  * CosmosDB (SQL API) gateway emulator over HTTPS, built from the REST reference

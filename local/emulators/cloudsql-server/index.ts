@@ -1,8 +1,8 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
-import type { SandboxCa } from '../pki';
-import type { CertBinding } from './google/sqladmin';
+import type { SandboxCa } from '../../pki';
+import type { CertBinding } from '../google/sqladmin';
 
 /**
  * The server side of a Cloud SQL instance, as the Cloud SQL connectors see it: TLS 1.3 on port 3307,

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { recordIssuedToken } from '../issued-tokens';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from './state';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { recordIssuedToken } from '../../issued-tokens';
+import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from '../state';
 
 /**
  * Google IAM API v1, service-account keys (`projects.serviceAccounts.keys`): create (returns
