@@ -1,6 +1,7 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
+import { SANDBOX } from '../../ids';
 import type { SandboxCa } from '../../pki';
 import type { CertBinding } from '../google/sqladmin';
 
@@ -443,7 +444,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   // ---- end direct connections ----
 
   let server: TlsServer | undefined;
-  let port = opts.port ?? 3307;
+  let port = opts.port ?? SANDBOX.cloudSqlPorts.connector;
   const listen = async () => {
     const s = createTlsServer(
       {
