@@ -2,7 +2,14 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
 import { recordIssuedToken } from '../../issued-tokens';
 import { checkGoogleBearer, INVALID_CREDENTIAL, isEmuResponse, MISSING_CREDENTIAL } from '../bearer';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from '../state';
+import {
+  CLOUD_PLATFORM_SCOPE,
+  googleError,
+  googleHarnessErrorBody,
+  type GoogleState,
+  type ServiceAccount,
+  type ServiceAccountKey,
+} from '../state';
 
 /**
  * Google IAM API v1, service-account keys (`projects.serviceAccounts.keys`): create (returns
@@ -147,12 +154,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
   const emu = await startEmulator({
     name: 'google-iam',
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(
-        status,
-        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT',
-        message,
-      ).body,
+    errorBody: googleHarnessErrorBody((status) => (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT')),
     routes: [
       {
         method: 'GET',

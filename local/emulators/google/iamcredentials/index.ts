@@ -1,6 +1,6 @@
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
 import { checkGoogleBearer, INVALID_CREDENTIAL, isEmuResponse, MISSING_CREDENTIAL } from '../bearer';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState } from '../state';
+import { CLOUD_PLATFORM_SCOPE, googleError, googleHarnessErrorBody, type GoogleState } from '../state';
 
 /**
  * IAM Service Account Credentials API, `generateAccessToken`
@@ -117,12 +117,7 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
   const emu = await startEmulator({
     name: 'google-iamcredentials',
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(
-        status,
-        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL',
-        message,
-      ).body,
+    errorBody: googleHarnessErrorBody((status) => (status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL')),
     routes: [
       {
         method: 'POST',

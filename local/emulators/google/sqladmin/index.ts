@@ -2,7 +2,7 @@ import { X509Certificate, createPublicKey } from 'node:crypto';
 import type { SandboxCa } from '../../../pki';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
 import { checkGoogleBearer, isEmuResponse } from '../bearer';
-import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, type GoogleState } from '../state';
+import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, googleHarnessErrorBody, type GoogleState } from '../state';
 
 /**
  * Cloud SQL Admin API v1beta4, the two calls the Cloud SQL connectors make:
@@ -182,8 +182,7 @@ export async function startSqlAdmin(opts: {
     name: 'sqladmin',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
+    errorBody: googleHarnessErrorBody(() => 'INTERNAL'),
     routes: [
       {
         method: 'GET',
