@@ -1,7 +1,8 @@
 import { X509Certificate, createPublicKey } from 'node:crypto';
-import type { SandboxCa } from '../../pki';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, type GoogleState } from './state';
+import type { SandboxCa } from '../../../pki';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { checkGoogleBearer, isEmuResponse } from '../bearer';
+import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE, googleError, googleHarnessErrorBody, type GoogleState } from '../state';
 
 /**
  * Cloud SQL Admin API v1beta4, the two calls the Cloud SQL connectors make:
@@ -56,11 +57,6 @@ export function connectionNameOf(i: Pick<SqlInstance, 'project' | 'region' | 'na
   return `${i.project}:${i.region}:${i.name}`;
 }
 
-function bearer(req: EmuRequest): string | undefined {
-  const m = /^Bearer\s+(\S+)$/i.exec(req.header('authorization') ?? '');
-  return m?.[1];
-}
-
 export async function startSqlAdmin(opts: {
   state: GoogleState;
   instances: readonly SqlInstance[];
@@ -74,23 +70,13 @@ export async function startSqlAdmin(opts: {
 
   /** Authenticate the caller and find the instance; an EmuResponse on failure. */
   const authorize = (req: EmuRequest): { instance: SqlInstance; principal: string } | EmuResponse => {
-    const token = bearer(req);
-    if (!token)
-      return googleError(
-        401,
-        'UNAUTHENTICATED',
-        'Request is missing required authentication credential. Expected OAuth 2 access token.',
-      );
-    const t = state.lookupToken(token);
-    if (!t || t.kind !== 'access')
-      return googleError(
-        401,
-        'UNAUTHENTICATED',
-        'Request had invalid authentication credentials. Expected OAuth 2 access token.',
-      );
-    if (!t.scopes.some((s) => ACCEPTED_BEARER_SCOPES.includes(s))) {
-      return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
-    }
+    const t = checkGoogleBearer(req, state, {
+      scopes: ACCEPTED_BEARER_SCOPES,
+      accessTokensOnly: true,
+      missingMessage: 'Request is missing required authentication credential. Expected OAuth 2 access token.',
+      invalidMessage: 'Request had invalid authentication credentials. Expected OAuth 2 access token.',
+    });
+    if (isEmuResponse(t)) return t;
     const instance = instances.get(`${req.params.project}/${req.params.instance}`);
     // The real API answers 403 for instances the caller cannot see, not 404.
     if (!instance || !instance.clients.has(t.principal)) {
@@ -196,8 +182,7 @@ export async function startSqlAdmin(opts: {
     name: 'sqladmin',
     host: opts.host,
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : 'INTERNAL', message).body,
+    errorBody: googleHarnessErrorBody(() => 'INTERNAL'),
     routes: [
       {
         method: 'GET',

@@ -1,7 +1,7 @@
 import { createPublicKey } from 'node:crypto';
 import { compactVerify, decodeJwt, decodeProtectedHeader, type JWTPayload } from 'jose';
-import { startEmulator, type Emulator, type EmuResponse } from '../harness';
-import type { GoogleState, ServiceAccountKey } from './state';
+import { startEmulator, type Emulator, type EmuResponse } from '../../harness';
+import type { GoogleState, ServiceAccountKey } from '../state';
 
 /**
  * Google's OAuth 2.0 token endpoint (oauth2.googleapis.com/token) for service-account keys: the

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { startEmulator, type Emulator } from './harness';
-import { tokenShapeFor, type EntraEmulator } from './entra';
+import { startEmulator, type Emulator } from '../harness';
+import { tokenShapeFor, type EntraEmulator } from '../entra';
 
 /**
  * The App Service / Functions managed-identity endpoint (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`,

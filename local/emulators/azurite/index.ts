@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BlobServiceClient, StorageSharedKeyCredential, type StoragePipelineOptions } from '@azure/storage-blob';
-import type { SandboxCa } from '../pki';
+import type { SandboxCa } from '../../pki';
 
 /**
  * Azure Blob Storage for the sandbox and the tests: Microsoft's own emulator, Azurite (the npm package), run as a

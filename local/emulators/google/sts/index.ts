@@ -2,8 +2,8 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, errors as joseErr
 
 class DiscoveryError extends Error {}
 class MissingKid extends Error {}
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import type { GoogleState } from './state';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import type { GoogleState } from '../state';
 
 /**
  * Google Security Token Service (`POST /v1/token`, https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token)

@@ -1,7 +1,15 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { recordIssuedToken } from '../issued-tokens';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState, type ServiceAccount, type ServiceAccountKey } from './state';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { recordIssuedToken } from '../../issued-tokens';
+import { checkGoogleBearer, INVALID_CREDENTIAL, isEmuResponse, MISSING_CREDENTIAL } from '../bearer';
+import {
+  CLOUD_PLATFORM_SCOPE,
+  googleError,
+  googleHarnessErrorBody,
+  type GoogleState,
+  type ServiceAccount,
+  type ServiceAccountKey,
+} from '../state';
 
 /**
  * Google IAM API v1, service-account keys (`projects.serviceAccounts.keys`): create (returns
@@ -97,24 +105,12 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
    * that an account of that project does not exist (404).
    */
   const resolve = (req: EmuRequest, permission: string): ServiceAccount | EmuResponse => {
-    const auth = req.header('authorization');
-    const m = auth ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
-    if (!m) {
-      return googleError(
-        401,
-        'UNAUTHENTICATED',
-        'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.',
-      );
-    }
-    const tok = state.lookupToken(m[1]!);
-    if (!tok)
-      return googleError(
-        401,
-        'UNAUTHENTICATED',
-        'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
-      );
-    if (!tok.scopes.includes(CLOUD_PLATFORM_SCOPE))
-      return googleError(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
+    const tok = checkGoogleBearer(req, state, {
+      scopes: [CLOUD_PLATFORM_SCOPE],
+      missingMessage: `${MISSING_CREDENTIAL} See https://developers.google.com/identity/sign-in/web/devconsole-project.`,
+      invalidMessage: INVALID_CREDENTIAL,
+    });
+    if (isEmuResponse(tok)) return tok;
     const project = decodeURIComponent(req.params.project ?? '');
     const id = decodeURIComponent(req.params.account ?? '');
     const resource = `projects/${project}/serviceAccounts/${id}`;
@@ -158,12 +154,7 @@ export async function startGoogleIam(opts: GoogleIamOptions): Promise<GoogleIamE
   const emu = await startEmulator({
     name: 'google-iam',
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(
-        status,
-        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT',
-        message,
-      ).body,
+    errorBody: googleHarnessErrorBody((status) => (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT')),
     routes: [
       {
         method: 'GET',

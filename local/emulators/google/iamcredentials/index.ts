@@ -1,5 +1,6 @@
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
-import { CLOUD_PLATFORM_SCOPE, googleError, type GoogleState } from './state';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
+import { checkGoogleBearer, INVALID_CREDENTIAL, isEmuResponse, MISSING_CREDENTIAL } from '../bearer';
+import { CLOUD_PLATFORM_SCOPE, googleError, googleHarnessErrorBody, type GoogleState } from '../state';
 
 /**
  * IAM Service Account Credentials API, `generateAccessToken`
@@ -50,25 +51,13 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
   const issued: ImpersonationRecord[] = [];
 
   const generate = (req: EmuRequest): EmuResponse => {
-    const auth = req.header('authorization') ?? '';
-    const m = /^Bearer\s+(\S+)$/i.exec(auth);
-    if (!m) {
-      return err(
-        401,
-        'UNAUTHENTICATED',
-        'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
-      );
-    }
-    const bearer = state.lookupToken(m[1]!);
-    if (!bearer)
-      return err(
-        401,
-        'UNAUTHENTICATED',
-        'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.',
-      );
-    if (!bearer.scopes.includes(CLOUD_PLATFORM_SCOPE) && !bearer.scopes.includes(IAM_SCOPE)) {
-      return err(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
-    }
+    const bearer = checkGoogleBearer(req, state, {
+      scopes: [CLOUD_PLATFORM_SCOPE, IAM_SCOPE],
+      missingMessage: MISSING_CREDENTIAL,
+      invalidMessage: INVALID_CREDENTIAL,
+      error: err,
+    });
+    if (isEmuResponse(bearer)) return bearer;
     const type = (req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
     const body = req.json();
     if (type !== 'application/json' || !body || typeof body !== 'object' || Array.isArray(body)) {
@@ -128,12 +117,7 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
   const emu = await startEmulator({
     name: 'google-iamcredentials',
     port: opts.port,
-    errorBody: (status, message) =>
-      googleError(
-        status,
-        status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL',
-        message,
-      ).body,
+    errorBody: googleHarnessErrorBody((status) => (status === 413 ? 'INVALID_ARGUMENT' : 'INTERNAL')),
     routes: [
       {
         method: 'POST',

@@ -1,20 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from './harness';
-import { recordIssuedToken } from './issued-tokens';
-import { createAuth } from './cosmos/auth';
-import {
-  createCosmosContext,
-  rid,
-  type CosmosContainerSpec,
-  type CosmosEmulatorOptions,
-  type PermissionRecord,
-} from './cosmos/context';
-import type { RoleAssignment, RoleDefinition } from './cosmos/rbac';
-import { documentRoutes } from './cosmos/routes-documents';
-import { metadataRoutes } from './cosmos/routes-metadata';
-import { userRoutes } from './cosmos/routes-users';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse, type Route } from '../harness';
+import { recordIssuedToken } from '../issued-tokens';
+import { createAuth } from './auth';
+import { createCosmosContext, rid, type CosmosContainerSpec, type CosmosEmulatorOptions, type PermissionRecord } from './context';
+import type { RoleAssignment, RoleDefinition } from './rbac';
+import { documentRoutes } from './routes-documents';
+import { metadataRoutes } from './routes-metadata';
+import { userRoutes } from './routes-users';
 
-export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } from './cosmos/context';
+export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } from './context';
 
 /**
  * CosmosDB (SQL API) gateway emulator over HTTPS, built from the REST reference
@@ -30,12 +24,12 @@ export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } fro
  *   `x-ms-documentdb-expiry-seconds`, 10–18000, default 3600): only the permission's container, only its
  *   `resourcePartitionKey`, read-only for `Read`, refused once expired. Tokens are signed with the master
  *   key: regenerating the key invalidates them; deleting the permission does not (as on the service).
- * - Entra ID token (`type=aad&ver=1.0&sig=<JWT>`, data-plane RBAC): see ./cosmos/rbac.ts; 401 for a bad token,
+ * - Entra ID token (`type=aad&ver=1.0&sig=<JWT>`, data-plane RBAC): see ./rbac.ts; 401 for a bad token,
  *   403 substatus 5300 naming the missing action and scope.
  * - `disableLocalAuth`: master keys and resource tokens are refused with 401 (only Entra ID tokens work).
  * Errors are shaped like the service's: `{ code, message }` with `x-ms-activity-id`.
  *
- * This file wires the account together; the behaviour lives in ./cosmos/: context.ts (state, keys, error shape),
+ * This file wires the account together; the behaviour lives beside it: context.ts (state, keys, error shape),
  * auth.ts (master / resource / Entra tokens), rbac.ts (data-plane RBAC), routes-metadata.ts (account, databases,
  * containers, pkranges), routes-users.ts (users, permissions), routes-documents.ts (documents, queries), and
  * management.ts (the ARM slice for key rotation, a separate emulator).

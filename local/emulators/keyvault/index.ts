@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from './harness';
-import type { EntraEmulator } from './entra';
-import { recordIssuedToken } from './issued-tokens';
-import type { SandboxCa } from '../pki';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
+import type { EntraEmulator } from '../entra';
+import { recordIssuedToken } from '../issued-tokens';
+import type { SandboxCa } from '../../pki';
 
 /**
  * Azure Key Vault secrets emulator (data plane, api-version 7.x / 2025-07-01), as `@azure/keyvault-secrets`

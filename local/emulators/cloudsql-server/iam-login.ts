@@ -1,6 +1,6 @@
-import type { LoginRefusal } from '../cloudsql-server';
-import type { SqlInstance } from './sqladmin';
-import { SQL_LOGIN_SCOPE, type GoogleState } from './state';
+import type { LoginRefusal } from './index';
+import type { SqlInstance } from '../google/sqladmin';
+import { SQL_LOGIN_SCOPE, type GoogleState } from '../google/state';
 
 /**
  * Cloud SQL IAM database authentication with the token as the password

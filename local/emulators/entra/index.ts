@@ -1,7 +1,13 @@
-import { createHash, generateKeyPairSync, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
-import { SignJWT, exportJWK, type JWK } from 'jose';
-import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from './harness';
-import { recordIssuedToken } from './issued-tokens';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
+import { recordIssuedToken } from '../issued-tokens';
+import { SANDBOX } from '../../ids';
+import { newSigningKey, type SigningKey } from './keys';
+import { tokenShapeFor, type AppRegistration } from './apps';
+
+export { newSigningKey, publicJwkOf, type SigningKey } from './keys';
+export { tokenShapeFor, type AppRegistration } from './apps';
 
 /**
  * Entra ID (Azure AD) emulator: per-tenant OIDC discovery (v1 and v2) and JWKS, and a signer that
@@ -9,39 +15,6 @@ import { recordIssuedToken } from './issued-tokens';
  * login.microsoftonline.com/{tid}/v2.0 + azp), RS256 with a kid from the published key set.
  * Unknown tenants get Entra's AADSTS90002 error. Keys can be rolled over at run time.
  */
-
-export interface SigningKey {
-  readonly kid: string;
-  readonly privateKey: KeyObject;
-  readonly publicJwk: JWK;
-}
-
-/**
- * An app registration of the tenant (a resource tokens are requested for). Entra decides the token version by the
- * resource's `accessTokenAcceptedVersion` (null or 1: v1.0, 2: v2.0), and the `aud` by the version: v2.0 tokens always
- * carry the resource's client id, v1.0 tokens the identifier the client asked for (App ID URI or client id).
- * https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#token-formats,
- * https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference (`aud`).
- */
-export interface AppRegistration {
-  readonly appId: string;
-  readonly identifierUris: readonly string[];
-  /** `accessTokenAcceptedVersion` of the manifest (default null, i.e. v1.0). */
-  readonly accessTokenAcceptedVersion?: 1 | 2 | null;
-}
-
-/** What a token requested for `resource` looks like: its version and `aud`, or undefined for an unknown resource. */
-export function tokenShapeFor(
-  apps: readonly AppRegistration[],
-  resource: string,
-): { version: '1.0' | '2.0'; aud: string; appId: string } | undefined {
-  const r = resource.replace(/\/\.default$/, '');
-  const app = apps.find((a) => a.appId === r.toLowerCase() || a.identifierUris.includes(r));
-  if (!app) return undefined;
-  return app.accessTokenAcceptedVersion === 2
-    ? { version: '2.0', aud: app.appId, appId: app.appId }
-    : { version: '1.0', aud: r, appId: app.appId };
-}
 
 export interface MintOptions {
   tenantId?: string;
@@ -85,14 +58,6 @@ export interface EntraEmulator extends Emulator {
   readonly apps: readonly AppRegistration[];
 }
 
-export function newSigningKey(): SigningKey {
-  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const der = publicKey.export({ type: 'spki', format: 'der' });
-  const kid = createHash('sha1').update(der).update(randomBytes(4)).digest('base64url').slice(0, 27);
-  const jwk = publicKey.export({ format: 'jwk' }) as JWK;
-  return { kid, privateKey, publicJwk: { kty: 'RSA', use: 'sig', kid, x5t: kid, n: jwk.n, e: jwk.e } };
-}
-
 export interface EntraOptions {
   tenants?: readonly string[];
   port?: number;
@@ -103,7 +68,7 @@ export interface EntraOptions {
   apps?: readonly AppRegistration[];
 }
 
-export const SANDBOX_TENANT = '72f988bf-0000-4000-8000-00000000c0de';
+export const SANDBOX_TENANT = SANDBOX.tenantId;
 
 export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator> {
   const tenants = (opts.tenants ?? [SANDBOX_TENANT]).map((t) => t.toLowerCase());
@@ -249,9 +214,4 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
       return k;
     },
   });
-}
-
-/** Export a key's public JWK (for tests that build their own key sets). */
-export async function publicJwkOf(key: KeyObject): Promise<JWK> {
-  return exportJWK(key);
 }
