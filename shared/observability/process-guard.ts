@@ -24,7 +24,8 @@ export interface InvocationScope {
 const current = new AsyncLocalStorage<InvocationScope>();
 let installed = false;
 
-function installProcessGuard(): void {
+/** Log unhandled rejections and uncaught exceptions of the worker process (once; every invocation scope calls it). */
+export function installProcessGuard(): void {
   if (installed) return;
   installed = true;
   const logger = () => {
