@@ -49,7 +49,7 @@ export function checkGoogleBearer(req: EmuRequest, state: GoogleState, check: Go
  * reason `insufficientPermissions` and `details[]` ErrorInfo `ACCESS_TOKEN_SCOPE_INSUFFICIENT` (issues:
  * kwent/react-google-contacts #6 for the header, analogdotnow/Analog #296 for the body).
  */
-export function insufficientScope(scopes: readonly string[], req: EmuRequest): EmuResponse {
+function insufficientScope(scopes: readonly string[], req: EmuRequest): EmuResponse {
   const message = 'Request had insufficient authentication scopes.';
   return {
     status: 403,
