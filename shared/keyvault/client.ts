@@ -1,3 +1,4 @@
+import { storedOrderMs } from './version-order';
 import type { TokenCredential } from '@azure/core-auth';
 import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure/keyvault-secrets';
 import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
@@ -158,13 +159,14 @@ export class KeyVaultSecrets {
     );
   }
 
-  /** Every version (paged through nextLink), oldest first by creation time. */
+  /** Every version (paged through nextLink), oldest first in the broker's write order (`storedOrderMs`). */
   async versions(name: string): Promise<SecretVersionInfo[]> {
     try {
       const out: SecretVersionInfo[] = [];
       for await (const p of this.client.listPropertiesOfSecretVersions(name, { abortSignal: this.signal() })) out.push(info(p));
       recordUpstream('key-vault', 'ok');
-      return out.sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0));
+      const at = (v: SecretVersionInfo) => storedOrderMs(v.tags, v.createdOn?.getTime());
+      return out.sort((a, b) => at(a) - at(b));
     } catch (e) {
       if ((e as RestErrorLike)?.statusCode === 404) {
         recordUpstream('key-vault', 'ok');

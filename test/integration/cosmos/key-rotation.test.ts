@@ -420,7 +420,8 @@ describe('the management-plane emulator (ARM)', () => {
     });
     expect(accepted.status).toBe(202);
     expect(String(accepted.headers['azure-asyncoperation'])).toContain('/operationsStatus/');
-    expect(String(accepted.headers.location)).toContain('/operationResults/');
+    expect(String(accepted.headers.location)).toBe(String(accepted.headers['azure-asyncoperation']));
+    expect(accepted.headers['retry-after']).toBeUndefined();
     // Polling: the operation path is under the subscription, and only the original caller may read it.
     const statusPath = new URL(String(accepted.headers['azure-asyncoperation']));
     const get = async (token: string) =>
