@@ -24,10 +24,10 @@ export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: Invocat
 export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
   const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
-    const correlationId = correlationIdOf(req.headers);
+    const trace = traceContextOf(req.headers.get('traceparent'));
+    const correlationId = correlationIdOf(req.headers, trace);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
     return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
-      const trace = traceContextOf(req.headers.get('traceparent'));
       const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
       let res: HttpResponseInit;
       let code: string | undefined;
