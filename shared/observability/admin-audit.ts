@@ -99,7 +99,7 @@ export function writeAdminAudit(
   correlationId: string,
   outcome: AdminOutcome,
 ): void {
-  let path = '';
+  let path: string;
   try {
     path = new URL(req.url, 'http://localhost').pathname;
   } catch {
