@@ -3,7 +3,9 @@ import { httpHandler } from '../shared/http/handler';
 import { handleRemoveDeny } from '../shared/policy/admin/remove-deny';
 
 /** DELETE /api/admin/deny/{id}: lift one deny entry (admin role). */
-export const handler = httpHandler('adminDenyRemove', 'problem', handleRemoveDeny);
+export const handler = httpHandler('adminDenyRemove', 'problem', handleRemoveDeny, {
+  adminAction: () => 'policy.deny.remove',
+});
 
 export const registration = {
   name: 'adminDenyRemove',

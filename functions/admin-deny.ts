@@ -3,7 +3,7 @@ import { httpHandler } from '../shared/http/handler';
 import { handleAddDeny } from '../shared/policy/admin/add-deny';
 
 /** POST /api/admin/deny: emergency revocation of one identity, with a reason and an optional expiry (admin role). */
-export const handler = httpHandler('adminDeny', 'problem', handleAddDeny);
+export const handler = httpHandler('adminDeny', 'problem', handleAddDeny, { adminAction: () => 'policy.deny.add' });
 
 export const registration = {
   name: 'adminDeny',

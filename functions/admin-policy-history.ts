@@ -3,7 +3,9 @@ import { httpHandler } from '../shared/http/handler';
 import { handlePolicyHistory } from '../shared/policy/admin/history';
 
 /** GET /api/admin/policy/history[?snapshot=T]: every kept version of the policy (admin role). */
-export const handler = httpHandler('adminPolicyHistory', 'problem', handlePolicyHistory);
+export const handler = httpHandler('adminPolicyHistory', 'problem', handlePolicyHistory, {
+  adminAction: () => 'policy.history',
+});
 
 export const registration = {
   name: 'adminPolicyHistory',

@@ -4,8 +4,11 @@ import { handleGetPolicy } from '../shared/policy/admin/get-policy';
 import { handlePutPolicy } from '../shared/policy/admin/put-policy';
 
 /** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
-export const handler = httpHandler('adminPolicy', 'problem', (req, scope) =>
-  req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope),
+export const handler = httpHandler(
+  'adminPolicy',
+  'problem',
+  (req, scope) => (req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope)),
+  { adminAction: (method) => (method === 'PUT' ? 'policy.write' : 'policy.read') },
 );
 
 export const registration = {

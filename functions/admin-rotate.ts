@@ -3,7 +3,7 @@ import { httpHandler } from '../shared/http/handler';
 import { makeAdminRotate } from '../shared/rotation/endpoint';
 
 /** POST /api/admin/rotate?dryRun=true|false: the key-rotation plan on demand (admin role). */
-export const handler = httpHandler('adminRotate', 'problem', makeAdminRotate());
+export const handler = httpHandler('adminRotate', 'problem', makeAdminRotate(), { adminAction: () => 'rotation.admin' });
 
 export const registration = {
   name: 'adminRotate',

@@ -18,7 +18,8 @@ import {
 import { BrokerError } from '../shared/errors';
 import { correlationIdOf } from '../shared/http/correlation';
 import { errorResponse, type ResponseStyle } from '../shared/http/responses';
-import { errorStyleOf } from '../shared/http/handler';
+import { adminActionOf, errorStyleOf } from '../shared/http/handler';
+import { AdminAuditRecord, writeAdminAudit } from '../shared/observability/admin-audit';
 import { MAX_BODY_BYTES } from '../shared/http/request';
 import { createLogger } from '../shared/observability/log';
 
@@ -170,6 +171,35 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
   });
 }
 
+/** How long, and how much, of the unread body of a refused request is read and dropped before the connection closes. */
+const DRAIN_MS = 5_000;
+const DRAIN_BYTES = 16 * 1024 * 1024;
+
+/**
+ * After a 413 (answered with `Connection: close`), close in stages (RFC 9112 §9.6): the answer is written, the write
+ * side shut (FIN), the rest of the input read and dropped for at most DRAIN_MS and DRAIN_BYTES, then the connection
+ * closed. Closing at once with unread input sends a TCP reset, which can destroy the answer before the client reads
+ * it (the client sees ECONNRESET). Node's server calls `destroySoon()` once a `Connection: close` answer is written
+ * (resuming a request whose body was never read): this connection's instead ends and drains.
+ */
+function closeInStages(req: IncomingMessage): void {
+  const socket = req.socket;
+  socket.destroySoon = () => {
+    socket.end();
+    req.resume(); // a body read in part was paused at the cap: read on, dropping it
+    const from = socket.bytesRead;
+    const stop = () => socket.destroy();
+    const timer = setTimeout(stop, DRAIN_MS);
+    const sizer = setInterval(() => {
+      if (socket.bytesRead - from > DRAIN_BYTES) stop();
+    }, 50);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      clearInterval(sizer);
+    });
+  };
+}
+
 /** RFC 9110 §7.2 Host: a reg-name, IPv4 or bracketed IPv6 literal, optionally a port. */
 const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
@@ -179,7 +209,17 @@ const socketStyles = new WeakMap<Duplex, ResponseStyle>();
 /** Headers that carry one value: a request repeating one is refused, not resolved first- or last-wins. */
 const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
 
-/** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
+/** An admin route's request (audited once, shared/observability/admin-audit.ts, also when the host refuses it). */
+interface AdminRequest {
+  readonly action: string;
+  readonly url: string;
+  readonly headers: { get(name: string): string | null };
+}
+
+/**
+ * Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line; on an
+ * admin route, its one audit event.
+ */
 function refuse(
   res: ServerResponse,
   err: BrokerError,
@@ -187,8 +227,13 @@ function refuse(
   cid: string,
   method: string,
   extra: Record<string, string> = {},
+  admin?: AdminRequest,
 ): Promise<void> {
   const log = createLogger({ correlationId: cid, fn: 'host' });
+  if (admin) {
+    const outcome = { status: err.status, code: err.code };
+    writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, outcome);
+  }
   const fields = { method, status: err.status, code: err.code };
   if (err.status >= 500) log.error(err.message, { ...fields, cause: err.cause });
   log.info('request', fields);
@@ -299,6 +344,8 @@ export async function startLocalHost(
       const candidates = routes.map((r) => ({ r, m: r.re.exec(url.pathname) })).filter((x) => x.m);
       const hit = candidates.find((x) => x.r.methods.includes(method));
       if (hit) style = errorStyleOf(hit.r.reg.options.handler);
+      const action = hit && adminActionOf(hit.r.reg.options.handler, method);
+      const admin = action ? { action, url: raw, headers: headerGet } : undefined;
       socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
         return refuse(
@@ -310,6 +357,8 @@ export async function startLocalHost(
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       if (!hit) {
@@ -331,6 +380,8 @@ export async function startLocalHost(
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
@@ -342,16 +393,24 @@ export async function startLocalHost(
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
-        createLogger({ correlationId: cid, fn: 'host' }).info('request', { method, status: 499, code: 'client_closed' });
+        const log = createLogger({ correlationId: cid, fn: 'host' });
+        if (admin)
+          writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, {
+            status: 499,
+            code: 'client_closed',
+          });
+        log.info('request', { method, status: 499, code: 'client_closed' });
         res.destroy();
         return;
       }
       if (body.kind === 'too_large') {
-        res.once('finish', () => req.destroy());
+        closeInStages(req);
         return refuse(
           res,
           new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
@@ -359,6 +418,7 @@ export async function startLocalHost(
           cid,
           method,
           { connection: 'close' },
+          admin,
         );
       }
       const headers = new Headers();
@@ -366,7 +426,7 @@ export async function startLocalHost(
         for (const [k, v] of Object.entries(req.headers))
           if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       } catch {
-        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
+        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method, {}, admin);
       }
       const noBody = method === 'GET' || method === 'HEAD';
       const request = new LocalHttpRequest(

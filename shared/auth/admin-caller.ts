@@ -1,5 +1,5 @@
 import type { HttpRequest } from '@azure/functions';
-import { audit } from '../observability/audit';
+import { adminAuditOf, claimedIdentity } from '../observability/admin-audit';
 import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
@@ -15,7 +15,8 @@ import type { Principal } from './principal';
  * BROKER_CLIENT_AUDIENCES; never an API's audience, so a token a caller holds for an API behind APIM is no admin
  * token), issued by the one admin tenant (BROKER_ADMIN_TENANT), carry the admin app role, and its identity must not
  * be on the policy's deny list: the deny list wins on every endpoint. If the policy cannot be read the answer is
- * 503 (fail safe: an admin is not let in without the deny list being checked). Every outcome is audited.
+ * 503 (fail safe: an admin is not let in without the deny list being checked). Every request is audited once, by
+ * the wrapper (shared/observability/admin-audit.ts); this notes on the request's record who passed which check.
  */
 
 /** The header carrying the admin's own token on the admin API (the gateway's is in Authorization), as on /api/query. */
@@ -65,10 +66,14 @@ export async function authenticateAdmin(
   action: string,
   adminToken: () => Promise<string | undefined> = () => Promise.resolve(adminTokenHeader(req)),
 ): Promise<AdminIdentity> {
+  const record = adminAuditOf(scope);
+  record.action = action;
   const cfg = loadCore();
   const client = await authenticateClient(req, cfg);
+  record.client = client;
   const { audiences, tenant } = adminSettings(cfg);
   const token = await adminToken();
+  record.adminClaimed = claimedIdentity(token);
   if (!token)
     throw new BrokerError('token_missing', `The admin's token is required in the ${ADMIN_TOKEN_HEADER} header.`, {
       party: 'subject',
@@ -79,8 +84,9 @@ export async function authenticateAdmin(
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('subject') : e;
   }
+  record.admin = admin;
   const refuse = (reason: string, err: BrokerError): never => {
-    audit(scope.log, { decision: 'deny', action, client, subject: admin, reason });
+    record.note({ refusal: reason });
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { GUID } from '../../config/settings';
 import { BrokerError } from '../../errors';
@@ -39,6 +39,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
   const { tenantId, objectId, reason, expiresAt } = fields!;
+  adminAuditOf(scope).note({ target: `${tenantId}/${objectId}` });
   const w = await writer();
   const entry: DenyEntry = {
     id: `deny-${randomUUID()}`,
@@ -51,12 +52,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
   };
   const written = await editDeny(w, id, scope, `deny.add:${entry.id}`, reason, (d) => [...d, entry]);
   (await policyStore()).invalidate();
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.deny.add',
-    client: id.client,
-    subject: id.admin,
-    target: `${tenantId}/${objectId}`,
+  adminAuditOf(scope).note({
     reason: 'written',
     extra: { denyId: entry.id, expiresAt, etag: written.etag, revision: written.revision },
   });

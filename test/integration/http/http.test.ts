@@ -37,9 +37,10 @@ describe('correlation ids', () => {
     });
     expect(res.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
   });
-  test('else generated, and present on errors too', async () => {
+  test('else the trace id of the trace the broker starts, and present on errors too', async () => {
     const res = await invoke(token, { form: {} });
-    expect(res.headers.get('x-correlation-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(res.headers.get('x-correlation-id')).toMatch(/^[0-9a-f]{32}$/);
+    expect(res.headers.get('traceparent')?.split('-')[1]).toBe(res.headers.get('x-correlation-id'));
     expect(res.json.correlation_id).toBe(res.headers.get('x-correlation-id'));
   });
 });

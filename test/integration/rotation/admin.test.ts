@@ -27,6 +27,7 @@ const handler = () =>
     'adminRotate',
     'problem',
     makeAdminRotate(() => f.deps({ managed: [acct] })),
+    { adminAction: () => 'rotation.admin' },
   );
 const gateway = () =>
   f.sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
