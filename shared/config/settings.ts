@@ -39,24 +39,19 @@ export interface Section<S extends Record<string, SettingSpec<unknown>>> {
   readonly spec: S;
   /** Load from an explicit environment (tests), no memo. */
   load(env: Env): SectionValues<S>;
-  /** Load from process.env, memoised on the raw values. */
-  get(): SectionValues<S>;
+  /**
+   * Load from process.env, memoised on the raw values; process.env is re-read at most every `recheckMs`
+   * (default SETTINGS_RECHECK_MS; an app context passes its own, shared/app/context.ts).
+   */
+  get(recheckMs?: number): SectionValues<S>;
 }
-
-let recheckMs = 1000;
 
 /**
  * App settings do not change during the life of a Functions process (changing one restarts the app), so
  * `get()` re-reads process.env at most this often; reading ~40 variables of process.env on every call was a
- * tenth of the token cache-hit path. Tests that rewrite process.env between calls set 0 (test/setup.ts).
+ * tenth of the token cache-hit path. An app context built with `settingsRecheckMs: 0` re-reads on every call.
  */
-export function setSettingsRecheckMs(ms: number): void {
-  recheckMs = ms;
-}
-
-export function settingsRecheckMs(): number {
-  return recheckMs;
-}
+export const SETTINGS_RECHECK_MS = 1000;
 
 const registry: SettingSpec<unknown>[] = [];
 const sectionNames = new Map<string, string>();
@@ -128,7 +123,7 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     name,
     spec,
     load,
-    get() {
+    get(recheckMs = SETTINGS_RECHECK_MS) {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
       const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)]

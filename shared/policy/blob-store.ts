@@ -2,7 +2,7 @@ import type { TokenCredential } from '@azure/core-auth';
 import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../azure/managed-identity';
+import { ManagedIdentities } from '../azure/managed-identity';
 import { sandboxCa } from '../upstream/local-endpoints';
 import { httpOutcome, recordUpstream } from '../observability/telemetry';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
@@ -24,8 +24,8 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
 
 const MAX_POLICY_BYTES = 1024 * 1024;
 
-/** The Function's managed identity (one per process, shared with Key Vault and Google STS). */
-const identity = (clientId: string | undefined): TokenCredential => managedIdentity(clientId);
+/** The Function's managed identity: callers pass the app context's (shared with Key Vault and Google STS). */
+const identity = (clientId: string | undefined): TokenCredential => new ManagedIdentities().get(clientId);
 
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
   const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
