@@ -1,10 +1,11 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
+import { appContext } from '../shared/app/context';
 import { httpHandler } from '../shared/http/handler';
 import { handleGetPolicy } from '../shared/policy/admin/get-policy';
 import { handlePutPolicy } from '../shared/policy/admin/put-policy';
 
 /** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
-export const handler = httpHandler('adminPolicy', 'problem', (req, scope) =>
+export const handler = httpHandler(appContext(), 'adminPolicy', 'problem', (req, scope) =>
   req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope),
 );
 

@@ -1,9 +1,10 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
+import { appContext } from '../shared/app/context';
 import { httpHandler } from '../shared/http/handler';
 import { handleExplain } from '../shared/policy/explain';
 
 /** POST /api/policy/explain: which policy rule grants a subject a target, or why none does. */
-export const handler = httpHandler('explain', 'problem', handleExplain);
+export const handler = httpHandler(appContext(), 'explain', 'problem', handleExplain);
 
 export const registration = {
   name: 'explain',

@@ -1,9 +1,10 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
+import { appContext } from '../shared/app/context';
 import { httpHandler } from '../shared/http/handler';
 import { handleHealth } from '../shared/health/endpoint';
 
 /** GET /api/health: liveness (?probe=live) and readiness with a status per dependency. */
-export const handler = httpHandler('health', 'problem', handleHealth);
+export const handler = httpHandler(appContext(), 'health', 'problem', handleHealth);
 
 export const registration = {
   name: 'health',

@@ -1,4 +1,3 @@
-import { closeQueryPools } from '../shared/query/run-catalogued';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -21,6 +20,8 @@ import { errorResponse, type ResponseStyle } from '../shared/http/responses';
 import { errorStyleOf } from '../shared/http/handler';
 import { MAX_BODY_BYTES } from '../shared/http/request';
 import { createLogger } from '../shared/observability/log';
+import { appContext, type AppContext } from '../shared/app/context';
+import { handlersOf } from '../shared/app/handlers';
 
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
@@ -267,16 +268,28 @@ export interface LocalHost {
   close(): Promise<void>;
 }
 
+/** The registrations with their handlers made from `app` (the same names, routes and options). */
+export function registrationsOf(app: AppContext, base: Registration[] = loadRegistrations()): Registration[] {
+  const handlers: Record<string, unknown> = handlersOf(app);
+  return base.map((r) =>
+    isHttp(r)
+      ? { ...r, options: { ...r.options, handler: (handlers[r.name] as HttpFunctionOptions['handler']) ?? r.options.handler } }
+      : { ...r, timer: { ...r.timer, handler: (handlers[r.name] as TimerFunctionOptions['handler']) ?? r.timer.handler } },
+  );
+}
+
 export async function startLocalHost(
   opts: {
     port?: number;
     host?: string;
+    /** The app context the functions run with (default: the process's). */
+    app?: AppContext;
     registrations?: Registration[];
     /** A request (headers and body) must arrive within this long, else 408 (default 30 s: the slow-loris bound). */
     requestTimeoutMs?: number;
   } = {},
 ): Promise<LocalHost> {
-  const registrations = opts.registrations ?? loadRegistrations();
+  const registrations = opts.registrations ?? (opts.app ? registrationsOf(opts.app) : loadRegistrations());
   const routes = registrations.filter(isHttp).map(compileRoute);
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
@@ -415,9 +428,9 @@ export async function startLocalHost(
         server.closeAllConnections();
         server.close(() => resolve());
       });
-      // What the Functions host's appTerminate hook does (functions/query.ts registers it; @azure/functions
+      // What the Functions host's appTerminate hook does (functions/app.ts registers it; @azure/functions
       // skips hook registration outside the worker): the database pools close.
-      await closeQueryPools();
+      await (opts.app ?? appContext()).close();
     },
   };
 }

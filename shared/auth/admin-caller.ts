@@ -4,7 +4,6 @@ import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
 import { BrokerError, toBrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
-import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
 import { authenticateClient, loadCore, validatorFor } from './frontdoor';
 import type { Principal } from './principal';
@@ -89,7 +88,7 @@ export async function authenticateAdmin(
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.
-  const policy = await currentPolicy().catch((e: unknown) =>
+  const policy = await scope.app.policy.current().catch((e: unknown) =>
     refuse(
       'policy_unavailable',
       e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),

@@ -50,7 +50,7 @@ export const checks: HealthCheck[] = [
   },
   {
     name: 'policy',
-    run: async () => (await import('../policy/health')).checkPolicy(),
+    run: async (app) => (await import('../policy/health')).checkPolicy(app),
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).
@@ -67,7 +67,7 @@ export const checks: HealthCheck[] = [
   },
   // query function: what the pools observed of each database (no connection per health call); not critical,
   // the token exchange works without the database.
-  { name: 'database', critical: false, run: async () => (await import('../query/db-health')).checkDatabase() },
+  { name: 'database', critical: false, run: async (app) => (await import('../query/db-health')).checkDatabase(app) },
   { name: 'keyvault', run: () => import('../keyvault/health').then((m) => m.checkKeyVault()) },
   // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
   {
@@ -92,7 +92,7 @@ export async function handleHealth(req: HttpRequest, scope: RequestScope): Promi
   await Promise.all(
     checks.map(async (c) => {
       try {
-        results[c.name] = await c.run();
+        results[c.name] = await c.run(scope.app);
       } catch (e) {
         results[c.name] = { status: 'fail', detail: (e as Error).message };
       }

@@ -1,6 +1,7 @@
 import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { toBrokerError } from '../errors';
-import { createLogger, type Logger } from '../observability/log';
+import type { Logger } from '../observability/log';
+import type { AppContext } from '../app/context';
 import { inInvocation } from '../observability/process-guard';
 import { correlationIdOf } from './correlation';
 import { assertNoRepeatedQuery } from './request';
@@ -13,6 +14,8 @@ export interface RequestScope {
   readonly functionName: string;
   /** W3C trace context of this request (from a valid `traceparent`, else new); its traceparent is returned. */
   readonly trace?: TraceContext;
+  /** The app's process-wide objects (policy, Google tokens, Cosmos clients, pools). */
+  readonly app: AppContext;
 }
 
 export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: InvocationContext) => Promise<HttpResponseInit>;
@@ -21,19 +24,20 @@ export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: Invocat
  * Wrap a handler: correlation id, structured per-request logger, one place that maps every thrown
  * error to its response, and one log line per request (never bodies or headers).
  */
-export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
+export function httpHandler(app: AppContext, functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
   const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
     const correlationId = correlationIdOf(req.headers);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
-    return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
+    const invocation = { fn: functionName, correlationId, invocationId: ctx.invocationId };
+    return inInvocation(invocation, (fields) => app.logger(fields), async () => {
       const trace = traceContextOf(req.headers.get('traceparent'));
-      const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+      const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
       let res: HttpResponseInit;
       let code: string | undefined;
       try {
         assertNoRepeatedQuery(req.query);
-        res = await fn(req, { correlationId, log, functionName, trace }, ctx);
+        res = await fn(req, { correlationId, log, functionName, trace, app }, ctx);
         res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
       } catch (thrown) {
         const err = toBrokerError(thrown);

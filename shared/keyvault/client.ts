@@ -4,7 +4,7 @@ import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
-import { isLoopbackUrl, sandboxCa } from '../upstream/local-endpoints';
+import { isLoopbackUrl, localEndpointCa } from '../upstream/local-endpoints';
 import { recordUpstream } from '../observability/telemetry';
 import { ManagedIdentities } from '../azure/managed-identity';
 
@@ -32,7 +32,7 @@ export function functionIdentity(identities: ManagedIdentities, clientId = keyVa
 export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {
   const cfg = deps.config ?? keyVaultConfig.get();
   const loopback = isLoopbackUrl(cfg.vaultUrl);
-  const ca = sandboxCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
+  const ca = localEndpointCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
   return new SecretClient(cfg.vaultUrl, deps.credential ?? functionIdentity(deps.identities ?? new ManagedIdentities(), cfg.clientId), {
     disableChallengeResourceVerification: loopback,
     ...(ca ? { tlsOptions: { ca } } : {}),

@@ -3,7 +3,7 @@ import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type Stor
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
 import { ManagedIdentities } from '../azure/managed-identity';
-import { sandboxCa } from '../upstream/local-endpoints';
+import { localEndpointCa } from '../upstream/local-endpoints';
 import { httpOutcome, recordUpstream } from '../observability/telemetry';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
 import { withDeadline } from '../upstream/deadline';
@@ -28,7 +28,7 @@ const MAX_POLICY_BYTES = 1024 * 1024;
 const identity = (clientId: string | undefined): TokenCredential => new ManagedIdentities().get(clientId);
 
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
-  const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
+  const ca = localEndpointCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
   // tlsOptions reach core-rest-pipeline's tlsPolicy through the storage pipeline's options (the Key Vault client does the same).
   return { retryOptions: { maxTries: 1, tryTimeoutInMs: cfg.storageTimeoutMs }, ...(ca ? { tlsOptions: { ca } } : {}) };
 }

@@ -4,7 +4,6 @@ import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { evaluate } from './evaluate';
-import { currentPolicy } from './current';
 import { formatTarget, parseTarget } from './target';
 
 /**
@@ -17,7 +16,7 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
   const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
-  const d = evaluate(await currentPolicy(), subject, target);
+  const d = evaluate(await scope.app.policy.current(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,

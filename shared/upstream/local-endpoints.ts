@@ -13,7 +13,7 @@ export function isLoopbackUrl(u: string): boolean {
 }
 
 /** The CA's PEM, or undefined without a CA file; config_invalid when misused or unreadable. */
-export function sandboxCa(opts: {
+export function localEndpointCa(opts: {
   caFile: string | undefined;
   url: string;
   setting: string;

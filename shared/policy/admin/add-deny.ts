@@ -6,7 +6,6 @@ import { GUID } from '../../config/settings';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { type DenyEntry } from '../schema';
 
 import { writer, who, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -50,7 +49,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     createdBy: who(id),
   };
   const written = await editDeny(w, id, scope, `deny.add:${entry.id}`, reason, (d) => [...d, entry]);
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   audit(scope.log, {
     decision: 'grant',
     action: 'policy.deny.add',

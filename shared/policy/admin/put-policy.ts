@@ -5,7 +5,6 @@ import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import type { WrittenVersion } from '../blob-store';
 
 import { MAX_POLICY_BODY, writer, who, checkDocument, versionHeaders, entityTag, assertFinite } from './common';
@@ -63,7 +62,7 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     deny(e instanceof BrokerError ? e.code : 'internal');
     throw e;
   }
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   const doc = raw as { rules: unknown[]; deny?: unknown[] };
   audit(scope.log, {
     decision: 'grant',

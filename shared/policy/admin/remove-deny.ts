@@ -4,7 +4,6 @@ import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { DENY_ID, type DenyEntry } from '../schema';
 
 import { writer, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -46,7 +45,7 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
     }
     throw e;
   });
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   audit(scope.log, {
     decision: 'grant',
     action: 'policy.deny.remove',
