@@ -1,11 +1,15 @@
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { handler as tokenHandler } from '../../functions/token';
+
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
-import { googleTokenService, resetGoogleTokens } from '../../shared/google/tokens';
+import { googleTokenService } from '../../shared/google/tokens';
 import { invoke, type Result } from '../helpers/invoke';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * The Google token cache, through the real handler, on an injected clock: minimum remaining life,
@@ -49,7 +53,7 @@ afterAll(async () => {
 
 beforeEach(() => {
   offsetMs = 0;
-  resetGoogleTokens({ now: clock });
+  testApp.renew({ now: clock });
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
   mintsBefore = sb.google.iamcredentials.issued.length;

@@ -1,9 +1,13 @@
-import { handler as tokenHandler } from '../../functions/token';
+
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
-import { getSqlLoginToken, resetGoogleTokens } from '../../shared/google/tokens';
+import { getSqlLoginToken } from '../../shared/google/tokens';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 const G = SANDBOX.google;
 const CONNECTION = `${G.project}:${G.region}:${G.instance}`;
@@ -29,7 +33,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetGoogleTokens();
+  testApp.renew();
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
   mintsBefore = sb.google.iamcredentials.issued.length;
@@ -109,7 +113,7 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(short.status).toBe(200);
     expect(sb.google.iamcredentials.issued.at(-1)!.lifetimeSeconds).toBe(420);
     expect(short.json.expires_in).toBeLessThanOrEqual(420);
-    resetGoogleTokens();
+    testApp.renew();
     const long = await exchange(await caller(['Orders.Read']), { requested_lifetime: '7200' });
     expect(long.status).toBe(200);
     expect(sb.google.iamcredentials.issued.at(-1)!.lifetimeSeconds).toBe(900);

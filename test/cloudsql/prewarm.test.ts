@@ -1,17 +1,21 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { handler as tokenHandler } from '../../functions/token';
-import { handler as prewarmTimer } from '../../functions/prewarm-timer';
+
+
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { createLogger } from '../../shared/observability/log';
 import { policyServiceAccounts, prewarmGoogleTokens } from '../../shared/google/prewarm';
-import { resetGoogleTokens } from '../../shared/google/tokens';
 import { parsePolicy } from '../../shared/policy/load';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
+const prewarmTimer = testApp.timer('prewarmTimer');
 
 /** GOOGLE_TOKEN_PREWARM: the policy's service accounts are warmed so the first caller pays no Google round trip. */
 
@@ -44,7 +48,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetGoogleTokens();
+  testApp.renew();
   sb.setEmulatorFaults(undefined);
   sb.google.sts.clearFaults();
   process.env.GOOGLE_TOKEN_PREWARM = 'true';

@@ -2,17 +2,21 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
 import { InvocationContext, type Timer } from '@azure/functions';
-import { handler as timerHandler } from '../../functions/rotation-timer';
-import { handler as tokenHandler } from '../../functions/token';
-import { resetCosmosClients } from '../../shared/cosmos/client';
+
+
 import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/run';
-import { COSMOS_MAX_TTL_SECONDS, resetCosmosTokens } from '../../shared/cosmos/provider';
+import { COSMOS_MAX_TTL_SECONDS } from '../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/rotation/cosmos-keys/deps';
 import type { SecretValue } from '../../shared/keyvault/client';
 import { createLogger } from '../../shared/observability/log';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { ACCESS_TOKEN_TYPE, SANDBOX, TOKEN_EXCHANGE } from '../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const timerHandler = testApp.timer('rotationTimer');
+const tokenHandler = testApp.handler('token');
 
 /**
  * Account-key rotation of a resource-token Cosmos account by the dual-key procedure, through the management-plane
@@ -55,8 +59,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  resetCosmosClients();
-  resetCosmosTokens();
+  testApp.renew();
   agent.destroy();
   logs.restore();
   fx.restore();
@@ -118,8 +121,7 @@ async function works(token: string): Promise<boolean> {
 
 /** A fresh exchange (new instance: no cached client or token) succeeds and its token works. */
 async function issuanceWorks(): Promise<string> {
-  resetCosmosTokens();
-  resetCosmosClients();
+  testApp.renew();
   const r = await exchange();
   expect(r.status).toBe(200);
   const token = r.json.access_token as string;
@@ -315,7 +317,7 @@ describe('dual-key rotation through the emulated management plane', () => {
 
   test('Key Vault down while an instance re-checks the key version: the request still succeeds with the current key', async () => {
     resetCosmosTokens();
-    resetCosmosClients();
+    testApp.renew();
     expect((await exchange()).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1100));
     resetCosmosTokens();

@@ -1,11 +1,17 @@
-import { handler as explain } from '../../functions/explain';
-import { handler as token } from '../../functions/token';
-import { handler as health } from '../../functions/health';
+
+
+
 import { invoke } from '../helpers/invoke';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
 import { redact, redactString } from '../../shared/observability/log';
 import { BrokerError } from '../../shared/errors';
 import { errorResponse } from '../../shared/http/responses';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const explain = testApp.handler('explain');
+const token = testApp.handler('token');
+const health = testApp.handler('health');
 
 let fx: Fixture;
 beforeAll(async () => {

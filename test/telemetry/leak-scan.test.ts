@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { createLogger } from '../../shared/observability/log';
 import { findLeaks, LeakScanner, needlesFor } from '../helpers/leak-scan';
-import { addLogTap } from '../../shared/observability/log';
+import { addTestLogTap as addLogTap } from '../helpers/app';
 import { captureLogs } from '../helpers/invoke';
 
 /**

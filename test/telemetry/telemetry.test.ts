@@ -5,20 +5,23 @@ import { resolve } from 'node:path';
 import { metrics, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { handler as tokenHandler } from '../../functions/token';
-import { handler as adminHandler } from '../../functions/admin-rotate';
+
+
 import { issuedTokens } from '../../local/emulators/issued-tokens';
-import { resetGoogleTokens } from '../../shared/google/tokens';
 import {
   enableOpenTelemetry,
   initTelemetry,
   METRIC,
   recordIssuance,
-  resetTelemetry,
   telemetryState,
 } from '../../shared/observability/telemetry';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
 import { captureLogs, invoke } from '../helpers/invoke';
+import { TestApp } from '../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
+const adminHandler = testApp.handler('adminRotate');
 
 /**
  * Telemetry through the real handlers and the sandbox: an in-memory OpenTelemetry MeterProvider (the
@@ -105,7 +108,7 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
   });
 
   test('a Cloud SQL exchange records issuance latency, a cache miss then a hit, and each upstream call', async () => {
-    resetGoogleTokens();
+    testApp.renew();
     const first = await exchange(await f.caller());
     const second = await exchange(await f.caller());
     expect([first.status, second.status]).toEqual([200, 200]);
@@ -132,7 +135,7 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     expect(denied.status).toBe(403);
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'cloudsql', outcome: 'not_granted' })).toBe(1);
 
-    resetGoogleTokens();
+    testApp.renew();
     f.sandbox.google.iamcredentials.inject({ fault: { kind: 'status', status: 503 }, times: 1 });
     const failed = await exchange(await f.caller());
     f.sandbox.google.iamcredentials.clearFaults();
