@@ -236,7 +236,7 @@ test('SQL Admin unavailable: the token is still issued (connector users need not
 test('the prewarm also fetches the instances’ connect details: the first exchange makes no SQL Admin call', async () => {
   clearConnectInfoCache();
   process.env.GOOGLE_TOKEN_PREWARM = 'true'; // the test sandbox turns it off; restored by restoreEnv
-  expect(await prewarmGoogleTokens(createLogger({ fn: 'test' }))).toEqual({ warmed: 2, failed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, createLogger({ fn: 'test' }))).toEqual({ warmed: 2, failed: 0 });
   const before = sb.sqlAdmin!.count('sqladmin.connectSettings');
   expect(before).toBeGreaterThan(0);
   const r = await exchange();

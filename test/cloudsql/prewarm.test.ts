@@ -89,7 +89,7 @@ test('policyServiceAccounts: every Cloud SQL service account once, at the smalle
 });
 
 test('after a prewarm the first caller of each service account makes no Google call', async () => {
-  const r = await prewarmGoogleTokens(log);
+  const r = await prewarmGoogleTokens(testApp.app, log);
   expect(r).toEqual({ warmed: 2, failed: 0 });
   expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);
   const before = googleCalls();
@@ -109,7 +109,7 @@ test('loading the function module prewarms on start', async () => {
   // A fresh module registry: a fresh token cache, as in a new worker.
   jest.isolateModules(() => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../functions/prewarm-timer');
+    require('../../functions/app');
   });
   for (let i = 0; i < 100 && loginMints().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
   // one login token per service account (the instance's connect details take one Admin-API token besides)
@@ -129,7 +129,7 @@ test('the prewarm timer does the same', async () => {
 });
 
 test('a warmed token is still only handed out by the policy: a subject the deny list names is refused', async () => {
-  await prewarmGoogleTokens(log);
+  await prewarmGoogleTokens(testApp.app, log);
   const policy = JSON.parse(readFileSync(sb.env.BROKER_POLICY_PATH!, 'utf8')) as { deny: unknown[] };
   policy.deny = [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'test' }];
   const file = join(dir, 'deny.json');
@@ -143,15 +143,15 @@ test('a warmed token is still only handed out by the policy: a subject the deny 
 
 test('off, or Google down: nothing warmed, nothing thrown, a warning logged', async () => {
   process.env.GOOGLE_TOKEN_PREWARM = 'false';
-  expect(await prewarmGoogleTokens(log)).toMatchObject({ skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/), warmed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({ skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/), warmed: 0 });
   expect(googleCalls()).toBe(0);
   process.env.GOOGLE_TOKEN_PREWARM = 'true';
   sb.setEmulatorFaults({ byName: { 'google-sts': { throttle: { every: 1 } } } });
-  expect(await prewarmGoogleTokens(log)).toEqual({ warmed: 0, failed: 2 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toEqual({ warmed: 0, failed: 2 });
   expect(logs.records.some((l) => l.msg === 'token prewarm failed for a service account' && l.level === 'warn')).toBe(true);
 });
 
 test('no policy: skipped, not thrown', async () => {
   process.env.BROKER_POLICY_PATH = join(dir, 'missing.json');
-  expect(await prewarmGoogleTokens(log)).toMatchObject({ skipped: 'configuration incomplete', warmed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({ skipped: 'configuration incomplete', warmed: 0 });
 });

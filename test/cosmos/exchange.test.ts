@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  testApp.renew();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   rmSync(dir, { recursive: true, force: true });
@@ -415,7 +415,7 @@ describe('POST /api/token for cosmos:// targets', () => {
     expect((await exchange(PROFILES)).status).toBe(200);
     const newKey = fx.sandbox.cosmos.regenerateKey();
     fx.sandbox.keyVault.seed(fx.sandbox.cosmos.keySecret, newKey);
-    resetCosmosTokens(); // force a miss; the client still holds the old key
+    await testApp.clearCosmosTokens(); // force a miss; the client still holds the old key
     const res = await exchange(PROFILES);
     expect(res.status).toBe(200);
     expect(keyReads()).toBe(2);

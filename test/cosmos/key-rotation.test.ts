@@ -59,7 +59,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  testApp.renew();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   fx.restore();
@@ -73,10 +73,10 @@ beforeEach(() => {
 });
 
 const secret = () => fx.sandbox.cosmos.keySecret;
-const vault = () => cosmosRotationDepsFromSettings(log).vault;
+const vault = () => cosmosRotationDepsFromSettings(testApp.app, log).vault;
 
 async function run(afterStep?: (s: CosmosRotationStep) => void | Promise<void>) {
-  const deps = cosmosRotationDepsFromSettings(log, {
+  const deps = cosmosRotationDepsFromSettings(testApp.app, log, {
     now: () => clock,
     sleep: fast,
     ...(afterStep ? { afterStep: (s: CosmosRotationStep) => afterStep(s) } : {}),
@@ -222,7 +222,7 @@ describe('dual-key rotation through the emulated management plane', () => {
     expect(fx.sandbox.cosmos.masterKey).toBe(primary0);
     expect(await works(t1)).toBe(true);
     // A running instance switches within COSMOS_KEY_REFRESH_SECONDS, without a failed request.
-    resetCosmosTokens();
+    await testApp.clearCosmosTokens();
     await new Promise((r) => setTimeout(r, 1100));
     const after = await exchange();
     expect(after.status).toBe(200);
@@ -316,11 +316,11 @@ describe('dual-key rotation through the emulated management plane', () => {
   });
 
   test('Key Vault down while an instance re-checks the key version: the request still succeeds with the current key', async () => {
-    resetCosmosTokens();
+    await testApp.clearCosmosTokens();
     testApp.renew();
     expect((await exchange()).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1100));
-    resetCosmosTokens();
+    await testApp.clearCosmosTokens();
     fx.sandbox.keyVault.inject({ fault: { kind: 'status', status: 503 } });
     try {
       const r = await exchange();

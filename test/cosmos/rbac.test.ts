@@ -36,8 +36,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  testApp.renew();
-  testApp.renew();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   rmSync(dir, { recursive: true, force: true });
@@ -45,7 +44,6 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetCosmosTokens();
   testApp.renew();
   fx.sandbox.cosmosKeyless.clearFaults();
   fx.sandbox.cosmosKeyless.resetCalls();

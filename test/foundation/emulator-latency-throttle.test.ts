@@ -29,8 +29,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  testApp.renew();
-  testApp.renew();
+  await testApp.close();
   logs.restore();
   await fx.stop();
 });

@@ -175,7 +175,7 @@ describe('problem+json and error mapping', () => {
 
   test('an unexpected exception is a 500 internal with a generic message (the only 500)', async () => {
     const { httpHandler } = await import('../../shared/http/handler');
-    const h = httpHandler('boom', 'problem', async () => {
+    const h = httpHandler(testApp.app, 'boom', 'problem', async () => {
       throw new Error('secret detail eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln');
     });
     const res = await invoke(h, {});

@@ -73,6 +73,13 @@ export class TestApp {
     return (timer, ctx) => this.handlers[name](timer, ctx);
   }
 
+  /** Forget the issued Cosmos resource tokens and the known users (the clients stay). */
+  async clearCosmosTokens(): Promise<void> {
+    const cosmos = await this.app.cosmos();
+    cosmos.resourceTokens.clear();
+    cosmos.knownUsers.clear();
+  }
+
   close(): Promise<void> {
     return this.app.close();
   }

@@ -27,6 +27,7 @@ afterAll(async () => {
 
 const handler = () =>
   httpHandler(
+    testApp.app,
     'adminRotate',
     'problem',
     makeAdminRotate(() => f.deps({ managed: [acct] })),

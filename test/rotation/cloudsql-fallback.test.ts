@@ -22,7 +22,7 @@ beforeAll(async () => {
   f.sb.googleKeys.state.allowImpersonation(SANDBOX.google.readerServiceAccount, `serviceAccount:${acct.serviceAccount}`);
 });
 afterAll(async () => {
-  testApp.renew();
+  await testApp.close();
   delete process.env.GOOGLE_AUTH_MODE;
   delete process.env.GOOGLE_SA_KEY_SECRET;
   await f?.stop();

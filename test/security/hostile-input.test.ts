@@ -7,6 +7,7 @@ import type { LogRecord } from '../../shared/observability/log';
 import { captureLogs } from '../helpers/invoke';
 import { ContractValidator } from '../helpers/openapi';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
+import { testContext } from '../helpers/app';
 
 /**
  * An attacker's sweep over every HTTP endpoint the app registers (enumerated from the registrations, so a
@@ -48,7 +49,7 @@ beforeAll(async () => {
     CLOUDSQL_ADMIN_ENDPOINT: 'http://127.0.0.1:9',
     QUERY_CONNECT_TIMEOUT_MS: '1000',
   });
-  host = await startLocalHost();
+  host = await startLocalHost({ app: testContext() });
   port = Number(new URL(host.url).port);
   gateway = await fx.gateway();
   caller = await fx.caller({ roles: ['Orders.Read', 'Orders.Analyst', SANDBOX.adminRole] });
@@ -512,7 +513,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
   });
 
   test('a request that never finishes arriving (slow loris): 408 in the endpoint style, with a correlation id', async () => {
-    const slow = await startLocalHost({ requestTimeoutMs: 400 });
+    const slow = await startLocalHost({ requestTimeoutMs: 400, app: testContext() });
     try {
       const slowPort = Number(new URL(slow.url).port);
       for (const [path, style] of [

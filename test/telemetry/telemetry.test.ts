@@ -8,13 +8,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 
 
 import { issuedTokens } from '../../local/emulators/issued-tokens';
-import {
-  enableOpenTelemetry,
-  initTelemetry,
-  METRIC,
-  recordIssuance,
-  telemetryState,
-} from '../../shared/observability/telemetry';
+import { enableOpenTelemetry, METRIC, Telemetry } from '../../shared/observability/telemetry';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
 import { captureLogs, invoke } from '../helpers/invoke';
 import { TestApp } from '../helpers/app';
@@ -59,7 +53,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  resetTelemetry();
   await meterProvider.shutdown();
   await tracerProvider.shutdown();
   metrics.disable();
@@ -103,7 +96,6 @@ async function exchange(subject: string) {
 
 describe('with an OpenTelemetry MeterProvider registered', () => {
   beforeAll(() => {
-    resetTelemetry();
     enableOpenTelemetry();
   });
 
@@ -197,29 +189,31 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
 
 describe('Azure Monitor is loaded only when the connection string is set', () => {
   const CONN = 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:1/';
+  // A telemetry facade of its own per test, in the state a new process starts in.
+  let tel = new Telemetry();
   afterEach(() => {
     delete process.env.APPLICATIONINSIGHTS_CONNECTION_STRING;
-    resetTelemetry();
+    tel = new Telemetry();
   });
 
   test('unset: instruments are no-ops and @azure/monitor-opentelemetry is never imported', async () => {
-    resetTelemetry();
-    recordIssuance('cloudsql', 'issued', 1);
-    await initTelemetry();
-    expect(telemetryState()).toBe('off');
+    tel = new Telemetry();
+    tel.recordIssuance('cloudsql', 'issued', 1);
+    await tel.init();
+    expect(tel.current).toBe('off');
     expect(monitorLoaded).toBe(0);
   });
 
   test('set: imported once, useAzureMonitor called once with the connection string, instruments then record', async () => {
     process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = CONN;
-    resetTelemetry();
-    recordIssuance('query', 'issued', 1); // starts loading; dropped
-    expect(telemetryState()).toBe('loading');
-    await initTelemetry();
-    await initTelemetry();
+    tel = new Telemetry();
+    tel.recordIssuance('query', 'issued', 1); // starts loading; dropped
+    expect(tel.current).toBe('loading');
+    await tel.init();
+    await tel.init();
     const before = await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' });
-    recordIssuance('query', 'issued', 1);
-    expect(telemetryState()).toBe('on');
+    tel.recordIssuance('query', 'issued', 1);
+    expect(tel.current).toBe('on');
     expect(monitorLoaded).toBe(1);
     // ingestion authenticates with the Function's managed identity (Application Insights local auth can be off)
     expect(monitorCalls).toEqual([
