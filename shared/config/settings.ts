@@ -193,14 +193,14 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
   };
 }
 
-/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
+/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (local development endpoints). */
 export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 /**
- * An endpoint URL. HTTPS only, except `http:` on a loopback host (the sandbox runs some emulators over plain
+ * An endpoint URL. HTTPS only, except `http:` on a loopback host (local development runs some emulators over plain
  * HTTP on 127.0.0.1): a production endpoint over plain HTTP would send tokens in the clear. `protocols:
  * ['https:']` refuses loopback HTTP too (Key Vault, whose SDK requires TLS).
  */
@@ -224,7 +224,7 @@ export function url(name: string, opts: Common & { protocols?: readonly ('https:
       }
       if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
         throw new Error(
-          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`,
+          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, local development endpoints), got http://${u.host}`,
         );
       }
       if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');

@@ -10,9 +10,9 @@ import { ManagedIdentities } from '../azure/managed-identity';
 
 /**
  * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is
- * the unmodified SDK; for the loopback sandbox only, it trusts the sandbox CA per client (core-rest-pipeline
+ * the unmodified SDK; for a loopback local development vault only, it trusts that endpoint's CA per client (core-rest-pipeline
  * `tlsOptions.ca`, since NODE_EXTRA_CA_CERTS is read only at process start) and skips the challenge
- * resource check (the sandbox vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
+ * resource check (a local development vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
  */
 
 export interface SecretClientDeps {
@@ -33,11 +33,15 @@ export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {
   const cfg = deps.config ?? keyVaultConfig.get();
   const loopback = isLoopbackUrl(cfg.vaultUrl);
   const ca = localEndpointCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
-  return new SecretClient(cfg.vaultUrl, deps.credential ?? functionIdentity(deps.identities ?? new ManagedIdentities(), cfg.clientId), {
-    disableChallengeResourceVerification: loopback,
-    ...(ca ? { tlsOptions: { ca } } : {}),
-    retryOptions: { maxRetries: cfg.maxRetries, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
-  });
+  return new SecretClient(
+    cfg.vaultUrl,
+    deps.credential ?? functionIdentity(deps.identities ?? new ManagedIdentities(), cfg.clientId),
+    {
+      disableChallengeResourceVerification: loopback,
+      ...(ca ? { tlsOptions: { ca } } : {}),
+      retryOptions: { maxRetries: cfg.maxRetries, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
+    },
+  );
 }
 
 interface RestErrorLike {

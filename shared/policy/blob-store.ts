@@ -15,7 +15,7 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
  * (Storage Blob Data Contributor on the policy container only). Reads are conditional GETs (If-None-Match: the
  * cached ETag; 304 costs no body); writes are conditional on If-Match (412 on a lost race, the Blob service's
  * optimistic concurrency). Every call has a client-side deadline (BROKER_POLICY_TIMEOUT_MS) and one try: the next
- * refresh is the retry. For the loopback sandbox (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
+ * refresh is the retry. For a loopback local development endpoint (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
  *
  * References: conditional headers https://learn.microsoft.com/en-us/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations,
  * concurrency https://learn.microsoft.com/en-us/azure/storage/blobs/concurrency-manage, snapshots

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { BrokerError } from '../errors';
 
 /**
- * The PEM CA a sandbox emulator's HTTPS endpoint is signed with (KEY_VAULT_CA_FILE, COSMOS_CA_FILE). Honoured only
+ * The PEM CA a local development endpoint's HTTPS is signed with (KEY_VAULT_CA_FILE, COSMOS_CA_FILE). Honoured only
  * for a loopback endpoint, so a production setting can never add a trust anchor for a real service.
  */
 
@@ -22,7 +22,7 @@ export function localEndpointCa(opts: {
   if (!opts.caFile) return undefined;
   if (!isLoopbackUrl(opts.url)) {
     throw new BrokerError('config_invalid', `${opts.service} is misconfigured.`, {
-      cause: new Error(`${opts.setting} is only honoured for a loopback (sandbox) endpoint`),
+      cause: new Error(`${opts.setting} is only honoured for a loopback (local development) endpoint`),
     });
   }
   try {
