@@ -3,7 +3,7 @@ import { join, relative } from 'node:path';
 
 /**
  * One composition root (shared/app/context.ts), no reset seams: tests get fresh state by building an app context,
- * so no module of the app exports a reset*/set* function only tests call. And the app's code names no test fixture:
+ * so no module of the app exports a reset or set function only tests call. And the app's code names no test fixture:
  * it speaks of local development endpoints, never of "the sandbox".
  */
 const ROOT = join(__dirname, '..', '..');
