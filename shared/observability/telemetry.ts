@@ -93,11 +93,14 @@ export class Telemetry {
       return Promise.resolve();
     }
     this.state = 'loading';
-    this.loading = Promise.all([import('@azure/monitor-opentelemetry'), import('../azure/managed-identity')])
+    this.loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
       .then(([m, identity]) => {
         // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
         // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
-        const credential = new identity.ManagedIdentities().get(clientId);
+        const credential = new identity.ManagedIdentityCredential({
+          ...(clientId ? { clientId } : {}),
+          retryOptions: { maxRetries: 0 },
+        });
         m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
         this.enableOpenTelemetry();
       })
