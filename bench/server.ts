@@ -71,9 +71,7 @@ async function main(): Promise<void> {
   let app = createContext();
   let handlers: Record<string, unknown> = handlersOf(app);
   const registrations: Registration[] = loadRegistrations().map((r) =>
-    isHttp(r)
-      ? { ...r, options: { ...r.options, handler: ((req, ic) => (handlers[r.name] as HttpHandler)(req, ic)) as HttpHandler } }
-      : r,
+    isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
   );
   const host = await startLocalHost({ port: 0, registrations });
   const bare = createServer((_req, res) => {

@@ -28,9 +28,7 @@ export function prewarmTimerHandler(app: AppContext): TimerHandler {
       { fn: 'prewarmTimer', invocationId: ctx.invocationId },
       (fields) => app.logger(fields),
       async () => {
-        await prewarmGoogleTokens(app, app.logger({ fn: 'prewarmTimer', invocationId: ctx.invocationId })).catch(
-          () => undefined,
-        );
+        await prewarmGoogleTokens(app, app.logger({ fn: 'prewarmTimer', invocationId: ctx.invocationId })).catch(() => undefined);
       },
     );
 }

@@ -88,12 +88,14 @@ export async function authenticateAdmin(
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.
-  const policy = await scope.app.policy.current().catch((e: unknown) =>
-    refuse(
-      'policy_unavailable',
-      e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
-    ),
-  );
+  const policy = await scope.app.policy
+    .current()
+    .catch((e: unknown) =>
+      refuse(
+        'policy_unavailable',
+        e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
+      ),
+    );
   if (denyEntryFor(policy, admin)) refuse('subject_denied', new BrokerError('subject_denied', 'The subject is denied.'));
   if (admin.tenantId !== tenant)
     refuse(

@@ -25,7 +25,8 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
   // direct-connect fields are then absent and `connect_details` says so.
   // Looked up (on a cache miss) with the service account's Admin-API-only token: the login token handed out cannot
   // call the Admin API.
-  const adminToken = async () => (await input.app.google.sqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
+  const adminToken = async () =>
+    (await input.app.google.sqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
   const info = await connectInfo(grant.connectionName, adminToken, loadCore().upstreamTimeoutMs, Date.now(), (e) =>
     input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);

@@ -61,7 +61,11 @@ export function resourceTokenCacheKey(k: ResourceTokenKey): string {
 
 async function upsertPermission(
   knownUsers: Set<string>,
-  h: AccountHandle, grant: CosmosResourceTokenGrant, userId: string, ttl: number): Promise<string> {
+  h: AccountHandle,
+  grant: CosmosResourceTokenGrant,
+  userId: string,
+  ttl: number,
+): Promise<string> {
   const database = h.client.database(grant.database);
   const userKey = `${h.account}/${grant.database}/${userId}`;
   const definition: PermissionDefinition = {

@@ -110,7 +110,14 @@ async function grantAndIssue(
   let result: ProviderResult;
   try {
     result = await withSpan('broker.issue', { kind }, () =>
-      issue(grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId, app: scope.app }),
+      issue(grant, {
+        client,
+        subject,
+        requestedLifetimeSeconds,
+        log: scope.log,
+        correlationId: scope.correlationId,
+        app: scope.app,
+      }),
     );
     recordCache(kind, result.cached);
   } catch (e) {

@@ -312,7 +312,13 @@ export class GoogleTokens {
       this.instance = {
         config,
         timeoutMs,
-        service: new GoogleTokenService({ config, timeoutMs, now: this.opts.now, identities: this.opts.identities, logger: this.opts.logger }),
+        service: new GoogleTokenService({
+          config,
+          timeoutMs,
+          now: this.opts.now,
+          identities: this.opts.identities,
+          logger: this.opts.logger,
+        }),
       };
     }
     return this.instance.service;

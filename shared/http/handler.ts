@@ -30,33 +30,37 @@ export function httpHandler(app: AppContext, functionName: string, style: Respon
     const correlationId = correlationIdOf(req.headers);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
     const invocation = { fn: functionName, correlationId, invocationId: ctx.invocationId };
-    return inInvocation(invocation, (fields) => app.logger(fields), async () => {
-      const trace = traceContextOf(req.headers.get('traceparent'));
-      const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
-      let res: HttpResponseInit;
-      let code: string | undefined;
-      try {
-        assertNoRepeatedQuery(req.query);
-        res = await fn(req, { correlationId, log, functionName, trace, app }, ctx);
-        res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
-      } catch (thrown) {
-        const err = toBrokerError(thrown);
-        code = err.code;
-        res = errorResponse(err, style, correlationId);
-        const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
-        if (err.status >= 500) log.error(err.message, fields);
-        else log.info(err.message, fields);
-      }
-      res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info('request', {
-        method: req.method,
-        status: res.status ?? 200,
-        code,
-        durationMs: Math.round(durationMs * 100) / 100,
-      });
-      return res;
-    });
+    return inInvocation(
+      invocation,
+      (fields) => app.logger(fields),
+      async () => {
+        const trace = traceContextOf(req.headers.get('traceparent'));
+        const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+        let res: HttpResponseInit;
+        let code: string | undefined;
+        try {
+          assertNoRepeatedQuery(req.query);
+          res = await fn(req, { correlationId, log, functionName, trace, app }, ctx);
+          res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+        } catch (thrown) {
+          const err = toBrokerError(thrown);
+          code = err.code;
+          res = errorResponse(err, style, correlationId);
+          const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+          if (err.status >= 500) log.error(err.message, fields);
+          else log.info(err.message, fields);
+        }
+        res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
+        const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+        log.info('request', {
+          method: req.method,
+          status: res.status ?? 200,
+          code,
+          durationMs: Math.round(durationMs * 100) / 100,
+        });
+        return res;
+      },
+    );
   };
   styles.set(handler, style);
   return handler;

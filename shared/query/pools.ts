@@ -111,7 +111,10 @@ export class PoolRegistry {
       tokenExpiresAtMs = tok.expiresAtMs;
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
-    const connector = new Connector({ auth, sqlAdminAPIEndpoint: cloudSqlConfig.get(this.deps.settingsRecheckMs).sqlAdminEndpoint });
+    const connector = new Connector({
+      auth,
+      sqlAdminAPIEndpoint: cloudSqlConfig.get(this.deps.settingsRecheckMs).sqlAdminEndpoint,
+    });
     // On failure connector.close() is not called: after a failed first refresh it holds no timers, and its
     // close() would turn the failed refresh into an unhandled rejection.
     const pending = connector.getOptions({

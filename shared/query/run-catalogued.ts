@@ -1,7 +1,7 @@
 import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
-import { queryConfig, type QueryConfig } from '../config/query';
+import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';

@@ -1,5 +1,3 @@
-
-
 import { settle } from '../../local/emulators/harness';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';

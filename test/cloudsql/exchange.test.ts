@@ -1,4 +1,3 @@
-
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';

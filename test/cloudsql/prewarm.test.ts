@@ -2,7 +2,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
@@ -143,7 +142,10 @@ test('a warmed token is still only handed out by the policy: a subject the deny 
 
 test('off, or Google down: nothing warmed, nothing thrown, a warning logged', async () => {
   process.env.GOOGLE_TOKEN_PREWARM = 'false';
-  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({ skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/), warmed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({
+    skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/),
+    warmed: 0,
+  });
   expect(googleCalls()).toBe(0);
   process.env.GOOGLE_TOKEN_PREWARM = 'true';
   sb.setEmulatorFaults({ byName: { 'google-sts': { throttle: { every: 1 } } } });

@@ -4,11 +4,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { HttpHandler } from '@azure/functions';
 
-
-
-
-
-
 import { settle } from '../../local/emulators/harness';
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';

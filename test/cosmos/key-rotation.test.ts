@@ -3,7 +3,6 @@ import { Agent, request } from 'node:https';
 import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
 import { InvocationContext, type Timer } from '@azure/functions';
 
-
 import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../../shared/rotation/cosmos-keys/run';
 import { COSMOS_MAX_TTL_SECONDS } from '../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/rotation/cosmos-keys/deps';

@@ -1,4 +1,3 @@
-
 import { startEntra, tokenShapeFor, type EntraEmulator } from '../../local/emulators/entra';
 import { invoke, captureLogs } from '../helpers/invoke';
 import { CLOUDSQL_RESOURCE, SANDBOX, startFixture, type Fixture } from '../helpers/foundation';

@@ -1,7 +1,6 @@
 import { SignJWT, base64url } from 'jose';
 import { createSecretKey } from 'node:crypto';
 
-
 import { settle } from '../../local/emulators/harness';
 import { invoke, captureLogs } from '../helpers/invoke';
 import { CLOUDSQL_RESOURCE, SANDBOX, startFixture, type Fixture } from '../helpers/foundation';

@@ -1,6 +1,3 @@
-
-
-
 import { invoke } from '../helpers/invoke';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, TOKEN_EXCHANGE, startFixture, type Fixture } from '../helpers/foundation';
 import { redact, redactString } from '../../shared/observability/log';

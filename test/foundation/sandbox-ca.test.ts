@@ -30,7 +30,9 @@ test('a sandbox CA is trusted only for a loopback endpoint, and an unreadable fi
   const base = { setting: 'COSMOS_CA_FILE', service: 'CosmosDB' };
   expect(localEndpointCa({ ...base, caFile: undefined, url: 'https://acct.documents.azure.com:443/' })).toBeUndefined();
   expect(localEndpointCa({ ...base, caFile: pem, url: 'https://127.0.0.1:7107/' })).toContain('BEGIN CERTIFICATE');
-  expect(code(() => localEndpointCa({ ...base, caFile: pem, url: 'https://acct.documents.azure.com:443/' }))).toBe('config_invalid');
+  expect(code(() => localEndpointCa({ ...base, caFile: pem, url: 'https://acct.documents.azure.com:443/' }))).toBe(
+    'config_invalid',
+  );
   expect(code(() => localEndpointCa({ ...base, caFile: join(dir, 'missing.pem'), url: 'https://127.0.0.1:7107/' }))).toBe(
     'config_invalid',
   );

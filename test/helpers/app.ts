@@ -66,7 +66,7 @@ export class TestApp {
   }
 
   handler(name: Exclude<Name, 'prewarmTimer' | 'rotationTimer'>): HttpHandler {
-    return (req, ctx) => (this.handlers[name] as HttpHandler)(req, ctx);
+    return (req, ctx) => this.handlers[name](req, ctx);
   }
 
   timer(name: 'prewarmTimer' | 'rotationTimer'): (timer: Timer, ctx: InvocationContext) => Promise<void> {

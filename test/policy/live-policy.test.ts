@@ -6,11 +6,6 @@ import { join } from 'node:path';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 
-
-
-
-
-
 import { BlobPolicySource } from '../../shared/policy/blob-store';
 import { PolicyStore } from '../../shared/policy/store';
 import { policyConfig } from '../../shared/config/policy';

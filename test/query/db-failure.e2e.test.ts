@@ -2,8 +2,6 @@ import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { workerHost } from '../helpers/loopback';
 
-
-
 import { SANDBOX } from '../../local/ids';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';

@@ -1,4 +1,3 @@
-
 import { invoke } from '../helpers/invoke';
 import { SANDBOX } from '../../local/ids';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';

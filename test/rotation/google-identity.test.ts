@@ -33,7 +33,10 @@ describe("the rotation's Google identity", () => {
     f?.renewApp();
     const acct = f.addAccount('federated-sa');
     const stsBefore = f.sb.google.sts.count('sts.token');
-    const deps = { ...rotationDepsFromSettings(f.app(), log, { now: f.clock.now, sleep: async () => undefined }), managed: [acct] };
+    const deps = {
+      ...rotationDepsFromSettings(f.app(), log, { now: f.clock.now, sleep: async () => undefined }),
+      managed: [acct],
+    };
     const r = await runRotation(deps, { dryRun: false, trigger: 'timer' });
     expect(r.status).toBe('completed');
     await assertHealthy(f, acct);

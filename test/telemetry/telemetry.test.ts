@@ -6,7 +6,6 @@ import { metrics, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 
-
 import { issuedTokens } from '../../local/emulators/issued-tokens';
 import { enableOpenTelemetry, METRIC, Telemetry } from '../../shared/observability/telemetry';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../helpers/foundation';
