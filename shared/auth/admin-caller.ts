@@ -31,10 +31,10 @@ export interface AdminIdentity {
   readonly admin: Principal;
 }
 
-function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant: string } {
+function adminSettings(cfg: CoreConfig, settingsRecheckMs?: number): { audiences: readonly string[]; tenant: string } {
   let p;
   try {
-    p = policyConfig.get();
+    p = policyConfig.get(settingsRecheckMs);
   } catch (e) {
     throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }
@@ -69,9 +69,9 @@ export async function authenticateAdmin(
   action: string,
   adminToken: () => Promise<string | undefined> = () => Promise.resolve(adminTokenHeader(req)),
 ): Promise<AdminIdentity> {
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
-  const { audiences, tenant } = adminSettings(cfg);
+  const { audiences, tenant } = adminSettings(cfg, scope.app.settingsRecheckMs);
   const token = await adminToken();
   if (!token)
     throw new BrokerError('token_missing', `The admin's token is required in the ${ADMIN_TOKEN_HEADER} header.`, {

@@ -26,9 +26,9 @@ export function validatorFor(cfg: CoreConfig): TokenValidator {
 }
 
 /** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
-export function loadCore(): CoreConfig {
+export function loadCore(settingsRecheckMs?: number): CoreConfig {
   try {
-    return coreConfig.get();
+    return coreConfig.get(settingsRecheckMs);
   } catch (e) {
     throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
   }

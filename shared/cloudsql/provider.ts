@@ -27,8 +27,13 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
   // call the Admin API.
   const adminToken = async () =>
     (await input.app.google.sqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
-  const info = await connectInfo(grant.connectionName, adminToken, loadCore().upstreamTimeoutMs, Date.now(), (e) =>
-    input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
+  const info = await connectInfo(
+    grant.connectionName,
+    adminToken,
+    loadCore(input.app.settingsRecheckMs).upstreamTimeoutMs,
+    Date.now(),
+    (e) =>
+      input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);
   return {
     response: {

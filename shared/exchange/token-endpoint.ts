@@ -41,7 +41,7 @@ function parseLifetime(raw: string | undefined): number | undefined {
  */
 export async function handleTokenExchange(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
   const started = performance.now();
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
 

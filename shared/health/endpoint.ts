@@ -1,3 +1,4 @@
+import type { AppContext } from '../app/context';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from '../config/core';
 import { removedSettingProblems } from '../config/settings';
@@ -12,8 +13,8 @@ export type { CheckStatus, CheckResult, HealthCheck } from './types';
 const CACHE_MS = 10_000;
 let jwksCache: { at: number; key: string; result: CheckResult } | undefined;
 
-async function checkJwks(): Promise<CheckResult> {
-  const cfg = coreConfig.get();
+async function checkJwks(app: AppContext): Promise<CheckResult> {
+  const cfg = app.settings(coreConfig);
   const key = `${cfg.authorityHost}|${cfg.allowedTenants.join(',')}`;
   if (jwksCache && jwksCache.key === key && Date.now() - jwksCache.at < CACHE_MS) return jwksCache.result;
   const failures: string[] = [];
@@ -39,8 +40,8 @@ async function checkJwks(): Promise<CheckResult> {
 export const checks: HealthCheck[] = [
   {
     name: 'config',
-    run: async () => {
-      coreConfig.get();
+    run: async (app) => {
+      app.settings(coreConfig);
       // A removed setting still set is reported by name (config_invalid at start), never silently ignored.
       await import('../config/rotation');
       const removed = removedSettingProblems(process.env);
@@ -54,7 +55,7 @@ export const checks: HealthCheck[] = [
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).
-  { name: 'google', run: async () => (await import('../google/health')).googleHealth() },
+  { name: 'google', run: async (app) => (await import('../google/health')).googleHealth(app.settingsRecheckMs) },
   // query function: the catalog parses (skipped when the query function is not configured)
   {
     name: 'queryCatalog',
@@ -72,9 +73,9 @@ export const checks: HealthCheck[] = [
   // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
   {
     name: 'cosmos',
-    run: async () => {
+    run: async (app) => {
       const { cosmosConfig } = await import('../config/cosmos');
-      const accounts = (cosmosConfig.get().endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
+      const accounts = (app.settings(cosmosConfig).endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
       return accounts.length === 0
         ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' }
         : { status: 'ok', detail: `accounts: ${accounts.join(', ')}` };

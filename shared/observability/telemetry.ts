@@ -57,6 +57,9 @@ export class Telemetry {
   private inst: Instruments | undefined;
   private loading: Promise<void> | undefined;
 
+  /** `settingsRecheckMs`: how often the connection string is re-read (default: as the other settings). */
+  constructor(private readonly opts: { settingsRecheckMs?: number } = {}) {}
+
   /** Bind the instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
   enableOpenTelemetry(): void {
     const api = loadApi();
@@ -84,7 +87,7 @@ export class Telemetry {
     let connectionString: string | undefined;
     let clientId: string | undefined;
     try {
-      ({ connectionString, clientId } = telemetryConfig.get());
+      ({ connectionString, clientId } = telemetryConfig.get(this.opts.settingsRecheckMs));
     } catch {
       connectionString = undefined;
     }

@@ -11,7 +11,7 @@ import { formatTarget, parseTarget } from './target';
  * Client-authenticated like the token endpoint; issues nothing.
  */
 export async function handleExplain(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));

@@ -7,7 +7,7 @@ import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
 import { clearConnectInfoCache, refreshAfterSeconds } from '../../shared/cloudsql/connect-settings';
 import { prewarmGoogleTokens } from '../../shared/google/prewarm';
-import { createLogger } from '../../shared/observability/log';
+import { testLogger as createLogger } from '../helpers/app';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';
 import { workerHost } from '../helpers/loopback';
 import { ContractValidator, loadSpec } from '../helpers/openapi';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { SANDBOX } from '../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../local/emulators/google/state';
-import { createLogger } from '../../shared/observability/log';
+import { testLogger as createLogger } from '../helpers/app';
 import { policyServiceAccounts, prewarmGoogleTokens } from '../../shared/google/prewarm';
 import { parsePolicy } from '../../shared/policy/load';
 import { InvocationContext, type Timer } from '@azure/functions';

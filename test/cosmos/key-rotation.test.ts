@@ -7,7 +7,7 @@ import { planCosmosKeys, retireAfterMs, TAG, type CosmosRotationStep } from '../
 import { COSMOS_MAX_TTL_SECONDS } from '../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../shared/rotation/cosmos-keys/deps';
 import type { SecretValue } from '../../shared/keyvault/client';
-import { createLogger } from '../../shared/observability/log';
+import { testLogger as createLogger } from '../helpers/app';
 import { startSandbox, type Sandbox } from '../../local/sandbox';
 import { ACCESS_TOKEN_TYPE, SANDBOX, TOKEN_EXCHANGE } from '../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../helpers/invoke';

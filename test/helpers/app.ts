@@ -1,7 +1,7 @@
 import type { HttpHandler, InvocationContext, Timer } from '@azure/functions';
 import { createContext, type AppContext, type ContextOptions } from '../../shared/app/context';
 import { handlersOf, type AppHandlers } from '../../shared/app/handlers';
-import { stdoutSink, type LogSink } from '../../shared/observability/log';
+import { stdoutSink, type LogFields, type Logger, type LogSink } from '../../shared/observability/log';
 
 /**
  * The test suite's app contexts: settings re-read on every call (tests rewrite process.env between calls), log
@@ -41,6 +41,11 @@ export function replaceTestLogSink(next: LogSink): LogSink {
 
 export function testContext(opts: ContextOptions = {}): AppContext {
   return createContext({ settingsRecheckMs: 0, logSink: testLogSink, ...opts });
+}
+
+/** A logger writing where the test contexts write (for code a test calls directly with a logger). */
+export function testLogger(fields: LogFields = {}): Logger {
+  return testContext().logger(fields);
 }
 
 type Name = keyof AppHandlers;

@@ -3,7 +3,7 @@ import { SANDBOX } from '../../local/ids';
 import { CLOUD_PLATFORM_SCOPE } from '../../local/emulators/google/state';
 import type { AppContext } from '../../shared/app/context';
 import { testContext } from '../helpers/app';
-import { createLogger } from '../../shared/observability/log';
+import { testLogger as createLogger } from '../helpers/app';
 import { KeyVaultSecrets } from '../../shared/keyvault/client';
 import { DAY_MS, TAG, pendingSecretName } from '../../shared/rotation/google-keys/plan';
 import { exchangeKey, parseKeyFile } from '../../shared/google/sa-key-exchange';

@@ -1,5 +1,5 @@
 import { captureLogs } from '../helpers/invoke';
-import { createLogger } from '../../shared/observability/log';
+import { testLogger as createLogger } from '../helpers/app';
 import { rotationConfig } from '../../shared/config/rotation';
 import { ConfigError, removedSettingProblems } from '../../shared/config/settings';
 import { runRotation } from '../../shared/rotation/google-keys/run';

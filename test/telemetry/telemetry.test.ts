@@ -189,14 +189,14 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
 describe('Azure Monitor is loaded only when the connection string is set', () => {
   const CONN = 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:1/';
   // A telemetry facade of its own per test, in the state a new process starts in.
-  let tel = new Telemetry();
+  let tel = new Telemetry({ settingsRecheckMs: 0 });
   afterEach(() => {
     delete process.env.APPLICATIONINSIGHTS_CONNECTION_STRING;
-    tel = new Telemetry();
+    tel = new Telemetry({ settingsRecheckMs: 0 });
   });
 
   test('unset: instruments are no-ops and @azure/monitor-opentelemetry is never imported', async () => {
-    tel = new Telemetry();
+    tel = new Telemetry({ settingsRecheckMs: 0 });
     tel.recordIssuance('cloudsql', 'issued', 1);
     await tel.init();
     expect(tel.current).toBe('off');
@@ -205,7 +205,7 @@ describe('Azure Monitor is loaded only when the connection string is set', () =>
 
   test('set: imported once, useAzureMonitor called once with the connection string, instruments then record', async () => {
     process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = CONN;
-    tel = new Telemetry();
+    tel = new Telemetry({ settingsRecheckMs: 0 });
     tel.recordIssuance('query', 'issued', 1); // starts loading; dropped
     expect(tel.current).toBe('loading');
     await tel.init();
@@ -228,9 +228,16 @@ const TS_HOOK = `
   const ts = require('typescript'); const fs = require('fs');
   require.extensions['.ts'] = (m, f) => m._compile(ts.transpileModule(fs.readFileSync(f, 'utf8'), { fileName: f, compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true } }).outputText, f);`;
 const variants: { name: string; hook: string; token: string; telemetry: string }[] = [
-  { name: 'TypeScript sources', hook: TS_HOOK, token: './functions/token.ts', telemetry: './shared/telemetry.ts' },
-  ...(existsSync(resolve(ROOT, 'dist', 'shared', 'telemetry.js'))
-    ? [{ name: 'compiled dist/', hook: '', token: './dist/functions/token.js', telemetry: './dist/shared/telemetry.js' }]
+  { name: 'TypeScript sources', hook: TS_HOOK, token: './functions/token.ts', telemetry: './shared/observability/telemetry.ts' },
+  ...(existsSync(resolve(ROOT, 'dist', 'shared', 'observability', 'telemetry.js'))
+    ? [
+        {
+          name: 'compiled dist/',
+          hook: '',
+          token: './dist/functions/token.js',
+          telemetry: './dist/shared/observability/telemetry.js',
+        },
+      ]
     : []),
 ];
 

@@ -38,7 +38,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
   const { tenantId, objectId, reason, expiresAt } = fields!;
-  const w = await writer();
+  const w = await writer(scope.app);
   const entry: DenyEntry = {
     id: `deny-${randomUUID()}`,
     tenantId,

@@ -19,7 +19,7 @@ export async function handlePolicyHistory(req: HttpRequest, scope: RequestScope)
       detail: { parameter: 'snapshot' },
     });
   }
-  const w = await writer();
+  const w = await writer(scope.app);
   audit(scope.log, {
     decision: 'grant',
     action: 'policy.history',

@@ -24,7 +24,7 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     assertFinite(raw, '');
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
-  const w = await writer();
+  const w = await writer(scope.app);
   const createOnly = req.headers.get('if-none-match')?.trim() === '*';
   const ifMatch = createOnly ? undefined : entityTag(req.headers.get('if-match'), 'If-Match');
   if (!ifMatch && !createOnly) {

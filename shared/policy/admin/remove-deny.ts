@@ -25,7 +25,7 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
   if (!DENY_ID.test(denyId))
     throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
   const reason = stringField(body, 'reason', { max: 500 });
-  const w = await writer();
+  const w = await writer(scope.app);
   let removed: DenyEntry | undefined;
   const written = await editDeny(w, id, scope, `deny.remove:${denyId}`, reason, (d) => {
     const i = d.findIndex((e) => e.id === denyId);
