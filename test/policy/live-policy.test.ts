@@ -393,7 +393,7 @@ describe('live policy on Blob Storage', () => {
     await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
     const port = (hung.address() as { port: number }).port;
     try {
-      const cfg = { ...policyConfig.get(), storageTimeoutMs: 300 };
+      const cfg = { ...policyConfig.get(0), storageTimeoutMs: 300 };
       const good = new PolicyStore(new BlobPolicySource({ ...cfg, url: sb.storage!.policyBlobUrl }), {
         refreshMs: 0,
         maxStaleMs: 60_000,

@@ -63,10 +63,11 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
     process.env.GOOGLE_SA_KEY_SECRET = acct.secretName;
     try {
       const source = createSaKeySource({
-        config: googleConfig.get(),
+        config: googleConfig.get(0),
         timeoutMs: 3000,
         now: f.clock.now,
         identities: f.app().identities,
+        logger: (fields) => f.app().logger(fields),
       });
       await source.fetchSourceToken();
       f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
