@@ -19,7 +19,7 @@ import { correlationIdOf } from '../shared/http/correlation';
 import { errorResponse, type ResponseStyle } from '../shared/http/responses';
 import { errorStyleOf } from '../shared/http/handler';
 import { MAX_BODY_BYTES } from '../shared/http/request';
-import { createLogger } from '../shared/observability/log';
+import type { Logger } from '../shared/observability/log';
 import { appContext, type AppContext } from '../shared/app/context';
 import { handlersOf } from '../shared/app/handlers';
 
@@ -182,6 +182,7 @@ const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-c
 
 /** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
 function refuse(
+  hostLog: (cid: string) => Logger,
   res: ServerResponse,
   err: BrokerError,
   style: ResponseStyle,
@@ -189,7 +190,7 @@ function refuse(
   method: string,
   extra: Record<string, string> = {},
 ): Promise<void> {
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
   const fields = { method, status: err.status, code: err.code };
   if (err.status >= 500) log.error(err.message, { ...fields, cause: err.cause });
   log.info('request', fields);
@@ -203,12 +204,13 @@ function refuse(
  * 400 in the error style of the endpoint its request line names (when it can be read), with a correlation id.
  */
 function answerClientError(
+  hostLog: (cid: string) => Logger,
   err: NodeJS.ErrnoException & { rawPacket?: Buffer },
   socket: Duplex,
   styleOfPath: (path: string) => ResponseStyle,
 ): void {
   const cid = randomUUID();
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
   log.info('request', { status: timeout ? 408 : 400, code: timeout ? 'request_timeout' : 'bad_request', parseError: err.code });
   if (!socket.writable || err.code === 'ECONNRESET') {
@@ -290,6 +292,8 @@ export async function startLocalHost(
   } = {},
 ): Promise<LocalHost> {
   const registrations = opts.registrations ?? (opts.app ? registrationsOf(opts.app) : loadRegistrations());
+  // Lines the host writes itself (requests refused before a handler runs) go where the app's lines go.
+  const hostLog = (cid: string): Logger => (opts.app ?? appContext()).logger({ correlationId: cid, fn: 'host' });
   const routes = registrations.filter(isHttp).map(compileRoute);
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
@@ -315,6 +319,7 @@ export async function startLocalHost(
       socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
         return refuse(
+          hostLog,
           res,
           new BrokerError(
             'bad_request',
@@ -329,7 +334,7 @@ export async function startLocalHost(
         const err = candidates.length
           ? new BrokerError('method_not_allowed', `${method} is not allowed here.`)
           : new BrokerError('not_found', 'No function serves this path.');
-        return refuse(res, err, 'problem', cid, method);
+        return refuse(hostLog, res, err, 'problem', cid, method);
       }
       const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
@@ -339,6 +344,7 @@ export async function startLocalHost(
         (host !== undefined && !HOST_HEADER.test(host))
       ) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }),
           style,
@@ -350,6 +356,7 @@ export async function startLocalHost(
       const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
       if (repeated) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }),
           style,
@@ -359,13 +366,14 @@ export async function startLocalHost(
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
-        createLogger({ correlationId: cid, fn: 'host' }).info('request', { method, status: 499, code: 'client_closed' });
+        hostLog(cid).info('request', { method, status: 499, code: 'client_closed' });
         res.destroy();
         return;
       }
       if (body.kind === 'too_large') {
         res.once('finish', () => req.destroy());
         return refuse(
+          hostLog,
           res,
           new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
           style,
@@ -379,7 +387,7 @@ export async function startLocalHost(
         for (const [k, v] of Object.entries(req.headers))
           if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       } catch {
-        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
+        return refuse(hostLog, res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
       }
       const noBody = method === 'GET' || method === 'HEAD';
       const request = new LocalHttpRequest(
@@ -397,6 +405,7 @@ export async function startLocalHost(
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
       if (!res.headersSent)
         void refuse(
+          hostLog,
           res,
           new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }),
           style,
@@ -411,7 +420,7 @@ export async function startLocalHost(
     return r ? errorStyleOf(r.reg.options.handler) : 'problem';
   };
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) =>
-    answerClientError(err, socket, styleOfPath),
+    answerClientError(hostLog, err, socket, styleOfPath),
   );
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {

@@ -74,7 +74,7 @@ describe('in a fresh process, stdout to a pipe', () => {
       process.execPath,
       [
         '-e',
-        `${TS_HOOK}\nconst { createLogger } = require('./shared/log.ts');\nconst log = createLogger({ correlationId: 'c-1' });\n${body}`,
+        `${TS_HOOK}\nconst { createLogger } = require('./shared/observability/log.ts');\nconst log = createLogger({ correlationId: 'c-1' });\n${body}`,
       ],
       {
         cwd: ROOT,

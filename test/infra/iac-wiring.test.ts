@@ -106,7 +106,7 @@ test('azd: main.parameters.json names only Bicep parameters, and sets every requ
 
 test("Application Insights refuses key-based ingestion only if the broker's exporter has an Entra credential", () => {
   const monitoring = text(join(infra, 'modules', 'monitoring.bicep'));
-  const telemetry = text(join(root, 'shared', 'telemetry.ts'));
+  const telemetry = text(join(root, 'shared', 'observability', 'telemetry.ts'));
   const disabled = /^param disableLocalAuth bool = true$/m.test(monitoring) || /DisableLocalAuth: true/.test(monitoring);
   const exporterHasCredential = /azureMonitorExporterOptions: \{[^}]*credential/.test(telemetry);
   // Local auth off + connection-string-only exporter = every metric and trace of the broker rejected (401).
