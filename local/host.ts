@@ -1,4 +1,3 @@
-import { closeQueryPools } from '../shared/query/run-catalogued';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -21,7 +20,9 @@ import { errorResponse, type ResponseStyle } from '../shared/http/responses';
 import { adminActionOf, errorStyleOf } from '../shared/http/handler';
 import { AdminAuditRecord, writeAdminAudit } from '../shared/observability/admin-audit';
 import { MAX_BODY_BYTES } from '../shared/http/request';
-import { createLogger } from '../shared/observability/log';
+import type { Logger } from '../shared/observability/log';
+import { appContext, type AppContext } from '../shared/app/context';
+import { handlersOf } from '../shared/app/handlers';
 
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
@@ -221,6 +222,7 @@ interface AdminRequest {
  * admin route, its one audit event.
  */
 function refuse(
+  hostLog: (cid: string) => Logger,
   res: ServerResponse,
   err: BrokerError,
   style: ResponseStyle,
@@ -229,7 +231,7 @@ function refuse(
   extra: Record<string, string> = {},
   admin?: AdminRequest,
 ): Promise<void> {
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
   if (admin) {
     const outcome = { status: err.status, code: err.code };
     writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, outcome);
@@ -247,12 +249,13 @@ function refuse(
  * 400 in the error style of the endpoint its request line names (when it can be read), with a correlation id.
  */
 function answerClientError(
+  hostLog: (cid: string) => Logger,
   err: NodeJS.ErrnoException & { rawPacket?: Buffer },
   socket: Duplex,
   styleOfPath: (path: string) => ResponseStyle,
 ): void {
   const cid = randomUUID();
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
   log.info('request', { status: timeout ? 408 : 400, code: timeout ? 'request_timeout' : 'bad_request', parseError: err.code });
   if (!socket.writable || err.code === 'ECONNRESET') {
@@ -312,16 +315,30 @@ export interface LocalHost {
   close(): Promise<void>;
 }
 
+/** The registrations with their handlers made from `app` (the same names, routes and options). */
+export function registrationsOf(app: AppContext, base: Registration[] = loadRegistrations()): Registration[] {
+  const handlers: Record<string, unknown> = handlersOf(app);
+  return base.map((r) =>
+    isHttp(r)
+      ? { ...r, options: { ...r.options, handler: (handlers[r.name] as HttpFunctionOptions['handler']) ?? r.options.handler } }
+      : { ...r, timer: { ...r.timer, handler: (handlers[r.name] as TimerFunctionOptions['handler']) ?? r.timer.handler } },
+  );
+}
+
 export async function startLocalHost(
   opts: {
     port?: number;
     host?: string;
+    /** The app context the functions run with (default: the process's). */
+    app?: AppContext;
     registrations?: Registration[];
     /** A request (headers and body) must arrive within this long, else 408 (default 30 s: the slow-loris bound). */
     requestTimeoutMs?: number;
   } = {},
 ): Promise<LocalHost> {
-  const registrations = opts.registrations ?? loadRegistrations();
+  const registrations = opts.registrations ?? (opts.app ? registrationsOf(opts.app) : loadRegistrations());
+  // Lines the host writes itself (requests refused before a handler runs) go where the app's lines go.
+  const hostLog = (cid: string): Logger => (opts.app ?? appContext()).logger({ correlationId: cid, fn: 'host' });
   const routes = registrations.filter(isHttp).map(compileRoute);
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
@@ -349,6 +366,7 @@ export async function startLocalHost(
       socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
         return refuse(
+          hostLog,
           res,
           new BrokerError(
             'bad_request',
@@ -365,7 +383,7 @@ export async function startLocalHost(
         const err = candidates.length
           ? new BrokerError('method_not_allowed', `${method} is not allowed here.`)
           : new BrokerError('not_found', 'No function serves this path.');
-        return refuse(res, err, 'problem', cid, method);
+        return refuse(hostLog, res, err, 'problem', cid, method);
       }
       const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
@@ -375,6 +393,7 @@ export async function startLocalHost(
         (host !== undefined && !HOST_HEADER.test(host))
       ) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }),
           style,
@@ -388,6 +407,7 @@ export async function startLocalHost(
       const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
       if (repeated) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }),
           style,
@@ -399,7 +419,7 @@ export async function startLocalHost(
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
-        const log = createLogger({ correlationId: cid, fn: 'host' });
+        const log = hostLog(cid);
         if (admin)
           writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, {
             status: 499,
@@ -412,6 +432,7 @@ export async function startLocalHost(
       if (body.kind === 'too_large') {
         closeInStages(req);
         return refuse(
+          hostLog,
           res,
           new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
           style,
@@ -426,7 +447,16 @@ export async function startLocalHost(
         for (const [k, v] of Object.entries(req.headers))
           if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       } catch {
-        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method, {}, admin);
+        return refuse(
+          hostLog,
+          res,
+          new BrokerError('bad_request', 'A request header is not valid.'),
+          style,
+          cid,
+          method,
+          {},
+          admin,
+        );
       }
       const noBody = method === 'GET' || method === 'HEAD';
       const request = new LocalHttpRequest(
@@ -444,6 +474,7 @@ export async function startLocalHost(
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
       if (!res.headersSent)
         void refuse(
+          hostLog,
           res,
           new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }),
           style,
@@ -458,7 +489,7 @@ export async function startLocalHost(
     return r ? errorStyleOf(r.reg.options.handler) : 'problem';
   };
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) =>
-    answerClientError(err, socket, styleOfPath),
+    answerClientError(hostLog, err, socket, styleOfPath),
   );
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
@@ -475,9 +506,9 @@ export async function startLocalHost(
         server.closeAllConnections();
         server.close(() => resolve());
       });
-      // What the Functions host's appTerminate hook does (functions/query.ts registers it; @azure/functions
+      // What the Functions host's appTerminate hook does (functions/app.ts registers it; @azure/functions
       // skips hook registration outside the worker): the database pools close.
-      await closeQueryPools();
+      await (opts.app ?? appContext()).close();
     },
   };
 }

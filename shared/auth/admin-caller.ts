@@ -4,7 +4,6 @@ import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
-import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
 import { authenticateClient, loadCore, validatorFor } from './frontdoor';
 import type { Principal } from './principal';
@@ -33,8 +32,8 @@ export interface AdminIdentity {
   readonly admin: Principal;
 }
 
-function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant: string } {
-  const p = policyConfig.load();
+function adminSettings(cfg: CoreConfig, settingsRecheckMs?: number): { audiences: readonly string[]; tenant: string } {
+  const p = policyConfig.load(settingsRecheckMs);
   const audiences = p.adminAudiences
     ? p.adminAudiences
         .split(',')
@@ -68,10 +67,10 @@ export async function authenticateAdmin(
 ): Promise<AdminIdentity> {
   const record = adminAuditOf(scope);
   record.action = action;
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   record.client = client;
-  const { audiences, tenant } = adminSettings(cfg);
+  const { audiences, tenant } = adminSettings(cfg, scope.app.settingsRecheckMs);
   const token = await adminToken();
   record.adminClaimed = claimedIdentity(token);
   if (!token)
@@ -90,12 +89,14 @@ export async function authenticateAdmin(
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.
-  const policy = await currentPolicy().catch((e: unknown) =>
-    refuse(
-      'policy_unavailable',
-      e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
-    ),
-  );
+  const policy = await scope.app.policy
+    .current()
+    .catch((e: unknown) =>
+      refuse(
+        'policy_unavailable',
+        e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
+      ),
+    );
   if (denyEntryFor(policy, admin)) refuse('subject_denied', new BrokerError('subject_denied', 'The subject is denied.'));
   if (admin.tenantId !== tenant)
     refuse(

@@ -30,29 +30,25 @@ export interface Section<S extends Record<string, SettingSpec<unknown>>> {
   readonly spec: S;
   /** Parse an explicit environment, no memo: the values, or a ConfigError listing every problem. */
   parse(env: Env): SectionValues<S>;
-  /** The app settings (process.env), memoised on the raw values; a ConfigError when any is bad (health reports it). */
-  get(): SectionValues<S>;
+  /**
+   * The app settings (process.env), memoised on the raw values; process.env is re-read at most every `recheckMs`
+   * (default SETTINGS_RECHECK_MS; an app context passes its own, shared/app/context.ts). A ConfigError when any is
+   * bad (the health check reports it).
+   */
+  get(recheckMs?: number): SectionValues<S>;
   /**
    * The app settings for a request or a run: as get(), but a bad setting is the client-safe 503 `config_invalid`
    * naming the settings (never a 500). What every endpoint and run calls.
    */
-  load(): SectionValues<S>;
+  load(recheckMs?: number): SectionValues<S>;
 }
-
-let recheckMs = 1000;
 
 /**
  * App settings do not change during the life of a Functions process (changing one restarts the app), so
  * `get()` re-reads process.env at most this often; reading ~40 variables of process.env on every call was a
- * tenth of the token cache-hit path. Tests that rewrite process.env between calls set 0 (test/setup.ts).
+ * tenth of the token cache-hit path. An app context built with `settingsRecheckMs: 0` re-reads on every call.
  */
-export function setSettingsRecheckMs(ms: number): void {
-  recheckMs = ms;
-}
-
-export function settingsRecheckMs(): number {
-  return recheckMs;
-}
+export const SETTINGS_RECHECK_MS = 1000;
 
 const registry: SettingSpec<unknown>[] = [];
 const sectionNames = new Map<string, string>();
@@ -124,14 +120,14 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     name,
     spec,
     parse: load,
-    load() {
+    load(recheckMs?: number) {
       try {
-        return section.get();
+        return section.get(recheckMs);
       } catch (e) {
         throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
       }
     },
-    get() {
+    get(recheckMs = SETTINGS_RECHECK_MS) {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
       const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)]
@@ -202,14 +198,14 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
   };
 }
 
-/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
-function isLoopbackHost(hostname: string): boolean {
+/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (local development endpoints). */
+export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 /**
- * An endpoint URL. HTTPS only, except `http:` on a loopback host (the sandbox runs some emulators over plain
+ * An endpoint URL. HTTPS only, except `http:` on a loopback host (local development runs some emulators over plain
  * HTTP on 127.0.0.1): a production endpoint over plain HTTP would send tokens in the clear. `protocols:
  * ['https:']` refuses loopback HTTP too (Key Vault, whose SDK requires TLS).
  */
@@ -233,7 +229,7 @@ export function url(name: string, opts: Common & { protocols?: readonly ('https:
       }
       if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
         throw new Error(
-          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`,
+          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, local development endpoints), got http://${u.host}`,
         );
       }
       if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');

@@ -1,7 +1,8 @@
 import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { toBrokerError } from '../errors';
 import { AdminAuditRecord, writeAdminAudit } from '../observability/admin-audit';
-import { createLogger, type Logger } from '../observability/log';
+import type { Logger } from '../observability/log';
+import type { AppContext } from '../app/context';
 import { inInvocation } from '../observability/process-guard';
 import { correlationIdOf } from './correlation';
 import { assertNoRepeatedQuery } from './request';
@@ -16,6 +17,8 @@ export interface RequestScope {
   readonly trace?: TraceContext;
   /** Admin routes: the request's one audit record, written by the wrapper, enriched by the endpoint. */
   readonly adminAudit?: AdminAuditRecord;
+  /** The app's process-wide objects (policy, Google tokens, Cosmos clients, pools). */
+  readonly app: AppContext;
 }
 
 export interface HandlerOptions {
@@ -30,6 +33,7 @@ export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: Invocat
  * error to its response, and one log line per request (never bodies or headers).
  */
 export function httpHandler(
+  app: AppContext,
   functionName: string,
   style: ResponseStyle,
   fn: ScopedHandler,
@@ -40,36 +44,41 @@ export function httpHandler(
     const trace = traceContextOf(req.headers.get('traceparent'));
     const correlationId = correlationIdOf(req.headers, trace);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
-    return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
-      const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
-      const adminAudit = opts.adminAction && new AdminAuditRecord(opts.adminAction(req.method));
-      let res: HttpResponseInit;
-      let code: string | undefined;
-      let party: string | undefined;
-      try {
-        assertNoRepeatedQuery(req.query);
-        res = await fn(req, { correlationId, log, functionName, trace, adminAudit }, ctx);
-        res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
-      } catch (thrown) {
-        const err = toBrokerError(thrown);
-        code = err.code;
-        party = err.party;
-        res = errorResponse(err, style, correlationId);
-        const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
-        if (err.status >= 500) log.error(err.message, fields);
-        else log.info(err.message, fields);
-      }
-      res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
-      if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info('request', {
-        method: req.method,
-        status: res.status ?? 200,
-        code,
-        durationMs: Math.round(durationMs * 100) / 100,
-      });
-      return res;
-    });
+    const invocation = { fn: functionName, correlationId, invocationId: ctx.invocationId };
+    return inInvocation(
+      invocation,
+      (fields) => app.logger(fields),
+      async () => {
+        const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+        const adminAudit = opts.adminAction && new AdminAuditRecord(opts.adminAction(req.method));
+        let res: HttpResponseInit;
+        let code: string | undefined;
+        let party: string | undefined;
+        try {
+          assertNoRepeatedQuery(req.query);
+          res = await fn(req, { correlationId, log, functionName, trace, app, adminAudit }, ctx);
+          res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+        } catch (thrown) {
+          const err = toBrokerError(thrown);
+          code = err.code;
+          party = err.party;
+          res = errorResponse(err, style, correlationId);
+          const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+          if (err.status >= 500) log.error(err.message, fields);
+          else log.info(err.message, fields);
+        }
+        res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
+        if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
+        const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+        log.info('request', {
+          method: req.method,
+          status: res.status ?? 200,
+          code,
+          durationMs: Math.round(durationMs * 100) / 100,
+        });
+        return res;
+      },
+    );
   };
   styles.set(handler, style);
   if (opts.adminAction) adminActions.set(handler, opts.adminAction);

@@ -2,8 +2,8 @@ import type { TokenCredential } from '@azure/core-auth';
 import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../azure/managed-identity';
-import { sandboxCa } from '../upstream/local-endpoints';
+import { ManagedIdentities } from '../azure/managed-identity';
+import { localEndpointCa } from '../upstream/local-endpoints';
 import { httpOutcome, recordUpstream } from '../observability/telemetry';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
 import { withDeadline } from '../upstream/deadline';
@@ -15,7 +15,7 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
  * (Storage Blob Data Contributor on the policy container only). Reads are conditional GETs (If-None-Match: the
  * cached ETag; 304 costs no body); writes are conditional on If-Match (412 on a lost race, the Blob service's
  * optimistic concurrency). Every call has a client-side deadline (BROKER_POLICY_TIMEOUT_MS) and one try: the next
- * refresh is the retry. For the loopback sandbox (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
+ * refresh is the retry. For a loopback local development endpoint (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
  *
  * References: conditional headers https://learn.microsoft.com/en-us/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations,
  * concurrency https://learn.microsoft.com/en-us/azure/storage/blobs/concurrency-manage, snapshots
@@ -24,11 +24,11 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
 
 const MAX_POLICY_BYTES = 1024 * 1024;
 
-/** The Function's managed identity (one per process, shared with Key Vault and Google STS). */
-const identity = (clientId: string | undefined): TokenCredential => managedIdentity(clientId);
+/** The Function's managed identity: callers pass the app context's (shared with Key Vault and Google STS). */
+const identity = (clientId: string | undefined): TokenCredential => new ManagedIdentities().get(clientId);
 
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
-  const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
+  const ca = localEndpointCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
   // tlsOptions reach core-rest-pipeline's tlsPolicy through the storage pipeline's options (the Key Vault client does the same).
   return { retryOptions: { maxTries: 1, tryTimeoutInMs: cfg.storageTimeoutMs }, ...(ca ? { tlsOptions: { ca } } : {}) };
 }

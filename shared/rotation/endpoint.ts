@@ -15,7 +15,7 @@ import { rotationDepsFromSettings } from './google-keys/deps';
  * (form or JSON body): an admin token (shared/auth/admin-caller.ts: the broker's audience, the admin tenant, the admin
  * role, not deny-listed). dryRun defaults to true. A real run takes the same blob lease as the timer; held: 409.
  */
-export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps = (s) => rotationDepsFromSettings(s.log)) {
+export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps = (s) => rotationDepsFromSettings(s.app, s.log)) {
   return async (req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> => {
     let dryRun = true;
     await authenticateAdmin(req, scope, 'rotation.admin', async () => {

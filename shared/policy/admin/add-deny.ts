@@ -6,7 +6,6 @@ import { GUID } from '../../config/settings';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { type DenyEntry } from '../schema';
 
 import { writer, who, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -40,7 +39,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
   });
   const { tenantId, objectId, reason, expiresAt } = fields!;
   adminAuditOf(scope).note({ target: `${tenantId}/${objectId}` });
-  const w = await writer();
+  const w = await writer(scope.app);
   const entry: DenyEntry = {
     id: `deny-${randomUUID()}`,
     tenantId,
@@ -51,7 +50,7 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     createdBy: who(id),
   };
   const written = await editDeny(w, id, scope, `deny.add:${entry.id}`, reason, (d) => [...d, entry]);
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   adminAuditOf(scope).note({
     reason: 'written',
     extra: { denyId: entry.id, expiresAt, etag: written.etag, revision: written.revision },

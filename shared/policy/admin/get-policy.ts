@@ -3,14 +3,13 @@ import { adminAuditOf } from '../../observability/admin-audit';
 import { authenticateAdmin } from '../../auth/admin-caller';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 
 import { versionHeaders } from './common';
 
 /** GET /api/admin/policy: the document this instance decides with, read fresh, with its ETag and revision. */
 export async function handleGetPolicy(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
   await authenticateAdmin(req, scope, 'policy.read');
-  const store = await policyStore();
+  const store = await scope.app.policy.store();
   store.invalidate(); // an admin about to edit wants the latest ETag, not this instance's cached one
   const v = await store.current();
   const st = store.state();

@@ -19,7 +19,7 @@ export async function handlePolicyHistory(req: HttpRequest, scope: RequestScope)
       detail: { parameter: 'snapshot' },
     });
   }
-  const w = await writer();
+  const w = await writer(scope.app);
   adminAuditOf(scope).note({ reason: 'granted', extra: { snapshot } });
   if (snapshot !== undefined) {
     const doc = await w.read(snapshot);

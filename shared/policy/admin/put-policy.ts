@@ -5,7 +5,6 @@ import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 
 import { MAX_POLICY_BODY, writer, who, checkDocument, versionHeaders, entityTag, assertFinite } from './common';
 
@@ -24,7 +23,7 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     assertFinite(raw, '');
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
-  const w = await writer();
+  const w = await writer(scope.app);
   const createOnly = req.headers.get('if-none-match')?.trim() === '*';
   const ifMatch = createOnly ? undefined : entityTag(req.headers.get('if-match'), 'If-Match');
   if (!ifMatch && !createOnly) {
@@ -46,7 +45,7 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     change: 'put',
     correlationId: scope.correlationId,
   });
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   const doc = raw as { rules: unknown[]; deny?: unknown[] };
   record.note({
     reason: 'written',

@@ -4,7 +4,6 @@ import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { DENY_ID, type DenyEntry } from '../schema';
 
 import { writer, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -27,7 +26,7 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
   if (!DENY_ID.test(denyId))
     throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
   const reason = stringField(body, 'reason', { max: 500 });
-  const w = await writer();
+  const w = await writer(scope.app);
   let removed: DenyEntry | undefined;
   const written = await editDeny(w, id, scope, `deny.remove:${denyId}`, reason, (d) => {
     const i = d.findIndex((e) => e.id === denyId);
@@ -35,7 +34,7 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
     removed = d[i];
     return [...d.slice(0, i), ...d.slice(i + 1)];
   });
-  (await policyStore()).invalidate();
+  (await scope.app.policy.store()).invalidate();
   adminAuditOf(scope).note({
     target: removed ? `${removed.tenantId}/${removed.objectId}` : undefined,
     reason: 'written',

@@ -30,7 +30,7 @@ export interface ManagementOptions {
   readonly endpoint: string;
   readonly credential: TokenCredential;
   readonly timeoutMs: number;
-  /** PEM CA (sandbox, loopback only). */
+  /** PEM CA (local development, loopback only). */
   readonly ca?: string;
   /** Longest a regeneration may take, polling included (default 5 min). */
   readonly operationDeadlineMs?: number;

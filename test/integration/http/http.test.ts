@@ -1,11 +1,14 @@
-import { handler as explain } from '../../../functions/explain';
-import { handler as token } from '../../../functions/token';
-import { handler as health } from '../../../functions/health';
 import { invoke } from '../../helpers/invoke';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, TOKEN_EXCHANGE, startFixture, type Fixture } from '../../helpers/foundation';
 import { redact, redactString } from '../../../shared/observability/log';
 import { BrokerError } from '../../../shared/errors';
 import { errorResponse } from '../../../shared/http/responses';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const explain = testApp.handler('explain');
+const token = testApp.handler('token');
+const health = testApp.handler('health');
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -170,7 +173,7 @@ describe('problem+json and error mapping', () => {
 
   test('an unexpected exception is a 500 internal with a generic message (the only 500)', async () => {
     const { httpHandler } = await import('../../../shared/http/handler');
-    const h = httpHandler('boom', 'problem', async () => {
+    const h = httpHandler(testApp.app, 'boom', 'problem', async () => {
       throw new Error('secret detail eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln');
     });
     const res = await invoke(h, {});

@@ -1,14 +1,9 @@
 import type { HttpHandler } from '@azure/functions';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
-import { handler as policyHandler } from '../../../functions/admin-policy';
-import { handler as historyHandler } from '../../../functions/admin-policy-history';
-import { handler as denyHandler } from '../../../functions/admin-deny';
-import { handler as denyRemoveHandler } from '../../../functions/admin-deny-remove';
-import { handler as rotateHandler } from '../../../functions/admin-rotate';
 import { BlobPolicyWriter } from '../../../shared/policy/blob-store';
 import { BrokerError } from '../../../shared/errors';
-import { resetPolicyStore } from '../../../shared/policy/current';
+import { TestApp } from '../../helpers/app';
 import { captureLogs, invoke, type CallOptions } from '../../helpers/invoke';
 
 /**
@@ -18,6 +13,13 @@ import { captureLogs, invoke, type CallOptions } from '../../helpers/invoke';
  * Every admin route × every refusal class; a refused PUT leaves the policy's ETag and revision as they were.
  * Item 4: after writes that lost a race, the history lists each kept version once, newest first.
  */
+
+const testApp = new TestApp();
+const policyHandler = testApp.handler('adminPolicy');
+const historyHandler = testApp.handler('adminPolicyHistory');
+const denyHandler = testApp.handler('adminDeny');
+const denyRemoveHandler = testApp.handler('adminDenyRemove');
+const rotateHandler = testApp.handler('adminRotate');
 
 let sb: Sandbox;
 let restoreEnv: () => void;
@@ -41,13 +43,13 @@ beforeAll(async () => {
   logs = captureLogs();
   sb = await startSandbox({ storage: true, env: { BROKER_JWKS_COOLDOWN_SECONDS: '0' } });
   restoreEnv = sb.applyEnv();
-  resetPolicyStore();
+  testApp.renew();
 }, 60_000);
 
 afterAll(async () => {
   logs?.restore();
   restoreEnv?.();
-  resetPolicyStore();
+  testApp.renew();
   await sb?.stop();
 });
 

@@ -2,14 +2,17 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { handler } from '../../../functions/query';
+
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { closeQueryPools } from '../../../shared/query/run-catalogued';
 import { SESSION_SETTINGS, type SessionIdentity } from '../../../shared/query/session-identity';
 import { runReadOnly } from '../../../shared/query/transaction';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const handler = testApp.handler('query');
 
 /**
  * The caller's identity reaches the data (issue #14), through the real sandbox: the sample catalog and policy
@@ -107,7 +110,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  await closeQueryPools();
+  await testApp.app.queryPools.closeAll();
   restoreEnv?.();
   await sb?.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -2,6 +2,7 @@ import { httpHandler, type RequestScope } from '../../../shared/http/handler';
 import { correlationIdOf } from '../../../shared/http/correlation';
 import { parseTraceparent } from '../../../shared/http/trace-context';
 import { sqlComment } from '../../../shared/query/sql-comment';
+import { testContext } from '../../helpers/app';
 import { captureLogs, invoke } from '../../helpers/invoke';
 
 /**
@@ -63,7 +64,7 @@ describe('traceparent → trace and correlation id (one parser)', () => {
 
   test.each(CASES)('$name', async (c) => {
     let seen: RequestScope | undefined;
-    const h = httpHandler('traceTest', 'problem', (_req, scope) => {
+    const h = httpHandler(testContext(), 'traceTest', 'problem', (_req: unknown, scope: RequestScope) => {
       seen = scope;
       scope.log.info('inside');
       return Promise.resolve({ status: 204 });
@@ -95,7 +96,7 @@ describe('traceparent → trace and correlation id (one parser)', () => {
 
   test('a well-formed x-correlation-id is kept; the trace is still the one parsed', async () => {
     let seen: RequestScope | undefined;
-    const h = httpHandler('traceTest', 'problem', (_req, scope) => {
+    const h = httpHandler(testContext(), 'traceTest', 'problem', (_req: unknown, scope: RequestScope) => {
       seen = scope;
       return Promise.resolve({ status: 204 });
     });
