@@ -51,12 +51,14 @@ export interface Section<S extends Record<string, SettingSpec<unknown>>> {
 export const SETTINGS_RECHECK_MS = 1000;
 
 const registry: SettingSpec<unknown>[] = [];
-const sectionNames = new Map<string, string>();
+/** The sections that read each setting (a shared spec is read by several; listed in name order, whatever loaded first). */
+const sectionNames = new Map<string, Set<string>>();
+const sectionsOf = (name: string): string => [...(sectionNames.get(name) ?? [])].sort().join(', ');
 
 /** Every setting any loaded section declares (import the section modules first). */
 export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
   return registry.map((s) =>
-    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }),
+    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }),
   );
 }
 
@@ -83,11 +85,9 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     const first = registry.find((r) => r.name === s.name);
     // Each setting is declared once: a section that needs another's setting shares its spec object.
     if (first && first !== s)
-      throw new Error(`setting ${s.name} is declared twice (sections ${sectionNames.get(s.name)} and ${name}): share one spec`);
-    if (!first) {
-      registry.push(s);
-      sectionNames.set(s.name, name);
-    }
+      throw new Error(`setting ${s.name} is declared twice (sections ${sectionsOf(s.name)} and ${name}): share one spec`);
+    if (!first) registry.push(s);
+    sectionNames.set(s.name, (sectionNames.get(s.name) ?? new Set<string>()).add(name));
   }
   const specs = Object.entries(spec);
   const load = (env: Env): SectionValues<S> => {

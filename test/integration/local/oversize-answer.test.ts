@@ -1,5 +1,6 @@
 import { connect } from 'node:net';
 import { isHttp, startLocalHost, type LocalHost } from '../../../local/host';
+import { testContext } from '../../helpers/app';
 import { captureLogs } from '../../helpers/invoke';
 
 /**
@@ -18,7 +19,7 @@ let adminSent = 0;
 
 beforeAll(async () => {
   logs = captureLogs();
-  host = await startLocalHost();
+  host = await startLocalHost({ app: testContext() });
 });
 afterAll(async () => {
   await host?.close();

@@ -6,8 +6,8 @@ import { resolve } from 'node:path';
  * handlers): an unhandled rejection inside an invocation is logged with that invocation's correlation id
  * and the process keeps serving; an uncaught exception is logged, then the process ends as Node's default.
  */
-const guard = resolve(__dirname, '../../dist/shared/observability/process-guard.js');
-const log = resolve(__dirname, '../../dist/shared/observability/log.js');
+const guard = resolve(__dirname, '../../../dist/shared/observability/process-guard.js');
+const log = resolve(__dirname, '../../../dist/shared/observability/log.js');
 
 function run(body: string): { status: number | null; lines: Record<string, unknown>[]; stdout: string } {
   const script = `const guard = require(${JSON.stringify(guard)});\nconst { createLogger } = require(${JSON.stringify(log)});\nconst inInvocation = (scope, fn) => guard.inInvocation(scope, createLogger, fn);\n${body}`;
