@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 
 /**
@@ -109,4 +110,28 @@ export async function sequential(n: number, fn: () => Promise<void>, warmup = 20
     out.push(performance.now() - t);
   }
   return out;
+}
+
+/** CPU (user + system, µs) of this process so far: the parent divides deltas by the requests it sent. */
+export function cpuMicros(): number {
+  const c = process.cpuUsage();
+  return c.user + c.system;
+}
+
+/** CPU (µs) of every child of a process (PostgreSQL's backends under its postmaster), from /proc. */
+export function childrenCpuMicros(parentPid: number | undefined): number {
+  if (!parentPid) return NaN;
+  const tick = 1e6 / 100; // USER_HZ is 100 on Linux
+  let sum = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[1]) === parentPid) sum += (Number(f[11]) + Number(f[12])) * tick;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sum;
 }

@@ -1,4 +1,3 @@
-import autocannon from 'autocannon';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startLocalHost } from '../local/host';
@@ -7,18 +6,22 @@ import { startSandbox } from '../local/sandbox';
 import { queryConfig } from '../shared/config/query';
 import { getLoginToken } from '../shared/query/login-token';
 import { createContext } from '../shared/app/context';
-import { sequential, summarise, type LatencySummary } from './load';
+import { childrenCpuMicros, cpuMicros } from './load';
+
+export interface QueryServerInfo {
+  brokerUrl: string;
+  baselineUrl: string;
+  brokerHeaders: Record<string, string>;
+  poolMax: number;
+}
 
 /**
- * (7) POST /api/query/order-count through the broker (production defaults: LOG_LEVEL=info, log lines to a file)
- * vs what a user would build instead: a minimal Node HTTP endpoint, no authentication, running the same SQL
- * through the same Cloud SQL connector (IAM login, same emulated TLS instance) on a pg pool of the same size.
- * Interleaved: baseline, broker, baseline, broker; sequential latency and throughput at 16 concurrent callers.
- * Run by bench/run.ts as a child with stdout redirected to a log file; the figures come back over IPC.
+ * (7) The query bench's server process: POST /api/query/order-count through the broker (production defaults:
+ * LOG_LEVEL=info, log lines to a file) and what a user would build instead: a minimal Node HTTP endpoint, no
+ * authentication, running the same SQL through the same Cloud SQL connector (IAM login, same emulated TLS instance)
+ * on a pg pool of the same size. bench/run.ts drives the load from its own process over IPC and asks for this
+ * process's CPU and PostgreSQL's (its backends' CPU from /proc) before and after each phase.
  */
-const N = Number(process.env.BENCH_QUERY_N ?? 400);
-const SECONDS = Number(process.env.BENCH_QUERY_SECONDS ?? 4);
-const CONCURRENCY = 16;
 const SQL =
   "SELECT status, count(*) AS orders FROM orders WHERE placed_at >= COALESCE($1::date, DATE '1970-01-01') GROUP BY status ORDER BY status";
 
@@ -79,24 +82,6 @@ async function baselineServer(
   };
 }
 
-function toSummary(xs: number[]): LatencySummary {
-  return summarise(xs, 0, xs.reduce((a, b) => a + b, 0) / 1000);
-}
-
-async function concurrent(
-  url: string,
-  path: string,
-  headers: Record<string, string>,
-): Promise<{ rps: number; p50: number; p99: number; non2xx: number }> {
-  const r = await autocannon({
-    url,
-    duration: SECONDS,
-    connections: CONCURRENCY,
-    requests: [{ method: 'POST', path, headers, body: '{}' }],
-  });
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx + r.errors + r.timeouts };
-}
-
 async function main(): Promise<void> {
   const loopback = `127.0.${process.env.TEST_LOOPBACK_NET ?? '0'}.250`;
   const sb = await startSandbox({ cloudSql: { host: process.env.BENCH_QUERY_HOST ?? loopback }, env: { LOG_LEVEL: 'info' } });
@@ -117,44 +102,19 @@ async function main(): Promise<void> {
       expiresIn: 7200,
     });
     const brokerHeaders = { authorization: `Bearer ${gateway}`, 'x-subject-token': caller, 'content-type': 'application/json' };
-    const brokerCall = async () => {
-      const res = await fetch(`${host.url}/query/order-count`, { method: 'POST', headers: brokerHeaders, body: '{}' });
-      await res.arrayBuffer();
-      if (res.status !== 200) throw new Error(`query answered ${res.status}`);
-    };
-    const baselineCall = async () => {
-      const res = await fetch(`${baseline.url}/order-count`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: '{}',
-      });
-      await res.arrayBuffer();
-      if (res.status !== 200) throw new Error(`baseline answered ${res.status}`);
-    };
-    const seqBroker: number[] = [];
-    const seqBase: number[] = [];
-    for (let round = 0; round < 2; round++) {
-      seqBase.push(...(await sequential(N / 2, baselineCall)));
-      seqBroker.push(...(await sequential(N / 2, brokerCall)));
-    }
-    const base1 = await concurrent(baseline.url, '/order-count', { 'content-type': 'application/json' });
-    const broker = await concurrent(host.url.replace(/\/api$/, ''), '/api/query/order-count', brokerHeaders);
-    const base2 = await concurrent(baseline.url, '/order-count', { 'content-type': 'application/json' });
-    const baseRps = (base1.rps + base2.rps) / 2;
-    const sb1 = toSummary(seqBase);
-    const sb2 = toSummary(seqBroker);
-    const out = {
-      n: N,
+    const info: QueryServerInfo = {
+      brokerUrl: host.url,
+      baselineUrl: baseline.url,
+      brokerHeaders,
       poolMax: queryConfig.get().poolMax,
-      sequential: {
-        broker: { p50: sb2.p50, p99: sb2.p99 },
-        baseline: { p50: sb1.p50, p99: sb1.p99 },
-        medianRatio: sb2.p50 / sb1.p50,
-        p99Ratio: sb2.p99 / sb1.p99,
-      },
-      concurrent16: { broker, baseline: { rps: baseRps, runs: [base1, base2] }, throughputRatio: broker.rps / baseRps },
     };
-    await new Promise<void>((r) => process.send!(out, () => r()));
+    await new Promise<void>((resolve) => {
+      process.on('message', (msg: { cmd: string }) => {
+        if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros(), pg: childrenCpuMicros(sb.postgres?.pid) });
+        if (msg.cmd === 'stop') resolve();
+      });
+      process.send!({ ready: info });
+    });
   } finally {
     await baseline.close().catch(() => undefined);
     await host.close();

@@ -4,11 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
 import { createContext } from '../shared/app/context';
 import { handlersOf } from '../shared/app/handlers';
+import { httpHandler } from '../shared/http/handler';
 import type { HttpHandler } from '@azure/functions';
 import { startSandbox, type Sandbox } from '../local/sandbox';
 import { SANDBOX } from '../local/ids';
 import type { Emulator } from '../local/emulators/harness';
 import { gcNow, telemetryWithoutExporter } from './telemetry-off';
+import { cpuMicros } from './load';
 
 /**
  * The benchmark's server process: the sandbox (emulators on ephemeral ports), the broker behind the
@@ -23,6 +25,9 @@ import { gcNow, telemetryWithoutExporter } from './telemetry-off';
 export interface ServerInfo {
   brokerUrl: string;
   bareUrl: string;
+  /** The floor of any function here: a trivial function through the same local host, with and without httpHandler. */
+  trivialPath: string;
+  trivialNoWrapPath: string;
   gatewayToken: string;
   callerToken: string;
   analystToken: string;
@@ -73,16 +78,46 @@ async function main(): Promise<void> {
   const registrations: Registration[] = loadRegistrations().map((r) =>
     isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
   );
+  // The denominators: a trivial function through the same host, with the same wrapper every broker function has
+  // (correlation, trace context, per-request logger, one 'request' line), and without it.
+  const ok = () => Promise.resolve({ status: 200, jsonBody: { ok: true } });
+  const trivial = httpHandler(app, 'benchTrivial', 'problem', ok);
+  registrations.push(
+    {
+      name: 'benchTrivial',
+      options: { route: 'bench/trivial', methods: ['GET', 'POST'], authLevel: 'anonymous', handler: trivial },
+    },
+    {
+      name: 'benchTrivialNoWrap',
+      options: {
+        route: 'bench/trivial-nowrap',
+        methods: ['GET', 'POST'],
+        authLevel: 'anonymous',
+        handler: ok,
+      },
+    },
+  );
   const host = await startLocalHost({ port: 0, registrations });
-  const bare = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end('{"ok":true}');
+  const bare = createServer((req, res) => {
+    const answer = () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    };
+    if (req.method === 'GET') return answer();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      Buffer.concat(chunks).toString('utf8');
+      answer();
+    });
   });
   bare.keepAliveTimeout = 65_000;
   await new Promise<void>((r) => bare.listen(0, '127.0.0.1', () => r()));
   const info: ServerInfo = {
     brokerUrl: host.url,
     bareUrl: `http://127.0.0.1:${(bare.address() as AddressInfo).port}/`,
+    trivialPath: '/api/bench/trivial',
+    trivialNoWrapPath: '/api/bench/trivial-nowrap',
     gatewayToken: await sandbox.entra.mint({
       oid: SANDBOX.gatewayObjectId,
       appId: SANDBOX.gatewayAppId,
@@ -113,6 +148,7 @@ async function main(): Promise<void> {
   }).observe({ entryTypes: ['gc'] });
   process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
     if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
+    if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros() });
     if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox), durations: durations(sandbox) });
     if (msg.cmd === 'eld-reset') {
       eld.reset();
