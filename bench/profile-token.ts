@@ -2,13 +2,27 @@ import { HttpRequest, InvocationContext } from '@azure/functions';
 import { handler } from '../functions/token';
 import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
+import { telemetryWithoutExporter } from './telemetry-off';
+import * as processGuard from '../shared/observability/process-guard';
 
 /**
  * In-process profile of the token cache-hit path (no HTTP), production defaults (LOG_LEVEL=info, log lines on
- * stdout; redirect it to a file): `node --cpu-prof dist/bench/profile-token.js [cloudsql|cosmos] > /tmp/log`.
- * Prints microseconds per call on stderr; the .cpuprofile shows where they go.
+ * stdout; redirect it to a file; telemetry on without an exporter, as bench/server.ts):
+ * `node --cpu-prof dist/bench/profile-token.js [cloudsql|cosmos] > /tmp/log`.
+ * Prints microseconds per call and CPU per call on stderr; the .cpuprofile shows where they go.
+ * Measuring knobs: PROFILE_NO_INVOCATION_SCOPE=1 runs the handler without the per-request AsyncLocalStorage scope
+ * (process-guard's inInvocation made a plain call); PROFILE_OTEL_CONTEXT=1 registers OpenTelemetry's
+ * AsyncLocalStorage context manager, as useAzureMonitor() does in production.
  */
 async function main(): Promise<void> {
+  if (process.env.PROFILE_TELEMETRY !== 'off') telemetryWithoutExporter();
+  if (process.env.PROFILE_NO_INVOCATION_SCOPE === '1')
+    (processGuard as { inInvocation: unknown }).inInvocation = (_s: unknown, _l: unknown, fn: () => unknown) => fn();
+  if (process.env.PROFILE_OTEL_CONTEXT === '1') {
+    const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
+    const { context } = await import('@opentelemetry/api');
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  }
   const sb = await startSandbox({ env: { LOG_LEVEL: 'info' } });
   sb.applyEnv();
   const gateway = await sb.entra.mint({
@@ -46,10 +60,14 @@ async function main(): Promise<void> {
   };
   for (let i = 0; i < 500; i++) await call();
   const n = Number(process.env.N ?? 20000);
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) await call();
   const us = Number(process.hrtime.bigint() - t0) / 1000 / n;
-  process.stderr.write(`${target}: ${us.toFixed(1)} µs per in-process call\n`);
+  const c = process.cpuUsage(c0);
+  process.stderr.write(
+    `${target}: ${us.toFixed(1)} µs per in-process call, ${((c.user + c.system) / n).toFixed(1)} µs CPU per call\n`,
+  );
   await sb.stop();
 }
 

@@ -146,7 +146,8 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
       throw err;
     }
   });
-  input.log.debug('cosmos.resource_token', { account: grant.account, cached: !fetched, ttlSeconds: ttl });
+  if (input.log.enabled('debug'))
+    input.log.debug('cosmos.resource_token', { account: grant.account, cached: !fetched, ttlSeconds: ttl });
   return {
     response: {
       access_token: issued.token,

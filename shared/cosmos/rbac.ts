@@ -56,7 +56,7 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
     const marginMs = Math.min(cfg.minRemainingSeconds * 1000, Math.floor(lifeMs / 2));
     return { token: t.token, validUntilMs: t.expiresOnTimestamp, expiresAtMs: t.expiresOnTimestamp - marginMs };
   });
-  input.log.debug('cosmos.rbac_token', { account: grant.account, cached: !fetched });
+  if (input.log.enabled('debug')) input.log.debug('cosmos.rbac_token', { account: grant.account, cached: !fetched });
   return {
     response: {
       access_token: issued.token,

@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../observability/audit';
+import { audit, type AuditEvent } from '../observability/audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import type { CoreConfig } from '../config/core';
 import type { Principal } from '../auth/principal';
@@ -10,7 +10,7 @@ import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
-import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
+import { recordCache, recordIssuance, spanAfter } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
@@ -20,6 +20,8 @@ const providers = {
 };
 
 const MAX_REQUESTED_LIFETIME = 86400;
+
+const kindAttributes = { cloudsql: Object.freeze({ kind: 'cloudsql' }), cosmos: Object.freeze({ kind: 'cosmos' }) };
 
 function parseLifetime(raw: string | undefined): number | undefined {
   if (raw === undefined || raw.trim() === '') return undefined;
@@ -94,8 +96,10 @@ async function grantAndIssue(
   const subject = await validateSubject(subjectToken, cfg);
   const action = `token.${target.kind}`;
   const targetText = formatTarget(target);
+  // The audit event goes on the request's one line (the wrapper's), not on a line of its own.
+  const writeAudit = (event: AuditEvent) => (scope.requestAudit ? scope.requestAudit(event) : audit(scope.log, event));
   const denyAudit = (reason: string, ruleId?: string) =>
-    audit(scope.log, { decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
+    writeAudit({ decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
 
   const { grant, ruleId } = authorizeTarget({
     policy: await scope.app.policy.current(),
@@ -108,24 +112,26 @@ async function grantAndIssue(
   });
 
   let result: ProviderResult;
+  // A span only when the provider went upstream (a miss) or failed: a cache hit makes none.
+  const issueStarted = performance.now();
   try {
-    result = await withSpan('broker.issue', { kind }, () =>
-      issue(grant, {
-        client,
-        subject,
-        requestedLifetimeSeconds,
-        log: scope.log,
-        correlationId: scope.correlationId,
-        app: scope.app,
-      }),
-    );
+    result = await issue(grant, {
+      client,
+      subject,
+      requestedLifetimeSeconds,
+      log: scope.log,
+      correlationId: scope.correlationId,
+      app: scope.app,
+    });
     recordCache(kind, result.cached);
+    if (!result.cached) spanAfter('broker.issue', kindAttributes[kind], issueStarted);
   } catch (e) {
     const err = toBrokerError(e);
+    spanAfter('broker.issue', kindAttributes[kind], issueStarted, err.code);
     denyAudit(err.code, ruleId);
     throw err;
   }
-  audit(scope.log, {
+  writeAudit({
     decision: 'grant',
     action,
     subject,

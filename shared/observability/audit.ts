@@ -39,10 +39,11 @@ export function tokenFingerprint(tokenOrId: string): string {
   return fp;
 }
 
-export function audit(logger: Logger, event: AuditEvent): void {
+/** The fields of an audit event's line (`event: 'audit'` and every field of the event; undefined ones drop out). */
+export function auditFields(event: AuditEvent): Record<string, unknown> {
   const who = (p?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>) =>
     p ? { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId } : undefined;
-  logger.info('audit', {
+  return {
     event: 'audit',
     action: event.action,
     decision: event.decision,
@@ -55,5 +56,10 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ttlSeconds: event.ttlSeconds,
     ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
-  });
+  };
+}
+
+/** An audit event on a line of its own. */
+export function audit(logger: Logger, event: AuditEvent): void {
+  logger.info('audit', auditFields(event));
 }

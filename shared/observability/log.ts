@@ -47,17 +47,39 @@ export function redactString(value: string): string {
   return out;
 }
 
+/**
+ * The value with every secret masked. Copy on write: a value with nothing to mask is returned as it is (most
+ * fields of most lines: ids, codes, numbers), so a line costs no copies of its fields.
+ */
 export function redact(value: unknown, depth = 0): unknown {
   if (depth > 6) return '[depth]';
   if (typeof value === 'string') return redactString(value);
   if (value === null || typeof value !== 'object') return value;
   if (value instanceof Error) return serializeError(value, depth);
-  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    out[k] = SENSITIVE_KEY.test(k) && v !== undefined && v !== null ? REDACTED : redact(v, depth + 1);
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const r = redact(v, depth + 1);
+      if (r !== v && !out) out = value.slice(0, i);
+      out?.push(r);
+    }
+    return out ?? value;
   }
-  return out;
+  const obj = value as Record<string, unknown>;
+  let out: Record<string, unknown> | undefined;
+  const keys = Object.keys(obj);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const v = obj[k];
+    const r = SENSITIVE_KEY.test(k) && v !== undefined && v !== null ? REDACTED : redact(v, depth + 1);
+    if (r !== v && !out) {
+      out = {};
+      for (let j = 0; j < i; j++) out[keys[j]!] = obj[keys[j]!];
+    }
+    if (out) out[k] = r;
+  }
+  return out ?? obj;
 }
 
 function serializeError(err: Error, depth: number): Record<string, unknown> {
@@ -178,6 +200,8 @@ export interface Logger {
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
+  /** Whether a line at `level` would be written: build the fields of a line only when it is. */
+  enabled(level: LogLevel): boolean;
 }
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -218,5 +242,6 @@ export function createLogger(base: LogFields & { correlationId?: string } = {}, 
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
     child: (fields) => createLogger({ ...base, ...fields }, out),
+    enabled: (level) => LEVELS[level] >= minLevel(out.settingsRecheckMs),
   };
 }

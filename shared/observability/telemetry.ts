@@ -1,4 +1,4 @@
-import type { Attributes, Counter, Histogram, Tracer } from '@opentelemetry/api';
+import type { Attributes, Histogram, ObservableCounter, ObservableResult, Tracer } from '@opentelemetry/api';
 import { telemetryConfig } from '../config/telemetry';
 
 /**
@@ -33,10 +33,49 @@ const METER_NAME = 'token-broker';
 
 interface Instruments {
   readonly issuance: Histogram;
-  readonly cache: Counter;
-  readonly upstream: Counter;
-  readonly rotation: Counter;
   readonly tracer: Tracer;
+}
+
+/**
+ * Counts by two closed-vocabulary attributes, aggregated in the process: a call adds to a number found by two map
+ * look-ups (no attribute object, no hashing per call); the OTel SDK reads the totals through an observable counter
+ * when its reader collects (the exporter's interval). Cumulative, as the SDK's own counters are.
+ */
+export class Tally {
+  private readonly byA = new Map<string, Map<string, { attributes: Attributes; n: number }>>();
+  constructor(
+    private readonly a: string,
+    private readonly b: string,
+  ) {}
+
+  add(a: string, b: string): void {
+    let inner = this.byA.get(a);
+    if (!inner) this.byA.set(a, (inner = new Map<string, { attributes: Attributes; n: number }>()));
+    const cell = inner.get(b);
+    if (cell) cell.n++;
+    else inner.set(b, { attributes: Object.freeze({ [this.a]: a, [this.b]: b }), n: 1 });
+  }
+
+  observe(result: ObservableResult): void {
+    for (const inner of this.byA.values()) for (const c of inner.values()) result.observe(c.n, c.attributes);
+  }
+}
+
+/** Attribute objects of the issuance histogram, one per (kind, outcome), made once. */
+class AttributeCache {
+  private readonly byA = new Map<string, Map<string, Attributes>>();
+  constructor(
+    private readonly a: string,
+    private readonly b: string,
+  ) {}
+
+  of(a: string, b: string): Attributes {
+    let inner = this.byA.get(a);
+    if (!inner) this.byA.set(a, (inner = new Map<string, Attributes>()));
+    let attrs = inner.get(b);
+    if (!attrs) inner.set(b, (attrs = Object.freeze({ [this.a]: a, [this.b]: b })));
+    return attrs;
+  }
 }
 
 export type TelemetryState = 'unresolved' | 'off' | 'loading' | 'on';
@@ -56,6 +95,11 @@ export class Telemetry {
   private state: TelemetryState = 'unresolved';
   private inst: Instruments | undefined;
   private loading: Promise<void> | undefined;
+  private readonly cache = new Tally('kind', 'result');
+  private readonly upstream = new Tally('upstream', 'outcome');
+  private readonly rotation = new Tally('action', 'outcome');
+  private readonly issuanceAttributes = new AttributeCache('kind', 'outcome');
+  private observed: { instrument: ObservableCounter; callback: (r: ObservableResult) => void }[] = [];
 
   /** `settingsRecheckMs`: how often the connection string is re-read (default: as the other settings). */
   constructor(private readonly opts: { settingsRecheckMs?: number } = {}) {}
@@ -64,18 +108,27 @@ export class Telemetry {
   enableOpenTelemetry(): void {
     const api = loadApi();
     const meter = api.metrics.getMeter(METER_NAME);
+    for (const o of this.observed) o.instrument.removeCallback(o.callback);
+    const observe = (name: string, description: string, tally: Tally) => {
+      const instrument = meter.createObservableCounter(name, { description });
+      const callback = (r: ObservableResult) => tally.observe(r);
+      instrument.addCallback(callback);
+      return { instrument, callback };
+    };
+    this.observed = [
+      observe(
+        METRIC.cache,
+        'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind',
+        this.cache,
+      ),
+      observe(METRIC.upstreamCalls, 'Calls to upstream services, by upstream and outcome (ok or the broker code)', this.upstream),
+      observe(METRIC.rotation, 'Key rotation outcomes, by action and outcome', this.rotation),
+    ];
     this.inst = {
       issuance: meter.createHistogram(METRIC.issuanceDuration, {
         unit: 'ms',
         description: 'Time from a parsed target to the answer (subject validation, policy, provider), by kind and outcome',
       }),
-      cache: meter.createCounter(METRIC.cache, {
-        description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind',
-      }),
-      upstream: meter.createCounter(METRIC.upstreamCalls, {
-        description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)',
-      }),
-      rotation: meter.createCounter(METRIC.rotation, { description: 'Key rotation outcomes, by action and outcome' }),
       tracer: api.trace.getTracer(METER_NAME),
     };
     this.state = 'on';
@@ -128,19 +181,19 @@ export class Telemetry {
   }
 
   recordIssuance(kind: IssuanceKind, outcome: TelemetryOutcome, durationMs: number): void {
-    this.on()?.issuance.record(durationMs, { kind, outcome });
+    this.on()?.issuance.record(durationMs, this.issuanceAttributes.of(kind, outcome));
   }
 
   recordCache(kind: IssuanceKind, hit: boolean): void {
-    this.on()?.cache.add(1, { kind, result: hit ? 'hit' : 'miss' });
+    if (this.on()) this.cache.add(kind, hit ? 'hit' : 'miss');
   }
 
   recordUpstream(upstream: UpstreamName, outcome: TelemetryOutcome): void {
-    this.on()?.upstream.add(1, { upstream, outcome });
+    if (this.on()) this.upstream.add(upstream, outcome);
   }
 
   recordRotation(action: string, outcome: string): void {
-    this.on()?.rotation.add(1, { action, outcome });
+    if (this.on()) this.rotation.add(action, outcome);
   }
 }
 
@@ -199,6 +252,23 @@ export function httpOutcome(status: number): TelemetryOutcome {
   if (status === 504) return 'upstream_timeout';
   if (status >= 500) return 'upstream_error';
   return 'upstream_denied';
+}
+
+/**
+ * A span over work that has already run (from `startedAtMs`, a `performance.now()` reading, to now): for work whose
+ * span is only worth its cost once it is known to have called an upstream (a cache miss, a failure), so a cache
+ * hit makes none. It is not the active span while the work runs (the upstream calls' own HTTP spans are children of
+ * the invocation's span). `outcome`: a broker error code on failure. Off: nothing.
+ */
+export function spanAfter(name: string, attributes: Attributes, startedAtMs: number, outcome?: string): void {
+  const i = on();
+  if (!i) return;
+  const span = i.tracer.startSpan(name, { attributes, startTime: performance.timeOrigin + startedAtMs });
+  if (outcome !== undefined) {
+    span.setAttribute('broker.outcome', outcome);
+    span.setStatus({ code: 2 /* SpanStatusCode.ERROR */ });
+  }
+  span.end();
 }
 
 /**
