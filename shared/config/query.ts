@@ -1,4 +1,4 @@
-import { defineSection, int, str } from './settings';
+import { bool, defineSection, int, str } from './settings';
 
 /** Settings of the query function (POST /api/query/{name}). */
 export const queryConfig = defineSection('query', {
@@ -38,6 +38,10 @@ export const queryConfig = defineSection('query', {
     default: '10000',
     min: 1,
     max: 100000,
+  }),
+  commentTraceparent: bool('QUERY_SQL_COMMENT_TRACEPARENT', {
+    doc: "Also put the request's traceparent in each statement's sqlcommenter comment (Cloud SQL Query Insights trace linking); each statement text is then unique, so PostgreSQL parses and plans every statement of every query (no prepared statements)",
+    default: 'false',
   }),
 });
 

@@ -48,6 +48,9 @@ function roundTripDeadlines(
 /** How long after the server's statement_timeout the client gives up on the query itself. */
 const QUERY_DEADLINE_GRACE_MS = 2000;
 
+/** The sqlcommenter `app` tag of every statement the broker runs. */
+export const SQL_COMMENT_APP = 'token-broker';
+
 async function run(
   client: PoolClient,
   q: CatalogQuery,
@@ -56,11 +59,12 @@ async function run(
   id: SessionIdentity,
   comment: string,
   deadlines: ReturnType<typeof roundTripDeadlines>,
+  prepared: boolean,
 ): Promise<QueryResult> {
   // One round trip for the whole transaction: BEGIN READ ONLY, the statement timeout, a transaction-local
   // application_name and the caller's identity as set_config(…, true) with bound values, the query (at most
   // rowLimit + 1 rows leave the server: the one more says the result was cut), ROLLBACK.
-  const r = await runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines });
+  const r = await runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines, prepared });
   const fields = r.fields;
   const truncated = r.suspended || r.rows.length > rowLimit;
   const rows = r.rows.slice(0, rowLimit).map((row) => fields.map((f, i) => convertValue(f.dataTypeID, row[i] ?? null)));
@@ -205,13 +209,19 @@ async function execute(
     correlationId: scope.correlationId,
     applicationName: applicationNameFor(query.name, scope.correlationId),
     statementTimeoutMs: query.timeoutMs,
-  };
-  // Ids only (no personal data): the database log line joins the audit event and the trace.
-  const comment = sqlComment({
     traceparent: scope.trace?.traceparent,
-    correlation_id: scope.correlationId,
-    rule: ruleId,
+  };
+  // Stable tags only (no personal data), so each statement's text is the same for every request of this query and
+  // rule and PostgreSQL prepares it once per connection; the per-request ids (correlation id, traceparent) are in the
+  // transaction-local settings and application_name. QUERY_SQL_COMMENT_TRACEPARENT keeps the traceparent in the
+  // comment too (Query Insights trace linking), at the price of a parse and plan of every statement.
+  const traceparent = cfg.commentTraceparent ? scope.trace?.traceparent : undefined;
+  const withTrace = traceparent !== undefined;
+  const comment = sqlComment({
+    app: SQL_COMMENT_APP,
     query: query.name,
+    rule: ruleId,
+    ...(traceparent !== undefined ? { traceparent } : {}),
   });
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,
@@ -225,7 +235,7 @@ async function execute(
   let conn: PoolClient | undefined;
   try {
     conn = await scope.app.queryPools.of(cfg).connect(poolTarget, scope.log);
-    const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
+    const result = await run(conn, query, values, rowLimit, session, comment, deadlines, !withTrace);
     conn.release();
     observeDb(dbKey, true);
     return result;

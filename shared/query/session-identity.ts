@@ -5,7 +5,8 @@
  *   SELECT set_config('statement_timeout', $1, true), set_config('application_name', $2, true),
  *          set_config('broker.caller_oid', $3, true), … /*sqlcommenter tags*\/
  *
- * with every value a bound parameter (never SQL text). `is_local = true` makes each setting
+ * with every value a bound parameter (never SQL text): the statement text is the same for every request of a query
+ * and rule, so it is prepared once per connection; the per-request ids (correlation id, traceparent) are values. `is_local = true` makes each setting
  * transaction-local: gone at COMMIT or ROLLBACK, so a pooled connection never carries one caller's
  * identity into the next request. Row-level security policies and audit triggers read them with
  * `current_setting('broker.caller_oid', true)`.
@@ -21,6 +22,8 @@ export interface SessionIdentity {
   readonly applicationName: string;
   /** The query's statement timeout (ms), from the catalog. */
   readonly statementTimeoutMs: number;
+  /** The request's W3C traceparent (broker.traceparent), '' when none. */
+  readonly traceparent?: string;
 }
 
 /** The custom settings, in bind order after statement_timeout and application_name. */
@@ -30,6 +33,7 @@ export const SESSION_SETTINGS = [
   'broker.caller_app_id',
   'broker.rule_id',
   'broker.correlation_id',
+  'broker.traceparent',
 ] as const;
 
 /** application_name for a query: printable ASCII only, at most 63 bytes (PostgreSQL truncates beyond NAMEDATALEN - 1). */
@@ -49,6 +53,7 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.callerAppId ?? '',
     id.ruleId,
     id.correlationId,
+    id.traceparent ?? '',
   ];
   return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
 }

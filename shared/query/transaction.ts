@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { PoolClient } from 'pg';
 import { DeadlineExceeded } from './deadline';
 import { preamble, type SessionIdentity } from './session-identity';
@@ -13,6 +14,12 @@ import { withComment } from './sql-comment';
  * rolls back or destroys the connection). The row count makes the executor stop after `maxRows` rows (PortalSuspended
  * when there were more): nothing past the limit is computed, sent or held. Transaction-local settings end with the
  * ROLLBACK, so nothing of this caller is left on the pooled connection.
+ *
+ * Statement texts are static per catalogued query and rule (the per-request ids are bound values: the session
+ * settings and application_name), so each is a named prepared statement, parsed and planned once per connection
+ * and then only bound and executed (`prepared: false`, e.g. a traceparent kept in the comment: unnamed, parsed every
+ * time). A name is only taken as prepared once its statement completed; one whose fate is unknown (an error in the
+ * pipeline) is closed and parsed again next time (Close of a missing statement is no error).
  *
  * Deadlines are per phase, as if the phases were separate round trips: `preamble` until the identity settings have
  * completed, then `query` until the query has, then `rollback`. A server that stops answering in a phase fails with
@@ -35,11 +42,14 @@ export interface ReadOnlyRequest {
   readonly values: readonly (string | null)[];
   readonly maxRows: number;
   readonly deadlines: { readonly preamble: number; readonly query: number; readonly rollback: number };
+  /** Named prepared statements, once per connection (default true; false when the text is unique per request). */
+  readonly prepared?: boolean;
 }
 
 type Phase = Exclude<DeadlineExceeded['phase'], 'connect'>;
 
 interface WireConnection {
+  close(c: { type: 'S' | 'P'; name?: string }): void;
   parse(c: { text: string; name?: string; types?: number[] }): void;
   bind(c: { portal?: string; statement?: string; values?: readonly (string | null)[] }): void;
   describe(c: { type: 'P' | 'S'; name?: string }): void;
@@ -56,6 +66,33 @@ interface RowDescription {
 /** Statements in the pipeline, in order; the one at QUERY_INDEX is the catalogued query. */
 const QUERY_INDEX = 2;
 
+/** The named statements each connection has prepared (name → text), known from a completed execution. */
+const preparedOn = new WeakMap<object, Map<string, string>>();
+
+/** A statement's name: derived from its text, so one name never stands for two texts (≤ 63 bytes). */
+export function statementName(text: string): string {
+  return `tb_${createHash('sha256').update(text).digest('hex').slice(0, 40)}`;
+}
+
+const names = new Map<string, string>();
+function nameOf(text: string): string {
+  let n = names.get(text);
+  if (n === undefined) {
+    if (names.size >= 4096) names.clear();
+    names.set(text, (n = statementName(text)));
+  }
+  return n;
+}
+
+interface Statement {
+  text: string;
+  values: readonly (string | null)[];
+  describe?: boolean;
+  rows?: number;
+  /** A named prepared statement (else unnamed, parsed each time). */
+  name?: string;
+}
+
 class ReadOnlyTransaction {
   callback?: (err: Error | null, result?: ReadOnlyResult) => void;
   private completed = 0;
@@ -65,13 +102,10 @@ class ReadOnlyTransaction {
   private error: Error | null = null;
   private settled = false;
 
+  private prepared: Map<string, string> | undefined;
+
   constructor(
-    private readonly statements: readonly {
-      text: string;
-      values: readonly (string | null)[];
-      describe?: boolean;
-      rows?: number;
-    }[],
+    private readonly statements: readonly Statement[],
     private readonly onPhase: (phase: Phase) => void,
   ) {}
 
@@ -82,16 +116,28 @@ class ReadOnlyTransaction {
   }
 
   private advance(): void {
+    // The statement ran: its Parse (when sent) succeeded, so its name is prepared on this connection.
+    const done = this.statements[this.completed];
+    if (done?.name && this.prepared) this.prepared.set(done.name, done.text);
     this.completed++;
     this.onPhase(this.completed < QUERY_INDEX ? 'preamble' : this.completed === QUERY_INDEX ? 'query' : 'rollback');
   }
 
   submit(connection: WireConnection): void {
+    let prepared = preparedOn.get(connection);
+    if (!prepared) preparedOn.set(connection, (prepared = new Map<string, string>()));
+    this.prepared = prepared;
     connection.stream.cork?.();
     try {
       for (const s of this.statements) {
-        connection.parse({ text: s.text, name: '', types: [] });
-        connection.bind({ portal: '', statement: '', values: s.values });
+        if (!s.name) connection.parse({ text: s.text, name: '', types: [] });
+        else if (prepared.get(s.name) !== s.text) {
+          // Not known to be prepared (new, or its fate unknown after an error): close it first, then parse.
+          prepared.delete(s.name);
+          connection.close({ type: 'S', name: s.name });
+          connection.parse({ text: s.text, name: s.name, types: [] });
+        }
+        connection.bind({ portal: '', statement: s.name ?? '', values: s.values });
         if (s.describe) connection.describe({ type: 'P', name: '' });
         connection.execute({ portal: '', rows: s.rows ?? 0 });
       }
@@ -134,11 +180,14 @@ class ReadOnlyTransaction {
 /** Run the catalogued query read-only as the caller, in one round trip, within per-phase deadlines. */
 export function runReadOnly(client: PoolClient, req: ReadOnlyRequest): Promise<ReadOnlyResult> {
   const pre = preamble(req.identity, req.comment);
-  const statements = [
-    { text: pre.begin, values: [] },
-    { text: pre.settings, values: pre.values },
-    { text: withComment(req.sql, req.comment), values: req.values, describe: true, rows: req.maxRows },
-    { text: withComment('ROLLBACK', req.comment), values: [] },
+  const named = (text: string) => (req.prepared === false ? undefined : nameOf(text));
+  const query = withComment(req.sql, req.comment);
+  const rollback = withComment('ROLLBACK', req.comment);
+  const statements: Statement[] = [
+    { text: pre.begin, values: [], name: named(pre.begin) },
+    { text: pre.settings, values: pre.values, name: named(pre.settings) },
+    { text: query, values: req.values, describe: true, rows: req.maxRows, name: named(query) },
+    { text: rollback, values: [], name: named(rollback) },
   ];
   return new Promise<ReadOnlyResult>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;

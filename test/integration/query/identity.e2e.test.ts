@@ -52,6 +52,14 @@ const PROBES = [
     timeoutMs: 2000,
   },
   {
+    name: 'traceparent',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: "SELECT current_setting('broker.traceparent', true) AS tp",
+    rowLimit: 1,
+    timeoutMs: 2000,
+  },
+  {
     name: 'sleepy',
     instance: 'sandbox-project:europe-west1:orders-db',
     database: 'orders',
@@ -71,7 +79,8 @@ beforeAll(async () => {
     rules: { id: string; grants: { queries: string[] } }[];
   };
   for (const r of policy.rules)
-    if (r.id === 'orders-readers' || r.id === 'ticket-owners') r.grants.queries.push('whoami', 'whoami-claim', 'sleepy');
+    if (r.id === 'orders-readers' || r.id === 'ticket-owners')
+      r.grants.queries.push('whoami', 'whoami-claim', 'sleepy', 'traceparent');
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
   sb = await startSandbox({
     cloudSql: { host: HOST },
@@ -314,14 +323,14 @@ describe('per-transaction identity', () => {
       const sql = `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('transaction_read_only'), current_setting('statement_timeout')`;
       // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
       const inside = await runReadOnly(c as never, { identity: id, comment: '', sql, values: [], maxRows: 10, deadlines });
-      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'app-name-a', 'on', '1234ms']]);
+      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', '', 'app-name-a', 'on', '1234ms']]);
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
       expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
       const after = await c.query(
         `SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`,
       );
-      expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '']);
+      expect(Object.values(after.rows[0])).toEqual(SESSION_SETTINGS.map(() => ''));
       // a failing preamble: the query never runs, the transaction is left aborted for the caller to roll back
       await expect(
         runReadOnly(c as never, {
@@ -344,74 +353,176 @@ describe('per-transaction identity', () => {
   });
 });
 
+describe('prepared statements', () => {
+  test('each statement is parsed once per connection and then only bound and executed; an error leaves none half-known', async () => {
+    const c = new Client({
+      ...sb.postgres!.admin('orders'),
+      user: 'orders-reader@sandbox-project.iam',
+      password: sb.postgres!.iamPassword,
+    });
+    await c.connect();
+    try {
+      const id = (correlationId: string): SessionIdentity => ({
+        callerOid: 'oid-a',
+        callerTid: 'tid-a',
+        ruleId: 'rule-a',
+        correlationId,
+        applicationName: `token-broker/q/${correlationId}`,
+        statementTimeoutMs: 2000,
+        traceparent: `00-${correlationId.padEnd(32, '0')}-00f067aa0ba902b7-01`,
+      });
+      const deadlines = { preamble: 5000, query: 5000, rollback: 5000 };
+      const comment = "/*app='token-broker',query='q',rule='rule-a'*/";
+      const sql = "SELECT current_setting('broker.correlation_id', true) AS cid, $1::int AS n";
+      const run = (cid: string, n: string) =>
+        runReadOnly(c as never, { identity: id(cid), comment, sql, values: [n], maxRows: 10, deadlines });
+      const prepared = async () =>
+        (
+          await c.query<{ statement: string; generic_plans: string; custom_plans: string }>(
+            "SELECT statement, generic_plans::int + custom_plans::int AS runs FROM pg_prepared_statements WHERE name LIKE 'tb\\_%' ORDER BY statement",
+          )
+        ).rows as unknown as { statement: string; runs: number }[];
+      expect((await run('aaaa1', '1')).rows).toEqual([['aaaa1', '1']]);
+      const once = await prepared();
+      // BEGIN READ ONLY, the settings, the query, ROLLBACK: four named statements, each with the stable comment only
+      expect(once.map((p) => p.statement).sort()).toEqual(
+        [
+          `BEGIN READ ONLY ${comment}`,
+          `ROLLBACK ${comment}`,
+          `${sql} ${comment}`,
+          expect.stringMatching(
+            /^SELECT set_config\('statement_timeout', \$1, true\), .*set_config\('broker\.traceparent', \$8, true\) \/\*app=/,
+          ),
+        ].sort(),
+      );
+      // Other ids, other values: the same four statements, run again without a new Parse
+      expect((await run('bbbb2', '2')).rows).toEqual([['bbbb2', '2']]);
+      const twice = await prepared();
+      expect(twice.map((p) => p.statement)).toEqual(once.map((p) => p.statement));
+      const q = twice.find((p) => p.statement.startsWith('SELECT current_setting'))!;
+      expect(Number(q.runs)).toBe(2);
+      // A failing query (a bad cast): the pipeline stops, the transaction is rolled back by the caller; the next run
+      // closes and parses again whatever was not known to be prepared, and works
+      await expect(run('cccc3', 'not-a-number')).rejects.toThrow();
+      await c.query('ROLLBACK');
+      expect((await run('dddd4', '4')).rows).toEqual([['dddd4', '4']]);
+      expect((await prepared()).length).toBe(4);
+      // writes are still refused inside the prepared read-only transaction
+      await expect(
+        runReadOnly(c as never, {
+          identity: id('eeee5'),
+          comment,
+          sql: 'UPDATE orders SET status = status WHERE false',
+          values: [],
+          maxRows: 1,
+          deadlines,
+        }),
+      ).rejects.toThrow(/read-only transaction/);
+      await c.query('ROLLBACK');
+    } finally {
+      await c.end();
+    }
+  });
+});
+
 describe('correlation into the database', () => {
-  test('the sqlcommenter comment and application_name reach PostgreSQL (pg_stat_activity); traceparent is continued and returned', async () => {
-    const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
-    const pending = query(
-      'sleepy',
-      tokens.ada!,
-      { seconds: 1.5 },
-      { 'x-correlation-id': 'corr-sleepy-0001', traceparent: incoming },
-    );
+  /** The first pg_stat_activity row of another backend matching `where` while `pending` runs. */
+  async function watch(
+    where: string,
+    pending: Promise<Result>,
+  ): Promise<{ seen?: { query: string; application_name: string }; r: Result }> {
     let seen: { query: string; application_name: string } | undefined;
     for (let i = 0; i < 100 && !seen; i++) {
       seen = await admin(
         async (c) =>
-          (
-            await c.query(
-              "SELECT query, application_name FROM pg_stat_activity WHERE query LIKE '%pg_sleep%corr-sleepy-0001%' AND pid <> pg_backend_pid()",
-            )
-          ).rows[0],
+          (await c.query(`SELECT query, application_name FROM pg_stat_activity WHERE ${where} AND pid <> pg_backend_pid()`))
+            .rows[0],
       );
       if (!seen) await new Promise((r) => setTimeout(r, 30));
     }
-    const r = await pending;
+    return { seen, r: await pending };
+  }
+
+  test('the stable sqlcommenter tags and the per-request application_name reach PostgreSQL (pg_stat_activity); traceparent is continued and returned', async () => {
+    const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const { seen, r } = await watch(
+      "application_name = 'token-broker/sleepy/corr-sleepy-0001' AND query LIKE '%pg_sleep%'",
+      query('sleepy', tokens.ada!, { seconds: 1.5 }, { 'x-correlation-id': 'corr-sleepy-0001', traceparent: incoming }),
+    );
     expect(r.status).toBe(200);
     const tp = r.headers.get('traceparent')!;
     expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
     expect(tp).not.toBe(incoming);
     expect(seen).toBeDefined();
-    expect(seen!.query).toBe(
-      `SELECT pg_sleep($1) AS slept /*correlation_id='corr-sleepy-0001',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
-    );
+    // The text is the same for every request of this query and rule (prepared once per connection): the
+    // per-request ids are in application_name and the transaction-local settings, not in the comment.
+    expect(seen!.query).toBe("SELECT pg_sleep($1) AS slept /*app='token-broker',query='sleepy',rule='orders-readers'*/");
     expect(seen!.application_name).toBe('token-broker/sleepy/corr-sleepy-0001');
   });
 
-  test("hostile traceparent, tracestate and x-correlation-id: the comment holds only the broker's own ids, escaped", async () => {
+  test('the transaction-local settings carry the correlation id and the traceparent', async () => {
+    const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const r = await query('whoami', tokens.ada!, {}, { 'x-correlation-id': 'corr-whoami-0001', traceparent: incoming });
+    expect(r.status).toBe(200);
+    const row = (r.json.rows as unknown[][])[0]!;
+    expect(row[5]).toBe('corr-whoami-0001');
+    expect(row[6]).toBe('token-broker/whoami/corr-whoami-0001');
+    const probe = await query('traceparent', tokens.ada!, {}, { traceparent: incoming });
+    expect(probe.status).toBe(200);
+    expect((probe.json.rows as unknown[][])[0]![0]).toBe(probe.headers.get('traceparent'));
+  });
+
+  test('QUERY_SQL_COMMENT_TRACEPARENT=true keeps the traceparent in the comment (Query Insights trace linking)', async () => {
+    process.env.QUERY_SQL_COMMENT_TRACEPARENT = 'true';
+    try {
+      const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+      const { seen, r } = await watch(
+        "application_name = 'token-broker/sleepy/corr-sleepy-0002' AND query LIKE '%pg_sleep%'",
+        query('sleepy', tokens.ada!, { seconds: 1.2 }, { 'x-correlation-id': 'corr-sleepy-0002', traceparent: incoming }),
+      );
+      expect(r.status).toBe(200);
+      const tp = r.headers.get('traceparent')!;
+      expect(seen!.query).toBe(
+        `SELECT pg_sleep($1) AS slept /*app='token-broker',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
+      );
+    } finally {
+      delete process.env.QUERY_SQL_COMMENT_TRACEPARENT;
+    }
+  });
+
+  test('hostile traceparent, tracestate and x-correlation-id: nothing of them reaches the SQL text', async () => {
     // A valid future version whose extra fields carry SQL: the trace is continued, the extra fields never travel.
     const incoming = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-'*/; DROP TABLE orders; --";
-    const pending = query(
-      'sleepy',
-      tokens.ada!,
-      { seconds: 1.2 },
-      {
-        traceparent: incoming,
-        tracestate: "congo='*/ DROP TABLE orders; /*,rojo=00f067aa0ba902b7",
-        'x-correlation-id': "x'*/; DROP TABLE orders; --",
-      },
-    );
-    let seen: { query: string } | undefined;
-    for (let i = 0; i < 100 && !seen; i++) {
-      seen = await admin(
-        async (c) =>
-          (
-            await c.query(
-              "SELECT query FROM pg_stat_activity WHERE query LIKE '%pg_sleep%4bf92f3577b34da6a3ce929d0e0e4736%' AND pid <> pg_backend_pid()",
-            )
-          ).rows[0],
-      );
-      if (!seen) await new Promise((r) => setTimeout(r, 30));
+    for (const traceInComment of [false, true]) {
+      if (traceInComment) process.env.QUERY_SQL_COMMENT_TRACEPARENT = 'true';
+      try {
+        const { seen, r } = await watch(
+          "application_name LIKE 'token-broker/sleepy/4bf92f3577b34da6a3ce929d0e0e4736%' AND query LIKE '%pg_sleep%'",
+          query(
+            'sleepy',
+            tokens.ada!,
+            { seconds: 1.2 },
+            {
+              traceparent: incoming,
+              tracestate: "congo='*/ DROP TABLE orders; /*,rojo=00f067aa0ba902b7",
+              'x-correlation-id': "x'*/; DROP TABLE orders; --",
+            },
+          ),
+        );
+        expect(r.status).toBe(200);
+        const tp = r.headers.get('traceparent')!;
+        expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+        // The malformed correlation id is replaced by the trace id: one trace named everywhere.
+        expect(r.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+        expect(seen!.application_name).toBe('token-broker/sleepy/4bf92f3577b34da6a3ce929d0e0e4736');
+        expect(seen!.query).toBe(
+          `SELECT pg_sleep($1) AS slept /*app='token-broker',query='sleepy',rule='orders-readers'${traceInComment ? `,traceparent='${tp}'` : ''}*/`,
+        );
+        expect(seen!.query).not.toMatch(/DROP|congo|rojo/);
+      } finally {
+        delete process.env.QUERY_SQL_COMMENT_TRACEPARENT;
+      }
     }
-    const r = await pending;
-    expect(r.status).toBe(200);
-    const tp = r.headers.get('traceparent')!;
-    expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
-    // The malformed correlation id is replaced by the trace id: one trace named everywhere.
-    expect(r.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
-    expect(seen!.query).toBe(
-      `SELECT pg_sleep($1) AS slept /*correlation_id='4bf92f3577b34da6a3ce929d0e0e4736',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
-    );
-    expect(seen!.query).not.toMatch(/DROP|congo|rojo/);
   });
 
   test('an invalid traceparent starts a new trace; every response (errors too) carries one', async () => {
