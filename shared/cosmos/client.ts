@@ -6,7 +6,7 @@ import { BrokerError } from '../errors';
 import { KeyVaultSecrets } from '../keyvault/client';
 import type { ManagedIdentities } from '../azure/managed-identity';
 import { TokenCache } from '../lib/token-cache';
-import { localEndpointCa } from '../upstream/local-endpoints';
+import { localEndpointCa, sharedHttpsAgent } from '../upstream/local-endpoints';
 import { cosmosStatus } from './errors';
 
 /**
@@ -31,7 +31,8 @@ export function secretNameOf(cfg: CosmosConfig, account: string): string {
 
 function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined {
   const ca = localEndpointCa({ caFile: cfg.caFile, url: endpoint, setting: 'COSMOS_CA_FILE', service: 'CosmosDB' });
-  return ca ? new Agent({ keepAlive: true, ca }) : undefined;
+  // The SDK's own default agent is one keep-alive agent per process; a local CA gets one per process too.
+  return ca ? sharedHttpsAgent(ca) : undefined;
 }
 
 /** An issued Cosmos credential in the broker's cache. */

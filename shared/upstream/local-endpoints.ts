@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { Agent } from 'node:https';
 import { BrokerError } from '../errors';
 
 /**
@@ -30,4 +31,22 @@ export function localEndpointCa(opts: {
   } catch (e) {
     throw new BrokerError('config_invalid', `${opts.service} is misconfigured (${opts.setting} cannot be read).`, { cause: e });
   }
+}
+
+const agents = new Map<string, Agent>();
+
+/**
+ * One keep-alive HTTPS agent per process for the HTTPS endpoints that trust `ca` (a local development CA; undefined:
+ * the system's), shared by every client: no client opens a TLS session of its own, and a client made again (a key
+ * rotation, a new app context) reuses the open connections. Idle sockets are closed after 30 s and never hold the
+ * process open.
+ */
+export function sharedHttpsAgent(ca: string | undefined): Agent {
+  const key = ca ?? '';
+  let agent = agents.get(key);
+  if (!agent) {
+    agent = new Agent({ keepAlive: true, timeout: 30_000, minVersion: 'TLSv1.2', ...(ca ? { ca } : {}) });
+    agents.set(key, agent);
+  }
+  return agent;
 }

@@ -3,6 +3,7 @@ import { Agent, request } from 'node:https';
 import type { TokenCredential } from '@azure/identity';
 import { BrokerError } from '../../errors';
 import { networkFailure, upstreamStatusFailure } from '../../upstream/failure';
+import { sharedHttpsAgent } from '../../upstream/local-endpoints';
 
 /**
  * The Cosmos DB resource provider's key operations on Azure Resource Manager (management plane), with the
@@ -50,11 +51,11 @@ export class CosmosManagement {
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly opts: ManagementOptions) {
-    this.agent = new Agent({
-      keepAlive: false,
-      ...(opts.ca ? { ca: opts.ca } : {}),
-      ...(opts.lookup ? { lookup: opts.lookup } : {}),
-    });
+    // ARM calls of one rotation (list, regenerate, poll the operation) reuse one TLS session: the process's
+    // keep-alive agent (a custom lookup gets an agent of its own).
+    this.agent = opts.lookup
+      ? new Agent({ keepAlive: true, timeout: 30_000, lookup: opts.lookup, ...(opts.ca ? { ca: opts.ca } : {}) })
+      : sharedHttpsAgent(opts.ca);
     this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 

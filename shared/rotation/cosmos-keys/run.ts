@@ -1,4 +1,4 @@
-import { Agent } from 'node:https';
+import { sharedHttpsAgent } from '../../upstream/local-endpoints';
 import { CosmosClient } from '@azure/cosmos';
 import { audit } from '../../observability/audit';
 import { BrokerError } from '../../errors';
@@ -64,7 +64,7 @@ export interface CosmosAccountReport {
 
 /** Prove a master key against the data plane: the database account read (the SDK's first call) must succeed. */
 async function prove(deps: CosmosRotationDeps, endpoint: string, key: string): Promise<void> {
-  const agent = deps.ca ? new Agent({ ca: deps.ca }) : undefined;
+  const agent = deps.ca ? sharedHttpsAgent(deps.ca) : undefined;
   const client = new CosmosClient({
     endpoint,
     key,
