@@ -41,6 +41,7 @@ const CODES = {
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
   request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
+  certificate_malformed: { status: 400, oauth: 'invalid_request', title: 'Client certificate header malformed' },
   policy_invalid: { status: 400, oauth: 'invalid_request', title: 'Policy document invalid' },
   precondition_failed: { status: 412, oauth: 'invalid_request', title: 'Precondition failed' },
   precondition_required: { status: 428, oauth: 'invalid_request', title: 'Precondition required' },
@@ -58,6 +59,7 @@ const CODES = {
   token_audience_not_allowed: { status: 401, oauth: 'invalid_client', title: 'Token audience not allowed' },
   token_tenant_not_allowed: { status: 401, oauth: 'invalid_client', title: 'Token tenant not allowed' },
   token_claims_missing: { status: 401, oauth: 'invalid_client', title: 'Token claims missing' },
+  certificate_invalid: { status: 401, oauth: 'invalid_grant', title: 'Client certificate not accepted' },
 
   // --- authorization (403: known identity, no grant) ---
   client_not_allowed: { status: 403, oauth: 'unauthorized_client', title: 'Client not allowed' },

@@ -1,6 +1,12 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { audit } from '../observability/audit';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import {
+  assertThumbprintMatches,
+  authenticateCertificate,
+  CLIENT_CERT_TOKEN_TYPE,
+  clientCertificateHeader,
+} from '../auth/client-certificate';
 import type { CoreConfig } from '../config/core';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
@@ -52,9 +58,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   }
   const subjectToken = requireParam(params, 'subject_token');
   const subjectTokenType = requireParam(params, 'subject_token_type');
-  if (subjectTokenType !== ACCESS_TOKEN_TYPE && subjectTokenType !== JWT_TOKEN_TYPE) {
-    throw new BrokerError('unsupported_token_type', `subject_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}.`);
-  }
+  const resolveSubject = subjectResolver(req, cfg, client, subjectTokenType, subjectToken);
   if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
     throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
   }
@@ -73,7 +77,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
   const kind = target.kind;
   try {
-    const res = await grantAndIssue(scope, cfg, client, target, subjectToken, requestedLifetimeSeconds);
+    const res = await grantAndIssue(scope, client, target, resolveSubject, requestedLifetimeSeconds);
     recordIssuance(kind, 'issued', performance.now() - started);
     return res;
   } catch (e) {
@@ -85,14 +89,13 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
 /** The subject, the policy decision and the provider: what the issuance latency measures beyond the front door. */
 async function grantAndIssue(
   scope: RequestScope,
-  cfg: CoreConfig,
   client: Principal,
   target: Exclude<Target, { kind: 'query' }>,
-  subjectToken: string,
+  resolveSubject: () => Promise<Principal>,
   requestedLifetimeSeconds: number | undefined,
 ): Promise<HttpResponseInit> {
   const kind = target.kind;
-  const subject = await validateSubject(subjectToken, cfg);
+  const subject = await resolveSubject();
   const action = `token.${target.kind}`;
   const targetText = formatTarget(target);
   const denyAudit = (reason: string, ruleId?: string) =>
@@ -132,6 +135,47 @@ async function grantAndIssue(
     extra: { cached: result.cached },
   });
   return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
+}
+
+/**
+ * How the subject is established, by `subject_token_type`: an Entra token (access_token / jwt), or the client
+ * certificate the gateway forwarded in X-Client-Certificate (the client-certificate type; `subject_token` its
+ * thumbprint). The certificate header is refused on an Entra exchange: one request, one subject.
+ */
+function subjectResolver(
+  req: HttpRequest,
+  cfg: CoreConfig,
+  client: Principal,
+  subjectTokenType: string,
+  subjectToken: string,
+): () => Promise<Principal> {
+  const certHeader = clientCertificateHeader(req);
+  if (subjectTokenType === CLIENT_CERT_TOKEN_TYPE) {
+    if (certHeader === undefined)
+      throw new BrokerError(
+        'bad_request',
+        'A client-certificate exchange needs the certificate in the X-Client-Certificate header (set by the gateway).',
+        { detail: { header: 'X-Client-Certificate' } },
+      );
+    return async () => {
+      const subject = await authenticateCertificate(certHeader, client, cfg, currentPolicy);
+      assertThumbprintMatches(subjectToken, subject);
+      return subject;
+    };
+  }
+  if (subjectTokenType !== ACCESS_TOKEN_TYPE && subjectTokenType !== JWT_TOKEN_TYPE) {
+    throw new BrokerError(
+      'unsupported_token_type',
+      `subject_token_type must be ${ACCESS_TOKEN_TYPE}, ${JWT_TOKEN_TYPE} or ${CLIENT_CERT_TOKEN_TYPE}.`,
+    );
+  }
+  if (certHeader !== undefined)
+    throw new BrokerError(
+      'bad_request',
+      `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
+      { detail: { header: 'X-Client-Certificate' } },
+    );
+  return () => validateSubject(subjectToken, cfg);
 }
 
 async function issue(

@@ -4,12 +4,26 @@ import type { Principal } from '../auth/principal';
 
 export type AuditDecision = 'grant' | 'deny';
 
+type AuditedPrincipal = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'kind' | 'certificate'>;
+
+/** Who, on an audit line: the Entra ids, or for a client certificate its kind, thumbprint, subject, issuer and serial. */
+export function auditedIdentity(p: AuditedPrincipal): Record<string, unknown> {
+  const c = p.certificate;
+  if (p.kind !== 'certificate' || !c) return { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId };
+  return {
+    kind: 'certificate',
+    tenantId: p.tenantId,
+    objectId: p.objectId,
+    certificate: { thumbprint: c.thumbprint, subject: c.subject, issuer: c.issuer, serialNumber: c.serialNumber },
+  };
+}
+
 export interface AuditEvent {
   decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
-  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
-  client?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  subject?: AuditedPrincipal;
+  client?: AuditedPrincipal;
   /** What was asked for, as a display string (resource URI, query name, service account). */
   target?: string;
   /** A reason code (the ErrorCode on deny, or `granted`/a rule id on grant). */
@@ -38,8 +52,7 @@ export function tokenFingerprint(tokenOrId: string): string {
 }
 
 export function audit(logger: Logger, event: AuditEvent): void {
-  const who = (p?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>) =>
-    p ? { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId } : undefined;
+  const who = (p?: AuditedPrincipal) => (p ? auditedIdentity(p) : undefined);
   logger.info('audit', {
     event: 'audit',
     action: event.action,

@@ -1,5 +1,13 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import {
+  assertThumbprintMatches,
+  authenticateCertificate,
+  CLIENT_CERT_TOKEN_TYPE,
+  clientCertificateHeader,
+} from '../auth/client-certificate';
+import { BrokerError } from '../errors';
+import { auditedIdentity } from '../observability/audit';
 import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
@@ -16,13 +24,36 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
-  const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
+  const subjectToken = requireParam(params, 'subject_token');
+  // As on the token endpoint: subject_token_type (optional here) selects a client certificate the gateway forwarded.
+  const certHeader = clientCertificateHeader(req);
+  let subject;
+  if (params.subject_token_type === CLIENT_CERT_TOKEN_TYPE) {
+    if (certHeader === undefined)
+      throw new BrokerError(
+        'bad_request',
+        'A client-certificate explain needs the certificate in the X-Client-Certificate header.',
+        {
+          detail: { header: 'X-Client-Certificate' },
+        },
+      );
+    subject = await authenticateCertificate(certHeader, client, cfg, currentPolicy);
+    assertThumbprintMatches(subjectToken, subject);
+  } else {
+    if (certHeader !== undefined)
+      throw new BrokerError(
+        'bad_request',
+        `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
+        { detail: { header: 'X-Client-Certificate' } },
+      );
+    subject = await validateSubject(subjectToken, cfg);
+  }
   const d = evaluate(await currentPolicy(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,
     client: client.objectId,
-    subject: { tenantId: subject.tenantId, objectId: subject.objectId },
+    subject: auditedIdentity(subject),
     target: formatTarget(target),
   });
   return jsonResponse(
@@ -32,14 +63,17 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
       reason: d.decision === 'grant' ? 'granted' : d.code,
       ...(d.decision === 'grant' ? { ruleId: d.ruleId, grant: d.grant } : { detail: d.reason }),
       target: formatTarget(target),
-      subject: {
-        tenantId: subject.tenantId,
-        objectId: subject.objectId,
-        appId: subject.appId,
-        roles: subject.roles,
-        scopes: subject.scopes,
-        groups: subject.groups,
-      },
+      subject:
+        subject.kind === 'certificate'
+          ? { kind: 'certificate', certificate: subject.certificate }
+          : {
+              tenantId: subject.tenantId,
+              objectId: subject.objectId,
+              appId: subject.appId,
+              roles: subject.roles,
+              scopes: subject.scopes,
+              groups: subject.groups,
+            },
       trace: d.trace,
     },
     scope,

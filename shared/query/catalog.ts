@@ -21,7 +21,15 @@ const common = {
  * Where an identity-bound parameter takes its value: the validated caller (`caller.oid`, `caller.tid`,
  * `caller.appId`) or a named string claim of the caller's token (`claim` + `claim: NAME`). Never the body.
  */
-export const CALLER_SOURCES = ['caller.oid', 'caller.tid', 'caller.appId', 'claim'] as const;
+export const CALLER_SOURCES = [
+  'caller.oid',
+  'caller.tid',
+  'caller.appId',
+  'claim',
+  // A caller authenticated by a client certificate (docs/client-certificates.md): its SHA-256 thumbprint, its subject DN.
+  'caller.certThumbprint',
+  'caller.certSubject',
+] as const;
 export type CallerSource = (typeof CALLER_SOURCES)[number];
 
 const identityParamSchema = z

@@ -229,10 +229,15 @@ async function execute(
   values: BoundValue[],
 ): Promise<QueryResult> {
   const { scope, subject } = call;
+  const cert = subject.kind === 'certificate' ? subject.certificate : undefined;
   const session: SessionIdentity = {
-    callerOid: subject.objectId,
-    callerTid: subject.tenantId,
+    // A certificate caller has no Entra ids: broker.caller_oid/tid stay empty, its certificate fills broker.caller_cert_*.
+    callerOid: cert ? '' : subject.objectId,
+    callerTid: cert ? '' : subject.tenantId,
     callerAppId: subject.appId,
+    callerKind: cert ? 'certificate' : 'entra',
+    callerCertThumbprint: cert?.thumbprint,
+    callerCertSubject: cert?.subject,
     ruleId,
     correlationId: scope.correlationId,
     applicationName: applicationNameFor(query.name, scope.correlationId),
