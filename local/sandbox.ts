@@ -17,7 +17,7 @@ import { startSqlAdmin, type SqlAdminEmulator, type SqlInstance } from './emulat
 import { startCloudSqlServer, type CloudSqlServer } from './emulators/cloudsql-server';
 import { iamDbUser, startPostgres, type SandboxPostgres } from './postgres';
 import { verifyIamLoginToken } from './emulators/google/iam-login';
-import { createCa } from './pki';
+import { createCa, createClientCa, type ClientCa } from './pki';
 // ---- end Cloud SQL / PostgreSQL ----
 import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
 import { startGoogleIam, type GoogleIamEmulator } from './emulators/google/iam';
@@ -123,6 +123,8 @@ export interface Sandbox {
   readonly cloudSql?: CloudSqlServer;
   /** The PostgreSQL behind it. */
   readonly postgres?: SandboxPostgres;
+  /** The CA of client certificates (BROKER_CLIENT_CA_BUNDLE); the sandbox gateway may vouch for them. */
+  readonly clientCa: ClientCa;
   /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
   readonly keyVault: KeyVaultEmulator;
   /** CosmosDB gateway emulator (HTTPS, sandbox CA); its primary key is in Key Vault as `cosmosKeySecret`. */
@@ -354,6 +356,16 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
     // ---- end Key Vault ----
 
+    // ---- Client certificates (mTLS at the gateway): a client CA the broker trusts; APIM (the gateway) may vouch ----
+    const clientCa = createClientCa();
+    const clientCaFile = join(kvCaDir, 'client-ca.pem');
+    writeFileSync(clientCaFile, clientCa.certPem);
+    // `npm run dev-cert` issues client certificates with the running sandbox's CA key (its own run directory only).
+    if (opts.stateDir) writeFileSync(join(kvCaDir, 'client-ca.key'), clientCa.keyPem, { mode: 0o600 });
+    env.BROKER_CLIENT_CA_BUNDLE = clientCaFile;
+    env.BROKER_CERT_GATEWAY_OIDS = SANDBOX.gatewayObjectId;
+    // ---- end client certificates ----
+
     // ---- Google service-account keys (rotation): IAM keys API + OAuth token endpoint ----
     // Shares the sandbox's single GoogleState with STS, IAM Credentials and SQL Admin.
     const g = SANDBOX.google;
@@ -513,6 +525,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       cloudSql,
       postgres,
       keyVault,
+      clientCa,
       cosmos,
       cosmosKeyless,
       cosmosManagement,

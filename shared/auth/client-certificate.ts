@@ -35,12 +35,12 @@ export type CertificateCheck = 'self_signed' | 'chain' | 'validity' | 'key_usage
 function refused(check: CertificateCheck, reason: string, message: string): BrokerError {
   return new BrokerError('certificate_invalid', `The client certificate failed the ${check} check: ${message}`, {
     party: 'subject',
-    detail: { check, reason },
+    detail: { check, failure: reason },
   });
 }
 
 function malformed(reason: string, message: string): BrokerError {
-  return new BrokerError('certificate_malformed', message, { detail: { header: 'X-Client-Certificate', reason } });
+  return new BrokerError('certificate_malformed', message, { detail: { header: 'X-Client-Certificate', failure: reason } });
 }
 
 /** The raw header value, or undefined when absent (an empty header is malformed, not absent). */
@@ -206,7 +206,7 @@ export async function authenticateCertificate(
   if (!(cfg.gatewayOids ?? []).some((oid) => oid.toLowerCase() === client.objectId))
     throw new BrokerError('client_not_allowed', 'This gateway may not vouch for client certificates.', {
       party: 'client',
-      detail: { reason: 'not_a_certificate_gateway' },
+      detail: { failure: 'not_a_certificate_gateway' },
     });
   if (!cfg.caBundle || cfg.caBundle.length === 0)
     throw new BrokerError('config_invalid', 'BROKER_CLIENT_CA_BUNDLE is required when BROKER_CERT_GATEWAY_OIDS is set.');

@@ -92,7 +92,7 @@ const certificateSubject = z
  */
 const subject = z.unknown().transform((v, ctx) => {
   const schema = v !== null && typeof v === 'object' && 'certificate' in v ? certificateSubject : entraSubject;
-  const r = (schema).safeParse(v);
+  const r = schema.safeParse(v);
   if (!r.success) {
     for (const issue of r.error.issues) ctx.addIssue(issue);
     return z.NEVER;
