@@ -331,6 +331,19 @@ describe('hostile headers are 400, never 500', () => {
   });
 });
 
+test("the sample policy's certificate rule grants what npm run dev-cert issues by default (the README quick start)", async () => {
+  const saved = process.env.BROKER_POLICY_PATH;
+  process.env.BROKER_POLICY_PATH = join(__dirname, '..', '..', 'local', 'sample-policy.json');
+  try {
+    const devCert = fx.sandbox.clientCa.issueClient({ commonName: 'partner-job', organization: 'Sandbox Partner' });
+    const res = await withCert(devCert);
+    expect(res.status).toBe(200);
+    expect(audits().at(-1)).toMatchObject({ decision: 'grant', ruleId: 'sandbox-partner-certificates' });
+  } finally {
+    process.env.BROKER_POLICY_PATH = saved;
+  }
+});
+
 test('loadClientCa round-trips a CA (what npm run dev-cert uses)', () => {
   const ca = createClientCa('Round Trip CA');
   const again = loadClientCa(ca.certPem, ca.keyPem);
