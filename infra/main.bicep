@@ -38,6 +38,8 @@ param googleSaKeySecret string = ''
 param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
+@description('Client certificates (mTLS at APIM, docs/client-certificates.md): CA certificates, each base64 DER; empty: no certificate callers')
+param clientCaCertificates array = []
 
 // At most 31 characters, so every derived name fits its service's limit (APIM 50, Cosmos 44, Key Vault 24, ...).
 var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
@@ -146,6 +148,8 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
     cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
     cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
+    certGatewayOids: empty(clientCaCertificates) ? '' : identities.outputs.gatewayPrincipalId
+    clientCaBundle: join(map(clientCaCertificates, c => '-----BEGIN CERTIFICATE-----\n${c}\n-----END CERTIFICATE-----'), '\n')
   }
 }
 
@@ -171,6 +175,7 @@ module apim 'modules/apim.bicep' = {
     cosmosTarget: 'cosmos://${cosmos.outputs.accountName}/${cosmos.outputs.databaseName}/profiles'
     cosmosRbacTarget: 'cosmos://${cosmos.outputs.keylessAccountName}/${cosmos.outputs.keylessDatabaseName}/orders'
     cosmosRbacEndpoint: cosmos.outputs.keylessEndpoint
+    clientCaCertificates: clientCaCertificates
   }
 }
 

@@ -44,6 +44,10 @@ param cosmosRbacIdentityIds array = []
 param cosmosRbacIdentityClientIds string = ''
 @description('ACCOUNT=ARM_RESOURCE_ID pairs of the resource-token accounts whose keys the timer rotates')
 param cosmosManagedAccounts string = ''
+@description('Client certificates (docs/client-certificates.md): gateway object ids allowed to vouch for a certificate; empty: none')
+param certGatewayOids string = ''
+@description('PEM CA certificates client certificates must chain to (BROKER_CLIENT_CA_BUNDLE); empty: none')
+param clientCaBundle string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${name}'
@@ -65,6 +69,8 @@ var baseSettings = [
   { name: 'BROKER_ALLOWED_TENANTS', value: allowedTenants }
   { name: 'BROKER_CLIENT_AUDIENCES', value: join(filter([brokerAppIdUri, brokerAppClientId], a => !empty(a)), ',') }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
+  { name: 'BROKER_CERT_GATEWAY_OIDS', value: certGatewayOids }
+  { name: 'BROKER_CLIENT_CA_BUNDLE', value: clientCaBundle }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
   { name: 'BROKER_POLICY_URL', value: policyBlobUrl }
   { name: 'BROKER_ADMIN_TENANT', value: allowedTenants }

@@ -22,7 +22,9 @@ function caBundle(name: string, doc: string): SettingSpec<readonly X509Certifica
       const certs = blocks.map((b, i) => {
         let c: X509Certificate;
         try {
-          c = new X509Certificate(b);
+          // The base64 between the markers, whatever its line breaks (Bicep writes one line per certificate).
+          const der = Buffer.from(b.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, ''), 'base64');
+          c = new X509Certificate(der);
         } catch {
           throw new Error(`certificate ${i + 1} of the bundle cannot be parsed`);
         }
