@@ -2,7 +2,7 @@ import type { HttpRequest } from '@azure/functions';
 import { audit } from '../observability/audit';
 import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
 import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
@@ -33,12 +33,7 @@ export interface AdminIdentity {
 }
 
 function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant: string } {
-  let p;
-  try {
-    p = policyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const p = policyConfig.load();
   const audiences = p.adminAudiences
     ? p.adminAudiences
         .split(',')

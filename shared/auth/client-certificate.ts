@@ -1,8 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import type { HttpRequest } from '@azure/functions';
-import { clientCertificatesConfig, type ClientCertificatesConfig } from '../config/client-certificates';
+import { clientCertificatesConfig } from '../config/client-certificates';
 import type { CoreConfig } from '../config/core';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import { certificateDenyEntryFor } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
 import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './principal';
@@ -17,7 +17,7 @@ import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './
  */
 
 /** The header the gateway owns. */
-export const CLIENT_CERT_HEADER = 'x-client-certificate';
+const CLIENT_CERT_HEADER = 'x-client-certificate';
 
 /**
  * RFC 8693 `subject_token_type` of a certificate exchange (a private URI; RFC 8693 §3 allows any URI): the subject
@@ -30,7 +30,7 @@ export const MAX_CERT_HEADER_CHARS = 16384;
 
 const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 
-export type CertificateCheck = 'self_signed' | 'chain' | 'validity' | 'key_usage' | 'revocation';
+type CertificateCheck = 'self_signed' | 'chain' | 'validity' | 'key_usage' | 'revocation';
 
 function refused(check: CertificateCheck, reason: string, message: string): BrokerError {
   return new BrokerError('certificate_invalid', `The client certificate failed the ${check} check: ${message}`, {
@@ -50,7 +50,7 @@ export function clientCertificateHeader(req: HttpRequest): string | undefined {
 }
 
 /** The DER certificate of a header value: one standard-base64 DER X.509 certificate, nothing else. */
-export function decodeCertificateHeader(value: string): X509Certificate {
+function decodeCertificateHeader(value: string): X509Certificate {
   const v = value.trim();
   if (v.length === 0) throw malformed('empty', 'The X-Client-Certificate header is empty.');
   if (v.length > MAX_CERT_HEADER_CHARS)
@@ -81,7 +81,7 @@ function derSpansBuffer(der: Buffer): boolean {
 }
 
 /** A DN as one line: Node prints one attribute per line, in certificate order. */
-export function dnOf(name: string): string {
+function dnOf(name: string): string {
   return name.split('\n').filter(Boolean).join(', ');
 }
 
@@ -114,7 +114,7 @@ function timeOf(t: string): number {
   return ms;
 }
 
-export interface VerifyOptions {
+interface VerifyOptions {
   readonly anchors: readonly X509Certificate[];
   /** The live policy's certificate deny entries. */
   readonly policy: Pick<Policy, 'denyCertificates'>;
@@ -123,7 +123,7 @@ export interface VerifyOptions {
 }
 
 /** Verify a certificate the gateway forwarded; the identity it stands for, or certificate_invalid naming the check. */
-export function verifyClientCertificate(cert: X509Certificate, opts: VerifyOptions): CertificateIdentity {
+function verifyClientCertificate(cert: X509Certificate, opts: VerifyOptions): CertificateIdentity {
   const now = opts.now ?? Date.now();
   const skew = opts.clockSkewSeconds * 1000;
   if (cert.subject === cert.issuer && cert.verify(cert.publicKey))
@@ -184,14 +184,6 @@ export function certificatePrincipal(c: CertificateIdentity): Principal {
   });
 }
 
-function loadConfig(): ClientCertificatesConfig {
-  try {
-    return clientCertificatesConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
-}
-
 /**
  * The certificate subject of a request whose gateway (`client`) is already authenticated: the gateway must be allowed
  * to vouch, the header well-formed, the certificate verified. `policy` reads the live policy (the revocation entries).
@@ -202,7 +194,7 @@ export async function authenticateCertificate(
   core: Pick<CoreConfig, 'clockSkewSeconds'>,
   policy: () => Promise<Policy>,
 ): Promise<Principal> {
-  const cfg = loadConfig();
+  const cfg = clientCertificatesConfig.load(); // a bad setting: 503 config_invalid naming it
   if (!(cfg.gatewayOids ?? []).some((oid) => oid.toLowerCase() === client.objectId))
     throw new BrokerError('client_not_allowed', 'This gateway may not vouch for client certificates.', {
       party: 'client',

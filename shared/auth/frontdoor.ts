@@ -1,5 +1,5 @@
 import type { HttpRequest } from '@azure/functions';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import { coreConfig, type CoreConfig } from '../config/core';
 import { TokenValidator } from './jwt';
 import type { Principal } from './principal';
@@ -27,14 +27,10 @@ export function validatorFor(cfg: CoreConfig): TokenValidator {
 
 /** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
 export function loadCore(): CoreConfig {
-  try {
-    return coreConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  return coreConfig.load();
 }
 
-export function bearerOf(req: HttpRequest): string | undefined {
+function bearerOf(req: HttpRequest): string | undefined {
   const h = req.headers.get('authorization');
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);

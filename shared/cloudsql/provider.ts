@@ -12,7 +12,7 @@ import { getSqlAdminToken, getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS,
  * A cached token may have less life left than asked, never more than that cap.
  */
 
-export function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, requested?: number): number {
+function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, requested?: number): number {
   return Math.max(1, Math.min(requested ?? grant.maxTtlSeconds, grant.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS));
 }
 

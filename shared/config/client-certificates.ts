@@ -53,5 +53,3 @@ export const clientCertificatesConfig = defineSection('clientCertificates', {
     'CA certificates a client certificate must chain to (PEM text, e.g. a Key Vault reference, or the path of a PEM file); required when BROKER_CERT_GATEWAY_OIDS is set',
   ),
 });
-
-export type ClientCertificatesConfig = ReturnType<typeof clientCertificatesConfig.get>;

@@ -78,12 +78,3 @@ export function endpointOf(cfg: CosmosConfig, account: string): string | undefin
   }
   return undefined;
 }
-
-/** The ARM resource id configured for a managed account, or undefined. */
-export function resourceIdOf(cfg: CosmosConfig, account: string): string | undefined {
-  for (const pair of cfg.managedAccounts ?? []) {
-    const i = pair.indexOf('=');
-    if (pair.slice(0, i) === account) return pair.slice(i + 1);
-  }
-  return undefined;
-}

@@ -1,5 +1,6 @@
 import { AZURE_CLIENT_ID } from './identity';
-import { ConfigError, GUID, defineSection, int, optionalStr, url, type SettingSpec } from './settings';
+import { ConfigError } from '../errors';
+import { GUID, defineSection, int, optionalStr, url, type SettingSpec } from './settings';
 
 /** A blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB (or a loopback Azurite path-style URL). */
 export function blobUrl(name: string, doc: string): SettingSpec<string> & { optional: true } {

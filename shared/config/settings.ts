@@ -1,3 +1,4 @@
+import { BrokerError, ConfigError } from '../errors';
 /**
  * The one typed configuration loader. Each capability declares its section of app settings with
  * `defineSection`; every declared setting lands in one registry (the README table and the Bicep are
@@ -24,23 +25,18 @@ export type SectionValues<S extends Record<string, SettingSpec<unknown>>> = {
   readonly [K in keyof S]: S[K] extends { optional: true } ? Parsed<S[K]> | undefined : Parsed<S[K]>;
 };
 
-export class ConfigError extends Error {
-  constructor(
-    readonly section: string,
-    readonly problems: readonly string[],
-  ) {
-    super(`Invalid configuration (${section}): ${problems.join('; ')}`);
-    this.name = 'ConfigError';
-  }
-}
-
 export interface Section<S extends Record<string, SettingSpec<unknown>>> {
   readonly name: string;
   readonly spec: S;
-  /** Load from an explicit environment (tests), no memo. */
-  load(env: Env): SectionValues<S>;
-  /** Load from process.env, memoised on the raw values. */
+  /** Parse an explicit environment, no memo: the values, or a ConfigError listing every problem. */
+  parse(env: Env): SectionValues<S>;
+  /** The app settings (process.env), memoised on the raw values; a ConfigError when any is bad (health reports it). */
   get(): SectionValues<S>;
+  /**
+   * The app settings for a request or a run: as get(), but a bad setting is the client-safe 503 `config_invalid`
+   * naming the settings (never a 500). What every endpoint and run calls.
+   */
+  load(): SectionValues<S>;
 }
 
 let recheckMs = 1000;
@@ -124,10 +120,17 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
   let memoKey: string | undefined;
   let memo: SectionValues<S> | undefined;
   let memoAt = 0;
-  return {
+  const section: Section<S> = {
     name,
     spec,
-    load,
+    parse: load,
+    load() {
+      try {
+        return section.get();
+      } catch (e) {
+        throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
+      }
+    },
     get() {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
@@ -142,6 +145,7 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
       return memo;
     },
   };
+  return section;
 }
 
 // ---------- setting constructors ----------
@@ -199,7 +203,7 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
 }
 
 /** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

@@ -104,7 +104,7 @@ async function refreshed(account: string, pending: Promise<AccountHandle>, h: Ac
   }
 }
 
-export function accountHandle(account: string): Promise<AccountHandle> {
+function accountHandle(account: string): Promise<AccountHandle> {
   let h = handles.get(account);
   if (!h) {
     h = open(account);

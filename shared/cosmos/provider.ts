@@ -27,11 +27,11 @@ export const COSMOS_RESOURCE_TOKEN_TYPE = 'urn:token-broker:params:oauth:token-t
  * range 10 s to 18,000 s; the v3 Permission class says "up to 24 hours". The broker takes the strictest reading:
  * 10–18,000 s.
  */
-export const COSMOS_MIN_TTL_SECONDS = 10;
+const COSMOS_MIN_TTL_SECONDS = 10;
 export const COSMOS_MAX_TTL_SECONDS = 18000;
 
 /** min(requested, rule max, Cosmos max); never longer than asked, and a request below Cosmos' floor is refused. */
-export function cosmosLifetime(maxTtlSeconds: number, requested?: number): number {
+function cosmosLifetime(maxTtlSeconds: number, requested?: number): number {
   const ttl = Math.min(requested ?? maxTtlSeconds, maxTtlSeconds, COSMOS_MAX_TTL_SECONDS);
   if (ttl < COSMOS_MIN_TTL_SECONDS) {
     throw new BrokerError(

@@ -20,9 +20,9 @@ import type { CosmosRbacGrant } from '../policy/evaluate';
  * life left) remains; concurrent misses share one managed-identity call, bounded by BROKER_UPSTREAM_TIMEOUT_MS.
  */
 
-export const COSMOS_AAD_AUTH_PREFIX = 'type=aad&ver=1.0&sig=';
+const COSMOS_AAD_AUTH_PREFIX = 'type=aad&ver=1.0&sig=';
 
-export function cosmosAadScope(account: string): string {
+function cosmosAadScope(account: string): string {
   return `https://${account}.documents.azure.com/.default`;
 }
 

@@ -1,6 +1,6 @@
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
-import { ConfigError } from '../config/settings';
+import { ConfigError } from '../errors';
 import type { CheckResult } from '../health/types';
 
 /**

@@ -7,7 +7,7 @@ import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFail
  * https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken
  */
 
-export const SERVICE = 'Google IAM Credentials';
+const SERVICE = 'Google IAM Credentials';
 
 export interface GenerateAccessTokenInput {
   readonly endpoint: string;
@@ -31,7 +31,7 @@ export class SourceTokenRejected extends BrokerError {
   }
 }
 
-export function generateAccessTokenUrl(endpoint: string, serviceAccount: string): string {
+function generateAccessTokenUrl(endpoint: string, serviceAccount: string): string {
   return `${endpoint.replace(/\/+$/, '')}/v1/projects/-/serviceAccounts/${encodeURIComponent(serviceAccount)}:generateAccessToken`;
 }
 

@@ -35,7 +35,7 @@ class BoundedIdentityPoolClient extends IdentityPoolClient {
   }
 }
 
-export function managedIdentitySupplier(credential: TokenCredential, audience: string, timeoutMs: number): SubjectTokenSupplier {
+function managedIdentitySupplier(credential: TokenCredential, audience: string, timeoutMs: number): SubjectTokenSupplier {
   const scope = `${audience.replace(/\/+$/, '')}/.default`;
   return {
     async getSubjectToken(): Promise<string> {

@@ -1,4 +1,4 @@
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import { createLogger, type Logger } from '../observability/log';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
@@ -85,16 +85,11 @@ let shared: { key: string; source: KeyVaultKeySource } | undefined;
  * shaped as the Cloud SQL exchange's SourceCredential (`mode`, `fetchSourceToken`). One per configuration,
  * so the cached key survives across requests.
  */
-export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger }): {
+function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger }): {
   readonly mode: 'sa-key';
   fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }>;
 } {
-  let cfg;
-  try {
-    cfg = saKeyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const cfg = saKeyConfig.load();
   const key = `${cfg.secretName}|${cfg.tokenUrl}|${ctx.timeoutMs}`;
   if (shared?.key !== key) {
     shared = {

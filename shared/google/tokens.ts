@@ -21,7 +21,7 @@ import type { SourceCredential, SourceToken } from './source-types';
  * google-auth-library and @azure/identity are loaded on the first miss only.
  */
 
-export { SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE } from './scopes';
+export { SQL_LOGIN_SCOPE } from './scopes';
 import { SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE } from './scopes';
 /** generateAccessToken's default (and, without an org policy exception, maximum) lifetime. */
 export const MAX_IMPERSONATION_LIFETIME_SECONDS = 3600;
@@ -74,7 +74,7 @@ function cacheKeyOf(serviceAccount: string, scopes: readonly string[]): string {
   return `${serviceAccount}\u0000${[...new Set(scopes)].sort().join(' ')}`;
 }
 
-export class GoogleTokenService {
+class GoogleTokenService {
   private readonly now: () => number;
   private readonly minRemainingMs: number;
   private readonly refreshAheadMs: number;

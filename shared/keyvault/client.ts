@@ -22,7 +22,7 @@ export interface SecretClientDeps {
   config?: KeyVaultConfig;
 }
 
-/** The Function's managed identity (shared/managed-identity.ts: one per process). */
+/** The Function's managed identity (shared/azure/managed-identity.ts: one per process). */
 export function functionIdentity(clientId = keyVaultConfig.get().clientId): TokenCredential {
   return managedIdentity(clientId);
 }

@@ -39,7 +39,7 @@ const SECRET_PATTERNS: readonly { readonly marker: string; readonly re: RegExp }
 
 const MAYBE_SECRET = new RegExp(SECRET_PATTERNS.map((p) => p.marker.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'i');
 
-export const REDACTED = '[redacted]';
+const REDACTED = '[redacted]';
 
 export function redactString(value: string): string {
   if (!MAYBE_SECRET.test(value)) return value;
@@ -131,7 +131,7 @@ function writeAllSync(fd: number, text: string): void {
   }
 }
 
-export const stdoutWriter = new LineWriter(
+const stdoutWriter = new LineWriter(
   (text) => {
     process.stdout.write(text);
   },

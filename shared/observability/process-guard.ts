@@ -24,6 +24,7 @@ export interface InvocationScope {
 const current = new AsyncLocalStorage<InvocationScope>();
 let installed = false;
 
+/** Log unhandled rejections and uncaught exceptions of the worker process (once; every invocation scope calls it). */
 export function installProcessGuard(): void {
   if (installed) return;
   installed = true;

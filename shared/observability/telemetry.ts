@@ -29,7 +29,7 @@ export const METRIC = {
   rotation: 'broker.rotation.outcomes',
 } as const;
 
-export const METER_NAME = 'token-broker';
+const METER_NAME = 'token-broker';
 
 interface Instruments {
   readonly issuance: Histogram;
@@ -87,11 +87,12 @@ export function initTelemetry(): Promise<void> {
     return Promise.resolve();
   }
   state = 'loading';
-  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('../azure/managed-identity')])
+  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
     .then(([m, identity]) => {
       // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
-      // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
-      const credential = identity.managedIdentity(clientId);
+      // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component. The
+      // exporter keeps its own credential for the life of the process (the SDK's retries: ingestion is not a request).
+      const credential = new identity.ManagedIdentityCredential(clientId ? { clientId } : {});
       m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
       enableOpenTelemetry();
     })

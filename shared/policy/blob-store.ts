@@ -37,11 +37,7 @@ export function blobClientFor(cfg: PolicyConfig, url: string, cred: TokenCredent
   return new BlobClient(url, cred, pipelineOptions(cfg, url));
 }
 
-export function containerClientFor(
-  cfg: PolicyConfig,
-  blobUrl: string,
-  cred: TokenCredential = identity(cfg.clientId),
-): ContainerClient {
+function containerClientFor(cfg: PolicyConfig, blobUrl: string, cred: TokenCredential = identity(cfg.clientId)): ContainerClient {
   const { containerUrl } = splitBlobUrl(blobUrl);
   return new ContainerClient(containerUrl, cred, pipelineOptions(cfg, containerUrl));
 }

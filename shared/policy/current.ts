@@ -1,6 +1,6 @@
 import { coreConfig } from '../config/core';
 import { policyConfig, type PolicyConfig } from '../config/policy';
-import { ConfigError } from '../config/settings';
+import { ConfigError } from '../errors';
 import { BrokerError, toBrokerError } from '../errors';
 import { createLogger } from '../observability/log';
 import { FilePolicySource, PolicyStore, type PolicySource, type PolicyVersion } from './store';
@@ -59,7 +59,7 @@ export async function policyStore(): Promise<PolicyStore> {
 }
 
 /** The policy to decide with (fresh within BROKER_POLICY_REFRESH_SECONDS), with its ETag and revision. */
-export async function currentPolicyVersion(): Promise<PolicyVersion> {
+async function currentPolicyVersion(): Promise<PolicyVersion> {
   return (await policyStore()).current();
 }
 

@@ -16,7 +16,7 @@ import { assertQueryName, runCataloguedQuery } from './run-catalogued';
  * parameters. authenticate → read the arguments → the query path (./run-catalogued.ts) → answer.
  */
 
-export const SUBJECT_TOKEN_HEADER = 'x-subject-token';
+const SUBJECT_TOKEN_HEADER = 'x-subject-token';
 
 /** The query endpoint, measured (telemetry: issuance latency, kind `query`, outcome `issued` or the code). */
 export async function handleQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {

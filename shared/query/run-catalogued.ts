@@ -29,11 +29,7 @@ import { observeDb } from './db-state';
 let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
 
 function loadQueryConfig(): QueryConfig {
-  try {
-    return queryConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  return queryConfig.load();
 }
 
 function pools(cfg: QueryConfig): PoolRegistry {
@@ -70,7 +66,7 @@ export interface QueryResult {
  * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
  * plus a grace for the server's statement_timeout to fire first.
  */
-export function roundTripDeadlines(
+function roundTripDeadlines(
   q: Pick<CatalogQuery, 'timeoutMs'>,
   cfg: Pick<QueryConfig, 'connectTimeoutMs'>,
 ): { preamble: number; query: number; rollback: number } {
@@ -78,7 +74,7 @@ export function roundTripDeadlines(
 }
 
 /** How long after the server's statement_timeout the client gives up on the query itself. */
-export const QUERY_DEADLINE_GRACE_MS = 2000;
+const QUERY_DEADLINE_GRACE_MS = 2000;
 
 async function run(
   client: PoolClient,

@@ -12,7 +12,7 @@ import { rotationDepsFromSettings } from './google-keys/deps';
 /**
  * POST /api/admin/rotate?dryRun=true|false — the rotation plan on demand. Same front door as the token
  * endpoint: the gateway's client token in `Authorization`, the admin's own token as `subject_token`
- * (form or JSON body): an admin token (shared/auth/admin.ts: the broker's audience, the admin tenant, the admin
+ * (form or JSON body): an admin token (shared/auth/admin-caller.ts: the broker's audience, the admin tenant, the admin
  * role, not deny-listed). dryRun defaults to true. A real run takes the same blob lease as the timer; held: 409.
  */
 export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps = (s) => rotationDepsFromSettings(s.log)) {

@@ -4,7 +4,7 @@ import type { SandboxCa } from '../../pki';
 import type { EntraEmulator } from '../entra';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
 import { recordIssuedToken } from '../issued-tokens';
-import type { CosmosEmulator } from '../cosmos';
+import type { CosmosEmulator } from './index';
 
 /**
  * The slice of the Azure Resource Manager API (management plane) that Cosmos account-key rotation needs, from the

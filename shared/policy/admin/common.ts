@@ -1,7 +1,7 @@
 import type { HttpRequest } from '@azure/functions';
 import { type AdminIdentity } from '../../auth/admin-caller';
 import { policyConfig, type PolicyConfig } from '../../config/policy';
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
 import { issuePath } from '../../config/json-document';
@@ -11,20 +11,16 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
 /**
  * The admin API of the live policy (BROKER_POLICY_URL): read it with its ETag, replace it with If-Match (412 on a
  * lost race; schema-checked before anything is written: a broken policy never goes live), add and remove deny
- * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin.ts)
+ * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin-caller.ts)
  * and audited; every write names who made it, and is effective on this instance at once and on every other
  * instance within BROKER_POLICY_REFRESH_SECONDS.
  */
 
 export const MAX_POLICY_BODY = 256 * 1024;
-export const WRITE_ATTEMPTS = 4;
+const WRITE_ATTEMPTS = 4;
 
-export function settings(): PolicyConfig {
-  try {
-    return policyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+function settings(): PolicyConfig {
+  return policyConfig.load();
 }
 
 export async function writer(): Promise<BlobPolicyWriter> {
@@ -98,7 +94,7 @@ export async function editDeny(
 }
 
 // eslint-disable-next-line no-control-regex
-export const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function stringField(
   body: Record<string, unknown>,

@@ -12,8 +12,8 @@ import { networkFailure, upstreamStatusFailure } from '../../upstream/failure';
  * Regenerate Key), https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations.
  */
 
-export const ARM_SCOPE = 'https://management.azure.com/.default';
-export const ARM_API_VERSION = '2024-11-15';
+const ARM_SCOPE = 'https://management.azure.com/.default';
+const ARM_API_VERSION = '2024-11-15';
 
 export type MasterKeyKind = 'primary' | 'secondary';
 

@@ -1,7 +1,7 @@
 import type { TokenCredential } from '@azure/identity';
 import { coreConfig } from '../../config/core';
 import { cosmosConfig, endpointOf } from '../../config/cosmos';
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import { functionIdentity, KeyVaultSecrets } from '../../keyvault/client';
 import type { Logger } from '../../observability/log';
 import { rotationLeaseFromSettings } from '../lease';
@@ -20,14 +20,8 @@ export function cosmosRotationDepsFromSettings(
     afterStep?: CosmosRotationDeps['afterStep'];
   } = {},
 ): CosmosRotationDeps {
-  let cfg;
-  let core;
-  try {
-    cfg = cosmosConfig.get();
-    core = coreConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const cfg = cosmosConfig.load();
+  const core = coreConfig.load();
   const accounts = (cfg.managedAccounts ?? []).map((pair) => {
     const i = pair.indexOf('=');
     const account = pair.slice(0, i);

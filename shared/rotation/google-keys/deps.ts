@@ -1,4 +1,4 @@
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import type { Logger } from '../../observability/log';
 import { coreConfig } from '../../config/core';
 import { googleConfig } from '../../config/google';
@@ -25,16 +25,9 @@ export function rotationDepsFromSettings(
   log: Logger,
   overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
 ): RotationDeps {
-  let cfg;
-  let core;
-  let google;
-  try {
-    cfg = rotationConfig.get();
-    core = coreConfig.get();
-    google = googleConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const cfg = rotationConfig.load();
+  const core = coreConfig.load();
+  const google = googleConfig.load();
   if (!overrides.tokens && !google.wifAudience)
     throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {

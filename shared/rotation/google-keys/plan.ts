@@ -16,7 +16,7 @@
  */
 
 export const DAY_MS = 86_400_000;
-export const MAX_USER_MANAGED_KEYS = 10;
+const MAX_USER_MANAGED_KEYS = 10;
 
 export interface GoogleKeyInfo {
   readonly keyId: string;

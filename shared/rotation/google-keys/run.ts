@@ -108,7 +108,7 @@ async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
 const errCode = (e: unknown) => (e instanceof BrokerError ? e.code : 'internal');
 
 /** Pauses between proof attempts of one run (s): a window of 30 s, then the key is kept as pending (docs/rotation.md). */
-export const PROVE_BACKOFF_SECONDS = [1, 2, 4, 8, 15] as const;
+const PROVE_BACKOFF_SECONDS = [1, 2, 4, 8, 15] as const;
 
 async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void> {
   const key = parseKeyFile(keyJson);
