@@ -3,6 +3,8 @@ import type { HttpRequest } from '@azure/functions';
 import { clientCertificatesConfig } from '../config/client-certificates';
 import type { CoreConfig } from '../config/core';
 import { BrokerError } from '../errors';
+import { audit } from '../observability/audit';
+import type { Logger } from '../observability/log';
 import { certificateDenyEntryFor } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
 import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './principal';
@@ -184,31 +186,64 @@ export function certificatePrincipal(c: CertificateIdentity): Principal {
   });
 }
 
+/** What authenticateCertificate needs: the header, the authenticated gateway, and where refusals are audited. */
+export interface CertificateRequest {
+  readonly header: string;
+  /** The gateway, already authenticated (authenticateClient). */
+  readonly client: Principal;
+  readonly core: Pick<CoreConfig, 'clockSkewSeconds'>;
+  /** The live policy (its `denyCertificates`). */
+  readonly policy: () => Promise<Policy>;
+  readonly log: Logger;
+  /** The audited action of a refusal (`token`, `query`, `explain`). */
+  readonly action: string;
+}
+
 /**
- * The certificate subject of a request whose gateway (`client`) is already authenticated: the gateway must be allowed
- * to vouch, the header well-formed, the certificate verified. `policy` reads the live policy (the revocation entries).
+ * The certificate subject of a request whose gateway is already authenticated: the gateway must be allowed to vouch,
+ * the header well-formed, the certificate verified. A gateway that may not vouch and a certificate that fails a check
+ * are audited (what was presented, by thumbprint); a malformed header is only answered (400).
  */
-export async function authenticateCertificate(
-  header: string,
-  client: Principal,
-  core: Pick<CoreConfig, 'clockSkewSeconds'>,
-  policy: () => Promise<Policy>,
-): Promise<Principal> {
+export async function authenticateCertificate(r: CertificateRequest): Promise<Principal> {
   const cfg = clientCertificatesConfig.load(); // a bad setting: 503 config_invalid naming it
-  if (!(cfg.gatewayOids ?? []).some((oid) => oid.toLowerCase() === client.objectId))
+  if (!(cfg.gatewayOids ?? []).some((oid) => oid.toLowerCase() === r.client.objectId)) {
+    audit(r.log, {
+      decision: 'deny',
+      action: r.action,
+      client: r.client,
+      reason: 'client_not_allowed',
+      extra: { failure: 'not_a_certificate_gateway' },
+    });
     throw new BrokerError('client_not_allowed', 'This gateway may not vouch for client certificates.', {
       party: 'client',
       detail: { failure: 'not_a_certificate_gateway' },
     });
+  }
   if (!cfg.caBundle || cfg.caBundle.length === 0)
     throw new BrokerError('config_invalid', 'BROKER_CLIENT_CA_BUNDLE is required when BROKER_CERT_GATEWAY_OIDS is set.');
-  const cert = decodeCertificateHeader(header);
-  const identity = verifyClientCertificate(cert, {
-    anchors: cfg.caBundle,
-    policy: await policy(),
-    clockSkewSeconds: core.clockSkewSeconds,
-  });
-  return certificatePrincipal(identity);
+  const cert = decodeCertificateHeader(r.header);
+  const policy = await r.policy();
+  try {
+    return certificatePrincipal(
+      verifyClientCertificate(cert, { anchors: cfg.caBundle, policy, clockSkewSeconds: r.core.clockSkewSeconds }),
+    );
+  } catch (e) {
+    if (e instanceof BrokerError && e.code === 'certificate_invalid')
+      audit(r.log, {
+        decision: 'deny',
+        action: r.action,
+        client: r.client,
+        reason: 'certificate_invalid',
+        extra: {
+          check: String(e.detail?.check),
+          failure: String(e.detail?.failure),
+          certThumbprint: hex(cert.fingerprint256),
+          certSubject: dnOf(cert.subject),
+          certIssuer: dnOf(cert.issuer),
+        },
+      });
+    throw e;
+  }
 }
 
 /** `subject_token` of a certificate exchange: the forwarded certificate's SHA-256 thumbprint (colons allowed). */

@@ -58,7 +58,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   }
   const subjectToken = requireParam(params, 'subject_token');
   const subjectTokenType = requireParam(params, 'subject_token_type');
-  const resolveSubject = subjectResolver(req, cfg, client, subjectTokenType, subjectToken);
+  const resolveSubject = subjectResolver(req, scope, cfg, client, subjectTokenType, subjectToken);
   if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
     throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
   }
@@ -144,6 +144,7 @@ async function grantAndIssue(
  */
 function subjectResolver(
   req: HttpRequest,
+  scope: RequestScope,
   cfg: CoreConfig,
   client: Principal,
   subjectTokenType: string,
@@ -158,7 +159,14 @@ function subjectResolver(
         { detail: { header: 'X-Client-Certificate' } },
       );
     return async () => {
-      const subject = await authenticateCertificate(certHeader, client, cfg, currentPolicy);
+      const subject = await authenticateCertificate({
+        header: certHeader,
+        client,
+        core: cfg,
+        policy: currentPolicy,
+        log: scope.log,
+        action: 'token',
+      });
       assertThumbprintMatches(subjectToken, subject);
       return subject;
     };

@@ -37,7 +37,14 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
           detail: { header: 'X-Client-Certificate' },
         },
       );
-    subject = await authenticateCertificate(certHeader, client, cfg, currentPolicy);
+    subject = await authenticateCertificate({
+      header: certHeader,
+      client,
+      core: cfg,
+      policy: currentPolicy,
+      log: scope.log,
+      action: 'explain',
+    });
     assertThumbprintMatches(subjectToken, subject);
   } else {
     if (certHeader !== undefined)

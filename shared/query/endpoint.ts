@@ -53,7 +53,14 @@ async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<Htt
     });
   const subject =
     certHeader !== undefined
-      ? await authenticateCertificate(certHeader, client, core, currentPolicy)
+      ? await authenticateCertificate({
+          header: certHeader,
+          client,
+          core: core,
+          policy: currentPolicy,
+          log: scope.log,
+          action: 'query',
+        })
       : await validateSubject(subjectToken, core);
   const result = await runCataloguedQuery({ name, subject, client, args: () => readJsonObject(req), scope });
   return jsonResponse(200, result, scope);

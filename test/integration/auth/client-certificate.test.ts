@@ -59,7 +59,7 @@ beforeAll(async () => {
   certs.brokenChain = createClientCa().issueClient({ commonName: 'partner-job', organization: 'Sandbox Partner' });
   certs.selfSigned = selfSignedClient({ commonName: 'partner-job', organization: 'Sandbox Partner' });
 
-  const policy = JSON.parse(readFileSync(join(__dirname, '..', '..', 'local', 'sample-policy.json'), 'utf8')) as {
+  const policy = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'local', 'sample-policy.json'), 'utf8')) as {
     rules: unknown[];
     denyCertificates?: unknown[];
   };
@@ -233,6 +233,15 @@ describe('every failed check is refused, naming the check', () => {
     expect(res.json.error).toBe('invalid_grant');
     expect(res.json).toMatchObject({ reason: 'certificate_invalid', check, failure: reason });
     expect(String(res.json.error_description)).toContain(`the ${check} check`);
+    // Audited: who vouched, and what was presented (by thumbprint), with the failed check.
+    expect(audits().at(-1)).toMatchObject({
+      decision: 'deny',
+      reason: 'certificate_invalid',
+      client: { objectId: SANDBOX.gatewayObjectId },
+      check,
+      failure: reason,
+      certThumbprint: certs[name]!.thumbprint,
+    });
   });
 });
 
@@ -333,7 +342,7 @@ describe('hostile headers are 400, never 500', () => {
 
 test("the sample policy's certificate rule grants what npm run dev-cert issues by default (the README quick start)", async () => {
   const saved = process.env.BROKER_POLICY_PATH;
-  process.env.BROKER_POLICY_PATH = join(__dirname, '..', '..', 'local', 'sample-policy.json');
+  process.env.BROKER_POLICY_PATH = join(__dirname, '..', '..', '..', 'local', 'sample-policy.json');
   try {
     const devCert = fx.sandbox.clientCa.issueClient({ commonName: 'partner-job', organization: 'Sandbox Partner' });
     const res = await withCert(devCert);
