@@ -7,6 +7,10 @@ import { audit } from '../observability/audit';
 import type { Logger } from '../observability/log';
 import { certificateDenyEntryFor } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
+import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../exchange/types';
+import type { RequestScope } from '../http/handler';
+import { currentPolicy } from '../policy/current';
+import { validateSubject } from './frontdoor';
 import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './principal';
 
 /**
@@ -247,7 +251,7 @@ export async function authenticateCertificate(r: CertificateRequest): Promise<Pr
 }
 
 /** `subject_token` of a certificate exchange: the forwarded certificate's SHA-256 thumbprint (colons allowed). */
-export function assertThumbprintMatches(subjectToken: string, subject: Principal): void {
+function assertThumbprintMatches(subjectToken: string, subject: Principal): void {
   const given = subjectToken.replace(/:/g, '').toLowerCase();
   if (given !== subject.certificate?.thumbprint)
     throw new BrokerError(
@@ -255,4 +259,55 @@ export function assertThumbprintMatches(subjectToken: string, subject: Principal
       'With the client-certificate subject_token_type, subject_token must be the SHA-256 thumbprint of the certificate in X-Client-Certificate.',
       { detail: { parameter: 'subject_token' } },
     );
+}
+
+/**
+ * How the subject of an exchange or an explain is established, by `subject_token_type`: an Entra token (access_token
+ * or jwt; `undefined` on explain, where the type is optional), or the client certificate the gateway forwarded in
+ * X-Client-Certificate (CLIENT_CERT_TOKEN_TYPE, `subject_token` its thumbprint). The header is refused with an Entra
+ * type, and the certificate type without the header: one request, one subject. Shape errors are thrown at once;
+ * tokens and certificates are verified when the returned function runs.
+ */
+export function subjectResolver(s: {
+  readonly req: HttpRequest;
+  readonly scope: Pick<RequestScope, 'log'>;
+  readonly cfg: CoreConfig;
+  readonly client: Principal;
+  readonly subjectToken: string;
+  readonly subjectTokenType: string | undefined;
+  readonly action: string;
+}): () => Promise<Principal> {
+  const header = clientCertificateHeader(s.req);
+  if (s.subjectTokenType === CLIENT_CERT_TOKEN_TYPE) {
+    if (header === undefined)
+      throw new BrokerError(
+        'bad_request',
+        `subject_token_type ${CLIENT_CERT_TOKEN_TYPE} needs the certificate in the X-Client-Certificate header (set by the gateway).`,
+        { detail: { header: 'X-Client-Certificate' } },
+      );
+    return async () => {
+      const subject = await authenticateCertificate({
+        header,
+        client: s.client,
+        core: s.cfg,
+        policy: currentPolicy,
+        log: s.scope.log,
+        action: s.action,
+      });
+      assertThumbprintMatches(s.subjectToken, subject);
+      return subject;
+    };
+  }
+  if (s.subjectTokenType !== undefined && s.subjectTokenType !== ACCESS_TOKEN_TYPE && s.subjectTokenType !== JWT_TOKEN_TYPE)
+    throw new BrokerError(
+      'unsupported_token_type',
+      `subject_token_type must be ${ACCESS_TOKEN_TYPE}, ${JWT_TOKEN_TYPE} or ${CLIENT_CERT_TOKEN_TYPE}.`,
+    );
+  if (header !== undefined)
+    throw new BrokerError(
+      'bad_request',
+      `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
+      { detail: { header: 'X-Client-Certificate' } },
+    );
+  return () => validateSubject(s.subjectToken, s.cfg);
 }

@@ -1,13 +1,7 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { audit } from '../observability/audit';
-import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
-import {
-  assertThumbprintMatches,
-  authenticateCertificate,
-  CLIENT_CERT_TOKEN_TYPE,
-  clientCertificateHeader,
-} from '../auth/client-certificate';
-import type { CoreConfig } from '../config/core';
+import { authenticateClient, loadCore } from '../auth/frontdoor';
+import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse } from '../http/responses';
@@ -18,7 +12,7 @@ import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '
 import { currentPolicy } from '../policy/current';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
-import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
 const providers = {
@@ -58,7 +52,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   }
   const subjectToken = requireParam(params, 'subject_token');
   const subjectTokenType = requireParam(params, 'subject_token_type');
-  const resolveSubject = subjectResolver(req, scope, cfg, client, subjectTokenType, subjectToken);
+  const resolveSubject = subjectResolver({ req, scope, cfg, client, subjectToken, subjectTokenType, action: 'token' });
   if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
     throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
   }
@@ -135,55 +129,6 @@ async function grantAndIssue(
     extra: { cached: result.cached },
   });
   return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
-}
-
-/**
- * How the subject is established, by `subject_token_type`: an Entra token (access_token / jwt), or the client
- * certificate the gateway forwarded in X-Client-Certificate (the client-certificate type; `subject_token` its
- * thumbprint). The certificate header is refused on an Entra exchange: one request, one subject.
- */
-function subjectResolver(
-  req: HttpRequest,
-  scope: RequestScope,
-  cfg: CoreConfig,
-  client: Principal,
-  subjectTokenType: string,
-  subjectToken: string,
-): () => Promise<Principal> {
-  const certHeader = clientCertificateHeader(req);
-  if (subjectTokenType === CLIENT_CERT_TOKEN_TYPE) {
-    if (certHeader === undefined)
-      throw new BrokerError(
-        'bad_request',
-        'A client-certificate exchange needs the certificate in the X-Client-Certificate header (set by the gateway).',
-        { detail: { header: 'X-Client-Certificate' } },
-      );
-    return async () => {
-      const subject = await authenticateCertificate({
-        header: certHeader,
-        client,
-        core: cfg,
-        policy: currentPolicy,
-        log: scope.log,
-        action: 'token',
-      });
-      assertThumbprintMatches(subjectToken, subject);
-      return subject;
-    };
-  }
-  if (subjectTokenType !== ACCESS_TOKEN_TYPE && subjectTokenType !== JWT_TOKEN_TYPE) {
-    throw new BrokerError(
-      'unsupported_token_type',
-      `subject_token_type must be ${ACCESS_TOKEN_TYPE}, ${JWT_TOKEN_TYPE} or ${CLIENT_CERT_TOKEN_TYPE}.`,
-    );
-  }
-  if (certHeader !== undefined)
-    throw new BrokerError(
-      'bad_request',
-      `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
-      { detail: { header: 'X-Client-Certificate' } },
-    );
-  return () => validateSubject(subjectToken, cfg);
 }
 
 async function issue(

@@ -1,12 +1,6 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
-import {
-  assertThumbprintMatches,
-  authenticateCertificate,
-  CLIENT_CERT_TOKEN_TYPE,
-  clientCertificateHeader,
-} from '../auth/client-certificate';
-import { BrokerError } from '../errors';
+import { authenticateClient, loadCore } from '../auth/frontdoor';
+import { subjectResolver } from '../auth/client-certificate';
 import { auditedIdentity } from '../observability/audit';
 import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
@@ -24,37 +18,16 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
-  const subjectToken = requireParam(params, 'subject_token');
-  // As on the token endpoint: subject_token_type (optional here) selects a client certificate the gateway forwarded.
-  const certHeader = clientCertificateHeader(req);
-  let subject;
-  if (params.subject_token_type === CLIENT_CERT_TOKEN_TYPE) {
-    if (certHeader === undefined)
-      throw new BrokerError(
-        'bad_request',
-        'A client-certificate explain needs the certificate in the X-Client-Certificate header.',
-        {
-          detail: { header: 'X-Client-Certificate' },
-        },
-      );
-    subject = await authenticateCertificate({
-      header: certHeader,
-      client,
-      core: cfg,
-      policy: currentPolicy,
-      log: scope.log,
-      action: 'explain',
-    });
-    assertThumbprintMatches(subjectToken, subject);
-  } else {
-    if (certHeader !== undefined)
-      throw new BrokerError(
-        'bad_request',
-        `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
-        { detail: { header: 'X-Client-Certificate' } },
-      );
-    subject = await validateSubject(subjectToken, cfg);
-  }
+  // As on the token endpoint: subject_token_type (optional here) may select a client certificate the gateway forwarded.
+  const subject = await subjectResolver({
+    req,
+    scope,
+    cfg,
+    client,
+    subjectToken: requireParam(params, 'subject_token'),
+    subjectTokenType: params.subject_token_type,
+    action: 'explain',
+  })();
   const d = evaluate(await currentPolicy(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
