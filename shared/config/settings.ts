@@ -57,9 +57,7 @@ const sectionsOf = (name: string): string => [...(sectionNames.get(name) ?? [])]
 
 /** Every setting any loaded section declares (import the section modules first). */
 export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
-  return registry.map((s) =>
-    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }),
-  );
+  return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }));
 }
 
 /** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
