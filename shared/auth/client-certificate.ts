@@ -9,7 +9,6 @@ import { certificateDenyEntryFor } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../exchange/types';
 import type { RequestScope } from '../http/handler';
-import { currentPolicy } from '../policy/current';
 import { validateSubject } from './frontdoor';
 import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './principal';
 
@@ -270,7 +269,7 @@ function assertThumbprintMatches(subjectToken: string, subject: Principal): void
  */
 export function subjectResolver(s: {
   readonly req: HttpRequest;
-  readonly scope: Pick<RequestScope, 'log'>;
+  readonly scope: Pick<RequestScope, 'log' | 'app'>;
   readonly cfg: CoreConfig;
   readonly client: Principal;
   readonly subjectToken: string;
@@ -290,7 +289,7 @@ export function subjectResolver(s: {
         header,
         client: s.client,
         core: s.cfg,
-        policy: currentPolicy,
+        policy: () => s.scope.app.policy.current(),
         log: s.scope.log,
         action: s.action,
       });

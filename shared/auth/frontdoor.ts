@@ -26,8 +26,8 @@ export function validatorFor(cfg: CoreConfig): TokenValidator {
 }
 
 /** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
-export function loadCore(): CoreConfig {
-  return coreConfig.load();
+export function loadCore(settingsRecheckMs?: number): CoreConfig {
+  return coreConfig.load(settingsRecheckMs);
 }
 
 function bearerOf(req: HttpRequest): string | undefined {

@@ -32,6 +32,8 @@ export interface AuditEvent {
   /** A hash of the issued credential's id: never the credential itself. */
   tokenIdHash?: string;
   ttlSeconds?: number;
+  /** What the tokens of a refused admin request claim, unverified (shared/observability/admin-audit.ts): never a token. */
+  claimed?: Readonly<Record<string, object | undefined>>;
   extra?: Record<string, string | number | boolean | readonly string[] | undefined>;
 }
 
@@ -64,6 +66,7 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
+    ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
   });
 }

@@ -6,7 +6,6 @@ import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { evaluate } from './evaluate';
-import { currentPolicy } from './current';
 import { formatTarget, parseTarget } from './target';
 
 /**
@@ -14,7 +13,7 @@ import { formatTarget, parseTarget } from './target';
  * Client-authenticated like the token endpoint; issues nothing.
  */
 export async function handleExplain(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
@@ -28,7 +27,7 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
     subjectTokenType: params.subject_token_type,
     action: 'explain',
   })();
-  const d = evaluate(await currentPolicy(), subject, target);
+  const d = evaluate(await scope.app.policy.current(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,

@@ -1,7 +1,6 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
 import { authenticateCertificate, clientCertificateHeader } from '../auth/client-certificate';
-import { currentPolicy } from '../policy/current';
 import { BrokerError, toBrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
 import { readJsonObject } from '../http/request';
@@ -32,7 +31,7 @@ export async function handleQuery(req: HttpRequest, scope: RequestScope): Promis
 }
 
 async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const core = loadCore();
+  const core = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, core);
   const name = req.params.name ?? '';
   assertQueryName(name);
@@ -57,7 +56,7 @@ async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<Htt
           header: certHeader,
           client,
           core: core,
-          policy: currentPolicy,
+          policy: () => scope.app.policy.current(),
           log: scope.log,
           action: 'query',
         })

@@ -1,12 +1,11 @@
 import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
-import { queryConfig, type QueryConfig } from '../config/query';
+import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
-import { currentPolicy } from '../policy/current';
 import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -14,7 +13,7 @@ import { classifyDbError } from './errors';
 import { bindParameters, parameterNames, type BoundValue } from './params';
 import { applicationNameFor, type SessionIdentity } from './session-identity';
 import { sqlComment } from './sql-comment';
-import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
+import { keyOf as poolKeyOf, type PoolTarget } from './pools';
 import { destroyClient, phaseDeadline } from './deadline';
 import { runReadOnly } from './transaction';
 import { observeDb } from './db-state';
@@ -25,33 +24,6 @@ import { observeDb } from './db-state';
  * database names the identity to run as) → bind the parameters (identity-bound ones from the validated token) →
  * execute (one read-only round trip under client-side deadlines) → audit. Every refusal and failure is audited once.
  */
-
-let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
-
-function loadQueryConfig(): QueryConfig {
-  return queryConfig.load();
-}
-
-function pools(cfg: QueryConfig): PoolRegistry {
-  if (registry?.cfg !== cfg) {
-    const old = registry?.pools;
-    registry = { cfg, pools: new PoolRegistry(cfg) };
-    void old?.closeAll();
-  }
-  return registry.pools;
-}
-
-/** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
-export async function probeFailedDatabases(isFailed: (key: string) => boolean): Promise<void> {
-  await registry?.pools.probeFailed(isFailed);
-}
-
-/** Close every pool (tests, shutdown). */
-export async function closeQueryPools(): Promise<void> {
-  const r = registry;
-  registry = undefined;
-  await r?.pools.closeAll();
-}
 
 export interface QueryResult {
   readonly query: string;
@@ -111,7 +83,7 @@ export interface QueryCall {
    * HTTP endpoint reads its body only once the caller is authorized.
    */
   readonly args: Record<string, unknown> | (() => Promise<Record<string, unknown>>);
-  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
   /** The audited action: `query` (HTTP) or the MCP tool call. */
   readonly action?: string;
 }
@@ -143,7 +115,7 @@ function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => vo
 
 /** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
 async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig): Promise<ResolvedQuery> {
-  const policy = await currentPolicy();
+  const policy = await call.scope.app.policy.current();
   const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
   const targetText = `query://${query.name}`;
   const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
@@ -168,7 +140,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const target = `query://${call.name}`;
   const deny = (reason: string, ruleId?: string, extra?: AuditEvent['extra']) =>
     audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
-  const cfg = loadQueryConfig();
+  const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
   const { grant, ruleId } = await authorize(call, query, cfg);
 
@@ -257,7 +229,7 @@ async function execute(
   const dbKey = poolKeyOf(poolTarget);
   let conn: PoolClient | undefined;
   try {
-    conn = await pools(cfg).connect(poolTarget, scope.log);
+    conn = await scope.app.queryPools.of(cfg).connect(poolTarget, scope.log);
     const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
     conn.release();
     observeDb(dbKey, true);

@@ -67,7 +67,7 @@ const EXPECTED = [
 
 test('the compiled functions register exactly these triggers: names, routes, methods, authLevel, timer schedules', () => {
   const actual = readdirSync(join(root, 'functions'))
-    .filter((f) => f.endsWith('.ts'))
+    .filter((f) => f.endsWith('.ts') && f !== 'app.ts') // app.ts: the process hooks, no trigger (below)
     .map((f) => f.replace(/\.ts$/, '.js'))
     .sort()
     .map((file) => {
@@ -94,6 +94,13 @@ test('the compiled functions register exactly these triggers: names, routes, met
       return { file, name, timer: t };
     });
   expect(actual).toEqual(EXPECTED);
+});
+
+test('functions/app.ts registers no trigger (only the terminate hook and the start-up prewarm)', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(join(distFunctions, 'app.js')) as Record<string, unknown>;
+  expect(mod.registration).toBeUndefined();
+  expect(mod.registrations).toBeUndefined();
 });
 
 test('host.json routes functions under /api and uses extension bundle v4', () => {

@@ -39,9 +39,41 @@ export function checkGoogleBearer(req: EmuRequest, state: GoogleState, check: Go
   if (!token) return error(401, 'UNAUTHENTICATED', check.missingMessage);
   const t = state.lookupToken(token);
   if (!t || (check.accessTokensOnly && t.kind !== 'access')) return error(401, 'UNAUTHENTICATED', check.invalidMessage);
-  if (!t.scopes.some((s) => check.scopes.includes(s)))
-    return error(403, 'PERMISSION_DENIED', 'Request had insufficient authentication scopes.');
+  if (!t.scopes.some((s) => check.scopes.includes(s))) return insufficientScope(check.scopes, req);
   return t;
+}
+
+/**
+ * Google's insufficient-scope refusal, as answered by googleapis.com APIs: 403 with
+ * `WWW-Authenticate: Bearer realm="https://accounts.google.com/", error="insufficient_scope", scope="…"`, `errors[]`
+ * reason `insufficientPermissions` and `details[]` ErrorInfo `ACCESS_TOKEN_SCOPE_INSUFFICIENT` (issues:
+ * kwent/react-google-contacts #6 for the header, analogdotnow/Analog #296 for the body).
+ */
+function insufficientScope(scopes: readonly string[], req: EmuRequest): EmuResponse {
+  const message = 'Request had insufficient authentication scopes.';
+  return {
+    status: 403,
+    headers: {
+      'content-type': 'application/json; charset=UTF-8',
+      'www-authenticate': `Bearer realm="https://accounts.google.com/", error="insufficient_scope", scope="${scopes.join(' ')}"`,
+    },
+    body: {
+      error: {
+        code: 403,
+        message,
+        errors: [{ message: 'Insufficient Permission', domain: 'global', reason: 'insufficientPermissions' }],
+        status: 'PERMISSION_DENIED',
+        details: [
+          {
+            '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+            reason: 'ACCESS_TOKEN_SCOPE_INSUFFICIENT',
+            domain: 'googleapis.com',
+            metadata: { service: req.url.hostname || 'googleapis.com', method: req.path },
+          },
+        ],
+      },
+    },
+  };
 }
 
 /** Whether a check answered with an error rather than a token. */

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
 import type { EntraEmulator } from '../entra';
@@ -48,8 +48,10 @@ export interface KeyVaultEmulator extends Emulator {
   ): StoredSecretVersion;
   /** Latest version (enabled or not), or a given version. */
   read(name: string, version?: string): StoredSecretVersion | undefined;
-  /** All versions of a secret, oldest first. */
+  /** All versions of a secret, oldest first (the HTTP list is in version-id order, or shuffled). */
   versions(name: string): readonly StoredSecretVersion[];
+  /** Order of `GET /secrets/{name}/versions`: `id` (ascending version id, as recorded; default) or `shuffled`. */
+  versionOrder: 'id' | 'shuffled';
   names(): readonly string[];
   grant(objectId: string, role: KeyVaultRole): void;
   revoke(objectId: string): void;
@@ -301,8 +303,18 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
         name: 'secrets.versions',
         handle: op('read', (req) => {
           const name = req.params.name!;
-          const vs = secrets.get(name);
-          if (!vs || vs.length === 0) return notFound(name);
+          // A secret never created lists as 200 with no versions (not 404), and versions come in version-id order,
+          // not creation order: Azure/azure-sdk-assets js/sdk/keyvault/keyvault-secrets/recordings/node/
+          // secret_client__list_secrets_in_various_ways/recording_can_list_secret_versions_non_existing.json and
+          // recording_can_retrieve_all_versions_of_a_secret_by_page.json. `versionOrder = 'shuffled'` (tests) lists
+          // them in a random order, since the service guarantees none (Azure/azure-sdk-for-net #45792).
+          const vs = [...(secrets.get(name) ?? [])];
+          if (handle.versionOrder === 'shuffled') {
+            for (let i = vs.length - 1; i > 0; i--) {
+              const j = randomInt(i + 1);
+              [vs[i], vs[j]] = [vs[j]!, vs[i]!];
+            }
+          } else vs.sort((a, b) => (a.version < b.version ? -1 : a.version > b.version ? 1 : 0));
           return {
             status: 200,
             body: page(
@@ -359,8 +371,10 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
   });
   base = emu.url;
 
+  const initialOrder: KeyVaultEmulator['versionOrder'][] = ['id'];
   const handle: KeyVaultEmulator = Object.assign(emu, {
     now: Date.now,
+    versionOrder: initialOrder[0]!,
     vaultUrl: emu.url,
     caPem: opts.ca.certPem,
     tenantId,

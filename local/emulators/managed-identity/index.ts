@@ -67,7 +67,7 @@ export interface ManagedIdentityOptions {
   secretHeader?: string;
   /** ARM resource id of the identity (`xms_mirid`). */
   resourceId?: string;
-  /** Further user-assigned identities attached to the app, selected by `client_id` (or `principal_id`). */
+  /** Further user-assigned identities attached to the app, selected by `client_id`, `principal_id`/`object_id` or `mi_res_id`. */
   identities?: readonly UserAssignedIdentity[];
 }
 
@@ -89,6 +89,13 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
     status,
     body: { statusCode: status, message: description, correlationId: randomUUID(), error, error_description: description },
   });
+  // An identity that is not attached, or an ambiguous selection: App Service answers exactly three camelCase fields
+  // (Azure/azure-sdk-for-net #43691, microsoft/azure-container-apps #442), with `Server: Kestrel`.
+  const notAttached = () => ({
+    status: 400,
+    headers: { server: 'Kestrel', 'x-correlation-id': randomUUID() },
+    body: { statusCode: 400, message: 'Unable to load the proper Managed Identity.', correlationId: randomUUID() },
+  });
   const emu = await startEmulator({
     name: 'managed-identity',
     port: opts.port,
@@ -104,18 +111,24 @@ export async function startManagedIdentity(opts: ManagedIdentityOptions): Promis
             return err(400, 'invalid_request', 'api-version must be 2019-08-01.');
           const resource = req.url.searchParams.get('resource');
           if (!resource) return err(400, 'invalid_request', 'resource is required.');
-          const cid = req.url.searchParams.get('client_id')?.toLowerCase();
-          const principal = (req.url.searchParams.get('principal_id') ?? req.url.searchParams.get('object_id'))?.toLowerCase();
-          if (cid && principal)
-            return err(400, 'invalid_request', 'Only one of client_id, principal_id, object_id may be given.');
-          const who = cid
-            ? identities.find((i) => i.clientId === cid)
-            : principal
-              ? identities.find((i) => i.objectId === principal)
-              : identities[0];
-          if (!who) {
-            return err(400, 'invalid_request', 'No user-assigned identity with that id is assigned to this app.');
-          }
+          // Selection by client_id, principal_id/object_id or mi_res_id (ARM resource id, compared case-insensitively
+          // as ARM ids are); none: the app's default identity; more than one selector, or no such identity attached:
+          // 400 "Unable to load the proper Managed Identity."
+          // (https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference).
+          const q = req.url.searchParams;
+          const cid = q.get('client_id')?.toLowerCase();
+          const principal = (q.get('principal_id') ?? q.get('object_id'))?.toLowerCase();
+          const rid = q.get('mi_res_id')?.toLowerCase();
+          if ([cid, principal, rid].filter((x) => x !== undefined).length > 1) return notAttached();
+          const who =
+            cid !== undefined
+              ? identities.find((i) => i.clientId === cid)
+              : principal !== undefined
+                ? identities.find((i) => i.objectId === principal)
+                : rid !== undefined
+                  ? identities.find((i) => i.resourceId.toLowerCase() === rid)
+                  : identities[0];
+          if (!who) return notAttached();
           const requested = resource.replace(/\/\.default$/, '');
           const ms = { idtyp: 'app', xms_mirid: who.resourceId };
           const app = tokenShapeFor(opts.entra.apps, requested);

@@ -1,13 +1,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { handler as queryHandler } from '../../../functions/query';
 import { SANDBOX } from '../../../local/ids';
 import type { ClientCert } from '../../../local/pki';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { closeQueryPools } from '../../../shared/query/run-catalogued';
 import { workerHost } from '../../helpers/loopback';
 import { captureLogs, invoke } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const queryHandler = testApp.handler('query');
 
 /**
  * Issue #29 through the sandbox's real PostgreSQL: a certificate caller runs a catalogued query; its thumbprint and
@@ -88,7 +90,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  await closeQueryPools();
+  await testApp.app.close();
   restoreEnv?.();
   await sb?.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -1,14 +1,17 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { handler as tokenHandler } from '../../../functions/token';
-import { handler as explainHandler } from '../../../functions/explain';
-import { handler as queryHandler } from '../../../functions/query';
 import { createClientCa, loadClientCa, selfSignedClient, type ClientCert } from '../../../local/pki';
 import { CLIENT_CERT_TOKEN_TYPE, MAX_CERT_HEADER_CHARS } from '../../../shared/auth/client-certificate';
 import { cosmosUserId } from '../../../shared/cosmos/ids';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { CLOUDSQL_RESOURCE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../../helpers/foundation';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
+const explainHandler = testApp.handler('explain');
+const queryHandler = testApp.handler('query');
 
 /**
  * Issue #29: callers authenticated by a client certificate at APIM. The gateway (its managed-identity token, on

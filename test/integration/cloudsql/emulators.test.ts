@@ -79,13 +79,17 @@ async function generate(
   sa: string,
   bearer: string | undefined,
   body: unknown,
-): Promise<{ status: number; body: Record<string, unknown> }> {
+): Promise<{ status: number; body: Record<string, unknown>; wwwAuthenticate: string | null }> {
   const res = await fetch(`${iamUrl}/v1/projects/-/serviceAccounts/${encodeURIComponent(sa)}:generateAccessToken`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(bearer ? { authorization: `Bearer ${bearer}` } : {}) },
     body: JSON.stringify(body),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  return {
+    status: res.status,
+    body: (await res.json()) as Record<string, unknown>,
+    wwwAuthenticate: res.headers.get('www-authenticate'),
+  };
 }
 
 describe('STS emulator', () => {
@@ -158,14 +162,6 @@ describe('STS emulator', () => {
       { extra: { iat: Math.floor(Date.now() / 1000) - 60, exp: Math.floor(Date.now() / 1000) - 60 + 48 * 3600 } },
     ],
     ['issued in the future (iat)', { extra: { iat: Math.floor(Date.now() / 1000) + 120 } }],
-    [
-      'of another identity of the same tenant (attribute_condition: sub)',
-      { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } },
-    ],
-    [
-      'of the identity but another tid claim (attribute_condition: tid)',
-      { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } },
-    ],
   ])('subject token %s → 400 invalid_grant', async (_name, over) => {
     const { key, ...rest } = over as { key?: 'stray' } & Record<string, unknown>;
     const token = await miToken({ ...rest, ...(key ? { key: sb.entra.strayKey() } : {}) });
@@ -174,13 +170,32 @@ describe('STS emulator', () => {
     expect(r.body).toEqual({ error: 'invalid_grant', error_description: expect.any(String) });
   });
 
+  test.each([
+    [
+      'of another identity of the same tenant (attribute_condition: sub)',
+      { oid: '00000000-0000-4000-8000-0000000000aa', extra: { sub: '00000000-0000-4000-8000-0000000000aa' } },
+    ],
+    [
+      'of the identity but another tid claim (attribute_condition: tid)',
+      { extra: { tid: '00000000-0000-4000-8000-0000000000bb' } },
+    ],
+  ])('subject token %s → 400 unauthorized_client', async (_name, over) => {
+    const r = await sts(await goodExchange({ subject_token: await miToken(over) }));
+    expect(r.status).toBe(400);
+    expect(r.body).toEqual({
+      error: 'unauthorized_client',
+      error_description: 'The given credential is rejected by the attribute condition.',
+    });
+  });
+
   test("the attribute condition refusal is in Google's words; a missing scope is invalid_request", async () => {
     const other = await miToken({
       oid: '00000000-0000-4000-8000-0000000000aa',
       extra: { sub: '00000000-0000-4000-8000-0000000000aa' },
     });
+    // unauthorized_client, not invalid_grant (terraform-google-modules/terraform-example-foundation #1362, #1404).
     expect((await sts(await goodExchange({ subject_token: other }))).body).toEqual({
-      error: 'invalid_grant',
+      error: 'unauthorized_client',
       error_description: 'The given credential is rejected by the attribute condition.',
     });
     expect((await sts(await goodExchange({ scope: '' }))).body).toEqual({
@@ -288,6 +303,16 @@ describe('IAM Credentials emulator', () => {
     const r = await generate(other, await federated(), { scope: [SQL_LOGIN_SCOPE] });
     expect(r.status).toBe(403);
     expect((r.body.error as { status: string }).status).toBe('PERMISSION_DENIED');
+    // The ErrorInfo Google adds (google-github-actions/auth #340); no insufficient_scope challenge.
+    expect((r.body.error as { details: unknown }).details).toEqual([
+      {
+        '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+        reason: 'IAM_PERMISSION_DENIED',
+        domain: 'iam.googleapis.com',
+        metadata: { permission: 'iam.serviceAccounts.getAccessToken' },
+      },
+    ]);
+    expect(r.wwwAuthenticate ?? '').not.toContain('insufficient_scope');
   });
 
   test('a sqlservice.login token cannot itself call generateAccessToken (insufficient scopes)', async () => {
@@ -298,6 +323,11 @@ describe('IAM Credentials emulator', () => {
     });
     expect(r.status).toBe(403);
     expect((r.body.error as { message: string }).message).toMatch(/insufficient authentication scopes/);
+    // The challenge and ErrorInfo Google adds (kwent/react-google-contacts #6, analogdotnow/Analog #296).
+    expect(r.wwwAuthenticate).toMatch(/^Bearer realm="https:\/\/accounts.google.com\/", error="insufficient_scope", scope="/);
+    const e = r.body.error as { details: { reason: string }[]; errors: { reason: string }[] };
+    expect(e.details.map((d) => d.reason)).toEqual(['ACCESS_TOKEN_SCOPE_INSUFFICIENT']);
+    expect(e.errors.map((d) => d.reason)).toEqual(['insufficientPermissions']);
   });
 
   test('a federated token past its expiry is rejected', async () => {

@@ -14,6 +14,7 @@ import {
   startFixture,
   type Fixture,
 } from '../../helpers/foundation';
+import { testContext } from '../../helpers/app';
 
 /**
  * An attacker's sweep over every HTTP endpoint the app registers (enumerated from the registrations, so a
@@ -55,7 +56,7 @@ beforeAll(async () => {
     CLOUDSQL_ADMIN_ENDPOINT: 'http://127.0.0.1:9',
     QUERY_CONNECT_TIMEOUT_MS: '1000',
   });
-  host = await startLocalHost();
+  host = await startLocalHost({ app: testContext() });
   port = Number(new URL(host.url).port);
   gateway = await fx.gateway();
   caller = await fx.caller({ roles: ['Orders.Read', 'Orders.Analyst', SANDBOX.adminRole] });
@@ -519,7 +520,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
   });
 
   test('a request that never finishes arriving (slow loris): 408 in the endpoint style, with a correlation id', async () => {
-    const slow = await startLocalHost({ requestTimeoutMs: 400 });
+    const slow = await startLocalHost({ requestTimeoutMs: 400, app: testContext() });
     try {
       const slowPort = Number(new URL(slow.url).port);
       for (const [path, style] of [

@@ -110,8 +110,43 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
     expect(await secrets().versions('nope')).toEqual([]);
   });
 
+  test('listing versions of a never-created secret is 200 with an empty list (recorded), not 404', async () => {
+    const pages: unknown[] = [];
+    for await (const page of createSecretClient().listPropertiesOfSecretVersions('never-created').byPage()) pages.push(page);
+    expect(pages.flat()).toEqual([]);
+    const listed = sb.keyVault.calls.filter((c) => c.route === 'secrets.versions');
+    expect(listed.at(-1)?.status).toBe(200);
+  });
+
+  test('versions listed shuffled, all in one created second: the broker orders them by its own storedAt tag', async () => {
+    const frozen = Date.parse('2026-03-01T00:00:00.000Z');
+    sb.keyVault.now = () => frozen; // every version gets the same `created` second
+    sb.keyVault.versionOrder = 'shuffled';
+    try {
+      for (let i = 0; i < 8; i++) {
+        sb.keyVault.seed('same-second', `v${i}`, { tags: { storedAt: new Date(frozen + i).toISOString(), n: String(i) } });
+      }
+      expect(new Set(sb.keyVault.versions('same-second').map((v) => v.created)).size).toBe(1);
+      for (let round = 0; round < 3; round++) {
+        const listed = await secrets().versions('same-second');
+        expect(listed.map((v) => v.tags.n)).toEqual(['0', '1', '2', '3', '4', '5', '6', '7']);
+      }
+    } finally {
+      sb.keyVault.now = Date.now;
+      sb.keyVault.versionOrder = 'id';
+    }
+  });
+
+  test('the emulator lists versions in version-id order (as recorded), not creation order', async () => {
+    for (let i = 0; i < 6; i++) sb.keyVault.seed('id-order', `v${i}`);
+    const ids: string[] = [];
+    for await (const p of createSecretClient().listPropertiesOfSecretVersions('id-order')) ids.push(p.version!);
+    expect(ids).toEqual([...ids].sort());
+    expect(ids).toHaveLength(6);
+  });
+
   test('bad tokens are refused with 401 and the challenge', async () => {
-    const cfg = keyVaultConfig.get();
+    const cfg = keyVaultConfig.get(0);
     const cases = {
       wrongAudience: await sb.entra.mint({ aud: 'https://management.azure.com', oid: sb.msi.objectId, version: '1.0' }),
       unknownKey: await sb.entra.mint({ aud: 'https://vault.azure.net', oid: sb.msi.objectId, key: sb.entra.strayKey() }),
@@ -132,7 +167,7 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('RBAC: a reader may get but not set; an unknown identity may do nothing', async () => {
-    const cfg = keyVaultConfig.get();
+    const cfg = keyVaultConfig.get(0);
     const readerOid = '0b5e0000-0000-4000-8000-0000000000a1';
     sb.keyVault.grant(readerOid, 'reader');
     const reader = new KeyVaultSecrets(
@@ -155,7 +190,7 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
 
   test('vault down → upstream_unavailable with Retry-After; 5xx → upstream_error; hang → upstream_timeout', async () => {
     sb.keyVault.seed('steady', 'x');
-    const cfg = { ...keyVaultConfig.get(), maxRetries: 0 };
+    const cfg = { ...keyVaultConfig.get(0), maxRetries: 0 };
     const kv = new KeyVaultSecrets(createSecretClient({ config: cfg }), 1000);
     expect((await kv.get('steady'))?.value).toBe('x');
 
@@ -197,11 +232,11 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('the CA setting is refused for a non-loopback vault', () => {
-    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(
+    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(0), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(
       BrokerError,
     );
     const c = createSecretClient({
-      config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined },
+      config: { ...keyVaultConfig.get(0), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined },
     });
     expect(c).toBeInstanceOf(SecretClient);
   });

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
-import { createLogger } from '../../../shared/observability/log';
+import { testLogger as createLogger } from '../../helpers/app';
 import { findLeaks, LeakScanner, needlesFor } from '../../helpers/leak-scan';
-import { addLogTap } from '../../../shared/observability/log';
+import { addTestLogTap as addLogTap } from '../../helpers/app';
 import { captureLogs } from '../../helpers/invoke';
 
 /**

@@ -29,6 +29,30 @@ const obs = (keys: GoogleKeyInfo[], versions: VaultVersionInfo[]): Observed => (
 });
 
 describe('plan (pure)', () => {
+  test('the current version is the last the broker stored (storedAt tag), whatever the list order and equal `created` seconds', () => {
+    // Key Vault: no guaranteed list order, one-second `created` (azure-sdk-assets keyvault-secrets recordings).
+    const second = T - 5 * DAY_MS;
+    const stored = (version: string, keyId: string, ms: number): VaultVersionInfo => ({
+      version,
+      enabled: true,
+      createdOn: second,
+      tags: { keyId, created: new Date(second).toISOString(), storedAt: new Date(second + ms).toISOString() },
+    });
+    const a = stored('ffff', 'k-old', 1);
+    const b = stored('0000', 'k-mid', 2);
+    const c = stored('8888', 'k-new', 3);
+    const keys = [key('k-old'), key('k-mid'), key('k-new')];
+    for (const order of [
+      [a, b, c],
+      [c, b, a],
+      [b, c, a],
+      [c, a, b],
+    ]) {
+      const p = plan(obs(keys, order), S, T);
+      expect(p.found.currentVersion).toBe('8888');
+    }
+  });
+
   test('never plans an 11th key: blocked when 10 tracked keys remain after cleanup', () => {
     const versions = Array.from({ length: 10 }, (_, i) => ver(`v${i}`, `k${i}`, T - (100 - i) * DAY_MS));
     const keys = versions.map((v) => key(v.tags.keyId!));

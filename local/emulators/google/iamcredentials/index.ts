@@ -94,11 +94,22 @@ export async function startIamCredentials(opts: IamCredentialsOptions): Promise<
     const sa = state.serviceAccounts.get(name);
     if (!sa) return err(404, 'NOT_FOUND', `Not found; Gaia id not found for email ${name}`);
     if (!state.canImpersonate(sa.email, bearer.principal)) {
-      return err(
+      // With the ErrorInfo detail Google adds (google-github-actions/auth #340, DataDog/stratus-red-team #299).
+      const denied = err(
         403,
         'PERMISSION_DENIED',
         `Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).`,
       );
+      const e = (denied.body as { error: Record<string, unknown> }).error;
+      e.details = [
+        {
+          '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+          reason: 'IAM_PERMISSION_DENIED',
+          domain: 'iam.googleapis.com',
+          metadata: { permission: 'iam.serviceAccounts.getAccessToken' },
+        },
+      ];
+      return denied;
     }
     if (sa.disabled) return err(400, 'FAILED_PRECONDITION', 'The service account is disabled.');
     const t = state.issueToken('access', sa.email, b.scope, lifetime);

@@ -80,7 +80,12 @@ export async function startSqlAdmin(opts: {
     const instance = instances.get(`${req.params.project}/${req.params.instance}`);
     // The real API answers 403 for instances the caller cannot see, not 404.
     if (!instance || !instance.clients.has(t.principal)) {
-      return googleError(403, 'PERMISSION_DENIED', 'The client is not authorized to make this request.');
+      // Legacy v1 shape: errors[] reason notAuthorized, no `status` (GoogleCloudPlatform/cloud-sql-proxy #79, #115).
+      const message = 'The client is not authorized to make this request.';
+      return {
+        status: 403,
+        body: { error: { code: 403, message, errors: [{ domain: 'global', message, reason: 'notAuthorized' }] } },
+      };
     }
     if (instance.stopped) return googleError(400, 'FAILED_PRECONDITION', 'Invalid request: Instance is not running.');
     return { instance, principal: t.principal };

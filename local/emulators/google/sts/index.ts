@@ -214,7 +214,8 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     }
     const condition = conditions.get(provider);
     if (condition && !condition(claims))
-      return oauthError(400, 'invalid_grant', 'The given credential is rejected by the attribute condition.');
+      // unauthorized_client, not invalid_grant (terraform-google-modules/terraform-example-foundation #1362, #1404).
+      return oauthError(400, 'unauthorized_client', 'The given credential is rejected by the attribute condition.');
     if (typeof claims.sub !== 'string' || claims.sub.length === 0 || claims.sub.length > 127) {
       return oauthError(
         400,
