@@ -209,6 +209,12 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
         { appId: SANDBOX.clientAppId, identifierUris: [SANDBOX.clientAudience] },
         { appId: SANDBOX.subjectAppId, identifierUris: [SANDBOX.subjectAudience] },
         { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
+        // The MCP resource: v2.0 tokens (aud = its client id), App ID URI = the local MCP URL.
+        {
+          appId: SANDBOX.mcp.appId,
+          identifierUris: [SANDBOX.mcp.resourceUrl, SANDBOX.mcp.appIdUri],
+          accessTokenAcceptedVersion: 2,
+        },
       ],
     });
     stops.push(() => entra.close());
@@ -232,6 +238,10 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       BROKER_SUBJECT_AUDIENCES: `${SANDBOX.subjectAudience},${SANDBOX.subjectAppId}`,
       BROKER_POLICY_PATH: opts.policyPath ?? samplePolicyPath(),
       BROKER_ADMIN_ROLE: SANDBOX.adminRole,
+      MCP_RESOURCE_URL: SANDBOX.mcp.resourceUrl,
+      MCP_AUDIENCES: SANDBOX.mcp.appId,
+      MCP_ALLOWED_CLIENT_APP_IDS: SANDBOX.mcp.agentHostAppId,
+      MCP_SCOPE_PREFIX: `${SANDBOX.mcp.appIdUri}/`,
       IDENTITY_ENDPOINT: msi.endpoint,
       IDENTITY_HEADER: identityHeader,
       AZURE_CLIENT_ID: msi.clientId,

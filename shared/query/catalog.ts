@@ -117,6 +117,20 @@ const querySchema = z
     parameters: z.array(paramSchema).max(32).default([]),
     rowLimit: z.number().int().min(1).max(100000).default(1000),
     timeoutMs: z.number().int().min(10).max(60000).default(5000),
+    /** How the query appears as an MCP tool (shared/mcp/tools.ts). */
+    mcp: z
+      .object({
+        /** Offer the query as a tool at all (default true; the policy still decides who sees it). */
+        expose: z.boolean().default(true),
+        title: z.string().max(100).optional(),
+        /** The scope (`scp`, or an app role for app-only tokens) the tool needs besides MCP_REQUIRED_SCOPE. */
+        scope: z
+          .string()
+          .regex(/^[A-Za-z0-9._:-]{1,120}$/, 'must be a scope name (letters, digits, . _ : -)')
+          .optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((q, ctx) => {

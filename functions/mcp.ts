@@ -1,0 +1,13 @@
+import { app, type HttpFunctionOptions } from '@azure/functions';
+import { httpHandler } from '../shared/http/handler';
+import { createMcpEndpoint } from '../shared/mcp/endpoint';
+
+/** POST /api/mcp: the broker's remote MCP server (Streamable HTTP, stateless); GET and DELETE answer 405. */
+export const handler = httpHandler('mcp', 'jsonrpc', createMcpEndpoint().handle);
+
+export const registration = {
+  name: 'mcp',
+  options: { route: 'mcp', methods: ['POST', 'GET', 'DELETE'], authLevel: 'anonymous', handler } satisfies HttpFunctionOptions,
+} as const;
+
+app.http(registration.name, registration.options);
