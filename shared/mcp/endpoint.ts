@@ -193,6 +193,16 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
       }
     }
 
+    // A tool's arguments are checked by the query path against the catalog (own members only, each named when refused):
+    // the SDK sees an empty object, so no member name (`__proto__`, `constructor`) reaches its schema parse.
+    let sdkBody: unknown = body;
+    if (toolName !== undefined && params.arguments !== undefined) {
+      const a = params.arguments;
+      if (a === null || typeof a !== 'object' || Array.isArray(a))
+        return rpcError(200, msg.id, -32602, 'Invalid params: arguments must be an object.', scope);
+      sdkBody = { ...msg, params: { ...params, arguments: {} } };
+    }
+
     const request = new Request(req.url, { method: 'POST', headers: req.headers as unknown as Headers });
     const res = await dispatch(
       {
@@ -204,9 +214,10 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
         tools,
         runQuery: deps.runQuery,
         action: 'mcp.tools/call',
+        rawArguments: params.arguments,
       },
       request,
-      body,
+      sdkBody,
     );
     const headers: Record<string, string> = { 'cache-control': 'no-store' };
     res.headers.forEach((v, k) => (headers[k] = v));

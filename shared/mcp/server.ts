@@ -30,6 +30,11 @@ export interface McpRequestContext {
   readonly runQuery: (call: QueryCall) => Promise<QueryResult>;
   /** The audited action of a tool call. */
   readonly action: string;
+  /**
+   * `params.arguments` as parsed by the strict parser (own members only, `__proto__` included as a plain name): what
+   * the query path binds, so a member the SDK's schema parse would turn into a prototype is refused by name instead.
+   */
+  readonly rawArguments?: unknown;
 }
 
 const DATA_NOTICE =
@@ -110,7 +115,8 @@ export function buildServer(ctx: McpRequestContext): Server {
   }));
   server.setRequestHandler(CallToolRequestSchema, async (req) => {
     const { name } = req.params;
-    const args = req.params.arguments ?? {};
+    const raw = ctx.rawArguments;
+    const args = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? raw : (req.params.arguments ?? {});
     if (name === EXPLAIN_TOOL) {
       const only = (args as Record<string, unknown>).query;
       if (only !== undefined && typeof only !== 'string')

@@ -56,6 +56,12 @@ const EXPECTED = [
     name: 'prewarmTimer',
     timer: { schedule: '0 */5 * * * *', runOnStartup: false, useMonitor: false },
   },
+  {
+    file: 'mcp-metadata.js',
+    name: 'mcpMetadata',
+    http: { route: '.well-known/oauth-protected-resource/api/mcp', methods: ['GET'], authLevel: 'anonymous' },
+  },
+  { file: 'mcp.js', name: 'mcp', http: { route: 'mcp', methods: ['POST', 'GET', 'DELETE'], authLevel: 'anonymous' } },
   { file: 'query.js', name: 'query', http: { route: 'query/{name}', methods: ['POST'], authLevel: 'anonymous' } },
   {
     file: 'rotation-timer.js',
