@@ -203,7 +203,7 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
       sdkBody = { ...msg, params: { ...params, arguments: {} } };
     }
 
-    const request = new Request(req.url, { method: 'POST', headers: req.headers as unknown as Headers });
+    const request = new Request(req.url, { method: 'POST', headers: req.headers });
     const res = await dispatch(
       {
         principal,

@@ -93,7 +93,7 @@ export function toolOf(q: CatalogQuery): ToolDefinition {
       required: values.filter((p) => p.required).map((p) => p.name),
       additionalProperties: false,
     },
-    outputSchema: QUERY_OUTPUT_SCHEMA as unknown as Record<string, unknown>,
+    outputSchema: QUERY_OUTPUT_SCHEMA,
     annotations: { title: q.mcp?.title ?? q.name, ...READ_ONLY },
   };
 }
