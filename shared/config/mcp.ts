@@ -1,4 +1,4 @@
-import { GUID, csv, defineSection, int, str, url } from './settings';
+import { GUID, csv, defineSection, str, url } from './settings';
 
 /** Settings of the MCP endpoint (POST /api/mcp): the broker as an OAuth resource server for agents. */
 export const mcpConfig = defineSection('mcp', {
@@ -32,12 +32,6 @@ export const mcpConfig = defineSection('mcp', {
     doc: 'Browser origins allowed to call the MCP endpoint besides the origin of MCP_RESOURCE_URL (a request with any other Origin is 403: DNS rebinding protection)',
     default: '',
     allowEmpty: true,
-  }),
-  toolListTtlSeconds: int('MCP_TOOL_LIST_TTL_SECONDS', {
-    doc: 'How long a client may cache tools/list (advisory, 2026-07-28 ttlMs); grants are re-checked on every call',
-    default: '30',
-    min: 0,
-    max: 3600,
   }),
 });
 
