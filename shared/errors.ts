@@ -40,6 +40,7 @@ const CODES = {
   scope_not_supported: { status: 400, oauth: 'invalid_scope', title: 'Scope not supported' },
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
+  not_acceptable: { status: 406, oauth: 'invalid_request', title: 'Not acceptable' },
   request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
   policy_invalid: { status: 400, oauth: 'invalid_request', title: 'Policy document invalid' },
   precondition_failed: { status: 412, oauth: 'invalid_request', title: 'Precondition failed' },

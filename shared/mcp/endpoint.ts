@@ -4,7 +4,7 @@ import type { Principal } from '../auth/principal';
 import { v2Issuer } from '../auth/principal';
 import { mcpConfig, type McpConfig } from '../config/mcp';
 import { queryConfig } from '../config/query';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError, toBrokerError, type ErrorCode } from '../errors';
 import type { RequestScope } from '../http/handler';
 import { parseJsonBody, readBodyText, MAX_BODY_BYTES } from '../http/request';
 import { jsonResponse } from '../http/responses';
@@ -84,20 +84,45 @@ function rpcError(
   id: unknown,
   code: number,
   message: string,
-  scope: Pick<RequestScope, 'correlationId'>,
+  scope: Pick<RequestScope, 'correlationId' | 'log'>,
+  reason: ErrorCode,
   data: Record<string, unknown> = {},
   headers: Record<string, string> = {},
 ): HttpResponseInit {
+  scope.log.info(message, { code: reason, status, rpcCode: code });
   return jsonResponse(
     status,
     {
       jsonrpc: '2.0',
       id: typeof id === 'string' || typeof id === 'number' ? id : null,
-      error: { code, message, data: { ...data, correlationId: scope.correlationId } },
+      error: { code, message, data: { ...data, code: reason, correlationId: scope.correlationId } },
     },
     scope,
     { 'content-type': 'application/json', ...headers },
   );
+}
+
+const REASON_OF_STATUS: Readonly<Record<number, ErrorCode>> = {
+  405: 'method_not_allowed',
+  406: 'not_acceptable',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+};
+
+/** An HTTP error the SDK transport answered (e.g. a message its schema refuses), given the broker's reason and correlation id. */
+function withReason(text: string, status: number, scope: Pick<RequestScope, 'correlationId' | 'log'>): string {
+  let j: { error?: { data?: unknown; message?: unknown } } | undefined;
+  try {
+    j = JSON.parse(text) as typeof j;
+  } catch {
+    return text;
+  }
+  if (!j?.error || typeof j.error !== 'object') return text;
+  const code = REASON_OF_STATUS[status] ?? 'bad_request';
+  const data = j.error.data !== null && typeof j.error.data === 'object' ? j.error.data : {};
+  j.error.data = { ...data, code, correlationId: scope.correlationId };
+  scope.log.info(typeof j.error.message === 'string' ? j.error.message.slice(0, 200) : 'refused', { code, status });
+  return JSON.stringify(j);
 }
 
 /** `=?base64?…?=` header values (2026-07-28 Standard Request Headers) decoded; anything else as sent. */
@@ -149,7 +174,16 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
   async function handle(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
     // Spec 2025-06-18+: a server without an SSE stream answers GET with 405; a session-less one DELETE too.
     if (req.method !== 'POST') {
-      return rpcError(405, null, -32000, 'Method not allowed: this MCP endpoint takes POST only.', scope, {}, { allow: 'POST' });
+      return rpcError(
+        405,
+        null,
+        -32000,
+        'Method not allowed: this MCP endpoint takes POST only.',
+        scope,
+        'method_not_allowed',
+        {},
+        { allow: 'POST' },
+      );
     }
     const cfg = deps.config();
     const origin = req.headers.get('origin');
@@ -159,27 +193,32 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
     }
     const version = req.headers.get('mcp-protocol-version');
     if (version !== null && !(SUPPORTED_VERSIONS as readonly string[]).includes(version)) {
-      return rpcError(400, null, -32022, `Unsupported protocol version: ${version.slice(0, 32)}`, scope, {
+      return rpcError(400, null, -32022, `Unsupported protocol version: ${version.slice(0, 32)}`, scope, 'bad_request', {
         supported: [...SUPPORTED_VERSIONS],
         requested: version.slice(0, 32),
       });
     }
     const principal = await authenticate(req, cfg);
+    // Streamable HTTP: the client MUST accept both (the SDK's own check, answered here in the broker's shape).
+    const accept = req.headers.get('accept') ?? '';
+    if (!accept.includes('application/json') || !accept.includes('text/event-stream'))
+      throw new BrokerError('not_acceptable', 'Accept must list application/json and text/event-stream.');
 
     // The body: 64 KiB, strict JSON (a duplicate member is refused), exactly one message (batches were removed in 2025-06-18).
     const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
     if (type !== 'application/json') throw new BrokerError('unsupported_media_type', 'Send application/json.');
     const body = parseJsonBody(await readBodyText(req, MAX_BODY_BYTES));
-    if (Array.isArray(body)) return rpcError(400, null, -32600, 'Batches are not supported: send one JSON-RPC message.', scope);
+    if (Array.isArray(body))
+      return rpcError(400, null, -32600, 'Batches are not supported: send one JSON-RPC message.', scope, 'bad_request');
     if (body === null || typeof body !== 'object')
-      return rpcError(400, null, -32600, 'Invalid Request: not a JSON-RPC message.', scope);
+      return rpcError(400, null, -32600, 'Invalid Request: not a JSON-RPC message.', scope, 'bad_request');
     const msg = body as { id?: unknown; method?: unknown; params?: unknown };
     const params = (msg.params !== null && typeof msg.params === 'object' ? msg.params : {}) as Record<string, unknown>;
     const toolName = msg.method === 'tools/call' && typeof params.name === 'string' ? params.name : undefined;
 
     // 2026-07-28 Standard Request Headers: where a client sends them, they must agree with the body.
     const mismatch = headerMismatch(req, msg.method, toolName ?? (typeof params.uri === 'string' ? params.uri : undefined));
-    if (mismatch) return rpcError(400, msg.id, -32020, mismatch, scope);
+    if (mismatch) return rpcError(400, msg.id, -32020, mismatch, scope, 'bad_request');
 
     const catalog = deps.catalog();
     if (toolName !== undefined && toolName !== EXPLAIN_TOOL) {
@@ -199,7 +238,7 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
     if (toolName !== undefined && params.arguments !== undefined) {
       const a = params.arguments;
       if (a === null || typeof a !== 'object' || Array.isArray(a))
-        return rpcError(200, msg.id, -32602, 'Invalid params: arguments must be an object.', scope);
+        return rpcError(200, msg.id, -32602, 'Invalid params: arguments must be an object.', scope, 'invalid_parameter');
       sdkBody = { ...msg, params: { ...params, arguments: {} } };
     }
 
@@ -221,7 +260,9 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
     );
     const headers: Record<string, string> = { 'cache-control': 'no-store' };
     res.headers.forEach((v, k) => (headers[k] = v));
-    return { status: res.status, headers, body: res.status === 202 ? undefined : await res.text() };
+    if (res.status === 202) return { status: 202, headers };
+    const text = await res.text();
+    return { status: res.status, headers, body: res.status >= 400 ? withReason(text, res.status, scope) : text };
   }
 
   return { handle };

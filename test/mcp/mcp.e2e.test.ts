@@ -18,7 +18,7 @@ import { workerHost } from '../helpers/loopback';
  * connector and pg against real PostgreSQL; both protocol versions the SDK negotiates.
  */
 
-const HOST = workerHost(52);
+const HOST = workerHost(80);
 const ROOT = resolve(__dirname, '..', '..');
 const MCP_URL = SANDBOX.mcp.resourceUrl;
 jest.setTimeout(60_000);
