@@ -41,6 +41,7 @@ export const QUERY_OUTPUT_SCHEMA = {
       description: 'Present when the result was cut short: which limit, and how many rows were returned',
       properties: { limit: { type: 'string' }, value: { type: 'integer' }, rowsReturned: { type: 'integer' } },
     },
+    masked: { type: 'array', items: { type: 'string' }, description: 'Columns masked by the broker' },
   },
   required: ['query', 'columns', 'rows', 'rowCount', 'truncated'],
 } as const;

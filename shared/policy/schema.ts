@@ -130,6 +130,10 @@ const rule = z
         queries: z.array(z.string().regex(QUERY_NAME, 'must be a query name')).default([]),
       })
       .strict(),
+    /** Catalog column masks this rule's grants lift (`QUERY.COLUMN`, or `QUERY.*` for all of a query's masks). */
+    maskExemptions: z
+      .array(z.string().regex(/^[a-z][a-z0-9-]{0,63}\.(\*|[A-Za-z_][A-Za-z0-9_]{0,62})$/, 'must be QUERY.COLUMN or QUERY.*'))
+      .default([]),
   })
   .strict();
 

@@ -117,6 +117,24 @@ const querySchema = z
     parameters: z.array(paramSchema).max(32).default([]),
     rowLimit: z.number().int().min(1).max(100000).default(1000),
     timeoutMs: z.number().int().min(10).max(60000).default(5000),
+    /** Most bytes of the rows' JSON in an answer (result-controls.ts): a longer result is cut, with a notice. */
+    maxBytes: z
+      .number()
+      .int()
+      .min(64)
+      .max(16 * 1024 * 1024)
+      .optional(),
+    /** Column masks applied before the answer leaves the broker (result-controls.ts); a policy rule may exempt its callers. */
+    masks: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a column name'),
+        z.discriminatedUnion('type', [
+          z.object({ type: z.literal('redact') }).strict(),
+          z.object({ type: z.literal('partial'), keepLast: z.number().int().min(0).max(64).default(4) }).strict(),
+          z.object({ type: z.literal('hash') }).strict(),
+        ]),
+      )
+      .optional(),
     /** How the query appears as an MCP tool (shared/mcp/tools.ts). */
     mcp: z
       .object({

@@ -58,17 +58,64 @@ const PROBES = [
     timeoutMs: 2000,
     mcp: { scope: 'orders.special' },
   },
+  {
+    name: 'many',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: 'SELECT g AS n FROM generate_series(1, $1) g',
+    parameters: [{ name: 'count', type: 'integer', min: 0, max: 100 }],
+    rowLimit: 5,
+    timeoutMs: 2000,
+  },
+  {
+    name: 'wide',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: "SELECT g AS n, repeat('x', 100) AS s FROM generate_series(1, 10) g",
+    rowLimit: 100,
+    maxBytes: 500,
+    timeoutMs: 2000,
+  },
+  {
+    name: 'masked',
+    instance: 'sandbox-project:europe-west1:orders-db',
+    database: 'orders',
+    sql: 'SELECT name, email, email AS email_key FROM customers WHERE owner_oid = $1::uuid',
+    parameters: [{ name: 'callerOid', from: 'caller.oid' }],
+    rowLimit: 10,
+    timeoutMs: 2000,
+    masks: { name: { type: 'partial', keepLast: 3 }, email: { type: 'redact' }, email_key: { type: 'hash' } },
+  },
 ];
+const HASH_KEY = 'mcp-e2e-mask-key-0123456789abcdef0123456789';
 
 function writePolicy(mutate: (p: PolicyDoc) => void = () => undefined): void {
   const policy = JSON.parse(readFileSync(resolve(ROOT, 'local/sample-policy.json'), 'utf8')) as PolicyDoc;
-  for (const r of policy.rules) if (r.id === 'orders-readers') r.grants.queries.push('injection', 'sleepy', 'scoped');
+  for (const r of policy.rules)
+    if (r.id === 'orders-readers') r.grants.queries.push('injection', 'sleepy', 'scoped', 'many', 'wide', 'masked');
+  // Auditors run `masked` with the email column unmasked (the rule's mask exemption); other masks still apply.
+  policy.rules.unshift({
+    id: 'auditors',
+    subject: { tenantId: SANDBOX.tenantId, roles: ['Orders.Auditor'] },
+    grants: {
+      queries: ['masked'],
+      cloudsql: [
+        {
+          instance: 'sandbox-project:europe-west1:orders-db',
+          databases: ['orders'],
+          serviceAccount: SANDBOX.google.readerServiceAccount,
+          maxTtlSeconds: 900,
+        },
+      ],
+    },
+    maskExemptions: ['masked.email'],
+  });
   mutate(policy);
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
 }
 interface PolicyDoc {
   deny: { tenantId: string; objectId: string }[];
-  rules: { id: string; grants: { queries: string[] } }[];
+  rules: { id: string; grants: { queries: string[] } & Record<string, unknown>; [k: string]: unknown }[];
 }
 
 beforeAll(async () => {
@@ -84,6 +131,7 @@ beforeAll(async () => {
       BROKER_POLICY_PATH: join(dir, 'policy.json'),
       BROKER_POLICY_REFRESH_SECONDS: '1',
       QUERY_CONNECT_TIMEOUT_MS: '4000',
+      QUERY_MASK_HASH_KEY: HASH_KEY,
     },
   });
   restoreEnv = sb.applyEnv();
@@ -95,6 +143,7 @@ beforeAll(async () => {
     roles: ['Orders.Read'],
     scp: `${SANDBOX.mcp.scope} orders.special`,
   });
+  tokens.auditor = await sb.entra.mint({ ...mcp, oid: SANDBOX.readerObjectId, roles: ['Orders.Auditor'] });
   tokens.grace = await sb.entra.mint({ ...mcp, oid: SANDBOX.secondReaderObjectId, roles: ['Orders.Read'] });
   tokens.stranger = await sb.entra.mint({ ...mcp, oid: SANDBOX.strangerObjectId });
   tokens.noScope = await sb.entra.mint({ ...mcp, scp: 'other', oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
@@ -271,6 +320,41 @@ describe('tools', () => {
     expect((r.json.error as { code: number }).code).toBe(-32602);
     const m = await post({ jsonrpc: '2.0', id: 1, method: 'resources/list' });
     expect((m.json.error as { code: number }).code).toBe(-32601);
+  });
+
+  test('a result cut by rowLimit or maxBytes says so in a structured notice', async () => {
+    const rows = (await post(call('many', { count: 20 }))).json.result as ToolResult;
+    expect(rows.structuredContent).toMatchObject({
+      rowCount: 5,
+      truncated: true,
+      notice: { limit: 'rowLimit', value: 5, rowsReturned: 5 },
+    });
+    const exact = (await post(call('many', { count: 5 }))).json.result as ToolResult;
+    expect(exact.structuredContent).toMatchObject({ rowCount: 5, truncated: false });
+    expect(exact.structuredContent!.notice).toBeUndefined();
+    const bytes = (await post(call('wide'))).json.result as ToolResult;
+    const s = bytes.structuredContent as { rows: unknown[][]; rowCount: number; notice: Record<string, unknown> };
+    expect(s.notice).toEqual({ limit: 'maxBytes', value: 500, rowsReturned: s.rowCount });
+    expect(s.rowCount).toBeGreaterThan(0);
+    expect(s.rowCount).toBeLessThan(10);
+    expect(Buffer.byteLength(JSON.stringify(s.rows))).toBeLessThanOrEqual(500);
+  });
+
+  test('column masks: partial, redact, keyed hash (joinable); a rule exemption lifts only its column', async () => {
+    const { createHmac } = await import('node:crypto');
+    const r = ((await post(call('masked'))).json.result as ToolResult).structuredContent as {
+      rows: unknown[][];
+      masked: string[];
+    };
+    const hmac = createHmac('sha256', HASH_KEY).update('ada@example.com').digest('hex');
+    expect(r.rows).toEqual([['*********ace', null, hmac]]);
+    expect(r.masked).toEqual(['name', 'email', 'email_key']);
+    const audited = ((await post(call('masked'), tokens.auditor)).json.result as ToolResult).structuredContent as {
+      rows: unknown[][];
+      masked: string[];
+    };
+    expect(audited.rows).toEqual([['*********ace', 'ada@example.com', hmac]]);
+    expect(audited.masked).toEqual(['name', 'email_key']);
   });
 
   test('explain_access says what the caller may reach and why', async () => {
