@@ -34,6 +34,8 @@ export const SANDBOX = {
     scope: 'mcp.tools',
     agentHostAppId: 'a9e70000-0000-4000-8000-0000000a9e71',
     otherClientAppId: 'a9e70000-0000-4000-8000-0000000a9e7f',
+    /** An Entra agent identity (its tokens: `azp` = this id, `xms_act_fct` contains 11), also approved. */
+    agentIdentityAppId: 'a9e70000-0000-4000-8000-0000000a9e11',
     /** The blueprint (parent app) of the sandbox's agent identity: logged, never authorized on. */
     agentBlueprintAppId: 'a9e70000-0000-4000-8000-0000000b1e90',
   },

@@ -240,7 +240,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       BROKER_ADMIN_ROLE: SANDBOX.adminRole,
       MCP_RESOURCE_URL: SANDBOX.mcp.resourceUrl,
       MCP_AUDIENCES: SANDBOX.mcp.appId,
-      MCP_ALLOWED_CLIENT_APP_IDS: SANDBOX.mcp.agentHostAppId,
+      MCP_ALLOWED_CLIENT_APP_IDS: `${SANDBOX.mcp.agentHostAppId},${SANDBOX.mcp.agentIdentityAppId}`,
       MCP_SCOPE_PREFIX: `${SANDBOX.mcp.appIdUri}/`,
       IDENTITY_ENDPOINT: msi.endpoint,
       IDENTITY_HEADER: identityHeader,

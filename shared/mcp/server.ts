@@ -131,6 +131,7 @@ export function buildServer(ctx: McpRequestContext): Server {
         args: args as Record<string, unknown>,
         scope: ctx.scope,
         action: ctx.action,
+        viaAgent: true,
       });
       return queryToolResult(result);
     } catch (e) {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from './log';
 import type { Principal } from '../auth/principal';
+import { agentAuditFields } from '../auth/agent';
 
 export type AuditDecision = 'grant' | 'deny';
 
@@ -8,7 +9,8 @@ export interface AuditEvent {
   decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
-  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  /** The subject; with its claims (a validated Principal), the agent that acted for it is audited too. */
+  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'> & Partial<Pick<Principal, 'claims'>>;
   client?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
   /** What was asked for, as a display string (resource URI, query name, service account). */
   target?: string;
@@ -51,6 +53,7 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
+    ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
     ...(event.extra ?? {}),
   });
 }

@@ -32,6 +32,11 @@ const subject = z
     groups: z.array(guid).min(1).optional(),
     objectIds: z.array(guid).min(1).optional(),
     appIds: z.array(guid).min(1).optional(),
+    /**
+     * true: only tokens of Entra agent identities match (`xms_act_fct` has 11); false: they never do (keep every agent
+     * identity away from what the rule grants). Unset: either. Narrows only: the rule still needs another category.
+     */
+    agentIdentity: z.boolean().optional(),
   })
   .strict()
   .refine((s) => s.roles || s.scopes || s.groups || s.objectIds || s.appIds, {

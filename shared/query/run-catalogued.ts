@@ -1,6 +1,7 @@
 import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
+import { isAgentIdentity } from '../auth/agent';
 import { queryConfig, type QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
@@ -123,6 +124,11 @@ export interface QueryCall {
   readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
   /** The audited action: `query` (HTTP) or the MCP tool call. */
   readonly action?: string;
+  /**
+   * The call came through an agent (MCP): the token's client app (`azp`) is the agent, recorded in the
+   * transaction-local `broker.agent_app_id` and the SQL comment. An Entra agent identity token counts as one anyway.
+   */
+  readonly viaAgent?: boolean;
 }
 
 /** A catalogued query and the grants that let this caller run it, as one database identity. */
@@ -259,10 +265,12 @@ async function execute(
   values: BoundValue[],
 ): Promise<QueryResult> {
   const { scope, subject } = call;
+  const agent = call.viaAgent || isAgentIdentity(subject) ? subject.appId : undefined;
   const session: SessionIdentity = {
     callerOid: subject.objectId,
     callerTid: subject.tenantId,
     callerAppId: subject.appId,
+    agentAppId: agent,
     ruleId,
     correlationId: scope.correlationId,
     applicationName: applicationNameFor(query.name, scope.correlationId),
@@ -274,6 +282,7 @@ async function execute(
     correlation_id: scope.correlationId,
     rule: ruleId,
     query: query.name,
+    agent,
   });
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,

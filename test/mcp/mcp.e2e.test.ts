@@ -87,6 +87,15 @@ const PROBES = [
     masks: { name: { type: 'partial', keepLast: 3 }, email: { type: 'redact' }, email_key: { type: 'hash' } },
   },
 ];
+PROBES.push({
+  name: 'whoami-agent',
+  description: 'What the database sees of the caller and the agent.',
+  instance: 'sandbox-project:europe-west1:orders-db',
+  database: 'orders',
+  sql: "SELECT current_setting('broker.caller_oid', true) AS oid, current_setting('broker.agent_app_id', true) AS agent",
+  rowLimit: 1,
+  timeoutMs: 2000,
+});
 const HASH_KEY = 'mcp-e2e-mask-key-0123456789abcdef0123456789';
 
 function writePolicy(mutate: (p: PolicyDoc) => void = () => undefined): void {
@@ -110,6 +119,31 @@ function writePolicy(mutate: (p: PolicyDoc) => void = () => undefined): void {
     },
     maskExemptions: ['masked.email'],
   });
+  // whoami-agent: granted to Orders.Read callers only through an Entra agent identity; the next rule keeps every
+  // agent identity away from my-tickets.
+  policy.rules.push(
+    {
+      id: 'agents-only',
+      subject: { tenantId: SANDBOX.tenantId, roles: ['Orders.Read'], agentIdentity: true },
+      grants: { queries: ['whoami-agent'], cloudsql: [] },
+    },
+    {
+      id: 'tickets-humans-only',
+      subject: { tenantId: SANDBOX.tenantId, roles: ['Tickets.Read'], agentIdentity: false },
+      grants: {
+        queries: ['my-tickets'],
+        cloudsql: [
+          {
+            instance: 'sandbox-project:europe-west1:orders-db',
+            databases: ['orders'],
+            serviceAccount: SANDBOX.google.readerServiceAccount,
+            maxTtlSeconds: 900,
+          },
+        ],
+      },
+    },
+  );
+  for (const r of policy.rules) if (r.id === 'ticket-owners') r.grants.queries = [];
   mutate(policy);
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
 }
@@ -144,6 +178,15 @@ beforeAll(async () => {
     scp: `${SANDBOX.mcp.scope} orders.special`,
   });
   tokens.auditor = await sb.entra.mint({ ...mcp, oid: SANDBOX.readerObjectId, roles: ['Orders.Auditor'] });
+  const agentClaims = { idtyp: 'user', xms_act_fct: '3 11', xms_par_app_azp: SANDBOX.mcp.agentBlueprintAppId };
+  tokens.agent = await sb.entra.mint({
+    ...mcp,
+    appId: SANDBOX.mcp.agentIdentityAppId,
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Read', 'Tickets.Read'],
+    extra: agentClaims,
+  });
+  tokens.adaTickets = await sb.entra.mint({ ...mcp, oid: SANDBOX.readerObjectId, roles: ['Orders.Read', 'Tickets.Read'] });
   tokens.grace = await sb.entra.mint({ ...mcp, oid: SANDBOX.secondReaderObjectId, roles: ['Orders.Read'] });
   tokens.stranger = await sb.entra.mint({ ...mcp, oid: SANDBOX.strangerObjectId });
   tokens.noScope = await sb.entra.mint({ ...mcp, scp: 'other', oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
@@ -432,6 +475,44 @@ async function killBackends(): Promise<void> {
     await c.end();
   }
 }
+
+describe('who acted, for whom', () => {
+  test('the agent is in the transaction-local settings and on the audit line', async () => {
+    const r = (await post(call('whoami-agent'), tokens.agent)).json.result as ToolResult;
+    expect(r.structuredContent!.rows).toEqual([[SANDBOX.readerObjectId, SANDBOX.mcp.agentIdentityAppId]]);
+    const line = logs.records
+      .filter((x) => x.event === 'audit' && x.target === 'query://whoami-agent' && x.decision === 'grant')
+      .pop()!;
+    expect(line).toMatchObject({
+      action: 'mcp.tools/call',
+      subject: { tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, appId: SANDBOX.mcp.agentIdentityAppId },
+      agentAppId: SANDBOX.mcp.agentIdentityAppId,
+      agentIdentity: true,
+      agentIdtyp: 'user',
+      agentBlueprintAppId: SANDBOX.mcp.agentBlueprintAppId,
+    });
+    // through the agent host (not an agent identity), the host is the agent
+    const plain = (await post(call('order-count'))).json.result as ToolResult;
+    expect(plain.isError).toBeFalsy();
+    const hostLine = logs.records
+      .filter((x) => x.event === 'audit' && x.target === 'query://order-count' && x.decision === 'grant')
+      .pop()!;
+    expect(hostLine).toMatchObject({ agentAppId: SANDBOX.mcp.agentHostAppId, agentIdentity: false });
+  });
+
+  test('policy rules match on the agent: agent-identity-only grants, and agent identities kept away', async () => {
+    const listOf = async (t: string) =>
+      ((await post({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, t)).json.result as { tools: { name: string }[] }).tools.map(
+        (x) => x.name,
+      );
+    expect(await listOf(tokens.agent!)).toContain('whoami-agent');
+    expect(await listOf(tokens.agent!)).not.toContain('my-tickets');
+    expect(await listOf(tokens.adaTickets!)).not.toContain('whoami-agent');
+    expect(await listOf(tokens.adaTickets!)).toContain('my-tickets');
+    const refused = (await post(call('my-tickets'), tokens.agent)).json.result as ToolResult;
+    expect(JSON.parse(refused.content[0]!.text).error.code).toBe('not_granted');
+  });
+});
 
 describe('authorization as a resource server', () => {
   const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
