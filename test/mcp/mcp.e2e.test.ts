@@ -206,7 +206,7 @@ beforeAll(async () => {
     aud: SANDBOX.clientAudience,
     version: '1.0',
   });
-  tokens.otherTenant = await sb.entra.mint({ ...mcp, tenantId: '11111111-0000-4000-8000-000000000001' }).catch(() => 'x.y.z');
+  tokens.otherTenant = await sb.entra.mint({ ...mcp, tenantId: '11111111-0000-4000-8000-000000000001' });
 });
 
 afterAll(async () => {
@@ -524,6 +524,7 @@ describe('authorization as a resource server', () => {
     ["the gateway's token", 'gateway', 'token_audience_not_allowed'],
     ['a token for the orders API (another audience)', 'subjectApi', 'token_audience_not_allowed'],
     ['garbage', 'garbage', 'token_malformed'],
+    ['a token of another tenant', 'otherTenant', 'token_tenant_not_allowed'],
   ])('%s: 401 with the resource_metadata challenge', async (_what, key, code) => {
     const token = key === undefined ? null : key === 'garbage' ? 'not-a-jwt' : tokens[key]!;
     const r = await post(list, token);
