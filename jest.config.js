@@ -1,12 +1,18 @@
-/** @type {import('jest').Config} */
+/**
+ * Three projects, as the tree under test/ is laid out: `unit` (one module, no network, no child process: seconds),
+ * `integration` (the sandbox's emulators, PostgreSQL, the local host, child processes), `repo` (the repository's own
+ * rules: names, import graph, README/docs/settings drift, IaC wiring, APIM policies). `npx jest --selectProjects unit`
+ * runs one.
+ * @type {import('jest').Config}
+ */
+const common = require('./test/jest-common');
+
 module.exports = {
-  testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
-  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, tsconfig: 'tsconfig.json' }] },
   maxWorkers: 2,
   testTimeout: 30000,
-  setupFiles: ['<rootDir>/test/setup.ts'],
-  // Token-leak scan: every log line of every test file is checked against every credential the emulators issued.
-  setupFilesAfterEnv: ['<rootDir>/test/setup-leak-scan.ts', '<rootDir>/test/setup-process-guard.ts'],
+  projects: [
+    { ...common, displayName: 'unit', roots: ['<rootDir>/test/unit'], testMatch: ['**/*.test.ts'] },
+    { ...common, displayName: 'integration', roots: ['<rootDir>/test/integration'], testMatch: ['**/*.test.ts'] },
+    { ...common, displayName: 'repo', roots: ['<rootDir>/test/repo'], testMatch: ['**/*.test.ts'] },
+  ],
 };

@@ -2,8 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
- * The README's benchmark table, generated from bench/results/latest.json (`npm run bench` calls this after a
- * full run; `npm run bench:readme` regenerates it alone). test/bench/readme-table.test.ts checks they agree.
+ * The benchmark table of bench/README.md, generated from bench/results/latest.json (`npm run bench` calls this
+ * after a full run; `npm run bench:readme` regenerates it alone). test/bench/readme-table.test.ts checks they agree.
  */
 
 export interface Row {
@@ -29,6 +29,9 @@ export const START =
   '<!-- bench-table:start (generated from bench/results/latest.json by bench/readme-table.ts; do not edit) -->';
 export const END = '<!-- bench-table:end -->';
 
+/** The page that holds the table, relative to the repository root. */
+export const TABLE_PAGE = join('bench', 'README.md');
+
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function renderTable(r: BenchResults): string {
@@ -46,11 +49,11 @@ export function renderTable(r: BenchResults): string {
   return lines.join('\n');
 }
 
-/** The README text with the table between the markers replaced. */
+/** The page's text with the table between the markers replaced. */
 export function withTable(readme: string, r: BenchResults): string {
   const a = readme.indexOf(START);
   const b = readme.indexOf(END);
-  if (a < 0 || b < a) throw new Error(`README has no benchmark table markers (${START} … ${END})`);
+  if (a < 0 || b < a) throw new Error(`${TABLE_PAGE} has no benchmark table markers (${START} … ${END})`);
   return readme.slice(0, a + START.length) + '\n' + renderTable(r) + '\n' + readme.slice(b);
 }
 
@@ -61,6 +64,6 @@ export function updateReadme(readmePath: string, r: BenchResults): void {
 if (require.main === module) {
   const root = join(__dirname, '..', '..');
   const results = JSON.parse(readFileSync(join(root, 'bench', 'results', 'latest.json'), 'utf8')) as BenchResults;
-  updateReadme(join(root, 'README.md'), results);
-  process.stdout.write('README benchmark table regenerated from bench/results/latest.json\n');
+  updateReadme(join(root, TABLE_PAGE), results);
+  process.stdout.write(`${TABLE_PAGE} benchmark table regenerated from bench/results/latest.json\n`);
 }

@@ -11,7 +11,7 @@ import { updateReadme, type BenchResults, type Row } from './readme-table';
 /**
  * `npm run bench`: runs the broker as production does (LOG_LEVEL=info, log lines on stdout redirected to a
  * file, telemetry on without an exporter), prints a table with PASS/FAIL beside each target, writes
- * bench/results/latest.json and regenerates the README table from it. Ratios compare runs made in the same
+ * bench/results/latest.json and regenerates the table of bench/README.md from it. Ratios compare runs made in the same
  * process, interleaved (bare, broker, bare, …), so a noisy machine moves both sides. Never fails CI.
  */
 
@@ -637,8 +637,8 @@ async function main(): Promise<void> {
   writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
   process.stdout.write(`Figures written to ${file}\n`);
   if (!only) {
-    updateReadme(join(root, 'README.md'), results);
-    process.stdout.write('README benchmark table regenerated from it\n');
+    updateReadme(join(root, 'bench', 'README.md'), results);
+    process.stdout.write('bench/README.md benchmark table regenerated from it\n');
   }
   rmSync(logDir, { recursive: true, force: true });
 }

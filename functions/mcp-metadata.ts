@@ -1,13 +1,12 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { createMcpMetadata } from '../shared/mcp/endpoint';
+import { appHandlers } from '../shared/app/handlers';
 
 /**
  * GET /api/.well-known/oauth-protected-resource/api/mcp: the MCP endpoint's Protected Resource Metadata (RFC 9728).
  * Functions serve routes under /api only: the gateway maps the spec's /.well-known/oauth-protected-resource/api/mcp
  * here (docs/mcp.md); every 401 names this URL in `resource_metadata`.
  */
-export const handler = httpHandler('mcpMetadata', 'problem', createMcpMetadata());
+export const handler = appHandlers().mcpMetadata;
 
 export const registration = {
   name: 'mcpMetadata',

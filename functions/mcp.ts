@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { createMcpEndpoint } from '../shared/mcp/endpoint';
+import { appHandlers } from '../shared/app/handlers';
 
 /** POST /api/mcp: the broker's remote MCP server (Streamable HTTP, stateless); GET and DELETE answer 405. */
-export const handler = httpHandler('mcp', 'jsonrpc', createMcpEndpoint().handle);
+export const handler = appHandlers().mcp;
 
 export const registration = {
   name: 'mcp',

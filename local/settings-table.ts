@@ -3,7 +3,7 @@ import { extname, join } from 'node:path';
 import { allSettings } from '../shared/config/settings';
 
 /**
- * Prints the README configuration table from the settings every shared/config/*.ts module declares,
+ * Prints the configuration table of docs/configuration.md from the settings every shared/config/*.ts module declares,
  * so the table is generated from the code, not remembered. `npm run settings-table`.
  */
 export function loadAllSections(dir = join(__dirname, '..', 'shared', 'config')): void {

@@ -6,8 +6,6 @@
  * key material. The `cause` is for logs only (and is itself redacted by the logger).
  */
 
-import { ConfigError } from './config/settings';
-
 export type OAuthErrorCode =
   | 'invalid_request'
   | 'invalid_client'
@@ -183,4 +181,14 @@ export function toBrokerError(err: unknown): BrokerError {
   return new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', {
     cause: err,
   });
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly section: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`Invalid configuration (${section}): ${problems.join('; ')}`);
+    this.name = 'ConfigError';
+  }
 }

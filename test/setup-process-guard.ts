@@ -1,11 +1,11 @@
 /**
  * No unhandled rejection and no uncaught exception anywhere in the suite (issue #19), run in every test
- * file (jest `setupFilesAfterEnv`, beside the token-leak scan): the app's own guard (shared/process-guard.ts)
+ * file (jest `setupFilesAfterEnv`, beside the token-leak scan): the app's own guard (shared/observability/process-guard.ts)
  * logs them as `process.unhandled-rejection` / `process.uncaught-exception` lines, and a listener here
  * catches the ones raised outside any invocation. Either fails the test during which it happened, or the
  * file when it happened in a hook.
  */
-import { addLogTap } from '../shared/observability/log';
+import { addTestLogTap as addLogTap } from './helpers/app';
 
 const seen: string[] = [];
 let reported = 0;

@@ -64,7 +64,7 @@ resource keySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
 }
 
 // ---- Key rotation of the resource-token account: a custom role with only the two key actions, on that account
-// only, for the broker's identity (shared/cosmos/key-rotation.ts; nothing else may list or regenerate keys).
+// only, for the broker's identity (shared/rotation/cosmos-keys/run.ts; nothing else may list or regenerate keys).
 resource keyOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(account.id, 'token-broker-cosmos-key-operator')
   properties: {

@@ -1,6 +1,6 @@
 // Log Analytics + workspace-based Application Insights, Entra ID ingestion only: the Functions host sends its
 // telemetry with APPLICATIONINSIGHTS_AUTHENTICATION_STRING, the broker's own OpenTelemetry export
-// (shared/telemetry.ts) with the Function's managed identity as the exporter credential; both need Monitoring
+// (shared/observability/telemetry.ts) with the Function's managed identity as the exporter credential; both need Monitoring
 // Metrics Publisher, granted below. (test/infra/iac-wiring.test.ts holds the exporter and this setting together.)
 param name string
 param location string

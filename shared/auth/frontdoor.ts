@@ -1,5 +1,5 @@
 import type { HttpRequest } from '@azure/functions';
-import { BrokerError, toBrokerError } from '../errors';
+import { BrokerError } from '../errors';
 import { coreConfig, type CoreConfig } from '../config/core';
 import { TokenValidator } from './jwt';
 import type { Principal } from './principal';
@@ -26,12 +26,8 @@ export function validatorFor(cfg: CoreConfig): TokenValidator {
 }
 
 /** Loads core config, mapping a ConfigError to a 503 that names the settings (never a 500). */
-export function loadCore(): CoreConfig {
-  try {
-    return coreConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+export function loadCore(settingsRecheckMs?: number): CoreConfig {
+  return coreConfig.load(settingsRecheckMs);
 }
 
 export function bearerOf(req: HttpRequest): string | undefined {

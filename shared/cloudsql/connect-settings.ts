@@ -1,3 +1,4 @@
+import { googleRefusal } from '../google/errors';
 import { SingleFlight } from '../lib/token-cache';
 import { cloudSqlConfig } from '../config/cloudsql';
 import { BrokerError } from '../errors';
@@ -94,8 +95,15 @@ async function lookUp(connectionName: string, accessToken: string, timeoutMs: nu
       timeoutMs,
     );
     if (!res.ok) {
-      await res.body?.cancel().catch(() => undefined);
-      throw upstreamStatusFailure('Cloud SQL Admin API', res.status, retryAfterSeconds(res.headers.get('retry-after')));
+      const failure = upstreamStatusFailure('Cloud SQL Admin API', res.status, retryAfterSeconds(res.headers.get('retry-after')));
+      const errBody: unknown = await res.json().catch(() => undefined);
+      const refusal = googleRefusal(errBody, res.headers.get('www-authenticate'));
+      if (!refusal) throw failure;
+      throw new BrokerError(failure.code, failure.message, {
+        retryAfterSeconds: failure.retryAfterSeconds,
+        detail: { ...(failure.detail ?? {}), refusal },
+        cause: { httpStatus: res.status, refusal },
+      });
     }
     let body: ConnectSettingsBody;
     try {

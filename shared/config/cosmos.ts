@@ -21,7 +21,7 @@ export const cosmosConfig = defineSection('cosmos', {
     patternDoc: 'letters, digits and dashes around one {account} placeholder',
   }),
   caFile: optionalStr('COSMOS_CA_FILE', {
-    doc: 'PEM CA bundle trusted for the account endpoint; sandbox only: honoured only for a loopback endpoint',
+    doc: 'PEM CA bundle trusted for the account endpoint; local development only: honoured only for a loopback endpoint',
   }),
   minRemainingSeconds: int('COSMOS_TOKEN_MIN_REMAINING_SECONDS', {
     doc: 'A cached resource token is served only while this much life is left (at most half its lifetime)',
@@ -73,15 +73,6 @@ export type CosmosConfig = ReturnType<typeof cosmosConfig.get>;
 /** The endpoint configured for an account, or undefined. */
 export function endpointOf(cfg: CosmosConfig, account: string): string | undefined {
   for (const pair of cfg.endpoints ?? []) {
-    const i = pair.indexOf('=');
-    if (pair.slice(0, i) === account) return pair.slice(i + 1);
-  }
-  return undefined;
-}
-
-/** The ARM resource id configured for a managed account, or undefined. */
-export function resourceIdOf(cfg: CosmosConfig, account: string): string | undefined {
-  for (const pair of cfg.managedAccounts ?? []) {
     const i = pair.indexOf('=');
     if (pair.slice(0, i) === account) return pair.slice(i + 1);
   }

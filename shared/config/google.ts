@@ -2,7 +2,7 @@ import { AZURE_CLIENT_ID } from './identity';
 import { bool, defineSection, int, oneOf, optionalStr, url, type SettingSpec } from './settings';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
-export const WIF_PROVIDER_AUDIENCE =
+const WIF_PROVIDER_AUDIENCE =
   /^\/\/iam\.googleapis\.com\/projects\/\d+\/locations\/global\/workloadIdentityPools\/[a-z0-9-]{4,32}\/providers\/[a-z0-9-]{4,32}$/;
 
 function wifAudience(name: string, doc: string): SettingSpec<string> & { optional: true } {

@@ -1,6 +1,6 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { z } from 'zod';
-import { ConfigError } from './settings';
+import { ConfigError } from '../errors';
 import { BrokerError } from '../errors';
 
 /** `rules[1].grants.cloudsql[0].instance`: a zod issue path as a reader would write it. */
@@ -14,10 +14,7 @@ export function issuePath(path: readonly (string | number)[]): string {
  * Parse a JSON document and check it against a schema. Returns the data, or every problem, each naming
  * the path of the bad entry (the policy and the query catalog report errors this way).
  */
-export function parseJsonDocument<S extends z.ZodTypeAny>(
-  text: string,
-  schema: S,
-): { data: z.output<S> } | { problems: string[] } {
+function parseJsonDocument<S extends z.ZodTypeAny>(text: string, schema: S): { data: z.output<S> } | { problems: string[] } {
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -1,4 +1,5 @@
 import { BrokerError } from '../errors';
+import { googleRefusal } from './errors';
 import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
 
 /**
@@ -7,7 +8,7 @@ import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFail
  * https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken
  */
 
-export const SERVICE = 'Google IAM Credentials';
+const SERVICE = 'Google IAM Credentials';
 
 export interface GenerateAccessTokenInput {
   readonly endpoint: string;
@@ -31,7 +32,7 @@ export class SourceTokenRejected extends BrokerError {
   }
 }
 
-export function generateAccessTokenUrl(endpoint: string, serviceAccount: string): string {
+function generateAccessTokenUrl(endpoint: string, serviceAccount: string): string {
   return `${endpoint.replace(/\/+$/, '')}/v1/projects/-/serviceAccounts/${encodeURIComponent(serviceAccount)}:generateAccessToken`;
 }
 
@@ -60,9 +61,12 @@ export async function generateAccessToken(input: GenerateAccessTokenInput): Prom
     const err = upstreamStatusFailure(SERVICE, res.status, retryAfterSeconds(res.headers.get('retry-after')));
     // Google's error status (e.g. PERMISSION_DENIED) is logged via cause; its message is not passed on.
     const status = (body as { error?: { status?: unknown } } | undefined)?.error?.status;
+    // Which fix it needs (IAM binding vs scope), from Google's machine-readable parts only.
+    const refusal = googleRefusal(body, res.headers.get('www-authenticate'));
     const logged = new BrokerError(err.code, err.message, {
-      cause: { httpStatus: res.status, googleStatus: typeof status === 'string' ? status : undefined },
+      cause: { httpStatus: res.status, googleStatus: typeof status === 'string' ? status : undefined, refusal },
       retryAfterSeconds: err.retryAfterSeconds,
+      ...(refusal ? { detail: { refusal } } : {}),
     });
     if (res.status === 401) throw new SourceTokenRejected(logged);
     throw logged;

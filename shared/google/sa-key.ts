@@ -1,4 +1,5 @@
-import { BrokerError, toBrokerError } from '../errors';
+import type { ManagedIdentities } from '../azure/managed-identity';
+import { BrokerError } from '../errors';
 import { createLogger, type Logger } from '../observability/log';
 import { KeyVaultSecrets } from '../keyvault/client';
 import { saKeyConfig } from '../config/rotation';
@@ -85,22 +86,22 @@ let shared: { key: string; source: KeyVaultKeySource } | undefined;
  * shaped as the Cloud SQL exchange's SourceCredential (`mode`, `fetchSourceToken`). One per configuration,
  * so the cached key survives across requests.
  */
-export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger }): {
+export function saKeySourceFromSettings(ctx: {
+  timeoutMs: number;
+  now: () => number;
+  log?: Logger;
+  identities?: ManagedIdentities;
+}): {
   readonly mode: 'sa-key';
   fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }>;
 } {
-  let cfg;
-  try {
-    cfg = saKeyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const cfg = saKeyConfig.load();
   const key = `${cfg.secretName}|${cfg.tokenUrl}|${ctx.timeoutMs}`;
   if (shared?.key !== key) {
     shared = {
       key,
       source: new KeyVaultKeySource({
-        vault: KeyVaultSecrets.fromSettings({ timeoutMs: ctx.timeoutMs }),
+        vault: KeyVaultSecrets.fromSettings({ timeoutMs: ctx.timeoutMs, identities: ctx.identities }),
         secretName: cfg.secretName,
         tokenUrl: cfg.tokenUrl,
         timeoutMs: ctx.timeoutMs,
@@ -121,5 +122,10 @@ export function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => num
  */
 export function createSaKeySource(ctx: SourceCredentialContext): SourceCredential {
   // The source outlives any one request: its lines carry no request's correlation id.
-  return saKeySourceFromSettings({ timeoutMs: ctx.timeoutMs, now: ctx.now, log: createLogger({ fn: 'google.sa-key' }) });
+  return saKeySourceFromSettings({
+    timeoutMs: ctx.timeoutMs,
+    now: ctx.now,
+    identities: ctx.identities,
+    log: (ctx.logger ?? createLogger)({ fn: 'google.sa-key' }),
+  });
 }

@@ -90,7 +90,7 @@ export function requireParam(params: Record<string, string>, name: string, opts:
 }
 
 /**
- * Parse a JSON request body with the one strict parser (shared/strict-json.ts): a syntax error, a duplicate
+ * Parse a JSON request body with the one strict parser (shared/http/strict-json.ts): a syntax error, a duplicate
  * member name at any depth (400 naming it as `parameter`, e.g. `filters.status`) or excessive nesting is refused.
  */
 export function parseJsonBody(text: string): unknown {

@@ -8,7 +8,7 @@ import { BrokerError, toBrokerError, type ErrorCode } from '../errors';
 import type { RequestScope } from '../http/handler';
 import { parseJsonBody, readBodyText, MAX_BODY_BYTES } from '../http/request';
 import { jsonResponse } from '../http/responses';
-import { currentPolicy } from '../policy/current';
+import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { loadCatalogFile, type Catalog } from '../query/catalog';
 import { runCataloguedQuery, type QueryCall, type QueryResult } from '../query/run-catalogued';
@@ -34,25 +34,12 @@ export interface McpDeps {
   readonly runQuery: (call: QueryCall) => Promise<QueryResult>;
 }
 
-function loadMcpConfig(): McpConfig {
-  try {
-    return mcpConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: 503 naming the settings
-  }
-}
-
-function defaultDeps(): McpDeps {
+/** The broker's own dependencies, from the app context (a bad setting is 503 config_invalid naming it). */
+function defaultDeps(app: AppContext): McpDeps {
   return {
-    config: loadMcpConfig,
-    policy: currentPolicy,
-    catalog: () => {
-      try {
-        return loadCatalogFile(queryConfig.get().catalogPath);
-      } catch (e) {
-        throw toBrokerError(e);
-      }
-    },
+    config: () => app.settings(mcpConfig),
+    policy: () => app.policy.current(),
+    catalog: () => loadCatalogFile(app.settings(queryConfig).catalogPath),
     runQuery: runCataloguedQuery,
   };
 }
@@ -138,8 +125,8 @@ function originAllowed(origin: string, cfg: McpConfig): boolean {
 }
 
 /** The MCP endpoint: one per process (its tool cache lives as long as it does); create it once, from a composition root. */
-export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
-  const deps: McpDeps = { ...defaultDeps(), ...overrides };
+export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> = {}) {
+  const deps: McpDeps = { ...defaultDeps(app), ...overrides };
   const tools = new ToolCatalog();
 
   async function authenticate(req: HttpRequest, cfg: McpConfig): Promise<Principal> {
@@ -271,8 +258,8 @@ export function createMcpEndpoint(overrides: Partial<McpDeps> = {}) {
 export type McpEndpoint = ReturnType<typeof createMcpEndpoint>;
 
 /** GET …/.well-known/oauth-protected-resource/api/mcp: RFC 9728 Protected Resource Metadata. */
-export function createMcpMetadata(overrides: Partial<McpDeps> = {}) {
-  const deps: McpDeps = { ...defaultDeps(), ...overrides };
+export function createMcpMetadata(app: AppContext, overrides: Partial<McpDeps> = {}) {
+  const deps: McpDeps = { ...defaultDeps(app), ...overrides };
   return (_req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> => {
     const cfg = deps.config();
     const tenants = loadCore().allowedTenants;

@@ -22,7 +22,7 @@ export const SERVER_INFO = { name: 'token-broker', version: '0.1.0' } as const;
 /** What one MCP request needs: who asks, the live policy and catalog, and the one query path. */
 export interface McpRequestContext {
   readonly principal: Principal;
-  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
   readonly policy: Policy;
   readonly catalog: Catalog;
   readonly requiredScope: string;

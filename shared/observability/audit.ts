@@ -20,6 +20,8 @@ export interface AuditEvent {
   /** A hash of the issued credential's id: never the credential itself. */
   tokenIdHash?: string;
   ttlSeconds?: number;
+  /** What the tokens of a refused admin request claim, unverified (shared/observability/admin-audit.ts): never a token. */
+  claimed?: Readonly<Record<string, object | undefined>>;
   extra?: Record<string, string | number | boolean | readonly string[] | undefined>;
 }
 
@@ -54,6 +56,7 @@ export function audit(logger: Logger, event: AuditEvent): void {
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
     ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
+    ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
   });
 }

@@ -163,7 +163,7 @@ export class PolicyStore {
 }
 
 /** A content hash as a quoted ETag. */
-export function contentEtag(text: string): string {
+function contentEtag(text: string): string {
   return `"${createHash('sha256').update(text).digest('hex').slice(0, 32)}"`;
 }
 

@@ -31,7 +31,7 @@ export type Target =
  * A Cosmos database or container id as a target names it: the canonical subset of Cosmos ids that needs no
  * percent-encoding in a URI path (letters, digits, `_`, `-`, `.`; not starting with `.`, so never `.` or `..`).
  */
-export const COSMOS_TARGET_ID = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$/;
+const COSMOS_TARGET_ID = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}$/;
 /** A canonical partitionKey value: exactly what encodeURIComponent produces (upper-case escapes). */
 const CANONICAL_QUERY_VALUE = /^(?:[A-Za-z0-9\-_.!~*'()]|%[0-9A-F]{2})+$/;
 /** Control characters (C0, DEL, C1) and the Unicode line/paragraph separators. */

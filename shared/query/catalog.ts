@@ -21,7 +21,7 @@ const common = {
  * Where an identity-bound parameter takes its value: the validated caller (`caller.oid`, `caller.tid`,
  * `caller.appId`) or a named string claim of the caller's token (`claim` + `claim: NAME`). Never the body.
  */
-export const CALLER_SOURCES = ['caller.oid', 'caller.tid', 'caller.appId', 'claim'] as const;
+const CALLER_SOURCES = ['caller.oid', 'caller.tid', 'caller.appId', 'claim'] as const;
 export type CallerSource = (typeof CALLER_SOURCES)[number];
 
 const identityParamSchema = z
@@ -200,7 +200,7 @@ const querySchema = z
     });
   });
 
-export const catalogSchema = z
+const catalogSchema = z
   .object({ $schema: z.string().optional(), version: z.literal(1), queries: z.array(querySchema) })
   .strict()
   .superRefine((c, ctx) => {

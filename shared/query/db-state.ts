@@ -19,10 +19,6 @@ export function observeDb(key: string, ok: boolean, reason?: string): void {
   if (observed.size > MAX_TRACKED) observed.delete(observed.keys().next().value as string);
 }
 
-export function forgetDbObservations(): void {
-  observed.clear();
-}
-
 /** Every database the pools talked to, with the outcome of the last round trip. */
 export function dbObservations(): ReadonlyMap<string, DbObservation> {
   return observed;

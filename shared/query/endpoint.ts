@@ -14,7 +14,7 @@ import { assertQueryName, runCataloguedQuery } from './run-catalogued';
  * parameters. authenticate → read the arguments → the query path (./run-catalogued.ts) → answer.
  */
 
-export const SUBJECT_TOKEN_HEADER = 'x-subject-token';
+const SUBJECT_TOKEN_HEADER = 'x-subject-token';
 
 /** The query endpoint, measured (telemetry: issuance latency, kind `query`, outcome `issued` or the code). */
 export async function handleQuery(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
@@ -30,7 +30,7 @@ export async function handleQuery(req: HttpRequest, scope: RequestScope): Promis
 }
 
 async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const core = loadCore();
+  const core = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, core);
   const name = req.params.name ?? '';
   assertQueryName(name);

@@ -28,11 +28,6 @@ interface PgLike {
   message?: unknown;
 }
 
-export function isLoginFailure(err: unknown): boolean {
-  const e = err as PgLike | undefined;
-  return typeof e?.code === 'string' && (e.code === '28000' || e.code === '28P01');
-}
-
 export function classifyDbError(err: unknown): BrokerError {
   if (isBrokerError(err)) return err;
   if (err instanceof DeadlineExceeded) return deadlineError(err);

@@ -2,12 +2,11 @@ import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
 import { isAgentIdentity } from '../auth/agent';
-import { queryConfig, type QueryConfig } from '../config/query';
+import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
-import { currentPolicy } from '../policy/current';
 import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -15,7 +14,7 @@ import { classifyDbError } from './errors';
 import { bindParameters, parameterNames, type BoundValue } from './params';
 import { applicationNameFor, type SessionIdentity } from './session-identity';
 import { sqlComment } from './sql-comment';
-import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
+import { keyOf as poolKeyOf, type PoolTarget } from './pools';
 import { destroyClient, phaseDeadline } from './deadline';
 import { runReadOnly } from './transaction';
 import { applyMasks, capBytes, type TruncationNotice } from './result-controls';
@@ -27,37 +26,6 @@ import { observeDb } from './db-state';
  * database names the identity to run as) → bind the parameters (identity-bound ones from the validated token) →
  * execute (one read-only round trip under client-side deadlines) → audit. Every refusal and failure is audited once.
  */
-
-let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
-
-function loadQueryConfig(): QueryConfig {
-  try {
-    return queryConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
-}
-
-function pools(cfg: QueryConfig): PoolRegistry {
-  if (registry?.cfg !== cfg) {
-    const old = registry?.pools;
-    registry = { cfg, pools: new PoolRegistry(cfg) };
-    void old?.closeAll();
-  }
-  return registry.pools;
-}
-
-/** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
-export async function probeFailedDatabases(isFailed: (key: string) => boolean): Promise<void> {
-  await registry?.pools.probeFailed(isFailed);
-}
-
-/** Close every pool (tests, shutdown). */
-export async function closeQueryPools(): Promise<void> {
-  const r = registry;
-  registry = undefined;
-  await r?.pools.closeAll();
-}
 
 export interface QueryResult {
   readonly query: string;
@@ -76,7 +44,7 @@ export interface QueryResult {
  * stops answering): the preamble and the ROLLBACK get the connect timeout, the query its own timeout
  * plus a grace for the server's statement_timeout to fire first.
  */
-export function roundTripDeadlines(
+function roundTripDeadlines(
   q: Pick<CatalogQuery, 'timeoutMs'>,
   cfg: Pick<QueryConfig, 'connectTimeoutMs'>,
 ): { preamble: number; query: number; rollback: number } {
@@ -84,7 +52,7 @@ export function roundTripDeadlines(
 }
 
 /** How long after the server's statement_timeout the client gives up on the query itself. */
-export const QUERY_DEADLINE_GRACE_MS = 2000;
+const QUERY_DEADLINE_GRACE_MS = 2000;
 
 async function run(
   client: PoolClient,
@@ -121,7 +89,7 @@ export interface QueryCall {
    * HTTP endpoint reads its body only once the caller is authorized.
    */
   readonly args: Record<string, unknown> | (() => Promise<Record<string, unknown>>);
-  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
   /** The audited action: `query` (HTTP) or the MCP tool call. */
   readonly action?: string;
   /**
@@ -160,7 +128,7 @@ function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => vo
 
 /** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
 async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig): Promise<ResolvedQuery> {
-  const policy = await currentPolicy();
+  const policy = await call.scope.app.policy.current();
   const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
   const targetText = `query://${query.name}`;
   const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
@@ -186,7 +154,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const target = `query://${call.name}`;
   const deny = (reason: string, ruleId?: string, extra?: AuditEvent['extra']) =>
     audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
-  const cfg = loadQueryConfig();
+  const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
   const { grant, ruleId, maskExemptions } = await authorize(call, query, cfg);
 
@@ -295,7 +263,7 @@ async function execute(
   const dbKey = poolKeyOf(poolTarget);
   let conn: PoolClient | undefined;
   try {
-    conn = await pools(cfg).connect(poolTarget, scope.log);
+    conn = await scope.app.queryPools.of(cfg).connect(poolTarget, scope.log);
     const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
     conn.release();
     observeDb(dbKey, true);

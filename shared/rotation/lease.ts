@@ -31,10 +31,7 @@ export interface RotationLock {
   acquire(): Promise<LeaseResult>;
 }
 
-export function blobLeaseLock(
-  blob: BlobClient,
-  opts: { durationSeconds: number; timeoutMs: number; log?: Logger },
-): RotationLock {
+function blobLeaseLock(blob: BlobClient, opts: { durationSeconds: number; timeoutMs: number; log?: Logger }): RotationLock {
   const call = <T>(what: string, fn: (abortSignal: AbortSignal) => Promise<T>) => storageCall(opts.timeoutMs, what, fn);
   return {
     async acquire() {

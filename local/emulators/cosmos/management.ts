@@ -4,7 +4,7 @@ import type { SandboxCa } from '../../pki';
 import type { EntraEmulator } from '../entra';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../harness';
 import { recordIssuedToken } from '../issued-tokens';
-import type { CosmosEmulator } from '../cosmos';
+import type { CosmosEmulator } from './index';
 
 /**
  * The slice of the Azure Resource Manager API (management plane) that Cosmos account-key rotation needs, from the
@@ -12,11 +12,14 @@ import type { CosmosEmulator } from '../cosmos';
  * - `POST …/databaseAccounts/{name}/listKeys?api-version=…` → 200 `{ primaryMasterKey, secondaryMasterKey,
  *   primaryReadonlyMasterKey, secondaryReadonlyMasterKey }`;
  * - `POST …/databaseAccounts/{name}/regenerateKey?api-version=…` `{ "keyKind": "primary" | "secondary" |
- *   "primaryReadonly" | "secondaryReadonly" }` → 202 Accepted with `Azure-AsyncOperation` and `Location`; the key
- *   changes when the operation completes (after `pollsToComplete` status reads, or `completeAfterMs`, whichever
- *   comes first), as ARM's asynchronous operations do
+ *   "primaryReadonly" | "secondaryReadonly" }` → 202 Accepted with `Azure-AsyncOperation` and `Location` both the
+ *   same `operationsStatus` URL and no `Retry-After` (azure-rest-api-specs `…/Microsoft.DocumentDB/stable/2024-11-15/
+ *   examples/CosmosDBDatabaseAccountRegenerateKey.json`), on a regional host when `host` + `region` are set
+ *   (`https://<region>.<host>:PORT`, as `centraluseuap.management.azure.com` in that example); the key changes when
+ *   the operation completes (after `pollsToComplete` status reads, or `completeAfterMs`, whichever comes first)
  *   (https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations);
- * - `GET …/operationsStatus/{id}` → `{ status: InProgress | Succeeded }` with `Retry-After`;
+ * - `GET …/operationsStatus/{id}` → `{ status }` only, `Enqueued` then `Dequeued` then `Succeeded`, no `Retry-After`
+ *   (azure-sdk-for-js `sdk/cosmosdb/arm-cosmosdb/recordings/node/my_test/recording_mongodbresources_create_test.js`);
  *   `GET …/operationResults/{id}` → 202 while running, 204 when done. Only the principal that started the operation
  *   may read it, and it needs the read action at the subscription (the status path is not under the account:
  *   https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations#permission-for-tracking-async-status).
@@ -50,8 +53,15 @@ export interface CosmosManagementOptions {
   readonly pollsToComplete?: number;
   /** An operation completes on its own after this long, polled or not (default 2000 ms). */
   readonly completeAfterMs?: number;
-  /** Retry-After (seconds) on 202 and InProgress answers (default 1). */
+  /** Retry-After (seconds) on 202 and running answers (default: none, as real ARM sends it). */
   readonly retryAfterSeconds?: number;
+  /**
+   * A DNS name for the management host (e.g. `management.localhost`; default `127.0.0.1`). With `region`, operation
+   * URLs go to `https://<region>.<host>:PORT` — a regional host on the same loopback listener, reached by a client
+   * that resolves `*.localhost` to 127.0.0.1 (RFC 6761); the certificate names both.
+   */
+  readonly host?: string;
+  readonly region?: string;
 }
 
 interface Operation {
@@ -66,8 +76,10 @@ interface Operation {
 }
 
 export interface CosmosManagementEmulator extends Emulator {
-  /** `https://127.0.0.1:PORT` (what COSMOS_MANAGEMENT_ENDPOINT points at). */
+  /** `https://127.0.0.1:PORT` or `https://<host>:PORT` (what COSMOS_MANAGEMENT_ENDPOINT points at). */
   readonly endpoint: string;
+  /** Where operation URLs point: `endpoint`, or `https://<region>.<host>:PORT`. */
+  readonly operationOrigin: string;
   /** Grant a principal (object id) listKeys + regenerateKey on one account (the custom role of infra/modules/cosmos.bicep). */
   grantKeyOperator(principalId: string, resourceId: string, actions?: readonly string[]): void;
   /** Grant a principal the operation-status reads at `/subscriptions/{sub}` (the custom role of infra/main.bicep). */
@@ -85,9 +97,17 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
   const readonlyKeys = new Map<string, { primaryReadonly: string; secondaryReadonly: string }>();
   const pollsToComplete = opts.pollsToComplete ?? 1;
   const completeAfterMs = opts.completeAfterMs ?? 2000;
-  const retryAfter = String(opts.retryAfterSeconds ?? 1);
-  const tls = opts.ca.issueServer({ commonName: 'localhost', dnsNames: ['localhost'], ips: ['127.0.0.1'] });
-  let endpoint = '';
+  const retryHeader: Record<string, string> =
+    opts.retryAfterSeconds === undefined ? {} : { 'retry-after': String(opts.retryAfterSeconds) };
+  const host = opts.host ?? '127.0.0.1';
+  if (opts.region && /^[0-9.]+$/.test(host)) throw new Error('a regional operation host needs a DNS name as host');
+  const regional = opts.region ? `${opts.region}.${host}` : undefined;
+  const tls = opts.ca.issueServer({
+    commonName: 'localhost',
+    dnsNames: ['localhost', ...(opts.host ? [opts.host] : []), ...(regional ? [regional] : [])],
+    ips: ['127.0.0.1'],
+  });
+  let operationOrigin = '';
 
   const armError = (status: number, code: string, message: string, headers: Record<string, string> = {}): EmuResponse => ({
     status,
@@ -218,17 +238,11 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     operations.push(op);
     setTimeout(() => complete(op), completeAfterMs).unref();
     const sub = rid.split('/')[2]!;
-    const base = `${endpoint}/subscriptions/${sub}/providers/Microsoft.DocumentDB/locations/sandbox`;
+    const loc = opts.region ?? 'sandbox';
+    const base = `${operationOrigin}/subscriptions/${sub}/providers/Microsoft.DocumentDB/locations/${loc}`;
     const v = req.url.searchParams.get('api-version')!;
-    return {
-      status: 202,
-      headers: {
-        'azure-asyncoperation': `${base}/operationsStatus/${op.id}?api-version=${v}`,
-        location: `${base}/operationResults/${op.id}?api-version=${v}`,
-        'retry-after': retryAfter,
-      },
-      body: { status: 'Enqueued' },
-    };
+    const statusUrl = `${base}/operationsStatus/${op.id}?api-version=${v}`;
+    return { status: 202, headers: { 'azure-asyncoperation': statusUrl, location: statusUrl, ...retryHeader } };
   };
 
   const operationStatus = async (req: EmuRequest): Promise<EmuResponse> => {
@@ -253,17 +267,11 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     op.polls++;
     if (op.polls >= pollsToComplete) complete(op);
     if (req.params.kind === 'operationResults')
-      return op.done ? { status: 204 } : { status: 202, headers: { 'retry-after': retryAfter, location: req.url.toString() } };
+      return op.done ? { status: 204 } : { status: 202, headers: { ...retryHeader, location: req.url.toString() } };
     return {
       status: 200,
-      headers: op.done ? {} : { 'retry-after': retryAfter },
-      body: {
-        id: req.path,
-        name: op.id,
-        status: op.done ? 'Succeeded' : 'InProgress',
-        startTime: op.startTime,
-        ...(op.endTime ? { endTime: op.endTime } : {}),
-      },
+      headers: op.done ? {} : retryHeader,
+      body: { status: op.done ? 'Succeeded' : op.polls <= 1 ? 'Enqueued' : 'Dequeued' },
     };
   };
 
@@ -278,9 +286,11 @@ export async function startCosmosManagement(opts: CosmosManagementOptions): Prom
     throttleHeaders: () => ({}),
     errorBody: (status, message) => ({ error: { code: status === 429 ? 'TooManyRequests' : 'InternalServerError', message } }),
   });
-  endpoint = `https://127.0.0.1:${emu.port}`;
+  const endpoint = `https://${host}:${emu.port}`;
+  operationOrigin = regional ? `https://${regional}:${emu.port}` : endpoint;
   return Object.assign(emu, {
     endpoint,
+    operationOrigin,
     operations,
     grantKeyOperator(
       principalId: string,

@@ -133,3 +133,12 @@ export class GoogleState {
 export function googleError(code: number, status: string, message: string) {
   return { status: code, body: { error: { code, message, status } } };
 }
+
+/**
+ * The error body of the harness's own answers (429 throttle, 404 no route, 413 body too large, injected 5xx) in
+ * Google's shape: 429 RESOURCE_EXHAUSTED, 404 NOT_FOUND, any other status named by the service's `otherStatus`.
+ */
+export function googleHarnessErrorBody(otherStatus: (status: number) => string) {
+  return (status: number, message: string) =>
+    googleError(status, status === 429 ? 'RESOURCE_EXHAUSTED' : status === 404 ? 'NOT_FOUND' : otherStatus(status), message).body;
+}

@@ -1,7 +1,8 @@
+import type { AppContext } from '../../app/context';
 import type { HttpRequest } from '@azure/functions';
 import { type AdminIdentity } from '../../auth/admin-caller';
 import { policyConfig, type PolicyConfig } from '../../config/policy';
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
 import { issuePath } from '../../config/json-document';
@@ -11,24 +12,20 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
 /**
  * The admin API of the live policy (BROKER_POLICY_URL): read it with its ETag, replace it with If-Match (412 on a
  * lost race; schema-checked before anything is written: a broken policy never goes live), add and remove deny
- * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin.ts)
+ * entries (emergency revocation), and list the kept versions. Every call is an admin call (shared/auth/admin-caller.ts)
  * and audited; every write names who made it, and is effective on this instance at once and on every other
  * instance within BROKER_POLICY_REFRESH_SECONDS.
  */
 
 export const MAX_POLICY_BODY = 256 * 1024;
-export const WRITE_ATTEMPTS = 4;
+const WRITE_ATTEMPTS = 4;
 
-export function settings(): PolicyConfig {
-  try {
-    return policyConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+export function settings(app: AppContext): PolicyConfig {
+  return app.settings(policyConfig);
 }
 
-export async function writer(): Promise<BlobPolicyWriter> {
-  const cfg = settings();
+export async function writer(app: AppContext): Promise<BlobPolicyWriter> {
+  const cfg = settings(app);
   if (!cfg.url) {
     throw new BrokerError(
       'conflict',
@@ -39,7 +36,7 @@ export async function writer(): Promise<BlobPolicyWriter> {
     );
   }
   const { BlobPolicyWriter } = await import('../blob-store');
-  return new BlobPolicyWriter({ ...cfg, url: cfg.url });
+  return new BlobPolicyWriter({ ...cfg, url: cfg.url }, app.identities.get(cfg.clientId));
 }
 
 export const who = (id: AdminIdentity) => `${id.admin.tenantId}/${id.admin.objectId}`;
@@ -98,7 +95,7 @@ export async function editDeny(
 }
 
 // eslint-disable-next-line no-control-regex
-export const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 export function stringField(
   body: Record<string, unknown>,

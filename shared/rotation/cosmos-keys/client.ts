@@ -1,3 +1,4 @@
+import type { LookupFunction } from 'node:net';
 import { Agent, request } from 'node:https';
 import type { TokenCredential } from '@azure/identity';
 import { BrokerError } from '../../errors';
@@ -6,14 +7,17 @@ import { networkFailure, upstreamStatusFailure } from '../../upstream/failure';
 /**
  * The Cosmos DB resource provider's key operations on Azure Resource Manager (management plane), with the
  * Function's managed identity (audience https://management.azure.com): `listKeys`, and `regenerateKey`, which
- * answers 202 Accepted and completes asynchronously (polled through `Azure-AsyncOperation`, honouring
- * `Retry-After`). Every call has a client-side deadline; the whole regeneration has its own.
+ * answers 200 (done) or 202 Accepted and completes asynchronously (polled through `Azure-AsyncOperation`, honouring
+ * `Retry-After` when present; real ARM sends none, so without it the wait backs off 1 s, 2 s, 4 s, … capped at
+ * 8 s). The operation URL may be on a regional host (`https://<region>.management.azure.com`, the 2024-11-15
+ * regenerateKey example of azure-rest-api-specs): see `isArmOperationUrl`. Every call has a client-side deadline;
+ * the whole regeneration has its own.
  * References: https://learn.microsoft.com/rest/api/cosmos-db-resource-provider/ (Database Accounts: List Keys,
  * Regenerate Key), https://learn.microsoft.com/azure/azure-resource-manager/management/async-operations.
  */
 
-export const ARM_SCOPE = 'https://management.azure.com/.default';
-export const ARM_API_VERSION = '2024-11-15';
+const ARM_SCOPE = 'https://management.azure.com/.default';
+const ARM_API_VERSION = '2024-11-15';
 
 export type MasterKeyKind = 'primary' | 'secondary';
 
@@ -26,11 +30,13 @@ export interface ManagementOptions {
   readonly endpoint: string;
   readonly credential: TokenCredential;
   readonly timeoutMs: number;
-  /** PEM CA (sandbox, loopback only). */
+  /** PEM CA (local development, loopback only). */
   readonly ca?: string;
   /** Longest a regeneration may take, polling included (default 5 min). */
   readonly operationDeadlineMs?: number;
   readonly sleep?: (ms: number) => Promise<void>;
+  /** Local development and tests only: name resolution for loopback `*.localhost` names (no DNS); production never sets it. */
+  readonly lookup?: LookupFunction;
 }
 
 interface ArmResponse {
@@ -44,7 +50,11 @@ export class CosmosManagement {
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(private readonly opts: ManagementOptions) {
-    this.agent = new Agent({ keepAlive: false, ...(opts.ca ? { ca: opts.ca } : {}) });
+    this.agent = new Agent({
+      keepAlive: false,
+      ...(opts.ca ? { ca: opts.ca } : {}),
+      ...(opts.lookup ? { lookup: opts.lookup } : {}),
+    });
     this.sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   }
 
@@ -69,8 +79,9 @@ export class CosmosManagement {
     const statusUrl = header(r, 'azure-asyncoperation') ?? header(r, 'location');
     if (!statusUrl)
       throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.');
-    this.checkSameOrigin(statusUrl);
-    let wait = retryAfterMs(r);
+    this.checkOperationHost(statusUrl);
+    let attempt = 0;
+    let wait = retryAfterMs(r, attempt);
     for (;;) {
       if (Date.now() + wait > deadline) {
         throw new BrokerError('upstream_timeout', 'The Cosmos key regeneration did not complete in time.');
@@ -78,8 +89,9 @@ export class CosmosManagement {
       await this.sleep(wait);
       const p = await this.call('GET', statusUrl);
       if (p.status === 204) return; // Location polling: done
+      attempt++;
       if (p.status === 202) {
-        wait = retryAfterMs(p);
+        wait = retryAfterMs(p, attempt);
         continue;
       }
       if (p.status !== 200) throw armFailure(p.status, 'the regenerateKey operation');
@@ -88,19 +100,14 @@ export class CosmosManagement {
       if (status === 'Failed' || status === 'Canceled') {
         throw new BrokerError('upstream_error', `The Cosmos key regeneration ended as ${status}.`);
       }
-      wait = retryAfterMs(p);
+      wait = retryAfterMs(p, attempt);
     }
   }
 
   /** Polling URLs come from ARM's answer: never follow one to another host (the bearer token would go with it). */
-  private checkSameOrigin(u: string): void {
-    let ok: boolean;
-    try {
-      ok = new URL(u).origin === new URL(this.opts.endpoint).origin;
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new BrokerError('upstream_error', 'Azure Resource Manager answered an operation URL on another host.');
+  private checkOperationHost(u: string): void {
+    if (!isArmOperationUrl(u, this.opts.endpoint))
+      throw new BrokerError('upstream_error', 'Azure Resource Manager answered an operation URL on another host.');
   }
 
   private async call(method: 'GET' | 'POST', url: string, body?: unknown): Promise<ArmResponse> {
@@ -165,9 +172,37 @@ function header(r: ArmResponse, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-function retryAfterMs(r: ArmResponse): number {
-  const s = Number(header(r, 'retry-after'));
-  return Number.isFinite(s) && s >= 0 ? Math.min(60, s) * 1000 : 1000;
+/**
+ * Whether ARM's operation URL may receive the management token: HTTPS, the configured endpoint's port, no
+ * credentials in the URL, and the host is the configured management host itself or exactly one regional label in
+ * front of it (`centraluseuap.management.azure.com` for `management.azure.com`; the same rule holds for a sovereign
+ * cloud's management host). An IP-literal endpoint (a loopback development endpoint) has no regional form: same host only.
+ */
+export function isArmOperationUrl(u: string, endpoint: string): boolean {
+  let url: URL;
+  let base: URL;
+  try {
+    url = new URL(u);
+    base = new URL(endpoint);
+  } catch {
+    return false;
+  }
+  if (url.protocol !== 'https:' || base.protocol !== 'https:') return false;
+  if (url.username || url.password || url.port !== base.port) return false;
+  const host = url.hostname.toLowerCase();
+  const root = base.hostname.toLowerCase();
+  if (host === root) return true;
+  const isIp = /^[0-9.]+$/.test(root) || root.startsWith('[');
+  if (isIp || !host.endsWith(`.${root}`)) return false;
+  return /^[a-z0-9]{1,63}$/.test(host.slice(0, -root.length - 1));
+}
+
+/** Retry-After when ARM sends one (capped at 60 s); otherwise a bounded backoff: 1, 2, 4, 8, 8, … s. */
+function retryAfterMs(r: ArmResponse, attempt: number): number {
+  const raw = header(r, 'retry-after');
+  const s = raw === undefined || raw.trim() === '' ? NaN : Number(raw);
+  if (Number.isFinite(s) && s >= 0) return Math.min(60, s) * 1000;
+  return Math.min(8000, 1000 * 2 ** Math.min(attempt, 3));
 }
 
 /** Map an ARM error status to the broker's codes (exported for its table test; ARM's text is never read). */

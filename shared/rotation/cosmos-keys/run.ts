@@ -3,10 +3,17 @@ import { CosmosClient } from '@azure/cosmos';
 import { audit } from '../../observability/audit';
 import { BrokerError } from '../../errors';
 import type { Logger } from '../../observability/log';
-import type { KeyVaultSecrets, SecretValue } from '../../keyvault/client';
-import type { AccountKeys, CosmosManagement, MasterKeyKind } from './client';
-import { COSMOS_MAX_TTL_SECONDS } from '../../cosmos/provider';
+import type { KeyVaultSecrets } from '../../keyvault/client';
+import type { CosmosManagement, MasterKeyKind } from './client';
 import type { RotationLock } from '../lease';
+import {
+  planCosmosKeys,
+  COSMOS_KEY_TAG,
+  COSMOS_KEYS_MANAGED_BY,
+  type CosmosKeyAction,
+  type CosmosRotationSettings,
+  type CosmosRotationStep,
+} from './plan';
 
 /**
  * Rotation of the account keys of resource-token Cosmos accounts, by Microsoft's dual-key procedure
@@ -24,79 +31,6 @@ import type { RotationLock } from '../lease';
  * nothing: before 3 the other key is simply regenerated again; after 3 the switch is done; a repeated 5 is harmless.
  */
 
-export const TAG = {
-  keyKind: 'keyKind',
-  storedAt: 'storedAt',
-  otherRegeneratedAt: 'otherRegeneratedAt',
-  managedBy: 'managedBy',
-} as const;
-export const MANAGED_BY = 'token-broker-cosmos-rotation';
-const DAY_MS = 86_400_000;
-
-export type CosmosRotationStep = 'regenerated-other' | 'proved' | 'stored' | 'retired';
-
-export interface CosmosAccountState {
-  readonly account: string;
-  readonly resourceId: string;
-  readonly secretName: string;
-  readonly latest: SecretValue | undefined;
-  readonly keys: AccountKeys;
-}
-
-export type CosmosKeyAction =
-  | { readonly kind: 'store'; readonly keyKind: MasterKeyKind; readonly why: 'initial' | 'repair' }
-  | { readonly kind: 'rotate'; readonly from: MasterKeyKind; readonly to: MasterKeyKind }
-  | { readonly kind: 'retire'; readonly keyKind: MasterKeyKind; readonly inUse: MasterKeyKind };
-
-export interface CosmosKeyPlan {
-  readonly inUse: MasterKeyKind | undefined;
-  readonly storedAtMs: number | undefined;
-  readonly actions: readonly CosmosKeyAction[];
-  /** When the next action becomes possible (for the report), if none is due now. */
-  readonly nextAtMs?: number;
-}
-
-export interface CosmosRotationSettings {
-  readonly periodDays: number;
-  readonly refreshSeconds: number;
-}
-
-const other = (k: MasterKeyKind): MasterKeyKind => (k === 'primary' ? 'secondary' : 'primary');
-
-/** How long after a switch the previous key may still have live resource tokens. */
-export function retireAfterMs(s: CosmosRotationSettings): number {
-  return (s.refreshSeconds + COSMOS_MAX_TTL_SECONDS + 300) * 1000;
-}
-
-/** Pure: what to do for one account, given what Key Vault and ARM hold now. */
-export function planCosmosKeys(st: CosmosAccountState, s: CosmosRotationSettings, now: number): CosmosKeyPlan {
-  const v = st.latest;
-  const matches: MasterKeyKind | undefined =
-    !v || !v.enabled
-      ? undefined
-      : v.value === st.keys.primary
-        ? 'primary'
-        : v.value === st.keys.secondary
-          ? 'secondary'
-          : undefined;
-  if (!v) return { inUse: undefined, storedAtMs: undefined, actions: [{ kind: 'store', keyKind: 'primary', why: 'initial' }] };
-  if (!matches) {
-    // The stored key is neither account key (regenerated behind the broker's back) or disabled: issuance is broken now.
-    return { inUse: undefined, storedAtMs: undefined, actions: [{ kind: 'store', keyKind: 'primary', why: 'repair' }] };
-  }
-  const tagged = v.tags[TAG.keyKind];
-  const inUse = matches; // what the value proves, whatever the tag says
-  const storedAtMs = Date.parse(v.tags[TAG.storedAt] ?? '') || (v.createdOn?.getTime() ?? now);
-  const retired = tagged === inUse && v.tags[TAG.otherRegeneratedAt] !== undefined;
-  const safeToRegenerateOther = retired || now >= storedAtMs + retireAfterMs(s);
-  const due = now >= storedAtMs + s.periodDays * DAY_MS;
-  if (due && safeToRegenerateOther) return { inUse, storedAtMs, actions: [{ kind: 'rotate', from: inUse, to: other(inUse) }] };
-  if (!retired && safeToRegenerateOther)
-    return { inUse, storedAtMs, actions: [{ kind: 'retire', keyKind: other(inUse), inUse }] };
-  const nextAtMs = retired ? storedAtMs + s.periodDays * DAY_MS : storedAtMs + retireAfterMs(s);
-  return { inUse, storedAtMs, actions: [], nextAtMs };
-}
-
 export interface CosmosRotationDeps {
   /** The run lease (Blob Storage); runCosmosKeyRotationUnderLease takes it. */
   readonly lock: () => RotationLock;
@@ -109,7 +43,7 @@ export interface CosmosRotationDeps {
   readonly now: () => number;
   readonly log: Logger;
   readonly timeoutMs: number;
-  /** PEM CA for a loopback (sandbox) data-plane endpoint. */
+  /** PEM CA for a loopback (local development) data-plane endpoint. */
   readonly ca?: string;
   /** Called after each completed step (tests inject crashes here). */
   readonly afterStep?: (step: CosmosRotationStep, account: string) => void | Promise<void>;
@@ -186,7 +120,11 @@ async function applyAccount(
         event('retire', true, 'previous-key-tokens-expired', { keyKind: action.keyKind });
         await step('retired');
         await deps.vault.update(a.secretName, latest!.version, {
-          tags: { ...latest!.tags, [TAG.keyKind]: action.inUse, [TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString() },
+          tags: {
+            ...latest!.tags,
+            [COSMOS_KEY_TAG.keyKind]: action.inUse,
+            [COSMOS_KEY_TAG.otherRegeneratedAt]: new Date(deps.now()).toISOString(),
+          },
         });
         reports.push({ action, outcome: 'done' });
         continue;
@@ -220,7 +158,11 @@ async function applyAccount(
         throw new BrokerError('conflict', 'The Cosmos key was switched concurrently.');
       const stored = await deps.vault.set(a.secretName, value, {
         contentType: 'text/plain',
-        tags: { [TAG.keyKind]: to, [TAG.storedAt]: new Date(deps.now()).toISOString(), [TAG.managedBy]: MANAGED_BY },
+        tags: {
+          [COSMOS_KEY_TAG.keyKind]: to,
+          [COSMOS_KEY_TAG.storedAt]: new Date(deps.now()).toISOString(),
+          [COSMOS_KEY_TAG.managedBy]: COSMOS_KEYS_MANAGED_BY,
+        },
       });
       event('store', true, action.kind === 'rotate' ? 'due' : action.why, { keyKind: to, vaultVersion: stored.version });
       reports.push({ action, outcome: 'done', newVersion: stored.version });

@@ -1,10 +1,10 @@
-import { BrokerError, toBrokerError } from '../../errors';
+import { BrokerError } from '../../errors';
 import type { Logger } from '../../observability/log';
 import { coreConfig } from '../../config/core';
 import { googleConfig } from '../../config/google';
 import { managedKeysOf, rotationConfig } from '../../config/rotation';
 import { KeyVaultSecrets } from '../../keyvault/client';
-import { federatedTokenService } from '../../google/tokens';
+import type { AppContext } from '../../app/context';
 import { GoogleIamKeys, type GoogleTokenSource } from './client';
 import { rotationLeaseFromSettings } from '../lease';
 import type { RotationDeps } from './run';
@@ -14,32 +14,26 @@ import type { RotationDeps } from './run';
  * GOOGLE_STS_TOKEN_URL, GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; shared/google/keyless.ts), whose federated
  * principal holds roles/iam.serviceAccountKeyAdmin on the rotated accounts.
  */
-const federatedTokens: GoogleTokenSource = {
+const federatedTokens = (app: AppContext): GoogleTokenSource => ({
   async getAccessToken() {
-    return (await federatedTokenService().sourceAccessToken()).token;
+    return (await app.google.federated().sourceAccessToken()).token;
   },
-};
+});
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
 export function rotationDepsFromSettings(
+  app: AppContext,
   log: Logger,
   overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
 ): RotationDeps {
-  let cfg;
-  let core;
-  let google;
-  try {
-    cfg = rotationConfig.get();
-    core = coreConfig.get();
-    google = googleConfig.get();
-  } catch (e) {
-    throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
-  }
+  const cfg = app.settings(rotationConfig);
+  const core = app.settings(coreConfig);
+  const google = app.settings(googleConfig);
   if (!overrides.tokens && !google.wifAudience)
     throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {
-    iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens, core.upstreamTimeoutMs),
-    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs }),
+    iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens(app), core.upstreamTimeoutMs),
+    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs, identities: app.identities }),
     managed: managedKeysOf(cfg),
     settings: {
       periodDays: cfg.periodDays,
@@ -48,7 +42,7 @@ export function rotationDepsFromSettings(
       timeoutMs: core.upstreamTimeoutMs,
     },
     lock: () => rotationLeaseFromSettings('google-keys', log),
-    now: overrides.now ?? Date.now,
+    now: overrides.now ?? app.now,
     sleep: overrides.sleep,
     log,
   };

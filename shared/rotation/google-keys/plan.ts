@@ -1,3 +1,4 @@
+import { storedOrderMs } from '../../keyvault/version-order';
 /**
  * Pure planning of a rotation run for one managed key: what was found (Google keys, Key Vault versions)
  * and, at time `now`, which actions bring it to the desired state, in the crash-safe order:
@@ -16,7 +17,7 @@
  */
 
 export const DAY_MS = 86_400_000;
-export const MAX_USER_MANAGED_KEYS = 10;
+const MAX_USER_MANAGED_KEYS = 10;
 
 export interface GoogleKeyInfo {
   readonly keyId: string;
@@ -112,7 +113,9 @@ function createdOf(v: VaultVersionInfo): number {
 
 export function plan(obs: Observed, settings: PlanSettings, now: number): AccountPlan {
   const byId = new Map(obs.keys.map((k) => [k.keyId, k]));
-  const versions = [...obs.versions].sort((a, b) => a.createdOn - b.createdOn);
+  // The broker's own write order (storedAt tag), never Key Vault's list order or its one-second `created`.
+  const at = (v: VaultVersionInfo) => storedOrderMs(v.tags, v.createdOn);
+  const versions = [...obs.versions].sort((a, b) => at(a) - at(b));
   const latest = versions.at(-1);
   const referenced = new Set(versions.map((v) => v.tags[TAG.keyId]).filter((k): k is string => !!k));
   // A pending key is not an orphan while its key can still be proven.

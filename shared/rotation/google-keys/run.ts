@@ -1,7 +1,8 @@
 import { audit } from '../../observability/audit';
 import { BrokerError } from '../../errors';
 import type { Logger } from '../../observability/log';
-import type { KeyVaultSecrets } from '../../keyvault/client';
+import type { KeyVaultSecrets, SecretVersionInfo } from '../../keyvault/client';
+import { STORED_AT_TAG, storedOrderMs } from '../../keyvault/version-order';
 import type { ManagedKey } from '../../config/rotation';
 import { recordRotation } from '../../observability/telemetry';
 import type { LeaseResult, RotationLock } from '../lease';
@@ -78,7 +79,9 @@ async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
     deps.vault.versions(mk.secretName),
     deps.vault.versions(pendingSecretName(mk.secretName)),
   ]);
-  const latestPending = [...pendingVersions].sort((a, b) => (a.createdOn?.getTime() ?? 0) - (b.createdOn?.getTime() ?? 0)).at(-1);
+  const at = (v: SecretVersionInfo) => storedOrderMs(v.tags, v.createdOn?.getTime());
+  for (const v of [...versions, ...pendingVersions]) lastStoredAt = Math.max(lastStoredAt, at(v));
+  const latestPending = [...pendingVersions].sort((a, b) => at(a) - at(b)).at(-1);
   const pendingKeyId = latestPending?.tags[TAG.keyId];
   const pending =
     latestPending?.enabled &&
@@ -108,7 +111,7 @@ async function observe(deps: RotationDeps, mk: ManagedKey): Promise<Observed> {
 const errCode = (e: unknown) => (e instanceof BrokerError ? e.code : 'internal');
 
 /** Pauses between proof attempts of one run (s): a window of 30 s, then the key is kept as pending (docs/rotation.md). */
-export const PROVE_BACKOFF_SECONDS = [1, 2, 4, 8, 15] as const;
+const PROVE_BACKOFF_SECONDS = [1, 2, 4, 8, 15] as const;
 
 async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void> {
   const key = parseKeyFile(keyJson);
@@ -133,6 +136,12 @@ async function proveWithRetry(deps: RotationDeps, keyJson: string): Promise<void
   throw last;
 }
 
+/**
+ * The last `storedAt` written or seen (ms): every version the broker writes gets a strictly later one, so its order
+ * never depends on the clock's resolution (runs are serialized by the rotation lease).
+ */
+let lastStoredAt = 0;
+
 function keyTags(
   deps: RotationDeps,
   sa: string,
@@ -140,7 +149,9 @@ function keyTags(
   createdAt: number,
   previousKeyId: string | undefined,
 ): Record<string, string> {
+  lastStoredAt = Math.max(deps.now(), lastStoredAt + 1);
   return {
+    [STORED_AT_TAG]: new Date(lastStoredAt).toISOString(),
     [TAG.keyId]: keyId,
     [TAG.serviceAccount]: sa,
     [TAG.created]: new Date(createdAt).toISOString(),

@@ -1,0 +1,187 @@
+import { readFileSync } from 'node:fs';
+import { SANDBOX } from './ids';
+import { createCa } from './pki';
+import type { SandboxBuild } from './sandbox-build';
+import { startAzurite, type AzuriteEmulator } from './emulators/azurite';
+import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
+import { startCosmosManagement, type CosmosManagementEmulator } from './emulators/cosmos/management';
+import { startEntra, type EntraEmulator } from './emulators/entra';
+import { startKeyVault, type KeyVaultEmulator } from './emulators/keyvault';
+import { startManagedIdentity, type ManagedIdentityEmulator } from './emulators/managed-identity';
+
+/**
+ * The Azure side of the sandbox: Entra ID and the Function's managed identity, Key Vault, the two CosmosDB accounts
+ * with the management plane, Blob Storage (Azurite). local/sandbox.ts starts them in its order.
+ */
+
+/** Entra ID (the sandbox tenant and its app registrations) and the managed identity endpoint. */
+export async function startAzureIdentity(
+  b: SandboxBuild,
+  opts: { allowMint?: boolean },
+): Promise<{ entra: EntraEmulator; msi: ManagedIdentityEmulator }> {
+  const entra = await startEntra({
+    tenants: [SANDBOX.tenantId],
+    port: b.port(SANDBOX.ports.entra),
+    allowMintEndpoint: opts.allowMint,
+    // The tenant's app registrations, with the manifest default accessTokenAcceptedVersion (null: v1.0 tokens).
+    apps: [
+      { appId: SANDBOX.clientAppId, identifierUris: [SANDBOX.clientAudience] },
+      { appId: SANDBOX.subjectAppId, identifierUris: [SANDBOX.subjectAudience] },
+      { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
+      // The MCP resource: v2.0 tokens (aud = its client id), App ID URI = the local MCP URL.
+      {
+        appId: SANDBOX.mcp.appId,
+        identifierUris: [SANDBOX.mcp.resourceUrl, SANDBOX.mcp.appIdUri],
+        accessTokenAcceptedVersion: 2,
+      },
+    ],
+  });
+  b.onStop(() => entra.close());
+  const msi = await startManagedIdentity({
+    entra,
+    port: b.port(SANDBOX.ports.managedIdentity),
+    // The identities of keyless Cosmos grants (user-assigned, attached to the Function App, selected by client_id).
+    identities: [SANDBOX.cosmosKeyless.readerIdentity, SANDBOX.cosmosKeyless.writerIdentity],
+    // The fixed-port sandbox uses a fixed header, so local.settings.json can name it.
+    ...(b.fixedPorts ? { secretHeader: SANDBOX.identityHeader } : {}),
+  });
+  b.onStop(() => msi.close());
+  return { entra, msi };
+}
+
+/** Key Vault (secrets, HTTPS with its own CA); the Function's identity is a Secrets Officer. */
+export async function startSandboxKeyVault(
+  b: SandboxBuild,
+  entra: EntraEmulator,
+  msi: ManagedIdentityEmulator,
+): Promise<KeyVaultEmulator> {
+  const kvCa = createCa('Token Broker Sandbox Key Vault CA');
+  const keyVault = await startKeyVault({
+    entra,
+    ca: kvCa,
+    port: b.port(SANDBOX.ports.keyVault),
+    access: { [msi.objectId]: 'officer' },
+  });
+  b.onStop(() => keyVault.close());
+  b.env.KEY_VAULT_URL = keyVault.vaultUrl;
+  b.env.KEY_VAULT_CA_FILE = b.writeCaFile('keyvault-ca.pem', kvCa.certPem);
+  b.services['Key Vault (secrets, HTTPS)'] = keyVault.vaultUrl;
+  return keyVault;
+}
+
+export interface SandboxCosmos {
+  /** The resource-token account; its primary key is in Key Vault as `keySecret`. */
+  readonly cosmos: CosmosEmulator & { readonly keySecret: string };
+  /** The keyless account (disableLocalAuth, Entra ID data-plane RBAC only). */
+  readonly cosmosKeyless: CosmosEmulator;
+  /** Azure Resource Manager slice for the resource-token account's key rotation. */
+  readonly cosmosManagement: CosmosManagementEmulator;
+}
+
+/** CosmosDB: the resource-token account (key seeded into Key Vault), the keyless account and the management plane. */
+export async function startSandboxCosmos(
+  b: SandboxBuild,
+  entra: EntraEmulator,
+  msi: ManagedIdentityEmulator,
+  keyVault: KeyVaultEmulator,
+): Promise<SandboxCosmos> {
+  const cosmosCa = createCa('Token Broker Sandbox CosmosDB CA');
+  const cosmosEmu = await startCosmos({
+    account: SANDBOX.cosmos.account,
+    ca: cosmosCa,
+    port: b.port(SANDBOX.ports.cosmos),
+    containers: [
+      { database: SANDBOX.cosmos.database, id: SANDBOX.cosmos.container, partitionKeyPath: '/pk' },
+      { database: SANDBOX.cosmos.database, id: SANDBOX.cosmos.catalogContainer, partitionKeyPath: '/pk' },
+    ],
+  });
+  b.onStop(() => cosmosEmu.close());
+  const cosmosKeySecret = `cosmos-${SANDBOX.cosmos.account}-key`;
+  keyVault.seed(cosmosKeySecret, cosmosEmu.masterKey, { contentType: 'text/plain' });
+  const cosmosCaFile = b.writeCaFile('cosmos-ca.pem', cosmosCa.certPem);
+  const cosmos = Object.assign(cosmosEmu, { keySecret: cosmosKeySecret });
+  // The keyless account: disableLocalAuth (keys and resource tokens refused), Entra ID data-plane RBAC only.
+  // Same CA as the resource-token account. Role assignments as infra/modules/cosmos.bicep makes them.
+  const K = SANDBOX.cosmosKeyless;
+  const cosmosKeyless = await startCosmos({
+    name: 'cosmos-keyless',
+    account: K.account,
+    ca: cosmosCa,
+    port: b.port(SANDBOX.ports.cosmosKeyless),
+    entra,
+    disableLocalAuth: true,
+    containers: [
+      { database: K.database, id: K.ordersContainer, partitionKeyPath: '/customerId' },
+      { database: K.database, id: K.auditContainer, partitionKeyPath: '/day' },
+    ],
+  });
+  b.onStop(() => cosmosKeyless.close());
+  cosmosKeyless.defineRole({
+    id: K.readOnlyRoleId,
+    roleName: 'Token Broker Cosmos Read Only',
+    dataActions: [
+      'Microsoft.DocumentDB/databaseAccounts/readMetadata',
+      'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read',
+      'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery',
+      'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed',
+    ],
+  });
+  cosmosKeyless.assignRole({
+    principalId: K.readerIdentity.objectId,
+    roleDefinitionId: K.readOnlyRoleId,
+    scope: `/dbs/${K.database}/colls/${K.ordersContainer}`,
+  });
+  cosmosKeyless.assignRole({
+    principalId: K.writerIdentity.objectId,
+    roleDefinitionId: '00000000-0000-0000-0000-000000000002',
+    scope: `/dbs/${K.database}/colls/${K.auditContainer}`,
+  });
+  cosmosKeyless.putDocument(K.database, K.ordersContainer, { id: 'order-1', customerId: SANDBOX.readerObjectId, total: 42 });
+  b.env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint},${K.account}=${cosmosKeyless.endpoint}`;
+  b.env.COSMOS_CA_FILE = cosmosCaFile;
+  b.env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = `${K.readerIdentity.clientId},${K.writerIdentity.clientId}`;
+  // Management plane (ARM) for the resource-token account's key rotation: the Function's identity holds only
+  // listKeys + regenerateKey on that account (the custom role of infra/modules/cosmos.bicep).
+  const cosmosManagement = await startCosmosManagement({
+    entra,
+    ca: cosmosCa,
+    port: b.port(SANDBOX.ports.cosmosManagement),
+    accounts: [{ resourceId: SANDBOX.cosmos.resourceId, emulator: cosmosEmu }],
+  });
+  b.onStop(() => cosmosManagement.close());
+  cosmosManagement.grantKeyOperator(msi.objectId, SANDBOX.cosmos.resourceId);
+  cosmosManagement.grantOperationReader(msi.objectId, SANDBOX.cosmos.resourceId.split('/')[2]!);
+  b.env.COSMOS_MANAGEMENT_ENDPOINT = cosmosManagement.endpoint;
+  b.env.COSMOS_MANAGED_ACCOUNTS = `${SANDBOX.cosmos.account}=${SANDBOX.cosmos.resourceId}`;
+  b.services['Azure Resource Manager (Cosmos keys)'] = cosmosManagement.endpoint;
+  b.services['CosmosDB (HTTPS)'] = cosmosEmu.endpoint;
+  b.services['CosmosDB keyless (HTTPS, RBAC only)'] = cosmosKeyless.endpoint;
+  return { cosmos, cosmosKeyless, cosmosManagement };
+}
+
+/**
+ * Blob Storage (Azurite, HTTPS + OAuth): the live policy, seeded from `policyPath` (BROKER_POLICY_URL replaces
+ * BROKER_POLICY_PATH), and the rotation lease.
+ */
+export async function startSandboxStorage(
+  b: SandboxBuild,
+  policyPath: string,
+): Promise<AzuriteEmulator & { readonly policyBlobUrl: string }> {
+  const storageCa = createCa('Token Broker Sandbox Storage CA');
+  const azurite = await startAzurite({ ca: storageCa, port: b.port(SANDBOX.ports.storage) });
+  b.onStop(() => azurite.close());
+  const container = azurite.admin().getContainerClient(SANDBOX.storage.container);
+  await container.create();
+  const text = readFileSync(policyPath, 'utf8');
+  await container.getBlockBlobClient(SANDBOX.storage.policyBlob).upload(text, Buffer.byteLength(text), {
+    metadata: { revision: '1', updatedby: 'sandbox', updatedat: new Date().toISOString(), change: 'seed' },
+    blobHTTPHeaders: { blobContentType: 'application/json' },
+  });
+  const storageCaFile = b.writeCaFile('storage-ca.pem', storageCa.certPem);
+  const policyBlobUrl = `${azurite.accountUrl}/${SANDBOX.storage.container}/${SANDBOX.storage.policyBlob}`;
+  delete b.env.BROKER_POLICY_PATH;
+  b.env.BROKER_POLICY_URL = policyBlobUrl;
+  b.env.BROKER_POLICY_CA_FILE = storageCaFile;
+  b.services['Blob Storage (Azurite, HTTPS)'] = policyBlobUrl;
+  return Object.assign(azurite, { policyBlobUrl });
+}
