@@ -9,6 +9,7 @@ import { handlePolicyHistory } from '../policy/admin/history';
 import { handleGetPolicy } from '../policy/admin/get-policy';
 import { handlePutPolicy } from '../policy/admin/put-policy';
 import { handleExplain } from '../policy/explain';
+import { createMcpEndpoint, createMcpMetadata } from '../mcp/endpoint';
 import { handleQuery } from '../query/endpoint';
 import { makeAdminRotate } from '../rotation/endpoint';
 import { prewarmGoogleTokens } from '../google/prewarm';
@@ -74,6 +75,8 @@ export function handlersOf(app: AppContext) {
     health: httpHandler(app, 'health', 'problem', handleHealth),
     query: httpHandler(app, 'query', 'problem', handleQuery),
     token: httpHandler(app, 'token', 'oauth', handleTokenExchange),
+    mcp: httpHandler(app, 'mcp', 'jsonrpc', createMcpEndpoint(app).handle),
+    mcpMetadata: httpHandler(app, 'mcpMetadata', 'problem', createMcpMetadata(app)),
     prewarmTimer: prewarmTimerHandler(app),
     rotationTimer: rotationTimerHandler(app),
   } satisfies Record<string, HttpHandler | TimerHandler>;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from './log';
 import type { Principal } from '../auth/principal';
+import { agentAuditFields } from '../auth/agent';
 
 export type AuditDecision = 'grant' | 'deny';
 
@@ -22,7 +23,8 @@ export interface AuditEvent {
   decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
-  subject?: AuditedPrincipal;
+  /** The subject; with its claims (a validated Principal), the agent that acted for it is audited too. */
+  subject?: AuditedPrincipal & Partial<Pick<Principal, 'claims'>>;
   client?: AuditedPrincipal;
   /** What was asked for, as a display string (resource URI, query name, service account). */
   target?: string;
@@ -66,6 +68,7 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
+    ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
     ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
   });

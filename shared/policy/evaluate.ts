@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal';
 import type { CertificateDenyEntry, CertificateSubject, CloudSqlGrant, CosmosGrant, DenyEntry, Policy, Rule } from './schema';
+import { isAgentIdentity } from '../auth/agent';
 import type { Target } from './target';
 
 export interface CloudSqlDecisionGrant {
@@ -96,7 +97,12 @@ function subjectWhy(rule: Rule, p: Principal): string | undefined {
       'groups',
     ) ??
     anyOf(s.objectIds, [p.objectId], 'object ids') ??
-    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids')
+    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids') ??
+    (s.agentIdentity !== undefined && s.agentIdentity !== isAgentIdentity(p)
+      ? s.agentIdentity
+        ? 'caller is not an agent identity'
+        : 'caller is an agent identity'
+      : undefined)
   );
 }
 

@@ -20,6 +20,8 @@ export interface SessionIdentity {
   /** A certificate caller's SHA-256 thumbprint and subject DN (empty for Entra callers). */
   readonly callerCertThumbprint?: string;
   readonly callerCertSubject?: string;
+  /** The agent that acted for the caller (MCP: the client app `azp`, or the Entra agent identity), else unset. */
+  readonly agentAppId?: string;
   readonly ruleId: string;
   readonly correlationId: string;
   /** Transaction-local application_name (pg_stat_activity, log_line_prefix %a); printable ASCII, ≤ 63 bytes. */
@@ -38,6 +40,7 @@ export const SESSION_SETTINGS = [
   'broker.caller_kind',
   'broker.caller_cert_thumbprint',
   'broker.caller_cert_subject',
+  'broker.agent_app_id',
 ] as const;
 
 /** application_name for a query: printable ASCII only, at most 63 bytes (PostgreSQL truncates beyond NAMEDATALEN - 1). */
@@ -60,6 +63,7 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.callerKind ?? 'entra',
     id.callerCertThumbprint ?? '',
     id.callerCertSubject ?? '',
+    id.agentAppId ?? '',
   ];
   return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
 }

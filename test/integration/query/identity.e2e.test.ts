@@ -315,7 +315,7 @@ describe('per-transaction identity', () => {
       // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
       const inside = await runReadOnly(c as never, { identity: id, comment: '', sql, values: [], maxRows: 10, deadlines });
       expect(inside.rows).toEqual([
-        ['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'entra', '', '', 'app-name-a', 'on', '1234ms'],
+        ['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'entra', '', '', '', 'app-name-a', 'on', '1234ms'],
       ]);
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
