@@ -1,3 +1,4 @@
+import type { AppContext } from '../app/context';
 import { X509Certificate } from 'node:crypto';
 import type { HttpRequest } from '@azure/functions';
 import { clientCertificatesConfig } from '../config/client-certificates';
@@ -195,8 +196,8 @@ export interface CertificateRequest {
   /** The gateway, already authenticated (authenticateClient). */
   readonly client: Principal;
   readonly core: Pick<CoreConfig, 'clockSkewSeconds'>;
-  /** The live policy (its `denyCertificates`). */
-  readonly policy: () => Promise<Policy>;
+  /** The app context: the live policy (its `denyCertificates`) and the settings, re-read as it says. */
+  readonly app: Pick<AppContext, 'policy' | 'settings'>;
   readonly log: Logger;
   /** The audited action of a refusal (`token`, `query`, `explain`). */
   readonly action: string;
@@ -208,7 +209,7 @@ export interface CertificateRequest {
  * are audited (what was presented, by thumbprint); a malformed header is only answered (400).
  */
 export async function authenticateCertificate(r: CertificateRequest): Promise<Principal> {
-  const cfg = clientCertificatesConfig.load(); // a bad setting: 503 config_invalid naming it
+  const cfg = r.app.settings(clientCertificatesConfig); // a bad setting: 503 config_invalid naming it
   if (!(cfg.gatewayOids ?? []).some((oid) => oid.toLowerCase() === r.client.objectId)) {
     audit(r.log, {
       decision: 'deny',
@@ -225,7 +226,7 @@ export async function authenticateCertificate(r: CertificateRequest): Promise<Pr
   if (!cfg.caBundle || cfg.caBundle.length === 0)
     throw new BrokerError('config_invalid', 'BROKER_CLIENT_CA_BUNDLE is required when BROKER_CERT_GATEWAY_OIDS is set.');
   const cert = decodeCertificateHeader(r.header);
-  const policy = await r.policy();
+  const policy = await r.app.policy.current();
   try {
     return certificatePrincipal(
       verifyClientCertificate(cert, { anchors: cfg.caBundle, policy, clockSkewSeconds: r.core.clockSkewSeconds }),
@@ -289,7 +290,7 @@ export function subjectResolver(s: {
         header,
         client: s.client,
         core: s.cfg,
-        policy: () => s.scope.app.policy.current(),
+        app: s.scope.app,
         log: s.scope.log,
         action: s.action,
       });

@@ -56,7 +56,7 @@ async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<Htt
           header: certHeader,
           client,
           core: core,
-          policy: () => scope.app.policy.current(),
+          app: scope.app,
           log: scope.log,
           action: 'query',
         })
