@@ -10,10 +10,15 @@ import type { SandboxPostgres } from './postgres';
 import type { KeyVaultEmulator } from './emulators/keyvault';
 import type { CosmosEmulator } from './emulators/cosmos';
 import type { CosmosManagementEmulator } from './emulators/cosmos/management';
-import type { AzuriteEmulator } from './emulators/azurite';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 import { createSandboxBuild, samplePolicyPath } from './sandbox-build';
-import { startAzureIdentity, startSandboxCosmos, startSandboxKeyVault, startSandboxStorage } from './sandbox-azure';
+import {
+  startAzureIdentity,
+  startSandboxCosmos,
+  startSandboxKeyVault,
+  startSandboxStorage,
+  type SandboxStorage,
+} from './sandbox-azure';
 import {
   keyPropagationFromEnv,
   startGoogleFederation,
@@ -117,8 +122,8 @@ export interface Sandbox {
   readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: GoogleKeysSandbox;
-  /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
-  readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
+  /** Azurite behind Storage's checks (`auth`) when `storage` is on; the policy blob is `policyBlobUrl` (at the proxy). */
+  readonly storage?: SandboxStorage;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Every HTTP emulator of the sandbox. */
@@ -169,7 +174,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const { cosmos, cosmosKeyless, cosmosManagement } = await startSandboxCosmos(b, entra, msi, keyVault);
     const storage =
       (opts.storage ?? opts.fixedPorts ?? false)
-        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath())
+        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath(), entra, msi)
         : undefined;
 
     Object.assign(env, opts.env ?? {});
