@@ -80,7 +80,6 @@ const storageTime = (d = new Date()) => d.toISOString().replace(/\.(\d{3})Z$/, '
 
 const xmlEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-
 export async function startStorageAuthProxy(opts: StorageAuthProxyOptions): Promise<StorageAuthProxy> {
   const host = opts.host ?? '127.0.0.1';
   const tenant = opts.tenantId.toLowerCase();
@@ -209,9 +208,7 @@ export async function startStorageAuthProxy(opts: StorageAuthProxyOptions): Prom
     const granted =
       oid !== undefined &&
       assignments.some(
-        (a) =>
-          a.principalId === oid &&
-          (a.scope === 'account' || (container !== undefined && a.scope === container)),
+        (a) => a.principalId === oid && (a.scope === 'account' || (container !== undefined && a.scope === container)),
       );
     if (!granted)
       return refuse(
@@ -279,11 +276,13 @@ export function storageRolesFromBicep(bicep: string, principals: Readonly<Record
     const scopeSym = /^\s*scope:\s*(\w+)\s*$/m.exec(r.body)?.[1];
     const roleId = /roleDefinitions',\s*'([0-9a-f-]{36})'\)/.exec(r.body)?.[1];
     const principalParam = /^\s*principalId:\s*(\w+)\s*$/m.exec(r.body)?.[1];
-    if (!scopeSym || !roleId || !principalParam) throw new Error(`storage.bicep: role assignment ${symbol} is not in the expected form`);
+    if (!scopeSym || !roleId || !principalParam)
+      throw new Error(`storage.bicep: role assignment ${symbol} is not in the expected form`);
     const role = (Object.keys(STORAGE_ROLES) as StorageRole[]).find((k) => STORAGE_ROLES[k] === roleId);
     if (!role) throw new Error(`storage.bicep: role assignment ${symbol} has role ${roleId}, unknown to the sandbox`);
     const principalId = principals[principalParam];
-    if (!principalId) throw new Error(`storage.bicep: role assignment ${symbol} names ${principalParam}, which the sandbox does not map`);
+    if (!principalId)
+      throw new Error(`storage.bicep: role assignment ${symbol} names ${principalParam}, which the sandbox does not map`);
     const target = resources.get(scopeSym);
     if (!target) throw new Error(`storage.bicep: role assignment ${symbol} has scope ${scopeSym}, not a resource of the file`);
     let scope: string;
