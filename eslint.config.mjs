@@ -2,7 +2,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.sandbox/**', '*.js', '*.mjs', 'examples/**'] },
+  {
+    ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.sandbox/**', '*.js', '*.mjs', 'test/jest-common.js', 'examples/**'],
+  },
   js.configs.recommended,
   // Type-checked rules, as typescript-eslint recommends for a TypeScript project.
   ...tseslint.configs.recommendedTypeChecked,

@@ -6,6 +6,7 @@ import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
 import { queryConfig } from '../shared/config/query';
 import { getLoginToken } from '../shared/query/login-token';
+import { createContext } from '../shared/app/context';
 import { sequential, summarise, type LatencySummary } from './load';
 
 /**
@@ -31,10 +32,11 @@ async function baselineServer(
     import('pg'),
   ]);
   const serviceAccount = SANDBOX.google.readerServiceAccount;
+  const google = createContext().google;
   // The user's own credential for the service account (here: one login token from the sandbox, refreshed as needed).
   const auth = new OAuth2Client();
   auth.refreshHandler = async () => {
-    const t = await getLoginToken({ serviceAccount, lifetimeSeconds: 900 });
+    const t = await getLoginToken(google, { serviceAccount, lifetimeSeconds: 900 });
     return { access_token: t.token, expiry_date: t.expiresAtMs };
   };
   const connector = new Connector({ auth, sqlAdminAPIEndpoint: adminEndpoint });

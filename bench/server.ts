@@ -1,7 +1,10 @@
 import { createServer } from 'node:http';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { startLocalHost } from '../local/host';
+import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
+import { createContext } from '../shared/app/context';
+import { handlersOf } from '../shared/app/handlers';
+import type { HttpHandler } from '@azure/functions';
 import { startSandbox, type Sandbox } from '../local/sandbox';
 import { SANDBOX } from '../local/ids';
 import type { Emulator } from '../local/emulators/harness';
@@ -64,7 +67,13 @@ async function main(): Promise<void> {
       import('@azure/identity'),
     ]);
   }
-  const host = await startLocalHost({ port: 0 });
+  // The functions run on an app context of their own, replaced by `reset-caches` (a cache miss with warm code).
+  let app = createContext();
+  let handlers: Record<string, unknown> = handlersOf(app);
+  const registrations: Registration[] = loadRegistrations().map((r) =>
+    isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
+  );
+  const host = await startLocalHost({ port: 0, registrations });
   const bare = createServer((_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end('{"ok":true}');
@@ -122,9 +131,10 @@ async function main(): Promise<void> {
       // A cache miss with warm code: every credential cache and client dropped (Google tokens, the managed identity
       // token behind them, Cosmos resource tokens, the Key Vault and Cosmos clients), modules and JWKS kept.
       void (async () => {
-        (await import('../shared/google/tokens')).resetGoogleTokens();
-        (await import('../shared/cosmos/provider')).resetCosmosTokens();
-        (await import('../shared/cosmos/client')).resetCosmosClients();
+        const old = app;
+        app = createContext();
+        handlers = handlersOf(app);
+        await old.close();
         process.send?.({ ok: true });
       })();
     }

@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleRemoveDeny } from '../shared/policy/admin/remove-deny';
+import { appHandlers } from '../shared/app/handlers';
 
 /** DELETE /api/admin/deny/{id}: lift one deny entry (admin role). */
-export const handler = httpHandler('adminDenyRemove', 'problem', handleRemoveDeny);
+export const handler = appHandlers().adminDenyRemove;
 
 export const registration = {
   name: 'adminDenyRemove',

@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleAddDeny } from '../shared/policy/admin/add-deny';
+import { appHandlers } from '../shared/app/handlers';
 
 /** POST /api/admin/deny: emergency revocation of one identity, with a reason and an optional expiry (admin role). */
-export const handler = httpHandler('adminDeny', 'problem', handleAddDeny);
+export const handler = appHandlers().adminDeny;
 
 export const registration = {
   name: 'adminDeny',

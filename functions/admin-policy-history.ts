@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handlePolicyHistory } from '../shared/policy/admin/history';
+import { appHandlers } from '../shared/app/handlers';
 
 /** GET /api/admin/policy/history[?snapshot=T]: every kept version of the policy (admin role). */
-export const handler = httpHandler('adminPolicyHistory', 'problem', handlePolicyHistory);
+export const handler = appHandlers().adminPolicyHistory;
 
 export const registration = {
   name: 'adminPolicyHistory',

@@ -1,12 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleGetPolicy } from '../shared/policy/admin/get-policy';
-import { handlePutPolicy } from '../shared/policy/admin/put-policy';
+import { appHandlers } from '../shared/app/handlers';
 
 /** GET /api/admin/policy (document + ETag + revision) and PUT with If-Match (admin role). */
-export const handler = httpHandler('adminPolicy', 'problem', (req, scope) =>
-  req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope),
-);
+export const handler = appHandlers().adminPolicy;
 
 export const registration = {
   name: 'adminPolicy',

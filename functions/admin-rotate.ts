@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { makeAdminRotate } from '../shared/rotation/endpoint';
+import { appHandlers } from '../shared/app/handlers';
 
 /** POST /api/admin/rotate?dryRun=true|false: the key-rotation plan on demand (admin role). */
-export const handler = httpHandler('adminRotate', 'problem', makeAdminRotate());
+export const handler = appHandlers().adminRotate;
 
 export const registration = {
   name: 'adminRotate',

@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleExplain } from '../shared/policy/explain';
+import { appHandlers } from '../shared/app/handlers';
 
 /** POST /api/policy/explain: which policy rule grants a subject a target, or why none does. */
-export const handler = httpHandler('explain', 'problem', handleExplain);
+export const handler = appHandlers().explain;
 
 export const registration = {
   name: 'explain',

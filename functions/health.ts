@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleHealth } from '../shared/health/endpoint';
+import { appHandlers } from '../shared/app/handlers';
 
 /** GET /api/health: liveness (?probe=live) and readiness with a status per dependency. */
-export const handler = httpHandler('health', 'problem', handleHealth);
+export const handler = appHandlers().health;
 
 export const registration = {
   name: 'health',

@@ -1,9 +1,8 @@
 import { app, type HttpFunctionOptions } from '@azure/functions';
-import { httpHandler } from '../shared/http/handler';
-import { handleTokenExchange } from '../shared/exchange/token-endpoint';
+import { appHandlers } from '../shared/app/handlers';
 
 /** POST /api/token: RFC 8693 token exchange for Cloud SQL IAM tokens and CosmosDB resource tokens. */
-export const handler = httpHandler('token', 'oauth', handleTokenExchange);
+export const handler = appHandlers().token;
 
 export const registration = {
   name: 'token',

@@ -35,6 +35,13 @@ param rotationManagedKeys string = ''
 param googleAuthMode string = 'keyless'
 @description('sa-key mode only: Key Vault secret with the source service-account key JSON (terraform output google_sa_key_secret)')
 param googleSaKeySecret string = ''
+@description('The MCP endpoint\'s canonical URL, e.g. https://broker.example.com/api/mcp (docs/mcp.md)')
+param mcpResourceUrl string
+@description('Client id and App ID URI of the MCP resource app registration (requestedAccessTokenVersion 2)')
+param mcpAppClientId string
+param mcpAppIdUri string = ''
+@description('Client ids of the agent hosts (MCP clients) an operator approved, comma-separated')
+param mcpAllowedClientAppIds string
 param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
@@ -146,6 +153,10 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
     cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
     cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
+    mcpResourceUrl: mcpResourceUrl
+    mcpAppClientId: mcpAppClientId
+    mcpAppIdUri: mcpAppIdUri
+    mcpAllowedClientAppIds: mcpAllowedClientAppIds
   }
 }
 

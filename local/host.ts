@@ -1,4 +1,3 @@
-import { closeQueryPools } from '../shared/query/run-catalogued';
 import { Blob as NodeBlob } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
@@ -18,9 +17,12 @@ import {
 import { BrokerError } from '../shared/errors';
 import { correlationIdOf } from '../shared/http/correlation';
 import { errorResponse, type ResponseStyle } from '../shared/http/responses';
-import { errorStyleOf } from '../shared/http/handler';
+import { adminActionOf, errorStyleOf } from '../shared/http/handler';
+import { AdminAuditRecord, writeAdminAudit } from '../shared/observability/admin-audit';
 import { MAX_BODY_BYTES } from '../shared/http/request';
-import { createLogger } from '../shared/observability/log';
+import type { Logger } from '../shared/observability/log';
+import { appContext, type AppContext } from '../shared/app/context';
+import { handlersOf } from '../shared/app/handlers';
 
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
@@ -170,6 +172,35 @@ function readBody(req: IncomingMessage, max: number): Promise<BodyRead> {
   });
 }
 
+/** How long, and how much, of the unread body of a refused request is read and dropped before the connection closes. */
+const DRAIN_MS = 5_000;
+const DRAIN_BYTES = 16 * 1024 * 1024;
+
+/**
+ * After a 413 (answered with `Connection: close`), close in stages (RFC 9112 §9.6): the answer is written, the write
+ * side shut (FIN), the rest of the input read and dropped for at most DRAIN_MS and DRAIN_BYTES, then the connection
+ * closed. Closing at once with unread input sends a TCP reset, which can destroy the answer before the client reads
+ * it (the client sees ECONNRESET). Node's server calls `destroySoon()` once a `Connection: close` answer is written
+ * (resuming a request whose body was never read): this connection's instead ends and drains.
+ */
+function closeInStages(req: IncomingMessage): void {
+  const socket = req.socket;
+  socket.destroySoon = () => {
+    socket.end();
+    req.resume(); // a body read in part was paused at the cap: read on, dropping it
+    const from = socket.bytesRead;
+    const stop = () => socket.destroy();
+    const timer = setTimeout(stop, DRAIN_MS);
+    const sizer = setInterval(() => {
+      if (socket.bytesRead - from > DRAIN_BYTES) stop();
+    }, 50);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      clearInterval(sizer);
+    });
+  };
+}
+
 /** RFC 9110 §7.2 Host: a reg-name, IPv4 or bracketed IPv6 literal, optionally a port. */
 const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
 
@@ -179,16 +210,32 @@ const socketStyles = new WeakMap<Duplex, ResponseStyle>();
 /** Headers that carry one value: a request repeating one is refused, not resolved first- or last-wins. */
 const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
 
-/** Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line. */
+/** An admin route's request (audited once, shared/observability/admin-audit.ts, also when the host refuses it). */
+interface AdminRequest {
+  readonly action: string;
+  readonly url: string;
+  readonly headers: { get(name: string): string | null };
+}
+
+/**
+ * Every request the host refuses itself gets the endpoint's error style, a correlation id and a log line; on an
+ * admin route, its one audit event.
+ */
 function refuse(
+  hostLog: (cid: string) => Logger,
   res: ServerResponse,
   err: BrokerError,
   style: ResponseStyle,
   cid: string,
   method: string,
   extra: Record<string, string> = {},
+  admin?: AdminRequest,
 ): Promise<void> {
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
+  if (admin) {
+    const outcome = { status: err.status, code: err.code };
+    writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, outcome);
+  }
   const fields = { method, status: err.status, code: err.code };
   if (err.status >= 500) log.error(err.message, { ...fields, cause: err.cause });
   log.info('request', fields);
@@ -202,12 +249,13 @@ function refuse(
  * 400 in the error style of the endpoint its request line names (when it can be read), with a correlation id.
  */
 function answerClientError(
+  hostLog: (cid: string) => Logger,
   err: NodeJS.ErrnoException & { rawPacket?: Buffer },
   socket: Duplex,
   styleOfPath: (path: string) => ResponseStyle,
 ): void {
   const cid = randomUUID();
-  const log = createLogger({ correlationId: cid, fn: 'host' });
+  const log = hostLog(cid);
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
   log.info('request', { status: timeout ? 408 : 400, code: timeout ? 'request_timeout' : 'bad_request', parseError: err.code });
   if (!socket.writable || err.code === 'ECONNRESET') {
@@ -267,16 +315,30 @@ export interface LocalHost {
   close(): Promise<void>;
 }
 
+/** The registrations with their handlers made from `app` (the same names, routes and options). */
+export function registrationsOf(app: AppContext, base: Registration[] = loadRegistrations()): Registration[] {
+  const handlers: Record<string, unknown> = handlersOf(app);
+  return base.map((r) =>
+    isHttp(r)
+      ? { ...r, options: { ...r.options, handler: (handlers[r.name] as HttpFunctionOptions['handler']) ?? r.options.handler } }
+      : { ...r, timer: { ...r.timer, handler: (handlers[r.name] as TimerFunctionOptions['handler']) ?? r.timer.handler } },
+  );
+}
+
 export async function startLocalHost(
   opts: {
     port?: number;
     host?: string;
+    /** The app context the functions run with (default: the process's). */
+    app?: AppContext;
     registrations?: Registration[];
     /** A request (headers and body) must arrive within this long, else 408 (default 30 s: the slow-loris bound). */
     requestTimeoutMs?: number;
   } = {},
 ): Promise<LocalHost> {
-  const registrations = opts.registrations ?? loadRegistrations();
+  const registrations = opts.registrations ?? (opts.app ? registrationsOf(opts.app) : loadRegistrations());
+  // Lines the host writes itself (requests refused before a handler runs) go where the app's lines go.
+  const hostLog = (cid: string): Logger => (opts.app ?? appContext()).logger({ correlationId: cid, fn: 'host' });
   const routes = registrations.filter(isHttp).map(compileRoute);
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const checking = Math.max(50, Math.min(1000, Math.floor(requestTimeout / 4)));
@@ -299,9 +361,12 @@ export async function startLocalHost(
       const candidates = routes.map((r) => ({ r, m: r.re.exec(url.pathname) })).filter((x) => x.m);
       const hit = candidates.find((x) => x.r.methods.includes(method));
       if (hit) style = errorStyleOf(hit.r.reg.options.handler);
+      const action = hit && adminActionOf(hit.r.reg.options.handler, method);
+      const admin = action ? { action, url: raw, headers: headerGet } : undefined;
       socketStyles.set(req.socket, style);
       if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
         return refuse(
+          hostLog,
           res,
           new BrokerError(
             'bad_request',
@@ -310,13 +375,15 @@ export async function startLocalHost(
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       if (!hit) {
         const err = candidates.length
           ? new BrokerError('method_not_allowed', `${method} is not allowed here.`)
           : new BrokerError('not_found', 'No function serves this path.');
-        return refuse(res, err, 'problem', cid, method);
+        return refuse(hostLog, res, err, 'problem', cid, method);
       }
       const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
       const host = req.headers.host;
@@ -326,39 +393,53 @@ export async function startLocalHost(
         (host !== undefined && !HOST_HEADER.test(host))
       ) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }),
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
       const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
       if (repeated) {
         return refuse(
+          hostLog,
           res,
           new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }),
           style,
           cid,
           method,
+          {},
+          admin,
         );
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
-        createLogger({ correlationId: cid, fn: 'host' }).info('request', { method, status: 499, code: 'client_closed' });
+        const log = hostLog(cid);
+        if (admin)
+          writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, {
+            status: 499,
+            code: 'client_closed',
+          });
+        log.info('request', { method, status: 499, code: 'client_closed' });
         res.destroy();
         return;
       }
       if (body.kind === 'too_large') {
-        res.once('finish', () => req.destroy());
+        closeInStages(req);
         return refuse(
+          hostLog,
           res,
           new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
           style,
           cid,
           method,
           { connection: 'close' },
+          admin,
         );
       }
       const headers = new Headers();
@@ -366,7 +447,16 @@ export async function startLocalHost(
         for (const [k, v] of Object.entries(req.headers))
           if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
       } catch {
-        return refuse(res, new BrokerError('bad_request', 'A request header is not valid.'), style, cid, method);
+        return refuse(
+          hostLog,
+          res,
+          new BrokerError('bad_request', 'A request header is not valid.'),
+          style,
+          cid,
+          method,
+          {},
+          admin,
+        );
       }
       const noBody = method === 'GET' || method === 'HEAD';
       const request = new LocalHttpRequest(
@@ -384,6 +474,7 @@ export async function startLocalHost(
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
       if (!res.headersSent)
         void refuse(
+          hostLog,
           res,
           new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }),
           style,
@@ -398,7 +489,7 @@ export async function startLocalHost(
     return r ? errorStyleOf(r.reg.options.handler) : 'problem';
   };
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) =>
-    answerClientError(err, socket, styleOfPath),
+    answerClientError(hostLog, err, socket, styleOfPath),
   );
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
@@ -415,9 +506,9 @@ export async function startLocalHost(
         server.closeAllConnections();
         server.close(() => resolve());
       });
-      // What the Functions host's appTerminate hook does (functions/query.ts registers it; @azure/functions
+      // What the Functions host's appTerminate hook does (functions/app.ts registers it; @azure/functions
       // skips hook registration outside the worker): the database pools close.
-      await closeQueryPools();
+      await (opts.app ?? appContext()).close();
     },
   };
 }

@@ -30,6 +30,12 @@ export async function startAzureIdentity(
       { appId: SANDBOX.clientAppId, identifierUris: [SANDBOX.clientAudience] },
       { appId: SANDBOX.subjectAppId, identifierUris: [SANDBOX.subjectAudience] },
       { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
+      // The MCP resource: v2.0 tokens (aud = its client id), App ID URI = the local MCP URL.
+      {
+        appId: SANDBOX.mcp.appId,
+        identifierUris: [SANDBOX.mcp.resourceUrl, SANDBOX.mcp.appIdUri],
+        accessTokenAcceptedVersion: 2,
+      },
     ],
   });
   b.onStop(() => entra.close());

@@ -7,7 +7,7 @@
  * LEAK_SCAN_STATS=1 prints, per file, how many lines and credentials were scanned and the time spent.
  */
 import { issuedTokens } from '../local/emulators/issued-tokens';
-import { addLogTap } from '../shared/observability/log';
+import { addTestLogTap as addLogTap } from './helpers/app';
 import { describeLeaks, LeakScanner, type Leak } from './helpers/leak-scan';
 
 const scanner = new LeakScanner(issuedTokens);

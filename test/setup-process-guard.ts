@@ -5,7 +5,7 @@
  * catches the ones raised outside any invocation. Either fails the test during which it happened, or the
  * file when it happened in a hook.
  */
-import { addLogTap } from '../shared/observability/log';
+import { addTestLogTap as addLogTap } from './helpers/app';
 
 const seen: string[] = [];
 let reported = 0;

@@ -5,11 +5,5 @@ console.warn = (...args: unknown[]) => {
   warn(...args);
 };
 
-// Structured logs go to a silent sink during tests (set TEST_LOGS=1 to see them); tests that assert on
-// logs install their own sink with captureLogs().
-import { setLogSink } from '../shared/observability/log';
-if (!process.env.TEST_LOGS) setLogSink(() => undefined);
-
-// Tests rewrite process.env between calls: re-read settings on every call (production re-reads at most once a second).
-import { setSettingsRecheckMs } from '../shared/config/settings';
-setSettingsRecheckMs(0);
+// Structured logs of the test app contexts (test/helpers/app.ts) go to a silent sink (TEST_LOGS=1 prints them), and
+// they re-read settings on every call: tests rewrite process.env between calls.

@@ -24,6 +24,13 @@ param subjectAudiences string
 @description('Blob URL of the live access policy (the policy container of the storage account)')
 param policyBlobUrl string
 param queryCatalogPath string = 'config/queries.json'
+@description('The MCP endpoint\'s canonical URL (RFC 8707 resource), e.g. https://broker.example.com/api/mcp')
+param mcpResourceUrl string
+@description('Client id of the MCP resource app registration (v2.0 tokens: the `aud`), and its App ID URI (the scope prefix)')
+param mcpAppClientId string
+param mcpAppIdUri string = ''
+@description('Client ids of the agent hosts allowed to call the MCP endpoint (`azp`), comma-separated')
+param mcpAllowedClientAppIds string
 
 @allowed([ 'keyless', 'sa-key' ])
 param googleAuthMode string = 'keyless'
@@ -77,6 +84,11 @@ var baseSettings = [
   { name: 'KEY_VAULT_URL', value: keyVaultUri }
   // --- query function ---
   { name: 'QUERY_CATALOG_PATH', value: queryCatalogPath }
+  // --- MCP endpoint (docs/mcp.md): v2.0 tokens for the MCP resource, from approved agent hosts ---
+  { name: 'MCP_RESOURCE_URL', value: mcpResourceUrl }
+  { name: 'MCP_AUDIENCES', value: mcpAppClientId }
+  { name: 'MCP_ALLOWED_CLIENT_APP_IDS', value: mcpAllowedClientAppIds }
+  { name: 'MCP_SCOPE_PREFIX', value: empty(mcpAppIdUri) ? 'api://${mcpAppClientId}/' : '${mcpAppIdUri}/' }
   // --- key rotation (the rotation caller federates through the same pool) ---
   { name: 'ROTATION_MANAGED_KEYS', value: rotationManagedKeys }
   { name: 'ROTATION_SCHEDULE', value: rotationSchedule }

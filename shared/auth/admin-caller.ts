@@ -1,10 +1,9 @@
 import type { HttpRequest } from '@azure/functions';
-import { audit } from '../observability/audit';
+import { adminAuditOf, claimedIdentity } from '../observability/admin-audit';
 import type { CoreConfig } from '../config/core';
 import { policyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
-import { currentPolicy } from '../policy/current';
 import { denyEntryFor } from '../policy/evaluate';
 import { authenticateClient, loadCore, validatorFor } from './frontdoor';
 import type { Principal } from './principal';
@@ -15,7 +14,8 @@ import type { Principal } from './principal';
  * BROKER_CLIENT_AUDIENCES; never an API's audience, so a token a caller holds for an API behind APIM is no admin
  * token), issued by the one admin tenant (BROKER_ADMIN_TENANT), carry the admin app role, and its identity must not
  * be on the policy's deny list: the deny list wins on every endpoint. If the policy cannot be read the answer is
- * 503 (fail safe: an admin is not let in without the deny list being checked). Every outcome is audited.
+ * 503 (fail safe: an admin is not let in without the deny list being checked). Every request is audited once, by
+ * the wrapper (shared/observability/admin-audit.ts); this notes on the request's record who passed which check.
  */
 
 /** The header carrying the admin's own token on the admin API (the gateway's is in Authorization), as on /api/query. */
@@ -32,8 +32,8 @@ export interface AdminIdentity {
   readonly admin: Principal;
 }
 
-function adminSettings(cfg: CoreConfig): { audiences: readonly string[]; tenant: string } {
-  const p = policyConfig.load();
+function adminSettings(cfg: CoreConfig, settingsRecheckMs?: number): { audiences: readonly string[]; tenant: string } {
+  const p = policyConfig.load(settingsRecheckMs);
   const audiences = p.adminAudiences
     ? p.adminAudiences
         .split(',')
@@ -65,10 +65,14 @@ export async function authenticateAdmin(
   action: string,
   adminToken: () => Promise<string | undefined> = () => Promise.resolve(adminTokenHeader(req)),
 ): Promise<AdminIdentity> {
-  const cfg = loadCore();
+  const record = adminAuditOf(scope);
+  record.action = action;
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
-  const { audiences, tenant } = adminSettings(cfg);
+  record.client = client;
+  const { audiences, tenant } = adminSettings(cfg, scope.app.settingsRecheckMs);
   const token = await adminToken();
+  record.adminClaimed = claimedIdentity(token);
   if (!token)
     throw new BrokerError('token_missing', `The admin's token is required in the ${ADMIN_TOKEN_HEADER} header.`, {
       party: 'subject',
@@ -79,17 +83,20 @@ export async function authenticateAdmin(
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('subject') : e;
   }
+  record.admin = admin;
   const refuse = (reason: string, err: BrokerError): never => {
-    audit(scope.log, { decision: 'deny', action, client, subject: admin, reason });
+    record.note({ refusal: reason });
     throw err;
   };
   // The deny list first: a denied identity is refused whatever roles its token carries.
-  const policy = await currentPolicy().catch((e: unknown) =>
-    refuse(
-      'policy_unavailable',
-      e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
-    ),
-  );
+  const policy = await scope.app.policy
+    .current()
+    .catch((e: unknown) =>
+      refuse(
+        'policy_unavailable',
+        e instanceof BrokerError ? e : new BrokerError('policy_unavailable', 'The access policy cannot be read right now.'),
+      ),
+    );
   if (denyEntryFor(policy, admin)) refuse('subject_denied', new BrokerError('subject_denied', 'The subject is denied.'));
   if (admin.tenantId !== tenant)
     refuse(

@@ -3,7 +3,6 @@ import { BrokerError, isBrokerError } from '../errors';
 import { isTimeout, statusOf } from '../upstream/error-shape';
 import { withDeadline } from '../upstream/deadline';
 import { recordUpstream } from '../observability/telemetry';
-import { ManagedIdentityCredential } from '@azure/identity';
 
 /**
  * The Function's managed identity: the one credential every Azure-side token comes from (Key Vault, the
@@ -12,22 +11,25 @@ import { ManagedIdentityCredential } from '@azure/identity';
  * No retries of its own: every caller bounds the call with its deadline and answers 503/504 with Retry-After.
  */
 
-/** One credential per client id: the Function's own and the user-assigned identities the policy names (Cosmos rbac). */
-const credentials = new Map<string, TokenCredential>();
+/**
+ * One credential per client id: the Function's own and the user-assigned identities the policy names (Cosmos
+ * rbac). The app context holds one (shared/app/context.ts).
+ */
+export class ManagedIdentities {
+  private readonly credentials = new Map<string, TokenCredential>();
 
-/** Forget every credential and the tokens it cached (tests). */
-export function resetManagedIdentities(): void {
-  credentials.clear();
-}
-
-export function managedIdentity(clientId: string | undefined): TokenCredential {
-  const key = clientId ?? '';
-  let c = credentials.get(key);
-  if (!c) {
-    c = new ManagedIdentityCredential({ ...(clientId ? { clientId } : {}), retryOptions: { maxRetries: 0 } });
-    credentials.set(key, c);
+  get(clientId: string | undefined): TokenCredential {
+    const key = clientId ?? '';
+    let c = this.credentials.get(key);
+    if (!c) {
+      // @azure/identity is loaded on the first credential only (off the cold path of functions that need none).
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { ManagedIdentityCredential } = require('@azure/identity') as typeof import('@azure/identity');
+      c = new ManagedIdentityCredential({ ...(clientId ? { clientId } : {}), retryOptions: { maxRetries: 0 } });
+      this.credentials.set(key, c);
+    }
+    return c;
   }
-  return c;
 }
 
 /**

@@ -4,7 +4,7 @@ import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exch
 import { loadCore } from '../auth/frontdoor';
 import { connectInfo, refreshAfterSeconds } from './connect-settings';
 import { iamDatabaseUser } from '../google/database-user';
-import { getSqlAdminToken, getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
+import { MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
 /**
  * Cloud SQL IAM database tokens: a Google access token of the service account the matching rule names,
@@ -19,15 +19,21 @@ function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, reques
 export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
   const { grant } = input;
   const cap = lifetimeCap(grant, input.requestedLifetimeSeconds);
-  const t = await getSqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
+  const t = await input.app.google.sqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
   // Connect details for a backend without Google credentials: plain pg over TLS, the token as the password.
   // Fail-soft: without SQL Admin the token still serves connector users (instance_connection_name); the
   // direct-connect fields are then absent and `connect_details` says so.
   // Looked up (on a cache miss) with the service account's Admin-API-only token: the login token handed out cannot
   // call the Admin API.
-  const adminToken = async () => (await getSqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
-  const info = await connectInfo(grant.connectionName, adminToken, loadCore().upstreamTimeoutMs, Date.now(), (e) =>
-    input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
+  const adminToken = async () =>
+    (await input.app.google.sqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
+  const info = await connectInfo(
+    grant.connectionName,
+    adminToken,
+    loadCore(input.app.settingsRecheckMs).upstreamTimeoutMs,
+    Date.now(),
+    (e) =>
+      input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);
   return {
     response: {

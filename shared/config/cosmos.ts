@@ -21,7 +21,7 @@ export const cosmosConfig = defineSection('cosmos', {
     patternDoc: 'letters, digits and dashes around one {account} placeholder',
   }),
   caFile: optionalStr('COSMOS_CA_FILE', {
-    doc: 'PEM CA bundle trusted for the account endpoint; sandbox only: honoured only for a loopback endpoint',
+    doc: 'PEM CA bundle trusted for the account endpoint; local development only: honoured only for a loopback endpoint',
   }),
   minRemainingSeconds: int('COSMOS_TOKEN_MIN_REMAINING_SECONDS', {
     doc: 'A cached resource token is served only while this much life is left (at most half its lifetime)',

@@ -8,7 +8,7 @@ export const keyVaultConfig = defineSection('keyvault', {
     protocols: ['https:'],
   }),
   caFile: optionalStr('KEY_VAULT_CA_FILE', {
-    doc: 'PEM CA bundle trusted for the vault; sandbox only: honoured only when KEY_VAULT_URL is a loopback host',
+    doc: 'PEM CA bundle trusted for the vault; local development only: honoured only when KEY_VAULT_URL is a loopback host',
   }),
   clientId: AZURE_CLIENT_ID,
   maxRetries: int('KEY_VAULT_MAX_RETRIES', {

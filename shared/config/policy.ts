@@ -30,7 +30,7 @@ export const policyConfig = defineSection('policy', {
     "Blob URL of the live access policy (the Function's own storage account, read and written with its managed identity); when set it replaces BROKER_POLICY_PATH",
   ),
   caFile: optionalStr('BROKER_POLICY_CA_FILE', {
-    doc: 'PEM CA bundle trusted for the policy blob endpoint; sandbox only: honoured only for a loopback endpoint (Azurite)',
+    doc: 'PEM CA bundle trusted for the policy blob endpoint; local development only: honoured only for a loopback endpoint (Azurite)',
   }),
   refreshSeconds: int('BROKER_POLICY_REFRESH_SECONDS', {
     doc: 'Most time between two conditional reads (If-None-Match) of the policy blob: a change is effective on every instance within this interval',

@@ -30,38 +30,34 @@ export interface Section<S extends Record<string, SettingSpec<unknown>>> {
   readonly spec: S;
   /** Parse an explicit environment, no memo: the values, or a ConfigError listing every problem. */
   parse(env: Env): SectionValues<S>;
-  /** The app settings (process.env), memoised on the raw values; a ConfigError when any is bad (health reports it). */
-  get(): SectionValues<S>;
+  /**
+   * The app settings (process.env), memoised on the raw values; process.env is re-read at most every `recheckMs`
+   * (default SETTINGS_RECHECK_MS; an app context passes its own, shared/app/context.ts). A ConfigError when any is
+   * bad (the health check reports it).
+   */
+  get(recheckMs?: number): SectionValues<S>;
   /**
    * The app settings for a request or a run: as get(), but a bad setting is the client-safe 503 `config_invalid`
    * naming the settings (never a 500). What every endpoint and run calls.
    */
-  load(): SectionValues<S>;
+  load(recheckMs?: number): SectionValues<S>;
 }
-
-let recheckMs = 1000;
 
 /**
  * App settings do not change during the life of a Functions process (changing one restarts the app), so
  * `get()` re-reads process.env at most this often; reading ~40 variables of process.env on every call was a
- * tenth of the token cache-hit path. Tests that rewrite process.env between calls set 0 (test/setup.ts).
+ * tenth of the token cache-hit path. An app context built with `settingsRecheckMs: 0` re-reads on every call.
  */
-export function setSettingsRecheckMs(ms: number): void {
-  recheckMs = ms;
-}
-
-export function settingsRecheckMs(): number {
-  return recheckMs;
-}
+export const SETTINGS_RECHECK_MS = 1000;
 
 const registry: SettingSpec<unknown>[] = [];
-const sectionNames = new Map<string, string>();
+/** The sections that read each setting (a shared spec is read by several; listed in name order, whatever loaded first). */
+const sectionNames = new Map<string, Set<string>>();
+const sectionsOf = (name: string): string => [...(sectionNames.get(name) ?? [])].sort().join(', ');
 
 /** Every setting any loaded section declares (import the section modules first). */
 export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
-  return registry.map((s) =>
-    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionNames.get(s.name) ?? '' }),
-  );
+  return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }));
 }
 
 /** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
@@ -87,11 +83,9 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     const first = registry.find((r) => r.name === s.name);
     // Each setting is declared once: a section that needs another's setting shares its spec object.
     if (first && first !== s)
-      throw new Error(`setting ${s.name} is declared twice (sections ${sectionNames.get(s.name)} and ${name}): share one spec`);
-    if (!first) {
-      registry.push(s);
-      sectionNames.set(s.name, name);
-    }
+      throw new Error(`setting ${s.name} is declared twice (sections ${sectionsOf(s.name)} and ${name}): share one spec`);
+    if (!first) registry.push(s);
+    sectionNames.set(s.name, (sectionNames.get(s.name) ?? new Set<string>()).add(name));
   }
   const specs = Object.entries(spec);
   const load = (env: Env): SectionValues<S> => {
@@ -124,14 +118,14 @@ export function defineSection<S extends Record<string, SettingSpec<unknown>>>(
     name,
     spec,
     parse: load,
-    load() {
+    load(recheckMs?: number) {
       try {
-        return section.get();
+        return section.get(recheckMs);
       } catch (e) {
         throw new BrokerError('config_invalid', (e as Error).message, { cause: e });
       }
     },
-    get() {
+    get(recheckMs = SETTINGS_RECHECK_MS) {
       const now = recheckMs > 0 ? Date.now() : 0;
       if (memo !== undefined && recheckMs > 0 && now - memoAt < recheckMs) return memo;
       const key = [...specs.map(([, s]) => s.name), ...removed.map(([old]) => old)]
@@ -202,14 +196,14 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
   };
 }
 
-/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (the sandbox emulators). */
-function isLoopbackHost(hostname: string): boolean {
+/** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (local development endpoints). */
+export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 /**
- * An endpoint URL. HTTPS only, except `http:` on a loopback host (the sandbox runs some emulators over plain
+ * An endpoint URL. HTTPS only, except `http:` on a loopback host (local development runs some emulators over plain
  * HTTP on 127.0.0.1): a production endpoint over plain HTTP would send tokens in the clear. `protocols:
  * ['https:']` refuses loopback HTTP too (Key Vault, whose SDK requires TLS).
  */
@@ -233,7 +227,7 @@ export function url(name: string, opts: Common & { protocols?: readonly ('https:
       }
       if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
         throw new Error(
-          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, the sandbox emulators), got http://${u.host}`,
+          `must use https: outside loopback (http: is allowed only for 127.0.0.1, ::1 or localhost, local development endpoints), got http://${u.host}`,
         );
       }
       if (u.username || u.password) throw new Error('must not carry credentials (user:password@)');

@@ -2,10 +2,9 @@ import { PermissionMode, type PermissionDefinition } from '@azure/cosmos';
 import { tokenFingerprint } from '../observability/audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
-import { TokenCache } from '../lib/token-cache';
 import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
-import { withAccount, type AccountHandle } from './client';
+import type { AccountHandle, CosmosAccounts } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
 import { containerLink, cosmosUserId, permissionId } from './ids';
 import { recordUpstream } from '../observability/telemetry';
@@ -60,24 +59,13 @@ export function resourceTokenCacheKey(k: ResourceTokenKey): string {
   return JSON.stringify([k.user, k.account, k.database, k.container, k.mode, k.partitionKey, k.ttlSeconds]);
 }
 
-interface Issued {
-  readonly token: string;
-  /** When the broker stops serving it from cache (real expiry minus the margin). */
-  readonly expiresAtMs: number;
-  /** When Cosmos stops accepting it. */
-  readonly validUntilMs: number;
-}
-
-const cache = new TokenCache<Issued>({ maxEntries: 10_000, minRemainingMs: 0 });
-/** Users known to exist, per account/database (skips the user upsert on later misses). */
-const knownUsers = new Set<string>();
-
-export function resetCosmosTokens(): void {
-  cache.clear();
-  knownUsers.clear();
-}
-
-async function upsertPermission(h: AccountHandle, grant: CosmosResourceTokenGrant, userId: string, ttl: number): Promise<string> {
+async function upsertPermission(
+  knownUsers: Set<string>,
+  h: AccountHandle,
+  grant: CosmosResourceTokenGrant,
+  userId: string,
+  ttl: number,
+): Promise<string> {
   const database = h.client.database(grant.database);
   const userKey = `${h.account}/${grant.database}/${userId}`;
   const definition: PermissionDefinition = {
@@ -122,7 +110,8 @@ export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): 
 
 async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): Promise<ProviderResult> {
   const { grant, subject } = input;
-  const cfg = cosmosConfig.get();
+  const cfg = input.app.settings(cosmosConfig);
+  const cosmos: CosmosAccounts = await input.app.cosmos();
   const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
   const userId = cosmosUserId(subject, grant);
   const key = resourceTokenCacheKey({
@@ -140,12 +129,12 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
   if (!endpoint)
     throw new BrokerError('target_misconfigured', `CosmosDB account "${grant.account}" is not configured (COSMOS_ENDPOINTS).`);
   let fetched = false;
-  const issued = await cache.get(key, async () => {
+  const issued = await cosmos.resourceTokens.get(key, async () => {
     fetched = true;
     const startedAt = Date.now();
     try {
-      const issued = await withAccount(grant.account, async (h) => {
-        const token = await upsertPermission(h, grant, userId, ttl);
+      const issued = await cosmos.withAccount(grant.account, async (h) => {
+        const token = await upsertPermission(cosmos.knownUsers, h, grant, userId, ttl);
         const validUntilMs = startedAt + ttl * 1000;
         return { token, validUntilMs, expiresAtMs: validUntilMs - marginMs };
       });

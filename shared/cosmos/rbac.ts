@@ -1,11 +1,9 @@
 import { tokenFingerprint } from '../observability/audit';
-import { TokenCache } from '../lib/token-cache';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import type { IssueInput, ProviderResult } from '../exchange/types';
 import { ACCESS_TOKEN_TYPE } from '../exchange/types';
-import { managedIdentity, resetManagedIdentities } from '../azure/managed-identity';
 import { managedIdentityToken } from '../azure/managed-identity';
 import type { CosmosRbacGrant } from '../policy/evaluate';
 
@@ -26,24 +24,9 @@ function cosmosAadScope(account: string): string {
   return `https://${account}.documents.azure.com/.default`;
 }
 
-interface Issued {
-  readonly token: string;
-  readonly expiresAtMs: number;
-  readonly validUntilMs: number;
-}
-
-const cache = new TokenCache<Issued>({ maxEntries: 1_000, minRemainingMs: 0 });
-
-/** Tests: replace how an identity's credential is built. */
-/** Test reset: the token cache and the managed-identity credentials (with their own token caches). */
-export function resetCosmosRbac(): void {
-  cache.clear();
-  resetManagedIdentities();
-}
-
 export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): Promise<ProviderResult> {
   const { grant } = input;
-  const cfg = cosmosConfig.get();
+  const cfg = input.app.settings(cosmosConfig);
   if (input.requestedLifetimeSeconds !== undefined) {
     throw new BrokerError(
       'invalid_parameter',
@@ -61,12 +44,13 @@ export async function issueCosmosRbacToken(input: IssueInput<CosmosRbacGrant>): 
       'The managed identity this policy rule names is not declared in COSMOS_RBAC_IDENTITY_CLIENT_IDS.',
     );
   }
-  const timeoutMs = coreConfig.get().upstreamTimeoutMs;
+  const timeoutMs = input.app.settings(coreConfig).upstreamTimeoutMs;
+  const cosmos = await input.app.cosmos();
   const scope = cosmosAadScope(grant.account);
   let fetched = false;
-  const issued = await cache.get(JSON.stringify([clientId, grant.account]), async () => {
+  const issued = await cosmos.rbacTokens.get(JSON.stringify([clientId, grant.account]), async () => {
     fetched = true;
-    const t = await managedIdentityToken(managedIdentity(clientId), scope, timeoutMs);
+    const t = await managedIdentityToken(input.app.identities.get(clientId), scope, timeoutMs);
     const lifeMs = t.expiresOnTimestamp - Date.now();
     if (lifeMs <= 0) throw new BrokerError('upstream_error', 'The managed identity endpoint returned an expired token.');
     const marginMs = Math.min(cfg.minRemainingSeconds * 1000, Math.floor(lifeMs / 2));

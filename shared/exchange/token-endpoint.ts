@@ -9,7 +9,6 @@ import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
-import { currentPolicy } from '../policy/current';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
@@ -42,7 +41,7 @@ function parseLifetime(raw: string | undefined): number | undefined {
  */
 export async function handleTokenExchange(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
   const started = performance.now();
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
 
@@ -99,7 +98,7 @@ async function grantAndIssue(
     audit(scope.log, { decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
 
   const { grant, ruleId } = authorizeTarget({
-    policy: await currentPolicy(),
+    policy: await scope.app.policy.current(),
     subject,
     client,
     target,
@@ -111,7 +110,14 @@ async function grantAndIssue(
   let result: ProviderResult;
   try {
     result = await withSpan('broker.issue', { kind }, () =>
-      issue(grant, { client, subject, requestedLifetimeSeconds, log: scope.log, correlationId: scope.correlationId }),
+      issue(grant, {
+        client,
+        subject,
+        requestedLifetimeSeconds,
+        log: scope.log,
+        correlationId: scope.correlationId,
+        app: scope.app,
+      }),
     );
     recordCache(kind, result.cached);
   } catch (e) {

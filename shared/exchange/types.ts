@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal';
 import type { Logger } from '../observability/log';
+import type { AppContext } from '../app/context';
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
@@ -14,6 +15,8 @@ export interface IssueInput<G> {
   readonly requestedLifetimeSeconds?: number;
   readonly log: Logger;
   readonly correlationId: string;
+  /** The app's process-wide objects (policy, Google tokens, Cosmos clients, identities). */
+  readonly app: AppContext;
 }
 
 /** The RFC 8693 §2.2.1 response, plus target-specific connection details. */

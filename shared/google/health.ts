@@ -22,10 +22,10 @@ async function reachable(name: string, url: string, timeoutMs: number): Promise<
   }
 }
 
-export async function googleHealth(): Promise<CheckResult> {
+export async function googleHealth(settingsRecheckMs?: number): Promise<CheckResult> {
   let cfg: ReturnType<typeof googleConfig.get>;
   try {
-    cfg = googleConfig.get();
+    cfg = googleConfig.get(settingsRecheckMs);
   } catch (e) {
     return { status: 'fail', detail: e instanceof ConfigError ? e.problems.join('; ') : 'invalid Google settings' };
   }
@@ -35,7 +35,7 @@ export async function googleHealth(): Promise<CheckResult> {
   if (cfg.authMode === 'keyless' && !cfg.subjectTokenAudience) {
     return { status: 'fail', detail: 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE is required in keyless mode' };
   }
-  const timeoutMs = Math.min(coreConfig.get().upstreamTimeoutMs, 3000);
+  const timeoutMs = Math.min(coreConfig.get(settingsRecheckMs).upstreamTimeoutMs, 3000);
   const key = JSON.stringify([cfg, timeoutMs]);
   if (cache && cache.key === key && Date.now() - cache.at < CACHE_MS) return cache.result;
   const failures = (

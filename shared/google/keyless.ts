@@ -2,7 +2,6 @@ import type { TokenCredential } from '@azure/core-auth';
 import { IdentityPoolClient, gaxios, type SubjectTokenSupplier } from 'google-auth-library';
 import { StsCredentials } from 'google-auth-library/build/src/auth/stscredentials';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../azure/managed-identity';
 import { managedIdentityToken } from '../azure/managed-identity';
 import { CLOUD_PLATFORM_SCOPE, JWT_SUBJECT_TOKEN_TYPE } from './scopes';
 import { recordUpstream } from '../observability/telemetry';
@@ -50,7 +49,7 @@ export function createKeylessSource(ctx: SourceCredentialContext): SourceCredent
   if (!audience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required in keyless mode.');
   const subjectAudience = config.subjectTokenAudience;
   if (!subjectAudience) throw new BrokerError('config_invalid', 'GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE is required in keyless mode.');
-  const mi = managedIdentity(config.managedIdentityClientId);
+  const mi = ctx.identities.get(config.managedIdentityClientId);
   const miSupplier = managedIdentitySupplier(mi, subjectAudience, timeoutMs);
   // STS is counted only when it was reached (the managed identity token was obtained).
   let subjectObtained = false;

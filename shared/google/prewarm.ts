@@ -1,10 +1,10 @@
 import { coreConfig } from '../config/core';
 import { googleConfig } from '../config/google';
 import type { Logger } from '../observability/log';
-import { currentPolicy } from '../policy/current';
+import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { connectInfo } from '../cloudsql/connect-settings';
-import { getSqlAdminToken, getSqlLoginToken, MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
+import { MAX_IMPERSONATION_LIFETIME_SECONDS } from './tokens';
 
 /**
  * Prewarm: fetch, ahead of the first caller, the Cloud SQL login token of every service account the policy's
@@ -40,12 +40,12 @@ export interface PrewarmResult {
 }
 
 /** Warm every policy service account (concurrently; failures are logged, never thrown). */
-export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
+export async function prewarmGoogleTokens(app: AppContext, log: Logger): Promise<PrewarmResult> {
   let targets: PrewarmTarget[];
   let policy: Policy;
   try {
-    if (!googleConfig.get().prewarm) return { skipped: 'GOOGLE_TOKEN_PREWARM is off', warmed: 0, failed: 0 };
-    policy = await currentPolicy();
+    if (!app.settings(googleConfig).prewarm) return { skipped: 'GOOGLE_TOKEN_PREWARM is off', warmed: 0, failed: 0 };
+    policy = await app.policy.current();
     targets = policyServiceAccounts(policy);
   } catch (e) {
     // Not configured for Google (a Cosmos-only deployment) or no valid policy yet: the first request reports it.
@@ -54,7 +54,7 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
   }
   const results = await Promise.allSettled(
     targets.map(async (t) => {
-      const tok = await getSqlLoginToken({ ...t, log });
+      const tok = await app.google.sqlLoginToken({ ...t, log });
       // Also the instances' connect details of the token answer (one SQL Admin call per instance, cached an hour).
       const instances = new Set(
         policy.rules.flatMap((r) =>
@@ -65,8 +65,8 @@ export async function prewarmGoogleTokens(log: Logger): Promise<PrewarmResult> {
         [...instances].map((i) =>
           connectInfo(
             i,
-            async () => (await getSqlAdminToken({ serviceAccount: t.serviceAccount, log })).token,
-            coreConfig.get().upstreamTimeoutMs,
+            async () => (await app.google.sqlAdminToken({ serviceAccount: t.serviceAccount, log })).token,
+            app.settings(coreConfig).upstreamTimeoutMs,
           ).catch(() => undefined),
         ),
       );

@@ -15,8 +15,8 @@ export interface ServiceAccountKeyFile {
   readonly project_id?: string;
 }
 
-/** The `aud` of every JWT-bearer assertion, whatever token URL it is posted to (the sandbox's, or Google's). */
-const GOOGLE_TOKEN_AUDIENCE = 'https://oauth2.googleapis.com/token';
+/** The `aud` of every JWT-bearer assertion, whatever token URL it is posted to (a local development endpoint's, or Google's). */
+export const GOOGLE_TOKEN_AUDIENCE = 'https://oauth2.googleapis.com/token';
 
 export function parseKeyFile(json: string): ServiceAccountKeyFile {
   let v: unknown;

@@ -1,3 +1,4 @@
+import type { ManagedIdentities } from '../azure/managed-identity';
 import { BrokerError } from '../errors';
 import { createLogger, type Logger } from '../observability/log';
 import { KeyVaultSecrets } from '../keyvault/client';
@@ -85,7 +86,12 @@ let shared: { key: string; source: KeyVaultKeySource } | undefined;
  * shaped as the Cloud SQL exchange's SourceCredential (`mode`, `fetchSourceToken`). One per configuration,
  * so the cached key survives across requests.
  */
-function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger }): {
+export function saKeySourceFromSettings(ctx: {
+  timeoutMs: number;
+  now: () => number;
+  log?: Logger;
+  identities?: ManagedIdentities;
+}): {
   readonly mode: 'sa-key';
   fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }>;
 } {
@@ -95,7 +101,7 @@ function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; lo
     shared = {
       key,
       source: new KeyVaultKeySource({
-        vault: KeyVaultSecrets.fromSettings({ timeoutMs: ctx.timeoutMs }),
+        vault: KeyVaultSecrets.fromSettings({ timeoutMs: ctx.timeoutMs, identities: ctx.identities }),
         secretName: cfg.secretName,
         tokenUrl: cfg.tokenUrl,
         timeoutMs: ctx.timeoutMs,
@@ -116,5 +122,10 @@ function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; lo
  */
 export function createSaKeySource(ctx: SourceCredentialContext): SourceCredential {
   // The source outlives any one request: its lines carry no request's correlation id.
-  return saKeySourceFromSettings({ timeoutMs: ctx.timeoutMs, now: ctx.now, log: createLogger({ fn: 'google.sa-key' }) });
+  return saKeySourceFromSettings({
+    timeoutMs: ctx.timeoutMs,
+    now: ctx.now,
+    identities: ctx.identities,
+    log: (ctx.logger ?? createLogger)({ fn: 'google.sa-key' }),
+  });
 }

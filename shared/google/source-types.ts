@@ -1,3 +1,5 @@
+import type { LogFields, Logger } from '../observability/log';
+import type { ManagedIdentities } from '../azure/managed-identity';
 import type { GoogleConfig } from '../config/google';
 
 /**
@@ -29,4 +31,8 @@ export interface SourceCredentialContext {
   readonly config: GoogleConfig;
   readonly timeoutMs: number;
   readonly now: () => number;
+  /** The app context's managed identities (the keyless subject token, the sa-key fallback's Key Vault). */
+  readonly identities: ManagedIdentities;
+  /** The app context's loggers (default: stdout). */
+  readonly logger?: (fields: LogFields) => Logger;
 }

@@ -2,7 +2,8 @@ import { TokenCache, SingleFlight } from '../lib/token-cache';
 import { coreConfig } from '../config/core';
 import { googleConfig, type GoogleConfig } from '../config/google';
 import { BrokerError, toBrokerError } from '../errors';
-import type { Logger } from '../observability/log';
+import type { LogFields, Logger } from '../observability/log';
+import { ManagedIdentities } from '../azure/managed-identity';
 import { generateAccessToken, SourceTokenRejected } from './iamcredentials';
 import { createSourceCredential } from './source';
 import type { SourceCredential, SourceToken } from './source-types';
@@ -50,6 +51,9 @@ export interface GoogleTokenServiceOptions {
   readonly now?: () => number;
   /** Override the source credential (the sa-key fallback, or tests); default from config.authMode. */
   readonly source?: SourceCredential;
+  /** Where the default source credential's managed identity comes from (default: its own). */
+  readonly identities?: ManagedIdentities;
+  readonly logger?: (fields: LogFields) => Logger;
 }
 
 interface Entry {
@@ -259,6 +263,8 @@ class GoogleTokenService {
       config: this.opts.config,
       timeoutMs: this.opts.timeoutMs,
       now: this.now,
+      identities: this.opts.identities ?? new ManagedIdentities(),
+      logger: this.opts.logger,
     }).catch((e: unknown) => {
       this.sourceCredential = undefined; // a config fix (or a transient import failure) is picked up next time
       throw e;
@@ -267,107 +273,125 @@ class GoogleTokenService {
   }
 }
 
-// ---------- the process-wide instance (what the functions use) ----------
+// ---------- the app's Google tokens (one per app context, shared/app/context.ts) ----------
 
-let instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
-let clockOverride: (() => number) | undefined;
+export interface GoogleTokensOptions {
+  readonly now: () => number;
+  readonly identities: ManagedIdentities;
+  readonly logger: (fields: LogFields) => Logger;
+  /** How often the GOOGLE_* settings are re-read (the app context's). */
+  readonly settingsRecheckMs?: number;
+}
 
-/** The shared service for the current settings (rebuilt, with empty caches, when the settings change). */
-export function googleTokenService(): GoogleTokenService {
-  let config: GoogleConfig;
-  let timeoutMs: number;
-  try {
-    config = googleConfig.get();
-    timeoutMs = coreConfig.get().upstreamTimeoutMs;
-  } catch (e) {
-    throw toBrokerError(e); // a settings section that failed to load: config_invalid naming the bad settings
+/**
+ * The app's Google token services for the current settings: the exchange's (rebuilt, with empty caches, when the
+ * settings change) and the rotation's federated one.
+ */
+export class GoogleTokens {
+  private instance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
+  private federatedInstance: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
+
+  constructor(private readonly opts: GoogleTokensOptions) {}
+
+  private settings(): { config: GoogleConfig; timeoutMs: number } {
+    try {
+      return {
+        config: googleConfig.get(this.opts.settingsRecheckMs),
+        timeoutMs: coreConfig.get(this.opts.settingsRecheckMs).upstreamTimeoutMs,
+      };
+    } catch (e) {
+      throw toBrokerError(e); // a settings section that failed to load: config_invalid naming the bad settings
+    }
   }
-  // Sections are memoised on the raw settings: the same object back means nothing changed.
-  if (!instance || instance.config !== config || instance.timeoutMs !== timeoutMs) {
-    instance = { config, timeoutMs, service: new GoogleTokenService({ config, timeoutMs, now: clockOverride }) };
+
+  /** The shared service for the current settings (rebuilt, with empty caches, when the settings change). */
+  service(): GoogleTokenService {
+    const { config, timeoutMs } = this.settings();
+    // Sections are memoised on the raw settings: the same object back means nothing changed.
+    if (!this.instance || this.instance.config !== config || this.instance.timeoutMs !== timeoutMs) {
+      this.instance = {
+        config,
+        timeoutMs,
+        service: new GoogleTokenService({
+          config,
+          timeoutMs,
+          now: this.opts.now,
+          identities: this.opts.identities,
+          logger: this.opts.logger,
+        }),
+      };
+    }
+    return this.instance.service;
   }
-  return instance.service;
-}
 
-/**
- * A Cloud SQL IAM database login token (scope sqlservice.login only) for `serviceAccount`, with at most
- * `lifetimeSeconds` of life left (1–3600), from the shared cache / single-flight.
- */
-export async function getSqlLoginToken(input: {
-  serviceAccount: string;
-  lifetimeSeconds: number;
-  log?: Logger;
-}): Promise<GoogleAccessToken> {
-  return googleTokenService().getAccessToken({
-    serviceAccount: input.serviceAccount,
-    scopes: [SQL_LOGIN_SCOPE],
-    lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
-    log: input.log,
-  });
-}
-
-/**
- * The service account's token for the Cloud SQL Admin API alone (sqlservice.admin): the broker's own connect
- * settings look-up. Never handed to a caller (callers get the login-only token).
- */
-export async function getSqlAdminToken(input: { serviceAccount: string; log?: Logger }): Promise<GoogleAccessToken> {
-  return googleTokenService().getAccessToken({
-    serviceAccount: input.serviceAccount,
-    scopes: [SQL_ADMIN_SCOPE],
-    lifetimeSeconds: MAX_IMPERSONATION_LIFETIME_SECONDS,
-    log: input.log,
-  });
-}
-
-/**
- * What the query function's Cloud SQL connector needs from one credential: the Admin API (sqlservice.admin: connect
- * settings, the ephemeral certificate) and the IAM database login (sqlservice.login, embedded in the certificate).
- * The connector takes a single auth client for both, so the token carries both scopes; it stays inside the broker.
- */
-export async function getSqlConnectorToken(input: {
-  serviceAccount: string;
-  lifetimeSeconds: number;
-  log?: Logger;
-}): Promise<GoogleAccessToken> {
-  return googleTokenService().getAccessToken({
-    serviceAccount: input.serviceAccount,
-    scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE],
-    lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
-    log: input.log,
-  });
-}
-
-let federated: { config: GoogleConfig; timeoutMs: number; service: GoogleTokenService } | undefined;
-
-/**
- * The broker's federated Google identity (workload identity federation from the managed identity, the keyless
- * source credential): what the rotation calls the IAM keys API with. In keyless mode it is the exchange's own
- * source token (one cache, one STS call for both); in sa-key mode a keyless credential from the same GOOGLE_*
- * settings (the key being rotated does not administer itself; infra/gcp grants the federated principal).
- */
-export function federatedTokenService(): GoogleTokenService {
-  const svc = googleTokenService();
-  if (svc.mode === 'keyless') return svc;
-  const config = googleConfig.get();
-  const timeoutMs = coreConfig.get().upstreamTimeoutMs;
-  if (!federated || federated.config !== config || federated.timeoutMs !== timeoutMs) {
-    federated = {
-      config,
-      timeoutMs,
-      service: new GoogleTokenService({ config: { ...config, authMode: 'keyless' }, timeoutMs, now: clockOverride }),
-    };
+  /**
+   * The broker's federated Google identity (workload identity federation from the managed identity, the keyless
+   * source credential): what the rotation calls the IAM keys API with. In keyless mode it is the exchange's own
+   * source token (one cache, one STS call for both); in sa-key mode a keyless credential from the same GOOGLE_*
+   * settings (the key being rotated does not administer itself; infra/gcp grants the federated principal).
+   */
+  federated(): GoogleTokenService {
+    const svc = this.service();
+    if (svc.mode === 'keyless') return svc;
+    const { config, timeoutMs } = this.settings();
+    if (!this.federatedInstance || this.federatedInstance.config !== config || this.federatedInstance.timeoutMs !== timeoutMs) {
+      this.federatedInstance = {
+        config,
+        timeoutMs,
+        service: new GoogleTokenService({
+          config: { ...config, authMode: 'keyless' },
+          timeoutMs,
+          now: this.opts.now,
+          identities: this.opts.identities,
+          logger: this.opts.logger,
+        }),
+      };
+    }
+    return this.federatedInstance.service;
   }
-  return federated.service;
-}
 
-/** The database refused this login token: the next login asks Google for a fresh one. */
-export function forgetSqlLoginToken(input: { serviceAccount: string }): void {
-  instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE] });
-}
+  /**
+   * A Cloud SQL IAM database login token (scope sqlservice.login only) for `serviceAccount`, with at most
+   * `lifetimeSeconds` of life left (1–3600), from the shared cache / single-flight.
+   */
+  sqlLoginToken(input: { serviceAccount: string; lifetimeSeconds: number; log?: Logger }): Promise<GoogleAccessToken> {
+    return this.service().getAccessToken({
+      serviceAccount: input.serviceAccount,
+      scopes: [SQL_LOGIN_SCOPE],
+      lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
+      log: input.log,
+    });
+  }
 
-/** Drop the shared service and its caches; optionally run it on another clock (tests). */
-export function resetGoogleTokens(opts: { now?: () => number } = {}): void {
-  instance = undefined;
-  federated = undefined;
-  clockOverride = opts.now;
+  /**
+   * The service account's token for the Cloud SQL Admin API alone (sqlservice.admin): the broker's own connect
+   * settings look-up. Never handed to a caller (callers get the login-only token).
+   */
+  sqlAdminToken(input: { serviceAccount: string; log?: Logger }): Promise<GoogleAccessToken> {
+    return this.service().getAccessToken({
+      serviceAccount: input.serviceAccount,
+      scopes: [SQL_ADMIN_SCOPE],
+      lifetimeSeconds: MAX_IMPERSONATION_LIFETIME_SECONDS,
+      log: input.log,
+    });
+  }
+
+  /**
+   * What the query function's Cloud SQL connector needs from one credential: the Admin API (sqlservice.admin: connect
+   * settings, the ephemeral certificate) and the IAM database login (sqlservice.login, embedded in the certificate).
+   * The connector takes a single auth client for both, so the token carries both scopes; it stays inside the broker.
+   */
+  sqlConnectorToken(input: { serviceAccount: string; lifetimeSeconds: number; log?: Logger }): Promise<GoogleAccessToken> {
+    return this.service().getAccessToken({
+      serviceAccount: input.serviceAccount,
+      scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE],
+      lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
+      log: input.log,
+    });
+  }
+
+  /** The database refused this login token: the next login asks Google for a fresh one. */
+  forgetSqlLoginToken(input: { serviceAccount: string }): void {
+    this.instance?.service.forget({ serviceAccount: input.serviceAccount, scopes: [SQL_ADMIN_SCOPE, SQL_LOGIN_SCOPE] });
+  }
 }

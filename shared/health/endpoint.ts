@@ -1,3 +1,4 @@
+import type { AppContext } from '../app/context';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { coreConfig } from '../config/core';
 import { removedSettingProblems } from '../config/settings';
@@ -12,8 +13,8 @@ export type { CheckStatus, CheckResult, HealthCheck } from './types';
 const CACHE_MS = 10_000;
 let jwksCache: { at: number; key: string; result: CheckResult } | undefined;
 
-async function checkJwks(): Promise<CheckResult> {
-  const cfg = coreConfig.get();
+async function checkJwks(app: AppContext): Promise<CheckResult> {
+  const cfg = app.settings(coreConfig);
   const key = `${cfg.authorityHost}|${cfg.allowedTenants.join(',')}`;
   if (jwksCache && jwksCache.key === key && Date.now() - jwksCache.at < CACHE_MS) return jwksCache.result;
   const failures: string[] = [];
@@ -39,8 +40,8 @@ async function checkJwks(): Promise<CheckResult> {
 export const checks: HealthCheck[] = [
   {
     name: 'config',
-    run: async () => {
-      coreConfig.get();
+    run: async (app) => {
+      app.settings(coreConfig);
       // A removed setting still set is reported by name (config_invalid at start), never silently ignored.
       await import('../config/rotation');
       const removed = removedSettingProblems(process.env);
@@ -50,11 +51,11 @@ export const checks: HealthCheck[] = [
   },
   {
     name: 'policy',
-    run: async () => (await import('../policy/health')).checkPolicy(),
+    run: async (app) => (await import('../policy/health')).checkPolicy(app),
   },
   { name: 'jwks', run: checkJwks },
   // Cloud SQL token exchange: Google settings and endpoints (loads no Google SDK).
-  { name: 'google', run: async () => (await import('../google/health')).googleHealth() },
+  { name: 'google', run: async (app) => (await import('../google/health')).googleHealth(app.settingsRecheckMs) },
   // query function: the catalog parses (skipped when the query function is not configured)
   {
     name: 'queryCatalog',
@@ -67,14 +68,14 @@ export const checks: HealthCheck[] = [
   },
   // query function: what the pools observed of each database (no connection per health call); not critical,
   // the token exchange works without the database.
-  { name: 'database', critical: false, run: async () => (await import('../query/db-health')).checkDatabase() },
+  { name: 'database', critical: false, run: async (app) => (await import('../query/db-health')).checkDatabase(app) },
   { name: 'keyvault', run: () => import('../keyvault/health').then((m) => m.checkKeyVault()) },
   // CosmosDB resource tokens: the settings parse (skipped when no account is configured; loads no Cosmos SDK)
   {
     name: 'cosmos',
-    run: async () => {
+    run: async (app) => {
       const { cosmosConfig } = await import('../config/cosmos');
-      const accounts = (cosmosConfig.get().endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
+      const accounts = (app.settings(cosmosConfig).endpoints ?? []).map((p) => p.slice(0, p.indexOf('=')));
       return accounts.length === 0
         ? { status: 'skipped', detail: 'COSMOS_ENDPOINTS not set' }
         : { status: 'ok', detail: `accounts: ${accounts.join(', ')}` };
@@ -92,7 +93,7 @@ export async function handleHealth(req: HttpRequest, scope: RequestScope): Promi
   await Promise.all(
     checks.map(async (c) => {
       try {
-        results[c.name] = await c.run();
+        results[c.name] = await c.run(scope.app);
       } catch (e) {
         results[c.name] = { status: 'fail', detail: (e as Error).message };
       }

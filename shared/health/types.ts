@@ -1,3 +1,4 @@
+import type { AppContext } from '../app/context';
 /** Types of /api/health's checks, in their own module so each area's check imports no health handler. */
 
 export type CheckStatus = 'ok' | 'fail' | 'skipped';
@@ -17,5 +18,5 @@ export interface HealthCheck {
    * endpoints that do not need this dependency keep working (the database: only the query function).
    */
   readonly critical?: boolean;
-  run(): Promise<CheckResult>;
+  run(app: AppContext): Promise<CheckResult>;
 }

@@ -1,6 +1,8 @@
 import type { HttpHandler, HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { toBrokerError } from '../errors';
-import { createLogger, type Logger } from '../observability/log';
+import { AdminAuditRecord, writeAdminAudit } from '../observability/admin-audit';
+import type { Logger } from '../observability/log';
+import type { AppContext } from '../app/context';
 import { inInvocation } from '../observability/process-guard';
 import { correlationIdOf } from './correlation';
 import { assertNoRepeatedQuery } from './request';
@@ -13,6 +15,15 @@ export interface RequestScope {
   readonly functionName: string;
   /** W3C trace context of this request (from a valid `traceparent`, else new); its traceparent is returned. */
   readonly trace?: TraceContext;
+  /** Admin routes: the request's one audit record, written by the wrapper, enriched by the endpoint. */
+  readonly adminAudit?: AdminAuditRecord;
+  /** The app's process-wide objects (policy, Google tokens, Cosmos clients, pools). */
+  readonly app: AppContext;
+}
+
+export interface HandlerOptions {
+  /** An admin route: every request is audited exactly once, under the action this names for its method. */
+  readonly adminAction?: (method: string) => string;
 }
 
 export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: InvocationContext) => Promise<HttpResponseInit>;
@@ -21,44 +32,66 @@ export type ScopedHandler = (req: HttpRequest, scope: RequestScope, ctx: Invocat
  * Wrap a handler: correlation id, structured per-request logger, one place that maps every thrown
  * error to its response, and one log line per request (never bodies or headers).
  */
-export function httpHandler(functionName: string, style: ResponseStyle, fn: ScopedHandler): HttpHandler {
+export function httpHandler(
+  app: AppContext,
+  functionName: string,
+  style: ResponseStyle,
+  fn: ScopedHandler,
+  opts: HandlerOptions = {},
+): HttpHandler {
   const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
-    const correlationId = correlationIdOf(req.headers);
+    const trace = traceContextOf(req.headers.get('traceparent'));
+    const correlationId = correlationIdOf(req.headers, trace);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
-    return inInvocation({ fn: functionName, correlationId, invocationId: ctx.invocationId }, async () => {
-      const trace = traceContextOf(req.headers.get('traceparent'));
-      const log = createLogger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
-      let res: HttpResponseInit;
-      let code: string | undefined;
-      try {
-        assertNoRepeatedQuery(req.query);
-        res = await fn(req, { correlationId, log, functionName, trace }, ctx);
-        res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
-      } catch (thrown) {
-        const err = toBrokerError(thrown);
-        code = err.code;
-        res = errorResponse(err, style, correlationId);
-        const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
-        if (err.status >= 500) log.error(err.message, fields);
-        else log.info(err.message, fields);
-      }
-      res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
-      const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-      log.info('request', {
-        method: req.method,
-        status: res.status ?? 200,
-        code,
-        durationMs: Math.round(durationMs * 100) / 100,
-      });
-      return res;
-    });
+    const invocation = { fn: functionName, correlationId, invocationId: ctx.invocationId };
+    return inInvocation(
+      invocation,
+      (fields) => app.logger(fields),
+      async () => {
+        const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+        const adminAudit = opts.adminAction && new AdminAuditRecord(opts.adminAction(req.method));
+        let res: HttpResponseInit;
+        let code: string | undefined;
+        let party: string | undefined;
+        try {
+          assertNoRepeatedQuery(req.query);
+          res = await fn(req, { correlationId, log, functionName, trace, app, adminAudit }, ctx);
+          res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+        } catch (thrown) {
+          const err = toBrokerError(thrown);
+          code = err.code;
+          party = err.party;
+          res = errorResponse(err, style, correlationId);
+          const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
+          if (err.status >= 500) log.error(err.message, fields);
+          else log.info(err.message, fields);
+        }
+        res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
+        if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
+        const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+        log.info('request', {
+          method: req.method,
+          status: res.status ?? 200,
+          code,
+          durationMs: Math.round(durationMs * 100) / 100,
+        });
+        return res;
+      },
+    );
   };
   styles.set(handler, style);
+  if (opts.adminAction) adminActions.set(handler, opts.adminAction);
   return handler;
 }
 
 const styles = new WeakMap<HttpHandler, ResponseStyle>();
+const adminActions = new WeakMap<HttpHandler, (method: string) => string>();
+
+/** The audit action of an admin handler's method (undefined: not an admin route): for what a host refuses itself. */
+export function adminActionOf(handler: HttpHandler, method: string): string | undefined {
+  return adminActions.get(handler)?.(method);
+}
 
 /**
  * The error style of a handler built by httpHandler (`problem` for anything else): what a host answers

@@ -5,15 +5,15 @@ import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
-import { isLoopbackUrl, sandboxCa } from '../upstream/local-endpoints';
+import { isLoopbackUrl, localEndpointCa } from '../upstream/local-endpoints';
 import { recordUpstream } from '../observability/telemetry';
-import { managedIdentity } from '../azure/managed-identity';
+import { ManagedIdentities } from '../azure/managed-identity';
 
 /**
  * Key Vault secrets through `@azure/keyvault-secrets` and the Function's managed identity. The client is
- * the unmodified SDK; for the loopback sandbox only, it trusts the sandbox CA per client (core-rest-pipeline
+ * the unmodified SDK; for a loopback local development vault only, it trusts that endpoint's CA per client (core-rest-pipeline
  * `tlsOptions.ca`, since NODE_EXTRA_CA_CERTS is read only at process start) and skips the challenge
- * resource check (the sandbox vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
+ * resource check (a local development vault is not a *.vault.azure.net host). Never `allowInsecureConnection`.
  */
 
 export interface SecretClientDeps {
@@ -21,22 +21,28 @@ export interface SecretClientDeps {
   credential?: TokenCredential;
   /** Default: keyVaultConfig.get(). */
   config?: KeyVaultConfig;
+  /** Where the default credential comes from (the app context's identities). */
+  identities?: ManagedIdentities;
 }
 
-/** The Function's managed identity (shared/azure/managed-identity.ts: one per process). */
-export function functionIdentity(clientId = keyVaultConfig.get().clientId): TokenCredential {
-  return managedIdentity(clientId);
+/** The Function's managed identity (from the app context's identities). */
+export function functionIdentity(identities: ManagedIdentities, clientId = keyVaultConfig.get().clientId): TokenCredential {
+  return identities.get(clientId);
 }
 
 export function createSecretClient(deps: SecretClientDeps = {}): SecretClient {
   const cfg = deps.config ?? keyVaultConfig.get();
   const loopback = isLoopbackUrl(cfg.vaultUrl);
-  const ca = sandboxCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
-  return new SecretClient(cfg.vaultUrl, deps.credential ?? functionIdentity(cfg.clientId), {
-    disableChallengeResourceVerification: loopback,
-    ...(ca ? { tlsOptions: { ca } } : {}),
-    retryOptions: { maxRetries: cfg.maxRetries, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
-  });
+  const ca = localEndpointCa({ caFile: cfg.caFile, url: cfg.vaultUrl, setting: 'KEY_VAULT_CA_FILE', service: 'Key Vault' });
+  return new SecretClient(
+    cfg.vaultUrl,
+    deps.credential ?? functionIdentity(deps.identities ?? new ManagedIdentities(), cfg.clientId),
+    {
+      disableChallengeResourceVerification: loopback,
+      ...(ca ? { tlsOptions: { ca } } : {}),
+      retryOptions: { maxRetries: cfg.maxRetries, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
+    },
+  );
 }
 
 interface RestErrorLike {

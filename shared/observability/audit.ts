@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from './log';
 import type { Principal } from '../auth/principal';
+import { agentAuditFields } from '../auth/agent';
 
 export type AuditDecision = 'grant' | 'deny';
 
@@ -8,7 +9,8 @@ export interface AuditEvent {
   decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
-  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  /** The subject; with its claims (a validated Principal), the agent that acted for it is audited too. */
+  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'> & Partial<Pick<Principal, 'claims'>>;
   client?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
   /** What was asked for, as a display string (resource URI, query name, service account). */
   target?: string;
@@ -18,6 +20,8 @@ export interface AuditEvent {
   /** A hash of the issued credential's id: never the credential itself. */
   tokenIdHash?: string;
   ttlSeconds?: number;
+  /** What the tokens of a refused admin request claim, unverified (shared/observability/admin-audit.ts): never a token. */
+  claimed?: Readonly<Record<string, object | undefined>>;
   extra?: Record<string, string | number | boolean | readonly string[] | undefined>;
 }
 
@@ -51,6 +55,8 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
+    ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
+    ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
   });
 }

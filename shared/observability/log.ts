@@ -1,6 +1,5 @@
 import { writeSync } from 'node:fs';
 import { loggingConfig } from '../config/logging';
-import { settingsRecheckMs } from '../config/settings';
 
 /**
  * Structured JSON logging. Every line carries the correlation id. Values under sensitive keys and
@@ -153,7 +152,9 @@ function ensureExitFlush(): void {
 }
 
 let exitFlushArmed = false;
-let sink: LogSink = (record) => {
+
+/** The production sink: JSON lines on stdout (what the Functions host collects). */
+export const stdoutSink: LogSink = (record) => {
   if (!exitFlushArmed) {
     exitFlushArmed = true;
     ensureExitFlush();
@@ -161,28 +162,14 @@ let sink: LogSink = (record) => {
   stdoutWriter.line(JSON.stringify(record) + '\n', record.level === 'error');
 };
 
-/** Observers of every record, whatever the sink (the test suite's token-leak scan). Empty in production. */
-const taps: LogSink[] = [];
-
-/**
- * Observe every log record (after redaction, before the sink), regardless of which sink is installed.
- * Returns a function that removes the tap. A tap must not throw; if it does, the error is swallowed so
- * logging can never break a request.
- */
-export function addLogTap(tap: LogSink): () => void {
-  taps.push(tap);
-  return () => {
-    const i = taps.indexOf(tap);
-    if (i >= 0) taps.splice(i, 1);
-  };
+/** Where a logger's records go and how often it re-reads LOG_LEVEL (an app context's, shared/app/context.ts). */
+export interface LogOutput {
+  readonly sink: LogSink;
+  /** How often LOG_LEVEL is re-read (default: as often as the other settings). */
+  readonly settingsRecheckMs?: number;
 }
 
-/** Replace where log records go (tests capture them; the Functions host reads stdout). Returns the previous sink. */
-export function setLogSink(next: LogSink): LogSink {
-  const prev = sink;
-  sink = next;
-  return prev;
-}
+const STDOUT: LogOutput = { sink: stdoutSink };
 
 export interface Logger {
   readonly correlationId?: string;
@@ -195,27 +182,26 @@ export interface Logger {
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-let level = { value: LEVELS.info, at: -Infinity };
-
-/** LOG_LEVEL (through the config loader), re-read as often as the other settings (at most once a second in production). */
-function minLevel(): number {
-  const now = Date.now();
-  if (now - level.at < settingsRecheckMs()) return level.value;
+/** LOG_LEVEL (through the config loader, which memoises it), re-read as often as the other settings. */
+function minLevel(recheckMs: number | undefined): number {
   let name: LogLevel = 'info';
   try {
-    name = loggingConfig.get().level;
+    name = loggingConfig.get(recheckMs).level;
   } catch {
     // An invalid LOG_LEVEL is reported by the health config check (it names it); logging goes on at info.
   }
-  level = { value: LEVELS[name], at: now };
-  return level.value;
+  return LEVELS[name];
 }
 
-export function createLogger(base: LogFields & { correlationId?: string } = {}): Logger {
+/**
+ * A logger writing to `out` (default: stdout). Request and timer code takes its logger from the app context
+ * (`ctx.logger(...)`), so the context decides where lines go.
+ */
+export function createLogger(base: LogFields & { correlationId?: string } = {}, out: LogOutput = STDOUT): Logger {
   // The base fields are fixed for the logger's life: redacted once, not per line.
   const safeBase = redact(base) as LogFields;
   const write = (level: LogLevel, msg: string, fields?: LogFields): void => {
-    if (LEVELS[level] < minLevel()) return;
+    if (LEVELS[level] < minLevel(out.settingsRecheckMs)) return;
     const record = {
       ts: new Date().toISOString(),
       level,
@@ -223,16 +209,7 @@ export function createLogger(base: LogFields & { correlationId?: string } = {}):
       ...safeBase,
       ...(fields ? (redact(fields) as LogFields) : {}),
     } as LogRecord;
-    if (taps.length > 0) {
-      for (const tap of taps) {
-        try {
-          tap(record);
-        } catch {
-          // a tap never breaks logging
-        }
-      }
-    }
-    sink(record);
+    out.sink(record);
   };
   return {
     correlationId: base.correlationId,
@@ -240,6 +217,6 @@ export function createLogger(base: LogFields & { correlationId?: string } = {}):
     info: (m, f) => write('info', m, f),
     warn: (m, f) => write('warn', m, f),
     error: (m, f) => write('error', m, f),
-    child: (fields) => createLogger({ ...base, ...fields }),
+    child: (fields) => createLogger({ ...base, ...fields }, out),
   };
 }

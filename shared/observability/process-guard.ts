@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createLogger } from './log';
+import type { LogFields, Logger } from './log';
 
 /**
  * The last line of defence of the worker process: an unhandled promise rejection or an uncaught exception
@@ -24,13 +24,13 @@ export interface InvocationScope {
 const current = new AsyncLocalStorage<InvocationScope>();
 let installed = false;
 
-/** Log unhandled rejections and uncaught exceptions of the worker process (once; every invocation scope calls it). */
-export function installProcessGuard(): void {
+/** `log`: the loggers of the app context that installs it (the first invocation's). */
+export function installProcessGuard(log: (fields: LogFields) => Logger): void {
   if (installed) return;
   installed = true;
   const logger = () => {
     const s = current.getStore();
-    return createLogger(s ? { ...s } : { fn: 'process' });
+    return log(s ? { ...s } : { fn: 'process' });
   };
   process.on('unhandledRejection', (reason) => {
     logger().error('unhandled promise rejection', { event: 'process.unhandled-rejection', cause: reason });
@@ -41,7 +41,7 @@ export function installProcessGuard(): void {
 }
 
 /** Run `fn` as one invocation: whatever it leaves unhandled is logged with this scope. */
-export function inInvocation<T>(scope: InvocationScope, fn: () => T): T {
-  installProcessGuard();
+export function inInvocation<T>(scope: InvocationScope, log: (fields: LogFields) => Logger, fn: () => T): T {
+  installProcessGuard(log);
   return current.run(scope, fn);
 }

@@ -39,10 +39,7 @@ interface Instruments {
   readonly tracer: Tracer;
 }
 
-type State = 'unresolved' | 'off' | 'loading' | 'on';
-let state: State = 'unresolved';
-let inst: Instruments | undefined;
-let loading: Promise<void> | undefined;
+export type TelemetryState = 'unresolved' | 'off' | 'loading' | 'on';
 
 type OtelApi = typeof import('@opentelemetry/api');
 
@@ -51,98 +48,139 @@ function loadApi(): OtelApi {
   return require('@opentelemetry/api') as OtelApi;
 }
 
-/** Bind the instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
+/**
+ * The facade's state: off, loading Azure Monitor, or bound to the OTel API's global providers (which are global
+ * by OpenTelemetry's own design). The process has one (`processTelemetry`, behind the functions below).
+ */
+export class Telemetry {
+  private state: TelemetryState = 'unresolved';
+  private inst: Instruments | undefined;
+  private loading: Promise<void> | undefined;
+
+  /** `settingsRecheckMs`: how often the connection string is re-read (default: as the other settings). */
+  constructor(private readonly opts: { settingsRecheckMs?: number } = {}) {}
+
+  /** Bind the instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
+  enableOpenTelemetry(): void {
+    const api = loadApi();
+    const meter = api.metrics.getMeter(METER_NAME);
+    this.inst = {
+      issuance: meter.createHistogram(METRIC.issuanceDuration, {
+        unit: 'ms',
+        description: 'Time from a parsed target to the answer (subject validation, policy, provider), by kind and outcome',
+      }),
+      cache: meter.createCounter(METRIC.cache, {
+        description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind',
+      }),
+      upstream: meter.createCounter(METRIC.upstreamCalls, {
+        description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)',
+      }),
+      rotation: meter.createCounter(METRIC.rotation, { description: 'Key rotation outcomes, by action and outcome' }),
+      tracer: api.trace.getTracer(METER_NAME),
+    };
+    this.state = 'on';
+  }
+
+  /** Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly. */
+  init(): Promise<void> {
+    if (this.state !== 'unresolved') return this.loading ?? Promise.resolve();
+    let connectionString: string | undefined;
+    let clientId: string | undefined;
+    try {
+      ({ connectionString, clientId } = telemetryConfig.get(this.opts.settingsRecheckMs));
+    } catch {
+      connectionString = undefined;
+    }
+    if (!connectionString) {
+      this.state = 'off';
+      return Promise.resolve();
+    }
+    this.state = 'loading';
+    this.loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
+      .then(([m, identity]) => {
+        // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
+        // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component.
+        const credential = new identity.ManagedIdentityCredential({
+          ...(clientId ? { clientId } : {}),
+          retryOptions: { maxRetries: 0 },
+        });
+        m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
+        this.enableOpenTelemetry();
+      })
+      .catch((e: unknown) => {
+        this.state = 'off';
+        process.stderr.write(
+          `telemetry disabled: @azure/monitor-opentelemetry failed to start (${(e as Error)?.name ?? 'error'})\n`,
+        );
+      });
+    return this.loading;
+  }
+
+  /** The bound instruments, or undefined when telemetry is off or still loading. */
+  on(): Instruments | undefined {
+    if (this.state === 'on') return this.inst;
+    if (this.state === 'unresolved') void this.init();
+    return undefined;
+  }
+
+  get current(): TelemetryState {
+    return this.state;
+  }
+
+  recordIssuance(kind: IssuanceKind, outcome: TelemetryOutcome, durationMs: number): void {
+    this.on()?.issuance.record(durationMs, { kind, outcome });
+  }
+
+  recordCache(kind: IssuanceKind, hit: boolean): void {
+    this.on()?.cache.add(1, { kind, result: hit ? 'hit' : 'miss' });
+  }
+
+  recordUpstream(upstream: UpstreamName, outcome: TelemetryOutcome): void {
+    this.on()?.upstream.add(1, { upstream, outcome });
+  }
+
+  recordRotation(action: string, outcome: string): void {
+    this.on()?.rotation.add(1, { action, outcome });
+  }
+}
+
+/** The process's telemetry (what the functions below record through). */
+export const processTelemetry = new Telemetry();
+
+/** Bind the process's instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
 export function enableOpenTelemetry(): void {
-  const api = loadApi();
-  const meter = api.metrics.getMeter(METER_NAME);
-  inst = {
-    issuance: meter.createHistogram(METRIC.issuanceDuration, {
-      unit: 'ms',
-      description: 'Time from a parsed target to the answer (subject validation, policy, provider), by kind and outcome',
-    }),
-    cache: meter.createCounter(METRIC.cache, {
-      description: 'Credentials served from the broker cache (result=hit) or fetched (result=miss), by kind',
-    }),
-    upstream: meter.createCounter(METRIC.upstreamCalls, {
-      description: 'Calls to upstream services, by upstream and outcome (ok or the broker code)',
-    }),
-    rotation: meter.createCounter(METRIC.rotation, { description: 'Key rotation outcomes, by action and outcome' }),
-    tracer: api.trace.getTracer(METER_NAME),
-  };
-  state = 'on';
+  processTelemetry.enableOpenTelemetry();
 }
 
 /** Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly. */
 export function initTelemetry(): Promise<void> {
-  if (state !== 'unresolved') return loading ?? Promise.resolve();
-  let connectionString: string | undefined;
-  let clientId: string | undefined;
-  try {
-    ({ connectionString, clientId } = telemetryConfig.get());
-  } catch {
-    connectionString = undefined;
-  }
-  if (!connectionString) {
-    state = 'off';
-    return Promise.resolve();
-  }
-  state = 'loading';
-  loading = Promise.all([import('@azure/monitor-opentelemetry'), import('@azure/identity')])
-    .then(([m, identity]) => {
-      // Ingestion authenticated with the Function's managed identity (Entra ID), so Application Insights can refuse
-      // key-based ingestion (local auth off); the identity holds Monitoring Metrics Publisher on the component. The
-      // exporter keeps its own credential for the life of the process (the SDK's retries: ingestion is not a request).
-      const credential = new identity.ManagedIdentityCredential(clientId ? { clientId } : {});
-      m.useAzureMonitor({ azureMonitorExporterOptions: { connectionString, credential } });
-      enableOpenTelemetry();
-    })
-    .catch((e: unknown) => {
-      state = 'off';
-      process.stderr.write(
-        `telemetry disabled: @azure/monitor-opentelemetry failed to start (${(e as Error)?.name ?? 'error'})\n`,
-      );
-    });
-  return loading;
+  return processTelemetry.init();
 }
 
-/** The bound instruments, or undefined when telemetry is off or still loading. */
 function on(): Instruments | undefined {
-  if (state === 'on') return inst;
-  if (state === 'unresolved') void initTelemetry();
-  return undefined;
+  return processTelemetry.on();
 }
 
-/** Forget the resolved state (tests). */
-export function resetTelemetry(): void {
-  state = 'unresolved';
-  inst = undefined;
-  loading = undefined;
-}
-
-export function telemetryState(): State {
-  return state;
+export function telemetryState(): TelemetryState {
+  return processTelemetry.current;
 }
 
 // ---------- instruments ----------
 
 export function recordIssuance(kind: IssuanceKind, outcome: TelemetryOutcome, durationMs: number): void {
-  const i = on();
-  if (i) i.issuance.record(durationMs, { kind, outcome });
+  processTelemetry.recordIssuance(kind, outcome, durationMs);
 }
 
 export function recordCache(kind: IssuanceKind, hit: boolean): void {
-  const i = on();
-  if (i) i.cache.add(1, { kind, result: hit ? 'hit' : 'miss' });
+  processTelemetry.recordCache(kind, hit);
 }
 
 export function recordUpstream(upstream: UpstreamName, outcome: TelemetryOutcome): void {
-  const i = on();
-  if (i) i.upstream.add(1, { upstream, outcome });
+  processTelemetry.recordUpstream(upstream, outcome);
 }
 
 export function recordRotation(action: string, outcome: string): void {
-  const i = on();
-  if (i) i.rotation.add(1, { action, outcome });
+  processTelemetry.recordRotation(action, outcome);
 }
 
 /** `Google IAM Credentials` → `google-iam-credentials`. */

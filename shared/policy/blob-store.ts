@@ -2,8 +2,8 @@ import type { TokenCredential } from '@azure/core-auth';
 import { BlobClient, ContainerClient, type BlobDownloadResponseParsed, type StoragePipelineOptions } from '@azure/storage-blob';
 import { splitBlobUrl, type PolicyConfig } from '../config/policy';
 import { BrokerError } from '../errors';
-import { managedIdentity } from '../azure/managed-identity';
-import { sandboxCa } from '../upstream/local-endpoints';
+import { ManagedIdentities } from '../azure/managed-identity';
+import { localEndpointCa } from '../upstream/local-endpoints';
 import { httpOutcome, recordUpstream } from '../observability/telemetry';
 import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
 import { withDeadline } from '../upstream/deadline';
@@ -15,7 +15,7 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
  * (Storage Blob Data Contributor on the policy container only). Reads are conditional GETs (If-None-Match: the
  * cached ETag; 304 costs no body); writes are conditional on If-Match (412 on a lost race, the Blob service's
  * optimistic concurrency). Every call has a client-side deadline (BROKER_POLICY_TIMEOUT_MS) and one try: the next
- * refresh is the retry. For the loopback sandbox (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
+ * refresh is the retry. For a loopback local development endpoint (Azurite) only, BROKER_POLICY_CA_FILE is trusted.
  *
  * References: conditional headers https://learn.microsoft.com/en-us/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations,
  * concurrency https://learn.microsoft.com/en-us/azure/storage/blobs/concurrency-manage, snapshots
@@ -24,11 +24,11 @@ import type { PolicySource, SourceDocument, SourceRead } from './store';
 
 const MAX_POLICY_BYTES = 1024 * 1024;
 
-/** The Function's managed identity (one per process, shared with Key Vault and Google STS). */
-const identity = (clientId: string | undefined): TokenCredential => managedIdentity(clientId);
+/** The Function's managed identity: callers pass the app context's (shared with Key Vault and Google STS). */
+const identity = (clientId: string | undefined): TokenCredential => new ManagedIdentities().get(clientId);
 
 function pipelineOptions(cfg: PolicyConfig, url: string): StoragePipelineOptions {
-  const ca = sandboxCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
+  const ca = localEndpointCa({ caFile: cfg.caFile, url, setting: 'BROKER_POLICY_CA_FILE', service: 'The policy store' });
   // tlsOptions reach core-rest-pipeline's tlsPolicy through the storage pipeline's options (the Key Vault client does the same).
   return { retryOptions: { maxTries: 1, tryTimeoutInMs: cfg.storageTimeoutMs }, ...(ca ? { tlsOptions: { ca } } : {}) };
 }
@@ -228,6 +228,9 @@ export class BlobPolicyWriter {
         'The policy was changed since it was read: read it again (GET) and retry with its ETag.',
         { cause: e },
       );
+    // The snapshot this write took of the version it meant to replace: dropped again when the write fails (two
+    // writers of one ETag both snapshot it before either uploads; the loser's copy is no kept version of its own).
+    let taken: string | undefined;
     try {
       let revision = 1;
       if ('ifMatch' in condition) {
@@ -235,10 +238,12 @@ export class BlobPolicyWriter {
           this.blob.getProperties({ abortSignal, conditions: { ifMatch: condition.ifMatch } }),
         );
         revision = (revisionOf(props.metadata) ?? 0) + 1;
-        // Keep the version being replaced (under the same condition: a lost race snapshots nothing new).
-        await this.call('snapshot', (abortSignal) =>
-          this.blob.createSnapshot({ abortSignal, conditions: { ifMatch: condition.ifMatch } }),
-        );
+        // Keep the version being replaced (under the same condition: once replaced, nothing is snapshot).
+        taken = (
+          await this.call('snapshot', (abortSignal) =>
+            this.blob.createSnapshot({ abortSignal, conditions: { ifMatch: condition.ifMatch } }),
+          )
+        ).snapshot;
       }
       const res = await this.call('write', (abortSignal) =>
         this.blob.getBlockBlobClient().upload(text, Buffer.byteLength(text), {
@@ -257,6 +262,7 @@ export class BlobPolicyWriter {
       );
       return { etag: res.etag ?? '', revision, lastModified: res.lastModified?.toISOString() };
     } catch (e) {
+      if (taken) await this.dropSnapshot(taken);
       const s = statusOf(e);
       if (s === 412 || (s === 409 && 'ifNoneMatch' in condition)) throw lost(e);
       if (s === 404)
@@ -267,7 +273,18 @@ export class BlobPolicyWriter {
     }
   }
 
-  /** Every kept version (snapshots) and the current one, newest first. */
+  /** Best effort: a snapshot left behind is harmless (history() lists each version once). */
+  private async dropSnapshot(snapshot: string): Promise<void> {
+    await this.call('snapshot-delete', (abortSignal) => this.blob.withSnapshot(snapshot).delete({ abortSignal })).catch(
+      () => undefined,
+    );
+  }
+
+  /**
+   * Every kept version and the current one, each once, newest first. A snapshot has the ETag of the version it
+   * copied: snapshots of one version (left by writes that lost a race, or failed after their snapshot) are listed
+   * once (the oldest snapshot: the first one kept), and a snapshot of the current version not at all.
+   */
   async history(): Promise<HistoryEntry[]> {
     try {
       return await this.call('history', async (abortSignal) => {
@@ -294,9 +311,18 @@ export class BlobPolicyWriter {
           });
           if (out.length > 1000) break;
         }
-        return out.sort(
-          (a, b) => (b.current ? 1 : 0) - (a.current ? 1 : 0) || (b.snapshot ?? '').localeCompare(a.snapshot ?? ''),
-        );
+        const current = out.filter((v) => v.current);
+        const seen = new Set(current.map((v) => v.etag));
+        const snapshots = out
+          .filter((v) => !v.current)
+          .sort((a, b) => (a.snapshot ?? '').localeCompare(b.snapshot ?? '')) // oldest first: the first copy of each is kept
+          .filter((v) => {
+            if (v.etag === undefined) return true;
+            if (seen.has(v.etag)) return false;
+            seen.add(v.etag);
+            return true;
+          });
+        return [...current, ...snapshots.reverse()];
       });
     } catch (e) {
       throw storageFailure(e, 'history');

@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/principal';
+import { isAgentIdentity } from '../auth/agent';
 import type { CloudSqlGrant, CosmosGrant, DenyEntry, Policy, Rule } from './schema';
 import type { Target } from './target';
 
@@ -73,7 +74,12 @@ function subjectWhy(rule: Rule, p: Principal): string | undefined {
       'groups',
     ) ??
     anyOf(s.objectIds, [p.objectId], 'object ids') ??
-    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids')
+    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids') ??
+    (s.agentIdentity !== undefined && s.agentIdentity !== isAgentIdentity(p)
+      ? s.agentIdentity
+        ? 'caller is not an agent identity'
+        : 'caller is an agent identity'
+      : undefined)
   );
 }
 

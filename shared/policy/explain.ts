@@ -4,7 +4,6 @@ import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { evaluate } from './evaluate';
-import { currentPolicy } from './current';
 import { formatTarget, parseTarget } from './target';
 
 /**
@@ -12,12 +11,12 @@ import { formatTarget, parseTarget } from './target';
  * Client-authenticated like the token endpoint; issues nothing.
  */
 export async function handleExplain(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const cfg = loadCore();
+  const cfg = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
   const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
-  const d = evaluate(await currentPolicy(), subject, target);
+  const d = evaluate(await scope.app.policy.current(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,

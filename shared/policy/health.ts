@@ -1,13 +1,13 @@
 import type { CheckResult } from '../health/types';
-import { policyStore } from './current';
+import type { AppContext } from '../app/context';
 
 /**
  * The policy's readiness: which version this instance decides with (ETag, revision), how old it is (since it was
  * written, and since this instance last confirmed it with the store), and whether it is being served stale
  * because the store cannot be read. `fail` once nothing may be served (no policy, or stale past the bound).
  */
-export async function checkPolicy(now = Date.now()): Promise<CheckResult> {
-  const store = await policyStore();
+export async function checkPolicy(app: AppContext, now = Date.now()): Promise<CheckResult> {
+  const store = await app.policy.store();
   let version;
   try {
     version = await store.current();

@@ -32,6 +32,11 @@ const subject = z
     groups: z.array(guid).min(1).optional(),
     objectIds: z.array(guid).min(1).optional(),
     appIds: z.array(guid).min(1).optional(),
+    /**
+     * true: only tokens of Entra agent identities match (`xms_act_fct` has 11); false: they never do (keep every agent
+     * identity away from what the rule grants). Unset: either. Narrows only: the rule still needs another category.
+     */
+    agentIdentity: z.boolean().optional(),
   })
   .strict()
   .refine((s) => s.roles || s.scopes || s.groups || s.objectIds || s.appIds, {
@@ -130,6 +135,10 @@ const rule = z
         queries: z.array(z.string().regex(QUERY_NAME, 'must be a query name')).default([]),
       })
       .strict(),
+    /** Catalog column masks this rule's grants lift (`QUERY.COLUMN`, or `QUERY.*` for all of a query's masks). */
+    maskExemptions: z
+      .array(z.string().regex(/^[a-z][a-z0-9-]{0,63}\.(\*|[A-Za-z_][A-Za-z0-9_]{0,62})$/, 'must be QUERY.COLUMN or QUERY.*'))
+      .default([]),
   })
   .strict();
 

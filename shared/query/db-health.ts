@@ -1,6 +1,6 @@
 import type { CheckResult } from '../health/types';
 import { dbObservations } from './db-state';
-import { probeFailedDatabases } from './run-catalogued';
+import type { AppContext } from '../app/context';
 
 /**
  * The `database` health check: what the query pools observed (no connection per health call). A
@@ -12,12 +12,12 @@ const PROBE_INTERVAL_MS = 5_000;
 let lastProbe = 0;
 let probing: Promise<void> | undefined;
 
-export async function checkDatabase(): Promise<CheckResult> {
+export async function checkDatabase(app: AppContext): Promise<CheckResult> {
   const failedNow = () => [...dbObservations()].filter(([, o]) => !o.ok);
   if (dbObservations().size === 0) return { status: 'skipped', detail: 'no query has run yet' };
   if (failedNow().length > 0 && Date.now() - lastProbe >= PROBE_INTERVAL_MS) {
     lastProbe = Date.now();
-    probing ??= probeFailedDatabases((key) => dbObservations().get(key)?.ok === false).finally(() => (probing = undefined));
+    probing ??= app.queryPools.probeFailed((key) => dbObservations().get(key)?.ok === false).finally(() => (probing = undefined));
     await probing;
   }
   const failed = failedNow();

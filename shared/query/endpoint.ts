@@ -30,7 +30,7 @@ export async function handleQuery(req: HttpRequest, scope: RequestScope): Promis
 }
 
 async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const core = loadCore();
+  const core = loadCore(scope.app.settingsRecheckMs);
   const client = await authenticateClient(req, core);
   const name = req.params.name ?? '';
   assertQueryName(name);

@@ -1,4 +1,5 @@
 import type { Logger } from '../observability/log';
+import type { GoogleTokens } from '../google/tokens';
 
 /**
  * The query function's view of the Cloud SQL token issue: the connector's access token of a service account
@@ -18,12 +19,12 @@ export interface SqlLoginTokenRequest {
   readonly log?: Logger;
 }
 
-export async function getLoginToken(input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
-  const t = await (await import('../google/tokens')).getSqlConnectorToken(input);
+export async function getLoginToken(google: GoogleTokens, input: SqlLoginTokenRequest): Promise<SqlLoginToken> {
+  const t = await google.sqlConnectorToken(input);
   return { token: t.token, expiresAtMs: t.expiresAtMs };
 }
 
 /** The instance refused a login with this token (revoked, expired early): the next login gets a fresh one. */
-export async function forgetLoginToken(serviceAccount: string): Promise<void> {
-  (await import('../google/tokens')).forgetSqlLoginToken({ serviceAccount });
+export function forgetLoginToken(google: GoogleTokens, serviceAccount: string): void {
+  google.forgetSqlLoginToken({ serviceAccount });
 }

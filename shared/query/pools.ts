@@ -8,7 +8,9 @@ import { classifyDbError } from './errors';
 import { forgetLoginToken, getLoginToken } from './login-token';
 import { destroyClient, phaseDeadline } from './deadline';
 import { observeDb } from './db-state';
-import { createLogger } from '../observability/log';
+import type { GoogleTokens } from '../google/tokens';
+import { queryConfig } from '../config/query';
+import { toBrokerError } from '../errors';
 
 /**
  * One pg pool per (instance, database, identity), each behind its own Cloud SQL connector (a connector
@@ -54,8 +56,13 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
   }
 }
 
-/** Pool-level events (an idle or checked-out connection cut by the server) belong to no request. */
-const poolLog = createLogger({ fn: 'query.pool' });
+/** What the pools need from the app context: the Google tokens, and a logger for pool-level events. */
+export interface PoolDeps {
+  readonly google: GoogleTokens;
+  /** Pool-level events (an idle or checked-out connection cut by the server) belong to no request. */
+  readonly log: Logger;
+  readonly settingsRecheckMs?: number;
+}
 
 /** Connections that already carry the broker's error listener (pg reuses clients across checkouts). */
 const guarded = new WeakSet<PoolClient>();
@@ -78,7 +85,10 @@ export class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new SingleFlight<Entry>();
 
-  constructor(private readonly cfg: QueryConfig) {}
+  constructor(
+    private readonly cfg: QueryConfig,
+    private readonly deps: PoolDeps,
+  ) {}
 
   get size(): number {
     return this.entries.size;
@@ -93,15 +103,18 @@ export class PoolRegistry {
     const auth = new OAuth2Client({ eagerRefreshThresholdMillis: 60_000 });
     let tokenExpiresAtMs = 0;
     auth.refreshHandler = async () => {
-      const tok = await getLoginToken({
+      const tok = await getLoginToken(this.deps.google, {
         serviceAccount: t.serviceAccount,
         lifetimeSeconds: t.tokenLifetimeSeconds,
-        log: poolLog,
+        log: this.deps.log,
       });
       tokenExpiresAtMs = tok.expiresAtMs;
       return { access_token: tok.token, expiry_date: tok.expiresAtMs };
     };
-    const connector = new Connector({ auth, sqlAdminAPIEndpoint: cloudSqlConfig.get().sqlAdminEndpoint });
+    const connector = new Connector({
+      auth,
+      sqlAdminAPIEndpoint: cloudSqlConfig.get(this.deps.settingsRecheckMs).sqlAdminEndpoint,
+    });
     // On failure connector.close() is not called: after a failed first refresh it holds no timers, and its
     // close() would turn the failed refresh into an unhandled rejection.
     const pending = connector.getOptions({
@@ -138,7 +151,7 @@ export class PoolRegistry {
     const key = keyOf(t);
     pool.on('error', (e) => {
       observeDb(key, false, 'connection_lost');
-      poolLog.warn('idle database connection closed', { cause: e, target: key });
+      this.deps.log.warn('idle database connection closed', { cause: e, target: key });
     });
     return {
       key: keyOf(t),
@@ -199,7 +212,7 @@ export class PoolRegistry {
           // round trip fails with the same error and answers 503; this only records and logs it.
           client.on('error', (e) => {
             observeDb(key, false, 'connection_lost');
-            poolLog.warn('database connection lost while in use', { cause: e, target: key });
+            this.deps.log.warn('database connection lost while in use', { cause: e, target: key });
           });
         }
         return client;
@@ -210,7 +223,7 @@ export class PoolRegistry {
         const retryable = reason === 'login_refused' || reason === 'token_refused' || reason === 'tls_failed';
         if (retryable) {
           // The token itself may be what the instance refused (revoked, expired early): the retry gets a fresh one.
-          if (reason === 'token_refused') await forgetLoginToken(t.serviceAccount);
+          if (reason === 'token_refused') forgetLoginToken(this.deps.google, t.serviceAccount);
           await this.drop(t);
         }
         if (!retryable || attempt >= 2) throw e;
@@ -247,5 +260,42 @@ export class PoolRegistry {
     const all = [...this.entries.values()];
     this.entries.clear();
     await Promise.all(all.map((e) => e.close()));
+  }
+}
+
+/** The pools of the current query settings (one per app context, shared/app/context.ts). */
+export class QueryPools {
+  private registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
+
+  constructor(private readonly deps: PoolDeps) {}
+
+  config(): QueryConfig {
+    try {
+      return queryConfig.get(this.deps.settingsRecheckMs);
+    } catch (e) {
+      throw toBrokerError(e); // a ConfigError: config_invalid naming the settings
+    }
+  }
+
+  /** The registry of `cfg` (a settings change closes the previous one). */
+  of(cfg: QueryConfig): PoolRegistry {
+    if (this.registry?.cfg !== cfg) {
+      const old = this.registry?.pools;
+      this.registry = { cfg, pools: new PoolRegistry(cfg, this.deps) };
+      void old?.closeAll();
+    }
+    return this.registry.pools;
+  }
+
+  /** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
+  async probeFailed(isFailed: (key: string) => boolean): Promise<void> {
+    await this.registry?.pools.probeFailed(isFailed);
+  }
+
+  /** Close every pool (shutdown). */
+  async closeAll(): Promise<void> {
+    const r = this.registry;
+    this.registry = undefined;
+    await r?.pools.closeAll();
   }
 }

@@ -1,12 +1,12 @@
 import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
-import { queryConfig, type QueryConfig } from '../config/query';
+import { isAgentIdentity } from '../auth/agent';
+import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
-import { currentPolicy } from '../policy/current';
 import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -14,9 +14,10 @@ import { classifyDbError } from './errors';
 import { bindParameters, parameterNames, type BoundValue } from './params';
 import { applicationNameFor, type SessionIdentity } from './session-identity';
 import { sqlComment } from './sql-comment';
-import { keyOf as poolKeyOf, PoolRegistry, type PoolTarget } from './pools';
+import { keyOf as poolKeyOf, type PoolTarget } from './pools';
 import { destroyClient, phaseDeadline } from './deadline';
 import { runReadOnly } from './transaction';
+import { applyMasks, capBytes, type TruncationNotice } from './result-controls';
 import { observeDb } from './db-state';
 
 /**
@@ -26,39 +27,16 @@ import { observeDb } from './db-state';
  * execute (one read-only round trip under client-side deadlines) → audit. Every refusal and failure is audited once.
  */
 
-let registry: { cfg: QueryConfig; pools: PoolRegistry } | undefined;
-
-function loadQueryConfig(): QueryConfig {
-  return queryConfig.load();
-}
-
-function pools(cfg: QueryConfig): PoolRegistry {
-  if (registry?.cfg !== cfg) {
-    const old = registry?.pools;
-    registry = { cfg, pools: new PoolRegistry(cfg) };
-    void old?.closeAll();
-  }
-  return registry.pools;
-}
-
-/** Re-check the databases whose last round trip failed (health; no-op when no query has run). */
-export async function probeFailedDatabases(isFailed: (key: string) => boolean): Promise<void> {
-  await registry?.pools.probeFailed(isFailed);
-}
-
-/** Close every pool (tests, shutdown). */
-export async function closeQueryPools(): Promise<void> {
-  const r = registry;
-  registry = undefined;
-  await r?.pools.closeAll();
-}
-
 export interface QueryResult {
   readonly query: string;
   readonly columns: readonly { name: string; type: string }[];
   readonly rows: readonly JsonValue[][];
   readonly rowCount: number;
   readonly truncated: boolean;
+  /** Why the result was cut short (which limit, rows returned): present exactly when `truncated`. */
+  readonly notice?: TruncationNotice;
+  /** The columns masked in this answer (catalog masks the granting rule does not exempt). */
+  readonly masked?: readonly string[];
 }
 
 /**
@@ -111,9 +89,14 @@ export interface QueryCall {
    * HTTP endpoint reads its body only once the caller is authorized.
    */
   readonly args: Record<string, unknown> | (() => Promise<Record<string, unknown>>);
-  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace'>;
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
   /** The audited action: `query` (HTTP) or the MCP tool call. */
   readonly action?: string;
+  /**
+   * The call came through an agent (MCP): the token's client app (`azp`) is the agent, recorded in the
+   * transaction-local `broker.agent_app_id` and the SQL comment. An Entra agent identity token counts as one anyway.
+   */
+  readonly viaAgent?: boolean;
 }
 
 /** A catalogued query and the grants that let this caller run it, as one database identity. */
@@ -122,6 +105,8 @@ interface ResolvedQuery {
   readonly cfg: QueryConfig;
   readonly grant: CloudSqlDecisionGrant;
   readonly ruleId: string;
+  /** The mask exemptions of the rule that granted the query. */
+  readonly maskExemptions: readonly string[];
 }
 
 /** A query name as the catalog writes them, else 404 (the name echoed only in a safe spelling). */
@@ -143,7 +128,7 @@ function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => vo
 
 /** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
 async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig): Promise<ResolvedQuery> {
-  const policy = await currentPolicy();
+  const policy = await call.scope.app.policy.current();
   const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
   const targetText = `query://${query.name}`;
   const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
@@ -155,7 +140,8 @@ async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig)
     onBehalfOfRule: allowed.ruleId,
     deniedMessage: "No policy rule maps the caller to a database identity for this query's database.",
   });
-  return { query, cfg, grant: identity.grant, ruleId: identity.ruleId };
+  const maskExemptions = policy.rules.find((r) => r.id === allowed.ruleId)?.maskExemptions ?? [];
+  return { query, cfg, grant: identity.grant, ruleId: identity.ruleId, maskExemptions };
 }
 
 /**
@@ -168,9 +154,9 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const target = `query://${call.name}`;
   const deny = (reason: string, ruleId?: string, extra?: AuditEvent['extra']) =>
     audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
-  const cfg = loadQueryConfig();
+  const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
-  const { grant, ruleId } = await authorize(call, query, cfg);
+  const { grant, ruleId, maskExemptions } = await authorize(call, query, cfg);
 
   // Step 3: bind. Audited too: arguments trying to set an identity-bound parameter are an attempt to read as someone else.
   const args = typeof call.args === 'function' ? await call.args() : call.args;
@@ -189,7 +175,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const elapsed = () => Math.round((performance.now() - dbStarted) * 100) / 100;
   let result: QueryResult;
   try {
-    result = await execute(call, query, cfg, grant, ruleId, values);
+    result = controlled(await execute(call, query, cfg, grant, ruleId, values), query, cfg, maskExemptions);
   } catch (e) {
     const err = toBrokerError(e);
     deny(err.code, ruleId, { ...queryAudit, durationMs: elapsed() });
@@ -208,11 +194,33 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
       ...queryAudit,
       rows: result.rowCount,
       truncated: result.truncated,
+      ...(result.notice ? { truncatedBy: result.notice.limit } : {}),
+      ...(result.masked?.length ? { masked: result.masked } : {}),
       durationMs: elapsed(),
       traceId: scope.trace?.traceId,
     },
   });
   return result;
+}
+
+/** The catalog entry's result controls (masks, then the byte cap), and the notice of a result cut short. */
+function controlled(r: QueryResult, q: CatalogQuery, cfg: QueryConfig, exemptions: readonly string[]): QueryResult {
+  const { rows: maskedRows, masked } = applyMasks(q, r.columns, r.rows as JsonValue[][], exemptions, cfg.maskHashKey);
+  const { rows, cut } = capBytes(maskedRows, q.maxBytes);
+  const rowLimit = Math.min(q.rowLimit, cfg.maxRowLimit);
+  const notice: TruncationNotice | undefined = cut
+    ? { limit: 'maxBytes', value: q.maxBytes!, rowsReturned: rows.length }
+    : r.truncated
+      ? { limit: 'rowLimit', value: rowLimit, rowsReturned: rows.length }
+      : undefined;
+  return {
+    ...r,
+    rows,
+    rowCount: rows.length,
+    truncated: r.truncated || cut,
+    ...(notice ? { notice } : {}),
+    ...(masked.length ? { masked } : {}),
+  };
 }
 
 /** One read-only round trip on a pooled connection of the grant's identity, the caller carried into the session. */
@@ -225,10 +233,12 @@ async function execute(
   values: BoundValue[],
 ): Promise<QueryResult> {
   const { scope, subject } = call;
+  const agent = call.viaAgent || isAgentIdentity(subject) ? subject.appId : undefined;
   const session: SessionIdentity = {
     callerOid: subject.objectId,
     callerTid: subject.tenantId,
     callerAppId: subject.appId,
+    agentAppId: agent,
     ruleId,
     correlationId: scope.correlationId,
     applicationName: applicationNameFor(query.name, scope.correlationId),
@@ -240,6 +250,7 @@ async function execute(
     correlation_id: scope.correlationId,
     rule: ruleId,
     query: query.name,
+    agent,
   });
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,
@@ -252,7 +263,7 @@ async function execute(
   const dbKey = poolKeyOf(poolTarget);
   let conn: PoolClient | undefined;
   try {
-    conn = await pools(cfg).connect(poolTarget, scope.log);
+    conn = await scope.app.queryPools.of(cfg).connect(poolTarget, scope.log);
     const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
     conn.release();
     observeDb(dbKey, true);

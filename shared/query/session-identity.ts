@@ -15,6 +15,8 @@ export interface SessionIdentity {
   readonly callerOid: string;
   readonly callerTid: string;
   readonly callerAppId?: string;
+  /** The agent that acted for the caller (MCP: the client app `azp`, or the Entra agent identity), else unset. */
+  readonly agentAppId?: string;
   readonly ruleId: string;
   readonly correlationId: string;
   /** Transaction-local application_name (pg_stat_activity, log_line_prefix %a); printable ASCII, ≤ 63 bytes. */
@@ -30,6 +32,7 @@ export const SESSION_SETTINGS = [
   'broker.caller_app_id',
   'broker.rule_id',
   'broker.correlation_id',
+  'broker.agent_app_id',
 ] as const;
 
 /** application_name for a query: printable ASCII only, at most 63 bytes (PostgreSQL truncates beyond NAMEDATALEN - 1). */
@@ -49,6 +52,7 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.callerAppId ?? '',
     id.ruleId,
     id.correlationId,
+    id.agentAppId ?? '',
   ];
   return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
 }

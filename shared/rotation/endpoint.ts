@@ -1,7 +1,7 @@
 import { rotationConfig } from '../config/rotation';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateAdmin } from '../auth/admin-caller';
-import { audit } from '../observability/audit';
+import { adminAuditOf } from '../observability/admin-audit';
 import { BrokerError } from '../errors';
 import { jsonResponse } from '../http/responses';
 import { queryParam, readParams, requireParam } from '../http/request';
@@ -15,10 +15,10 @@ import { rotationDepsFromSettings } from './google-keys/deps';
  * (form or JSON body): an admin token (shared/auth/admin-caller.ts: the broker's audience, the admin tenant, the admin
  * role, not deny-listed). dryRun defaults to true. A real run takes the same blob lease as the timer; held: 409.
  */
-export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps = (s) => rotationDepsFromSettings(s.log)) {
+export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps = (s) => rotationDepsFromSettings(s.app, s.log)) {
   return async (req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> => {
     let dryRun = true;
-    const { client, admin: subject } = await authenticateAdmin(req, scope, 'rotation.admin', async () => {
+    await authenticateAdmin(req, scope, 'rotation.admin', async () => {
       const raw = queryParam(req, 'dryRun') ?? 'true';
       if (raw !== 'true' && raw !== 'false') {
         throw new BrokerError('invalid_parameter', 'dryRun must be true or false.', { detail: { parameter: 'dryRun' } });
@@ -26,7 +26,7 @@ export function makeAdminRotate(depsFor: (scope: RequestScope) => RotationDeps =
       dryRun = raw === 'true';
       return requireParam(await readParams(req), 'subject_token');
     });
-    audit(scope.log, { decision: 'grant', action: 'rotation.admin', client, subject, reason: dryRun ? 'dry-run' : 'run' });
+    adminAuditOf(scope).note({ reason: dryRun ? 'dry-run' : 'run', extra: { dryRun } });
     const report = await runRotation(depsFor(scope), { dryRun, trigger: 'admin' });
     if (report.status === 'locked') {
       // Worth retrying once the holder's lease has run out at the latest.

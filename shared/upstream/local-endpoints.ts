@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { BrokerError } from '../errors';
 
 /**
- * The PEM CA a sandbox emulator's HTTPS endpoint is signed with (KEY_VAULT_CA_FILE, COSMOS_CA_FILE). Honoured only
+ * The PEM CA a local development endpoint's HTTPS is signed with (KEY_VAULT_CA_FILE, COSMOS_CA_FILE). Honoured only
  * for a loopback endpoint, so a production setting can never add a trust anchor for a real service.
  */
 
@@ -13,7 +13,7 @@ export function isLoopbackUrl(u: string): boolean {
 }
 
 /** The CA's PEM, or undefined without a CA file; config_invalid when misused or unreadable. */
-export function sandboxCa(opts: {
+export function localEndpointCa(opts: {
   caFile: string | undefined;
   url: string;
   setting: string;
@@ -22,7 +22,7 @@ export function sandboxCa(opts: {
   if (!opts.caFile) return undefined;
   if (!isLoopbackUrl(opts.url)) {
     throw new BrokerError('config_invalid', `${opts.service} is misconfigured.`, {
-      cause: new Error(`${opts.setting} is only honoured for a loopback (sandbox) endpoint`),
+      cause: new Error(`${opts.setting} is only honoured for a loopback (local development) endpoint`),
     });
   }
   try {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { HttpRequest, HttpResponse, InvocationContext, type HttpHandler, type HttpResponseInit } from '@azure/functions';
-import { setLogSink, type LogRecord } from '../../shared/observability/log';
+import type { LogRecord } from '../../shared/observability/log';
+import { replaceTestLogSink } from './app';
 
 /** A parsed handler response. */
 export interface Result {
@@ -58,6 +59,6 @@ export async function invoke(handler: HttpHandler, opts: CallOptions = {}): Prom
 /** Capture structured log records for the duration of a test file. */
 export function captureLogs(): { records: LogRecord[]; restore: () => void } {
   const records: LogRecord[] = [];
-  const prev = setLogSink((r) => records.push(r));
-  return { records, restore: () => setLogSink(prev) };
+  const prev = replaceTestLogSink((r) => records.push(r));
+  return { records, restore: () => replaceTestLogSink(prev) };
 }

@@ -52,6 +52,12 @@ const EXPECTED = [
   { file: 'explain.js', name: 'explain', http: { route: 'policy/explain', methods: ['POST'], authLevel: 'anonymous' } },
   { file: 'health.js', name: 'health', http: { route: 'health', methods: ['GET'], authLevel: 'anonymous' } },
   {
+    file: 'mcp-metadata.js',
+    name: 'mcpMetadata',
+    http: { route: '.well-known/oauth-protected-resource/api/mcp', methods: ['GET'], authLevel: 'anonymous' },
+  },
+  { file: 'mcp.js', name: 'mcp', http: { route: 'mcp', methods: ['POST', 'GET', 'DELETE'], authLevel: 'anonymous' } },
+  {
     file: 'prewarm-timer.js',
     name: 'prewarmTimer',
     timer: { schedule: '0 */5 * * * *', runOnStartup: false, useMonitor: false },
@@ -67,7 +73,7 @@ const EXPECTED = [
 
 test('the compiled functions register exactly these triggers: names, routes, methods, authLevel, timer schedules', () => {
   const actual = readdirSync(join(root, 'functions'))
-    .filter((f) => f.endsWith('.ts'))
+    .filter((f) => f.endsWith('.ts') && f !== 'app.ts') // app.ts: the process hooks, no trigger (below)
     .map((f) => f.replace(/\.ts$/, '.js'))
     .sort()
     .map((file) => {
@@ -94,6 +100,13 @@ test('the compiled functions register exactly these triggers: names, routes, met
       return { file, name, timer: t };
     });
   expect(actual).toEqual(EXPECTED);
+});
+
+test('functions/app.ts registers no trigger (only the terminate hook and the start-up prewarm)', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(join(distFunctions, 'app.js')) as Record<string, unknown>;
+  expect(mod.registration).toBeUndefined();
+  expect(mod.registrations).toBeUndefined();
 });
 
 test('host.json routes functions under /api and uses extension bundle v4', () => {

@@ -1,12 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { GUID } from '../../config/settings';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { type DenyEntry } from '../schema';
 
 import { writer, who, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -39,7 +38,8 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
   const { tenantId, objectId, reason, expiresAt } = fields!;
-  const w = await writer();
+  adminAuditOf(scope).note({ target: `${tenantId}/${objectId}` });
+  const w = await writer(scope.app);
   const entry: DenyEntry = {
     id: `deny-${randomUUID()}`,
     tenantId,
@@ -50,13 +50,8 @@ export async function handleAddDeny(req: HttpRequest, scope: RequestScope): Prom
     createdBy: who(id),
   };
   const written = await editDeny(w, id, scope, `deny.add:${entry.id}`, reason, (d) => [...d, entry]);
-  (await policyStore()).invalidate();
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.deny.add',
-    client: id.client,
-    subject: id.admin,
-    target: `${tenantId}/${objectId}`,
+  (await scope.app.policy.store()).invalidate();
+  adminAuditOf(scope).note({
     reason: 'written',
     extra: { denyId: entry.id, expiresAt, etag: written.etag, revision: written.revision },
   });

@@ -1,3 +1,4 @@
+import type { AppContext } from '../../app/context';
 import type { HttpRequest } from '@azure/functions';
 import { type AdminIdentity } from '../../auth/admin-caller';
 import { policyConfig, type PolicyConfig } from '../../config/policy';
@@ -19,12 +20,12 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
 export const MAX_POLICY_BODY = 256 * 1024;
 const WRITE_ATTEMPTS = 4;
 
-function settings(): PolicyConfig {
-  return policyConfig.load();
+export function settings(app: AppContext): PolicyConfig {
+  return app.settings(policyConfig);
 }
 
-export async function writer(): Promise<BlobPolicyWriter> {
-  const cfg = settings();
+export async function writer(app: AppContext): Promise<BlobPolicyWriter> {
+  const cfg = settings(app);
   if (!cfg.url) {
     throw new BrokerError(
       'conflict',
@@ -35,7 +36,7 @@ export async function writer(): Promise<BlobPolicyWriter> {
     );
   }
   const { BlobPolicyWriter } = await import('../blob-store');
-  return new BlobPolicyWriter({ ...cfg, url: cfg.url });
+  return new BlobPolicyWriter({ ...cfg, url: cfg.url }, app.identities.get(cfg.clientId));
 }
 
 export const who = (id: AdminIdentity) => `${id.admin.tenantId}/${id.admin.objectId}`;

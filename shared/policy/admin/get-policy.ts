@@ -1,27 +1,19 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { authenticateAdmin } from '../../auth/admin-caller';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 
 import { versionHeaders } from './common';
 
 /** GET /api/admin/policy: the document this instance decides with, read fresh, with its ETag and revision. */
 export async function handleGetPolicy(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const id = await authenticateAdmin(req, scope, 'policy.read');
-  const store = await policyStore();
+  await authenticateAdmin(req, scope, 'policy.read');
+  const store = await scope.app.policy.store();
   store.invalidate(); // an admin about to edit wants the latest ETag, not this instance's cached one
   const v = await store.current();
   const st = store.state();
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.read',
-    client: id.client,
-    subject: id.admin,
-    reason: 'granted',
-    extra: { etag: v.etag, revision: v.revision },
-  });
+  adminAuditOf(scope).note({ reason: 'granted', extra: { etag: v.etag, revision: v.revision } });
   return jsonResponse(
     200,
     {

@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { authenticateAdmin } from '../../auth/admin-caller';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
@@ -12,22 +12,15 @@ const SNAPSHOT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?Z$/;
 
 /** GET /api/admin/policy/history: every kept version, newest first; `?snapshot=T` returns that version's document. */
 export async function handlePolicyHistory(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
-  const id = await authenticateAdmin(req, scope, 'policy.history');
+  await authenticateAdmin(req, scope, 'policy.history');
   const snapshot = queryParam(req, 'snapshot');
   if (snapshot !== undefined && !SNAPSHOT.test(snapshot)) {
     throw new BrokerError('invalid_parameter', 'snapshot must be a snapshot time as the history lists it.', {
       detail: { parameter: 'snapshot' },
     });
   }
-  const w = await writer();
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.history',
-    client: id.client,
-    subject: id.admin,
-    reason: 'granted',
-    extra: { snapshot },
-  });
+  const w = await writer(scope.app);
+  adminAuditOf(scope).note({ reason: 'granted', extra: { snapshot } });
   if (snapshot !== undefined) {
     const doc = await w.read(snapshot);
     if (!doc) throw new BrokerError('not_found', 'No such version.', { detail: { snapshot } });

@@ -1,12 +1,10 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { parseJsonBody, readBodyText } from '../../http/request';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
-import type { WrittenVersion } from '../blob-store';
 
 import { MAX_POLICY_BODY, writer, who, checkDocument, versionHeaders, entityTag, assertFinite } from './common';
 
@@ -25,7 +23,7 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
     assertFinite(raw, '');
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
-  const w = await writer();
+  const w = await writer(scope.app);
   const createOnly = req.headers.get('if-none-match')?.trim() === '*';
   const ifMatch = createOnly ? undefined : entityTag(req.headers.get('if-match'), 'If-Match');
   if (!ifMatch && !createOnly) {
@@ -34,44 +32,24 @@ export async function handlePutPolicy(req: HttpRequest, scope: RequestScope): Pr
       'Send If-Match with the ETag of the policy you edited (GET /api/admin/policy), or If-None-Match: * to create the first version.',
     );
   }
-  const deny = (reason: string, extra: Record<string, string | number | undefined> = {}) =>
-    audit(scope.log, {
-      decision: 'deny',
-      action: 'policy.write',
-      client: id.client,
-      subject: id.admin,
-      reason,
-      extra: { ifMatch, ...extra },
-    });
+  const record = adminAuditOf(scope);
+  record.note({ extra: { ifMatch } });
   try {
     checkDocument(raw);
   } catch (e) {
-    deny(
-      e instanceof BrokerError ? e.code : 'bad_request',
-      e instanceof BrokerError && typeof e.detail?.path === 'string' ? { path: e.detail.path } : {},
-    );
+    if (e instanceof BrokerError && typeof e.detail?.path === 'string') record.note({ extra: { path: e.detail.path } });
     throw e;
   }
-  let written: WrittenVersion;
-  try {
-    written = await w.write(text, ifMatch ? { ifMatch } : { ifNoneMatch: '*' }, {
-      by: who(id),
-      change: 'put',
-      correlationId: scope.correlationId,
-    });
-  } catch (e) {
-    deny(e instanceof BrokerError ? e.code : 'internal');
-    throw e;
-  }
-  (await policyStore()).invalidate();
+  const written = await w.write(text, ifMatch ? { ifMatch } : { ifNoneMatch: '*' }, {
+    by: who(id),
+    change: 'put',
+    correlationId: scope.correlationId,
+  });
+  (await scope.app.policy.store()).invalidate();
   const doc = raw as { rules: unknown[]; deny?: unknown[] };
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.write',
-    client: id.client,
-    subject: id.admin,
+  record.note({
     reason: 'written',
-    extra: { ifMatch, etag: written.etag, revision: written.revision, rules: doc.rules.length, deny: doc.deny?.length ?? 0 },
+    extra: { etag: written.etag, revision: written.revision, rules: doc.rules.length, deny: doc.deny?.length ?? 0 },
   });
   return jsonResponse(
     createOnly ? 201 : 200,

@@ -1,10 +1,9 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { audit } from '../../observability/audit';
+import { adminAuditOf } from '../../observability/admin-audit';
 import { ADMIN_TOKEN_HEADER, authenticateAdmin } from '../../auth/admin-caller';
 import { BrokerError } from '../../errors';
 import { jsonResponse } from '../../http/responses';
 import { type RequestScope } from '../../http/handler';
-import { policyStore } from '../current';
 import { DENY_ID, type DenyEntry } from '../schema';
 
 import { writer, versionHeaders, editDeny, stringField, readJson } from './common';
@@ -23,38 +22,23 @@ export async function handleRemoveDeny(req: HttpRequest, scope: RequestScope): P
     return req.headers.get(ADMIN_TOKEN_HEADER)?.trim() || undefined;
   });
   const denyId = req.params.id ?? '';
+  adminAuditOf(scope).note({ extra: { denyId: denyId.replace(/[^\x21-\x7e]/g, '?').slice(0, 64) } });
   if (!DENY_ID.test(denyId))
     throw new BrokerError('invalid_parameter', 'The deny entry id is malformed.', { detail: { parameter: 'id' } });
   const reason = stringField(body, 'reason', { max: 500 });
-  const w = await writer();
+  const w = await writer(scope.app);
   let removed: DenyEntry | undefined;
   const written = await editDeny(w, id, scope, `deny.remove:${denyId}`, reason, (d) => {
     const i = d.findIndex((e) => e.id === denyId);
     if (i < 0) throw new BrokerError('not_found', 'No deny entry has this id.', { detail: { id: denyId } });
     removed = d[i];
     return [...d.slice(0, i), ...d.slice(i + 1)];
-  }).catch((e: unknown) => {
-    if (e instanceof BrokerError && e.code === 'not_found') {
-      audit(scope.log, {
-        decision: 'deny',
-        action: 'policy.deny.remove',
-        client: id.client,
-        subject: id.admin,
-        reason: 'not_found',
-        extra: { denyId },
-      });
-    }
-    throw e;
   });
-  (await policyStore()).invalidate();
-  audit(scope.log, {
-    decision: 'grant',
-    action: 'policy.deny.remove',
-    client: id.client,
-    subject: id.admin,
+  (await scope.app.policy.store()).invalidate();
+  adminAuditOf(scope).note({
     target: removed ? `${removed.tenantId}/${removed.objectId}` : undefined,
     reason: 'written',
-    extra: { denyId, etag: written.etag, revision: written.revision },
+    extra: { etag: written.etag, revision: written.revision },
   });
   return jsonResponse(200, { removed, etag: written.etag, revision: written.revision }, scope, versionHeaders(written));
 }

@@ -30,12 +30,12 @@ export interface ManagementOptions {
   readonly endpoint: string;
   readonly credential: TokenCredential;
   readonly timeoutMs: number;
-  /** PEM CA (sandbox, loopback only). */
+  /** PEM CA (local development, loopback only). */
   readonly ca?: string;
   /** Longest a regeneration may take, polling included (default 5 min). */
   readonly operationDeadlineMs?: number;
   readonly sleep?: (ms: number) => Promise<void>;
-  /** Sandbox/tests only: name resolution for loopback `*.localhost` names (no DNS); production never sets it. */
+  /** Local development and tests only: name resolution for loopback `*.localhost` names (no DNS); production never sets it. */
   readonly lookup?: LookupFunction;
 }
 
@@ -176,7 +176,7 @@ function header(r: ArmResponse, name: string): string | undefined {
  * Whether ARM's operation URL may receive the management token: HTTPS, the configured endpoint's port, no
  * credentials in the URL, and the host is the configured management host itself or exactly one regional label in
  * front of it (`centraluseuap.management.azure.com` for `management.azure.com`; the same rule holds for a sovereign
- * cloud's management host). An IP-literal endpoint (the loopback sandbox) has no regional form: same host only.
+ * cloud's management host). An IP-literal endpoint (a loopback development endpoint) has no regional form: same host only.
  */
 export function isArmOperationUrl(u: string, endpoint: string): boolean {
   let url: URL;

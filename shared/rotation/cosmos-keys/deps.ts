@@ -4,14 +4,16 @@ import { cosmosConfig, endpointOf } from '../../config/cosmos';
 import { BrokerError } from '../../errors';
 import { functionIdentity, KeyVaultSecrets } from '../../keyvault/client';
 import type { Logger } from '../../observability/log';
+import type { AppContext } from '../../app/context';
 import { rotationLeaseFromSettings } from '../lease';
-import { sandboxCa } from '../../upstream/local-endpoints';
+import { localEndpointCa } from '../../upstream/local-endpoints';
 import { secretNameOf } from '../../cosmos/client';
 import { runCosmosKeyRotation, type CosmosAccountReport, type CosmosRotationDeps } from './run';
 import { CosmosManagement } from './client';
 
 /** Settings → dependencies of the Cosmos key rotation (a bad setting is 503 config_invalid naming it). */
 export function cosmosRotationDepsFromSettings(
+  app: AppContext,
   log: Logger,
   overrides: {
     credential?: TokenCredential;
@@ -20,8 +22,8 @@ export function cosmosRotationDepsFromSettings(
     afterStep?: CosmosRotationDeps['afterStep'];
   } = {},
 ): CosmosRotationDeps {
-  const cfg = cosmosConfig.load();
-  const core = coreConfig.load();
+  const cfg = app.settings(cosmosConfig);
+  const core = app.settings(coreConfig);
   const accounts = (cfg.managedAccounts ?? []).map((pair) => {
     const i = pair.indexOf('=');
     const account = pair.slice(0, i);
@@ -30,7 +32,7 @@ export function cosmosRotationDepsFromSettings(
       throw new BrokerError('config_invalid', `COSMOS_MANAGED_ACCOUNTS names "${account}", which is not in COSMOS_ENDPOINTS.`);
     return { account, resourceId: pair.slice(i + 1), secretName: secretNameOf(cfg, account), endpoint };
   });
-  const ca = sandboxCa({
+  const ca = localEndpointCa({
     caFile: cfg.caFile,
     url: cfg.managementEndpoint,
     setting: 'COSMOS_CA_FILE',
@@ -40,12 +42,12 @@ export function cosmosRotationDepsFromSettings(
     lock: () => rotationLeaseFromSettings('cosmos-keys', log),
     management: new CosmosManagement({
       endpoint: cfg.managementEndpoint,
-      credential: overrides.credential ?? functionIdentity(),
+      credential: overrides.credential ?? functionIdentity(app.identities),
       timeoutMs: core.upstreamTimeoutMs,
       ...(ca ? { ca } : {}),
       ...(overrides.sleep ? { sleep: overrides.sleep } : {}),
     }),
-    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs }),
+    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs, identities: app.identities }),
     accounts,
     settings: { periodDays: cfg.keyPeriodDays, refreshSeconds: cfg.keyRefreshSeconds },
     now: overrides.now ?? Date.now,

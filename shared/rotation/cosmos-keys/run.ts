@@ -43,7 +43,7 @@ export interface CosmosRotationDeps {
   readonly now: () => number;
   readonly log: Logger;
   readonly timeoutMs: number;
-  /** PEM CA for a loopback (sandbox) data-plane endpoint. */
+  /** PEM CA for a loopback (local development) data-plane endpoint. */
   readonly ca?: string;
   /** Called after each completed step (tests inject crashes here). */
   readonly afterStep?: (step: CosmosRotationStep, account: string) => void | Promise<void>;

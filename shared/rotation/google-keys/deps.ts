@@ -4,7 +4,7 @@ import { coreConfig } from '../../config/core';
 import { googleConfig } from '../../config/google';
 import { managedKeysOf, rotationConfig } from '../../config/rotation';
 import { KeyVaultSecrets } from '../../keyvault/client';
-import { federatedTokenService } from '../../google/tokens';
+import type { AppContext } from '../../app/context';
 import { GoogleIamKeys, type GoogleTokenSource } from './client';
 import { rotationLeaseFromSettings } from '../lease';
 import type { RotationDeps } from './run';
@@ -14,25 +14,26 @@ import type { RotationDeps } from './run';
  * GOOGLE_STS_TOKEN_URL, GOOGLE_WIF_SUBJECT_TOKEN_AUDIENCE; shared/google/keyless.ts), whose federated
  * principal holds roles/iam.serviceAccountKeyAdmin on the rotated accounts.
  */
-const federatedTokens: GoogleTokenSource = {
+const federatedTokens = (app: AppContext): GoogleTokenSource => ({
   async getAccessToken() {
-    return (await federatedTokenService().sourceAccessToken()).token;
+    return (await app.google.federated().sourceAccessToken()).token;
   },
-};
+});
 
 /** Build the rotation's dependencies from app settings (a ConfigError becomes a 503 config_invalid). */
 export function rotationDepsFromSettings(
+  app: AppContext,
   log: Logger,
   overrides: { tokens?: GoogleTokenSource; now?: () => number; sleep?: (ms: number) => Promise<void> } = {},
 ): RotationDeps {
-  const cfg = rotationConfig.load();
-  const core = coreConfig.load();
-  const google = googleConfig.load();
+  const cfg = app.settings(rotationConfig);
+  const core = app.settings(coreConfig);
+  const google = app.settings(googleConfig);
   if (!overrides.tokens && !google.wifAudience)
     throw new BrokerError('config_invalid', 'GOOGLE_WIF_AUDIENCE is required for key rotation.');
   return {
-    iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens, core.upstreamTimeoutMs),
-    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs }),
+    iam: new GoogleIamKeys(cfg.iamEndpoint, overrides.tokens ?? federatedTokens(app), core.upstreamTimeoutMs),
+    vault: KeyVaultSecrets.fromSettings({ timeoutMs: core.upstreamTimeoutMs, identities: app.identities }),
     managed: managedKeysOf(cfg),
     settings: {
       periodDays: cfg.periodDays,
@@ -41,7 +42,7 @@ export function rotationDepsFromSettings(
       timeoutMs: core.upstreamTimeoutMs,
     },
     lock: () => rotationLeaseFromSettings('google-keys', log),
-    now: overrides.now ?? Date.now,
+    now: overrides.now ?? app.now,
     sleep: overrides.sleep,
     log,
   };

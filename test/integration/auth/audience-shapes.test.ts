@@ -1,7 +1,10 @@
-import { handler as explain } from '../../../functions/explain';
 import { startEntra, tokenShapeFor, type EntraEmulator } from '../../../local/emulators/entra';
 import { invoke, captureLogs } from '../../helpers/invoke';
 import { CLOUDSQL_RESOURCE, SANDBOX, startFixture, type Fixture } from '../../helpers/foundation';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const explain = testApp.handler('explain');
 
 /**
  * Entra v1.0 and v2.0 access tokens spell the audience differently (#12.5): v2.0 "always the client ID of the API",

@@ -1,10 +1,14 @@
 import { SignJWT, base64url } from 'jose';
 import { createSecretKey } from 'node:crypto';
-import { handler as explain } from '../../../functions/explain';
-import { handler as token } from '../../../functions/token';
+
 import { settle } from '../../../local/emulators/harness';
 import { invoke, captureLogs } from '../../helpers/invoke';
 import { CLOUDSQL_RESOURCE, SANDBOX, startFixture, type Fixture } from '../../helpers/foundation';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const explain = testApp.handler('explain');
+const token = testApp.handler('token');
 
 let fx: Fixture;
 const logs = captureLogs();

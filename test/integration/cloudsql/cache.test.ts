@@ -1,11 +1,14 @@
 import { SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
 import { readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { handler as tokenHandler } from '../../../functions/token';
+
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
-import { googleTokenService, resetGoogleTokens } from '../../../shared/google/tokens';
 import { invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * The Google token cache, through the real handler, on an injected clock: minimum remaining life,
@@ -49,7 +52,7 @@ afterAll(async () => {
 
 beforeEach(() => {
   offsetMs = 0;
-  resetGoogleTokens({ now: clock });
+  testApp.renew({ now: clock });
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
   mintsBefore = sb.google.iamcredentials.issued.length;
@@ -118,7 +121,7 @@ test('below the minimum remaining life the entry is not served: a new token is f
   expect(second.status).toBe(200);
   expect(second.json.access_token).not.toBe(first.json.access_token);
   expect(iamCalls()).toBe(2);
-  expect(googleTokenService().stats().refreshes).toBe(0);
+  expect(testApp.app.google.service().stats().refreshes).toBe(0);
 });
 
 test('the federated token is cached per its own expiry', async () => {
@@ -143,7 +146,7 @@ test('a cached token is never served with more life than the caller may have', a
   expect(again.json.access_token).toBe(short.json.access_token);
   expect(iamCalls()).toBe(2);
   // 420 s left of 420 s: not inside its refresh window (min(600, 210) s, floored at the 300 s minimum).
-  expect(googleTokenService().stats().refreshes).toBe(0);
+  expect(testApp.app.google.service().stats().refreshes).toBe(0);
 });
 
 test('a lifetime at or below the minimum remaining life is never cached and does not displace a good entry', async () => {
@@ -165,7 +168,7 @@ test('the cache is bounded (GOOGLE_TOKEN_CACHE_MAX_ENTRIES)', async () => {
     await exchange(analyst); // evicts the reader's token
     await exchange(reader);
     expect(iamCalls()).toBe(3);
-    expect(googleTokenService().stats().cachedTokens).toBe(1);
+    expect(testApp.app.google.service().stats().cachedTokens).toBe(1);
   } finally {
     delete process.env.GOOGLE_TOKEN_CACHE_MAX_ENTRIES;
   }

@@ -1,11 +1,13 @@
-import { handler as healthHandler } from '../../../functions/health';
-import { handler as tokenHandler } from '../../../functions/token';
 import { settle } from '../../../local/emulators/harness';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
 import { googleConfig } from '../../../shared/config/google';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import { invoke } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const healthHandler = testApp.handler('health');
+const tokenHandler = testApp.handler('token');
 
 /** Google settings: validation, the keyless/sa-key mode switch, and the readiness check. */
 
@@ -27,7 +29,7 @@ afterAll(async () => {
   await sb.stop();
 });
 
-beforeEach(() => resetGoogleTokens());
+beforeEach(() => testApp.renew());
 
 async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
   const prev: Record<string, string | undefined> = {};

@@ -1,17 +1,20 @@
 import { X509Certificate } from 'node:crypto';
 import { Client, type ClientConfig } from 'pg';
-import { handler as tokenHandler } from '../../../functions/token';
+
 import { SANDBOX } from '../../../local/ids';
 import { createCa } from '../../../local/pki';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { CLOUD_PLATFORM_SCOPE, SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
 import { clearConnectInfoCache, refreshAfterSeconds } from '../../../shared/cloudsql/connect-settings';
 import { prewarmGoogleTokens } from '../../../shared/google/prewarm';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
-import { createLogger } from '../../../shared/observability/log';
+import { testLogger as createLogger } from '../../helpers/app';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
 import { ContractValidator, loadSpec } from '../../helpers/openapi';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * A backend without Google credentials: plain `pg` over TLS with only the broker's Cloud SQL answer (address,
@@ -42,7 +45,7 @@ beforeAll(async () => {
 afterAll(async () => {
   logs.restore();
   restoreEnv?.();
-  resetGoogleTokens();
+  testApp.renew();
   await sb?.stop();
 });
 
@@ -233,7 +236,7 @@ test('SQL Admin unavailable: the token is still issued (connector users need not
 test('the prewarm also fetches the instances’ connect details: the first exchange makes no SQL Admin call', async () => {
   clearConnectInfoCache();
   process.env.GOOGLE_TOKEN_PREWARM = 'true'; // the test sandbox turns it off; restored by restoreEnv
-  expect(await prewarmGoogleTokens(createLogger({ fn: 'test' }))).toEqual({ warmed: 2, failed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, createLogger({ fn: 'test' }))).toEqual({ warmed: 2, failed: 0 });
   const before = sb.sqlAdmin!.count('sqladmin.connectSettings');
   expect(before).toBeGreaterThan(0);
   const r = await exchange();

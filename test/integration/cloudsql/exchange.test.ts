@@ -1,9 +1,11 @@
-import { handler as tokenHandler } from '../../../functions/token';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
-import { getSqlLoginToken, resetGoogleTokens } from '../../../shared/google/tokens';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 const G = SANDBOX.google;
 const CONNECTION = `${G.project}:${G.region}:${G.instance}`;
@@ -29,7 +31,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetGoogleTokens();
+  testApp.renew();
   sb.google.sts.resetCalls();
   sb.google.iamcredentials.resetCalls();
   mintsBefore = sb.google.iamcredentials.issued.length;
@@ -109,7 +111,7 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(short.status).toBe(200);
     expect(sb.google.iamcredentials.issued.at(-1)!.lifetimeSeconds).toBe(420);
     expect(short.json.expires_in).toBeLessThanOrEqual(420);
-    resetGoogleTokens();
+    testApp.renew();
     const long = await exchange(await caller(['Orders.Read']), { requested_lifetime: '7200' });
     expect(long.status).toBe(200);
     expect(sb.google.iamcredentials.issued.at(-1)!.lifetimeSeconds).toBe(900);
@@ -162,11 +164,11 @@ describe('POST /api/token for cloudsql:// targets', () => {
 
   test('getSqlLoginToken (for in-process callers such as the query function) shares the same cache', async () => {
     const res = await exchange(await caller(['Orders.Read']));
-    const t = await getSqlLoginToken({ serviceAccount: G.readerServiceAccount, lifetimeSeconds: 900 });
+    const t = await testApp.app.google.sqlLoginToken({ serviceAccount: G.readerServiceAccount, lifetimeSeconds: 900 });
     expect(t).toMatchObject({ token: res.json.access_token, cached: true });
     expect(t.expiresAtMs).toBe(Date.parse(sb.google.iamcredentials.issued.at(-1)!.expireTime));
     expect(counts()).toEqual({ sts: 1, iam: 1 });
-    const analyst = await getSqlLoginToken({ serviceAccount: G.analystServiceAccount, lifetimeSeconds: 120 });
+    const analyst = await testApp.app.google.sqlLoginToken({ serviceAccount: G.analystServiceAccount, lifetimeSeconds: 120 });
     expect(analyst.cached).toBe(false);
     expect(analyst.expiresInSeconds).toBeLessThanOrEqual(120);
     expect(sb.google.state.lookupToken(analyst.token)!.scopes).toEqual([SQL_LOGIN_SCOPE]);

@@ -1,9 +1,11 @@
-import { handler as tokenHandler } from '../../../functions/token';
 import { settle } from '../../../local/emulators/harness';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * Every upstream fault of the Cloud SQL exchange maps to a clear status with Retry-After (never a 500,
@@ -40,7 +42,7 @@ afterEach(async () => {
     e.clearFaults();
     await settle(e);
   }
-  resetGoogleTokens();
+  testApp.renew();
 });
 
 const exchange = (subject = reader): Promise<Result> =>

@@ -1,17 +1,20 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { handler as tokenHandler } from '../../../functions/token';
-import { handler as prewarmTimer } from '../../../functions/prewarm-timer';
+
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
-import { createLogger } from '../../../shared/observability/log';
+import { testLogger as createLogger } from '../../helpers/app';
 import { policyServiceAccounts, prewarmGoogleTokens } from '../../../shared/google/prewarm';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import { parsePolicy } from '../../../shared/policy/load';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp, testContext } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
+const prewarmTimer = testApp.timer('prewarmTimer');
 
 /** GOOGLE_TOKEN_PREWARM: the policy's service accounts are warmed so the first caller pays no Google round trip. */
 
@@ -29,11 +32,9 @@ beforeAll(async () => {
   restoreEnv = sb.applyEnv();
   gateway = await sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience });
   dir = mkdtempSync(join(tmpdir(), 'prewarm-'));
-  // The on-start prewarm of the imported module has finished (its summary line), so it cannot add calls later.
-  for (const end = Date.now() + 20_000; !logs.records.some((l) => l.event === 'prewarm' && l.trigger === 'start');) {
-    if (Date.now() > end) throw new Error('the on-start prewarm never finished');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  // What the start-up prewarm of a new worker does (functions/app.ts, loaded by a test below) on an app context of its
+  // own: the instances' connect details are cached before the tests count calls.
+  await prewarmGoogleTokens(testContext(), log);
 });
 
 afterAll(async () => {
@@ -44,7 +45,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetGoogleTokens();
+  testApp.renew();
   sb.setEmulatorFaults(undefined);
   sb.google.sts.clearFaults();
   process.env.GOOGLE_TOKEN_PREWARM = 'true';
@@ -85,7 +86,7 @@ test('policyServiceAccounts: every Cloud SQL service account once, at the smalle
 });
 
 test('after a prewarm the first caller of each service account makes no Google call', async () => {
-  const r = await prewarmGoogleTokens(log);
+  const r = await prewarmGoogleTokens(testApp.app, log);
   expect(r).toEqual({ warmed: 2, failed: 0 });
   expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);
   const before = googleCalls();
@@ -105,7 +106,7 @@ test('loading the function module prewarms on start', async () => {
   // A fresh module registry: a fresh token cache, as in a new worker.
   jest.isolateModules(() => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../../functions/prewarm-timer');
+    require('../../../functions/app');
   });
   for (let i = 0; i < 100 && loginMints().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
   // one login token per service account (the instance's connect details take one Admin-API token besides)
@@ -125,7 +126,7 @@ test('the prewarm timer does the same', async () => {
 });
 
 test('a warmed token is still only handed out by the policy: a subject the deny list names is refused', async () => {
-  await prewarmGoogleTokens(log);
+  await prewarmGoogleTokens(testApp.app, log);
   const policy = JSON.parse(readFileSync(sb.env.BROKER_POLICY_PATH!, 'utf8')) as { deny: unknown[] };
   policy.deny = [{ tenantId: SANDBOX.tenantId, objectId: SANDBOX.readerObjectId, reason: 'test' }];
   const file = join(dir, 'deny.json');
@@ -139,15 +140,18 @@ test('a warmed token is still only handed out by the policy: a subject the deny 
 
 test('off, or Google down: nothing warmed, nothing thrown, a warning logged', async () => {
   process.env.GOOGLE_TOKEN_PREWARM = 'false';
-  expect(await prewarmGoogleTokens(log)).toMatchObject({ skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/), warmed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({
+    skipped: expect.stringMatching(/GOOGLE_TOKEN_PREWARM/),
+    warmed: 0,
+  });
   expect(googleCalls()).toBe(0);
   process.env.GOOGLE_TOKEN_PREWARM = 'true';
   sb.setEmulatorFaults({ byName: { 'google-sts': { throttle: { every: 1 } } } });
-  expect(await prewarmGoogleTokens(log)).toEqual({ warmed: 0, failed: 2 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toEqual({ warmed: 0, failed: 2 });
   expect(logs.records.some((l) => l.msg === 'token prewarm failed for a service account' && l.level === 'warn')).toBe(true);
 });
 
 test('no policy: skipped, not thrown', async () => {
   process.env.BROKER_POLICY_PATH = join(dir, 'missing.json');
-  expect(await prewarmGoogleTokens(log)).toMatchObject({ skipped: 'configuration incomplete', warmed: 0 });
+  expect(await prewarmGoogleTokens(testApp.app, log)).toMatchObject({ skipped: 'configuration incomplete', warmed: 0 });
 });

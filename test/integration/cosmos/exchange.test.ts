@@ -3,12 +3,15 @@ import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CosmosClient, PermissionMode, type ErrorResponse } from '@azure/cosmos';
-import { handler as tokenHandler } from '../../../functions/token';
-import { resetCosmosClients } from '../../../shared/cosmos/client';
-import { COSMOS_RESOURCE_TOKEN_TYPE, resetCosmosTokens, resourceTokenCacheKey } from '../../../shared/cosmos/provider';
+
+import { COSMOS_RESOURCE_TOKEN_TYPE, resourceTokenCacheKey } from '../../../shared/cosmos/provider';
 import { cosmosUserId } from '../../../shared/cosmos/ids';
 import { ACCESS_TOKEN_TYPE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 const C = SANDBOX.cosmos;
 const PROFILES = `cosmos://${C.account}/${C.database}/${C.container}`;
@@ -29,8 +32,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  resetCosmosClients();
-  resetCosmosTokens();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   rmSync(dir, { recursive: true, force: true });
@@ -38,8 +40,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetCosmosTokens();
-  resetCosmosClients();
+  testApp.renew();
   fx.sandbox.cosmos.clearFaults();
   fx.sandbox.cosmos.resetCalls();
   fx.sandbox.keyVault.resetCalls();
@@ -414,7 +415,7 @@ describe('POST /api/token for cosmos:// targets', () => {
     expect((await exchange(PROFILES)).status).toBe(200);
     const newKey = fx.sandbox.cosmos.regenerateKey();
     fx.sandbox.keyVault.seed(fx.sandbox.cosmos.keySecret, newKey);
-    resetCosmosTokens(); // force a miss; the client still holds the old key
+    await testApp.clearCosmosTokens(); // force a miss; the client still holds the old key
     const res = await exchange(PROFILES);
     expect(res.status).toBe(200);
     expect(keyReads()).toBe(2);
@@ -465,13 +466,13 @@ describe('Cosmos faults', () => {
   function withEnv(vars: Record<string, string>): () => void {
     const prev = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
     Object.assign(process.env, vars);
-    resetCosmosClients();
+    testApp.renew();
     return () => {
       for (const [k, v] of Object.entries(prev)) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
-      resetCosmosClients();
+      testApp.renew();
     };
   }
 

@@ -2,22 +2,25 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
 import { InvocationContext, type Timer } from '@azure/functions';
-import { handler as timerHandler } from '../../../functions/rotation-timer';
-import { handler as tokenHandler } from '../../../functions/token';
-import { resetCosmosClients } from '../../../shared/cosmos/client';
+
 import {
   planCosmosKeys,
   retireAfterMs,
   COSMOS_KEY_TAG,
   type CosmosRotationStep,
 } from '../../../shared/rotation/cosmos-keys/plan';
-import { COSMOS_MAX_TTL_SECONDS, resetCosmosTokens } from '../../../shared/cosmos/provider';
+import { COSMOS_MAX_TTL_SECONDS } from '../../../shared/cosmos/provider';
 import { cosmosRotationDepsFromSettings, runCosmosKeyRotationUnderLease } from '../../../shared/rotation/cosmos-keys/deps';
 import type { SecretValue } from '../../../shared/keyvault/client';
-import { createLogger } from '../../../shared/observability/log';
+import { testLogger as createLogger } from '../../helpers/app';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { ACCESS_TOKEN_TYPE, SANDBOX, TOKEN_EXCHANGE } from '../../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const timerHandler = testApp.timer('rotationTimer');
+const tokenHandler = testApp.handler('token');
 
 /**
  * Account-key rotation of a resource-token Cosmos account by the dual-key procedure, through the management-plane
@@ -60,8 +63,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  resetCosmosClients();
-  resetCosmosTokens();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   fx.restore();
@@ -75,10 +77,10 @@ beforeEach(() => {
 });
 
 const secret = () => fx.sandbox.cosmos.keySecret;
-const vault = () => cosmosRotationDepsFromSettings(log).vault;
+const vault = () => cosmosRotationDepsFromSettings(testApp.app, log).vault;
 
 async function run(afterStep?: (s: CosmosRotationStep) => void | Promise<void>) {
-  const deps = cosmosRotationDepsFromSettings(log, {
+  const deps = cosmosRotationDepsFromSettings(testApp.app, log, {
     now: () => clock,
     sleep: fast,
     ...(afterStep ? { afterStep: (s: CosmosRotationStep) => afterStep(s) } : {}),
@@ -123,8 +125,7 @@ async function works(token: string): Promise<boolean> {
 
 /** A fresh exchange (new instance: no cached client or token) succeeds and its token works. */
 async function issuanceWorks(): Promise<string> {
-  resetCosmosTokens();
-  resetCosmosClients();
+  testApp.renew();
   const r = await exchange();
   expect(r.status).toBe(200);
   const token = r.json.access_token as string;
@@ -232,7 +233,7 @@ describe('dual-key rotation through the emulated management plane', () => {
     expect(fx.sandbox.cosmos.masterKey).toBe(primary0);
     expect(await works(t1)).toBe(true);
     // A running instance switches within COSMOS_KEY_REFRESH_SECONDS, without a failed request.
-    resetCosmosTokens();
+    await testApp.clearCosmosTokens();
     await new Promise((r) => setTimeout(r, 1100));
     const after = await exchange();
     expect(after.status).toBe(200);
@@ -326,11 +327,11 @@ describe('dual-key rotation through the emulated management plane', () => {
   });
 
   test('Key Vault down while an instance re-checks the key version: the request still succeeds with the current key', async () => {
-    resetCosmosTokens();
-    resetCosmosClients();
+    await testApp.clearCosmosTokens();
+    testApp.renew();
     expect((await exchange()).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1100));
-    resetCosmosTokens();
+    await testApp.clearCosmosTokens();
     fx.sandbox.keyVault.inject({ fault: { kind: 'status', status: 503 } });
     try {
       const r = await exchange();

@@ -4,13 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CosmosClient, type ErrorResponse } from '@azure/cosmos';
 import { decodeJwt } from 'jose';
-import { handler as tokenHandler } from '../../../functions/token';
-import { resetCosmosClients } from '../../../shared/cosmos/client';
-import { resetCosmosTokens } from '../../../shared/cosmos/provider';
-import { resetCosmosRbac } from '../../../shared/cosmos/rbac';
+
 import { policySchema } from '../../../shared/policy/schema';
 import { ACCESS_TOKEN_TYPE, SANDBOX, startFixture, TOKEN_EXCHANGE, type Fixture } from '../../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * Keyless CosmosDB (Entra ID data-plane RBAC): the broker answers an Entra token of the user-assigned identity the
@@ -35,9 +36,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  resetCosmosClients();
-  resetCosmosTokens();
-  resetCosmosRbac();
+  await testApp.close();
   agent.destroy();
   logs.restore();
   rmSync(dir, { recursive: true, force: true });
@@ -45,8 +44,7 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  resetCosmosTokens();
-  resetCosmosRbac();
+  testApp.renew();
   fx.sandbox.cosmosKeyless.clearFaults();
   fx.sandbox.cosmosKeyless.resetCalls();
   fx.sandbox.msi.clearFaults();

@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
-import { handler as tokenHandler } from '../../../functions/token';
+
 import { faultOptionsFromEnv, seededRandom, type Emulator } from '../../../local/emulators/harness';
 import { emulatorFaultsFromEnv } from '../../../local/sandbox';
-import { resetCosmosClients } from '../../../shared/cosmos/client';
-import { resetCosmosTokens } from '../../../shared/cosmos/provider';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import {
   ACCESS_TOKEN_TYPE,
   CLOUDSQL_RESOURCE,
@@ -16,6 +13,10 @@ import {
   type Fixture,
 } from '../../helpers/foundation';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /**
  * Issue #12 item 10: every HTTP emulator honours a latency and a 429-with-Retry-After throttle (every Nth
@@ -35,18 +36,15 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  resetCosmosClients();
-  resetCosmosTokens();
-  resetGoogleTokens();
+  await testApp.close();
   logs.restore();
   await fx.stop();
 });
 
 beforeEach(() => {
   fx.sandbox.setEmulatorFaults(undefined);
-  resetCosmosTokens();
-  resetCosmosClients();
-  resetGoogleTokens();
+  testApp.renew();
+  testApp.renew();
 });
 
 interface Raw {

@@ -1,11 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { handler as tokenHandler } from '../../../functions/token';
+
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import { captureLogs, invoke } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
 
 /** examples/db-backend, started as its README says, answers each caller their own rows with only the broker's answer. */
 
@@ -39,7 +42,7 @@ afterAll(async () => {
   logs.restore();
   backend?.kill('SIGTERM');
   restoreEnv?.();
-  resetGoogleTokens();
+  testApp.renew();
   await sb?.stop();
 });
 

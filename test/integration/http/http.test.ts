@@ -1,11 +1,14 @@
-import { handler as explain } from '../../../functions/explain';
-import { handler as token } from '../../../functions/token';
-import { handler as health } from '../../../functions/health';
 import { invoke } from '../../helpers/invoke';
 import { ACCESS_TOKEN_TYPE, CLOUDSQL_RESOURCE, TOKEN_EXCHANGE, startFixture, type Fixture } from '../../helpers/foundation';
 import { redact, redactString } from '../../../shared/observability/log';
 import { BrokerError } from '../../../shared/errors';
 import { errorResponse } from '../../../shared/http/responses';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const explain = testApp.handler('explain');
+const token = testApp.handler('token');
+const health = testApp.handler('health');
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -37,9 +40,10 @@ describe('correlation ids', () => {
     });
     expect(res.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
   });
-  test('else generated, and present on errors too', async () => {
+  test('else the trace id of the trace the broker starts, and present on errors too', async () => {
     const res = await invoke(token, { form: {} });
-    expect(res.headers.get('x-correlation-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(res.headers.get('x-correlation-id')).toMatch(/^[0-9a-f]{32}$/);
+    expect(res.headers.get('traceparent')?.split('-')[1]).toBe(res.headers.get('x-correlation-id'));
     expect(res.json.correlation_id).toBe(res.headers.get('x-correlation-id'));
   });
 });
@@ -169,7 +173,7 @@ describe('problem+json and error mapping', () => {
 
   test('an unexpected exception is a 500 internal with a generic message (the only 500)', async () => {
     const { httpHandler } = await import('../../../shared/http/handler');
-    const h = httpHandler('boom', 'problem', async () => {
+    const h = httpHandler(testApp.app, 'boom', 'problem', async () => {
       throw new Error('secret detail eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln');
     });
     const res = await invoke(h, {});

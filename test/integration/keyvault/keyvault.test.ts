@@ -146,7 +146,7 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('bad tokens are refused with 401 and the challenge', async () => {
-    const cfg = keyVaultConfig.get();
+    const cfg = keyVaultConfig.get(0);
     const cases = {
       wrongAudience: await sb.entra.mint({ aud: 'https://management.azure.com', oid: sb.msi.objectId, version: '1.0' }),
       unknownKey: await sb.entra.mint({ aud: 'https://vault.azure.net', oid: sb.msi.objectId, key: sb.entra.strayKey() }),
@@ -167,7 +167,7 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('RBAC: a reader may get but not set; an unknown identity may do nothing', async () => {
-    const cfg = keyVaultConfig.get();
+    const cfg = keyVaultConfig.get(0);
     const readerOid = '0b5e0000-0000-4000-8000-0000000000a1';
     sb.keyVault.grant(readerOid, 'reader');
     const reader = new KeyVaultSecrets(
@@ -190,7 +190,7 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
 
   test('vault down → upstream_unavailable with Retry-After; 5xx → upstream_error; hang → upstream_timeout', async () => {
     sb.keyVault.seed('steady', 'x');
-    const cfg = { ...keyVaultConfig.get(), maxRetries: 0 };
+    const cfg = { ...keyVaultConfig.get(0), maxRetries: 0 };
     const kv = new KeyVaultSecrets(createSecretClient({ config: cfg }), 1000);
     expect((await kv.get('steady'))?.value).toBe('x');
 
@@ -232,11 +232,11 @@ describe('Key Vault emulator with the real SDK and managed identity', () => {
   });
 
   test('the CA setting is refused for a non-loopback vault', () => {
-    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(
+    expect(() => createSecretClient({ config: { ...keyVaultConfig.get(0), vaultUrl: 'https://prod.vault.azure.net' } })).toThrow(
       BrokerError,
     );
     const c = createSecretClient({
-      config: { ...keyVaultConfig.get(), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined },
+      config: { ...keyVaultConfig.get(0), vaultUrl: 'https://prod.vault.azure.net', caFile: undefined },
     });
     expect(c).toBeInstanceOf(SecretClient);
   });

@@ -1,11 +1,12 @@
 import { startLocalHost, type LocalHost } from '../../../local/host';
 import { CLOUDSQL_RESOURCE, startFixture, type Fixture } from '../../helpers/foundation';
+import { testContext } from '../../helpers/app';
 
 let fx: Fixture;
 let host: LocalHost;
 beforeAll(async () => {
   fx = await startFixture();
-  host = await startLocalHost();
+  host = await startLocalHost({ app: testContext() });
 });
 afterAll(async () => {
   await host.close();

@@ -5,18 +5,9 @@ import { resolve } from 'node:path';
 import { metrics, trace } from '@opentelemetry/api';
 import { MeterProvider, MetricReader, DataPointType, type MetricData } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { handler as tokenHandler } from '../../../functions/token';
-import { handler as adminHandler } from '../../../functions/admin-rotate';
+
 import { issuedTokens } from '../../../local/emulators/issued-tokens';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
-import {
-  enableOpenTelemetry,
-  initTelemetry,
-  METRIC,
-  recordIssuance,
-  resetTelemetry,
-  telemetryState,
-} from '../../../shared/observability/telemetry';
+import { enableOpenTelemetry, METRIC, Telemetry } from '../../../shared/observability/telemetry';
 import {
   ACCESS_TOKEN_TYPE,
   CLOUDSQL_RESOURCE,
@@ -26,6 +17,11 @@ import {
   type Fixture,
 } from '../../helpers/foundation';
 import { captureLogs, invoke } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const tokenHandler = testApp.handler('token');
+const adminHandler = testApp.handler('adminRotate');
 
 /**
  * Telemetry through the real handlers and the sandbox: an in-memory OpenTelemetry MeterProvider (the
@@ -63,7 +59,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  resetTelemetry();
   await meterProvider.shutdown();
   await tracerProvider.shutdown();
   metrics.disable();
@@ -107,12 +102,11 @@ async function exchange(subject: string) {
 
 describe('with an OpenTelemetry MeterProvider registered', () => {
   beforeAll(() => {
-    resetTelemetry();
     enableOpenTelemetry();
   });
 
   test('a Cloud SQL exchange records issuance latency, a cache miss then a hit, and each upstream call', async () => {
-    resetGoogleTokens();
+    testApp.renew();
     const first = await exchange(await f.caller());
     const second = await exchange(await f.caller());
     expect([first.status, second.status]).toEqual([200, 200]);
@@ -139,7 +133,7 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
     expect(denied.status).toBe(403);
     expect(await valueOf(METRIC.issuanceDuration, { kind: 'cloudsql', outcome: 'not_granted' })).toBe(1);
 
-    resetGoogleTokens();
+    testApp.renew();
     f.sandbox.google.iamcredentials.inject({ fault: { kind: 'status', status: 503 }, times: 1 });
     const failed = await exchange(await f.caller());
     f.sandbox.google.iamcredentials.clearFaults();
@@ -201,29 +195,31 @@ describe('with an OpenTelemetry MeterProvider registered', () => {
 
 describe('Azure Monitor is loaded only when the connection string is set', () => {
   const CONN = 'InstrumentationKey=00000000-0000-4000-8000-000000000000;IngestionEndpoint=https://127.0.0.1:1/';
+  // A telemetry facade of its own per test, in the state a new process starts in.
+  let tel = new Telemetry({ settingsRecheckMs: 0 });
   afterEach(() => {
     delete process.env.APPLICATIONINSIGHTS_CONNECTION_STRING;
-    resetTelemetry();
+    tel = new Telemetry({ settingsRecheckMs: 0 });
   });
 
   test('unset: instruments are no-ops and @azure/monitor-opentelemetry is never imported', async () => {
-    resetTelemetry();
-    recordIssuance('cloudsql', 'issued', 1);
-    await initTelemetry();
-    expect(telemetryState()).toBe('off');
+    tel = new Telemetry({ settingsRecheckMs: 0 });
+    tel.recordIssuance('cloudsql', 'issued', 1);
+    await tel.init();
+    expect(tel.current).toBe('off');
     expect(monitorLoaded).toBe(0);
   });
 
   test('set: imported once, useAzureMonitor called once with the connection string, instruments then record', async () => {
     process.env.APPLICATIONINSIGHTS_CONNECTION_STRING = CONN;
-    resetTelemetry();
-    recordIssuance('query', 'issued', 1); // starts loading; dropped
-    expect(telemetryState()).toBe('loading');
-    await initTelemetry();
-    await initTelemetry();
+    tel = new Telemetry({ settingsRecheckMs: 0 });
+    tel.recordIssuance('query', 'issued', 1); // starts loading; dropped
+    expect(tel.current).toBe('loading');
+    await tel.init();
+    await tel.init();
     const before = await valueOf(METRIC.issuanceDuration, { kind: 'query', outcome: 'issued' });
-    recordIssuance('query', 'issued', 1);
-    expect(telemetryState()).toBe('on');
+    tel.recordIssuance('query', 'issued', 1);
+    expect(tel.current).toBe('on');
     expect(monitorLoaded).toBe(1);
     // ingestion authenticates with the Function's managed identity (Application Insights local auth can be off)
     expect(monitorCalls).toEqual([

@@ -5,20 +5,23 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
-import { handler as policyHandler } from '../../../functions/admin-policy';
-import { handler as historyHandler } from '../../../functions/admin-policy-history';
-import { handler as denyHandler } from '../../../functions/admin-deny';
-import { handler as denyRemoveHandler } from '../../../functions/admin-deny-remove';
-import { handler as explainHandler } from '../../../functions/explain';
-import { handler as healthHandler } from '../../../functions/health';
+
 import { BlobPolicySource } from '../../../shared/policy/blob-store';
-import { resetPolicyStore } from '../../../shared/policy/current';
 import { PolicyStore } from '../../../shared/policy/store';
 import { policyConfig } from '../../../shared/config/policy';
 import { captureLogs, invoke } from '../../helpers/invoke';
 import { CLOUDSQL_RESOURCE } from '../../helpers/foundation';
 import { ContractValidator } from '../../helpers/openapi';
 import type { HttpHandler } from '@azure/functions';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const policyHandler = testApp.handler('adminPolicy');
+const historyHandler = testApp.handler('adminPolicyHistory');
+const denyHandler = testApp.handler('adminDeny');
+const denyRemoveHandler = testApp.handler('adminDenyRemove');
+const explainHandler = testApp.handler('explain');
+const healthHandler = testApp.handler('health');
 
 const contract = new ContractValidator();
 const ROUTES = new Map<HttpHandler, string>();
@@ -117,7 +120,7 @@ beforeAll(async () => {
     },
   });
   restoreEnv = sb.applyEnv();
-  resetPolicyStore();
+  testApp.renew();
   second = await startSecondInstance();
 }, 60_000);
 
@@ -125,7 +128,7 @@ afterAll(async () => {
   second?.child.kill('SIGKILL');
   logs?.restore();
   restoreEnv?.();
-  resetPolicyStore();
+  testApp.renew();
   await sb?.stop();
 });
 
@@ -390,7 +393,7 @@ describe('live policy on Blob Storage', () => {
     await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
     const port = (hung.address() as { port: number }).port;
     try {
-      const cfg = { ...policyConfig.get(), storageTimeoutMs: 300 };
+      const cfg = { ...policyConfig.get(0), storageTimeoutMs: 300 };
       const good = new PolicyStore(new BlobPolicySource({ ...cfg, url: sb.storage!.policyBlobUrl }), {
         refreshMs: 0,
         maxStaleMs: 60_000,

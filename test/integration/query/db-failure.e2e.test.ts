@@ -1,13 +1,16 @@
 import { execFileSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { workerHost } from '../../helpers/loopback';
-import { handler as queryHandler } from '../../../functions/query';
-import { handler as tokenHandler } from '../../../functions/token';
-import { handler as healthHandler } from '../../../functions/health';
+
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { closeQueryPools } from '../../../shared/query/run-catalogued';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const queryHandler = testApp.handler('query');
+const tokenHandler = testApp.handler('token');
+const healthHandler = testApp.handler('health');
 
 /**
  * The database failing under load (issue #19): killed, stopped (no answer at all), cut by the instance.
@@ -46,7 +49,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  await closeQueryPools();
+  await testApp.app.queryPools.closeAll();
   restoreEnv?.();
   await sb?.stop();
 });

@@ -2,14 +2,17 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
-import { handler } from '../../../functions/query';
+
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { closeQueryPools } from '../../../shared/query/run-catalogued';
 import { SESSION_SETTINGS, type SessionIdentity } from '../../../shared/query/session-identity';
 import { runReadOnly } from '../../../shared/query/transaction';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const handler = testApp.handler('query');
 
 /**
  * The caller's identity reaches the data (issue #14), through the real sandbox: the sample catalog and policy
@@ -107,7 +110,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  await closeQueryPools();
+  await testApp.app.queryPools.closeAll();
   restoreEnv?.();
   await sb?.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -165,6 +168,54 @@ describe('identity-bound parameters', () => {
     expect(ev).toMatchObject({ action: 'query', decision: 'deny', reason: 'invalid_parameter', ruleId: 'orders-readers' });
     expect(JSON.stringify(ev)).not.toContain(SANDBOX.secondReaderObjectId);
   });
+});
+
+test('nor through headers, the query string, a second subject token or other claims: only the validated token binds', async () => {
+  const other = SANDBOX.secondReaderObjectId;
+  const isAda = (r: Result) => {
+    expect(r.status).toBe(200);
+    const row = (r.json.rows as unknown[][])[0]!;
+    expect([row[1], row[2]]).toEqual([SANDBOX.readerObjectId, SANDBOX.tenantId]);
+  };
+  // Headers a platform or a proxy might be trusted for elsewhere: never read.
+  isAda(
+    await query(
+      'whoami',
+      tokens.ada!,
+      {},
+      {
+        'x-ms-client-principal-id': other,
+        'x-ms-client-principal-name': 'grace@example.com',
+        'x-ms-token-aad-access-token': tokens.grace!,
+        'x-caller-oid': other,
+        'x-forwarded-user': other,
+        'x-user-id': other,
+      },
+    ),
+  );
+  // The query string: never read as parameters (a repeated one is 400 before anything is judged).
+  const qs = await invoke(handler, {
+    url: `http://127.0.0.1:7071/api/query/whoami?callerOid=${other}&oid=${other}&caller.oid=${other}`,
+    params: { name: 'whoami' },
+    headers: { authorization: `Bearer ${gateway}`, 'x-subject-token': tokens.ada! },
+    body: {},
+  });
+  isAda(qs);
+  // Two subject tokens in one header (a repeated X-Subject-Token as a Headers object joins it): refused, never one of them.
+  const two = await query('whoami', tokens.ada!, {}, { 'x-subject-token': `${tokens.grace!}, ${tokens.ada!}` });
+  expect(two.status).toBe(401);
+  expect(two.json.rows).toBeUndefined();
+  // Other claims naming someone else: the identity is oid / tid / azp, nothing else the token says.
+  const forged = await sb.entra.mint({
+    aud: SANDBOX.subjectAudience,
+    oid: SANDBOX.readerObjectId,
+    roles: ['Orders.Read'],
+    extra: { sub: other, callerOid: other, 'caller.oid': other, oid_: other, upn: 'grace@example.com', xms_tid: 'x' },
+  });
+  isAda(await query('whoami', forged));
+  // The body: a parameter the query does not declare is refused, naming it.
+  const body = await query('whoami', tokens.ada!, { oid: other });
+  expect([body.status, body.json.parameter]).toEqual([400, 'oid']);
 });
 
 test('a parameter bound to a named claim takes the claim of the caller’s token; without the claim the query is refused', async () => {
@@ -263,14 +314,14 @@ describe('per-transaction identity', () => {
       const sql = `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('transaction_read_only'), current_setting('statement_timeout')`;
       // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
       const inside = await runReadOnly(c as never, { identity: id, comment: '', sql, values: [], maxRows: 10, deadlines });
-      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'app-name-a', 'on', '1234ms']]);
+      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', '', 'app-name-a', 'on', '1234ms']]);
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
       expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
       const after = await c.query(
         `SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`,
       );
-      expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '']);
+      expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '', '']);
       // a failing preamble: the query never runs, the transaction is left aborted for the caller to roll back
       await expect(
         runReadOnly(c as never, {
@@ -324,6 +375,43 @@ describe('correlation into the database', () => {
       `SELECT pg_sleep($1) AS slept /*correlation_id='corr-sleepy-0001',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
     );
     expect(seen!.application_name).toBe('token-broker/sleepy/corr-sleepy-0001');
+  });
+
+  test("hostile traceparent, tracestate and x-correlation-id: the comment holds only the broker's own ids, escaped", async () => {
+    // A valid future version whose extra fields carry SQL: the trace is continued, the extra fields never travel.
+    const incoming = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-'*/; DROP TABLE orders; --";
+    const pending = query(
+      'sleepy',
+      tokens.ada!,
+      { seconds: 1.2 },
+      {
+        traceparent: incoming,
+        tracestate: "congo='*/ DROP TABLE orders; /*,rojo=00f067aa0ba902b7",
+        'x-correlation-id': "x'*/; DROP TABLE orders; --",
+      },
+    );
+    let seen: { query: string } | undefined;
+    for (let i = 0; i < 100 && !seen; i++) {
+      seen = await admin(
+        async (c) =>
+          (
+            await c.query(
+              "SELECT query FROM pg_stat_activity WHERE query LIKE '%pg_sleep%4bf92f3577b34da6a3ce929d0e0e4736%' AND pid <> pg_backend_pid()",
+            )
+          ).rows[0],
+      );
+      if (!seen) await new Promise((r) => setTimeout(r, 30));
+    }
+    const r = await pending;
+    expect(r.status).toBe(200);
+    const tp = r.headers.get('traceparent')!;
+    expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    // The malformed correlation id is replaced by the trace id: one trace named everywhere.
+    expect(r.headers.get('x-correlation-id')).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    expect(seen!.query).toBe(
+      `SELECT pg_sleep($1) AS slept /*correlation_id='4bf92f3577b34da6a3ce929d0e0e4736',query='sleepy',rule='orders-readers',traceparent='${tp}'*/`,
+    );
+    expect(seen!.query).not.toMatch(/DROP|congo|rojo/);
   });
 
   test('an invalid traceparent starts a new trace; every response (errors too) carries one', async () => {

@@ -1,13 +1,16 @@
 import { resolve } from 'node:path';
 import { workerHost } from '../../helpers/loopback';
 import { Client } from 'pg';
-import { handler } from '../../../functions/query';
+
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
 import { SQL_ADMIN_SCOPE } from '../../../local/emulators/google/sqladmin';
-import { closeQueryPools } from '../../../shared/query/run-catalogued';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const handler = testApp.handler('query');
 
 /**
  * End to end: real handler, real Entra emulator tokens, the unmodified Cloud SQL connector and pg talking
@@ -54,7 +57,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   logs.restore();
-  await closeQueryPools();
+  await testApp.app.queryPools.closeAll();
   restoreEnv?.();
   await sb?.stop();
 });
@@ -139,8 +142,11 @@ describe('happy path', () => {
     expect(r.status).toBe(200);
     expect(r.json.rowCount).toBe(10);
     expect(r.json.truncated).toBe(true);
+    // the same structured notice as the MCP tools (one query path): which limit, rows returned
+    expect(r.json.notice).toEqual({ limit: 'rowLimit', value: 10, rowsReturned: 10 });
     const exact = await query('many-rows', { count: 10 });
     expect(exact.json.truncated).toBe(false);
+    expect(exact.json.notice).toBeUndefined();
     expect(exact.json.rowCount).toBe(10);
     const eleven = await query('many-rows', { count: 11 });
     expect({ rowCount: eleven.json.rowCount, truncated: eleven.json.truncated }).toEqual({ rowCount: 10, truncated: true });
@@ -158,7 +164,7 @@ describe('happy path', () => {
 
   test('the query ran as the IAM database user of the mapped service account, admitted by the instance', async () => {
     const before = sb.cloudSql!.stats.admitted;
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     const r = await query('order-count');
     expect(r.status).toBe(200);
     expect(sb.cloudSql!.stats.admitted).toBe(before + 1);
@@ -176,7 +182,7 @@ describe('happy path', () => {
   });
 
   test('concurrent first requests share one connector set-up; connections stay within the pool bound', async () => {
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     sb.sqlAdmin!.resetCalls();
     const admittedBefore = sb.cloudSql!.stats.admitted;
     const results = await Promise.all(Array.from({ length: 20 }, () => query('order-count')));
@@ -406,7 +412,7 @@ describe('faults', () => {
   });
 
   test('instance endpoint down gives 503 instance_unreachable; recovers when it is back', async () => {
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     await sb.cloudSql!.setDown(true);
     try {
       const r = await query('order-count');
@@ -422,7 +428,7 @@ describe('faults', () => {
 
   test('a login token revoked upstream is refused once, then the login is retried with a fresh token: 200', async () => {
     expect((await query('order-count')).status).toBe(200); // a cached sqlservice.login token
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     const sa = SANDBOX.google.readerServiceAccount;
     const revoked = [...sb.google.state.tokens.values()].filter((t) => t.principal === sa && t.scopes.includes(SQL_LOGIN_SCOPE));
     expect(revoked.length).toBeGreaterThan(0);
@@ -441,7 +447,7 @@ describe('faults', () => {
   });
 
   test('a service account without roles/cloudsql.client on the instance is refused: 503 token_refused', async () => {
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     const inst = sb.sqlAdmin!.instances.get(`${SANDBOX.google.project}:${SANDBOX.google.region}:${SANDBOX.google.instance}`)!;
     inst.clients.delete(SANDBOX.google.readerServiceAccount);
     try {
@@ -455,7 +461,7 @@ describe('faults', () => {
   });
 
   test('SQL Admin answering 5xx gives 503 sqladmin_unavailable (after the connector’s own bounded retries)', async () => {
-    await closeQueryPools();
+    await testApp.app.queryPools.closeAll();
     const undo = sb.sqlAdmin!.inject({ fault: { kind: 'status', status: 503 }, routes: ['sqladmin.connectSettings'] });
     try {
       const r = await query('order-count');

@@ -1,12 +1,15 @@
 import { captureLogs, invoke } from '../../helpers/invoke';
 import { SANDBOX } from '../../../local/ids';
-import { resetPolicyStore } from '../../../shared/policy/current';
 import { httpHandler } from '../../../shared/http/handler';
 import { makeAdminRotate } from '../../../shared/rotation/endpoint';
-import { handler as timerHandler, registration as timerRegistration } from '../../../functions/rotation-timer';
+import { registration as timerRegistration } from '../../../functions/rotation-timer';
 import { InvocationContext, type Timer } from '@azure/functions';
 import { registration as adminRegistration } from '../../../functions/admin-rotate';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const timerHandler = testApp.timer('rotationTimer');
 
 let f: RotationFixture;
 let logs: ReturnType<typeof captureLogs>;
@@ -24,9 +27,11 @@ afterAll(async () => {
 
 const handler = () =>
   httpHandler(
+    testApp.app,
     'adminRotate',
     'problem',
     makeAdminRotate(() => f.deps({ managed: [acct] })),
+    { adminAction: () => 'rotation.admin' },
   );
 const gateway = () =>
   f.sb.entra.mint({ oid: SANDBOX.gatewayObjectId, appId: SANDBOX.gatewayAppId, aud: SANDBOX.clientAudience, version: '1.0' });
@@ -198,7 +203,7 @@ describe('POST /api/admin/rotate', () => {
       deny: [{ tenantId: SANDBOX.tenantId, objectId: denied, reason: 'offboarded' }],
     });
     await blob.upload(text, Buffer.byteLength(text));
-    resetPolicyStore();
+    testApp.renew();
     try {
       const tok = await f.sb.entra.mint({ oid: denied, aud: SANDBOX.clientAudience, roles: [SANDBOX.adminRole] });
       const start = logs.records.length;
@@ -216,7 +221,7 @@ describe('POST /api/admin/rotate', () => {
       ).toHaveLength(2);
     } finally {
       await blob.upload(before, before.length);
-      resetPolicyStore();
+      testApp.renew();
     }
   });
 

@@ -1,8 +1,10 @@
-import { handler as token } from '../../../functions/token';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
 import { invoke } from '../../helpers/invoke';
 import { SANDBOX } from '../../../local/ids';
 import { assertHealthy, startRotationFixture, type RotationFixture } from './fixture';
+import { TestApp } from '../../helpers/app';
+
+const testApp = new TestApp();
+const token = testApp.handler('token');
 
 /**
  * The Cloud SQL exchange's fallback mode (GOOGLE_AUTH_MODE=sa-key) reads the key the rotation timer keeps
@@ -19,14 +21,14 @@ beforeAll(async () => {
   f.sb.googleKeys.state.allowImpersonation(SANDBOX.google.readerServiceAccount, `serviceAccount:${acct.serviceAccount}`);
 });
 afterAll(async () => {
-  resetGoogleTokens();
+  await testApp.close();
   delete process.env.GOOGLE_AUTH_MODE;
   delete process.env.GOOGLE_SA_KEY_SECRET;
   await f?.stop();
 });
 
 async function exchange() {
-  resetGoogleTokens({ now: f.clock.now }); // no cached token: every call goes through the key
+  testApp.renew({ now: f.clock.now }); // no cached token: every call goes through the key
   const gateway = await f.sb.entra.mint({ oid: SANDBOX.gatewayObjectId, aud: SANDBOX.clientAudience, version: '1.0' });
   const caller = await f.sb.entra.mint({ oid: SANDBOX.readerObjectId, aud: SANDBOX.subjectAudience, roles: ['Orders.Read'] });
   return invoke(token, {

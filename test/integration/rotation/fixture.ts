@@ -1,8 +1,9 @@
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
 import { CLOUD_PLATFORM_SCOPE } from '../../../local/emulators/google/state';
-import { federatedTokenService, resetGoogleTokens } from '../../../shared/google/tokens';
-import { createLogger } from '../../../shared/observability/log';
+import type { AppContext } from '../../../shared/app/context';
+import { testContext } from '../../helpers/app';
+import { testLogger as createLogger } from '../../helpers/app';
 import { KeyVaultSecrets } from '../../../shared/keyvault/client';
 import { DAY_MS, TAG, pendingSecretName } from '../../../shared/rotation/google-keys/plan';
 import { exchangeKey, parseKeyFile } from '../../../shared/google/sa-key-exchange';
@@ -29,6 +30,10 @@ export interface RotationFixture {
   restore: () => void;
   /** The broker's own federated Google token (managed identity → Google STS), to call IAM directly. */
   federatedToken(): Promise<string>;
+  /** The app context the rotation runs with (its Google token cache on the shared clock). */
+  app(): AppContext;
+  /** Start over with a fresh app context (empty caches), as a new Function instance would. */
+  renewApp(): AppContext;
   deps(over?: Partial<RotationDeps>): RotationDeps;
   run(over?: Partial<RotationDeps>, dryRun?: boolean): Promise<RotationReport>;
   vault: KeyVaultSecrets;
@@ -49,16 +54,21 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
   const state = sb.googleKeys.state;
   // The rotation's Google identity is the real keyless path (the sandbox's managed identity → Google STS,
   // GOOGLE_* settings from applyEnv), its token cache on the shared clock (an input, not a module swap).
-  resetGoogleTokens({ now: clock.now });
+  let app = testContext({ now: clock.now });
+  const renewApp = () => {
+    void app.close();
+    app = testContext({ now: clock.now });
+    return app;
+  };
   const log = createLogger({ fn: 'rotation-test' });
   const deps = (over: Partial<RotationDeps> = {}): RotationDeps => {
     // Each run starts with an empty Google token cache, as a Function instance days later would: google-auth-library
     // dates the federated token by the wall clock, the emulators by the shared clock, so a token cached before
     // `advanceDays` would look fresh to the broker and expired to IAM (a test artefact, not a broker fault).
-    resetGoogleTokens({ now: clock.now });
+    renewApp();
     return {
       // A pause of the run passes on the shared clock (the Google emulators see time go by while rotation waits).
-      ...rotationDepsFromSettings(log, { now: clock.now, sleep: async (ms: number) => clock.advanceSeconds(ms / 1000) }),
+      ...rotationDepsFromSettings(app, log, { now: clock.now, sleep: async (ms: number) => clock.advanceSeconds(ms / 1000) }),
       ...over,
     };
   };
@@ -66,7 +76,9 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
     sb,
     clock,
     restore,
-    federatedToken: async () => (await federatedTokenService().sourceAccessToken()).token,
+    federatedToken: async () => (await app.google.federated().sourceAccessToken()).token,
+    app: () => app,
+    renewApp,
     deps,
     run: (over = {}, dryRun = false) => runRotation(deps(over), { dryRun, trigger: 'timer' }),
     vault: KeyVaultSecrets.fromSettings({ timeoutMs: 3000 }),
@@ -81,7 +93,7 @@ export async function startRotationFixture(env: Record<string, string> = {}): Pr
       await blob.getBlobLeaseClient().breakLease(0);
     },
     async stop() {
-      resetGoogleTokens();
+      await app.close();
       restore();
       await sb.stop();
     },

@@ -1,6 +1,5 @@
 import { captureLogs } from '../../helpers/invoke';
-import { createLogger } from '../../../shared/observability/log';
-import { resetGoogleTokens } from '../../../shared/google/tokens';
+import { testLogger as createLogger } from '../../helpers/app';
 import { rotationConfig } from '../../../shared/config/rotation';
 import { ConfigError } from '../../../shared/errors';
 import { removedSettingProblems } from '../../../shared/config/settings';
@@ -25,17 +24,20 @@ beforeAll(async () => {
 afterAll(async () => {
   logs?.restore();
   await f?.stop();
-  resetGoogleTokens();
+  f?.renewApp();
 });
 
 const log = createLogger({ fn: 'rotation-identity-test' });
 
 describe("the rotation's Google identity", () => {
   test('a run without injected tokens goes through the managed identity and Google STS (the GOOGLE_* settings), once for several IAM calls', async () => {
-    resetGoogleTokens();
+    f?.renewApp();
     const acct = f.addAccount('federated-sa');
     const stsBefore = f.sb.google.sts.count('sts.token');
-    const deps = { ...rotationDepsFromSettings(log, { now: f.clock.now, sleep: async () => undefined }), managed: [acct] };
+    const deps = {
+      ...rotationDepsFromSettings(f.app(), log, { now: f.clock.now, sleep: async () => undefined }),
+      managed: [acct],
+    };
     const r = await runRotation(deps, { dryRun: false, trigger: 'timer' });
     expect(r.status).toBe('completed');
     await assertHealthy(f, acct);
@@ -47,7 +49,7 @@ describe("the rotation's Google identity", () => {
     const saved = process.env.GOOGLE_WIF_AUDIENCE;
     delete process.env.GOOGLE_WIF_AUDIENCE;
     try {
-      expect(() => rotationDepsFromSettings(log)).toThrow(
+      expect(() => rotationDepsFromSettings(f.app(), log)).toThrow(
         expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining('GOOGLE_WIF_AUDIENCE') }),
       );
     } finally {
@@ -76,14 +78,14 @@ describe("the rotation's Google identity", () => {
         }
         expect(err).toBeInstanceOf(ConfigError);
         expect((err as ConfigError).problems).toContain(`${old} was removed: use ${replacement} instead, and delete ${old}`);
-        expect(() => rotationDepsFromSettings(log)).toThrow(
+        expect(() => rotationDepsFromSettings(f.app(), log)).toThrow(
           expect.objectContaining({ code: 'config_invalid', message: expect.stringContaining(old) }),
         );
         expect(removedSettingProblems(process.env)).toEqual([
           `${old} was removed: use ${replacement} instead, and delete ${old}`,
         ]);
         const config = checks.find((c) => c.name === 'config')!;
-        await expect(config.run()).resolves.toEqual({ status: 'fail', detail: expect.stringContaining(old) });
+        await expect(config.run(f.app())).resolves.toEqual({ status: 'fail', detail: expect.stringContaining(old) });
       } finally {
         delete process.env[old];
       }

@@ -62,7 +62,13 @@ describe('sa-key source credential (Key Vault → JWT-bearer → Google token) a
     process.env.GOOGLE_AUTH_MODE = 'sa-key';
     process.env.GOOGLE_SA_KEY_SECRET = acct.secretName;
     try {
-      const source = createSaKeySource({ config: googleConfig.get(), timeoutMs: 3000, now: f.clock.now });
+      const source = createSaKeySource({
+        config: googleConfig.get(0),
+        timeoutMs: 3000,
+        now: f.clock.now,
+        identities: f.app().identities,
+        logger: (fields) => f.app().logger(fields),
+      });
       await source.fetchSourceToken();
       f.sb.keyVault.inject({ fault: { kind: 'status', status: 503 } });
       try {

@@ -2,8 +2,14 @@ import { coreConfig } from '../../../shared/config/core';
 import { ConfigError } from '../../../shared/errors';
 import { allSettings, defineSection, str } from '../../../shared/config/settings';
 import { loadAllSections } from '../../../local/settings-table';
-import { createLogger, setLogSink } from '../../../shared/observability/log';
-import { policyStore, resetPolicyStore } from '../../../shared/policy/current';
+import { testContext } from '../../helpers/app';
+import type { AppContext } from '../../../shared/app/context';
+
+let app: AppContext = testContext();
+const policyStore = () => app.policy.store();
+const resetPolicyStore = () => {
+  app = testContext();
+};
 
 const valid = {
   BROKER_ALLOWED_TENANTS: '72f988bf-0000-4000-8000-00000000c0de',
@@ -129,7 +135,8 @@ describe('each setting is declared once (issue #18 item 5)', () => {
 
   test('the logger reads LOG_LEVEL through the config loader; an invalid value logs at info instead of failing', () => {
     const lines: string[] = [];
-    const prev = setLogSink((r) => lines.push(`${r.level}:${r.msg}`));
+    const ctx = testContext({ logSink: (r) => lines.push(`${r.level}:${r.msg}`) });
+    const createLogger = () => ctx.logger();
     const saved = process.env.LOG_LEVEL;
     try {
       process.env.LOG_LEVEL = 'warn';
@@ -139,7 +146,6 @@ describe('each setting is declared once (issue #18 item 5)', () => {
       createLogger().debug('hidden at the info fallback');
       createLogger().info('shown at the info fallback');
     } finally {
-      setLogSink(prev);
       if (saved === undefined) delete process.env.LOG_LEVEL;
       else process.env.LOG_LEVEL = saved;
     }

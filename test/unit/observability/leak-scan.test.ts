@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
-import { createLogger } from '../../../shared/observability/log';
+import { testLogger as createLogger } from '../../helpers/app';
 import { findLeaks, LeakScanner, needlesFor } from '../../helpers/leak-scan';
-import { addLogTap } from '../../../shared/observability/log';
+import { addTestLogTap as addLogTap } from '../../helpers/app';
 import { captureLogs } from '../../helpers/invoke';
 
 /**
@@ -114,6 +114,7 @@ describe('a jest run that leaks fails', () => {
         require.resolve('jest/bin/jest'),
         '--config',
         JSON.stringify({
+          // eslint-disable-next-line @typescript-eslint/no-require-imports
           ...(require(resolve(ROOT, 'test', 'jest-common.js')) as object),
           rootDir: ROOT,
           roots: [resolve(__dirname, 'fixtures')],

@@ -7,9 +7,10 @@ import { resolve } from 'node:path';
  * and the process keeps serving; an uncaught exception is logged, then the process ends as Node's default.
  */
 const guard = resolve(__dirname, '../../../dist/shared/observability/process-guard.js');
+const log = resolve(__dirname, '../../../dist/shared/observability/log.js');
 
 function run(body: string): { status: number | null; lines: Record<string, unknown>[]; stdout: string } {
-  const script = `const { inInvocation } = require(${JSON.stringify(guard)});\n${body}`;
+  const script = `const guard = require(${JSON.stringify(guard)});\nconst { createLogger } = require(${JSON.stringify(log)});\nconst inInvocation = (scope, fn) => guard.inInvocation(scope, createLogger, fn);\n${body}`;
   const r = spawnSync(process.execPath, ['-e', script], {
     encoding: 'utf8',
     env: { ...process.env, LOG_LEVEL: 'info', NODE_OPTIONS: '' },
@@ -42,7 +43,7 @@ test('outside any invocation the line names the process; an uncaught exception i
     inInvocation({ fn: 'token', correlationId: 'corr-xyz-789' }, () => {
       setTimeout(() => { throw new Error('bug in a callback'); }, 5);
     });
-    require(${JSON.stringify(guard)}).installProcessGuard();
+    guard.installProcessGuard(createLogger);
     Promise.reject(new Error('top-level'));
   `);
   expect(r.status).not.toBe(0); // Node's default for an uncaught exception stays

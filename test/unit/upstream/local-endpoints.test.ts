@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BrokerError } from '../../../shared/errors';
-import { isLoopbackUrl, sandboxCa } from '../../../shared/upstream/local-endpoints';
+import { isLoopbackUrl, localEndpointCa } from '../../../shared/upstream/local-endpoints';
 
 const dir = mkdtempSync(join(tmpdir(), 'sandbox-ca-'));
 const pem = join(dir, 'ca.pem');
@@ -28,10 +28,12 @@ test('only loopback hosts count as the sandbox', () => {
 
 test('a sandbox CA is trusted only for a loopback endpoint, and an unreadable file is config_invalid', () => {
   const base = { setting: 'COSMOS_CA_FILE', service: 'CosmosDB' };
-  expect(sandboxCa({ ...base, caFile: undefined, url: 'https://acct.documents.azure.com:443/' })).toBeUndefined();
-  expect(sandboxCa({ ...base, caFile: pem, url: 'https://127.0.0.1:7107/' })).toContain('BEGIN CERTIFICATE');
-  expect(code(() => sandboxCa({ ...base, caFile: pem, url: 'https://acct.documents.azure.com:443/' }))).toBe('config_invalid');
-  expect(code(() => sandboxCa({ ...base, caFile: join(dir, 'missing.pem'), url: 'https://127.0.0.1:7107/' }))).toBe(
+  expect(localEndpointCa({ ...base, caFile: undefined, url: 'https://acct.documents.azure.com:443/' })).toBeUndefined();
+  expect(localEndpointCa({ ...base, caFile: pem, url: 'https://127.0.0.1:7107/' })).toContain('BEGIN CERTIFICATE');
+  expect(code(() => localEndpointCa({ ...base, caFile: pem, url: 'https://acct.documents.azure.com:443/' }))).toBe(
+    'config_invalid',
+  );
+  expect(code(() => localEndpointCa({ ...base, caFile: join(dir, 'missing.pem'), url: 'https://127.0.0.1:7107/' }))).toBe(
     'config_invalid',
   );
 });
