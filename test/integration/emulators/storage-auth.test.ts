@@ -6,13 +6,15 @@ import { storageBicep } from '../../../local/sandbox-azure';
 import { storageRolesFromBicep } from '../../../local/emulators/azurite/storage-auth';
 import { BlobPolicySource, blobClientFor } from '../../../shared/policy/blob-store';
 import { PolicyStore } from '../../../shared/policy/store';
-import { resetPolicyStore } from '../../../shared/policy/current';
+import { TestApp } from '../../helpers/app';
 import { policyConfig } from '../../../shared/config/policy';
 import { rotationLeaseFromSettings } from '../../../shared/rotation/lease';
-import { handler as explainHandler } from '../../../functions/explain';
 import { BrokerError } from '../../../shared/errors';
 import { invoke } from '../../helpers/invoke';
 import { CLOUDSQL_RESOURCE } from '../../helpers/foundation';
+
+const testApp = new TestApp();
+const explainHandler = testApp.handler('explain');
 
 /**
  * Storage's checks in front of Azurite (issue 25, item 3; /work/notes/recorded-traffic.md §3). Azurite `--oauth basic`
@@ -31,11 +33,11 @@ const NO_ROLE = SANDBOX.cosmosKeyless.readerIdentity;
 beforeAll(async () => {
   sb = await startSandbox({ storage: true, env: { BROKER_POLICY_REFRESH_SECONDS: '1' } });
   restore = sb.applyEnv();
-  resetPolicyStore();
+  testApp.renew();
 }, 60_000);
 afterAll(async () => {
   restore?.();
-  resetPolicyStore();
+  testApp.renew();
   await sb?.stop();
 });
 
@@ -237,7 +239,7 @@ describe('the broker with the wrong identity', () => {
   test('AZURE_CLIENT_ID of an identity without the role: explain answers an error, not a decision', async () => {
     const saved = process.env.AZURE_CLIENT_ID;
     process.env.AZURE_CLIENT_ID = NO_ROLE.clientId;
-    resetPolicyStore();
+    testApp.renew();
     try {
       const r = await invoke(explainHandler, {
         url: 'http://127.0.0.1:7071/api/policy/explain',
@@ -260,7 +262,7 @@ describe('the broker with the wrong identity', () => {
       expect(JSON.stringify(r.json)).toMatch(/AuthorizationPermissionMismatch/);
     } finally {
       process.env.AZURE_CLIENT_ID = saved;
-      resetPolicyStore();
+      testApp.renew();
     }
   });
 
