@@ -10,12 +10,17 @@ import type { SandboxPostgres } from './postgres';
 import type { KeyVaultEmulator } from './emulators/keyvault';
 import type { CosmosEmulator } from './emulators/cosmos';
 import type { CosmosManagementEmulator } from './emulators/cosmos/management';
-import type { AzuriteEmulator } from './emulators/azurite';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 import { createSandboxBuild, samplePolicyPath } from './sandbox-build';
 import { startSandboxClientCa } from './sandbox-client-certificates';
 import type { ClientCa } from './pki';
-import { startAzureIdentity, startSandboxCosmos, startSandboxKeyVault, startSandboxStorage } from './sandbox-azure';
+import {
+  startAzureIdentity,
+  startSandboxCosmos,
+  startSandboxKeyVault,
+  startSandboxStorage,
+  type SandboxStorage,
+} from './sandbox-azure';
 import {
   keyPropagationFromEnv,
   startGoogleFederation,
@@ -121,8 +126,8 @@ export interface Sandbox {
   readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: GoogleKeysSandbox;
-  /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
-  readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
+  /** Azurite behind Storage's checks (`auth`) when `storage` is on; the policy blob is `policyBlobUrl` (at the proxy). */
+  readonly storage?: SandboxStorage;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Every HTTP emulator of the sandbox. */
@@ -179,7 +184,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const clientCa = startSandboxClientCa(b, { writeKey: opts.stateDir !== undefined });
     const storage =
       (opts.storage ?? opts.fixedPorts ?? false)
-        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath())
+        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath(), entra, msi)
         : undefined;
 
     Object.assign(env, opts.env ?? {});
