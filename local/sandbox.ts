@@ -30,14 +30,7 @@ import {
 } from './sandbox-google';
 import { startSandboxCloudSql, type SandboxCloudSql } from './sandbox-cloudsql';
 
-export { SAMPLE_POLICY, SAMPLE_QUERIES } from './sandbox-build';
-export {
-  keyPropagationFromEnv,
-  terraformAttributeCondition,
-  terraformProviderAttribute,
-  type GoogleKeysSandbox,
-  type GoogleSandbox,
-} from './sandbox-google';
+export { type GoogleKeysSandbox, type GoogleSandbox } from './sandbox-google';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -138,9 +131,6 @@ export interface Sandbox {
   applyEnv(): () => void;
   stop(): Promise<void>;
 }
-
-/** Fixed port of the SQL Admin emulator under `npm start`. */
-export const SQL_ADMIN_PORT = SANDBOX.ports.sqlAdmin;
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
   const stops: (() => Promise<void>)[] = [];
@@ -254,7 +244,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
 }
 
 /** Where `npm start` keeps its per-run directories (`run-PID-RANDOM/`) and the `current` link. */
-export const STATE_DIR = resolve(process.cwd(), '.sandbox');
+const STATE_DIR = resolve(process.cwd(), '.sandbox');
 /** The link to the fixed-port run's directory (what local.settings.json and `npm run dev-token` name). */
 export const CURRENT_LINK = join(STATE_DIR, 'current');
 

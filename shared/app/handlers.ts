@@ -23,7 +23,7 @@ export type TimerHandler = (timer: Timer, ctx: InvocationContext) => Promise<voi
  * names are fetched into the broker's cache, so the first caller after a cold start, a policy change or an expiry
  * does not wait for STS and generateAccessToken. Failures are logged only.
  */
-export function prewarmTimerHandler(app: AppContext): TimerHandler {
+function prewarmTimerHandler(app: AppContext): TimerHandler {
   return (_timer, ctx) =>
     inInvocation(
       { fn: 'prewarmTimer', invocationId: ctx.invocationId },
@@ -39,7 +39,7 @@ export function prewarmTimerHandler(app: AppContext): TimerHandler {
  * period; then the Cosmos account keys of COSMOS_MANAGED_ACCOUNTS (dual-key procedure). A past-due invocation just
  * runs.
  */
-export function rotationTimerHandler(app: AppContext): TimerHandler {
+function rotationTimerHandler(app: AppContext): TimerHandler {
   return (timer, ctx) =>
     inInvocation(
       { fn: 'rotationTimer', invocationId: ctx.invocationId },

@@ -197,7 +197,7 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
 }
 
 /** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (local development endpoints). */
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

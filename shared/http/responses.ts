@@ -8,7 +8,7 @@ import { BrokerError, oauthErrorFor, specOf } from '../errors';
 export type ResponseStyle = 'oauth' | 'problem' | 'jsonrpc';
 
 /** The JSON-RPC error code of a broker error answered before dispatch (JSON-RPC 2.0 §5.1; -32000…-32099 server). */
-export function jsonRpcCodeOf(err: BrokerError): number {
+function jsonRpcCodeOf(err: BrokerError): number {
   if (err.code === 'bad_request') return err.detail?.parameter === undefined ? -32700 : -32600;
   if (err.code === 'invalid_parameter') return -32602;
   if (err.code === 'not_found') return -32601;

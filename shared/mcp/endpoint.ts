@@ -24,7 +24,7 @@ import { EXPLAIN_TOOL, hasScope, toolScope, ToolCatalog } from './tools';
  */
 
 /** The revisions this server speaks (what SDK 1.32 negotiates, minus the legacy ones). */
-export const SUPPORTED_VERSIONS = ['2025-11-25', '2025-06-18'] as const;
+const SUPPORTED_VERSIONS = ['2025-11-25', '2025-06-18'] as const;
 
 /** Dependencies of the MCP endpoint: each defaults to the broker's own (tests and a composition root pass others). */
 export interface McpDeps {
@@ -45,7 +45,7 @@ function defaultDeps(app: AppContext): McpDeps {
 }
 
 /** Where this server's Protected Resource Metadata is served (under the Functions route prefix; docs/mcp.md). */
-export function resourceMetadataUrl(resourceUrl: string): string {
+function resourceMetadataUrl(resourceUrl: string): string {
   const u = new URL(resourceUrl);
   return `${u.origin}/api/.well-known/oauth-protected-resource${u.pathname.replace(/\/+$/, '')}`;
 }

@@ -25,7 +25,7 @@ export const EXPLAIN_TOOL = 'explain_access';
 const READ_ONLY = { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false } as const;
 
 /** The structured result of a query tool (also its `outputSchema`). */
-export const QUERY_OUTPUT_SCHEMA = {
+const QUERY_OUTPUT_SCHEMA = {
   type: 'object',
   properties: {
     query: { type: 'string' },
@@ -99,7 +99,7 @@ export function toolOf(q: CatalogQuery): ToolDefinition {
   };
 }
 
-export const EXPLAIN_TOOL_DEFINITION: ToolDefinition = {
+const EXPLAIN_TOOL_DEFINITION: ToolDefinition = {
   name: EXPLAIN_TOOL,
   title: 'Explain my access',
   description:

@@ -30,7 +30,7 @@ import type { EntraEmulator } from '../entra';
  * The built-in data roles infra/ assigns (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/storage):
  * both allow every blob data action (read, write, delete, lease, snapshot), so the check is only whether one covers the container.
  */
-export const STORAGE_ROLES = {
+const STORAGE_ROLES = {
   'Storage Blob Data Owner': 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b',
   'Storage Blob Data Contributor': 'ba92f5b4-2d11-453d-a403-e96b0029c9fe',
 } as const;
@@ -44,7 +44,7 @@ export interface StorageRoleAssignment {
 }
 
 /** Azure Storage's first-party app id, an accepted `aud` (Azure/Azurite VALID_BLOB_AUDIENCES). */
-export const STORAGE_APP_ID = 'e406a681-f3d4-42a8-90b6-c2b029497af1';
+const STORAGE_APP_ID = 'e406a681-f3d4-42a8-90b6-c2b029497af1';
 
 export interface StorageAuthProxy {
   readonly name: 'storage-auth';

@@ -6,7 +6,7 @@ import { SANDBOX } from '../../ids';
 import { newSigningKey, type SigningKey } from './keys';
 import { tokenShapeFor, type AppRegistration } from './apps';
 
-export { newSigningKey, publicJwkOf, type SigningKey } from './keys';
+export { type SigningKey } from './keys';
 export { tokenShapeFor, type AppRegistration } from './apps';
 
 /**
@@ -91,7 +91,7 @@ const CLAIMS_SUPPORTED = [
   'email',
 ];
 
-export const SANDBOX_TENANT = SANDBOX.tenantId;
+const SANDBOX_TENANT = SANDBOX.tenantId;
 
 export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator> {
   const tenants = (opts.tenants ?? [SANDBOX_TENANT]).map((t) => t.toLowerCase());

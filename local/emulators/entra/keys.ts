@@ -1,5 +1,5 @@
 import { createHash, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { exportJWK, type JWK } from 'jose';
+import { type JWK } from 'jose';
 import forge from 'node-forge';
 
 /** The Entra emulator's signing keys: RSA-2048, published in the tenant's JWKS under their `kid`. */
@@ -40,9 +40,4 @@ function selfSignedDer(privateKey: KeyObject, publicKey: KeyObject): string {
     forge.md.sha256.create(),
   );
   return forge.util.encode64(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes());
-}
-
-/** Export a key's public JWK (for tests that build their own key sets). */
-export async function publicJwkOf(key: KeyObject): Promise<JWK> {
-  return exportJWK(key);
 }

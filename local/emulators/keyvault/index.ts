@@ -69,7 +69,7 @@ export interface KeyVaultOptions {
   pageSize?: number;
 }
 
-export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
+const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
 const API_VERSION = /^(7\.\d(-preview(\.\d+)?)?|20\d\d-\d\d-\d\d(-preview)?)$/;
 const SECRET_NAME = /^[0-9a-zA-Z-]{1,127}$/;
 
