@@ -41,7 +41,7 @@ interface Instruments {
  * look-ups (no attribute object, no hashing per call); the OTel SDK reads the totals through an observable counter
  * when its reader collects (the exporter's interval). Cumulative, as the SDK's own counters are.
  */
-export class Tally {
+class Tally {
   private readonly byA = new Map<string, Map<string, { attributes: Attributes; n: number }>>();
   constructor(
     private readonly a: string,
@@ -198,24 +198,15 @@ export class Telemetry {
 }
 
 /** The process's telemetry (what the functions below record through). */
-export const processTelemetry = new Telemetry();
+const processTelemetry = new Telemetry();
 
 /** Bind the process's instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
 export function enableOpenTelemetry(): void {
   processTelemetry.enableOpenTelemetry();
 }
 
-/** Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly. */
-export function initTelemetry(): Promise<void> {
-  return processTelemetry.init();
-}
-
 function on(): Instruments | undefined {
   return processTelemetry.on();
-}
-
-export function telemetryState(): TelemetryState {
-  return processTelemetry.current;
 }
 
 // ---------- instruments ----------
@@ -269,25 +260,4 @@ export function spanAfter(name: string, attributes: Attributes, startedAtMs: num
     span.setStatus({ code: 2 /* SpanStatusCode.ERROR */ });
   }
   span.end();
-}
-
-/**
- * Run `fn` in a span when telemetry is on (attributes as for metrics: no identifiers, no tokens); the span
- * records the error code on failure. Off: just `fn()`.
- */
-export async function withSpan<T>(name: string, attributes: Attributes, fn: () => Promise<T>): Promise<T> {
-  const i = on();
-  if (!i) return fn();
-  return i.tracer.startActiveSpan(name, { attributes }, async (span) => {
-    try {
-      return await fn();
-    } catch (e) {
-      const code = (e as { code?: unknown })?.code;
-      span.setAttribute('broker.outcome', typeof code === 'string' ? code : 'internal');
-      span.setStatus({ code: 2 /* SpanStatusCode.ERROR */ });
-      throw e;
-    } finally {
-      span.end();
-    }
-  });
 }

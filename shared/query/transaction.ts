@@ -70,7 +70,7 @@ const QUERY_INDEX = 2;
 const preparedOn = new WeakMap<object, Map<string, string>>();
 
 /** A statement's name: derived from its text, so one name never stands for two texts (≤ 63 bytes). */
-export function statementName(text: string): string {
+function statementName(text: string): string {
   return `tb_${createHash('sha256').update(text).digest('hex').slice(0, 40)}`;
 }
 

@@ -156,8 +156,8 @@ describe('session preamble', () => {
     expect(p.begin).toBe('BEGIN READ ONLY');
     expect(p.settings).not.toContain('DROP');
     expect(p.settings).toMatch(/set_config\('broker\.caller_oid', \$3, true\)/);
-    expect(p.values).toEqual(['2000', 'a', "o'; DROP", 't', '', 'r', 'c', '']);
-    expect(preamble({ ...id, traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' }, '').values[7]).toBe(
+    expect(p.values).toEqual(['2000', 'a', "o'; DROP", 't', '', 'r', 'c', 'entra', '', '', '', '']);
+    expect(preamble({ ...id, traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' }, '').values[11]).toBe(
       '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
     );
     // the text is the same whatever the ids: one prepared statement per connection serves every request
