@@ -57,7 +57,6 @@ export async function startAzureIdentity(
     consentedResources: [SANDBOX.workforce.appId],
   });
   b.env.CALLER_OBO_CLIENT_ID = SANDBOX.subjectAppId;
-  b.env.CALLER_OBO_AUTHORITY_HOST = entra.url;
   b.env.CALLER_WORKFORCE_TOKEN_SCOPE = `${SANDBOX.workforce.appIdUri}/.default`;
   return { entra, msi };
 }

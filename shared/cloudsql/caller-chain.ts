@@ -158,7 +158,8 @@ export class CallerLogins {
     const audience = required(cfg, 'workforceAudience', 'CALLER_WORKFORCE_AUDIENCE');
     const userProject = required(cfg, 'userProject', 'CALLER_WORKFORCE_USER_PROJECT');
     const google = googleConfig.get(this.deps.settingsRecheckMs);
-    const timeoutMs = loadCore(this.deps.settingsRecheckMs).upstreamTimeoutMs;
+    const core = loadCore(this.deps.settingsRecheckMs);
+    const timeoutMs = core.upstreamTimeoutMs;
 
     // 1. The client assertion: the managed identity's token for Entra's token exchange audience.
     const mi = await managedIdentityToken(
@@ -169,7 +170,7 @@ export class CallerLogins {
     // 2. Entra on-behalf-of.
     const oboRes = await fetchWithTimeout(
       'Entra ID',
-      `${cfg.authorityHost}/${encodeURIComponent(subject.tenantId)}/oauth2/v2.0/token`,
+      `${core.authorityHost}/${encodeURIComponent(subject.tenantId)}/oauth2/v2.0/token`,
       {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },

@@ -1,4 +1,4 @@
-import { defineSection, int, optionalStr, str, url, type SettingSpec } from './settings';
+import { defineSection, int, optionalStr, str, type SettingSpec } from './settings';
 
 /**
  * Settings of the caller identity mode (`identity: "caller"` Cloud SQL grants, docs/cloudsql.md "Two identity
@@ -29,10 +29,6 @@ export const callerConfig = defineSection('caller', {
     GUID,
     'a GUID (the app registration client id)',
   ),
-  authorityHost: url('CALLER_OBO_AUTHORITY_HOST', {
-    doc: "Caller mode: Entra's token endpoint host; the on-behalf-of request goes to {host}/{caller tenant}/oauth2/v2.0/token",
-    default: 'https://login.microsoftonline.com',
-  }),
   workforceTokenScope: optionalMatching(
     'CALLER_WORKFORCE_TOKEN_SCOPE',
     'Caller mode: the on-behalf-of `scope`: `{App ID URI or client id}/.default` of the app registration the workforce pool provider trusts (its OIDC client_id)',

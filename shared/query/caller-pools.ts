@@ -40,6 +40,12 @@ export interface CallerPoolsDeps {
   readonly log: Logger;
   readonly now: () => number;
   readonly settingsRecheckMs?: number;
+  /** The instance's connect details (default: the SQL Admin API's connectSettings, cached per instance). */
+  readonly connectInfo?: (
+    connectionName: string,
+    adminToken: () => Promise<string>,
+    timeoutMs: number,
+  ) => Promise<InstanceConnectInfo>;
 }
 
 interface Entry {
@@ -97,7 +103,7 @@ export class CallerPools {
   ): Promise<Entry> {
     // The chain first: a caller Entra or Google refuses gets that answer before any pool exists.
     const login = await this.deps.logins.login(subject, log);
-    const info: InstanceConnectInfo = await connectInfo(grant.connectionName, this.adminToken(grant), q.connectTimeoutMs);
+    const info = await (this.deps.connectInfo ?? connectInfo)(grant.connectionName, this.adminToken(grant), q.connectTimeoutMs);
     const host = info.ipAddresses.find((i) => i.type === 'PRIMARY')?.ipAddress ?? info.ipAddresses[0]?.ipAddress ?? info.dnsName;
     if (!host) throw new BrokerError('upstream_error', 'The Cloud SQL instance has no address to connect to.');
     const { Pool: PgPool } = await import('pg');
