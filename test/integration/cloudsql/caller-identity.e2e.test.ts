@@ -380,6 +380,33 @@ describe('faults of the chain: the right error, no hang', () => {
     }
   });
 
+  test("the broker's federated credential gone: 403 upstream_denied naming it (an operator problem, not the caller's)", async () => {
+    const client = sb.entra.oboClients.find((c) => c.appId === SANDBOX.subjectAppId)!;
+    const fics = client.federatedCredentials;
+    client.federatedCredentials = [];
+    try {
+      const r = await exchange(await adaFresh());
+      expect(r.status).toBe(403);
+      expect(JSON.stringify(r.json)).toMatch(/upstream_denied/);
+      expect(JSON.stringify(r.json)).toMatch(/federated_credential/);
+      expect(JSON.stringify(r.json)).not.toMatch(/AADSTS/);
+    } finally {
+      client.federatedCredentials = fics;
+    }
+  });
+
+  test('Google STS hanging: 504 within the upstream timeout, no hang', async () => {
+    const hang = sb.google.sts.inject({ fault: { kind: 'hang' }, routes: ['sts.token'] });
+    const started = Date.now();
+    try {
+      const r = await exchange(await adaFresh());
+      expect(r.status).toBe(504);
+      expect(Date.now() - started).toBeLessThan(6000);
+    } finally {
+      hang();
+    }
+  });
+
   test('STS refusing the attribute condition: 403 attribute_condition', async () => {
     const off = sb.google.sts.inject({
       fault: {
