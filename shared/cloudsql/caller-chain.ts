@@ -139,10 +139,13 @@ export class CallerLogins {
       throw toBrokerError(e);
     }
     const key = `${subject.tenantId}/${subject.objectId}`;
-    const hit = this.cache.peek(key);
-    if (hit) return { ...hit, cached: true };
-    const v = await this.cache.get(key, () => this.fetch(subject, cfg, log));
-    return { ...v, cached: false };
+    // get (not peek): a hit in the last minutes of the token's life also starts one background refresh.
+    let fetched = false;
+    const v = await this.cache.get(key, () => {
+      fetched = true;
+      return this.fetch(subject, cfg, log);
+    });
+    return { ...v, cached: !fetched };
   }
 
   /** Forget a caller's login (after the instance refused it: the next login runs the chain again). */
