@@ -23,7 +23,7 @@ export interface SandboxCloudSql {
 }
 
 /** The workforce database users of the sandbox instance: two readers, and one person without the IAM role. */
-export const WORKFORCE_DATABASE_USERS: readonly string[] = [
+const WORKFORCE_DATABASE_USERS: readonly string[] = [
   SANDBOX.readerObjectId,
   SANDBOX.secondReaderObjectId,
   SANDBOX.workforce.noRoleObjectId,

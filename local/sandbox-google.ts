@@ -135,7 +135,7 @@ export async function startGoogleFederation(
 }
 
 /** infra/gcp/workforce.tf, read as the sandbox needs it: the provider's issuer, client id, mapping and condition. */
-export function workforceProviderFromTerraform(entra: Pick<EntraEmulator, 'url'>): WorkforcePoolProvider {
+function workforceProviderFromTerraform(entra: Pick<EntraEmulator, 'url'>): WorkforcePoolProvider {
   const candidates = [
     resolve(__dirname, '..', 'infra', 'gcp', 'workforce.tf'),
     resolve(__dirname, '..', '..', 'infra', 'gcp', 'workforce.tf'),

@@ -32,7 +32,7 @@ import { classifyDbError } from './errors';
  */
 
 /** Cloud SQL's port for direct (non-connector) connections. */
-export const DIRECT_PORT = 5432;
+const DIRECT_PORT = 5432;
 
 export interface CallerPoolsDeps {
   readonly logins: CallerLogins;
@@ -60,7 +60,7 @@ interface Entry {
 /** Connections that already carry the error listener (pg reuses clients across checkouts). */
 const guarded = new WeakSet<PoolClient>();
 
-export function callerPoolKey(
+function callerPoolKey(
   subject: Pick<Principal, 'tenantId' | 'objectId'>,
   grant: Pick<CloudSqlCallerGrant, 'connectionName' | 'database'>,
 ): string {

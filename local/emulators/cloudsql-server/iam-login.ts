@@ -43,7 +43,7 @@ const WORKFORCE_PRINCIPAL = 'principal://iam.googleapis.com/locations/global/wor
  * pool's principalSet) holding roles/cloudsql.instanceUser. The refusal never says which check failed (as for IAM
  * users); its text is the IAM-user one, Google's wording for workforce users is unverified (docs/cloudsql.md).
  */
-export function verifyWorkforceLogin(
+function verifyWorkforceLogin(
   instance: SqlInstance,
   user: string,
   t: { readonly principal: string; readonly scopes: readonly string[] },

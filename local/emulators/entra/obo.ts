@@ -14,8 +14,8 @@ import { tokenShapeFor, type AppRegistration } from './apps';
  * per downstream resource, every error code below as Entra words it in public traces.
  */
 
-export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
-export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** Entra's token exchange audience and its first-party client id (the `aud` of a managed identity's token for it). */
 const TOKEN_EXCHANGE_AUDIENCES = ['api://AzureADTokenExchange', 'fb60f99c-7a34-4190-8149-302f77469936'];
 
@@ -58,7 +58,7 @@ export interface OboDeps {
 }
 
 /** Entra's error body: `error`, `error_description` starting with the AADSTS code, `error_codes`, ids, `error_uri`. */
-export function entraError(status: number, error: string, code: number, text: string, suberror?: string): EmuResponse {
+function entraError(status: number, error: string, code: number, text: string, suberror?: string): EmuResponse {
   const now = new Date().toISOString().replace('T', ' ').slice(0, 19) + 'Z';
   const trace = randomUUID();
   const correlation = randomUUID();

@@ -69,12 +69,12 @@ export function workforceAudience(p: Pick<WorkforcePoolProvider, 'poolId' | 'pro
   return `//iam.googleapis.com/locations/global/workforcePools/${p.poolId}/providers/${p.providerId}`;
 }
 
-export function workforcePrincipal(poolId: string, subject: string): string {
+function workforcePrincipal(poolId: string, subject: string): string {
   return `principal://iam.googleapis.com/locations/global/workforcePools/${poolId}/subject/${subject}`;
 }
 
 /** Compile `assertion.CLAIM` mapping expressions (anything else is refused when STS starts). */
-export function compileAttributeMapping(m: Readonly<Record<string, string>>): (c: JWTPayload) => Record<string, unknown> {
+function compileAttributeMapping(m: Readonly<Record<string, string>>): (c: JWTPayload) => Record<string, unknown> {
   const entries = Object.entries(m).map(([attr, expr]) => {
     const mm = /^assertion\.([A-Za-z_][A-Za-z0-9_]*)$/.exec(expr.trim());
     if (!mm) throw new Error(`attribute_mapping: unsupported expression "${expr}" (the emulator maps assertion.CLAIM only)`);
