@@ -41,9 +41,18 @@ param callerWorkforceAudience string = ''
 param callerWorkforceTokenScope string = ''
 @description('Caller identity mode: project number or id for the callers\' Google tokens (STS options.userProject)')
 param callerWorkforceUserProject string = ''
+@description('The MCP endpoint\'s canonical URL, e.g. https://broker.example.com/api/mcp (docs/mcp.md)')
+param mcpResourceUrl string
+@description('Client id and App ID URI of the MCP resource app registration (requestedAccessTokenVersion 2)')
+param mcpAppClientId string
+param mcpAppIdUri string = ''
+@description('Client ids of the agent hosts (MCP clients) an operator approved, comma-separated')
+param mcpAllowedClientAppIds string
 param publisherEmail string
 param publisherName string = 'Token broker'
 param apimSku string = 'Developer'
+@description('Client certificates (mTLS at APIM, docs/client-certificates.md): CA certificates, each base64 DER; empty: no certificate callers')
+param clientCaCertificates array = []
 
 // At most 31 characters, so every derived name fits its service's limit (APIM 50, Cosmos 44, Key Vault 24, ...).
 var name = toLower('${take(environmentName, 24)}-${take(uniqueString(subscription().id, environmentName, location), 6)}')
@@ -156,6 +165,12 @@ module functionApp 'modules/functionapp.bicep' = {
     callerWorkforceTokenScope: callerWorkforceTokenScope
     callerWorkforceAudience: callerWorkforceAudience
     callerWorkforceUserProject: callerWorkforceUserProject
+    certGatewayOids: empty(clientCaCertificates) ? '' : identities.outputs.gatewayPrincipalId
+    clientCaBundle: join(map(clientCaCertificates, c => '-----BEGIN CERTIFICATE-----\n${c}\n-----END CERTIFICATE-----'), '\n')
+    mcpResourceUrl: mcpResourceUrl
+    mcpAppClientId: mcpAppClientId
+    mcpAppIdUri: mcpAppIdUri
+    mcpAllowedClientAppIds: mcpAllowedClientAppIds
   }
 }
 
@@ -181,6 +196,7 @@ module apim 'modules/apim.bicep' = {
     cosmosTarget: 'cosmos://${cosmos.outputs.accountName}/${cosmos.outputs.databaseName}/profiles'
     cosmosRbacTarget: 'cosmos://${cosmos.outputs.keylessAccountName}/${cosmos.outputs.keylessDatabaseName}/orders'
     cosmosRbacEndpoint: cosmos.outputs.keylessEndpoint
+    clientCaCertificates: clientCaCertificates
   }
 }
 

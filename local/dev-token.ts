@@ -21,7 +21,11 @@ const HELP = `Usage: npm run dev-token -- [options]
   --expires-in SECS    lifetime in seconds (default 3600; negative gives an expired token)
   --v1                 a v1.0 token (issuer sts.windows.net, aud the App ID URI) instead of v2.0 (aud the client id);
                        --client tokens are v1.0 unless --v2
-  --v2                 a v2.0 token (with --client)`;
+  --v2                 a v2.0 token (with --client)
+  --mcp                a v2.0 token for the MCP resource (aud ${SANDBOX.mcp.appId}) from the approved agent host
+                       (azp ${SANDBOX.mcp.agentHostAppId}), scp ${SANDBOX.mcp.scope} (plus --scp), roles Orders.Read unless --roles
+  --agent              with --mcp: the token of an Entra agent identity acting for the user (azp
+                       ${SANDBOX.mcp.agentIdentityAppId}, idtyp user, xms_act_fct 11, xms_par_app_azp ${SANDBOX.mcp.agentBlueprintAppId})`;
 
 function parseArgs(argv: string[]): Record<string, string | true> {
   const out: Record<string, string | true> = {};
@@ -29,7 +33,7 @@ function parseArgs(argv: string[]): Record<string, string | true> {
     const a = argv[i]!;
     if (!a.startsWith('--')) throw new Error(`Unexpected argument "${a}".`);
     const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (['client', 'v1', 'v2', 'help'].includes(k)) out[k] = true;
+    if (['client', 'v1', 'v2', 'help', 'mcp', 'agent'].includes(k)) out[k] = true;
     else {
       const v = inline ?? argv[++i];
       if (v === undefined) throw new Error(`--${k} needs a value.`);
@@ -45,7 +49,21 @@ async function main(): Promise<void> {
     process.stdout.write(HELP + '\n');
     return;
   }
-  const known = new Set(['client', 'v1', 'v2', 'oid', 'roles', 'scp', 'groups', 'aud', 'tid', 'expires-in', 'help']);
+  const known = new Set([
+    'client',
+    'v1',
+    'v2',
+    'mcp',
+    'agent',
+    'oid',
+    'roles',
+    'scp',
+    'groups',
+    'aud',
+    'tid',
+    'expires-in',
+    'help',
+  ]);
   for (const k of Object.keys(args)) if (!known.has(k)) throw new Error(`Unknown option --${k}.\n${HELP}`);
   let state: { entraUrl: string };
   // The fixed-port sandbox links .sandbox/current to its run directory; another one prints its SANDBOX_STATE_DIR.
@@ -74,8 +92,23 @@ async function main(): Promise<void> {
     : version === '1.0'
       ? SANDBOX.subjectAudience
       : SANDBOX.subjectAppId;
+  if (args.agent === true && args.mcp !== true) throw new Error('--agent needs --mcp.');
+  if (args.mcp === true && (client || args.v1 === true))
+    throw new Error('--mcp excludes --client and --v1 (MCP takes v2.0 tokens only).');
   const expiresIn = str('expires-in');
   if (expiresIn !== undefined && !/^-?\d+$/.test(expiresIn)) throw new Error('--expires-in must be whole seconds.');
+  const mcp =
+    args.mcp === true
+      ? {
+          aud: str('aud') ?? SANDBOX.mcp.appId,
+          appId: args.agent === true ? SANDBOX.mcp.agentIdentityAppId : SANDBOX.mcp.agentHostAppId,
+          scp: [SANDBOX.mcp.scope, str('scp')].filter(Boolean).join(' '),
+          roles: list('roles') ?? ['Orders.Read'],
+          ...(args.agent === true
+            ? { extra: { idtyp: 'user', xms_act_fct: '3 11', xms_par_app_azp: SANDBOX.mcp.agentBlueprintAppId } }
+            : {}),
+        }
+      : {};
   const body = {
     tenantId: str('tid') ?? SANDBOX.tenantId,
     oid: str('oid') ?? (client ? SANDBOX.gatewayObjectId : SANDBOX.readerObjectId),
@@ -86,6 +119,7 @@ async function main(): Promise<void> {
     groups: list('groups'),
     version,
     expiresIn: expiresIn === undefined ? undefined : Number(expiresIn),
+    ...mcp,
   };
   let res: Response;
   try {

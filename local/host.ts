@@ -316,7 +316,7 @@ export interface LocalHost {
 }
 
 /** The registrations with their handlers made from `app` (the same names, routes and options). */
-export function registrationsOf(app: AppContext, base: Registration[] = loadRegistrations()): Registration[] {
+function registrationsOf(app: AppContext, base: Registration[] = loadRegistrations()): Registration[] {
   const handlers: Record<string, unknown> = handlersOf(app);
   return base.map((r) =>
     isHttp(r)

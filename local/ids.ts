@@ -38,6 +38,23 @@ export const SANDBOX = {
     /** A person added as a database user but without roles/cloudsql.instanceUser. */
     noRoleObjectId: '0b5e0000-0000-4000-8000-00000000ead3',
   },
+  /**
+   * The MCP server (POST /api/mcp) as an Entra resource: its app registration issues v2.0 tokens
+   * (accessTokenAcceptedVersion 2), so `aud` is its client id; its App ID URIs are the local MCP URL and an api:// one
+   * (the scope prefix). The agent host is the one client app (`azp`) the sandbox approves; `otherClientAppId` is not.
+   */
+  mcp: {
+    appId: '3c900000-0000-4000-8000-0000000003c9',
+    resourceUrl: 'http://127.0.0.1:7071/api/mcp',
+    appIdUri: 'api://token-broker-mcp',
+    scope: 'mcp.tools',
+    agentHostAppId: 'a9e70000-0000-4000-8000-0000000a9e71',
+    otherClientAppId: 'a9e70000-0000-4000-8000-0000000a9e7f',
+    /** An Entra agent identity (its tokens: `azp` = this id, `xms_act_fct` contains 11), also approved. */
+    agentIdentityAppId: 'a9e70000-0000-4000-8000-0000000a9e11',
+    /** The blueprint (parent app) of the sandbox's agent identity: logged, never authorized on. */
+    agentBlueprintAppId: 'a9e70000-0000-4000-8000-0000000b1e90',
+  },
   google: {
     project: 'sandbox-project',
     region: 'europe-west1',

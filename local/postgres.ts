@@ -324,7 +324,7 @@ async function provision(admin: (db: string) => ClientConfig, opts: PostgresOpti
  *   session without the setting sees none. FORCE makes the policy apply to the table owner too; the owner
  *   (here the superuser, on Cloud SQL a dedicated owner role) is never the IAM reader.
  */
-export const SAMPLE_OWNERS = {
+const SAMPLE_OWNERS = {
   /** SANDBOX.readerObjectId: customer 1. */
   first: '0b5e0000-0000-4000-8000-00000000ead1',
   /** SANDBOX.secondReaderObjectId: customer 2. */

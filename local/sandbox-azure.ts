@@ -1,8 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { SANDBOX } from './ids';
 import { createCa } from './pki';
 import type { SandboxBuild } from './sandbox-build';
-import { startAzurite, type AzuriteEmulator } from './emulators/azurite';
+import { AZURITE_ACCOUNT, startAzurite, type AzuriteEmulator } from './emulators/azurite';
+import { startStorageAuthProxy, storageRolesFromBicep, type StorageAuthProxy } from './emulators/azurite/storage-auth';
 import { startCosmos, type CosmosEmulator } from './emulators/cosmos';
 import { startCosmosManagement, type CosmosManagementEmulator } from './emulators/cosmos/management';
 import { startEntra, type EntraEmulator } from './emulators/entra';
@@ -30,6 +32,12 @@ export async function startAzureIdentity(
       { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
       // The app the workforce pool provider trusts (caller identity mode): v2.0 tokens, aud = its client id.
       { appId: SANDBOX.workforce.appId, identifierUris: [SANDBOX.workforce.appIdUri], accessTokenAcceptedVersion: 2 },
+      // The MCP resource: v2.0 tokens (aud = its client id), App ID URI = the local MCP URL.
+      {
+        appId: SANDBOX.mcp.appId,
+        identifierUris: [SANDBOX.mcp.resourceUrl, SANDBOX.mcp.appIdUri],
+        accessTokenAcceptedVersion: 2,
+      },
     ],
   });
   b.onStop(() => entra.close());
@@ -171,17 +179,48 @@ export async function startSandboxCosmos(
   return { cosmos, cosmosKeyless, cosmosManagement };
 }
 
+/** infra/modules/storage.bicep (from the source tree or the compiled one). */
+export function storageBicep(): string {
+  const candidates = [
+    resolve(__dirname, '..', 'infra', 'modules', 'storage.bicep'),
+    resolve(__dirname, '..', '..', 'infra', 'modules', 'storage.bicep'),
+  ];
+  return readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
+}
+
+/** The sandbox's Blob Storage: Azurite behind Storage's own checks (`auth`); the broker is given the proxy's URLs. */
+export type SandboxStorage = AzuriteEmulator & {
+  /** The policy blob, at the proxy (what BROKER_POLICY_URL names). */
+  readonly policyBlobUrl: string;
+  /** Storage's checks in front of Azurite: signature, tenant, audience, lifetime, the role table of storage.bicep. */
+  readonly auth: StorageAuthProxy;
+};
+
 /**
- * Blob Storage (Azurite, HTTPS + OAuth): the live policy, seeded from `policyPath` (BROKER_POLICY_URL replaces
- * BROKER_POLICY_PATH), and the rotation lease.
+ * Blob Storage (Azurite, HTTPS + OAuth) behind Storage's own checks: the live policy, seeded from `policyPath`
+ * (BROKER_POLICY_URL replaces BROKER_POLICY_PATH), and the rotation lease. The broker talks to the proxy
+ * (the fixed port); Azurite listens on an ephemeral port behind it. The role table is infra/modules/storage.bicep's,
+ * `brokerPrincipalId` being the Function's identity.
  */
 export async function startSandboxStorage(
   b: SandboxBuild,
   policyPath: string,
-): Promise<AzuriteEmulator & { readonly policyBlobUrl: string }> {
+  entra: EntraEmulator,
+  msi: ManagedIdentityEmulator,
+): Promise<SandboxStorage> {
   const storageCa = createCa('Token Broker Sandbox Storage CA');
-  const azurite = await startAzurite({ ca: storageCa, port: b.port(SANDBOX.ports.storage) });
+  const azurite = await startAzurite({ ca: storageCa, port: 0 });
   b.onStop(() => azurite.close());
+  const auth = await startStorageAuthProxy({
+    targetPort: azurite.port,
+    account: AZURITE_ACCOUNT,
+    ca: storageCa,
+    entra,
+    tenantId: SANDBOX.tenantId,
+    assignments: storageRolesFromBicep(storageBicep(), { brokerPrincipalId: msi.objectId }),
+    port: b.port(SANDBOX.ports.storage),
+  });
+  b.onStop(() => auth.close());
   const container = azurite.admin().getContainerClient(SANDBOX.storage.container);
   await container.create();
   const text = readFileSync(policyPath, 'utf8');
@@ -190,10 +229,10 @@ export async function startSandboxStorage(
     blobHTTPHeaders: { blobContentType: 'application/json' },
   });
   const storageCaFile = b.writeCaFile('storage-ca.pem', storageCa.certPem);
-  const policyBlobUrl = `${azurite.accountUrl}/${SANDBOX.storage.container}/${SANDBOX.storage.policyBlob}`;
+  const policyBlobUrl = `${auth.accountUrl}/${SANDBOX.storage.container}/${SANDBOX.storage.policyBlob}`;
   delete b.env.BROKER_POLICY_PATH;
   b.env.BROKER_POLICY_URL = policyBlobUrl;
   b.env.BROKER_POLICY_CA_FILE = storageCaFile;
-  b.services['Blob Storage (Azurite, HTTPS)'] = policyBlobUrl;
-  return Object.assign(azurite, { policyBlobUrl });
+  b.services['Blob Storage (Azurite behind Storage auth checks, HTTPS)'] = policyBlobUrl;
+  return Object.assign(azurite, { policyBlobUrl, auth });
 }

@@ -51,8 +51,8 @@ export function createSandboxBuild(
   };
 }
 
-export const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-policy.json');
-export const SAMPLE_QUERIES = resolve(__dirname, '..', '..', 'local', 'queries.json');
+const SAMPLE_POLICY = resolve(__dirname, '..', '..', 'local', 'sample-policy.json');
+const SAMPLE_QUERIES = resolve(__dirname, '..', '..', 'local', 'queries.json');
 
 /** A file of local/, from local/ (ts-jest) and from dist/local/ (compiled). */
 function localFile(name: string, fromDist: string): string {

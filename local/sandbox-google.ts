@@ -49,7 +49,7 @@ export interface GoogleKeysSandbox {
  * An attribute of the workload identity provider (`attribute_condition`, `issuer_uri`) as infra/gcp/main.tf writes
  * it, with its `${var.NAME}` references replaced: the STS emulator enforces the very provider that is deployed.
  */
-export function terraformProviderAttribute(
+function terraformProviderAttribute(
   attribute: 'attribute_condition' | 'issuer_uri',
   vars: Readonly<Record<string, string>>,
 ): string {
@@ -68,7 +68,7 @@ export function terraformProviderAttribute(
 }
 
 /** The provider's `attribute_condition` as infra/gcp/main.tf writes it. */
-export function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
+function terraformAttributeCondition(vars: Readonly<Record<string, string>>): string {
   return terraformProviderAttribute('attribute_condition', vars);
 }
 

@@ -10,10 +10,17 @@ import type { SandboxPostgres } from './postgres';
 import type { KeyVaultEmulator } from './emulators/keyvault';
 import type { CosmosEmulator } from './emulators/cosmos';
 import type { CosmosManagementEmulator } from './emulators/cosmos/management';
-import type { AzuriteEmulator } from './emulators/azurite';
 import { faultOptionsFromEnv, type Emulator, type EmulatorFaultOptions } from './emulators/harness';
 import { createSandboxBuild, samplePolicyPath } from './sandbox-build';
-import { startAzureIdentity, startSandboxCosmos, startSandboxKeyVault, startSandboxStorage } from './sandbox-azure';
+import { startSandboxClientCa } from './sandbox-client-certificates';
+import type { ClientCa } from './pki';
+import {
+  startAzureIdentity,
+  startSandboxCosmos,
+  startSandboxKeyVault,
+  startSandboxStorage,
+  type SandboxStorage,
+} from './sandbox-azure';
 import {
   keyPropagationFromEnv,
   startGoogleFederation,
@@ -23,14 +30,7 @@ import {
 } from './sandbox-google';
 import { startSandboxCloudSql, type SandboxCloudSql } from './sandbox-cloudsql';
 
-export { SAMPLE_POLICY, SAMPLE_QUERIES } from './sandbox-build';
-export {
-  keyPropagationFromEnv,
-  terraformAttributeCondition,
-  terraformProviderAttribute,
-  type GoogleKeysSandbox,
-  type GoogleSandbox,
-} from './sandbox-google';
+export { type GoogleKeysSandbox, type GoogleSandbox } from './sandbox-google';
 
 /**
  * The local sandbox: every emulator the broker talks to, on loopback, plus the app settings that
@@ -107,6 +107,8 @@ export interface Sandbox {
   readonly cloudSql?: CloudSqlServer;
   /** The PostgreSQL behind it. */
   readonly postgres?: SandboxPostgres;
+  /** The CA of client certificates (BROKER_CLIENT_CA_BUNDLE); the sandbox gateway may vouch for them. */
+  readonly clientCa: ClientCa;
   /** Key Vault secrets emulator (HTTPS, sandbox CA); the Function's identity is a Secrets Officer. */
   readonly keyVault: KeyVaultEmulator;
   /** CosmosDB gateway emulator (HTTPS, sandbox CA); its primary key is in Key Vault as `cosmosKeySecret`. */
@@ -117,8 +119,8 @@ export interface Sandbox {
   readonly cosmosManagement: CosmosManagementEmulator;
   /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over `googleState`. */
   readonly googleKeys: GoogleKeysSandbox;
-  /** Azurite (when `storage` is on); the policy blob is `policyBlobUrl`. */
-  readonly storage?: AzuriteEmulator & { readonly policyBlobUrl: string };
+  /** Azurite behind Storage's checks (`auth`) when `storage` is on; the policy blob is `policyBlobUrl` (at the proxy). */
+  readonly storage?: SandboxStorage;
   /** Everything started, for printing. */
   readonly services: Record<string, string>;
   /** Every HTTP emulator of the sandbox. */
@@ -129,9 +131,6 @@ export interface Sandbox {
   applyEnv(): () => void;
   stop(): Promise<void>;
 }
-
-/** Fixed port of the SQL Admin emulator under `npm start`. */
-export const SQL_ADMIN_PORT = SANDBOX.ports.sqlAdmin;
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
   const stops: (() => Promise<void>)[] = [];
@@ -148,6 +147,10 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       BROKER_SUBJECT_AUDIENCES: `${SANDBOX.subjectAudience},${SANDBOX.subjectAppId}`,
       BROKER_POLICY_PATH: opts.policyPath ?? samplePolicyPath(),
       BROKER_ADMIN_ROLE: SANDBOX.adminRole,
+      MCP_RESOURCE_URL: SANDBOX.mcp.resourceUrl,
+      MCP_AUDIENCES: SANDBOX.mcp.appId,
+      MCP_ALLOWED_CLIENT_APP_IDS: `${SANDBOX.mcp.agentHostAppId},${SANDBOX.mcp.agentIdentityAppId}`,
+      MCP_SCOPE_PREFIX: `${SANDBOX.mcp.appIdUri}/`,
       IDENTITY_ENDPOINT: msi.endpoint,
       IDENTITY_HEADER: msi.secretHeader,
       AZURE_CLIENT_ID: msi.clientId,
@@ -167,9 +170,11 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const keyVault = await startSandboxKeyVault(b, entra, msi);
     const googleKeys = await startGoogleKeys(b, google.state, msi, opts.googleKeyPropagationMs ?? keyPropagationFromEnv());
     const { cosmos, cosmosKeyless, cosmosManagement } = await startSandboxCosmos(b, entra, msi, keyVault);
+    // Client certificates (mTLS at the gateway): a client CA the broker trusts, the sandbox gateway allowed to vouch.
+    const clientCa = startSandboxClientCa(b, { writeKey: opts.stateDir !== undefined });
     const storage =
       (opts.storage ?? opts.fixedPorts ?? false)
-        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath())
+        ? await startSandboxStorage(b, opts.policyPath ?? samplePolicyPath(), entra, msi)
         : undefined;
 
     Object.assign(env, opts.env ?? {});
@@ -208,6 +213,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       cloudSql: sql.cloudSql,
       postgres: sql.postgres,
       keyVault,
+      clientCa,
       cosmos,
       cosmosKeyless,
       cosmosManagement,
@@ -238,7 +244,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
 }
 
 /** Where `npm start` keeps its per-run directories (`run-PID-RANDOM/`) and the `current` link. */
-export const STATE_DIR = resolve(process.cwd(), '.sandbox');
+const STATE_DIR = resolve(process.cwd(), '.sandbox');
 /** The link to the fixed-port run's directory (what local.settings.json and `npm run dev-token` name). */
 export const CURRENT_LINK = join(STATE_DIR, 'current');
 

@@ -38,7 +38,9 @@ const CODES = {
   scope_not_supported: { status: 400, oauth: 'invalid_scope', title: 'Scope not supported' },
   not_found: { status: 404, oauth: 'invalid_request', title: 'Not found' },
   method_not_allowed: { status: 405, oauth: 'invalid_request', title: 'Method not allowed' },
+  not_acceptable: { status: 406, oauth: 'invalid_request', title: 'Not acceptable' },
   request_timeout: { status: 408, oauth: 'invalid_request', title: 'Request timeout' },
+  certificate_malformed: { status: 400, oauth: 'invalid_request', title: 'Client certificate header malformed' },
   policy_invalid: { status: 400, oauth: 'invalid_request', title: 'Policy document invalid' },
   precondition_failed: { status: 412, oauth: 'invalid_request', title: 'Precondition failed' },
   precondition_required: { status: 428, oauth: 'invalid_request', title: 'Precondition required' },
@@ -56,11 +58,14 @@ const CODES = {
   token_audience_not_allowed: { status: 401, oauth: 'invalid_client', title: 'Token audience not allowed' },
   token_tenant_not_allowed: { status: 401, oauth: 'invalid_client', title: 'Token tenant not allowed' },
   token_claims_missing: { status: 401, oauth: 'invalid_client', title: 'Token claims missing' },
+  certificate_invalid: { status: 401, oauth: 'invalid_grant', title: 'Client certificate not accepted' },
 
   // --- authorization (403: known identity, no grant) ---
   client_not_allowed: { status: 403, oauth: 'unauthorized_client', title: 'Client not allowed' },
   subject_denied: { status: 403, oauth: 'access_denied', title: 'Subject denied' },
   not_granted: { status: 403, oauth: 'access_denied', title: 'Not granted' },
+  origin_not_allowed: { status: 403, oauth: 'access_denied', title: 'Origin not allowed' },
+  insufficient_scope: { status: 403, oauth: 'invalid_scope', title: 'Insufficient scope' },
   role_required: { status: 403, oauth: 'access_denied', title: 'Role required' },
   upstream_denied: { status: 403, oauth: 'unauthorized_client', title: 'Upstream denied the broker' },
   db_permission_denied: { status: 403, oauth: 'access_denied', title: 'Database permission denied' },
@@ -110,6 +115,11 @@ export interface BrokerErrorOptions {
   party?: Party;
   /** Extra, client-safe fields (e.g. the parameter name that was bad). */
   detail?: Record<string, string | number | boolean>;
+  /**
+   * The `WWW-Authenticate` challenge to answer with instead of the default one (the MCP endpoint's, which names its
+   * Protected Resource Metadata and the scope needed: RFC 9728 §5.1, RFC 6750 §3).
+   */
+  challenge?: string;
 }
 
 export class BrokerError extends Error {
@@ -117,6 +127,7 @@ export class BrokerError extends Error {
   readonly retryAfterSeconds?: number;
   readonly party?: Party;
   readonly detail?: Record<string, string | number | boolean>;
+  readonly challenge?: string;
 
   constructor(code: ErrorCode, message: string, options: BrokerErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -125,6 +136,7 @@ export class BrokerError extends Error {
     this.retryAfterSeconds = options.retryAfterSeconds ?? (CODES[code] as CodeSpec).retryAfter;
     this.party = options.party;
     this.detail = options.detail;
+    this.challenge = options.challenge;
   }
 
   get status(): number {
@@ -138,6 +150,18 @@ export class BrokerError extends Error {
       retryAfterSeconds: this.retryAfterSeconds,
       party,
       detail: this.detail,
+      challenge: this.challenge,
+    });
+  }
+
+  /** The same error, answered with this `WWW-Authenticate` challenge. */
+  withChallenge(challenge: string): BrokerError {
+    return new BrokerError(this.code, this.message, {
+      cause: this.cause,
+      retryAfterSeconds: this.retryAfterSeconds,
+      party: this.party,
+      detail: this.detail,
+      challenge,
     });
   }
 }

@@ -40,7 +40,9 @@ function send(res, status, body) {
 async function tickets(answer, callerOid) {
   const primary = answer.ip_addresses.find((i) => i.type === 'PRIMARY') ?? answer.ip_addresses[0];
   const client = new pg.Client({
-    host: answer.dns_name ?? primary.ip_address,
+    // The instance's IP address (PRIMARY: public). `dns_name`, when the answer has one, names the instance for DNS-based
+    // connections (private service connect, DNS names); it need not resolve where this backend runs.
+    host: primary.ip_address,
     port: answer.port ?? 5432,
     user: answer.database_user,
     password: answer.access_token,

@@ -23,6 +23,11 @@ param cosmosTarget string
 param cosmosRbacTarget string
 @description('Endpoint of the keyless Cosmos account (APIM calls its REST API with the identity token)')
 param cosmosRbacEndpoint string
+@description('Client certificates (mTLS, docs/client-certificates.md): the CA certificates callers\' certificates chain to, each base64 DER; empty: no mTLS API')
+param clientCaCertificates array = []
+
+var apimName = 'apim-${name}'
+var mtls = !empty(clientCaCertificates)
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   name: 'apim-${name}'
@@ -36,6 +41,21 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   properties: {
     publisherEmail: publisherEmail
     publisherName: publisherName
+    // Client certificates: the gateway asks callers for one on its host name (negotiateClientCertificate) and trusts
+    // the client CA certificates (validate-client-certificate validate-trust). APIM terminates TLS; the broker verifies
+    // the forwarded certificate again against BROKER_CLIENT_CA_BUNDLE (the same CAs).
+    certificates: [for c in clientCaCertificates: { storeName: 'Root', encodedCertificate: c }]
+    hostnameConfigurations: mtls
+      ? [
+          {
+            type: 'Proxy'
+            hostName: '${apimName}.azure-api.net'
+            certificateSource: 'BuiltIn'
+            defaultSslBinding: true
+            negotiateClientCertificate: true
+          }
+        ]
+      : []
   }
 }
 
@@ -84,6 +104,17 @@ resource callerErrors 'Microsoft.ApiManagement/service/policyFragments@2024-05-0
   }
 }
 
+// The same exchange for callers authenticated by a client certificate (validated by APIM, verified again by the broker).
+resource brokerExchangeCertificate 'Microsoft.ApiManagement/service/policyFragments@2024-05-01' = if (mtls) {
+  parent: apim
+  name: 'broker-exchange-certificate'
+  properties: {
+    format: 'xml'
+    value: loadTextContent('../apim/fragments/broker-exchange-certificate.xml')
+  }
+  dependsOn: [ values ]
+}
+
 // --- Orders API, backed by Cloud SQL: the backend receives the caller's database token (X-Db-Token) ---
 resource ordersApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   parent: apim
@@ -108,6 +139,32 @@ resource ordersPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01'
   name: 'policy'
   properties: { format: 'xml', value: loadTextContent('../apim/cloudsql-api.xml') }
   dependsOn: [ values, brokerExchange, callerErrors ]
+}
+
+// --- Orders API for certificate callers (mTLS): partners, devices, on-premises jobs ---
+resource partnerOrdersApi 'Microsoft.ApiManagement/service/apis@2024-05-01' = if (mtls) {
+  parent: apim
+  name: 'orders-mtls'
+  properties: {
+    displayName: 'Orders (Cloud SQL, client certificate)'
+    path: 'orders-mtls'
+    protocols: [ 'https' ]
+    serviceUrl: ordersBackendUrl
+    subscriptionRequired: false
+  }
+}
+
+resource partnerOrdersGet 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = if (mtls) {
+  parent: partnerOrdersApi
+  name: 'list-orders'
+  properties: { displayName: 'List orders', method: 'GET', urlTemplate: '/' }
+}
+
+resource partnerOrdersPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = if (mtls) {
+  parent: partnerOrdersApi
+  name: 'policy'
+  properties: { format: 'xml', value: loadTextContent('../apim/cloudsql-mtls-api.xml') }
+  dependsOn: [ values, brokerExchangeCertificate, callerErrors ]
 }
 
 // --- Profiles token API: hands Cosmos resource tokens to SPA/mobile clients ---

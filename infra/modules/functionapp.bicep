@@ -24,6 +24,13 @@ param subjectAudiences string
 @description('Blob URL of the live access policy (the policy container of the storage account)')
 param policyBlobUrl string
 param queryCatalogPath string = 'config/queries.json'
+@description('The MCP endpoint\'s canonical URL (RFC 8707 resource), e.g. https://broker.example.com/api/mcp')
+param mcpResourceUrl string
+@description('Client id of the MCP resource app registration (v2.0 tokens: the `aud`), and its App ID URI (the scope prefix)')
+param mcpAppClientId string
+param mcpAppIdUri string = ''
+@description('Client ids of the agent hosts allowed to call the MCP endpoint (`azp`), comma-separated')
+param mcpAllowedClientAppIds string
 
 @allowed([ 'keyless', 'sa-key' ])
 param googleAuthMode string = 'keyless'
@@ -52,6 +59,10 @@ param callerWorkforceTokenScope string = ''
 param callerWorkforceAudience string = ''
 @description('Caller identity mode: project number or id for the callers\' Google tokens (STS options.userProject)')
 param callerWorkforceUserProject string = ''
+@description('Client certificates (docs/client-certificates.md): gateway object ids allowed to vouch for a certificate; empty: none')
+param certGatewayOids string = ''
+@description('PEM CA certificates client certificates must chain to (BROKER_CLIENT_CA_BUNDLE); empty: none')
+param clientCaBundle string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${name}'
@@ -73,6 +84,8 @@ var baseSettings = [
   { name: 'BROKER_ALLOWED_TENANTS', value: allowedTenants }
   { name: 'BROKER_CLIENT_AUDIENCES', value: join(filter([brokerAppIdUri, brokerAppClientId], a => !empty(a)), ',') }
   { name: 'BROKER_ALLOWED_CLIENT_OIDS', value: allowedClientOids }
+  { name: 'BROKER_CERT_GATEWAY_OIDS', value: certGatewayOids }
+  { name: 'BROKER_CLIENT_CA_BUNDLE', value: clientCaBundle }
   { name: 'BROKER_SUBJECT_AUDIENCES', value: subjectAudiences }
   { name: 'BROKER_POLICY_URL', value: policyBlobUrl }
   { name: 'BROKER_ADMIN_TENANT', value: allowedTenants }
@@ -85,6 +98,11 @@ var baseSettings = [
   { name: 'KEY_VAULT_URL', value: keyVaultUri }
   // --- query function ---
   { name: 'QUERY_CATALOG_PATH', value: queryCatalogPath }
+  // --- MCP endpoint (docs/mcp.md): v2.0 tokens for the MCP resource, from approved agent hosts ---
+  { name: 'MCP_RESOURCE_URL', value: mcpResourceUrl }
+  { name: 'MCP_AUDIENCES', value: mcpAppClientId }
+  { name: 'MCP_ALLOWED_CLIENT_APP_IDS', value: mcpAllowedClientAppIds }
+  { name: 'MCP_SCOPE_PREFIX', value: empty(mcpAppIdUri) ? 'api://${mcpAppClientId}/' : '${mcpAppIdUri}/' }
   // --- key rotation (the rotation caller federates through the same pool) ---
   { name: 'ROTATION_MANAGED_KEYS', value: rotationManagedKeys }
   { name: 'ROTATION_SCHEDULE', value: rotationSchedule }

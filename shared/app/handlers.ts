@@ -9,6 +9,7 @@ import { handlePolicyHistory } from '../policy/admin/history';
 import { handleGetPolicy } from '../policy/admin/get-policy';
 import { handlePutPolicy } from '../policy/admin/put-policy';
 import { handleExplain } from '../policy/explain';
+import { createMcpEndpoint, createMcpMetadata } from '../mcp/endpoint';
 import { handleQuery } from '../query/endpoint';
 import { makeAdminRotate } from '../rotation/endpoint';
 import { prewarmGoogleTokens } from '../google/prewarm';
@@ -22,7 +23,7 @@ export type TimerHandler = (timer: Timer, ctx: InvocationContext) => Promise<voi
  * names are fetched into the broker's cache, so the first caller after a cold start, a policy change or an expiry
  * does not wait for STS and generateAccessToken. Failures are logged only.
  */
-export function prewarmTimerHandler(app: AppContext): TimerHandler {
+function prewarmTimerHandler(app: AppContext): TimerHandler {
   return (_timer, ctx) =>
     inInvocation(
       { fn: 'prewarmTimer', invocationId: ctx.invocationId },
@@ -38,7 +39,7 @@ export function prewarmTimerHandler(app: AppContext): TimerHandler {
  * period; then the Cosmos account keys of COSMOS_MANAGED_ACCOUNTS (dual-key procedure). A past-due invocation just
  * runs.
  */
-export function rotationTimerHandler(app: AppContext): TimerHandler {
+function rotationTimerHandler(app: AppContext): TimerHandler {
   return (timer, ctx) =>
     inInvocation(
       { fn: 'rotationTimer', invocationId: ctx.invocationId },
@@ -74,6 +75,8 @@ export function handlersOf(app: AppContext) {
     health: httpHandler(app, 'health', 'problem', handleHealth),
     query: httpHandler(app, 'query', 'problem', handleQuery),
     token: httpHandler(app, 'token', 'oauth', handleTokenExchange),
+    mcp: httpHandler(app, 'mcp', 'jsonrpc', createMcpEndpoint(app).handle),
+    mcpMetadata: httpHandler(app, 'mcpMetadata', 'problem', createMcpMetadata(app)),
     prewarmTimer: prewarmTimerHandler(app),
     rotationTimer: rotationTimerHandler(app),
   } satisfies Record<string, HttpHandler | TimerHandler>;

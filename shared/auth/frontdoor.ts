@@ -31,7 +31,7 @@ export function loadCore(settingsRecheckMs?: number): CoreConfig {
   return coreConfig.load(settingsRecheckMs);
 }
 
-function bearerOf(req: HttpRequest): string | undefined {
+export function bearerOf(req: HttpRequest): string | undefined {
   const h = req.headers.get('authorization');
   if (!h) return undefined;
   const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
@@ -63,4 +63,32 @@ export async function validateSubject(token: string | undefined, cfg: CoreConfig
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('subject') : e;
   }
+}
+
+/** What the MCP endpoint accepts as a caller's token (its own resource, never the gateway's or an API's). */
+export interface McpAudience {
+  /** Accepted `aud` values (the MCP resource app's client id; its App ID URI). */
+  readonly audiences: readonly string[];
+  /** The client applications (`azp`) allowed: the agent hosts an operator approved. */
+  readonly allowedClientApps: readonly string[];
+}
+
+/**
+ * An MCP caller (the user, or an agent identity, acting through an approved client application): a valid Entra
+ * **v2.0** access token for the MCP resource (the one validator, its JWKS cache and verified-token cache), from an
+ * allowed tenant, issued to an allowed client app. A v1.0 token, any other audience: 401; a client app that is
+ * not approved: 403 `client_not_allowed`.
+ */
+export async function validateMcpCaller(
+  token: string | undefined,
+  aud: McpAudience,
+  cfg: CoreConfig = loadCore(),
+): Promise<Principal> {
+  const p = await validatorFor(cfg).validate(token, aud.audiences);
+  if (p.version !== '2.0')
+    throw new BrokerError('token_issuer_not_allowed', 'Only v2.0 access tokens for the MCP resource are accepted.');
+  const azp = p.appId?.toLowerCase();
+  if (azp === undefined || !aud.allowedClientApps.some((a) => a.toLowerCase() === azp))
+    throw new BrokerError('client_not_allowed', 'This client application may not call the MCP endpoint.', { party: 'client' });
+  return p;
 }

@@ -1,4 +1,4 @@
-import { defineSection, int, str } from './settings';
+import { defineSection, int, optionalStr, str } from './settings';
 
 /** Settings of the query function (POST /api/query/{name}). */
 export const queryConfig = defineSection('query', {
@@ -32,6 +32,10 @@ export const queryConfig = defineSection('query', {
     default: '10000',
     min: 500,
     max: 60000,
+  }),
+  maskHashKey: optionalStr('QUERY_MASK_HASH_KEY', {
+    doc: 'Key of the catalog `hash` column masks (HMAC-SHA256; at least 32 characters): the same value hashes the same, so masked values still join. Required only when a catalog entry declares a hash mask',
+    secret: true,
   }),
   maxRowLimit: int('QUERY_MAX_ROW_LIMIT', {
     doc: "Ceiling of any catalog query's rowLimit",

@@ -57,9 +57,7 @@ const sectionsOf = (name: string): string => [...(sectionNames.get(name) ?? [])]
 
 /** Every setting any loaded section declares (import the section modules first). */
 export function allSettings(): readonly (SettingSpec<unknown> & { section: string })[] {
-  return registry.map((s) =>
-    Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }),
-  );
+  return registry.map((s) => Object.assign(Object.create(s) as SettingSpec<unknown>, { section: sectionsOf(s.name) }));
 }
 
 /** Settings that were removed, each with what replaces it: still set is an error naming it, never ignored. */
@@ -199,7 +197,7 @@ export function bool(name: string, opts: Common): SettingSpec<boolean> {
 }
 
 /** Loopback host names and addresses: the only hosts a plain-HTTP endpoint may name (local development endpoints). */
-export function isLoopbackHost(hostname: string): boolean {
+function isLoopbackHost(hostname: string): boolean {
   const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

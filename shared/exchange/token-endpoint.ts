@@ -1,7 +1,7 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { audit } from '../observability/audit';
-import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
-import type { CoreConfig } from '../config/core';
+import { authenticateClient, loadCore } from '../auth/frontdoor';
+import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonResponse } from '../http/responses';
@@ -11,7 +11,7 @@ import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, withSpan } from '../observability/telemetry';
-import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
+import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
 const providers = {
@@ -51,9 +51,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   }
   const subjectToken = requireParam(params, 'subject_token');
   const subjectTokenType = requireParam(params, 'subject_token_type');
-  if (subjectTokenType !== ACCESS_TOKEN_TYPE && subjectTokenType !== JWT_TOKEN_TYPE) {
-    throw new BrokerError('unsupported_token_type', `subject_token_type must be ${ACCESS_TOKEN_TYPE} or ${JWT_TOKEN_TYPE}.`);
-  }
+  const resolveSubject = subjectResolver({ req, scope, cfg, client, subjectToken, subjectTokenType, action: 'token' });
   if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
     throw new BrokerError('bad_request', 'Delegation (actor_token) is not supported; the gateway is the client, not an actor.');
   }
@@ -72,7 +70,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
   const kind = target.kind;
   try {
-    const res = await grantAndIssue(scope, cfg, client, target, subjectToken, requestedLifetimeSeconds);
+    const res = await grantAndIssue(scope, client, target, resolveSubject, requestedLifetimeSeconds);
     recordIssuance(kind, 'issued', performance.now() - started);
     return res;
   } catch (e) {
@@ -84,14 +82,13 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
 /** The subject, the policy decision and the provider: what the issuance latency measures beyond the front door. */
 async function grantAndIssue(
   scope: RequestScope,
-  cfg: CoreConfig,
   client: Principal,
   target: Exclude<Target, { kind: 'query' }>,
-  subjectToken: string,
+  resolveSubject: () => Promise<Principal>,
   requestedLifetimeSeconds: number | undefined,
 ): Promise<HttpResponseInit> {
   const kind = target.kind;
-  const subject = await validateSubject(subjectToken, cfg);
+  const subject = await resolveSubject();
   const action = `token.${target.kind}`;
   const targetText = formatTarget(target);
   const denyAudit = (reason: string, ruleId?: string) =>

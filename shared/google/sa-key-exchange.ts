@@ -16,7 +16,7 @@ export interface ServiceAccountKeyFile {
 }
 
 /** The `aud` of every JWT-bearer assertion, whatever token URL it is posted to (a local development endpoint's, or Google's). */
-export const GOOGLE_TOKEN_AUDIENCE = 'https://oauth2.googleapis.com/token';
+const GOOGLE_TOKEN_AUDIENCE = 'https://oauth2.googleapis.com/token';
 
 export function parseKeyFile(json: string): ServiceAccountKeyFile {
   let v: unknown;

@@ -86,12 +86,7 @@ let shared: { key: string; source: KeyVaultKeySource } | undefined;
  * shaped as the Cloud SQL exchange's SourceCredential (`mode`, `fetchSourceToken`). One per configuration,
  * so the cached key survives across requests.
  */
-export function saKeySourceFromSettings(ctx: {
-  timeoutMs: number;
-  now: () => number;
-  log?: Logger;
-  identities?: ManagedIdentities;
-}): {
+function saKeySourceFromSettings(ctx: { timeoutMs: number; now: () => number; log?: Logger; identities?: ManagedIdentities }): {
   readonly mode: 'sa-key';
   fetchSourceToken(): Promise<{ token: string; expiresAtMs: number }>;
 } {

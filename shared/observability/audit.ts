@@ -1,15 +1,31 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from './log';
 import type { Principal } from '../auth/principal';
+import { agentAuditFields } from '../auth/agent';
 
 export type AuditDecision = 'grant' | 'deny';
+
+type AuditedPrincipal = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'kind' | 'certificate'>;
+
+/** Who, on an audit line: the Entra ids, or for a client certificate its kind, thumbprint, subject, issuer and serial. */
+export function auditedIdentity(p: AuditedPrincipal): Record<string, unknown> {
+  const c = p.certificate;
+  if (p.kind !== 'certificate' || !c) return { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId };
+  return {
+    kind: 'certificate',
+    tenantId: p.tenantId,
+    objectId: p.objectId,
+    certificate: { thumbprint: c.thumbprint, subject: c.subject, issuer: c.issuer, serialNumber: c.serialNumber },
+  };
+}
 
 export interface AuditEvent {
   decision: AuditDecision;
   /** The action audited, e.g. `token.cloudsql`, `token.cosmos`, `query`, `rotation.create`. */
   action: string;
-  subject?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
-  client?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>;
+  /** The subject; with its claims (a validated Principal), the agent that acted for it is audited too. */
+  subject?: AuditedPrincipal & Partial<Pick<Principal, 'claims'>>;
+  client?: AuditedPrincipal;
   /** What was asked for, as a display string (resource URI, query name, service account). */
   target?: string;
   /** A reason code (the ErrorCode on deny, or `granted`/a rule id on grant). */
@@ -40,8 +56,7 @@ export function tokenFingerprint(tokenOrId: string): string {
 }
 
 export function audit(logger: Logger, event: AuditEvent): void {
-  const who = (p?: Pick<Principal, 'tenantId' | 'objectId' | 'appId'>) =>
-    p ? { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId } : undefined;
+  const who = (p?: AuditedPrincipal) => (p ? auditedIdentity(p) : undefined);
   logger.info('audit', {
     event: 'audit',
     action: event.action,
@@ -53,6 +68,7 @@ export function audit(logger: Logger, event: AuditEvent): void {
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
+    ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
     ...(event.claimed ? { claimed: event.claimed } : {}),
     ...(event.extra ?? {}),
   });

@@ -24,7 +24,11 @@ export interface InvocationScope {
 const current = new AsyncLocalStorage<InvocationScope>();
 let installed = false;
 
-/** `log`: the loggers of the app context that installs it (the first invocation's). */
+/**
+ * `log`: the loggers of the app context that installs it (the first invocation's). Exported for a process that wants
+ * the guard before its first invocation (the guard's own test runs it in a child process).
+ * @public
+ */
 export function installProcessGuard(log: (fields: LogFields) => Logger): void {
   if (installed) return;
   installed = true;

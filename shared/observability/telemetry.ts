@@ -145,24 +145,15 @@ export class Telemetry {
 }
 
 /** The process's telemetry (what the functions below record through). */
-export const processTelemetry = new Telemetry();
+const processTelemetry = new Telemetry();
 
 /** Bind the process's instruments to the OTel API's global providers (Azure Monitor's, or a test's). */
 export function enableOpenTelemetry(): void {
   processTelemetry.enableOpenTelemetry();
 }
 
-/** Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly. */
-export function initTelemetry(): Promise<void> {
-  return processTelemetry.init();
-}
-
 function on(): Instruments | undefined {
   return processTelemetry.on();
-}
-
-export function telemetryState(): TelemetryState {
-  return processTelemetry.current;
 }
 
 // ---------- instruments ----------

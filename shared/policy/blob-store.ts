@@ -48,6 +48,13 @@ interface RestErrorLike {
   code?: string;
 }
 
+const STORAGE_AUTH_HINTS: Readonly<Record<string, string>> = {
+  InvalidAuthenticationInfo:
+    "InvalidAuthenticationInfo (Storage did not accept the managed identity's token: tenant, audience or expiry).",
+  AuthorizationPermissionMismatch:
+    'AuthorizationPermissionMismatch (the managed identity, AZURE_CLIENT_ID, has no Storage Blob Data role on the container).',
+};
+
 /** Any storage failure as a client-safe BrokerError; `what` names the operation. */
 export function storageFailure(e: unknown, what: string): BrokerError {
   if (e instanceof BrokerError) return e;
@@ -60,7 +67,11 @@ export function storageFailure(e: unknown, what: string): BrokerError {
   if (status !== undefined && status > 0) {
     recordUpstream('storage', httpOutcome(status));
     const b = upstreamStatusFailure('The policy store', status);
-    return new BrokerError(b.code, b.message, { cause: e, retryAfterSeconds: b.retryAfterSeconds });
+    // Storage's own code says what to fix (fixed phrases, never Storage's text): a token it does not take, or an
+    // identity without a data role on the container (AZURE_CLIENT_ID, the Bicep role assignment).
+    const hint = STORAGE_AUTH_HINTS[err?.code ?? ''];
+    const message = hint ? `${b.message.replace(/\.$/, '')}: ${hint}` : b.message;
+    return new BrokerError(b.code, message, { cause: e, retryAfterSeconds: b.retryAfterSeconds });
   }
   recordUpstream('storage', 'upstream_unavailable');
   return networkFailure('The policy store', e);

@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/principal';
-import type { CloudSqlGrant, CosmosGrant, DenyEntry, Policy, Rule } from './schema';
+import type { CertificateDenyEntry, CertificateSubject, CloudSqlGrant, CosmosGrant, DenyEntry, Policy, Rule } from './schema';
+import { isAgentIdentity } from '../auth/agent';
 import type { Target } from './target';
 
 interface CloudSqlGrantBase {
@@ -72,8 +73,31 @@ export type Decision =
       readonly trace: readonly RuleTrace[];
     };
 
+/** Why a certificate rule does not match the caller, or undefined when it does (every listed category must match). */
+function certificateWhy(s: CertificateSubject, p: Principal): string | undefined {
+  const c = p.certificate;
+  if (p.kind !== 'certificate' || !c) return 'rule is for client certificates, the caller is not one';
+  const want = s.certificate;
+  if (want.issuerThumbprint !== undefined && want.issuerThumbprint !== c.issuerThumbprint) return 'issuing CA differs';
+  if (want.issuer !== undefined && want.issuer !== c.issuer) return 'issuing CA differs';
+  const anyOf = (list: readonly string[] | undefined, have: readonly string[], name: string): string | undefined =>
+    list && !list.some((w) => have.includes(w)) ? `certificate has none of the ${name}` : undefined;
+  return (
+    anyOf(want.thumbprints, [c.thumbprint], 'thumbprints') ??
+    anyOf(want.subjects, [c.subject], 'subjects') ??
+    anyOf(
+      want.dnsNames,
+      c.dnsNames.map((d) => d.toLowerCase()),
+      'DNS names',
+    ) ??
+    anyOf(want.uris, c.uris, 'URIs')
+  );
+}
+
 function subjectWhy(rule: Rule, p: Principal): string | undefined {
   const s = rule.subject;
+  if ('certificate' in s) return certificateWhy(s, p);
+  if (p.kind === 'certificate') return 'rule is for Entra ID callers, the caller is a client certificate';
   if (s.tenantId !== p.tenantId) return 'tenant differs';
   const anyOf = (want: readonly string[] | undefined, have: readonly string[], name: string): string | undefined =>
     want && !want.some((w) => have.includes(w)) ? `caller has none of the ${name} ${want.join(', ')}` : undefined;
@@ -86,11 +110,18 @@ function subjectWhy(rule: Rule, p: Principal): string | undefined {
       'groups',
     ) ??
     anyOf(s.objectIds, [p.objectId], 'object ids') ??
-    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids')
+    anyOf(s.appIds, p.appId ? [p.appId.toLowerCase()] : [], 'app ids') ??
+    (s.agentIdentity !== undefined && s.agentIdentity !== isAgentIdentity(p)
+      ? s.agentIdentity
+        ? 'caller is not an agent identity'
+        : 'caller is an agent identity'
+      : undefined)
   );
 }
 
 function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | undefined {
+  // A certificate caller has no tenant or app: only `oid` (its thumbprint) can scope a partition.
+  if (p.kind === 'certificate') return claim === 'oid' ? p.objectId : undefined;
   return claim === 'oid' ? p.objectId : claim === 'tid' ? p.tenantId : p.appId;
 }
 
@@ -188,9 +219,24 @@ export function denyEntryFor(
   );
 }
 
+/** The live `denyCertificates` entry naming this certificate (by thumbprint, or serial [+ issuing CA]), if any. */
+export function certificateDenyEntryFor(
+  policy: Pick<Policy, 'denyCertificates'>,
+  c: Pick<NonNullable<Principal['certificate']>, 'thumbprint' | 'serialNumber' | 'issuerThumbprint'>,
+  now = Date.now(),
+): CertificateDenyEntry | undefined {
+  return policy.denyCertificates.find(
+    (d) =>
+      (d.expiresAt === undefined || Date.parse(d.expiresAt) > now) &&
+      (d.thumbprint !== undefined
+        ? d.thumbprint === c.thumbprint
+        : d.serialNumber === c.serialNumber && (d.issuerThumbprint === undefined || d.issuerThumbprint === c.issuerThumbprint)),
+  );
+}
+
 /** Deny by default: the first rule (in file order) that matches the subject and grants the target wins. */
 export function evaluate(policy: Policy, p: Principal, target: Target, now = Date.now()): Decision {
-  const denied = denyEntryFor(policy, p, now);
+  const denied = p.certificate ? certificateDenyEntryFor(policy, p.certificate, now) : denyEntryFor(policy, p, now);
   if (denied) {
     return { decision: 'deny', code: 'subject_denied', reason: 'The subject is on the policy deny list.', trace: [] };
   }

@@ -1,5 +1,7 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
-import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import { authenticateClient, loadCore } from '../auth/frontdoor';
+import { subjectResolver } from '../auth/client-certificate';
+import { auditedIdentity } from '../observability/audit';
 import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
@@ -15,13 +17,22 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
   const client = await authenticateClient(req, cfg);
   const params = await readParams(req);
   const target = parseTarget(requireParam(params, 'resource', { exact: true }));
-  const subject = await validateSubject(requireParam(params, 'subject_token'), cfg);
+  // As on the token endpoint: subject_token_type (optional here) may select a client certificate the gateway forwarded.
+  const subject = await subjectResolver({
+    req,
+    scope,
+    cfg,
+    client,
+    subjectToken: requireParam(params, 'subject_token'),
+    subjectTokenType: params.subject_token_type,
+    action: 'explain',
+  })();
   const d = evaluate(await scope.app.policy.current(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,
     client: client.objectId,
-    subject: { tenantId: subject.tenantId, objectId: subject.objectId },
+    subject: auditedIdentity(subject),
     target: formatTarget(target),
   });
   return jsonResponse(
@@ -31,14 +42,17 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
       reason: d.decision === 'grant' ? 'granted' : d.code,
       ...(d.decision === 'grant' ? { ruleId: d.ruleId, grant: d.grant } : { detail: d.reason }),
       target: formatTarget(target),
-      subject: {
-        tenantId: subject.tenantId,
-        objectId: subject.objectId,
-        appId: subject.appId,
-        roles: subject.roles,
-        scopes: subject.scopes,
-        groups: subject.groups,
-      },
+      subject:
+        subject.kind === 'certificate'
+          ? { kind: 'certificate', certificate: subject.certificate }
+          : {
+              tenantId: subject.tenantId,
+              objectId: subject.objectId,
+              appId: subject.appId,
+              roles: subject.roles,
+              scopes: subject.scopes,
+              groups: subject.groups,
+            },
       trace: d.trace,
     },
     scope,

@@ -24,7 +24,7 @@ const guid = z
   .regex(GUID, 'must be a GUID')
   .transform((s) => s.toLowerCase());
 
-const subject = z
+const entraSubject = z
   .object({
     tenantId: guid,
     roles: z.array(z.string().min(1)).min(1).optional(),
@@ -32,11 +32,78 @@ const subject = z
     groups: z.array(guid).min(1).optional(),
     objectIds: z.array(guid).min(1).optional(),
     appIds: z.array(guid).min(1).optional(),
+    /**
+     * true: only tokens of Entra agent identities match (`xms_act_fct` has 11); false: they never do (keep every agent
+     * identity away from what the rule grants). Unset: either. Narrows only: the rule still needs another category.
+     */
+    agentIdentity: z.boolean().optional(),
   })
   .strict()
   .refine((s) => s.roles || s.scopes || s.groups || s.objectIds || s.appIds, {
     message: 'must list at least one of roles, scopes, groups, objectIds, appIds (a tenant alone grants nothing)',
   });
+
+/** A SHA-256 thumbprint: 64 hex digits (colons allowed, as certificate tools print them), stored lower-case. */
+const sha256 = z
+  .string()
+  .transform((s) => s.replace(/:/g, '').toLowerCase())
+  .pipe(z.string().regex(/^[0-9a-f]{64}$/, 'must be a SHA-256 thumbprint (64 hex digits)'));
+const dn = z
+  .string()
+  .min(1)
+  .max(1024)
+  .regex(NO_CONTROL_CHARACTERS, 'must not contain control characters')
+  .regex(/=/, 'must be a distinguished name such as "CN=partner-job, O=Contoso"');
+const certValue = z.string().min(1).max(1024).regex(NO_CONTROL_CHARACTERS, 'must not contain control characters');
+
+/**
+ * A caller authenticated by a client certificate (docs/client-certificates.md): the issuing CA (one of
+ * BROKER_CLIENT_CA_BUNDLE, by its SHA-256 thumbprint or its subject DN) plus at least one of: the certificate's
+ * thumbprint, its subject DN, a DNS or URI subject alternative name.
+ */
+const certificateSubject = z
+  .object({
+    certificate: z
+      .object({
+        issuerThumbprint: sha256.optional(),
+        issuer: dn.optional(),
+        thumbprints: z.array(sha256).min(1).optional(),
+        subjects: z.array(dn).min(1).optional(),
+        dnsNames: z
+          .array(certValue.transform((d) => d.toLowerCase()))
+          .min(1)
+          .optional(),
+        uris: z.array(certValue).min(1).optional(),
+      })
+      .strict()
+      .superRefine((c, ctx) => {
+        if ((c.issuer === undefined) === (c.issuerThumbprint === undefined))
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            message: 'must name the issuing CA by exactly one of issuer (its subject DN) and issuerThumbprint',
+          });
+        if (!c.thumbprints && !c.subjects && !c.dnsNames && !c.uris)
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            message: 'must list at least one of thumbprints, subjects, dnsNames, uris (a CA alone grants nothing)',
+          });
+      }),
+  })
+  .strict();
+
+/**
+ * A rule's subject: Entra ID callers ({tenantId, roles, …}) or certificate callers ({certificate: {…}}). Dispatched
+ * on the `certificate` key, so each form reports its own errors (a union would report both).
+ */
+const subject = z.unknown().transform((v, ctx) => {
+  const schema = v !== null && typeof v === 'object' && 'certificate' in v ? certificateSubject : entraSubject;
+  const r = schema.safeParse(v);
+  if (!r.success) {
+    for (const issue of r.error.issues) ctx.addIssue(issue);
+    return z.NEVER;
+  }
+  return r.data;
+});
 
 const serviceAccountEmail = z
   .string()
@@ -159,6 +226,10 @@ const rule = z
         queries: z.array(z.string().regex(QUERY_NAME, 'must be a query name')).default([]),
       })
       .strict(),
+    /** Catalog column masks this rule's grants lift (`QUERY.COLUMN`, or `QUERY.*` for all of a query's masks). */
+    maskExemptions: z
+      .array(z.string().regex(/^[a-z][a-z0-9-]{0,63}\.(\*|[A-Za-z_][A-Za-z0-9_]{0,62})$/, 'must be QUERY.COLUMN or QUERY.*'))
+      .default([]),
   })
   .strict();
 
@@ -181,11 +252,44 @@ const deny = z
   })
   .strict();
 
+/**
+ * A revoked client certificate: refused on every endpoint, until `expiresAt` (when given). Names the certificate by its
+ * SHA-256 thumbprint, or by its serial number (optionally with the issuing CA's thumbprint: serials are unique per CA).
+ */
+const denyCertificate = z
+  .object({
+    id: z.string().regex(DENY_ID, 'must be 1-64 letters, digits, . _ -').optional(),
+    thumbprint: sha256.optional(),
+    serialNumber: z
+      .string()
+      .transform((s) =>
+        s
+          .replace(/:/g, '')
+          .toLowerCase()
+          .replace(/^0+(?=.)/, ''),
+      )
+      .pipe(z.string().regex(/^[0-9a-f]{1,40}$/, 'must be a certificate serial number in hex'))
+      .optional(),
+    issuerThumbprint: sha256.optional(),
+    reason: z.string().max(500).optional(),
+    expiresAt: isoTime.optional(),
+    createdAt: isoTime.optional(),
+    createdBy: z.string().max(200).optional(),
+  })
+  .strict()
+  .superRefine((d, ctx) => {
+    if ((d.thumbprint === undefined) === (d.serialNumber === undefined))
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must name exactly one of thumbprint and serialNumber' });
+    if (d.issuerThumbprint !== undefined && d.serialNumber === undefined)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['issuerThumbprint'], message: 'only with serialNumber' });
+  });
+
 export const policySchema = z
   .object({
     $schema: z.string().optional(),
     version: z.literal(1),
     deny: z.array(deny).default([]),
+    denyCertificates: z.array(denyCertificate).default([]),
     rules: z.array(rule),
   })
   .strict()
@@ -197,17 +301,25 @@ export const policySchema = z
       seen.add(r.id);
     });
     const denyIds = new Set<string>();
-    p.deny.forEach((d, i) => {
-      if (d.id === undefined) return;
-      if (denyIds.has(d.id))
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['deny', i, 'id'], message: `duplicate deny id "${d.id}"` });
-      denyIds.add(d.id);
-    });
+    const denyEntries: [string, { id?: string }[]][] = [
+      ['deny', p.deny],
+      ['denyCertificates', p.denyCertificates],
+    ];
+    for (const [key, entries] of denyEntries)
+      entries.forEach((d, i) => {
+        if (d.id === undefined) return;
+        if (denyIds.has(d.id))
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path: [key, i, 'id'], message: `duplicate deny id "${d.id}"` });
+        denyIds.add(d.id);
+      });
   });
 
 export type Policy = z.output<typeof policySchema>;
 export type Rule = Policy['rules'][number];
 export type DenyEntry = Policy['deny'][number];
+export type CertificateDenyEntry = Policy['denyCertificates'][number];
+export type EntraSubject = z.output<typeof entraSubject>;
+export type CertificateSubject = z.output<typeof certificateSubject>;
 export type CloudSqlGrant = Rule['grants']['cloudsql'][number];
 export type CosmosGrant = Rule['grants']['cosmos'][number];
 export type PartitionKeySpec = NonNullable<CosmosGrant['partitionKey']>;

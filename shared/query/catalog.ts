@@ -21,7 +21,15 @@ const common = {
  * Where an identity-bound parameter takes its value: the validated caller (`caller.oid`, `caller.tid`,
  * `caller.appId`) or a named string claim of the caller's token (`claim` + `claim: NAME`). Never the body.
  */
-const CALLER_SOURCES = ['caller.oid', 'caller.tid', 'caller.appId', 'claim'] as const;
+const CALLER_SOURCES = [
+  'caller.oid',
+  'caller.tid',
+  'caller.appId',
+  'claim',
+  // A caller authenticated by a client certificate (docs/client-certificates.md): its SHA-256 thumbprint, its subject DN.
+  'caller.certThumbprint',
+  'caller.certSubject',
+] as const;
 export type CallerSource = (typeof CALLER_SOURCES)[number];
 
 const identityParamSchema = z
@@ -117,6 +125,38 @@ const querySchema = z
     parameters: z.array(paramSchema).max(32).default([]),
     rowLimit: z.number().int().min(1).max(100000).default(1000),
     timeoutMs: z.number().int().min(10).max(60000).default(5000),
+    /** Most bytes of the rows' JSON in an answer (result-controls.ts): a longer result is cut, with a notice. */
+    maxBytes: z
+      .number()
+      .int()
+      .min(64)
+      .max(16 * 1024 * 1024)
+      .optional(),
+    /** Column masks applied before the answer leaves the broker (result-controls.ts); a policy rule may exempt its callers. */
+    masks: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'must be a column name'),
+        z.discriminatedUnion('type', [
+          z.object({ type: z.literal('redact') }).strict(),
+          z.object({ type: z.literal('partial'), keepLast: z.number().int().min(0).max(64).default(4) }).strict(),
+          z.object({ type: z.literal('hash') }).strict(),
+        ]),
+      )
+      .optional(),
+    /** How the query appears as an MCP tool (shared/mcp/tools.ts). */
+    mcp: z
+      .object({
+        /** Offer the query as a tool at all (default true; the policy still decides who sees it). */
+        expose: z.boolean().default(true),
+        title: z.string().max(100).optional(),
+        /** The scope (`scp`, or an app role for app-only tokens) the tool needs besides MCP_REQUIRED_SCOPE. */
+        scope: z
+          .string()
+          .regex(/^[A-Za-z0-9._:-]{1,120}$/, 'must be a scope name (letters, digits, . _ : -)')
+          .optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((q, ctx) => {

@@ -1,5 +1,6 @@
 import type { HttpRequest, HttpResponseInit } from '@azure/functions';
 import { authenticateClient, loadCore, validateSubject } from '../auth/frontdoor';
+import { authenticateCertificate, clientCertificateHeader } from '../auth/client-certificate';
 import { BrokerError, toBrokerError } from '../errors';
 import type { RequestScope } from '../http/handler';
 import { readJsonObject } from '../http/request';
@@ -35,11 +36,31 @@ async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<Htt
   const name = req.params.name ?? '';
   assertQueryName(name);
   const subjectToken = req.headers.get(SUBJECT_TOKEN_HEADER) ?? undefined;
-  if (!subjectToken)
+  // A caller authenticated by a client certificate at the gateway: the certificate instead of a token, never both.
+  const certHeader = clientCertificateHeader(req);
+  if (certHeader !== undefined && subjectToken !== undefined)
+    throw new BrokerError(
+      'bad_request',
+      `Send ${SUBJECT_TOKEN_HEADER} or X-Client-Certificate, not both: a request has one subject.`,
+      {
+        detail: { header: 'X-Client-Certificate' },
+      },
+    );
+  if (!subjectToken && certHeader === undefined)
     throw new BrokerError('token_missing', `The caller's token is required in the ${SUBJECT_TOKEN_HEADER} header.`, {
       party: 'subject',
     });
-  const subject = await validateSubject(subjectToken, core);
+  const subject =
+    certHeader !== undefined
+      ? await authenticateCertificate({
+          header: certHeader,
+          client,
+          core: core,
+          app: scope.app,
+          log: scope.log,
+          action: 'query',
+        })
+      : await validateSubject(subjectToken, core);
   const result = await runCataloguedQuery({ name, subject, client, args: () => readJsonObject(req), scope });
   return jsonResponse(200, result, scope);
 }

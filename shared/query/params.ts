@@ -88,11 +88,15 @@ function bindOne(p: ValueParamSpec, v: unknown): BoundValue {
 }
 
 /** What an identity-bound parameter can read: the validated caller. */
-export type CallerIdentity = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'claims'>;
+export type CallerIdentity = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'claims' | 'kind' | 'certificate'>;
 
 function fromCaller(query: CatalogQuery, p: CallerParamSpec, caller: CallerIdentity | undefined): BoundValue {
   let v: string | undefined;
-  if (caller) {
+  if (caller?.kind === 'certificate') {
+    // A certificate caller has no Entra ids or token claims: only the certificate sources bind.
+    if (p.from === 'caller.certThumbprint') v = caller.certificate?.thumbprint;
+    else if (p.from === 'caller.certSubject') v = caller.certificate?.subject;
+  } else if (caller) {
     if (p.from === 'caller.oid') v = caller.objectId;
     else if (p.from === 'caller.tid') v = caller.tenantId;
     else if (p.from === 'caller.appId') v = caller.appId;

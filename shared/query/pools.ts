@@ -81,7 +81,7 @@ async function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
   }
 }
 
-export class PoolRegistry {
+class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new SingleFlight<Entry>();
 

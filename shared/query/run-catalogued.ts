@@ -1,6 +1,7 @@
 import type { PoolClient } from 'pg';
 import { audit, type AuditEvent } from '../observability/audit';
 import type { Principal } from '../auth/principal';
+import { isAgentIdentity } from '../auth/agent';
 import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
@@ -16,6 +17,7 @@ import { sqlComment } from './sql-comment';
 import { keyOf as poolKeyOf, type PoolTarget } from './pools';
 import { destroyClient, phaseDeadline } from './deadline';
 import { runReadOnly } from './transaction';
+import { applyMasks, capBytes, type TruncationNotice } from './result-controls';
 import { observeDb } from './db-state';
 
 /**
@@ -31,6 +33,10 @@ export interface QueryResult {
   readonly rows: readonly JsonValue[][];
   readonly rowCount: number;
   readonly truncated: boolean;
+  /** Why the result was cut short (which limit, rows returned): present exactly when `truncated`. */
+  readonly notice?: TruncationNotice;
+  /** The columns masked in this answer (catalog masks the granting rule does not exempt). */
+  readonly masked?: readonly string[];
 }
 
 /**
@@ -86,6 +92,11 @@ export interface QueryCall {
   readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
   /** The audited action: `query` (HTTP) or the MCP tool call. */
   readonly action?: string;
+  /**
+   * The call came through an agent (MCP): the token's client app (`azp`) is the agent, recorded in the
+   * transaction-local `broker.agent_app_id` and the SQL comment. An Entra agent identity token counts as one anyway.
+   */
+  readonly viaAgent?: boolean;
 }
 
 /** A catalogued query and the grants that let this caller run it, as one database identity. */
@@ -94,6 +105,8 @@ interface ResolvedQuery {
   readonly cfg: QueryConfig;
   readonly grant: CloudSqlDecisionGrant;
   readonly ruleId: string;
+  /** The mask exemptions of the rule that granted the query. */
+  readonly maskExemptions: readonly string[];
 }
 
 /** A query name as the catalog writes them, else 404 (the name echoed only in a safe spelling). */
@@ -127,7 +140,8 @@ async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig)
     onBehalfOfRule: allowed.ruleId,
     deniedMessage: "No policy rule maps the caller to a database identity for this query's database.",
   });
-  return { query, cfg, grant: identity.grant, ruleId: identity.ruleId };
+  const maskExemptions = policy.rules.find((r) => r.id === allowed.ruleId)?.maskExemptions ?? [];
+  return { query, cfg, grant: identity.grant, ruleId: identity.ruleId, maskExemptions };
 }
 
 /**
@@ -142,7 +156,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
   const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
-  const { grant, ruleId } = await authorize(call, query, cfg);
+  const { grant, ruleId, maskExemptions } = await authorize(call, query, cfg);
 
   // Step 3: bind. Audited too: arguments trying to set an identity-bound parameter are an attempt to read as someone else.
   const args = typeof call.args === 'function' ? await call.args() : call.args;
@@ -161,7 +175,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const elapsed = () => Math.round((performance.now() - dbStarted) * 100) / 100;
   let result: QueryResult;
   try {
-    result = await execute(call, query, cfg, grant, ruleId, values);
+    result = controlled(await execute(call, query, cfg, grant, ruleId, values), query, cfg, maskExemptions);
   } catch (e) {
     const err = toBrokerError(e);
     deny(err.code, ruleId, { ...queryAudit, durationMs: elapsed() });
@@ -180,11 +194,33 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
       ...queryAudit,
       rows: result.rowCount,
       truncated: result.truncated,
+      ...(result.notice ? { truncatedBy: result.notice.limit } : {}),
+      ...(result.masked?.length ? { masked: result.masked } : {}),
       durationMs: elapsed(),
       traceId: scope.trace?.traceId,
     },
   });
   return result;
+}
+
+/** The catalog entry's result controls (masks, then the byte cap), and the notice of a result cut short. */
+function controlled(r: QueryResult, q: CatalogQuery, cfg: QueryConfig, exemptions: readonly string[]): QueryResult {
+  const { rows: maskedRows, masked } = applyMasks(q, r.columns, r.rows as JsonValue[][], exemptions, cfg.maskHashKey);
+  const { rows, cut } = capBytes(maskedRows, q.maxBytes);
+  const rowLimit = Math.min(q.rowLimit, cfg.maxRowLimit);
+  const notice: TruncationNotice | undefined = cut
+    ? { limit: 'maxBytes', value: q.maxBytes!, rowsReturned: rows.length }
+    : r.truncated
+      ? { limit: 'rowLimit', value: rowLimit, rowsReturned: rows.length }
+      : undefined;
+  return {
+    ...r,
+    rows,
+    rowCount: rows.length,
+    truncated: r.truncated || cut,
+    ...(notice ? { notice } : {}),
+    ...(masked.length ? { masked } : {}),
+  };
 }
 
 /** One read-only round trip on a pooled connection of the grant's identity, the caller carried into the session. */
@@ -197,10 +233,17 @@ async function execute(
   values: BoundValue[],
 ): Promise<QueryResult> {
   const { scope, subject } = call;
+  const cert = subject.kind === 'certificate' ? subject.certificate : undefined;
+  const agent = call.viaAgent || isAgentIdentity(subject) ? subject.appId : undefined;
   const session: SessionIdentity = {
-    callerOid: subject.objectId,
-    callerTid: subject.tenantId,
+    // A certificate caller has no Entra ids: broker.caller_oid/tid stay empty, its certificate fills broker.caller_cert_*.
+    callerOid: cert ? '' : subject.objectId,
+    callerTid: cert ? '' : subject.tenantId,
     callerAppId: subject.appId,
+    callerKind: cert ? 'certificate' : 'entra',
+    callerCertThumbprint: cert?.thumbprint,
+    callerCertSubject: cert?.subject,
+    agentAppId: agent,
     ruleId,
     correlationId: scope.correlationId,
     applicationName: applicationNameFor(query.name, scope.correlationId),
@@ -212,6 +255,7 @@ async function execute(
     correlation_id: scope.correlationId,
     rule: ruleId,
     query: query.name,
+    agent,
   });
   if (grant.identity === 'caller') {
     // The caller's own login, on a pool of their own (shared/query/caller-pools.ts): PostgreSQL's current_user is the person.

@@ -15,6 +15,13 @@ export interface SessionIdentity {
   readonly callerOid: string;
   readonly callerTid: string;
   readonly callerAppId?: string;
+  /** `entra` or `certificate`. */
+  readonly callerKind?: 'entra' | 'certificate';
+  /** A certificate caller's SHA-256 thumbprint and subject DN (empty for Entra callers). */
+  readonly callerCertThumbprint?: string;
+  readonly callerCertSubject?: string;
+  /** The agent that acted for the caller (MCP: the client app `azp`, or the Entra agent identity), else unset. */
+  readonly agentAppId?: string;
   readonly ruleId: string;
   readonly correlationId: string;
   /** Transaction-local application_name (pg_stat_activity, log_line_prefix %a); printable ASCII, ≤ 63 bytes. */
@@ -30,6 +37,10 @@ export const SESSION_SETTINGS = [
   'broker.caller_app_id',
   'broker.rule_id',
   'broker.correlation_id',
+  'broker.caller_kind',
+  'broker.caller_cert_thumbprint',
+  'broker.caller_cert_subject',
+  'broker.agent_app_id',
 ] as const;
 
 /** application_name for a query: printable ASCII only, at most 63 bytes (PostgreSQL truncates beyond NAMEDATALEN - 1). */
@@ -49,6 +60,10 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.callerAppId ?? '',
     id.ruleId,
     id.correlationId,
+    id.callerKind ?? 'entra',
+    id.callerCertThumbprint ?? '',
+    id.callerCertSubject ?? '',
+    id.agentAppId ?? '',
   ];
   return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
 }

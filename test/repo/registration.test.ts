@@ -52,6 +52,12 @@ const EXPECTED = [
   { file: 'explain.js', name: 'explain', http: { route: 'policy/explain', methods: ['POST'], authLevel: 'anonymous' } },
   { file: 'health.js', name: 'health', http: { route: 'health', methods: ['GET'], authLevel: 'anonymous' } },
   {
+    file: 'mcp-metadata.js',
+    name: 'mcpMetadata',
+    http: { route: '.well-known/oauth-protected-resource/api/mcp', methods: ['GET'], authLevel: 'anonymous' },
+  },
+  { file: 'mcp.js', name: 'mcp', http: { route: 'mcp', methods: ['POST', 'GET', 'DELETE'], authLevel: 'anonymous' } },
+  {
     file: 'prewarm-timer.js',
     name: 'prewarmTimer',
     timer: { schedule: '0 */5 * * * *', runOnStartup: false, useMonitor: false },

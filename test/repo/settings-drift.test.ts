@@ -32,6 +32,8 @@ const NOT_DEPLOYED: Record<string, string> = {
   BROKER_POLICY_PATH: 'local use and tests: Azure reads the live policy from BROKER_POLICY_URL',
   BROKER_POLICY_CA_FILE: 'sandbox only (loopback Azurite)',
   BROKER_ADMIN_AUDIENCES: "default: the broker's own audience (BROKER_CLIENT_AUDIENCES)",
+  QUERY_MASK_HASH_KEY:
+    'only when a catalog entry declares a hash mask: the operator sets it as a Key Vault reference (docs/mcp.md), never a value in the Bicep',
   ROTATION_LOCK_URL: 'default: rotation-lock beside the policy blob (same container, same role assignment)',
 };
 

@@ -45,11 +45,19 @@ export function createAuth(ctx: CosmosContext) {
       if (!date)
         return unauthorized("The input authorization token can't serve the request. Required header x-ms-date is missing.");
       const t = Date.parse(date);
-      if (Number.isNaN(t) || Math.abs(clock.now() - t) > ALLOWED_SKEW_MS) {
+      if (Number.isNaN(t))
+        return unauthorized(
+          "Date header doesn't conform to the required format. Please ensure that the time is provided in GMT and conforms to RFC 1123 date-time specifications.",
+        );
+      // The date is the token's start and start + 15 min its expiry: a date in the future is refused as well as one
+      // older than 15 minutes (clients 7-8 min ahead were refused: Azure/azure-cosmos-dotnet-v2 #512, #506,
+      // microsoft/vscode-cosmosdb #842, #1425). How far ahead the service tolerates is unknown: none here (stricter).
+      const now = clock.now();
+      if (t > now || now - t > ALLOWED_SKEW_MS) {
         return err(
           403,
           'Forbidden',
-          `The authorization token is not valid at the current time. Please create another token and retry (token start time: ${date}, current server time: ${new Date(clock.now()).toUTCString()}).`,
+          `The authorization token is not valid at the current time. Please create another token and retry (token start time: ${new Date(t).toUTCString()}, token expiry time: ${new Date(t + ALLOWED_SKEW_MS).toUTCString()}, current server time: ${new Date(now).toUTCString()}).`,
         );
       }
       const text = `${req.method.toLowerCase()}\n${c.resourceType.toLowerCase()}\n${c.resourceLink}\n${date.toLowerCase()}\n\n`;

@@ -18,8 +18,9 @@ export type { CosmosContainerSpec, CosmosEmulatorOptions, PermissionRecord } fro
  *
  * Authorization is strict, as the service is:
  * - master key: `type=master&ver=1.0&sig=` HMAC-SHA256 (base64-decoded key) over
- *   `verb\nresourceType\nresourceLink\nx-ms-date\n\n` (lower-cased except the link); a missing or stale
- *   `x-ms-date` (more than 15 minutes off) is refused;
+ *   `verb\nresourceType\nresourceLink\nx-ms-date\n\n` (lower-cased except the link); a missing or malformed
+ *   `x-ms-date` is 401, one in the future or older than 15 minutes (the date is the token's start, +15 min its
+ *   expiry) is 403;
  * - resource token (`type=resource&ver=1.0&sig=…`, issued as a permission's `_token` with
  *   `x-ms-documentdb-expiry-seconds`, 10–18000, default 3600): only the permission's container, only its
  *   `resourcePartitionKey`, read-only for `Read`, refused once expired. Tokens are signed with the master

@@ -29,11 +29,11 @@ import type { CosmosEmulator } from './index';
  * `MissingApiVersionParameter`). Regenerating a key regenerates it in the linked data-plane emulator.
  */
 
-export const LIST_KEYS_ACTION = 'Microsoft.DocumentDB/databaseAccounts/listKeys/action';
-export const REGENERATE_KEY_ACTION = 'Microsoft.DocumentDB/databaseAccounts/regenerateKey/action';
+const LIST_KEYS_ACTION = 'Microsoft.DocumentDB/databaseAccounts/listKeys/action';
+const REGENERATE_KEY_ACTION = 'Microsoft.DocumentDB/databaseAccounts/regenerateKey/action';
 /** Reading an operation's status: its path is under /subscriptions/{sub}/providers/…/locations, not the account. */
-export const OPERATION_STATUS_READ = 'Microsoft.DocumentDB/locations/operationsStatus/read';
-export const OPERATION_RESULTS_READ = 'Microsoft.DocumentDB/locations/operationResults/read';
+const OPERATION_STATUS_READ = 'Microsoft.DocumentDB/locations/operationsStatus/read';
+const OPERATION_RESULTS_READ = 'Microsoft.DocumentDB/locations/operationResults/read';
 const ARM_AUDIENCES = ['https://management.azure.com', 'https://management.azure.com/', 'https://management.core.windows.net/'];
 const KEY_KINDS = ['primary', 'secondary', 'primaryReadonly', 'secondaryReadonly'] as const;
 type KeyKind = (typeof KEY_KINDS)[number];

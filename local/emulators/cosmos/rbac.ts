@@ -16,7 +16,7 @@ import type { EntraEmulator } from '../entra';
  */
 
 const ACTIONS = 'Microsoft.DocumentDB/databaseAccounts';
-export const DATA_ACTIONS = {
+const DATA_ACTIONS = {
   readMetadata: `${ACTIONS}/readMetadata`,
   read: `${ACTIONS}/sqlDatabases/containers/items/read`,
   create: `${ACTIONS}/sqlDatabases/containers/items/create`,
@@ -41,7 +41,7 @@ export interface RoleAssignment {
 }
 
 /** The two built-in data-plane roles (ids and actions from the RBAC reference). */
-export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
+const BUILT_IN_ROLES: readonly RoleDefinition[] = [
   {
     id: '00000000-0000-0000-0000-000000000001',
     roleName: 'Cosmos DB Built-in Data Reader',
@@ -65,7 +65,7 @@ export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
 
 const SCOPE = /^\/(dbs\/[^/]+(\/colls\/[^/]+)?)?$/;
 
-export function validScope(scope: string): boolean {
+function validScope(scope: string): boolean {
   return SCOPE.test(scope);
 }
 

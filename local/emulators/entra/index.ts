@@ -7,7 +7,7 @@ import { newSigningKey, type SigningKey } from './keys';
 import { tokenShapeFor, type AppRegistration } from './apps';
 import { onBehalfOf, type OboClient } from './obo';
 
-export { newSigningKey, publicJwkOf, type SigningKey } from './keys';
+export { type SigningKey } from './keys';
 export { tokenShapeFor, type AppRegistration } from './apps';
 export { type OboClient, type FederatedCredential } from './obo';
 
@@ -74,7 +74,30 @@ export interface EntraOptions {
   oboClients?: readonly OboClient[];
 }
 
-export const SANDBOX_TENANT = SANDBOX.tenantId;
+const DISCOVERY_HEADERS = { 'cache-control': 'max-age=86400, private', 'access-control-allow-origin': '*' };
+const CLAIMS_SUPPORTED = [
+  'sub',
+  'iss',
+  'cloud_instance_name',
+  'cloud_instance_host_name',
+  'cloud_graph_host_name',
+  'msgraph_host',
+  'aud',
+  'exp',
+  'iat',
+  'auth_time',
+  'acr',
+  'nonce',
+  'preferred_username',
+  'name',
+  'tid',
+  'ver',
+  'at_hash',
+  'c_hash',
+  'email',
+];
+
+const SANDBOX_TENANT = SANDBOX.tenantId;
 
 export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator> {
   const tenants = (opts.tenants ?? [SANDBOX_TENANT]).map((t) => t.toLowerCase());
@@ -101,7 +124,15 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
   const jwks = (): EmuResponse => ({
     status: 200,
     headers: { 'cache-control': 'max-age=86400, private' },
-    body: { keys: keys.map((k) => ({ ...k.publicJwk, issuer: undefined })) },
+    // As Entra serves them: `x5c`, `cloud_instance_name` and `issuer` as a literal template with `{tenantid}`
+    // (agentgateway/agentgateway issue #477); a verifier checking it must substitute `tid`.
+    body: {
+      keys: keys.map((k) => ({
+        ...k.publicJwk,
+        cloud_instance_name: 'microsoftonline.com',
+        issuer: 'https://login.microsoftonline.com/{tenantid}/v2.0',
+      })),
+    },
   });
 
   const mint = async (m: MintOptions = {}): Promise<string> => {
@@ -152,17 +183,34 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
         method: 'GET',
         path: '/:tenant/v2.0/.well-known/openid-configuration',
         name: 'oidc.v2',
+        // The fields and Cache-Control of Entra's v2.0 document (Azure/azure-sdk-for-js arm-cosmosdb recordings).
         handle: withTenant((tid) => ({
           status: 200,
+          headers: DISCOVERY_HEADERS,
           body: {
-            issuer: `https://login.microsoftonline.com/${tid}/v2.0`,
-            authorization_endpoint: `${base}/${tid}/oauth2/v2.0/authorize`,
             token_endpoint: `${base}/${tid}/oauth2/v2.0/token`,
+            token_endpoint_auth_methods_supported: ['client_secret_post', 'private_key_jwt', 'client_secret_basic'],
             jwks_uri: `${base}/${tid}/discovery/v2.0/keys`,
-            response_types_supported: ['code', 'id_token', 'code id_token', 'id_token token'],
+            response_modes_supported: ['query', 'fragment', 'form_post'],
             subject_types_supported: ['pairwise'],
             id_token_signing_alg_values_supported: ['RS256'],
+            response_types_supported: ['code', 'id_token', 'code id_token', 'id_token token'],
+            scopes_supported: ['openid', 'profile', 'email', 'offline_access'],
+            issuer: `https://login.microsoftonline.com/${tid}/v2.0`,
+            request_uri_parameter_supported: false,
+            userinfo_endpoint: 'https://graph.microsoft.com/oidc/userinfo',
+            authorization_endpoint: `${base}/${tid}/oauth2/v2.0/authorize`,
+            device_authorization_endpoint: `${base}/${tid}/oauth2/v2.0/devicecode`,
+            http_logout_supported: true,
+            frontchannel_logout_supported: true,
+            end_session_endpoint: `${base}/${tid}/oauth2/v2.0/logout`,
+            claims_supported: CLAIMS_SUPPORTED,
+            kerberos_endpoint: `${base}/${tid}/kerberos`,
             tenant_region_scope: 'EU',
+            cloud_instance_name: 'microsoftonline.com',
+            cloud_graph_host_name: 'graph.windows.net',
+            msgraph_host: 'graph.microsoft.com',
+            rbac_url: 'https://pas.windows.net',
           },
         })),
       },
@@ -172,6 +220,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
         name: 'oidc.v1',
         handle: withTenant((tid) => ({
           status: 200,
+          headers: DISCOVERY_HEADERS,
           body: {
             issuer: `https://sts.windows.net/${tid}/`,
             authorization_endpoint: `${base}/${tid}/oauth2/authorize`,

@@ -28,7 +28,7 @@ export const INVALID_CREDENTIAL =
   'Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.';
 
 /** The bearer token of a request (`Authorization: Bearer <token>`), if any. */
-export function bearerToken(req: EmuRequest): string | undefined {
+function bearerToken(req: EmuRequest): string | undefined {
   return /^Bearer\s+(\S+)$/i.exec(req.header('authorization') ?? '')?.[1];
 }
 

@@ -69,13 +69,21 @@ export interface KeyVaultOptions {
   pageSize?: number;
 }
 
-export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
+const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
 const API_VERSION = /^(7\.\d(-preview(\.\d+)?)?|20\d\d-\d\d-\d\d(-preview)?)$/;
 const SECRET_NAME = /^[0-9a-zA-Z-]{1,127}$/;
 
 function kvError(status: number, code: string, message: string, inner?: string, headers?: Record<string, string>): EmuResponse {
   return { status, headers, body: { error: { code, message, ...(inner ? { innererror: { code: inner } } : {}) } } };
 }
+
+/**
+ * contentType: "The maximum length of this field is 255 characters"
+ * (https://learn.microsoft.com/azure/key-vault/secrets/about-secrets). The service's refusal text is not in a
+ * recording: the message is the emulator's own.
+ */
+const MAX_CONTENT_TYPE = 255;
+const CONTENT_TYPE_TOO_LONG = `Property contentType must be at most ${MAX_CONTENT_TYPE} characters.`;
 
 export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmulator> {
   const tenantId = (opts.tenantId ?? opts.entra.defaultTenant).toLowerCase();
@@ -272,6 +280,8 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
             return kvError(400, 'BadParameter', 'Secret value exceeds the 25 KB limit.');
           if (b.contentType !== undefined && typeof b.contentType !== 'string')
             return kvError(400, 'BadParameter', 'Property contentType must be a string.');
+          if (typeof b.contentType === 'string' && b.contentType.length > MAX_CONTENT_TYPE)
+            return kvError(400, 'BadParameter', CONTENT_TYPE_TOO_LONG);
           const tags = parseTags(b.tags);
           if (tags === false) return kvError(400, 'BadParameter', 'Tags must be at most 15 string pairs.');
           const attrs = parseAttrs(b.attributes);
@@ -357,6 +367,7 @@ export async function startKeyVault(opts: KeyVaultOptions): Promise<KeyVaultEmul
           if (!attrs.ok) return kvError(400, 'BadParameter', attrs.message);
           if (b.contentType !== undefined && b.contentType !== null) {
             if (typeof b.contentType !== 'string') return kvError(400, 'BadParameter', 'Property contentType must be a string.');
+            if (b.contentType.length > MAX_CONTENT_TYPE) return kvError(400, 'BadParameter', CONTENT_TYPE_TOO_LONG);
             v.contentType = b.contentType;
           }
           if (tags !== undefined) v.tags = tags;

@@ -16,9 +16,9 @@ import { tokenShapeFor, type EntraEmulator } from '../entra';
  * - any other resource (Azure's own: Key Vault, Monitor, …): v1.0, `aud` = the resource, `appid`, `idtyp` app, `xms_mirid`.
  */
 
-export const TOKEN_EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
+const TOKEN_EXCHANGE_AUDIENCE = 'api://AzureADTokenExchange';
 /** The client id of Entra's token exchange endpoint (first-party app), the `aud` of its v2.0 tokens. */
-export const TOKEN_EXCHANGE_APP_ID = 'fb60f99c-7a34-4190-8149-302f77469936';
+const TOKEN_EXCHANGE_APP_ID = 'fb60f99c-7a34-4190-8149-302f77469936';
 export const SANDBOX_FUNCTION_IDENTITY_RESOURCE_ID =
   '/subscriptions/00000000-0000-4000-8000-00000000a2e0/resourcegroups/rg-token-broker/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-token-broker';
 
@@ -71,8 +71,8 @@ export interface ManagedIdentityOptions {
   identities?: readonly UserAssignedIdentity[];
 }
 
-export const SANDBOX_FUNCTION_OID = '5e7f0000-0000-4000-8000-0000000f00c1';
-export const SANDBOX_FUNCTION_CLIENT_ID = '5e7f0000-0000-4000-8000-00000c11e471';
+const SANDBOX_FUNCTION_OID = '5e7f0000-0000-4000-8000-0000000f00c1';
+const SANDBOX_FUNCTION_CLIENT_ID = '5e7f0000-0000-4000-8000-00000c11e471';
 
 export async function startManagedIdentity(opts: ManagedIdentityOptions): Promise<ManagedIdentityEmulator> {
   const secretHeader = opts.secretHeader ?? randomUUID();

@@ -20,7 +20,7 @@ import type { BlobPolicyWriter, WrittenVersion } from '../blob-store';
 export const MAX_POLICY_BODY = 256 * 1024;
 const WRITE_ATTEMPTS = 4;
 
-export function settings(app: AppContext): PolicyConfig {
+function settings(app: AppContext): PolicyConfig {
   return app.settings(policyConfig);
 }
 

@@ -30,6 +30,8 @@ let host: LocalHost;
 let port: number;
 let gateway: string;
 let caller: string;
+/** A v2.0 token for the MCP resource from the approved agent host: the MCP endpoints get it instead of the gateway's. */
+let mcpCaller: string;
 let logs: { records: LogRecord[]; restore: () => void };
 
 interface Endpoint {
@@ -60,6 +62,13 @@ beforeAll(async () => {
   port = Number(new URL(host.url).port);
   gateway = await fx.gateway();
   caller = await fx.caller({ roles: ['Orders.Read', 'Orders.Analyst', SANDBOX.adminRole] });
+  mcpCaller = await fx.caller({
+    resource: SANDBOX.mcp.appIdUri,
+    aud: undefined,
+    appId: SANDBOX.mcp.agentHostAppId,
+    scp: SANDBOX.mcp.scope,
+    roles: ['Orders.Read'],
+  });
   // One entry per (registration, method): a new endpoint, or a new method of one, is swept without editing this file.
   endpoints = host.registrations.filter(isHttp).flatMap((r: HttpRegistration) => {
     const route = (r.options.route ?? r.name).replace(/\{[^}]+\}/g, 'order-count');
@@ -155,7 +164,9 @@ function build(r: Req): Buffer {
   const raw = r.rawHeaderLines ?? [];
   if (!r.omitHost && !raw.some((l) => /^host:/i.test(l))) lines.push(`Host: 127.0.0.1:${port}`);
   lines.push(...raw);
-  lines.push('Connection: close', `Authorization: Bearer ${gateway}`, `X-Subject-Token: ${caller}`);
+  const bearer = r.path.startsWith('/api/mcp') ? mcpCaller : gateway;
+  lines.push('Connection: close', `Authorization: Bearer ${bearer}`, `X-Subject-Token: ${caller}`);
+  if (r.path.startsWith('/api/mcp')) lines.push('Accept: application/json, text/event-stream');
   if (r.contentType !== undefined) lines.push(`Content-Type: ${r.contentType}`);
   for (const [k, v] of Object.entries(r.headers ?? {})) lines.push(`${k}: ${v}`);
   if (body.length || ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method ?? 'POST'))
@@ -178,12 +189,20 @@ function expectSafe(res: Raw, ep: Endpoint | undefined, what: string): void {
   expect([ctx, res.status >= 100 && res.status < 500]).toEqual([ctx, true]);
   const cid = res.headers['x-correlation-id'];
   expect([ctx, typeof cid === 'string' && /^[A-Za-z0-9._:-]{8,128}$/.test(cid)]).toEqual([ctx, true]);
-  for (const secret of [gateway, caller, caller.split('.')[2]!, gateway.split('.')[2]!]) {
+  for (const secret of [gateway, caller, mcpCaller, caller.split('.')[2]!, gateway.split('.')[2]!, mcpCaller.split('.')[2]!]) {
     expect([ctx, res.text.includes(secret)]).toEqual([ctx, false]);
   }
   if (res.status >= 400) {
-    const style = res.status === 404 || res.status === 405 ? 'problem' : (ep?.style ?? 'problem');
-    if (style === 'oauth') {
+    const style = res.status === 404 || (res.status === 405 && ep?.style !== 'jsonrpc') ? 'problem' : (ep?.style ?? 'problem');
+    if (style === 'jsonrpc') {
+      const error = res.json.error as { data?: { code?: unknown; correlationId?: unknown } } | undefined;
+      expect([
+        ctx,
+        res.headers['content-type']?.startsWith('application/json'),
+        typeof error?.data?.code,
+        error?.data?.correlationId,
+      ]).toEqual([ctx, true, 'string', cid]);
+    } else if (style === 'oauth') {
       expect([
         ctx,
         res.headers['content-type']?.startsWith('application/json'),
@@ -220,7 +239,12 @@ async function sweep(
   }
 }
 
-const code = (res: Raw) => (res.json.reason ?? res.json.code) as string | undefined;
+/** The parameter a refusal names (problem/OAuth bodies at the top, JSON-RPC errors in `error.data`). */
+const parameterOf = (res: Raw) =>
+  res.json.parameter ?? (res.json.error as { data?: { parameter?: unknown } } | undefined)?.data?.parameter;
+const code = (res: Raw) =>
+  (res.json.reason ?? res.json.code ?? (res.json.error as { data?: { code?: string } } | undefined)?.data?.code) as
+    string | undefined;
 
 test('the sweep sees every registered HTTP endpoint, each of its methods', () => {
   expect(endpoints.map((e) => `${e.name} ${e.method}`).sort()).toEqual(
@@ -239,7 +263,7 @@ describe('duplicate keys and repeated parameters: 400 naming the parameter, neve
       'duplicate JSON member',
       (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: dup } : undefined),
       (res) => {
-        expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', 'resource']);
+        expect([res.status, code(res), parameterOf(res)]).toEqual([400, 'bad_request', 'resource']);
       },
     );
     const nested = `{"subject_token":"${caller}","since":{"a":1,"a":2}}`;
@@ -247,7 +271,7 @@ describe('duplicate keys and repeated parameters: 400 naming the parameter, neve
       'nested duplicate',
       (ep) => (ep.hasBody ? { path: ep.path, contentType: 'application/json', body: nested } : undefined),
       (res) => {
-        expect([res.status, res.json.parameter]).toEqual([400, 'since.a']);
+        expect([res.status, parameterOf(res)]).toEqual([400, 'since.a']);
       },
     );
   });
@@ -258,7 +282,7 @@ describe('duplicate keys and repeated parameters: 400 naming the parameter, neve
       'repeated form parameter',
       (ep) => (ep.readsParams ? { path: ep.path, contentType: 'application/x-www-form-urlencoded', body } : undefined),
       (res) => {
-        expect([res.status, res.json.parameter]).toEqual([400, 'resource']);
+        expect([res.status, parameterOf(res)]).toEqual([400, 'resource']);
       },
     );
   });
@@ -274,7 +298,7 @@ describe('duplicate keys and repeated parameters: 400 naming the parameter, neve
           body: form(exchangeFields(CLOUDSQL_RESOURCE)),
         }),
         (res) => {
-          expect([res.status, code(res), res.json.parameter]).toEqual([400, 'bad_request', name]);
+          expect([res.status, code(res), parameterOf(res)]).toEqual([400, 'bad_request', name]);
         },
       );
     }
@@ -483,7 +507,7 @@ describe('control characters, malformed and oversized requests, bad Host, bad co
           headers: { [name!]: value! },
         }),
         (res) => {
-          expect([res.status, res.json.parameter]).toEqual([400, name!.toLowerCase()]);
+          expect([res.status, parameterOf(res)]).toEqual([400, name!.toLowerCase()]);
         },
       );
     }

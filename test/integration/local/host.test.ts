@@ -45,7 +45,13 @@ describe('the local host serves the same routes as func start', () => {
     expect(res.status).toBe(200);
     expect(body.decision).toBe('deny');
     expect(body.reason).toBe('not_granted');
-    expect(body.trace.map((t) => t.ruleId)).toEqual(['orders-readers', 'orders-analysts', 'ticket-owners', 'people']);
+    expect(body.trace.map((t) => t.ruleId)).toEqual([
+      'orders-readers',
+      'orders-analysts',
+      'ticket-owners',
+      'people',
+      'sandbox-partner-certificates',
+    ]);
     expect(body.trace[0]!.why).toContain('Orders.Read');
   });
 

@@ -11,6 +11,11 @@ import { captureLogs } from '../../helpers/invoke';
  */
 
 // Over the kernel's socket buffers (Linux: tcp_wmem max 4 MiB): a host that stops reading is noticed by the client.
+/**
+ * How long a write may wait for the server to read before the connection counts as stalled (a server that stops
+ * reading without closing). Generous: on a loaded 2-core CI machine a healthy server can pause for a few hundred ms.
+ */
+const STALL_MS = 3_000;
 const SIZE = Number(process.env.OVERSIZE_MIB ?? 8) * 1024 * 1024;
 const REPEAT = 3;
 let host: LocalHost;
@@ -57,7 +62,7 @@ function send(method: string, path: string, kind: Kind): Promise<Answer> {
         const t = setTimeout(() => {
           error ??= 'stalled'; // the server stopped reading without closing
           ok(false);
-        }, 500);
+        }, STALL_MS);
         s.once('drain', () => {
           clearTimeout(t);
           ok(true);

@@ -135,7 +135,14 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
     const [a, b] = await Promise.all([start(workerHost(180)), start(workerHost(190))]);
     expect(a.state.runDir).not.toBe(b.state.runDir);
     for (const r of [a, b]) {
-      expect(readdirSync(r.state.runDir).sort()).toEqual(['cosmos-ca.pem', 'keyvault-ca.pem', 'sandbox.json', 'storage-ca.pem']);
+      expect(readdirSync(r.state.runDir).sort()).toEqual([
+        'client-ca.key', // npm run dev-cert issues client certificates with it
+        'client-ca.pem',
+        'cosmos-ca.pem',
+        'keyvault-ca.pem',
+        'sandbox.json',
+        'storage-ca.pem',
+      ]);
       expect(alive(r.state.postgresPid)).toBe(true);
       expect(alive(r.state.azuritePid)).toBe(true);
     }

@@ -314,14 +314,16 @@ describe('per-transaction identity', () => {
       const sql = `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('transaction_read_only'), current_setting('statement_timeout')`;
       // One round trip: BEGIN READ ONLY, the settings, the query, ROLLBACK
       const inside = await runReadOnly(c as never, { identity: id, comment: '', sql, values: [], maxRows: 10, deadlines });
-      expect(inside.rows).toEqual([['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'app-name-a', 'on', '1234ms']]);
+      expect(inside.rows).toEqual([
+        ['oid-a', 'tid-a', 'app-a', 'rule-a', 'cid-a', 'entra', '', '', '', 'app-name-a', 'on', '1234ms'],
+      ]);
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
       expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
       const after = await c.query(
         `SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`,
       );
-      expect(Object.values(after.rows[0])).toEqual(['', '', '', '', '']);
+      expect(Object.values(after.rows[0])).toEqual(SESSION_SETTINGS.map(() => ''));
       // a failing preamble: the query never runs, the transaction is left aborted for the caller to roll back
       await expect(
         runReadOnly(c as never, {

@@ -142,8 +142,11 @@ describe('happy path', () => {
     expect(r.status).toBe(200);
     expect(r.json.rowCount).toBe(10);
     expect(r.json.truncated).toBe(true);
+    // the same structured notice as the MCP tools (one query path): which limit, rows returned
+    expect(r.json.notice).toEqual({ limit: 'rowLimit', value: 10, rowsReturned: 10 });
     const exact = await query('many-rows', { count: 10 });
     expect(exact.json.truncated).toBe(false);
+    expect(exact.json.notice).toBeUndefined();
     expect(exact.json.rowCount).toBe(10);
     const eleven = await query('many-rows', { count: 11 });
     expect({ rowCount: eleven.json.rowCount, truncated: eleven.json.truncated }).toEqual({ rowCount: 10, truncated: true });

@@ -7,6 +7,7 @@ import { keyVaultConfig } from '../../../shared/config/keyvault';
 import { cosmosConfig } from '../../../shared/config/cosmos';
 import { ConfigError } from '../../../shared/errors';
 import { allSettings, type Env, type Section, type SettingSpec } from '../../../shared/config/settings';
+import { mcpConfig } from '../../../shared/config/mcp';
 import { toBrokerError } from '../../../shared/errors';
 
 /**
@@ -22,6 +23,8 @@ const core: Env = {
   BROKER_POLICY_PATH: '/tmp/policy.json',
   KEY_VAULT_URL: 'https://v.vault.azure.net',
   GOOGLE_SA_KEY_SECRET: 'sa-key',
+  MCP_AUDIENCES: '6f1f0000-0000-4000-8000-00000000c0de',
+  MCP_ALLOWED_CLIENT_APP_IDS: '6f1f0000-0000-4000-8000-0000000a9e47',
 };
 
 type AnySection = Section<Record<string, SettingSpec<unknown>>>;
@@ -37,6 +40,8 @@ const rows: [setting: string, section: AnySection, loopbackHttp: boolean, wrap?:
   ['COSMOS_MANAGEMENT_ENDPOINT', cosmosConfig, false],
   // Blob URLs (the live policy, the rotation lease): https only, loopback included (Azurite serves TLS).
   ['BROKER_POLICY_URL', policyConfig, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/policy.json`],
+  // The MCP resource URL: the origin an agent host connects to (plain HTTP only for a loopback development URL).
+  ['MCP_RESOURCE_URL', mcpConfig, true, (u) => `${u.replace(/\/$/, '')}/api/mcp`],
   ['ROTATION_LOCK_URL', rotationConfig, false, (u) => `${u.replace(/\/$/, '')}/devstoreaccount1/policy/rotation-lock`],
 ];
 

@@ -114,7 +114,7 @@ describe('a jest run that leaks fails', () => {
         require.resolve('jest/bin/jest'),
         '--config',
         JSON.stringify({
-          // eslint-disable-next-line @typescript-eslint/no-require-imports
+          // eslint-disable-next-line @typescript-eslint/no-require-imports -- the project config is CommonJS
           ...(require(resolve(ROOT, 'test', 'jest-common.js')) as object),
           rootDir: ROOT,
           roots: [resolve(__dirname, 'fixtures')],

@@ -39,7 +39,13 @@ function problemsOf(doc: unknown): string[] {
 
 describe('policy schema', () => {
   test('the sample policy is valid', () => {
-    expect(samplePolicy().rules.map((r) => r.id)).toEqual(['orders-readers', 'orders-analysts', 'ticket-owners', 'people']);
+    expect(samplePolicy().rules.map((r) => r.id)).toEqual([
+      'orders-readers',
+      'orders-analysts',
+      'ticket-owners',
+      'people',
+      'sandbox-partner-certificates',
+    ]);
   });
 
   test('errors name the path of every bad entry', () => {

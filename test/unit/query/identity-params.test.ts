@@ -156,7 +156,7 @@ describe('session preamble', () => {
     expect(p.begin).toBe('BEGIN READ ONLY');
     expect(p.settings).not.toContain('DROP');
     expect(p.settings).toMatch(/set_config\('broker\.caller_oid', \$3, true\)/);
-    expect(p.values).toEqual(['2000', 'a', "o'; DROP", 't', '', 'r', 'c']);
+    expect(p.values).toEqual(['2000', 'a', "o'; DROP", 't', '', 'r', 'c', 'entra', '', '', '']);
   });
 
   test('application_name is printable ASCII of at most 63 bytes', () => {

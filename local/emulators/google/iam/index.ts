@@ -23,8 +23,8 @@ import {
  * Errors are Google's `{"error": {"code", "message", "status"}}`.
  */
 
-export const MAX_USER_MANAGED_KEYS = 10;
-export const NO_EXPIRY = '9999-12-31T23:59:59Z';
+const MAX_USER_MANAGED_KEYS = 10;
+const NO_EXPIRY = '9999-12-31T23:59:59Z';
 
 export interface GoogleIamOptions {
   state: GoogleState;
@@ -38,7 +38,7 @@ export interface GoogleIamOptions {
 }
 
 /** The constraint Google names in the PreconditionFailure violation when key creation is disabled. */
-export const DISABLE_KEY_CREATION_CONSTRAINT = 'constraints/iam.disableServiceAccountKeyCreation';
+const DISABLE_KEY_CREATION_CONSTRAINT = 'constraints/iam.disableServiceAccountKeyCreation';
 
 export interface GoogleIamEmulator extends Emulator {
   /** Base URL, e.g. http://127.0.0.1:PORT (paths are /v1/projects/...). */

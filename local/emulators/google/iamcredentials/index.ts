@@ -12,7 +12,7 @@ import { CLOUD_PLATFORM_SCOPE, googleError, googleHarnessErrorBody, type GoogleS
  */
 
 const IAM_SCOPE = 'https://www.googleapis.com/auth/iam';
-export const MAX_LIFETIME_SECONDS = 3600;
+const MAX_LIFETIME_SECONDS = 3600;
 
 export interface ImpersonationRecord {
   readonly serviceAccount: string;

@@ -13,7 +13,7 @@ import type { GoogleState, ServiceAccountKey } from '../state';
  * Errors are OAuth-style `{"error", "error_description"}`, as Google's token endpoint answers.
  */
 
-export const GOOGLE_TOKEN_AUDIENCES = ['https://oauth2.googleapis.com/token', 'https://www.googleapis.com/oauth2/v4/token'];
+const GOOGLE_TOKEN_AUDIENCES = ['https://oauth2.googleapis.com/token', 'https://www.googleapis.com/oauth2/v4/token'];
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
 export interface GoogleOAuthOptions {

@@ -1,4 +1,4 @@
-import { X509Certificate, createPublicKey } from 'node:crypto';
+import { X509Certificate, createHash, createPublicKey } from 'node:crypto';
 import type { SandboxCa } from '../../../pki';
 import { startEmulator, type Emulator, type EmuRequest, type EmuResponse } from '../../harness';
 import { checkGoogleBearer, isEmuResponse } from '../bearer';
@@ -115,13 +115,22 @@ export async function startSqlAdmin(opts: {
           kind: 'sql#sslCert',
           certSerialNumber: ca.serialNumber,
           cert: i.ca.certPem,
-          commonName: ca.subject.replace(/^.*CN=([^\n,]+).*$/s, '$1'),
+          // A full DN, its RDNs joined by commas (a comma in a value escaped), and the SHA-1 fingerprint as lower-case
+          // hex, as the Node connector's fixture has them (GoogleCloudPlatform/cloud-sql-nodejs-connector test/sqladmin-fetcher.ts).
+          commonName: ca.subject
+            .split('\n')
+            .map((rdn) => rdn.replace(/,/g, '\\,'))
+            .join(','),
+          sha1Fingerprint: ca.fingerprint.replace(/:/g, '').toLowerCase(),
           createTime: new Date(ca.validFrom).toISOString(),
           expirationTime: new Date(ca.validTo).toISOString(),
           instance: i.name,
         },
         ipAddresses: [{ type: 'PRIMARY', ipAddress: i.ipAddress }],
         region: i.region,
+        // The instance's DNS name (`….{region}.sql.goog` in the connector's fixture); the sandbox instance has none
+        // in DNS, so clients dial the IP address.
+        dnsName: `${createHash('sha256').update(connectionNameOf(i)).digest('hex').slice(0, 12)}.${i.region}.sql.goog`,
         databaseVersion: i.databaseVersion,
         backendType: 'SECOND_GEN',
         pscEnabled: false,

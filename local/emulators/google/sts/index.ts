@@ -14,8 +14,8 @@ import type { GoogleState } from '../state';
  * Errors are OAuth error bodies (`{error, error_description}`), as the real STS answers.
  */
 
-export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
-export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const SUBJECT_TOKEN_TYPES = ['urn:ietf:params:oauth:token-type:jwt', 'urn:ietf:params:oauth:token-type:id_token'];
 
 export interface WorkloadIdentityProvider {
@@ -111,12 +111,7 @@ export function providerAudience(p: Pick<WorkloadIdentityProvider, 'projectNumbe
  * Google's STS reference (`subjectToken`): `iat` "Must be in the past", `exp` "Must be less than 48 hours after iat".
  * https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token
  */
-export const MAX_SUBJECT_TOKEN_LIFETIME_SECONDS = 48 * 3600;
-
-/** OpenID Connect Discovery 1.0 §4: a terminating `/` of the issuer is removed before `/.well-known/openid-configuration` is appended. */
-export function discoveryUrlOf(issuer: string): string {
-  return `${issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
-}
+const MAX_SUBJECT_TOKEN_LIFETIME_SECONDS = 48 * 3600;
 
 type Condition = (claims: JWTPayload) => boolean;
 
