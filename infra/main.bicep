@@ -35,6 +35,12 @@ param rotationManagedKeys string = ''
 param googleAuthMode string = 'keyless'
 @description('sa-key mode only: Key Vault secret with the source service-account key JSON (terraform output google_sa_key_secret)')
 param googleSaKeySecret string = ''
+@description('Caller identity mode (off when callerWorkforceAudience is empty): the Orders API app registration makes the on-behalf-of request; its federated credential trusting the broker identity is created by the operator (docs/deploy.md: Bicep has no Graph resources here)')
+param callerWorkforceAudience string = ''
+@description('Caller identity mode: `{App ID URI}/.default` of the app registration the workforce pool provider trusts (terraform variable workforce_app_client_id)')
+param callerWorkforceTokenScope string = ''
+@description('Caller identity mode: project number or id for the callers\' Google tokens (STS options.userProject)')
+param callerWorkforceUserProject string = ''
 @description('The MCP endpoint\'s canonical URL, e.g. https://broker.example.com/api/mcp (docs/mcp.md)')
 param mcpResourceUrl string
 @description('Client id and App ID URI of the MCP resource app registration (requestedAccessTokenVersion 2)')
@@ -155,6 +161,10 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosRbacIdentityIds: [ identities.outputs.cosmosReaderId, identities.outputs.cosmosWriterId ]
     cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
     cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
+    callerOboClientId: ordersApiClientId
+    callerWorkforceTokenScope: callerWorkforceTokenScope
+    callerWorkforceAudience: callerWorkforceAudience
+    callerWorkforceUserProject: callerWorkforceUserProject
     certGatewayOids: empty(clientCaCertificates) ? '' : identities.outputs.gatewayPrincipalId
     clientCaBundle: join(map(clientCaCertificates, c => '-----BEGIN CERTIFICATE-----\n${c}\n-----END CERTIFICATE-----'), '\n')
     mcpResourceUrl: mcpResourceUrl

@@ -23,6 +23,22 @@ export const SANDBOX = {
   strangerObjectId: '0b5e0000-0000-4000-8000-0000057a9e70',
   adminRole: 'Broker.Admin',
   /**
+   * Caller identity mode (docs/cloudsql.md "Two identity modes"): callers with this role query as themselves. The
+   * workforce pool provider trusts the Entra app registration `workforce.appId` (v2.0 tokens); the broker's OBO client is
+   * the orders API app (the subject tokens' audience), authenticated by a FIC trusting the Function's managed identity.
+   */
+  personRole: 'Orders.Person',
+  workforce: {
+    orgId: '998877665544',
+    poolId: 'token-broker-callers',
+    providerId: 'entra-obo',
+    appId: '6f1f0000-0000-4000-8000-00000000f0f1',
+    appIdUri: 'api://google-workforce',
+    userProject: 'sandbox-project',
+    /** A person added as a database user but without roles/cloudsql.instanceUser. */
+    noRoleObjectId: '0b5e0000-0000-4000-8000-00000000ead3',
+  },
+  /**
    * The MCP server (POST /api/mcp) as an Entra resource: its app registration issues v2.0 tokens
    * (accessTokenAcceptedVersion 2), so `aud` is its client id; its App ID URIs are the local MCP URL and an api:// one
    * (the scope prefix). The agent host is the one client app (`azp`) the sandbox approves; `otherClientAppId` is not.

@@ -28,6 +28,13 @@ export interface IamUser {
 export interface PostgresOptions {
   readonly database: string;
   readonly iamUsers: readonly IamUser[];
+  /**
+   * CLOUD_IAM_WORKFORCE_IDENTITY database users (caller identity mode), named by the principal's google.subject: LOGIN
+   * roles in `cloudsqliamuser` with no privileges of their own, as Cloud SQL creates IAM users (a new IAM database user
+   * has no privileges until granted: https://cloud.google.com/sql/docs/postgres/iam-logins; the role's exact shape for
+   * workforce users is unverified, docs/cloudsql.md). The first one is granted SELECT on orders as a person.
+   */
+  readonly workforceUsers?: readonly string[];
   /** Port of the embedded server (default: a free ephemeral port). */
   readonly port?: number;
   /** Use this existing server (superuser URL) instead of starting one. */
@@ -233,6 +240,16 @@ async function provision(admin: (db: string) => ClientConfig, opts: PostgresOpti
       const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [group]);
       if (r.rowCount === 0) await root.query(`CREATE ROLE ${ident(group)} NOLOGIN`);
     }
+    {
+      const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', ['cloudsqliamuser']);
+      if (r.rowCount === 0) await root.query('CREATE ROLE cloudsqliamuser NOLOGIN');
+    }
+    for (const user of opts.workforceUsers ?? []) {
+      const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [user]);
+      const verb = r.rowCount === 0 ? 'CREATE' : 'ALTER';
+      await root.query(`${verb} ROLE ${ident(user)} LOGIN PASSWORD ${literal(iamPassword)}`);
+      await root.query(`GRANT cloudsqliamuser TO ${ident(user)}`);
+    }
     for (const u of opts.iamUsers) {
       const r = await root.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [u.user]);
       const verb = r.rowCount === 0 ? 'CREATE' : 'ALTER';
@@ -289,6 +306,10 @@ async function provision(admin: (db: string) => ClientConfig, opts: PostgresOpti
         lo_unlink(oid), lowrite(integer, bytea), lo_truncate(integer, integer), lo_truncate64(integer, bigint) FROM PUBLIC;
     `);
     await db.query(IDENTITY_SAMPLE_SQL);
+    await db.query(CALLER_SAMPLE_SQL);
+    // Per-person grants: the first workforce user may read orders, the others may not (their own grants decide).
+    const first = opts.workforceUsers?.[0];
+    if (first) await db.query(`GRANT USAGE ON SCHEMA public TO ${ident(first)}; GRANT SELECT ON orders TO ${ident(first)}`);
   } finally {
     await db.end();
   }
@@ -333,6 +354,31 @@ const IDENTITY_SAMPLE_SQL = `
   CREATE POLICY support_tickets_owner ON support_tickets FOR SELECT TO orders_reader
     USING (owner_oid = current_setting('broker.caller_oid', true));
   GRANT SELECT ON support_tickets TO orders_reader;
+`;
+
+/**
+ * Caller identity mode (docs/cloudsql.md, "Two identity modes"): the database sees the person. `documents` is under
+ * row-level security keyed on `current_user` itself (no broker-asserted setting): every workforce user
+ * (`cloudsqliamuser`) may select from it and sees only the rows whose owner is their own database user.
+ */
+const CALLER_SAMPLE_SQL = `
+  CREATE TABLE IF NOT EXISTS documents (
+    id bigint PRIMARY KEY,
+    owner name NOT NULL,
+    title text NOT NULL
+  );
+  INSERT INTO documents (id, owner, title) VALUES
+    (1, '${SAMPLE_OWNERS.first}', 'Contract draft'),
+    (2, '${SAMPLE_OWNERS.first}', 'Delivery notes'),
+    (3, '${SAMPLE_OWNERS.second}', 'Refund letter'),
+    (4, 'someone-else', 'Not yours')
+  ON CONFLICT (id) DO NOTHING;
+  ALTER TABLE documents ENABLE ROW LEVEL SECURITY;
+  ALTER TABLE documents FORCE ROW LEVEL SECURITY;
+  DROP POLICY IF EXISTS documents_owner ON documents;
+  CREATE POLICY documents_owner ON documents FOR SELECT TO cloudsqliamuser USING (owner = current_user);
+  GRANT USAGE ON SCHEMA public TO cloudsqliamuser;
+  GRANT SELECT ON documents TO cloudsqliamuser;
 `;
 
 export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostgres> {

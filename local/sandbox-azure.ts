@@ -30,6 +30,8 @@ export async function startAzureIdentity(
       { appId: SANDBOX.clientAppId, identifierUris: [SANDBOX.clientAudience] },
       { appId: SANDBOX.subjectAppId, identifierUris: [SANDBOX.subjectAudience] },
       { appId: SANDBOX.google.wifAppId, identifierUris: [SANDBOX.google.wifAppIdUri] },
+      // The app the workforce pool provider trusts (caller identity mode): v2.0 tokens, aud = its client id.
+      { appId: SANDBOX.workforce.appId, identifierUris: [SANDBOX.workforce.appIdUri], accessTokenAcceptedVersion: 2 },
       // The MCP resource: v2.0 tokens (aud = its client id), App ID URI = the local MCP URL.
       {
         appId: SANDBOX.mcp.appId,
@@ -48,6 +50,22 @@ export async function startAzureIdentity(
     ...(b.fixedPorts ? { secretHeader: SANDBOX.identityHeader } : {}),
   });
   b.onStop(() => msi.close());
+  // Caller identity mode: the orders API app (what subject tokens are for) makes the on-behalf-of request,
+  // authenticated by a federated credential trusting the Function's managed identity; consented to the workforce app.
+  entra.oboClients.push({
+    appId: SANDBOX.subjectAppId,
+    identifierUris: [SANDBOX.subjectAudience],
+    federatedCredentials: [
+      {
+        issuer: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+        subject: msi.objectId,
+        audiences: ['api://AzureADTokenExchange'],
+      },
+    ],
+    consentedResources: [SANDBOX.workforce.appId],
+  });
+  b.env.CALLER_OBO_CLIENT_ID = SANDBOX.subjectAppId;
+  b.env.CALLER_WORKFORCE_TOKEN_SCOPE = `${SANDBOX.workforce.appIdUri}/.default`;
   return { entra, msi };
 }
 

@@ -22,6 +22,13 @@ export interface SandboxCloudSql {
   readonly postgres: SandboxPostgres;
 }
 
+/** The workforce database users of the sandbox instance: two readers, and one person without the IAM role. */
+const WORKFORCE_DATABASE_USERS: readonly string[] = [
+  SANDBOX.readerObjectId,
+  SANDBOX.secondReaderObjectId,
+  SANDBOX.workforce.noRoleObjectId,
+];
+
 export async function startSandboxCloudSql(
   b: SandboxBuild,
   state: GoogleState,
@@ -35,6 +42,8 @@ export async function startSandboxCloudSql(
       { user: iamDbUser(g.readerServiceAccount), level: 'reader' },
       { user: iamDbUser(g.analystServiceAccount), level: 'analyst' },
     ],
+    // Caller identity mode: the people added as CLOUD_IAM_WORKFORCE_IDENTITY database users (named by their object id).
+    workforceUsers: WORKFORCE_DATABASE_USERS,
     port: b.fixedPorts ? SANDBOX.ports.postgres : undefined,
     existingUrl: opts.postgresUrl || process.env.SANDBOX_POSTGRES_URL || undefined,
   });
@@ -46,6 +55,14 @@ export async function startSandboxCloudSql(
     ipAddress: host,
     databaseVersion: 'POSTGRES_16',
     clients: new Set([g.readerServiceAccount, g.analystServiceAccount]),
+    workforceUsers: new Set(WORKFORCE_DATABASE_USERS),
+    // roles/cloudsql.instanceUser for the two readers only: the third database user has no IAM role (infra/gcp/workforce.tf
+    // grants it per person).
+    instanceUsers: new Set(
+      [SANDBOX.readerObjectId, SANDBOX.secondReaderObjectId].map(
+        (oid) => `principal://iam.googleapis.com/locations/global/workforcePools/${SANDBOX.workforce.poolId}/subject/${oid}`,
+      ),
+    ),
     ca: createCa(`Google Cloud SQL Server CA ${g.instance} (sandbox)`),
     stopped: false,
   };
@@ -62,7 +79,12 @@ export async function startSandboxCloudSql(
     upstream: { host: pgHandle.host, port: pgHandle.port, iamPassword: pgHandle.iamPassword },
     bindingOf: (fp) => admin.bindingOf(fp),
     // Direct logins (plain pg over TLS, the IAM token as the password) on HOST:5432, as on Cloud SQL.
-    direct: { port: direct, verifyLoginToken: (user, token) => verifyIamLoginToken(state, instance, user, token) },
+    direct: {
+      port: direct,
+      verifyLoginToken: (user, token) => verifyIamLoginToken(state, instance, user, token),
+      // Workforce database users (caller identity mode) log in with their STS token as the password too.
+      isIamUser: (user) => instance.workforceUsers?.has(user) ?? false,
+    },
   });
   b.onStop(() => server.close());
   b.env.CLOUDSQL_ADMIN_ENDPOINT = admin.url;

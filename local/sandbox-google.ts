@@ -14,6 +14,8 @@ import {
   startSts,
   type StsEmulator,
   type WorkloadIdentityProvider,
+  type WorkforcePoolProvider,
+  workforceAudience,
 } from './emulators/google/sts';
 
 /**
@@ -31,6 +33,8 @@ export interface GoogleSandbox {
   readonly wif: WorkloadIdentityProvider;
   /** The Function's federated principal (what the service-account bindings name). */
   readonly functionPrincipal: string;
+  /** The workforce pool provider of the caller identity mode (infra/gcp/workforce.tf). */
+  readonly workforce: WorkforcePoolProvider;
 }
 
 /** Google IAM service-account keys API and OAuth token endpoint (key rotation), over the shared state. */
@@ -101,7 +105,13 @@ export async function startGoogleFederation(
       broker_identity_principal_id: msi.objectId,
     }),
   };
-  const sts = await startSts({ state: googleState, providers: [wif], port: b.port(SANDBOX.ports.google) });
+  const workforce = workforceProviderFromTerraform(entra);
+  const sts = await startSts({
+    state: googleState,
+    providers: [wif],
+    workforceProviders: [workforce],
+    port: b.port(SANDBOX.ports.google),
+  });
   b.onStop(() => sts.close());
   const iamcredentials = await startIamCredentials({ state: googleState, port: b.port(SANDBOX.ports.googleIamCredentials) });
   b.onStop(() => iamcredentials.close());
@@ -116,10 +126,44 @@ export async function startGoogleFederation(
     GOOGLE_IAM_CREDENTIALS_ENDPOINT: iamcredentials.url,
     // Tests count upstream calls from a cold cache; npm start (fixed ports) prewarms as production does.
     GOOGLE_TOKEN_PREWARM: b.fixedPorts ? 'true' : 'false',
+    CALLER_WORKFORCE_AUDIENCE: workforceAudience(workforce),
+    CALLER_WORKFORCE_USER_PROJECT: SANDBOX.workforce.userProject,
   });
   b.services['Google STS'] = `${sts.url}/v1/token`;
   b.services['Google IAM Credentials'] = `${iamcredentials.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken`;
-  return { state: googleState, sts, iamcredentials, wif, functionPrincipal };
+  return { state: googleState, sts, iamcredentials, wif, functionPrincipal, workforce };
+}
+
+/** infra/gcp/workforce.tf, read as the sandbox needs it: the provider's issuer, client id, mapping and condition. */
+function workforceProviderFromTerraform(entra: Pick<EntraEmulator, 'url'>): WorkforcePoolProvider {
+  const candidates = [
+    resolve(__dirname, '..', 'infra', 'gcp', 'workforce.tf'),
+    resolve(__dirname, '..', '..', 'infra', 'gcp', 'workforce.tf'),
+  ];
+  const tf = readFileSync(candidates.find((c) => existsSync(c)) ?? candidates[0]!, 'utf8');
+  const vars: Record<string, string> = { azure_tenant_id: SANDBOX.tenantId };
+  const subst = (v: string) => v.replace(/\$\{var\.([a-z_]+)\}/g, (_, n: string) => vars[n] ?? `\${var.${n}}`);
+  const attr = (name: string): string => {
+    const m = new RegExp(`^\\s*${name}\\s*=\\s*"((?:[^"\\\\]|\\\\.)*)"\\s*$`, 'm').exec(tf);
+    if (!m) throw new Error(`infra/gcp/workforce.tf has no ${name}`);
+    return subst(m[1]!);
+  };
+  const block = /attribute_mapping\s*=\s*\{([^}]*)\}/.exec(tf);
+  if (!block) throw new Error('infra/gcp/workforce.tf has no attribute_mapping');
+  const attributeMapping: Record<string, string> = {};
+  for (const m of block[1]!.matchAll(/"([^"]+)"\s*=\s*"([^"]+)"/g)) attributeMapping[m[1]!] = m[2]!;
+  const issuer = attr('issuer_uri');
+  if (issuer.includes('${')) throw new Error(`workforce.tf issuer_uri names a variable the sandbox does not set: ${issuer}`);
+  return {
+    poolId: SANDBOX.workforce.poolId,
+    providerId: SANDBOX.workforce.providerId,
+    issuer,
+    // The Entra emulator's v2.0 discovery document (its issuer is exactly `issuer`).
+    discoveryUrl: `${entra.url}/${SANDBOX.tenantId}/v2.0/.well-known/openid-configuration`,
+    clientId: SANDBOX.workforce.appId,
+    attributeMapping,
+    attributeCondition: attr('attribute_condition'),
+  };
 }
 
 /**

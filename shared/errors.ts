@@ -69,6 +69,8 @@ const CODES = {
   role_required: { status: 403, oauth: 'access_denied', title: 'Role required' },
   upstream_denied: { status: 403, oauth: 'unauthorized_client', title: 'Upstream denied the broker' },
   db_permission_denied: { status: 403, oauth: 'access_denied', title: 'Database permission denied' },
+  /** Caller identity mode: Entra, Google or the instance refused to let the caller act as themself (detail.reason says what is missing). */
+  caller_identity_refused: { status: 403, oauth: 'access_denied', title: 'Caller identity refused' },
   key_creation_disabled: { status: 403, oauth: 'access_denied', title: 'Key creation disabled by organization policy' },
 
   // --- conflicts and limits ---

@@ -25,3 +25,8 @@ output "google_sa_key_secret" {
   description = "sa-key mode: app setting GOOGLE_SA_KEY_SECRET (Bicep parameter googleSaKeySecret); empty when keyless"
   value       = var.sa_key_source_id == "" ? "" : "${var.sa_key_source_id}-sa-key"
 }
+
+output "workforce_audience" {
+  description = "Caller identity mode: the STS audience of the workforce pool provider (app setting CALLER_WORKFORCE_AUDIENCE)"
+  value       = local.workforce_enabled ? "//iam.googleapis.com/locations/global/workforcePools/${var.workforce_pool_id}/providers/${var.workforce_provider_id}" : ""
+}

@@ -65,3 +65,39 @@ variable "sa_key_source_id" {
     error_message = "sa_key_source_id must be empty or a service account id (6-30 chars, a-z 0-9 -)."
   }
 }
+
+variable "workforce_org_id" {
+  description = "Caller identity mode: the organization id of the workforce pool (empty: no workforce pool)"
+  type        = string
+  default     = ""
+}
+
+variable "workforce_pool_id" {
+  description = "Caller identity mode: the workforce pool id"
+  type        = string
+  default     = "token-broker-callers"
+}
+
+variable "workforce_provider_id" {
+  description = "Caller identity mode: the workforce pool provider id"
+  type        = string
+  default     = "entra-obo"
+}
+
+variable "workforce_app_client_id" {
+  description = "Caller identity mode: client id of the Entra app registration the provider trusts (the on-behalf-of target)"
+  type        = string
+  default     = ""
+}
+
+variable "workforce_session_duration" {
+  description = "Caller identity mode: lifetime of the pool's Google tokens (at most the smallest caller-mode maxTtlSeconds)"
+  type        = string
+  default     = "900s"
+}
+
+variable "workforce_database_users" {
+  description = "Caller identity mode: Entra object ids of the people who log in as themselves (database users + instanceUser)"
+  type        = list(string)
+  default     = []
+}

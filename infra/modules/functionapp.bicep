@@ -51,6 +51,14 @@ param cosmosRbacIdentityIds array = []
 param cosmosRbacIdentityClientIds string = ''
 @description('ACCOUNT=ARM_RESOURCE_ID pairs of the resource-token accounts whose keys the timer rotates')
 param cosmosManagedAccounts string = ''
+@description('Caller identity mode (empty: off): client id of the app registration the subject tokens are for; it makes the on-behalf-of request with its federated credential trusting the broker identity (docs/deploy.md)')
+param callerOboClientId string = ''
+@description('Caller identity mode: `{App ID URI}/.default` of the app registration the workforce pool provider trusts')
+param callerWorkforceTokenScope string = ''
+@description('Caller identity mode: //iam.googleapis.com/locations/global/workforcePools/POOL/providers/PROVIDER (terraform output workforce_audience)')
+param callerWorkforceAudience string = ''
+@description('Caller identity mode: project number or id for the callers\' Google tokens (STS options.userProject)')
+param callerWorkforceUserProject string = ''
 @description('Client certificates (docs/client-certificates.md): gateway object ids allowed to vouch for a certificate; empty: none')
 param certGatewayOids string = ''
 @description('PEM CA certificates client certificates must chain to (BROKER_CLIENT_CA_BUNDLE); empty: none')
@@ -106,6 +114,13 @@ var baseSettings = [
   { name: 'COSMOS_MANAGED_ACCOUNTS', value: cosmosManagedAccounts }
 ]
 var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET', value: googleSaKeySecret } ] : []
+// --- caller identity mode (Cloud SQL grants with identity "caller"): set only when the operator turned it on ---
+var callerSettings = empty(callerWorkforceAudience) ? [] : [
+  { name: 'CALLER_OBO_CLIENT_ID', value: callerOboClientId }
+  { name: 'CALLER_WORKFORCE_TOKEN_SCOPE', value: callerWorkforceTokenScope }
+  { name: 'CALLER_WORKFORCE_AUDIENCE', value: callerWorkforceAudience }
+  { name: 'CALLER_WORKFORCE_USER_PROJECT', value: callerWorkforceUserProject }
+]
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: 'func-${name}'
@@ -134,7 +149,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
-      appSettings: concat(baseSettings, saKeySettings)
+      appSettings: concat(baseSettings, saKeySettings, callerSettings)
     }
   }
 }

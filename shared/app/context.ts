@@ -1,4 +1,6 @@
 import { ManagedIdentities } from '../azure/managed-identity';
+import { CallerLogins } from '../cloudsql/caller-chain';
+import { CallerPools } from '../query/caller-pools';
 import type { CosmosAccounts } from '../cosmos/client';
 import { GoogleTokens } from '../google/tokens';
 import { createLogger, stdoutSink, type LogFields, type Logger, type LogSink } from '../observability/log';
@@ -34,6 +36,8 @@ export class AppContext {
   private cosmosAccounts?: Promise<CosmosAccounts>;
   private managedIdentities?: ManagedIdentities;
   private pools?: QueryPools;
+  private logins?: CallerLogins;
+  private perCallerPools?: CallerPools;
 
   constructor(opts: ContextOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -96,11 +100,33 @@ export class AppContext {
     return this.pools;
   }
 
+  /** The caller identity mode's logins (Entra OBO → Google STS workforce), cached per caller. */
+  get callerLogins(): CallerLogins {
+    this.logins ??= new CallerLogins({ identities: this.identities, now: this.now, settingsRecheckMs: this.settingsRecheckMs });
+    return this.logins;
+  }
+
+  /** The query function's per-caller pools (caller identity mode). */
+  get callerPools(): CallerPools {
+    this.perCallerPools ??= new CallerPools({
+      logins: this.callerLogins,
+      google: this.google,
+      log: this.logger({ fn: 'query.caller-pool' }),
+      now: this.now,
+      settingsRecheckMs: this.settingsRecheckMs,
+    });
+    return this.perCallerPools;
+  }
+
   /** Release what holds connections or timers: the database pools and the Cosmos clients (shutdown). */
   async close(): Promise<void> {
     const cosmos = this.cosmosAccounts;
     this.cosmosAccounts = undefined;
-    await Promise.all([this.pools?.closeAll(), cosmos?.then((c) => c.close()).catch(() => undefined)]);
+    await Promise.all([
+      this.pools?.closeAll(),
+      this.perCallerPools?.closeAll(),
+      cosmos?.then((c) => c.close()).catch(() => undefined),
+    ]);
   }
 }
 

@@ -1,3 +1,4 @@
+import { rememberSubjectToken } from './subject-token';
 import type { HttpRequest } from '@azure/functions';
 import { BrokerError } from '../errors';
 import { coreConfig, type CoreConfig } from '../config/core';
@@ -58,7 +59,7 @@ export async function authenticateClient(req: HttpRequest, cfg: CoreConfig = loa
 /** The subject (RFC 8693): the end caller's token, which decides what is granted. */
 export async function validateSubject(token: string | undefined, cfg: CoreConfig = loadCore()): Promise<Principal> {
   try {
-    return await validatorFor(cfg).validate(token, cfg.subjectAudiences);
+    return rememberSubjectToken(await validatorFor(cfg).validate(token, cfg.subjectAudiences), token!);
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('subject') : e;
   }

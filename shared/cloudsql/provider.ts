@@ -19,14 +19,28 @@ function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, reques
 export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
   const { grant } = input;
   const cap = lifetimeCap(grant, input.requestedLifetimeSeconds);
-  const t = await input.app.google.sqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
+  let t: { token: string; expiresInSeconds: number; cached: boolean };
+  let who: Record<string, string>;
+  let adminAccount: string;
+  if (grant.identity === 'caller') {
+    // The caller's own login: the workforce principal's STS token (its lifetime is Google's, set by the workforce
+    // pool's session duration); the answer's expires_in is capped by the rule, the backend must stop using it then.
+    const login = await input.app.callerLogins.login(input.subject, input.log);
+    const left = Math.floor((login.expiresAtMs - input.app.now()) / 1000);
+    t = { token: login.token, expiresInSeconds: Math.max(1, Math.min(left, cap)), cached: login.cached };
+    who = { database_user: login.databaseUser, identity: 'caller' };
+    adminAccount = grant.adminServiceAccount;
+  } else {
+    t = await input.app.google.sqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
+    who = { database_user: iamDatabaseUser(grant.serviceAccount), service_account: grant.serviceAccount };
+    adminAccount = grant.serviceAccount;
+  }
   // Connect details for a backend without Google credentials: plain pg over TLS, the token as the password.
   // Fail-soft: without SQL Admin the token still serves connector users (instance_connection_name); the
   // direct-connect fields are then absent and `connect_details` says so.
   // Looked up (on a cache miss) with the service account's Admin-API-only token: the login token handed out cannot
   // call the Admin API.
-  const adminToken = async () =>
-    (await input.app.google.sqlAdminToken({ serviceAccount: grant.serviceAccount, log: input.log })).token;
+  const adminToken = async () => (await input.app.google.sqlAdminToken({ serviceAccount: adminAccount, log: input.log })).token;
   const info = await connectInfo(
     grant.connectionName,
     adminToken,
@@ -42,8 +56,7 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
       token_type: 'Bearer',
       expires_in: t.expiresInSeconds,
       scope: SQL_LOGIN_SCOPE,
-      database_user: iamDatabaseUser(grant.serviceAccount),
-      service_account: grant.serviceAccount,
+      ...who,
       instance_connection_name: grant.connectionName,
       database: grant.database,
       refresh_after: refreshAfterSeconds(t.expiresInSeconds),

@@ -4,7 +4,7 @@ import { GUID, csv, defineSection, int, optionalStr, str, url } from './settings
 /** Settings every function needs: the identity front door, the policy, upstream limits. */
 export const coreConfig = defineSection('core', {
   authorityHost: url('ENTRA_AUTHORITY_HOST', {
-    doc: 'Where Entra ID signing keys are fetched: {host}/{tenant}/discovery/v2.0/keys',
+    doc: 'Where Entra ID signing keys are fetched ({host}/{tenant}/discovery/v2.0/keys) and, in caller identity mode, the on-behalf-of token endpoint ({host}/{tenant}/oauth2/v2.0/token)',
     default: 'https://login.microsoftonline.com',
   }),
   allowedTenants: csv('BROKER_ALLOWED_TENANTS', {

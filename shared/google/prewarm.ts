@@ -24,6 +24,8 @@ export function policyServiceAccounts(policy: Policy): PrewarmTarget[] {
   const out = new Map<string, number>();
   for (const rule of policy.rules) {
     for (const g of rule.grants.cloudsql) {
+      // Caller-mode grants log in as each caller (no shared token to warm).
+      if (g.identity !== 'serviceAccount' || g.serviceAccount === undefined) continue;
       const cap = Math.min(g.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS);
       out.set(g.serviceAccount, Math.min(out.get(g.serviceAccount) ?? cap, cap));
     }

@@ -3,13 +3,26 @@ import type { CertificateDenyEntry, CertificateSubject, CloudSqlGrant, CosmosGra
 import { isAgentIdentity } from '../auth/agent';
 import type { Target } from './target';
 
-export interface CloudSqlDecisionGrant {
+interface CloudSqlGrantBase {
   readonly kind: 'cloudsql';
   readonly connectionName: string;
   readonly database: string;
-  readonly serviceAccount: string;
   readonly maxTtlSeconds: number;
 }
+
+/** The rule's service account logs in (the default identity mode). */
+export interface CloudSqlServiceAccountGrant extends CloudSqlGrantBase {
+  readonly identity: 'serviceAccount';
+  readonly serviceAccount: string;
+}
+
+/** The caller logs in as themself (workforce identity federation); the admin account never logs in. */
+export interface CloudSqlCallerGrant extends CloudSqlGrantBase {
+  readonly identity: 'caller';
+  readonly adminServiceAccount: string;
+}
+
+export type CloudSqlDecisionGrant = CloudSqlServiceAccountGrant | CloudSqlCallerGrant;
 
 interface CosmosGrantBase {
   readonly kind: 'cosmos';
@@ -115,13 +128,13 @@ function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | unde
 function matchCloudSql(g: CloudSqlGrant, t: Extract<Target, { kind: 'cloudsql' }>): CloudSqlDecisionGrant | string {
   if (g.instance !== t.connectionName) return `instance ${g.instance} is not ${t.connectionName}`;
   if (!g.databases.includes(t.database)) return `database ${t.database} is not among ${g.databases.join(', ')}`;
-  return {
-    kind: 'cloudsql',
-    connectionName: g.instance,
-    database: t.database,
-    serviceAccount: g.serviceAccount,
-    maxTtlSeconds: g.maxTtlSeconds,
-  };
+  const base = { kind: 'cloudsql' as const, connectionName: g.instance, database: t.database, maxTtlSeconds: g.maxTtlSeconds };
+  if (g.identity === 'caller') {
+    if (g.adminServiceAccount === undefined) return 'rule names no adminServiceAccount'; // the schema requires one
+    return { ...base, identity: 'caller', adminServiceAccount: g.adminServiceAccount };
+  }
+  if (g.serviceAccount === undefined) return 'rule names no serviceAccount'; // the schema requires one
+  return { ...base, identity: 'serviceAccount', serviceAccount: g.serviceAccount };
 }
 
 function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: Principal): CosmosDecisionGrant | string {

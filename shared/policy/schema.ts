@@ -105,16 +105,45 @@ const subject = z.unknown().transform((v, ctx) => {
   return r.data;
 });
 
+const serviceAccountEmail = z
+  .string()
+  .regex(SERVICE_ACCOUNT_EMAIL, 'must be a service account email (…@PROJECT.iam.gserviceaccount.com)');
+
+/**
+ * Who logs in to the database (docs/cloudsql.md, "Two identity modes"):
+ * - `serviceAccount` (default): the rule's `serviceAccount`; the caller is carried as transaction settings only;
+ * - `caller`: the caller as themself (Entra on-behalf-of → Google STS workforce pool → Cloud SQL IAM login of their
+ *   workforce principal). `adminServiceAccount` only reads the instance's connect settings (SQL Admin API: address,
+ *   server CA) and whether a refused caller is a database user; it never logs in.
+ */
 const cloudsqlGrant = z
   .object({
     instance: z.string().regex(INSTANCE_CONNECTION_NAME, 'must be an instance connection name PROJECT:REGION:INSTANCE'),
     databases: z.array(z.string().regex(PG_DATABASE, 'must be a PostgreSQL database name')).min(1),
-    serviceAccount: z
-      .string()
-      .regex(SERVICE_ACCOUNT_EMAIL, 'must be a service account email (…@PROJECT.iam.gserviceaccount.com)'),
+    identity: z.enum(['serviceAccount', 'caller']).default('serviceAccount'),
+    serviceAccount: serviceAccountEmail.optional(),
+    adminServiceAccount: serviceAccountEmail.optional(),
     maxTtlSeconds: z.number().int().min(60).max(3600),
   })
-  .strict();
+  .strict()
+  .superRefine((g, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path], message });
+    if (g.identity === 'serviceAccount') {
+      if (g.serviceAccount === undefined) issue('serviceAccount', 'required (the identity that logs in to the database)');
+      if (g.adminServiceAccount !== undefined) issue('adminServiceAccount', 'only for identity "caller"');
+    } else {
+      if (g.serviceAccount !== undefined)
+        issue(
+          'serviceAccount',
+          'not for identity "caller": the caller logs in as themself (name adminServiceAccount for the SQL Admin API)',
+        );
+      if (g.adminServiceAccount === undefined)
+        issue(
+          'adminServiceAccount',
+          'required for identity "caller": the service account that reads the connect settings (never logs in)',
+        );
+    }
+  });
 
 const partitionKey = z.discriminatedUnion('type', [
   z.object({ type: z.literal('none') }).strict(),

@@ -6,7 +6,7 @@ import type { QueryConfig } from '../config/query';
 import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
-import type { CloudSqlDecisionGrant } from '../policy/evaluate';
+import type { CloudSqlCallerGrant, CloudSqlDecisionGrant } from '../policy/evaluate';
 import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -194,7 +194,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     reason: 'granted',
     ruleId,
     extra: {
-      serviceAccount: grant.serviceAccount,
+      ...(grant.identity === 'caller' ? { identity: 'caller' } : { serviceAccount: grant.serviceAccount }),
       ...queryAudit,
       rows: result.rowCount,
       truncated: result.truncated,
@@ -267,6 +267,10 @@ async function execute(
     agent,
     ...(traceparent !== undefined ? { traceparent } : {}),
   });
+  if (grant.identity === 'caller') {
+    // The caller's own login, on a pool of their own (shared/query/caller-pools.ts): PostgreSQL's current_user is the person.
+    return executeAsCaller(call, query, cfg, grant, values, session, comment);
+  }
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,
     database: grant.database,
@@ -300,6 +304,41 @@ async function execute(
         destroyClient(conn);
         observeDb(dbKey, false, typeof err.detail?.reason === 'string' ? err.detail.reason : err.code);
       }
+    }
+    throw err;
+  }
+}
+
+/** The caller-mode execution: a connection logged in as the caller, the same read-only round trip. */
+async function executeAsCaller(
+  call: QueryCall,
+  query: CatalogQuery,
+  cfg: QueryConfig,
+  grant: CloudSqlCallerGrant,
+  values: BoundValue[],
+  session: SessionIdentity,
+  comment: string,
+): Promise<QueryResult> {
+  const { scope, subject } = call;
+  const rowLimit = Math.min(query.rowLimit, cfg.maxRowLimit);
+  const deadlines = roundTripDeadlines(query, cfg);
+  let conn: PoolClient | undefined;
+  try {
+    conn = await scope.app.callerPools.connect(grant, subject, cfg, scope.log);
+    const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
+    conn.release();
+    return result;
+  } catch (e) {
+    const err = toBrokerError(classifyDbError(e));
+    if (conn) {
+      const reusable = err.code !== 'db_unavailable' && err.code !== 'query_timeout' && err.code !== 'upstream_error';
+      const c = conn;
+      if (reusable)
+        await phaseDeadline(c.query('ROLLBACK'), deadlines.rollback, 'rollback').then(
+          () => c.release(),
+          () => destroyClient(c),
+        );
+      else destroyClient(c);
     }
     throw err;
   }

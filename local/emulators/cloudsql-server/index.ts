@@ -45,7 +45,12 @@ export interface CloudSqlServerOptions {
    * Direct connections (plain PostgreSQL protocol with TLS, the IAM token as the password; no connector), on
    * HOST:directPort (Cloud SQL: 5432). Absent: no direct listener. `verifyLoginToken` decides a login.
    */
-  readonly direct?: { readonly port: number; verifyLoginToken(user: string, token: string): LoginRefusal | undefined };
+  readonly direct?: {
+    readonly port: number;
+    verifyLoginToken(user: string, token: string): LoginRefusal | undefined;
+    /** Database users of IAM type other than service accounts (CLOUD_IAM_WORKFORCE_IDENTITY): their password is a token too. */
+    isIamUser?(user: string): boolean;
+  };
 }
 
 /** Why an IAM login with a token as the password was refused: PostgreSQL's SQLSTATE and message. */
@@ -229,7 +234,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   const onDirectSession = async (client: TLSSocket, startup: Buffer, reader: WireReader): Promise<void> => {
     const params = parseStartup(startup);
     const user = params.user ?? '';
-    if (!IAM_SA_USER.test(user)) {
+    if (!IAM_SA_USER.test(user) && !opts.direct!.isIamUser?.(user)) {
       // A built-in user: PostgreSQL authenticates it itself.
       return passThrough(client, startup, reader);
     }

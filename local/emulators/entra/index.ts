@@ -5,9 +5,11 @@ import { recordIssuedToken } from '../issued-tokens';
 import { SANDBOX } from '../../ids';
 import { newSigningKey, type SigningKey } from './keys';
 import { tokenShapeFor, type AppRegistration } from './apps';
+import { onBehalfOf, type OboClient } from './obo';
 
 export { type SigningKey } from './keys';
 export { tokenShapeFor, type AppRegistration } from './apps';
+export { type OboClient, type FederatedCredential } from './obo';
 
 /**
  * Entra ID (Azure AD) emulator: per-tenant OIDC discovery (v1 and v2) and JWKS, and a signer that
@@ -56,6 +58,8 @@ export interface EntraEmulator extends Emulator {
   rollKeys(retireOld?: boolean): SigningKey;
   /** The tenant's app registrations (resources with an App ID URI). */
   readonly apps: readonly AppRegistration[];
+  /** Confidential clients allowed the on-behalf-of grant (mutable: tests take FICs or consent away). */
+  readonly oboClients: OboClient[];
 }
 
 export interface EntraOptions {
@@ -66,6 +70,8 @@ export interface EntraOptions {
   allowMintEndpoint?: boolean;
   /** App registrations of the tenant (resources), for `mint({ resource })` and the managed identity emulator. */
   apps?: readonly AppRegistration[];
+  /** Confidential clients of the on-behalf-of grant (FIC-authenticated), served on /{tenant}/oauth2/v2.0/token. */
+  oboClients?: readonly OboClient[];
 }
 
 const DISCOVERY_HEADERS = { 'cache-control': 'max-age=86400, private', 'access-control-allow-origin': '*' };
@@ -97,6 +103,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
   const tenants = (opts.tenants ?? [SANDBOX_TENANT]).map((t) => t.toLowerCase());
   const keys: SigningKey[] = [newSigningKey()];
   const apps = [...(opts.apps ?? [])];
+  const oboClients = (opts.oboClients ?? []).map((c) => ({ ...c, appId: c.appId.toLowerCase() }));
   let base = '';
 
   const unknownTenant = (tid: string): EmuResponse => ({
@@ -224,6 +231,20 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
         })),
       },
       { method: 'GET', path: '/:tenant/discovery/v2.0/keys', name: 'jwks', handle: withTenant(() => jwks()) },
+      {
+        method: 'POST',
+        path: '/:tenant/oauth2/v2.0/token',
+        name: 'token',
+        handle: withTenant((tid, req) =>
+          onBehalfOf(tid, req, {
+            tenants,
+            apps,
+            clients: oboClients,
+            jwks: () => ({ keys: keys.map((k) => k.publicJwk) }),
+            mint,
+          }),
+        ),
+      },
       { method: 'GET', path: '/:tenant/discovery/keys', name: 'jwks.v1', handle: withTenant(() => jwks()) },
       {
         method: 'POST',
@@ -254,6 +275,7 @@ export async function startEntra(opts: EntraOptions = {}): Promise<EntraEmulator
     },
     keys,
     apps,
+    oboClients,
     mint,
     strayKey: newSigningKey,
     rollKeys(retireOld = false) {

@@ -49,6 +49,7 @@ describe('the local host serves the same routes as func start', () => {
       'orders-readers',
       'orders-analysts',
       'ticket-owners',
+      'people',
       'sandbox-partner-certificates',
     ]);
     expect(body.trace[0]!.why).toContain('Orders.Read');

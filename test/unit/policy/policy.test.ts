@@ -43,6 +43,7 @@ describe('policy schema', () => {
       'orders-readers',
       'orders-analysts',
       'ticket-owners',
+      'people',
       'sandbox-partner-certificates',
     ]);
   });

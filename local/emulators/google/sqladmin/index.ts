@@ -36,6 +36,17 @@ export interface SqlInstance {
   readonly ca: SandboxCa;
   /** Instance not runnable (e.g. stopped): the API answers 400 / connect fails. */
   stopped: boolean;
+  /**
+   * Database users of type CLOUD_IAM_WORKFORCE_IDENTITY (named by the principal's `google.subject`,
+   * https://docs.cloud.google.com/sql/docs/postgres/workforce-authentication). Mutable: tests add and remove people.
+   */
+  readonly workforceUsers?: Set<string>;
+  /**
+   * IAM members holding roles/cloudsql.instanceUser (`cloudsql.instances.login`) for workforce logins:
+   * `principal://iam.googleapis.com/locations/global/workforcePools/POOL/subject/SUBJECT` or
+   * `principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/*`.
+   */
+  readonly instanceUsers?: Set<string>;
 }
 
 /** What an ephemeral certificate proves: the IAM principal whose login token requested it. */
@@ -192,6 +203,24 @@ export async function startSqlAdmin(opts: {
     };
   };
 
+  /** users.get (https://cloud.google.com/sql/docs/postgres/admin-api/rest/v1beta4/users/get): a workforce user, or 404. */
+  const getUser = (req: EmuRequest): EmuResponse => {
+    const a = authorize(req);
+    if (!('instance' in a)) return a;
+    const name = decodeURIComponent(req.params.name ?? '');
+    if (!a.instance.workforceUsers?.has(name)) return googleError(404, 'NOT_FOUND', 'The Cloud SQL user does not exist.');
+    return {
+      status: 200,
+      body: {
+        kind: 'sql#user',
+        name,
+        instance: a.instance.name,
+        project: a.instance.project,
+        type: 'CLOUD_IAM_WORKFORCE_IDENTITY',
+      },
+    };
+  };
+
   const emu = await startEmulator({
     name: 'sqladmin',
     host: opts.host,
@@ -209,6 +238,12 @@ export async function startSqlAdmin(opts: {
         name: 'sqladmin.generateEphemeralCert',
         path: /^\/(?:sql\/)?v1beta4\/projects\/(?<project>[^/]+)\/instances\/(?<instance>[^/:]+):generateEphemeralCert$/,
         handle: generateEphemeralCert,
+      },
+      {
+        method: 'GET',
+        name: 'sqladmin.users.get',
+        path: /^\/(?:sql\/)?v1beta4\/projects\/(?<project>[^/]+)\/instances\/(?<instance>[^/:]+)\/users\/(?<name>[^/]+)$/,
+        handle: getUser,
       },
     ],
   });

@@ -44,6 +44,46 @@ export interface WorkloadIdentityProvider {
   disabled?: boolean;
 }
 
+/**
+ * A workforce identity pool provider (OIDC) of the organization: STS admits a subject token of `issuer` whose `aud` is
+ * the provider's `clientId`, maps `google.subject` (and others) from the token's claims as `attributeMapping` says
+ * (the `assertion.CLAIM` form only), applies `attributeCondition`, and requires `options.userProject`
+ * (https://cloud.google.com/iam/docs/reference/sts/rest/v1/Options; the emulator refuses a workforce exchange without
+ * it: strictest, docs/cloudsql.md). The federated principal is
+ * `principal://iam.googleapis.com/locations/global/workforcePools/POOL/subject/SUBJECT`.
+ */
+export interface WorkforcePoolProvider {
+  readonly poolId: string;
+  readonly providerId: string;
+  readonly issuer: string;
+  readonly discoveryUrl: string;
+  /** The OIDC provider's `client_id`: the only accepted `aud`. */
+  readonly clientId: string;
+  /** `google.subject` → `assertion.CLAIM` (infra/gcp/workforce.tf). */
+  readonly attributeMapping: Readonly<Record<string, string>>;
+  readonly attributeCondition?: string;
+  disabled?: boolean;
+}
+
+export function workforceAudience(p: Pick<WorkforcePoolProvider, 'poolId' | 'providerId'>): string {
+  return `//iam.googleapis.com/locations/global/workforcePools/${p.poolId}/providers/${p.providerId}`;
+}
+
+function workforcePrincipal(poolId: string, subject: string): string {
+  return `principal://iam.googleapis.com/locations/global/workforcePools/${poolId}/subject/${subject}`;
+}
+
+/** Compile `assertion.CLAIM` mapping expressions (anything else is refused when STS starts). */
+function compileAttributeMapping(m: Readonly<Record<string, string>>): (c: JWTPayload) => Record<string, unknown> {
+  const entries = Object.entries(m).map(([attr, expr]) => {
+    const mm = /^assertion\.([A-Za-z_][A-Za-z0-9_]*)$/.exec(expr.trim());
+    if (!mm) throw new Error(`attribute_mapping: unsupported expression "${expr}" (the emulator maps assertion.CLAIM only)`);
+    return [attr, mm[1]!] as const;
+  });
+  if (!entries.some(([a]) => a === 'google.subject')) throw new Error('attribute_mapping must map google.subject');
+  return (c) => Object.fromEntries(entries.map(([a, claim]) => [a, c[claim]]));
+}
+
 export interface StsEmulator extends Emulator {
   readonly providers: readonly WorkloadIdentityProvider[];
   /** `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER` */
@@ -52,11 +92,13 @@ export interface StsEmulator extends Emulator {
   principalOf(p: Pick<WorkloadIdentityProvider, 'projectNumber' | 'poolId'>, subject: string): string;
   /** Lifetime of federated tokens, seconds (capped by the subject token's own expiry). */
   federatedLifetimeSeconds: number;
+  readonly workforceProviders: readonly WorkforcePoolProvider[];
 }
 
 export interface StsOptions {
   readonly state: GoogleState;
   readonly providers: readonly WorkloadIdentityProvider[];
+  readonly workforceProviders?: readonly WorkforcePoolProvider[];
   readonly port?: number;
   readonly federatedLifetimeSeconds?: number;
 }
@@ -126,7 +168,9 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
   );
   const jwks = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
   /** OIDC discovery of the provider's issuer (as Google does), then its JWKS. Refetched after a failure. */
-  const keysOf = async (p: WorkloadIdentityProvider): Promise<ReturnType<typeof createRemoteJWKSet>> => {
+  const keysOf = async (
+    p: Pick<WorkloadIdentityProvider, 'discoveryUrl' | 'issuer'>,
+  ): Promise<ReturnType<typeof createRemoteJWKSet>> => {
     const cached = jwks.get(p.discoveryUrl);
     if (cached) return cached;
     const res = await fetch(p.discoveryUrl, { signal: AbortSignal.timeout(5000) });
@@ -139,6 +183,80 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     jwks.set(p.discoveryUrl, k);
     return k;
   };
+  const workforce = [...(opts.workforceProviders ?? [])];
+  const workforceRules = new Map(
+    workforce.map((p) => [
+      p,
+      {
+        map: compileAttributeMapping(p.attributeMapping),
+        condition: p.attributeCondition === undefined ? undefined : compileAttributeCondition(p.attributeCondition),
+      },
+    ]),
+  );
+
+  /** The workforce exchange: `audience` names a workforce pool provider (already checked to have that form). */
+  const workforceToken = async (f: Record<string, string>, scopes: string[]): Promise<EmuResponse> => {
+    const provider = workforce.find((p) => workforceAudience(p) === f.audience);
+    if (!provider || provider.disabled)
+      return oauthError(
+        400,
+        'invalid_target',
+        'The target service indicated by the "audience" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn\'t exist.',
+      );
+    // userProject: quota and billing project of a workforce token (no client id identifies one).
+    let userProject: unknown;
+    try {
+      userProject = f.options === undefined ? undefined : (JSON.parse(f.options) as { userProject?: unknown }).userProject;
+    } catch {
+      return oauthError(400, 'invalid_request', 'Invalid value for "options": not a JSON object.');
+    }
+    if (f.options !== undefined && f.options.length > 4096)
+      return oauthError(400, 'invalid_request', 'Invalid value for "options": longer than 4096 characters.');
+    if (typeof userProject !== 'string' || !/^[a-z0-9][a-z0-9-]{0,31}$/.test(userProject))
+      return oauthError(
+        400,
+        'invalid_request',
+        'A workforce pool token exchange requires "options" with a "userProject" (a project number or ID of at most 32 characters).',
+      );
+    let claims: JWTPayload;
+    try {
+      ({ payload: claims } = await jwtVerify(f.subject_token!, await keysOf(provider), {
+        algorithms: ['RS256'],
+        issuer: provider.issuer,
+        audience: provider.clientId,
+        requiredClaims: ['iat', 'exp'],
+        clockTolerance: 0,
+      }));
+    } catch (e) {
+      if (e instanceof DiscoveryError) return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${e.message}`);
+      const why =
+        e instanceof joseErrors.JWTExpired
+          ? 'The token has expired.'
+          : e instanceof joseErrors.JWTClaimValidationFailed
+            ? `The ${e.claim} claim is invalid.`
+            : 'The subject token could not be validated.';
+      return oauthError(400, 'invalid_grant', `Invalid value for "subject_token". ${why}`);
+    }
+    const rules = workforceRules.get(provider)!;
+    if (rules.condition && !rules.condition(claims))
+      return oauthError(400, 'unauthorized_client', 'The given credential is rejected by the attribute condition.');
+    const subject = rules.map(claims)['google.subject'];
+    if (typeof subject !== 'string' || subject.length === 0 || subject.length > 127)
+      return oauthError(
+        400,
+        'invalid_grant',
+        'The mapped attribute "google.subject" must be a non-empty string of at most 127 characters.',
+      );
+    const untilSubjectExpiry = claims.exp! - Math.floor(opts.state.now() / 1000);
+    const lifetime = Math.max(1, Math.min(self.federatedLifetimeSeconds, untilSubjectExpiry));
+    const t = opts.state.issueToken('federated', workforcePrincipal(provider.poolId, subject), scopes, lifetime);
+    return {
+      status: 200,
+      headers: { 'cache-control': 'no-store' },
+      body: { access_token: t.token, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: lifetime },
+    };
+  };
+
   let self: { federatedLifetimeSeconds: number } = { federatedLifetimeSeconds: opts.federatedLifetimeSeconds ?? 3600 };
 
   const token = async (req: EmuRequest): Promise<EmuResponse> => {
@@ -158,6 +276,11 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     }
     if (!SUBJECT_TOKEN_TYPES.includes(f.subject_token_type!)) {
       return oauthError(400, 'invalid_request', `Invalid value for "subject_token_type": ${f.subject_token_type}`);
+    }
+    if (f.audience!.startsWith('//iam.googleapis.com/locations/global/workforcePools/')) {
+      const wfScopes = (f.scope ?? '').split(/\s+/).filter((x) => x.length > 0);
+      if (wfScopes.length === 0) return oauthError(400, 'invalid_request', 'Missing required parameter: "scope".');
+      return workforceToken(f, wfScopes);
     }
     const provider = providers.find((p) => providerAudience(p) === f.audience);
     if (!provider || provider.disabled) {
@@ -240,6 +363,7 @@ export async function startSts(opts: StsOptions): Promise<StsEmulator> {
     audienceOf: providerAudience,
     principalOf: federatedPrincipal,
     federatedLifetimeSeconds: opts.federatedLifetimeSeconds ?? 3600,
+    workforceProviders: workforce,
   });
   self = out;
   return out;
