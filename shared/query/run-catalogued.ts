@@ -269,7 +269,7 @@ async function execute(
   });
   if (grant.identity === 'caller') {
     // The caller's own login, on a pool of their own (shared/query/caller-pools.ts): PostgreSQL's current_user is the person.
-    return executeAsCaller(call, query, cfg, grant, values, session, comment);
+    return executeAsCaller(call, query, cfg, grant, values, session, comment, !withTrace);
   }
   const poolTarget: PoolTarget = {
     connectionName: grant.connectionName,
@@ -318,6 +318,7 @@ async function executeAsCaller(
   values: BoundValue[],
   session: SessionIdentity,
   comment: string,
+  prepared: boolean,
 ): Promise<QueryResult> {
   const { scope, subject } = call;
   const rowLimit = Math.min(query.rowLimit, cfg.maxRowLimit);
@@ -325,7 +326,7 @@ async function executeAsCaller(
   let conn: PoolClient | undefined;
   try {
     conn = await scope.app.callerPools.connect(grant, subject, cfg, scope.log);
-    const result = await run(conn, query, values, rowLimit, session, comment, deadlines);
+    const result = await run(conn, query, values, rowLimit, session, comment, deadlines, prepared);
     conn.release();
     return result;
   } catch (e) {
