@@ -205,6 +205,22 @@ export function enableOpenTelemetry(): void {
   processTelemetry.enableOpenTelemetry();
 }
 
+/**
+ * Start Azure Monitor if configured. Resolves when telemetry is on (or off). Safe to call repeatedly.
+ * @public (the fresh-process telemetry test calls it through the compiled module)
+ */
+export function initTelemetry(): Promise<void> {
+  return processTelemetry.init();
+}
+
+/**
+ * The process telemetry's state: `off`, `loading` or `on`.
+ * @public (the fresh-process telemetry test reads it through the compiled module)
+ */
+export function telemetryState(): TelemetryState {
+  return processTelemetry.current;
+}
+
 function on(): Instruments | undefined {
   return processTelemetry.on();
 }
