@@ -1,3 +1,4 @@
+import { optionList, optionValue, parseCliArgs } from './cli-args';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadClientCa } from './pki';
@@ -20,24 +21,8 @@ const HELP = `Usage: npm run dev-cert -- [options]
   --thumbprint         print the SHA-256 thumbprint (the subject_token of a certificate exchange) on a second line
   --out DIR            also write DIR/cert.pem and DIR/key.pem`;
 
-function parseArgs(argv: string[]): Record<string, string | true> {
-  const out: Record<string, string | true> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) throw new Error(`Unexpected argument "${a}".`);
-    const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (['no-client-auth', 'thumbprint', 'help'].includes(k)) out[k] = true;
-    else {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new Error(`--${k} needs a value.`);
-      out[k] = v;
-    }
-  }
-  return out;
-}
-
 function main(): void {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseCliArgs(process.argv.slice(2), ['no-client-auth', 'thumbprint', 'help']);
   if (args.help) {
     process.stdout.write(HELP + '\n');
     return;
@@ -53,12 +38,8 @@ function main(): void {
       `No running sandbox client CA found (${join(dir, 'client-ca.pem')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`,
     );
   }
-  const str = (k: string) => (typeof args[k] === 'string' ? args[k] : undefined);
-  const list = (k: string) =>
-    str(k)
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
+  const str = (k: string) => optionValue(args, k);
+  const list = (k: string) => optionList(args, k);
   const days = str('days') ?? '30';
   if (!/^-?\d+$/.test(days)) throw new Error('--days must be a whole number.');
   const d = Number(days);

@@ -1,3 +1,4 @@
+import { optionList, optionValue, parseCliArgs } from './cli-args';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SANDBOX } from './ids';
@@ -27,24 +28,8 @@ const HELP = `Usage: npm run dev-token -- [options]
   --agent              with --mcp: the token of an Entra agent identity acting for the user (azp
                        ${SANDBOX.mcp.agentIdentityAppId}, idtyp user, xms_act_fct 11, xms_par_app_azp ${SANDBOX.mcp.agentBlueprintAppId})`;
 
-function parseArgs(argv: string[]): Record<string, string | true> {
-  const out: Record<string, string | true> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) throw new Error(`Unexpected argument "${a}".`);
-    const [k, inline] = a.slice(2).split('=', 2) as [string, string | undefined];
-    if (['client', 'v1', 'v2', 'help', 'mcp', 'agent'].includes(k)) out[k] = true;
-    else {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new Error(`--${k} needs a value.`);
-      out[k] = v;
-    }
-  }
-  return out;
-}
-
 async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+  const args = parseCliArgs(process.argv.slice(2), ['client', 'v1', 'v2', 'help', 'mcp', 'agent']);
   if (args.help) {
     process.stdout.write(HELP + '\n');
     return;
@@ -75,12 +60,8 @@ async function main(): Promise<void> {
       `No running sandbox found (${join(dir, 'sandbox.json')}). Start it first with \`npm start\` (or set SANDBOX_STATE_DIR).`,
     );
   }
-  const str = (k: string) => (typeof args[k] === 'string' ? args[k] : undefined);
-  const list = (k: string) =>
-    str(k)
-      ?.split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
+  const str = (k: string) => optionValue(args, k);
+  const list = (k: string) => optionList(args, k);
   const client = args.client === true;
   if (args.v1 === true && args.v2 === true) throw new Error('--v1 and --v2 exclude each other.');
   // Entra: a v2.0 token's aud is always the API's client id, a v1.0 token's the App ID URI asked for.

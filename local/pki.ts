@@ -24,25 +24,38 @@ function serial(): string {
   return '01' + forge.util.bytesToHex(forge.random.getBytesSync(15));
 }
 
-export function createCa(commonName = 'Token Broker Sandbox CA', bits = 2048): SandboxCa {
-  const keys = forge.pki.rsa.generateKeyPair({ bits, e: 0x10001 });
+/** A self-signed CA certificate valid for a year (backdated an hour), signed with `keys`. */
+function selfSignedCaCert(
+  keys: { publicKey: forge.pki.rsa.PublicKey; privateKey: forge.pki.rsa.PrivateKey },
+  subject: { name: string; value: string }[],
+  keyUsage: Record<string, boolean>,
+): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(Date.now() - 3600_000);
   cert.validity.notAfter = new Date(Date.now() + 365 * 86400_000);
-  const attrs = [
-    { name: 'commonName', value: commonName },
-    { name: 'organizationName', value: 'token-broker sandbox' },
-  ];
-  cert.setSubject(attrs);
-  cert.setIssuer(attrs);
+  cert.setSubject(subject);
+  cert.setIssuer(subject);
   cert.setExtensions([
     { name: 'basicConstraints', cA: true, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    { name: 'keyUsage', keyCertSign: true, cRLSign: true, ...keyUsage, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
   cert.sign(keys.privateKey, forge.md.sha256.create());
+  return cert;
+}
+
+export function createCa(commonName = 'Token Broker Sandbox CA', bits = 2048): SandboxCa {
+  const keys = forge.pki.rsa.generateKeyPair({ bits, e: 0x10001 });
+  const cert = selfSignedCaCert(
+    keys,
+    [
+      { name: 'commonName', value: commonName },
+      { name: 'organizationName', value: 'token-broker sandbox' },
+    ],
+    { digitalSignature: true },
+  );
   const caCertPem = forge.pki.certificateToPem(cert);
 
   const issue = (publicKey: forge.pki.PublicKey, cn: string, seconds: number, exts: object[]): forge.pki.Certificate => {
@@ -173,54 +186,48 @@ export function loadClientCa(certPem: string, keyPem: string): ClientCa {
     thumbprint: x.fingerprint256.replace(/:/g, '').toLowerCase(),
     issueClient(o) {
       const k = rsaKeys();
-      const c = forge.pki.createCertificate();
-      c.publicKey = k.publicKey;
-      c.serialNumber = serial();
-      c.validity.notBefore = o.notBefore ?? new Date(Date.now() - 60_000);
-      c.validity.notAfter = o.notAfter ?? new Date(Date.now() + 30 * 86400_000);
-      c.setSubject(clientSubject(o));
-      c.setIssuer(cert.subject.attributes);
-      c.setExtensions(clientExtensions(o));
+      const c = clientCertificate(o, k.publicKey, cert.subject.attributes);
       c.sign(key, forge.md.sha256.create());
       return clientCertOf(c, k.privateKey);
     },
   };
 }
 
+/** An unsigned client certificate of `o` (30 days by default, backdated a minute) issued by `issuer`. */
+function clientCertificate(
+  o: ClientCertOptions,
+  publicKey: forge.pki.rsa.PublicKey,
+  issuer: forge.pki.CertificateField[],
+): forge.pki.Certificate {
+  const c = forge.pki.createCertificate();
+  c.publicKey = publicKey;
+  c.serialNumber = serial();
+  c.validity.notBefore = o.notBefore ?? new Date(Date.now() - 60_000);
+  c.validity.notAfter = o.notAfter ?? new Date(Date.now() + 30 * 86400_000);
+  c.setSubject(clientSubject(o));
+  c.setIssuer(issuer);
+  c.setExtensions(clientExtensions(o));
+  return c;
+}
+
 /** A new client CA (RSA 2048, one year). */
 export function createClientCa(commonName = 'Token Broker Sandbox Client CA', organization = 'token-broker sandbox'): ClientCa {
   const k = rsaKeys();
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = k.publicKey;
-  cert.serialNumber = serial();
-  cert.validity.notBefore = new Date(Date.now() - 3600_000);
-  cert.validity.notAfter = new Date(Date.now() + 365 * 86400_000);
-  const attrs = [
-    { name: 'organizationName', value: organization },
-    { name: 'commonName', value: commonName },
-  ];
-  cert.setSubject(attrs);
-  cert.setIssuer(attrs);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: true, critical: true },
-    { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
-    { name: 'subjectKeyIdentifier' },
-  ]);
-  cert.sign(k.privateKey, forge.md.sha256.create());
+  const cert = selfSignedCaCert(
+    k,
+    [
+      { name: 'organizationName', value: organization },
+      { name: 'commonName', value: commonName },
+    ],
+    {},
+  );
   return loadClientCa(forge.pki.certificateToPem(cert), forge.pki.privateKeyToPem(k.privateKey));
 }
 
 /** A self-signed certificate with the clientAuth usage: what no trusted CA issued. */
 export function selfSignedClient(o: ClientCertOptions): ClientCert {
   const k = rsaKeys();
-  const c = forge.pki.createCertificate();
-  c.publicKey = k.publicKey;
-  c.serialNumber = serial();
-  c.validity.notBefore = o.notBefore ?? new Date(Date.now() - 60_000);
-  c.validity.notAfter = o.notAfter ?? new Date(Date.now() + 30 * 86400_000);
-  c.setSubject(clientSubject(o));
-  c.setIssuer(clientSubject(o));
-  c.setExtensions(clientExtensions(o));
+  const c = clientCertificate(o, k.publicKey, clientSubject(o));
   c.sign(k.privateKey, forge.md.sha256.create());
   return clientCertOf(c, k.privateKey);
 }
