@@ -4,5 +4,9 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, tsconfig: 'tsconfig.json' }] },
   setupFiles: ['<rootDir>/test/setup.ts'],
   // Token-leak scan: every log line of every test file is checked against every credential the emulators issued.
-  setupFilesAfterEnv: ['<rootDir>/test/setup-leak-scan.ts', '<rootDir>/test/setup-process-guard.ts'],
+  setupFilesAfterEnv: [
+    '<rootDir>/test/setup-leak-scan.ts',
+    '<rootDir>/test/setup-process-guard.ts',
+    '<rootDir>/test/setup-close-contexts.ts',
+  ],
 };

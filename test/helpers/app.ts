@@ -39,8 +39,20 @@ export function replaceTestLogSink(next: LogSink): LogSink {
   return prev;
 }
 
+/** Every context a test file built: closed after the file (test/setup-close-contexts.ts), so no pool outlives it. */
+const opened = new Set<AppContext>();
+
 export function testContext(opts: ContextOptions = {}): AppContext {
-  return createContext({ settingsRecheckMs: 0, logSink: testLogSink, ...opts });
+  const ctx = createContext({ settingsRecheckMs: 0, logSink: testLogSink, ...opts });
+  opened.add(ctx);
+  return ctx;
+}
+
+/** Close every context the test file built (their database pools, Cosmos clients); idempotent. */
+export async function closeTestContexts(): Promise<void> {
+  const all = [...opened];
+  opened.clear();
+  await Promise.all(all.map((c) => c.close().catch(() => undefined)));
 }
 
 /** A logger writing where the test contexts write (for code a test calls directly with a logger). */
