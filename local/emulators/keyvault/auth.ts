@@ -6,7 +6,6 @@ import { API_VERSION, KEY_VAULT_RESOURCE, SECRET_NAME, kvError, type KeyVaultCon
 /** Bearer tokens verified as Entra JWTs (signature, tenant issuer, audience, oid), api-version, and the two RBAC roles. */
 export function createAuth(ctx: KeyVaultContext, entra: EntraEmulator) {
   const { tenantId, access } = ctx;
-  const opts = { entra };
 
   const challenge = `Bearer authorization="https://login.microsoftonline.com/${tenantId}", resource="${KEY_VAULT_RESOURCE}"`;
   const unauthorized = (message: string): EmuResponse =>
@@ -18,7 +17,7 @@ export function createAuth(ctx: KeyVaultContext, entra: EntraEmulator) {
     const token = auth.replace(/^Bearer\s+/i, '');
     let payload: JWTPayload;
     try {
-      const jwks = createLocalJWKSet({ keys: opts.entra.keys.map((k) => k.publicJwk) });
+      const jwks = createLocalJWKSet({ keys: entra.keys.map((k) => k.publicJwk) });
       ({ payload } = await jwtVerify(token, jwks, { algorithms: ['RS256'], clockTolerance: 300 }));
     } catch {
       return unauthorized('AKV10032: Invalid issuer or signature.');
