@@ -1,4 +1,5 @@
-import { defineSection, int, optionalStr, str, type SettingSpec } from './settings';
+import { defineSection, type SettingSpec } from './settings';
+import { int, optionalStr, str } from './setting-types';
 
 /**
  * Settings of the caller identity mode (`identity: "caller"` Cloud SQL grants, docs/cloudsql.md "Two identity

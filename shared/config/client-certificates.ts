@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { GUID, csv, defineSection, type SettingSpec } from './settings';
+import { GUID, defineSection, type SettingSpec } from './settings';
+import { csv } from './setting-types';
 
 /**
  * Callers authenticated by a client certificate at the gateway (mTLS at APIM, docs/client-certificates.md). Off

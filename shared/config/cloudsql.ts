@@ -1,4 +1,5 @@
-import { defineSection, url } from './settings';
+import { defineSection } from './settings';
+import { url } from './setting-types';
 
 /** Cloud SQL settings shared by the token exchange (connect details of the answer) and the query function. */
 export const cloudSqlConfig = defineSection('cloudsql', {

@@ -1,5 +1,6 @@
 import { LOG_LEVEL } from './logging';
-import { GUID, csv, defineSection, int, optionalStr, str, url } from './settings';
+import { GUID, defineSection } from './settings';
+import { csv, int, optionalStr, str, url } from './setting-types';
 
 /** Settings every function needs: the identity front door, the policy, upstream limits. */
 export const coreConfig = defineSection('core', {

@@ -1,5 +1,6 @@
 import { COSMOS_ACCOUNT_ENDPOINT, COSMOS_MANAGED_ACCOUNT } from '../lib/identifiers';
-import { csv, defineSection, GUID, int, optionalStr, str, url, type SettingSpec } from './settings';
+import { defineSection, GUID, type SettingSpec } from './settings';
+import { csv, int, optionalStr, str, url } from './setting-types';
 
 function optional<T>(s: SettingSpec<T>): SettingSpec<T> & { optional: true } {
   return { ...s, optional: true };

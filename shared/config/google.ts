@@ -1,5 +1,6 @@
 import { AZURE_CLIENT_ID } from './identity';
-import { bool, defineSection, int, oneOf, optionalStr, url, type SettingSpec } from './settings';
+import { defineSection, type SettingSpec } from './settings';
+import { bool, int, oneOf, optionalStr, url } from './setting-types';
 
 /** Where a Google workload identity pool provider lives, as STS expects it in `audience`. */
 const WIF_PROVIDER_AUDIENCE =

@@ -1,4 +1,4 @@
-import { optionalStr } from './settings';
+import { optionalStr } from './setting-types';
 
 /**
  * The Function's managed identity, declared once and shared by every section that needs it (Key Vault, the

@@ -1,5 +1,6 @@
 import { AZURE_CLIENT_ID } from './identity';
-import { defineSection, int, optionalStr, url } from './settings';
+import { defineSection } from './settings';
+import { int, optionalStr, url } from './setting-types';
 
 /** Key Vault (secrets) access through the Function's managed identity. */
 export const keyVaultConfig = defineSection('keyvault', {

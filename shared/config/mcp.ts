@@ -1,4 +1,5 @@
-import { GUID, csv, defineSection, str, url } from './settings';
+import { GUID, defineSection } from './settings';
+import { csv, str, url } from './setting-types';
 
 /** Settings of the MCP endpoint (POST /api/mcp): the broker as an OAuth resource server for agents. */
 export const mcpConfig = defineSection('mcp', {

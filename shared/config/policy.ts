@@ -1,6 +1,7 @@
 import { AZURE_CLIENT_ID } from './identity';
 import { ConfigError } from '../errors';
-import { GUID, defineSection, int, optionalStr, url, type SettingSpec } from './settings';
+import { GUID, defineSection, type SettingSpec } from './settings';
+import { int, optionalStr, url } from './setting-types';
 
 /** A blob URL: https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB (or a loopback Azurite path-style URL). */
 export function blobUrl(name: string, doc: string): SettingSpec<string> & { optional: true } {

@@ -1,4 +1,5 @@
-import { bool, defineSection, int, optionalStr, str } from './settings';
+import { defineSection } from './settings';
+import { bool, int, optionalStr, str } from './setting-types';
 
 /** Settings of the query function (POST /api/query/{name}). */
 export const queryConfig = defineSection('query', {

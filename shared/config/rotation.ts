@@ -1,6 +1,7 @@
 import { KEY_VAULT_SECRET_NAME, MANAGED_KEY } from '../lib/identifiers';
 import { blobUrl } from './policy';
-import { csv, defineSection, int, str, url } from './settings';
+import { defineSection } from './settings';
+import { csv, int, str, url } from './setting-types';
 
 /** Service-account key rotation (timer + admin trigger). */
 /** Declared once: rotation proves new keys there, the sa-key source exchanges its key there. */

@@ -1,5 +1,6 @@
 import { AZURE_CLIENT_ID } from './identity';
-import { defineSection, optionalStr } from './settings';
+import { defineSection } from './settings';
+import { optionalStr } from './setting-types';
 
 /**
  * Telemetry (OpenTelemetry metrics and traces to Application Insights). Unset: no telemetry SDK is

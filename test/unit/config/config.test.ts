@@ -1,6 +1,7 @@
 import { coreConfig } from '../../../shared/config/core';
 import { ConfigError } from '../../../shared/errors';
-import { allSettings, defineSection, str } from '../../../shared/config/settings';
+import { allSettings, defineSection } from '../../../shared/config/settings';
+import { str } from '../../../shared/config/setting-types';
 import { loadAllSections } from '../../../local/settings-table';
 import { testContext } from '../../helpers/app';
 import type { AppContext } from '../../../shared/app/context';
