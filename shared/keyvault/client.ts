@@ -4,7 +4,8 @@ import { SecretClient, type KeyVaultSecret, type SecretProperties } from '@azure
 import { keyVaultConfig, type KeyVaultConfig } from '../config/keyvault';
 import { coreConfig } from '../config/core';
 import { BrokerError } from '../errors';
-import { networkFailure, upstreamStatusFailure } from '../upstream/failure';
+import { managedIdentityFailure } from '../azure/managed-identity';
+import { networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
 import { isLoopbackUrl, localEndpointCa } from '../upstream/local-endpoints';
 import { recordUpstream } from '../observability/telemetry';
 import { ManagedIdentities } from '../azure/managed-identity';
@@ -64,18 +65,17 @@ export function keyVaultFailure(err: unknown): BrokerError {
   if (err instanceof BrokerError) return err;
   const e = err as RestErrorLike;
   if (e?.name === 'AbortError') return new BrokerError('upstream_timeout', 'Key Vault did not answer in time.', { cause: err });
+  // The managed identity failing is not Key Vault refusing: @azure/identity's AuthenticationError carries the token
+  // endpoint's status (a 400 for an identity not attached), which must not read as a Key Vault 4xx.
+  if (e?.name === 'CredentialUnavailableError' || e?.name === 'AuthenticationError') return managedIdentityFailure(err);
   if (typeof e?.statusCode === 'number') {
-    const ra = Number(e.response?.headers?.get('retry-after'));
-    const b = upstreamStatusFailure('Key Vault', e.statusCode, Number.isFinite(ra) && ra > 0 ? ra : undefined);
+    const b = upstreamStatusFailure('Key Vault', e.statusCode, retryAfterSeconds(e.response?.headers?.get('retry-after')));
     const code = keyVaultErrorCode(err);
     return new BrokerError(b.code, b.message, {
       cause: err,
       retryAfterSeconds: b.retryAfterSeconds,
       ...(code && /^[A-Za-z]+$/.test(code) ? { detail: { upstreamCode: code } } : {}),
     });
-  }
-  if (e?.name === 'CredentialUnavailableError' || e?.name === 'AuthenticationError') {
-    return new BrokerError('upstream_unavailable', "The broker's managed identity is unavailable.", { cause: err });
   }
   return networkFailure('Key Vault', err);
 }

@@ -2,7 +2,7 @@ import type { LookupFunction } from 'node:net';
 import { Agent, request } from 'node:https';
 import type { TokenCredential } from '@azure/identity';
 import { BrokerError } from '../../errors';
-import { networkFailure, upstreamStatusFailure } from '../../upstream/failure';
+import { networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../../upstream/failure';
 import { sharedHttpsAgent } from '../../upstream/local-endpoints';
 
 /**
@@ -61,7 +61,7 @@ export class CosmosManagement {
 
   async listKeys(resourceId: string): Promise<AccountKeys> {
     const r = await this.call('POST', `${this.opts.endpoint}${resourceId}/listKeys?api-version=${ARM_API_VERSION}`);
-    if (r.status !== 200) throw armFailure(r.status, 'listKeys');
+    if (r.status !== 200) throw armFailure(r.status, 'listKeys', header(r, 'retry-after'));
     const b = r.body as { primaryMasterKey?: unknown; secondaryMasterKey?: unknown };
     if (typeof b?.primaryMasterKey !== 'string' || typeof b.secondaryMasterKey !== 'string') {
       throw new BrokerError('upstream_error', 'Azure Resource Manager answered listKeys without the keys.');
@@ -76,7 +76,7 @@ export class CosmosManagement {
       keyKind: kind,
     });
     if (r.status === 200) return;
-    if (r.status !== 202) throw armFailure(r.status, 'regenerateKey');
+    if (r.status !== 202) throw armFailure(r.status, 'regenerateKey', header(r, 'retry-after'));
     const statusUrl = header(r, 'azure-asyncoperation') ?? header(r, 'location');
     if (!statusUrl)
       throw new BrokerError('upstream_error', 'Azure Resource Manager accepted regenerateKey without an operation to poll.');
@@ -95,7 +95,7 @@ export class CosmosManagement {
         wait = retryAfterMs(p, attempt);
         continue;
       }
-      if (p.status !== 200) throw armFailure(p.status, 'the regenerateKey operation');
+      if (p.status !== 200) throw armFailure(p.status, 'the regenerateKey operation', header(p, 'retry-after'));
       const status = (p.body as { status?: unknown })?.status;
       if (status === 'Succeeded' || (status === undefined && !header(r, 'azure-asyncoperation'))) return;
       if (status === 'Failed' || status === 'Canceled') {
@@ -206,8 +206,12 @@ function retryAfterMs(r: ArmResponse, attempt: number): number {
   return Math.min(8000, 1000 * 2 ** Math.min(attempt, 3));
 }
 
-/** Map an ARM error status to the broker's codes (exported for its table test; ARM's text is never read). */
-export function armFailure(status: number, what: string): BrokerError {
+/**
+ * Map an ARM error status to the broker's codes (exported for its table test; ARM's text is never read). ARM's own
+ * Retry-After (seconds or an HTTP date) wins over the error table's default, as for every other upstream.
+ */
+export function armFailure(status: number, what: string, retryAfter?: string): BrokerError {
+  const wait = retryAfterSeconds(retryAfter);
   if (status === 401 || status === 403)
     return new BrokerError('upstream_denied', `Azure Resource Manager refused ${what} (HTTP ${status}).`);
   if (status === 404)
@@ -215,9 +219,9 @@ export function armFailure(status: number, what: string): BrokerError {
       'target_misconfigured',
       `The Cosmos account of ${what} does not exist (check COSMOS_MANAGED_ACCOUNTS).`,
     );
-  if (status === 429) return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.');
+  if (status === 429)
+    return new BrokerError('upstream_throttled', 'Azure Resource Manager is throttling requests.', { retryAfterSeconds: wait });
   if (status >= 400 && status < 500)
     return new BrokerError('upstream_error', `Azure Resource Manager rejected ${what} (HTTP ${status}).`);
-  const b = upstreamStatusFailure('Azure Resource Manager', status);
-  return new BrokerError(b.code, b.message, { retryAfterSeconds: b.retryAfterSeconds });
+  return upstreamStatusFailure('Azure Resource Manager', status, wait);
 }

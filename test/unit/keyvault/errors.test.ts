@@ -45,7 +45,9 @@ interface Want {
   code: string;
   status: number;
   retryAfter?: number;
+  retryAfterBetween?: [number, number];
   upstreamCode?: string;
+  message?: RegExp;
 }
 
 const cases: [string, unknown, Want][] = [
@@ -83,6 +85,11 @@ const cases: [string, unknown, Want][] = [
     '429 Throttled without Retry-After',
     kvAnswer(429, { code: 'Throttled' }),
     { code: 'upstream_throttled', status: 503, retryAfter: 5, upstreamCode: 'Throttled' },
+  ],
+  [
+    '429 Throttled with an HTTP-date Retry-After',
+    kvAnswer(429, { code: 'Throttled' }, { 'retry-after': new Date(Date.now() + 40_000).toUTCString() }),
+    { code: 'upstream_throttled', status: 503, retryAfterBetween: [39, 40], upstreamCode: 'Throttled' },
   ],
   [
     '429 with an unparseable Retry-After',
@@ -127,16 +134,17 @@ const cases: [string, unknown, Want][] = [
     new CredentialUnavailableError(`ManagedIdentityCredential: ${UPSTREAM_TEXT}`),
     { code: 'upstream_unavailable', status: 503 },
   ],
-  // AuthenticationError carries the managed-identity endpoint's statusCode, so the status branch maps it.
+  // AuthenticationError carries the managed-identity endpoint's statusCode: it is the identity failing, not Key
+  // Vault refusing, and is mapped as every managed-identity failure is (never "Key Vault refused").
   [
     'managed identity refused (AuthenticationError 400)',
     new AuthenticationError(400, { error: 'invalid_request', error_description: UPSTREAM_TEXT }),
-    { code: 'upstream_denied', status: 403 },
+    { code: 'upstream_denied', status: 403, message: /managed identity endpoint refused/ },
   ],
   [
     'managed identity failing (AuthenticationError 500)',
     new AuthenticationError(500, UPSTREAM_TEXT),
-    { code: 'upstream_error', status: 502 },
+    { code: 'upstream_unavailable', status: 503, message: /managed identity endpoint cannot be reached/ },
   ],
   ['something unknown', { weird: true }, { code: 'upstream_unavailable', status: 503 }],
   ['undefined', undefined, { code: 'upstream_unavailable', status: 503 }],
@@ -147,6 +155,11 @@ test.each(cases)('%s', (_name, thrown, want) => {
   expect(e).toBeInstanceOf(BrokerError);
   expect({ code: e.code, status: e.status }).toEqual({ code: want.code, status: want.status });
   if (want.retryAfter !== undefined) expect(e.retryAfterSeconds).toBe(want.retryAfter);
+  if (want.retryAfterBetween) {
+    expect(e.retryAfterSeconds).toBeGreaterThanOrEqual(want.retryAfterBetween[0]);
+    expect(e.retryAfterSeconds).toBeLessThanOrEqual(want.retryAfterBetween[1]);
+  }
+  if (want.message) expect(e.message).toMatch(want.message);
   expect(e.detail?.upstreamCode).toBe(want.upstreamCode);
   expect(e.message).not.toMatch(LEAK);
   expect(JSON.stringify(e.detail ?? {})).not.toMatch(LEAK);

@@ -40,3 +40,17 @@ test.each(cases)('%s', (_name, status, want) => {
   expect(e.message).toMatch(/Azure Resource Manager|Cosmos account/);
   expect(e.cause).toBeUndefined();
 });
+
+describe("ARM's own Retry-After wins over the table's default", () => {
+  test.each([
+    [429, '17', 17],
+    [503, '42', 42],
+    [500, '3', 3],
+    [429, new Date(Date.now() + 30_000).toUTCString(), 30],
+    [429, 'soon', 5],
+  ])('%i with Retry-After %s → %i s', (status, header, want) => {
+    const e = armFailure(status, 'listKeys', header);
+    expect(e.retryAfterSeconds).toBeGreaterThanOrEqual(want - 1);
+    expect(e.retryAfterSeconds).toBeLessThanOrEqual(want);
+  });
+});
