@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { LineWriter, redactString } from '../../../shared/observability/log';
 
@@ -108,6 +108,47 @@ describe('in a fresh process, stdout to a pipe', () => {
     );
     expect(lines(r.stdout).map((l) => l.n)).toEqual(Array.from({ length: 20 }, (_, i) => i));
   });
+});
+
+describe('in a fresh process, stdout to a pipe its reader is slow to drain', () => {
+  // The pipe (64 KiB) fills while the reader sleeps, so writes to the non-blocking stdout cannot complete at once.
+  // Were the per-turn batch queued by process.stdout.write, the exit flush's synchronous write would overtake the
+  // queued remainder: lines out of order, one cut in two (seen once in CI before the batch went to fd 1 too).
+  it('every line arrives whole and in order when the process exits with lines still pending', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `${TS_HOOK}
+const { createLogger } = require('./shared/observability/log.ts');
+const log = createLogger({ correlationId: 'c-1' });
+const pad = 'x'.repeat(400);
+let turn = 0;
+const next = () => {
+  for (let i = 0; i < 200; i++) log.info('line', { n: turn * 200 + i, pad });
+  if (++turn < 10) setImmediate(next);
+  else { for (let i = 0; i < 200; i++) log.info('line', { n: turn * 200 + i, pad }); process.exit(0); }
+};
+next();`,
+      ],
+      { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    child.stdout.pause();
+    await new Promise((r) => setTimeout(r, 1_500));
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => chunks.push(c));
+    child.stdout.resume();
+    const killer = setTimeout(() => child.kill('SIGKILL'), 15_000); // a writer that stalls fails, not hangs
+    const code = await new Promise<number | null>((r) => child.once('close', r));
+    clearTimeout(killer);
+    expect(code).toBe(0);
+    const out = Buffer.concat(chunks).toString('utf8');
+    const got = out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { n: number }).n);
+    expect(got).toEqual(Array.from({ length: 2200 }, (_, i) => i));
+  }, 30_000);
 });
 
 describe('redactString skips strings without a secret marker, and still redacts every shape', () => {
