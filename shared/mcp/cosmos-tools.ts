@@ -209,6 +209,42 @@ export function listCosmosTools(policy: Policy, p: Principal, cap: number): Tool
   return out;
 }
 
+/**
+ * What `explain_access` says of Cosmos: each container the policy grants this caller, with the rule and its tools, or
+ * why it has none (no partition bound for the caller, not exposed, a name it would share). Containers not granted to
+ * the caller are not named.
+ */
+export function explainCosmos(policy: Policy, p: Principal): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  const seen = new Set<string>();
+  for (const rule of policy.rules)
+    for (const g of rule.grants.cosmos) {
+      const ref = { account: g.account, database: g.database, container: g.container };
+      const key = JSON.stringify([ref.account, ref.database, ref.container]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const d = evaluate(policy, p, { kind: 'cosmos', ...ref });
+      if (d.decision !== 'grant') continue;
+      const container = `${ref.account}/${ref.database}/${ref.container}`;
+      const names = cosmosToolNames(ref);
+      const spec = grantSpecOf(policy, d.ruleId, ref);
+      const why =
+        !names || cosmosToolOf(policy, names.read) === undefined
+          ? 'The container ids make no unique MCP tool name.'
+          : spec?.mcp?.expose === false
+            ? 'The grant is not exposed to MCP (mcp.expose false).'
+            : d.grant.kind === 'cosmos' && boundPartition(d.grant, spec, p) === undefined
+              ? 'The grant binds no partition for the caller (partitionKey or mcp.partitionKey).'
+              : undefined;
+      out.push(
+        why === undefined
+          ? { container, decision: 'grant', ruleId: d.ruleId, tools: [names!.read, names!.query] }
+          : { container, decision: 'deny', ruleId: d.ruleId, reason: 'not_granted', detail: why },
+      );
+    }
+  return out;
+}
+
 function invalid(parameter: string, message: string): BrokerError {
   return new BrokerError('invalid_parameter', message, { detail: { parameter } });
 }

@@ -16,7 +16,7 @@ import type { Catalog } from '../query/catalog';
 import type { QueryCall, QueryResult } from '../query/run-catalogued';
 import { EXPLAIN_TOOL, granted, hasScope, toolScope, type ToolCatalog } from './tools';
 import { mcpConfig } from '../config/mcp';
-import { cosmosToolOf, isCosmosToolName, listCosmosTools } from './cosmos-tools';
+import { cosmosToolOf, explainCosmos, isCosmosToolName, listCosmosTools } from './cosmos-tools';
 import { callCosmosTool } from './cosmos-read';
 
 /** The server's name and version in `initialize` (and `serverInfo`). */
@@ -95,6 +95,7 @@ function explainAccess(ctx: McpRequestContext, only: string | undefined): CallTo
   const structuredContent = {
     caller: { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId, scopes: p.scopes, roles: p.roles },
     queries,
+    ...(only === undefined ? { cosmos: explainCosmos(ctx.policy, p) } : {}),
   };
   ctx.scope.log.info('policy explained', {
     event: 'explain',

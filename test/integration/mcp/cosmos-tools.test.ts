@@ -191,6 +191,26 @@ describe('tools/list', () => {
     expect(denied.some((x) => x.target === `cosmos://${K.account}/${K.database}/${K.auditContainer}`)).toBe(true);
   });
 
+  test('explain_access names the granted containers and their tools, never a container of another rule', async () => {
+    const r = await callTool(tokens.ada!, 'explain_access');
+    const cosmos = r.structuredContent!.cosmos as Item[];
+    expect(cosmos).toEqual([
+      expect.objectContaining({
+        container: `${C.account}/${C.database}/${C.container}`,
+        decision: 'grant',
+        ruleId: 'orders-readers',
+      }),
+      expect.objectContaining({ container: `${C.account}/${C.database}/${C.catalogContainer}`, decision: 'grant' }),
+      expect.objectContaining({
+        container: `${K.account}/${K.database}/${K.ordersContainer}`,
+        tools: ['cosmos_read_shop_orders', 'cosmos_query_shop_orders'],
+      }),
+    ]);
+    expect(JSON.stringify(r)).not.toContain(K.auditContainer);
+    const stranger = await callTool(tokens.stranger!, 'explain_access');
+    expect(stranger.structuredContent!.cosmos).toEqual([]);
+  });
+
   test('a name no policy grant stands for is an unknown tool (JSON-RPC -32602)', async () => {
     const r = await post(
       { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'cosmos_read_nope_nothing', arguments: { id: 'a' } } },

@@ -4,6 +4,7 @@ import {
   cosmosToolDefinitions,
   cosmosToolNames,
   cosmosToolOf,
+  explainCosmos,
   isCosmosToolName,
   listCosmosTools,
   parseCosmosArgs,
@@ -103,6 +104,29 @@ test('listing: granted containers only, none without a bound partition, none whe
     }),
   );
   expect(listCosmosTools(denied, principal(['R']), 50)).toEqual([]);
+});
+
+test('explain: a granted container without a bound partition is named with the reason; ungranted ones are not', () => {
+  const whole = { ...REF, mode: 'read', partitionKey: { type: 'none' }, maxTtlSeconds: 600 };
+  const other = { ...claimGrant, container: 'secret' };
+  const p = policy([whole], [{ id: 'o', subject: { tenantId: TID, roles: ['O'] }, grants: { cosmos: [other] } }]);
+  expect(explainCosmos(p, principal(['R']))).toEqual([
+    {
+      container: 'acct/app/profiles',
+      decision: 'deny',
+      ruleId: 'r',
+      reason: 'not_granted',
+      detail: expect.stringMatching(/binds no partition/),
+    },
+  ]);
+  expect(explainCosmos(policy([claimGrant]), principal(['R']))).toEqual([
+    {
+      container: 'acct/app/profiles',
+      decision: 'grant',
+      ruleId: 'r',
+      tools: ['cosmos_read_app_profiles', 'cosmos_query_app_profiles'],
+    },
+  ]);
 });
 
 test('policy: mcp.partitionKey only where the grant binds no partition itself; fields are plain names', () => {
