@@ -59,6 +59,24 @@ function writePolicy(mutate: (p: PolicyDoc) => void = () => undefined): void {
       ],
     },
   });
+  // A granted container that does not exist (a misconfigured grant): the identity may read it, Cosmos has no such container.
+  policy.rules.push({
+    id: 'ghosts',
+    subject: { tenantId: SANDBOX.tenantId, roles: ['Ghost'] },
+    grants: {
+      cosmos: [
+        {
+          account: K.account,
+          database: K.database,
+          container: 'missing',
+          mode: 'read',
+          auth: 'rbac',
+          identityClientId: K.readerIdentity.clientId,
+          mcp: { partitionKey: { type: 'claim', claim: 'oid' } },
+        },
+      ],
+    },
+  });
   mutate(policy);
   writeFileSync(join(dir, 'policy.json'), JSON.stringify(policy));
 }
@@ -84,6 +102,12 @@ beforeAll(async () => {
   tokens.ada = await sb.entra.mint({ ...mcp, oid: SANDBOX.readerObjectId, roles: ['Orders.Read'] });
   tokens.grace = await sb.entra.mint({ ...mcp, oid: SANDBOX.secondReaderObjectId, roles: ['Orders.Read'] });
   tokens.stranger = await sb.entra.mint({ ...mcp, oid: SANDBOX.strangerObjectId });
+  tokens.ghost = await sb.entra.mint({ ...mcp, oid: SANDBOX.readerObjectId, roles: ['Ghost'] });
+  sb.cosmosKeyless.assignRole({
+    principalId: K.readerIdentity.objectId,
+    roleDefinitionId: K.readOnlyRoleId,
+    scope: `/dbs/${K.database}/colls/missing`,
+  });
 });
 
 afterAll(async () => {
@@ -404,6 +428,13 @@ describe('Cosmos faults', () => {
     } finally {
       sb.cosmos.setThrottle(undefined);
     }
+  });
+
+  test('a granted container that does not exist is target_misconfigured (404 substatus 1003), not an item not_found', async () => {
+    expect(errorOf(await callTool(tokens.ghost!, 'cosmos_read_shop_missing', { id: 'order-1' })).code).toBe(
+      'target_misconfigured',
+    );
+    expect(errorOf(await callTool(tokens.ghost!, 'cosmos_query_shop_missing')).code).toBe('target_misconfigured');
   });
 
   test('Cosmos down (keyless account): a tool error with a broker code, quickly', async () => {
