@@ -116,6 +116,17 @@ export async function startSandboxCosmos(
     ],
   });
   b.onStop(() => cosmosEmu.close());
+  // Sample items (the MCP Cosmos tools' example, docs/mcp.md): a profile per sandbox reader, in their own partition.
+  for (const [oid, displayName] of [
+    [SANDBOX.readerObjectId, 'Ada Lovelace'],
+    [SANDBOX.secondReaderObjectId, 'Grace Hopper'],
+  ] as const)
+    cosmosEmu.putDocument(SANDBOX.cosmos.database, SANDBOX.cosmos.container, {
+      id: 'profile',
+      pk: oid,
+      displayName,
+      theme: 'light',
+    });
   const cosmosKeySecret = `cosmos-${SANDBOX.cosmos.account}-key`;
   keyVault.seed(cosmosKeySecret, cosmosEmu.masterKey, { contentType: 'text/plain' });
   const cosmosCaFile = b.writeCaFile('cosmos-ca.pem', cosmosCa.certPem);
@@ -156,7 +167,12 @@ export async function startSandboxCosmos(
     roleDefinitionId: '00000000-0000-0000-0000-000000000002',
     scope: `/dbs/${K.database}/colls/${K.auditContainer}`,
   });
-  cosmosKeyless.putDocument(K.database, K.ordersContainer, { id: 'order-1', customerId: SANDBOX.readerObjectId, total: 42 });
+  cosmosKeyless.putDocument(K.database, K.ordersContainer, {
+    id: 'order-1',
+    customerId: SANDBOX.readerObjectId,
+    status: 'shipped',
+    total: 42,
+  });
   b.env.COSMOS_ENDPOINTS = `${SANDBOX.cosmos.account}=${cosmosEmu.endpoint},${K.account}=${cosmosKeyless.endpoint}`;
   b.env.COSMOS_CA_FILE = cosmosCaFile;
   b.env.COSMOS_RBAC_IDENTITY_CLIENT_IDS = `${K.readerIdentity.clientId},${K.writerIdentity.clientId}`;

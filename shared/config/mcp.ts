@@ -1,5 +1,5 @@
 import { GUID, defineSection } from './settings';
-import { csv, str, url } from './setting-types';
+import { csv, int, str, url } from './setting-types';
 
 /** Settings of the MCP endpoint (POST /api/mcp): the broker as an OAuth resource server for agents. */
 export const mcpConfig = defineSection('mcp', {
@@ -33,6 +33,18 @@ export const mcpConfig = defineSection('mcp', {
     doc: 'Browser origins allowed to call the MCP endpoint besides the origin of MCP_RESOURCE_URL (a request with any other Origin is 403: DNS rebinding protection)',
     default: '',
     allowEmpty: true,
+  }),
+  cosmosMaxItems: int('MCP_COSMOS_MAX_ITEMS', {
+    doc: "Most items a Cosmos query tool (`cosmos_query_…`) returns per call: the cap of its `maxItems` argument and of a grant's `mcp.maxItems`",
+    default: '50',
+    min: 1,
+    max: 1000,
+  }),
+  cosmosMaxBytes: int('MCP_COSMOS_MAX_BYTES', {
+    doc: 'Most bytes of JSON items a Cosmos tool returns per call; a result cut short carries a notice (limit maxBytes)',
+    default: '65536',
+    min: 1024,
+    max: 1048576,
   }),
 });
 

@@ -29,7 +29,8 @@ export function secretNameOf(cfg: CosmosConfig, account: string): string {
   return cfg.keySecretName.replace('{account}', account);
 }
 
-function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined {
+/** The HTTPS agent of an account endpoint (a local CA only for a loopback endpoint; else the SDK's own). */
+export function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined {
   const ca = localEndpointCa({ caFile: cfg.caFile, url: endpoint, setting: 'COSMOS_CA_FILE', service: 'CosmosDB' });
   // The SDK's own default agent is one keep-alive agent per process; a local CA gets one per process too.
   return ca ? sharedHttpsAgent(ca) : undefined;

@@ -103,7 +103,7 @@ const EXPLAIN_TOOL_DEFINITION: ToolDefinition = {
   name: EXPLAIN_TOOL,
   title: 'Explain my access',
   description:
-    'Which catalogued queries this caller may run through this broker, and for each one the policy rule that grants it or why none does.',
+    'Which catalogued queries this caller may run through this broker, and for each one the policy rule that grants it or why none does; with no argument, also the CosmosDB containers granted to the caller and their read tools.',
   inputSchema: {
     type: 'object',
     properties: { query: { type: 'string', description: 'One catalogued query to explain (default: all)', maxLength: 64 } },

@@ -119,7 +119,8 @@ function subjectWhy(rule: Rule, p: Principal): string | undefined {
   );
 }
 
-function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | undefined {
+/** The caller's value of a partition-key claim, as a `claim` partition key binds it (MCP Cosmos tools bind the same). */
+export function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string | undefined {
   // A certificate caller has no tenant or app: only `oid` (its thumbprint) can scope a partition.
   if (p.kind === 'certificate') return claim === 'oid' ? p.objectId : undefined;
   return claim === 'oid' ? p.objectId : claim === 'tid' ? p.tenantId : p.appId;

@@ -156,6 +156,36 @@ const partitionKey = z.discriminatedUnion('type', [
   z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
 ]);
 
+/** A top-level item property an MCP query tool may filter on by equality (a plain name: it is written into the query). */
+const COSMOS_FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+
+/**
+ * How the grant's container is offered as MCP read tools (docs/mcp.md). Tools only ever read the caller's own
+ * partition: the grant's own partitionKey binds it (claim or fixed), else `partitionKey` here (for auth "rbac" and
+ * resource-token grants of the whole container); a grant that binds none has no tools.
+ */
+const cosmosMcp = z
+  .object({
+    /** false: no tools for this container. */
+    expose: z.boolean().optional(),
+    partitionKey: z
+      .discriminatedUnion('type', [
+        z
+          .object({
+            type: z.literal('fixed'),
+            value: z.string().min(1).max(2048).regex(NO_CONTROL_CHARACTERS, 'must not contain control characters'),
+          })
+          .strict(),
+        z.object({ type: z.literal('claim'), claim: z.enum(['oid', 'tid', 'appid']) }).strict(),
+      ])
+      .optional(),
+    /** Item properties the query tool offers as optional equality filters (none: no filters). */
+    fields: z.array(z.string().regex(COSMOS_FIELD, 'must be a property name (letters, digits, _)')).max(16).optional(),
+    /** The most items one query returns (capped by MCP_COSMOS_MAX_ITEMS). */
+    maxItems: z.number().int().min(1).max(1000).optional(),
+  })
+  .strict();
+
 const cosmosGrant = z
   .object({
     account: z.string().regex(COSMOS_ACCOUNT, 'must be a CosmosDB account name'),
@@ -173,9 +203,17 @@ const cosmosGrant = z
     // Cosmos resource tokens live 10 s to 18,000 s (see shared/cosmos/provider.ts for the references). Not for rbac:
     // an Entra token lives as long as Entra says and cannot be shortened.
     maxTtlSeconds: z.number().int().min(10).max(18000).optional(),
+    mcp: cosmosMcp.optional(),
   })
   .strict()
   .superRefine((g, ctx) => {
+    const own = g.partitionKey !== undefined && g.partitionKey.type !== 'none';
+    if (own && g.mcp?.partitionKey !== undefined)
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['mcp', 'partitionKey'],
+        message: "the grant's own partitionKey binds the MCP tools' partition; mcp.partitionKey is for grants without one",
+      });
     if (g.auth === 'rbac') {
       if (g.partitionKey !== undefined) {
         ctx.addIssue({
@@ -323,3 +361,4 @@ export type CertificateSubject = z.output<typeof certificateSubject>;
 export type CloudSqlGrant = Rule['grants']['cloudsql'][number];
 export type CosmosGrant = Rule['grants']['cosmos'][number];
 export type PartitionKeySpec = NonNullable<CosmosGrant['partitionKey']>;
+export type CosmosMcpSpec = NonNullable<CosmosGrant['mcp']>;

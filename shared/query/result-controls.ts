@@ -14,7 +14,8 @@ import type { JsonValue } from './convert';
  */
 
 export interface TruncationNotice {
-  readonly limit: 'rowLimit' | 'maxBytes';
+  /** `maxItems`: a Cosmos query tool's item limit (shared/mcp/cosmos-tools.ts). */
+  readonly limit: 'rowLimit' | 'maxItems' | 'maxBytes';
   readonly value: number;
   readonly rowsReturned: number;
 }
@@ -64,8 +65,8 @@ export function applyMasks(
   return { rows, masked: active.map((c) => c.name) };
 }
 
-/** Keep the leading rows whose JSON fits in `maxBytes`: the rows kept, or the same array when all fit. */
-export function capBytes(rows: JsonValue[][], maxBytes: number | undefined): { rows: JsonValue[][]; cut: boolean } {
+/** Keep the leading rows (or Cosmos items) whose JSON fits in `maxBytes`: the rows kept, or the same array when all fit. */
+export function capBytes<T>(rows: T[], maxBytes: number | undefined): { rows: T[]; cut: boolean } {
   if (maxBytes === undefined) return { rows, cut: false };
   let size = 2; // []
   for (let i = 0; i < rows.length; i++) {

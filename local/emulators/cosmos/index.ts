@@ -87,14 +87,18 @@ export async function startCosmos(opts: CosmosEmulatorOptions): Promise<CosmosEm
     const s = c.segments;
     const now = Math.floor(clock.now() / 1000);
     if (s.length <= 1 || s[0] !== 'dbs') return meta.top(req, s, auth);
+    // A document request under a database or container that does not exist: 404 substatus 1003, OWNER_RESOURCE_NOT_FOUND
+    // (https://learn.microsoft.com/python/api/azure-cosmos/azure.cosmos.http_constants.substatuscodes), not an item's 404.
+    const ownerMissing = () =>
+      s[4] === 'docs' ? ctx.err(404, 'NotFound', 'Owner resource does not exist', { 'x-ms-substatus': '1003' }) : notFound();
     const d = ctx.db(s[1]!);
-    if (!d) return notFound();
+    if (!d) return ownerMissing();
     if (s.length === 2) return meta.database(req, s, d);
     if (s[2] === 'users') return users(req, s, auth, d, now);
     if (s[2] !== 'colls') return notFound();
     if (s.length <= 4 || s[4] !== 'docs') return meta.collections(req, s, auth, d);
     const co = d.containers.get(s[3]!);
-    if (!co) return notFound();
+    if (!co) return ownerMissing();
     return documents(req, s, d, co, now);
   };
 

@@ -6,16 +6,27 @@ import { ID_RULE, rid, type Container, type CosmosContext, type Database } from 
 export function documentRoutes(ctx: CosmosContext) {
   const { err, notFound, badRequest, ok, isQueryRequest, parsePk, pkValueOf, isUpsert, sys, docKey } = ctx;
 
-  /** A tiny SQL subset: SELECT * FROM c [WHERE c.a = @p [AND c.b = 'x']...]. */
+  /**
+   * A tiny SQL subset: SELECT [TOP n|@p] * FROM c [WHERE c.a = @p [AND c.b = 'x']...]. TOP takes a literal or a
+   * parameter (https://learn.microsoft.com/azure/cosmos-db/nosql/query/parameterized-queries: "SELECT TOP @pageSize *");
+   * a TOP parameter that is not a non-negative integer is refused (stricter than the reference, which is silent).
+   */
   const runQuery = (docs: Record<string, unknown>[], body: unknown): Record<string, unknown>[] | string => {
     const q = body as { query?: unknown; parameters?: { name: string; value: unknown }[] };
     if (typeof q?.query !== 'string') return 'The query body must be {"query": "...", "parameters": [...]}';
-    const m = /^\s*SELECT\s+\*\s+FROM\s+(\w+)(?:\s+WHERE\s+(.+?))?\s*$/i.exec(q.query);
-    if (!m) return `Syntax error, the sandbox supports SELECT * FROM c [WHERE c.field = @param AND ...] only.`;
-    const alias = m[1]!;
+    const m = /^\s*SELECT\s+(?:TOP\s+(\d+|@\w+)\s+)?\*\s+FROM\s+(\w+)(?:\s+WHERE\s+(.+?))?\s*$/i.exec(q.query);
+    if (!m) return `Syntax error, the sandbox supports SELECT [TOP n] * FROM c [WHERE c.field = @param AND ...] only.`;
+    let top: number | undefined;
+    if (m[1] !== undefined) {
+      const raw = m[1].startsWith('@') ? (q.parameters ?? []).find((x) => x.name === m[1])?.value : Number(m[1]);
+      if (typeof raw !== 'number' || !Number.isSafeInteger(raw) || raw < 0)
+        return `The TOP value must be a non-negative integer (${m[1]}).`;
+      top = raw;
+    }
+    const alias = m[2]!;
     const conds: { field: string[]; value: unknown }[] = [];
-    if (m[2]) {
-      for (const part of m[2].split(/\s+AND\s+/i)) {
+    if (m[3]) {
+      for (const part of m[3].split(/\s+AND\s+/i)) {
         const cm = new RegExp(`^${alias}((?:\\.\\w+)+)\\s*=\\s*(@\\w+|'[^']*'|-?\\d+(?:\\.\\d+)?|true|false|null)$`, 'i').exec(
           part.trim(),
         );
@@ -31,9 +42,10 @@ export function documentRoutes(ctx: CosmosContext) {
         conds.push({ field: cm[1]!.split('.').filter(Boolean), value });
       }
     }
-    return docs.filter((d) =>
+    const hits = docs.filter((d) =>
       conds.every((c) => JSON.stringify(pkValueOf(d, '/' + c.field.join('/'))) === JSON.stringify(c.value)),
     );
+    return top === undefined ? hits : hits.slice(0, top);
   };
 
   return (req: EmuRequest, s: readonly string[], d: Database, co: Container, now: number): EmuResponse => {
