@@ -27,7 +27,7 @@ import { handlersOf } from '../shared/app/handlers';
 /**
  * A small stand-in for the Functions host (Core Tools cannot be installed here): it loads every module
  * in functions/, reads its exported `registration`, and serves the HTTP ones under /api with the same
- * routes, passing HttpRequest-shaped requests and real InvocationContext objects to the same handlers `func start` runs.
+ * routes, passing HttpRequest- and InvocationContext-shaped objects to the same handlers `func start` runs.
  */
 
 export interface HttpRegistration {
@@ -90,50 +90,172 @@ function compileRoute(reg: HttpRegistration): CompiledRoute {
 }
 
 /**
+ * The request headers the local host hands to handlers: the `Headers` interface over Node's parsed header map (names
+ * lower-cased, repeated values joined as Node joins them), read-only. An undici `Headers` per request (a validated
+ * `set` per header) was a measurable part of the host's cost per request; the host refuses what `Headers` would
+ * (a name that is not a token, a value with NUL, CR or LF) before building one, so handlers see the same values.
+ */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_HEADER_VALUE = /[\0\r\n]/;
+
+class LocalHeaders implements Headers {
+  private constructor(private readonly map: Map<string, string>) {}
+
+  /** The headers of a request, or undefined when one of them is not a valid header (the request is refused). */
+  static of(h: IncomingMessage['headers']): LocalHeaders | undefined {
+    const map = new Map<string, string>();
+    for (const k in h) {
+      const raw = h[k];
+      if (raw === undefined) continue;
+      const v = (Array.isArray(raw) ? raw.join(', ') : raw).trim();
+      if (!HEADER_NAME.test(k) || BAD_HEADER_VALUE.test(v)) return undefined;
+      map.set(k, v);
+    }
+    return new LocalHeaders(map);
+  }
+
+  get(name: string): string | null {
+    return this.map.get(name.toLowerCase()) ?? null;
+  }
+  has(name: string): boolean {
+    return this.map.has(name.toLowerCase());
+  }
+  getSetCookie(): string[] {
+    const v = this.map.get('set-cookie');
+    return v === undefined ? [] : [v];
+  }
+  forEach(fn: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.sorted()) fn.call(thisArg, v, k, this);
+  }
+  entries(): IterableIterator<[string, string]> {
+    return this.sorted()[Symbol.iterator]();
+  }
+  keys(): IterableIterator<string> {
+    const names = this.sorted().map(([k]) => k);
+    return names[Symbol.iterator]();
+  }
+  values(): IterableIterator<string> {
+    const values = this.sorted().map(([, v]) => v);
+    return values[Symbol.iterator]();
+  }
+  [Symbol.iterator](): IterableIterator<[string, string]> {
+    return this.entries();
+  }
+  append(): void {
+    throw new TypeError('immutable');
+  }
+  delete(): void {
+    throw new TypeError('immutable');
+  }
+  set(): void {
+    throw new TypeError('immutable');
+  }
+  /** In name order, as `Headers` iterates. */
+  private sorted(): [string, string][] {
+    return [...this.map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+}
+
+/**
  * The request object the local host hands to handlers: the public `HttpRequest` surface (type-checked
  * against it) over a body already read into memory. Building an `@azure/functions` HttpRequest means an
  * undici Request per call (body stream, abort signal), which was most of the local host's cost per request;
- * the tests still call the handlers with real HttpRequest objects (test/helpers/invoke.ts).
+ * the tests still call the handlers with real HttpRequest objects (test/helpers/invoke.ts). Methods live on the
+ * prototype and the query is parsed on first use (no closures or objects per request that a handler may not use).
  * `user` (App Service authentication headers) is not used by the broker and is always null here.
  */
-function headerRecord(h: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  h.forEach((v, k) => {
-    out[k] = v;
-  });
-  return out;
-}
-
 class LocalHttpRequest implements HttpRequest {
   readonly bodyUsed = false;
   readonly user = null;
-  readonly query: URLSearchParams;
+  private parsedQuery?: URLSearchParams;
   constructor(
     readonly url: string,
     readonly method: string,
-    readonly headers: Headers,
+    readonly headers: LocalHeaders,
     readonly params: Record<string, string>,
     private readonly bytes: Buffer,
-    search: string,
-  ) {
-    this.query = new URLSearchParams(search);
+    private readonly search: string,
+  ) {}
+  get query(): URLSearchParams {
+    return (this.parsedQuery ??= new URLSearchParams(this.search));
   }
   get body(): NodeReadableStream | null {
     return this.bytes.length ? new NodeBlob([this.bytes]).stream() : null;
   }
-  readonly text = (): Promise<string> => Promise.resolve(this.bytes.toString('utf8'));
-  readonly json = (): Promise<unknown> => Promise.resolve().then(() => JSON.parse(this.bytes.toString('utf8')) as unknown);
-  readonly arrayBuffer = (): Promise<ArrayBuffer> => Promise.resolve(new Uint8Array(this.bytes).buffer);
-  readonly blob = (): Promise<NodeBlob> => Promise.resolve(new NodeBlob([this.bytes]));
-  readonly formData = async (): Promise<FormData> => this.clone().formData();
-  readonly clone = (): HttpRequest =>
-    new HttpRequest({
+  text(): Promise<string> {
+    return Promise.resolve(this.bytes.toString('utf8'));
+  }
+  json(): Promise<unknown> {
+    return Promise.resolve().then(() => JSON.parse(this.bytes.toString('utf8')) as unknown);
+  }
+  arrayBuffer(): Promise<ArrayBuffer> {
+    return Promise.resolve(new Uint8Array(this.bytes).buffer);
+  }
+  blob(): Promise<NodeBlob> {
+    return Promise.resolve(new NodeBlob([this.bytes]));
+  }
+  formData(): Promise<FormData> {
+    return this.clone().formData();
+  }
+  clone(): HttpRequest {
+    const headers: Record<string, string> = {};
+    this.headers.forEach((v, k) => {
+      headers[k] = v;
+    });
+    return new HttpRequest({
       method: this.method,
       url: this.url,
-      headers: headerRecord(this.headers),
+      headers,
       params: this.params,
       ...(this.bytes.length ? { body: { bytes: new Uint8Array(this.bytes) } } : {}),
     });
+  }
+}
+
+/**
+ * The invocation context the local host hands to handlers: its id and function name, the rest (extra inputs and
+ * outputs, options, the log methods) from a real `InvocationContext` made on first use; the broker's handlers read
+ * only the id.
+ */
+class LocalInvocationContext implements InvocationContext {
+  readonly retryContext = undefined;
+  readonly traceContext = undefined;
+  readonly triggerMetadata = undefined;
+  private real?: InvocationContext;
+  constructor(
+    readonly invocationId: string,
+    readonly functionName: string,
+  ) {}
+  private ctx(): InvocationContext {
+    return (this.real ??= new InvocationContext({ invocationId: this.invocationId, functionName: this.functionName }));
+  }
+  get extraInputs(): InvocationContext['extraInputs'] {
+    return this.ctx().extraInputs;
+  }
+  get extraOutputs(): InvocationContext['extraOutputs'] {
+    return this.ctx().extraOutputs;
+  }
+  get options(): InvocationContext['options'] {
+    return this.ctx().options;
+  }
+  log(...args: unknown[]): void {
+    this.ctx().log(...args);
+  }
+  trace(...args: unknown[]): void {
+    this.ctx().trace(...args);
+  }
+  debug(...args: unknown[]): void {
+    this.ctx().debug(...args);
+  }
+  info(...args: unknown[]): void {
+    this.ctx().info(...args);
+  }
+  warn(...args: unknown[]): void {
+    this.ctx().warn(...args);
+  }
+  error(...args: unknown[]): void {
+    this.ctx().error(...args);
+  }
 }
 
 type BodyRead = { readonly kind: 'ok'; readonly bytes: Buffer } | { readonly kind: 'too_large' } | { readonly kind: 'aborted' };
@@ -210,6 +332,23 @@ const socketStyles = new WeakMap<Duplex, ResponseStyle>();
 /** Headers that carry one value: a request repeating one is refused, not resolved first- or last-wins. */
 const SINGLE_HEADERS = ['authorization', 'x-subject-token', 'content-type', 'x-correlation-id', 'traceparent'];
 
+/** How often each header the host checks for repeats occurs (one pass over the raw header list). */
+const COUNTED_HEADERS = new Set(['host', ...SINGLE_HEADERS]);
+function headerCounts(raw: readonly string[]): Partial<Record<string, number>> {
+  const out: Partial<Record<string, number>> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (COUNTED_HEADERS.has(name)) out[name] = (out[name] ?? 0) + 1;
+  }
+  return out;
+}
+
+/**
+ * A request target the WHATWG URL parser leaves as it is: segments that do not start with a dot (no dot segments, no
+ * empty segments, no backslash), an optional trailing slash, and a query of characters it does not percent-encode.
+ */
+const PLAIN_TARGET = /^(?:\/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+\/?(?:\?[A-Za-z0-9._~%&=+,;:@/!$()*?-]*)?$/;
+
 /** An admin route's request (audited once, shared/observability/admin-audit.ts, also when the host refuses it). */
 interface AdminRequest {
   readonly action: string;
@@ -282,19 +421,30 @@ function answerClientError(
   socket.end(`HTTP/1.1 ${timeout ? '408 Request Timeout' : '400 Bad Request'}\r\n${headers}\r\n${body}`);
 }
 
+/** Statuses that carry no body (as `HttpResponse` treats them: the WHATWG fetch "null body status"). */
+const NULL_BODY_STATUSES = new Set([204, 205, 304]);
+
+function hasContentType(headers: Record<string, string>): boolean {
+  return 'content-type' in headers || Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
+}
+
 async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
-  // Fast path: the broker's handlers answer with a string body and plain headers.
+  // Fast path: string or JSON bodies with plain headers (every broker handler), written as `HttpResponse` would
+  // (a JSON body is JSON.stringify'd with application/json unless a content type is set; text defaults to
+  // text/plain;charset=UTF-8; no body for 204/205/304), without an undici Response per request.
+  const status = init.status ?? 200;
+  const nullBody = NULL_BODY_STATUSES.has(status);
+  const json = init.jsonBody !== undefined && init.jsonBody !== null && !nullBody;
   if (
-    (typeof init.body === 'string' || init.body === undefined) &&
-    init.jsonBody === undefined &&
+    (json || (typeof init.body === 'string' && init.jsonBody === undefined) || (init.body === undefined && !init.jsonBody)) &&
     !(init.headers instanceof Headers) &&
     !init.cookies
   ) {
-    const headers = { ...((init.headers as Record<string, string> | undefined) ?? {}) };
-    const body = init.body ?? '';
-    if (body && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
-      headers['content-type'] = 'text/plain;charset=UTF-8';
-    res.writeHead(init.status ?? 200, headers);
+    let headers = (init.headers as Record<string, string> | undefined) ?? {};
+    const body = nullBody ? '' : json ? JSON.stringify(init.jsonBody) : ((init.body as string | undefined) ?? '');
+    if (body && !hasContentType(headers))
+      headers = { ...headers, 'content-type': json ? 'application/json' : 'text/plain;charset=UTF-8' };
+    res.writeHead(status, headers);
     res.end(body);
     return;
   }
@@ -351,20 +501,36 @@ export async function startLocalHost(
   const server = createServer(serverOptions, (req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
     const headerGet = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
-    const cid = correlationIdOf(headerGet);
+    // The correlation id of what the host answers itself, made only then (a handler's wrapper makes its own).
+    let hostCid: string | undefined;
+    const cid = () => (hostCid ??= correlationIdOf(headerGet));
     let style: ResponseStyle = 'problem';
     void (async () => {
-      // Routing never depends on the Host header, and never on a path the URL parser had to rewrite.
+      // Routing never depends on the Host header, and never on a path the URL parser had to rewrite. A target of
+      // plain segments and query characters is one the parser leaves as it is: it is not parsed again.
       const raw = req.url ?? '/';
-      const rawPath = raw.split('?', 1)[0]!;
-      const url = new URL(raw.startsWith('/') && !raw.startsWith('//') ? raw : '/', 'http://127.0.0.1');
-      const candidates = routes.map((r) => ({ r, m: r.re.exec(url.pathname) })).filter((x) => x.m);
-      const hit = candidates.find((x) => x.r.methods.includes(method));
+      const q = raw.indexOf('?');
+      const rawPath = q < 0 ? raw : raw.slice(0, q);
+      const url = PLAIN_TARGET.test(raw)
+        ? undefined
+        : new URL(raw.startsWith('/') && !raw.startsWith('//') ? raw : '/', 'http://127.0.0.1');
+      const pathname = url ? url.pathname : rawPath;
+      let hit: { r: CompiledRoute; m: RegExpExecArray } | undefined;
+      let pathMatched = false;
+      for (const r of routes) {
+        const m = r.re.exec(pathname);
+        if (!m) continue;
+        pathMatched = true;
+        if (r.methods.includes(method)) {
+          hit = { r, m };
+          break;
+        }
+      }
       if (hit) style = errorStyleOf(hit.r.reg.options.handler);
       const action = hit && adminActionOf(hit.r.reg.options.handler, method);
       const admin = action ? { action, url: raw, headers: headerGet } : undefined;
       socketStyles.set(req.socket, style);
-      if (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath) {
+      if (url && (!raw.startsWith('/') || raw.startsWith('//') || url.pathname !== rawPath)) {
         return refuse(
           hostLog,
           res,
@@ -373,22 +539,22 @@ export async function startLocalHost(
             'The request target must be an absolute path in canonical form (no dot segments, backslashes or doubled slashes).',
           ),
           style,
-          cid,
+          cid(),
           method,
           {},
           admin,
         );
       }
       if (!hit) {
-        const err = candidates.length
+        const err = pathMatched
           ? new BrokerError('method_not_allowed', `${method} is not allowed here.`)
           : new BrokerError('not_found', 'No function serves this path.');
-        return refuse(hostLog, res, err, 'problem', cid, method);
+        return refuse(hostLog, res, err, 'problem', cid(), method);
       }
-      const count = (name: string) => req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === name).length;
+      const counts = headerCounts(req.rawHeaders);
       const host = req.headers.host;
       if (
-        count('host') > 1 ||
+        (counts.host ?? 0) > 1 ||
         (host === undefined && req.httpVersion !== '1.0') ||
         (host !== undefined && !HOST_HEADER.test(host))
       ) {
@@ -397,21 +563,21 @@ export async function startLocalHost(
           res,
           new BrokerError('bad_request', 'The Host header is missing, repeated or malformed.', { detail: { parameter: 'Host' } }),
           style,
-          cid,
+          cid(),
           method,
           {},
           admin,
         );
       }
       // Node keeps the first of a repeated Authorization (and joins others): which credential counts is never guessed.
-      const repeated = SINGLE_HEADERS.find((h) => count(h) > 1);
+      const repeated = SINGLE_HEADERS.find((h) => (counts[h] ?? 0) > 1);
       if (repeated) {
         return refuse(
           hostLog,
           res,
           new BrokerError('bad_request', `The ${repeated} header is repeated.`, { detail: { parameter: repeated } }),
           style,
-          cid,
+          cid(),
           method,
           {},
           admin,
@@ -419,9 +585,9 @@ export async function startLocalHost(
       }
       const body = await readBody(req, MAX_BODY_BYTES);
       if (body.kind === 'aborted') {
-        const log = hostLog(cid);
+        const log = hostLog(cid());
         if (admin)
-          writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid, {
+          writeAdminAudit(log, new AdminAuditRecord(admin.action), { ...admin, method }, cid(), {
             status: 499,
             code: 'client_closed',
           });
@@ -436,23 +602,20 @@ export async function startLocalHost(
           res,
           new BrokerError('payload_too_large', `The request body exceeds ${MAX_BODY_BYTES} bytes.`),
           style,
-          cid,
+          cid(),
           method,
           { connection: 'close' },
           admin,
         );
       }
-      const headers = new Headers();
-      try {
-        for (const [k, v] of Object.entries(req.headers))
-          if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(', ') : v);
-      } catch {
+      const headers = LocalHeaders.of(req.headers);
+      if (!headers) {
         return refuse(
           hostLog,
           res,
           new BrokerError('bad_request', 'A request header is not valid.'),
           style,
-          cid,
+          cid(),
           method,
           {},
           admin,
@@ -463,11 +626,11 @@ export async function startLocalHost(
         `http://${host ?? '127.0.0.1'}${raw}`,
         method,
         headers,
-        { ...(hit.m!.groups ?? {}) },
+        { ...(hit.m.groups ?? {}) },
         noBody ? Buffer.alloc(0) : body.bytes,
-        url.search,
+        url ? url.search : q < 0 ? '' : raw.slice(q),
       );
-      const ctx = new InvocationContext({ invocationId: randomUUID(), functionName: hit.r.reg.name });
+      const ctx = new LocalInvocationContext(randomUUID(), hit.r.reg.name);
       const init = await hit.r.reg.options.handler(request, ctx);
       await writeInit(res, init);
     })().catch((e: unknown) => {
@@ -478,7 +641,7 @@ export async function startLocalHost(
           res,
           new BrokerError('internal', 'An unexpected error occurred; quote the correlation id to the operator.', { cause: e }),
           style,
-          cid,
+          cid(),
           method,
         );
       else res.destroy();

@@ -13,10 +13,23 @@ import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, spanAfter } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
+/** A module loaded on first use and kept (an `import()` per call resolves and copies the module each time). */
+function loadOnce<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () =>
+    (loaded ??= load().catch((e: unknown) => {
+      loaded = undefined; // a failed import is tried again by the next call
+      throw e;
+    }));
+}
+
+const cloudsqlProvider = loadOnce(() => import('../cloudsql/provider'));
+const cosmosProvider = loadOnce(() => import('../cosmos/provider'));
+
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
 const providers = {
-  cloudsql: async (input: IssueInput<CloudSqlDecisionGrant>) => (await import('../cloudsql/provider')).issueCloudSqlToken(input),
-  cosmos: async (input: IssueInput<CosmosDecisionGrant>) => (await import('../cosmos/provider')).issueCosmosToken(input),
+  cloudsql: async (input: IssueInput<CloudSqlDecisionGrant>) => (await cloudsqlProvider()).issueCloudSqlToken(input),
+  cosmos: async (input: IssueInput<CosmosDecisionGrant>) => (await cosmosProvider()).issueCosmosToken(input),
 };
 
 const MAX_REQUESTED_LIFETIME = 86400;

@@ -1,4 +1,5 @@
-import { startLocalHost, type LocalHost } from '../../../local/host';
+import { HttpResponse, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import { startLocalHost, type LocalHost, type Registration } from '../../../local/host';
 import { CLOUDSQL_RESOURCE, startFixture, type Fixture } from '../../helpers/foundation';
 import { testContext } from '../../helpers/app';
 
@@ -76,5 +77,84 @@ describe('the local host serves the same routes as func start', () => {
     } finally {
       process.env.ENTRA_AUTHORITY_HOST = prev;
     }
+  });
+});
+
+describe('what the local host hands a function and writes back (its own request, headers and context objects)', () => {
+  const answers: Record<string, HttpResponseInit> = {
+    json: { status: 201, jsonBody: { ok: true, n: [1, 2] } },
+    jsonTyped: { jsonBody: { a: 'b' }, headers: { 'Content-Type': 'application/problem+json' } },
+    text: { body: 'plain words' },
+    textTyped: { body: '{"x":1}', headers: { 'content-type': 'application/json;charset=UTF-8', 'x-extra': 'y' } },
+    empty: { status: 204, jsonBody: { dropped: true } },
+    none: { status: 202 },
+  };
+  let seen: { req: HttpRequest; ctx: InvocationContext } | undefined;
+  let fnHost: LocalHost;
+  beforeAll(async () => {
+    const registrations: Registration[] = [
+      {
+        name: 'echo',
+        options: {
+          route: 'echo/{id}',
+          methods: ['POST'],
+          authLevel: 'anonymous',
+          handler: (req, ctx) => {
+            seen = { req, ctx };
+            return Promise.resolve(answers[req.params.id!] ?? { status: 500 });
+          },
+        },
+      },
+    ];
+    fnHost = await startLocalHost({ app: testContext(), registrations });
+  });
+  afterAll(() => fnHost.close());
+
+  test('every answer is written as HttpResponse would write it (JSON and text bodies, default content types, no body for 204)', async () => {
+    for (const [id, init] of Object.entries(answers)) {
+      const expected = new HttpResponse(init);
+      const res = await fetch(`${fnHost.url}/echo/${id}`, { method: 'POST', body: 'x' });
+      expect([id, res.status, res.headers.get('content-type'), await res.text()]).toEqual([
+        id,
+        expected.status,
+        expected.headers.get('content-type'),
+        await expected.text(),
+      ]);
+      if (init.headers && 'x-extra' in init.headers) expect(res.headers.get('x-extra')).toBe('y');
+    }
+  });
+
+  test('the request: headers (case-insensitive, repeated ones joined, name order), query, params, body; the context', async () => {
+    const res = await fetch(`${fnHost.url}/echo/json?b=2&a=%20x`, {
+      method: 'POST',
+      headers: [
+        ['X-Two', 'one'],
+        ['x-two', 'two'],
+        ['Content-Type', 'text/plain'],
+      ],
+      body: 'the body',
+    });
+    expect(res.status).toBe(201);
+    const { req, ctx } = seen!;
+    expect(req.headers.get('X-TWO')).toBe('one, two');
+    expect(req.headers.has('content-type')).toBe(true);
+    expect(req.headers.get('absent')).toBeNull();
+    const names: string[] = [];
+    req.headers.forEach((_v, k) => names.push(k));
+    expect(names).toEqual([...names].sort());
+    expect(names).toEqual(expect.arrayContaining(['x-two', 'content-type', 'host']));
+    expect([...req.query]).toEqual([
+      ['b', '2'],
+      ['a', ' x'],
+    ]);
+    expect(req.params).toEqual({ id: 'json' });
+    expect(req.method).toBe('POST');
+    expect(await req.text()).toBe('the body');
+    expect((await req.clone().text()).toString()).toBe('the body');
+    expect(() => req.headers.set('x', 'y')).toThrow(TypeError);
+    expect(ctx.functionName).toBe('echo');
+    expect(ctx.invocationId).toMatch(/^[0-9a-f-]{36}$/);
+    ctx.extraOutputs.set('out', 1);
+    expect(ctx.extraOutputs.get('out')).toBe(1);
   });
 });
