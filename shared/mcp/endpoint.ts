@@ -272,11 +272,13 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
       sdkBody = { ...msg, params: { ...params, arguments: {} } };
     }
 
-    // SDK 1.32's transport refuses a version it does not know: a 2026-07-28 request reaches it without the header (the
-    // methods it dispatches then are the same in every revision; the result fields are added below).
-    const headers = new Headers(req.headers);
-    if (stateless) headers.delete('mcp-protocol-version');
-    const request = new Request(req.url, { method: 'POST', headers });
+    // The SDK transport gets the headers it reads, already checked above, and no others (the bearer token stays out of
+    // the handlers' requestInfo; a plain record is also much cheaper for undici's Request than a copy of every
+    // header). SDK 1.32's transport refuses a version it does not know: a 2026-07-28 request reaches it without the
+    // header (the methods it dispatches are the same in every revision; the result fields are added below).
+    const sdkHeaders: Record<string, string> = { accept, 'content-type': type };
+    if (version !== null && !stateless) sdkHeaders['mcp-protocol-version'] = version;
+    const request = new Request(req.url, { method: 'POST', headers: sdkHeaders });
     const res = await dispatch(
       {
         principal,
