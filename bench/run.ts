@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { CallCounts, ServerInfo } from './server';
 import { SANDBOX } from '../local/ids';
 import { fixedRate, percentile, sequential, summarise, type LatencySummary } from './load';
+import type { McpServerInfo } from './mcp';
 import type { QueryServerInfo } from './query';
 import { updateReadme, type BenchResults, type Row } from './readme-table';
 
@@ -755,6 +756,114 @@ async function query(): Promise<void> {
   }
 }
 
+/**
+ * (10) The MCP server (bench/mcp.ts) in a child process, the load from this one: sequential requests interleaved
+ * in rounds — POST /api/query/order-count, tools/call order-count, tools/list (100 catalogued queries granted) — each
+ * phase with the server process's CPU per request. Targets of issue 24: tools/call ≤ 1.2× the median of /api/query,
+ * tools/list ≤ 2 ms median.
+ */
+async function mcp(): Promise<void> {
+  const N = Number(process.env.BENCH_MCP_N ?? 600);
+  const ROUNDS = 3;
+  const logFile = join(logDir, 'mcp.log');
+  const fd = openSync(logFile, 'w');
+  const child = fork(join(__dirname, 'mcp.js'), [], {
+    stdio: ['ignore', fd, 'inherit', 'ipc'],
+    execArgv: ['--experimental-vm-modules', ...(process.env.BENCH_MCP_NODE_ARGS ?? '').split(' ').filter(Boolean)],
+  });
+  closeSync(fd);
+  const killer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+  killer.unref();
+  const ready = await new Promise<{ ready?: McpServerInfo; skipped?: string }>((resolve) => {
+    child.once('message', (m) => resolve(m as { ready?: McpServerInfo; skipped?: string }));
+    child.once('exit', (code) => resolve({ skipped: `mcp bench exited with ${code}` }));
+  });
+  if (!ready.ready) {
+    figures.mcp = { skipped: ready.skipped };
+    rows.push({ id: '10', what: 'MCP tools/call and tools/list', value: `n/a: ${ready.skipped}` });
+    child.kill('SIGKILL');
+    return;
+  }
+  const info = ready.ready;
+  const cpu = () => ask<{ cpu: number; pg: number }>(child, 'cpu');
+  const rpc = (method: string, params?: Record<string, unknown>) =>
+    JSON.stringify({ jsonrpc: '2.0', id: 1, method, ...(params ? { params } : {}) });
+  const callBody = rpc('tools/call', { name: 'order-count', arguments: {} });
+  const listBody = rpc('tools/list');
+  const post = async (path: string, headers: Record<string, string>, body: string): Promise<string> => {
+    const res = await fetch(`${info.brokerUrl}${path}`, { method: 'POST', headers, body });
+    const text = await res.text();
+    if (res.status !== 200) throw new Error(`${path} answered ${res.status}: ${text.slice(0, 200)}`);
+    return text;
+  };
+  const phases = {
+    query: () => post('/query/order-count', info.queryHeaders, '{}'),
+    call: () => post('/mcp', info.mcpHeaders, callBody),
+    list: () => post('/mcp', info.mcpHeaders, listBody),
+  };
+  try {
+    // What is measured is what it claims to be: a tool result with rows, and the 100 granted tools listed.
+    const call = JSON.parse(await phases.call()) as { result?: { isError?: boolean; structuredContent?: { rows: unknown[] } } };
+    if (!call.result || call.result.isError || !call.result.structuredContent?.rows.length)
+      throw new Error(`tools/call order-count did not answer rows: ${JSON.stringify(call).slice(0, 300)}`);
+    const list = JSON.parse(await phases.list()) as { result?: { tools: { name: string }[] } };
+    const tools = list.result?.tools.filter((t) => t.name !== 'explain_access').length;
+    if (tools !== info.granted) throw new Error(`tools/list listed ${tools} catalogued queries, not ${info.granted}`);
+    const lat = { query: [] as number[], call: [] as number[], list: [] as number[] };
+    const cpuUs = { query: 0, call: 0, list: 0 };
+    for (let round = 0; round < ROUNDS; round++)
+      for (const k of ['query', 'call', 'list'] as const) {
+        const n = Math.round(N / ROUNDS);
+        const fn = async () => void (await phases[k]());
+        for (let i = 0; i < 20; i++) await fn();
+        const c0 = await cpu();
+        lat[k].push(...(await sequential(n, fn, 0)));
+        const c1 = await cpu();
+        cpuUs[k] += (c1.cpu - c0.cpu) / (n * ROUNDS);
+      }
+    const sumSeq = (xs: number[]) => summarise(xs, 0, xs.reduce((a, b) => a + b, 0) / 1000);
+    const sQuery = sumSeq(lat.query);
+    const sCall = sumSeq(lat.call);
+    const sList = sumSeq(lat.list);
+    const ratio = sCall.p50 / sQuery.p50;
+    figures.mcp = {
+      n: N,
+      rounds: ROUNDS,
+      granted: info.granted,
+      sequential: { query: sQuery, toolsCall: sCall, toolsList: sList, callOverQuery: ratio },
+      serverCpuUsPerRequest: cpuUs,
+    };
+    rows.push({
+      id: '10',
+      what: 'MCP tools/call order-count vs POST /api/query/order-count (same process, interleaved), sequential medians',
+      value: `${sCall.p50.toFixed(2)} vs ${sQuery.p50.toFixed(2)} ms = ${ratio.toFixed(2)}×; p99 ${sCall.p99.toFixed(2)} vs ${sQuery.p99.toFixed(2)} ms`,
+      target: '≤ 1.2×',
+      pass: ratio <= 1.2,
+    });
+    rows.push({
+      id: '10',
+      what: `  MCP tools/list, ${info.granted} catalogued queries granted (HTTP, the real endpoint), sequential median`,
+      value: `${sList.p50.toFixed(2)} ms; p99 ${sList.p99.toFixed(2)} ms`,
+      target: '≤ 2 ms',
+      pass: sList.p50 <= 2,
+    });
+    rows.push({
+      id: '10',
+      what: '  server process CPU per request: /api/query, tools/call, tools/list (beside the TLS instance emulator)',
+      value: `${cpuUs.query.toFixed(0)}, ${cpuUs.call.toFixed(0)}, ${cpuUs.list.toFixed(0)} µs`,
+    });
+  } finally {
+    child.send({ cmd: 'stop' });
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve();
+      }, 10_000).unref();
+    });
+  }
+}
+
 function print(): void {
   const w = (s: string, n: number) => (s.length > n ? s : s + ' '.repeat(n - s.length));
   const lines = ['', `${w('#', 3)}${w('measure', 80)}${w('value', 70)}${w('target', 22)}result`];
@@ -776,6 +885,7 @@ async function main(): Promise<void> {
     jwt: jwtValidation,
     imports: coldImports,
     query,
+    mcp,
     memory,
   };
   const seconds: Record<string, number> = {};

@@ -26,6 +26,13 @@ export interface RequestScope {
    * request gets a line of its own. Absent (scopes built outside httpHandler): write with `audit()`.
    */
   readonly requestAudit?: (event: AuditEvent) => void;
+  /**
+   * Continue the trace a message in the body names (MCP `params._meta.traceparent`): a valid traceparent (the one
+   * parser, trace-context.ts) becomes this request's trace context from then on: the returned scope's, the request
+   * line's, the returned `traceparent` header's, and the correlation id's when that came from the trace. Anything
+   * else is ignored exactly as an invalid header is: the scope is returned as it was.
+   */
+  readonly continueTrace?: (traceparent: unknown) => RequestScope;
 }
 
 export interface HandlerOptions {
@@ -48,15 +55,15 @@ export function httpHandler(
 ): HttpHandler {
   const handler = (req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> => {
     const started = process.hrtime.bigint();
-    const trace = traceContextOf(req.headers.get('traceparent'));
-    const correlationId = correlationIdOf(req.headers, trace);
+    let trace = traceContextOf(req.headers.get('traceparent'));
+    let correlationId = correlationIdOf(req.headers, trace);
     // Whatever this invocation leaves unhandled (a rejected promise nobody awaited) is logged with its ids.
     const invocation = { fn: functionName, correlationId, invocationId: ctx.invocationId };
     return inInvocation(
       invocation,
       (fields) => app.logger(fields),
       async () => {
-        const log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
+        let log = app.logger({ correlationId, fn: functionName, invocationId: ctx.invocationId });
         const adminAudit = opts.adminAction && new AdminAuditRecord(opts.adminAction(req.method));
         let auditLine: LogFields | undefined;
         const requestAudit = (event: AuditEvent) => {
@@ -66,9 +73,34 @@ export function httpHandler(
         let res: HttpResponseInit;
         let code: string | undefined;
         let party: string | undefined;
+        const continueTrace = (traceparent: unknown): RequestScope => {
+          const next = typeof traceparent === 'string' ? traceContextOf(traceparent) : undefined;
+          if (next?.propagated) {
+            const id = correlationIdOf(req.headers, next);
+            // A trace the HTTP header carried stays on the lines as httpTraceId, so that hop still joins them.
+            const fields = {
+              ...(id !== correlationId ? { correlationId: id } : {}),
+              ...(trace.propagated && trace.traceId !== next.traceId ? { httpTraceId: trace.traceId } : {}),
+            };
+            if (fields.correlationId !== undefined || fields.httpTraceId !== undefined) log = log.child(fields);
+            trace = next;
+            correlationId = id;
+          }
+          return scope();
+        };
+        const scope = (): RequestScope => ({
+          correlationId,
+          log,
+          functionName,
+          trace,
+          app,
+          adminAudit,
+          requestAudit,
+          continueTrace,
+        });
         try {
           assertNoRepeatedQuery(req.query);
-          res = await fn(req, { correlationId, log, functionName, trace, app, adminAudit, requestAudit }, ctx);
+          res = await fn(req, scope(), ctx);
           res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
         } catch (thrown) {
           const err = toBrokerError(thrown);

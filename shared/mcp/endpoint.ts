@@ -12,19 +12,24 @@ import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { loadCatalogFile, type Catalog } from '../query/catalog';
 import { runCataloguedQuery, type QueryCall, type QueryResult } from '../query/run-catalogued';
-import { dispatch } from './server';
+import { dispatch, SERVER_INFO } from './server';
+import {
+  META_PROTOCOL_VERSION,
+  statelessRequestRefusal,
+  statelessResult,
+  STATELESS_VERSION,
+  SUPPORTED_VERSIONS,
+} from './stateless-revision';
 import { EXPLAIN_TOOL, hasScope, toolScope, ToolCatalog } from './tools';
 
 /**
  * POST /api/mcp: the broker's remote MCP server (Streamable HTTP, stateless, JSON responses), an OAuth resource
  * server for Entra v2.0 tokens. Gates in order: method (POST only) → Origin → protocol version header → bearer
  * token (401 with the Protected Resource Metadata challenge) → scope (403 insufficient_scope) → body (64 KiB,
- * strict JSON, one message) → Mcp-Method / Mcp-Name against the body → the tool's own scope → the SDK server.
+ * strict JSON, one message) → `_meta.traceparent` continues the trace → MCP-Protocol-Version / Mcp-Method / Mcp-Name
+ * against the body → a 2026-07-28 request's `_meta` and method → the tool's own scope → the SDK server.
  * See docs/mcp.md.
  */
-
-/** The revisions this server speaks (what SDK 1.32 negotiates, minus the legacy ones). */
-const SUPPORTED_VERSIONS = ['2025-11-25', '2025-06-18'] as const;
 
 /** Dependencies of the MCP endpoint: each defaults to the broker's own (tests and a composition root pass others). */
 export interface McpDeps {
@@ -158,7 +163,8 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     return p;
   }
 
-  async function handle(req: HttpRequest, scope: RequestScope): Promise<HttpResponseInit> {
+  async function handle(req: HttpRequest, requestScope: RequestScope): Promise<HttpResponseInit> {
+    let scope = requestScope;
     // Spec 2025-06-18+: a server without an SSE stream answers GET with 405; a session-less one DELETE too.
     if (req.method !== 'POST') {
       return rpcError(
@@ -202,10 +208,47 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     const msg = body as { id?: unknown; method?: unknown; params?: unknown };
     const params = (msg.params !== null && typeof msg.params === 'object' ? msg.params : {}) as Record<string, unknown>;
     const toolName = msg.method === 'tools/call' && typeof params.name === 'string' ? params.name : undefined;
+    const meta =
+      params._meta !== null && typeof params._meta === 'object' && !Array.isArray(params._meta)
+        ? (params._meta as Record<string, unknown>)
+        : undefined;
 
-    // 2026-07-28 Standard Request Headers: where a client sends them, they must agree with the body.
-    const mismatch = headerMismatch(req, msg.method, toolName ?? (typeof params.uri === 'string' ? params.uri : undefined));
+    // W3C trace context of the JSON-RPC request (spec:2026-07-28/basic/index.mdx §_meta "OpenTelemetry trace context";
+    // read in every revision, as OpenTelemetry's MCP conventions put it there): the MCP operation's context, so a valid
+    // one wins over the HTTP header's (docs/mcp.md "Tracing"); an invalid one is ignored as an invalid header is.
+    if (meta?.traceparent !== undefined && scope.continueTrace) scope = scope.continueTrace(meta.traceparent);
+
+    // 2026-07-28: the version in _meta must be the header's; the Standard Request Headers must agree with the body
+    // (required in that revision; checked in the others where a client sends them); a request's _meta and method.
+    const stateless = version === STATELESS_VERSION;
+    const isRequest = msg.id !== undefined;
+    if (meta?.[META_PROTOCOL_VERSION] !== undefined && meta[META_PROTOCOL_VERSION] !== version)
+      return rpcError(
+        400,
+        msg.id,
+        -32020,
+        `Header mismatch: MCP-Protocol-Version header value does not match _meta ${META_PROTOCOL_VERSION}`,
+        scope,
+        'bad_request',
+      );
+    const named = toolName ?? (typeof params.uri === 'string' ? params.uri : undefined);
+    const mismatch = headerMismatch(req, msg.method, named, stateless && isRequest);
     if (mismatch) return rpcError(400, msg.id, -32020, mismatch, scope, 'bad_request');
+    if (stateless && isRequest) {
+      const refused = statelessRequestRefusal(msg.method, meta);
+      if (refused)
+        return rpcError(
+          refused.status,
+          msg.id,
+          refused.code,
+          refused.message,
+          scope,
+          refused.status === 404 ? 'not_found' : 'bad_request',
+        );
+    } else if (msg.method === 'server/discover') {
+      // A 2026-07-28 method: in the handshake revisions it is unknown, as the SDK would answer.
+      return rpcError(200, msg.id, -32601, 'Method not found', scope, 'not_found');
+    }
 
     const catalog = deps.catalog();
     if (toolName !== undefined && toolName !== EXPLAIN_TOOL) {
@@ -229,7 +272,13 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
       sdkBody = { ...msg, params: { ...params, arguments: {} } };
     }
 
-    const request = new Request(req.url, { method: 'POST', headers: req.headers });
+    // The SDK transport gets the headers it reads, already checked above, and no others (the bearer token stays out of
+    // the handlers' requestInfo; a plain record is also much cheaper for undici's Request than a copy of every
+    // header). SDK 1.32's transport refuses a version it does not know: a 2026-07-28 request reaches it without the
+    // header (the methods it dispatches are the same in every revision; the result fields are added below).
+    const sdkHeaders: Record<string, string> = { accept, 'content-type': type };
+    if (version !== null && !stateless) sdkHeaders['mcp-protocol-version'] = version;
+    const request = new Request(req.url, { method: 'POST', headers: sdkHeaders });
     const res = await dispatch(
       {
         principal,
@@ -245,11 +294,12 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
       request,
       sdkBody,
     );
-    const headers: Record<string, string> = { 'cache-control': 'no-store' };
-    res.headers.forEach((v, k) => (headers[k] = v));
-    if (res.status === 202) return { status: 202, headers };
+    const out: Record<string, string> = { 'cache-control': 'no-store' };
+    res.headers.forEach((v, k) => (out[k] = v));
+    if (res.status === 202) return { status: 202, headers: out };
     const text = await res.text();
-    return { status: res.status, headers, body: res.status >= 400 ? withReason(text, res.status, scope) : text };
+    if (res.status >= 400) return { status: res.status, headers: out, body: withReason(text, res.status, scope) };
+    return { status: res.status, headers: out, body: stateless ? statelessResult(text, msg.method, SERVER_INFO) : text };
   }
 
   return { handle };
@@ -286,11 +336,19 @@ export function createMcpMetadata(app: AppContext, overrides: Partial<McpDeps> =
   };
 }
 
-/** Mcp-Method must equal `method`, Mcp-Name the tool name or URI (when the client sends them): the mismatch, or undefined. */
-function headerMismatch(req: HttpRequest, method: unknown, name: string | undefined): string | undefined {
+/** The methods whose request must carry Mcp-Name in 2026-07-28 (spec:2026-07-28/basic/transports/streamable-http.mdx). */
+const NAMED_METHODS: ReadonlySet<unknown> = new Set(['tools/call', 'resources/read', 'prompts/get']);
+
+/**
+ * Mcp-Method must equal `method`, Mcp-Name the tool name or URI; when `required` (a 2026-07-28 request), Mcp-Method
+ * always and Mcp-Name for the named methods must be present. The mismatch, or undefined.
+ */
+function headerMismatch(req: HttpRequest, method: unknown, name: string | undefined, required: boolean): string | undefined {
   const m = req.headers.get('mcp-method');
+  if (m === null && required) return 'Header mismatch: the Mcp-Method header is required';
   if (m !== null && decodeMcpHeader(m) !== method) return `Header mismatch: Mcp-Method header value does not match body method`;
   const n = req.headers.get('mcp-name');
+  if (n === null && required && NAMED_METHODS.has(method)) return 'Header mismatch: the Mcp-Name header is required';
   if (n !== null && decodeMcpHeader(n) !== name) return `Header mismatch: Mcp-Name header value does not match body value`;
   return undefined;
 }

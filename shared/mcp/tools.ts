@@ -122,9 +122,20 @@ export function hasScope(p: Pick<Principal, 'scopes' | 'roles'>, scope: string):
   return p.scopes.includes(scope) || p.roles.includes(scope);
 }
 
-/** Whether the policy grants the caller a query and a database identity for it (what tools/call will check). */
-export function granted(policy: Policy, p: Principal, q: CatalogQuery): boolean {
+/**
+ * Whether the policy grants the caller a query and a database identity for it (what tools/call will check).
+ * `identities` memoizes the second decision per instance and database within one listing (it names no query).
+ */
+export function granted(policy: Policy, p: Principal, q: CatalogQuery, identities?: Map<string, boolean>): boolean {
   if (evaluate(policy, p, { kind: 'query', name: q.name }).decision !== 'grant') return false;
+  if (!identities) return identityGranted(policy, p, q);
+  const key = `${q.instance}/${q.database}`;
+  let ok = identities.get(key);
+  if (ok === undefined) identities.set(key, (ok = identityGranted(policy, p, q)));
+  return ok;
+}
+
+function identityGranted(policy: Policy, p: Principal, q: CatalogQuery): boolean {
   const [project, region, instance] = q.instance.split(':') as [string, string, string];
   const id = evaluate(policy, p, {
     kind: 'cloudsql',
@@ -156,8 +167,9 @@ export class ToolCatalog {
   /** What `tools/list` shows this caller: granted by the policy now, and within the token's scopes; explain_access always. */
   list(catalog: Catalog, policy: Policy, p: Principal, requiredScope: string): ToolDefinition[] {
     const out: ToolDefinition[] = [];
+    const identities = new Map<string, boolean>();
     for (const { query, tool } of this.entries(catalog).values()) {
-      if (hasScope(p, toolScope(query, requiredScope)) && granted(policy, p, query)) out.push(tool);
+      if (hasScope(p, toolScope(query, requiredScope)) && granted(policy, p, query, identities)) out.push(tool);
     }
     out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)); // deterministic order (2026-07-28)
     out.push(EXPLAIN_TOOL_DEFINITION);
