@@ -208,12 +208,32 @@ describe('documents with a resource token', () => {
     expect(mismatch.status).toBe(400);
   });
 
+  test('SELECT TOP n and TOP @param (parameterized TOP); a TOP parameter that is not a non-negative integer is 400', async () => {
+    const whole = sdk(await tokenFor('All', undefined));
+    await whole.items.upsert({ id: 't1', pk: 't' });
+    await whole.items.upsert({ id: 't2', pk: 't' });
+    expect((await whole.items.query('SELECT * FROM c', { partitionKey: 't' }).fetchAll()).resources).toHaveLength(2);
+    expect((await whole.items.query('SELECT TOP 1 * FROM c', { partitionKey: 't' }).fetchAll()).resources).toHaveLength(1);
+    const top = (value: unknown) =>
+      whole.items.query(
+        { query: 'SELECT TOP @n * FROM c', parameters: [{ name: '@n', value: value as number }] },
+        { partitionKey: 't' },
+      );
+    expect((await top(1).fetchAll()).resources).toHaveLength(1);
+    expect((await top(5).fetchAll()).resources).toHaveLength(2);
+    expect(await code(top(-1).fetchAll())).toBe(400);
+    expect(await code(top('1').fetchAll())).toBe(400);
+  });
+
   test('a read token reads and queries but never writes', async () => {
     const r = sdk(await tokenFor('Read', 'a'));
     expect((await r.item('1', 'a').read()).statusCode).toBe(200);
     expect((await r.items.query('SELECT * FROM c', { partitionKey: 'a' }).fetchAll()).resources).toHaveLength(1);
     expect(await code(r.items.upsert({ id: '1', pk: 'a' }))).toBe(403);
     expect(await code(r.item('1', 'a').delete())).toBe(403);
+    // reads outside its partition are refused too: a point read and a query of another partition (2 exists in b)
+    expect(await code(r.item('2', 'b').read())).toBe(403);
+    expect(await code(r.items.query('SELECT * FROM c', { partitionKey: 'b' }).fetchAll())).toBe(403);
   });
 
   test('an expired token is refused; deleting its permission does not revoke it (as on the service)', async () => {
