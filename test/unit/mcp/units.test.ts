@@ -1,10 +1,14 @@
 import { agentOf, isAgentIdentity } from '../../../shared/auth/agent';
 import { decodeMcpHeader } from '../../../shared/mcp/endpoint';
-import { toolOf } from '../../../shared/mcp/tools';
+import type { Principal } from '../../../shared/auth/principal';
+import { ToolCatalog, toolOf } from '../../../shared/mcp/tools';
+import { parsePolicy } from '../../../shared/policy/load';
 import { parseCatalog } from '../../../shared/query/catalog';
 import { applyMasks, capBytes, exempt } from '../../../shared/query/result-controls';
 
 /** The pure parts of the MCP endpoint and the result controls, without a sandbox. */
+
+const TENANT = '72f988bf-0000-4000-8000-00000000c0de';
 
 test('agent facets are a space-separated set: 11 anywhere counts, 111 or 1 do not', () => {
   expect(isAgentIdentity({ claims: { xms_act_fct: '3 9 11' } })).toBe(true);
@@ -75,4 +79,55 @@ test('maxBytes keeps the leading rows whose JSON fits, never a partial row', () 
   expect(capBytes(rows, 28)).toEqual({ rows, cut: false });
   expect(capBytes(rows, 27)).toEqual({ rows: rows.slice(0, 2), cut: true });
   expect(capBytes(rows, 5)).toEqual({ rows: [], cut: true });
+});
+
+test('tools/list: the database-identity grant, decided once per instance and database in a listing, follows each query', () => {
+  const base = { instance: 'sandbox-project:europe-west1:orders-db', sql: 'SELECT 1', parameters: [] };
+  const cat = parseCatalog(
+    JSON.stringify({
+      version: 1,
+      queries: [
+        { ...base, name: 'b-other', database: 'other' },
+        { ...base, name: 'a-orders', database: 'orders' },
+        { ...base, name: 'c-other', database: 'other' },
+        { ...base, name: 'd-orders', database: 'orders' },
+      ],
+    }),
+  );
+  const policy = parsePolicy(
+    JSON.stringify({
+      version: 1,
+      deny: [],
+      rules: [
+        {
+          id: 'r',
+          subject: { tenantId: TENANT, roles: ['R'] },
+          grants: {
+            queries: ['a-orders', 'b-other', 'c-other', 'd-orders'],
+            cloudsql: [
+              {
+                instance: 'sandbox-project:europe-west1:orders-db',
+                databases: ['orders'],
+                serviceAccount: 'reader@sandbox-project.iam.gserviceaccount.com',
+                maxTtlSeconds: 900,
+              },
+            ],
+          },
+        },
+      ],
+    }),
+  );
+  const p: Principal = {
+    tenantId: TENANT,
+    objectId: '00000000-0000-4000-8000-000000000001',
+    roles: ['R'],
+    scopes: ['mcp.tools'],
+    groups: [],
+    audience: 'x',
+    issuer: 'y',
+    version: '2.0',
+    expiresAt: 0,
+  };
+  const names = new ToolCatalog().list(cat, policy, p, 'mcp.tools').map((t) => t.name);
+  expect(names).toEqual(['a-orders', 'd-orders', 'explain_access']);
 });
