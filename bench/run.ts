@@ -293,13 +293,25 @@ async function burst(): Promise<void> {
     const s = await startServer({ BENCH_PREWARM: 'false' });
     try {
       const before = (await ask<{ counts: CallCounts }>(s.child, 'counts')).counts;
+      const mintsBefore = (await ask<{ mints: CallCounts }>(s.child, 'mints')).mints;
       const statuses = await Promise.all(Array.from({ length: 1000 }, async () => (await exchange(s.info, resource)).status));
       const after = (await ask<{ counts: CallCounts }>(s.child, 'counts')).counts;
+      const minted = diff(mintsBefore, (await ask<{ mints: CallCounts }>(s.child, 'mints')).mints);
       const delta = diff(before, after);
       const ok = statuses.filter((x) => x === 200).length;
-      figures[`burst_${name}`] = { ok, calls: delta };
+      figures[`burst_${name}`] = { ok, calls: delta, googleTokensByKind: minted };
       const relevant = Object.entries(delta).filter(([k]) => kinds.some((kind) => k.toLowerCase().includes(kind.toLowerCase())));
-      const exactlyOne = relevant.length === kinds.length && relevant.every(([, v]) => v === 1);
+      // One call per kind of upstream answer: for generateAccessToken, one per kind of Google token (service account
+      // and scopes; the exchange needs the login token and, for the connect settings, an Admin-API token), so the
+      // calls must equal the kinds of token minted, each minted once.
+      const perCall = ([k, v]: [string, number]) =>
+        k.endsWith('iam.generateAccessToken')
+          ? v === Object.keys(minted).length && Object.values(minted).every((x) => x === 1)
+          : v === 1;
+      const exactlyOne = relevant.length === kinds.length && relevant.every(perCall);
+      const tokens = Object.entries(minted)
+        .map(([k, v]) => `${k} ×${v}`)
+        .join(', ');
       rows.push({
         id: '4',
         what: `1,000 concurrent identical cold requests (${name}): upstream calls`,
@@ -307,7 +319,7 @@ async function burst(): Promise<void> {
           Object.entries(delta)
             .map(([k, v]) => `${k}=${v}`)
             .join(', ') || 'none'
-        }`,
+        }${tokens ? ` (Google tokens minted, by kind: ${tokens})` : ''}`,
         target: 'exactly 1 per kind',
         pass: ok === 1000 && exactlyOne,
       });

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
-import { createContext } from '../shared/app/context';
+import { appContext, createContext } from '../shared/app/context';
 import { handlersOf } from '../shared/app/handlers';
 import { httpHandler } from '../shared/http/handler';
 import type { HttpHandler } from '@azure/functions';
@@ -47,6 +47,23 @@ function counts(sandbox: Sandbox): CallCounts {
   return out;
 }
 
+/**
+ * The Google access tokens minted so far, by kind (service account and scopes): generateAccessToken calls that
+ * asked for the same token are what single flight must coalesce; two kinds (the login token handed out and the
+ * broker's own Admin-API token for the connect settings) are two calls by design.
+ */
+function mints(sandbox: Sandbox): CallCounts {
+  const out: CallCounts = {};
+  for (const m of sandbox.google.iamcredentials.issued) {
+    const kind = `${m.serviceAccount.split('@')[0]} ${[...m.scopes]
+      .map((x) => x.replace('https://www.googleapis.com/auth/', ''))
+      .sort()
+      .join('+')}`;
+    out[kind] = (out[kind] ?? 0) + 1;
+  }
+  return out;
+}
+
 /** Total time the emulators spent answering, per emulator:route (latency and their own work). */
 function durations(sandbox: Sandbox): CallCounts {
   const out: CallCounts = {};
@@ -72,8 +89,10 @@ async function main(): Promise<void> {
       import('@azure/identity'),
     ]);
   }
-  // The functions run on an app context of their own, replaced by `reset-caches` (a cache miss with warm code).
-  let app = createContext();
+  // The functions start on the process's app context, the one the start-up prewarm of functions/app.ts (loaded
+  // with the registrations below) warms, as in a Functions worker; `reset-caches` replaces it with a new context
+  // (a cache miss with warm code). A context of its own here left the prewarmed tokens in a context no request used.
+  let app = appContext();
   let handlers: Record<string, unknown> = handlersOf(app);
   const registrations: Registration[] = loadRegistrations().map((r) =>
     isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
@@ -150,6 +169,7 @@ async function main(): Promise<void> {
     if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
     if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros() });
     if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox), durations: durations(sandbox) });
+    if (msg.cmd === 'mints') process.send?.({ mints: mints(sandbox) });
     if (msg.cmd === 'eld-reset') {
       eld.reset();
       gc = { count: 0, totalMs: 0, maxMs: 0 };

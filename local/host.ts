@@ -380,7 +380,7 @@ function refuse(
   log.info('request', fields);
   const init = errorResponse(err, style, cid);
   init.headers = { ...(init.headers as Record<string, string>), ...extra };
-  return writeInit(res, init);
+  return writeInit(res, init) ?? Promise.resolve();
 }
 
 /**
@@ -428,7 +428,7 @@ function hasContentType(headers: Record<string, string>): boolean {
   return 'content-type' in headers || Object.keys(headers).some((h) => h.toLowerCase() === 'content-type');
 }
 
-async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> {
+function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<void> | undefined {
   // Fast path: string or JSON bodies with plain headers (every broker handler), written as `HttpResponse` would
   // (a JSON body is JSON.stringify'd with application/json unless a content type is set; text defaults to
   // text/plain;charset=UTF-8; no body for 204/205/304), without an undici Response per request.
@@ -446,9 +446,12 @@ async function writeInit(res: ServerResponse, init: HttpResponseInit): Promise<v
       headers = { ...headers, 'content-type': json ? 'application/json' : 'text/plain;charset=UTF-8' };
     res.writeHead(status, headers);
     res.end(body);
-    return;
+    return undefined;
   }
-  const r = new HttpResponse(init);
+  return writeHttpResponse(res, new HttpResponse(init));
+}
+
+async function writeHttpResponse(res: ServerResponse, r: HttpResponse): Promise<void> {
   const body = Buffer.from(await r.arrayBuffer());
   const headers: Record<string, string> = {};
   r.headers.forEach((v, k) => {
@@ -632,7 +635,8 @@ export async function startLocalHost(
       );
       const ctx = new LocalInvocationContext(randomUUID(), hit.r.reg.name);
       const init = await hit.r.reg.options.handler(request, ctx);
-      await writeInit(res, init);
+      const writing = writeInit(res, init); // undefined: written at once (no HttpResponse needed)
+      if (writing) await writing;
     })().catch((e: unknown) => {
       // A bug (the handlers map every error themselves): 500 in the endpoint's style, with the correlation id.
       if (!res.headersSent)

@@ -39,11 +39,13 @@ export class TokenValidator {
   private readonly jwks = new Map<string, JWTVerifyGetKey>();
   private readonly tenants: ReadonlySet<string>;
   /**
-   * Tokens already verified, keyed by audience set + the exact token text. A hit skips the RSA check
+   * Tokens already verified, keyed by the exact token text, each for the audience set it was verified against (a
+   * hit needs the same set; another set verifies again and replaces the entry). A hit skips the RSA check
    * (identical bytes verify identically) but `exp` is re-checked on every hit, and entries are never
-   * kept past `exp` or VERIFIED_MAX_AGE_MS: after that the token goes through the full check again.
+   * kept past `exp` or VERIFIED_MAX_AGE_MS: after that the token goes through the full check again. (Keyed by the
+   * token itself, not audiences + token: no ~1 KB key string built and hashed per validation.)
    */
-  private readonly verified = new Map<string, { principal: Principal; untilMs: number }>();
+  private readonly verified = new Map<string, { audiences: string; principal: Principal; untilMs: number }>();
   static readonly VERIFIED_MAX_ENTRIES = 10_000;
   static readonly VERIFIED_MAX_AGE_MS = 5 * 60_000;
 
@@ -77,19 +79,19 @@ export class TokenValidator {
 
   async validate(token: string | undefined | null, audiences: readonly string[]): Promise<Principal> {
     if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
-    const cacheKey = `${audiences.join(' ')}\n${token}`;
+    const audienceSet = audiences.length === 1 ? audiences[0]! : audiences.join(' ');
     const now = this.opts.now ?? Date.now;
-    const hit = this.verified.get(cacheKey);
-    if (hit) {
+    const hit = this.verified.get(token);
+    if (hit?.audiences === audienceSet) {
       if (now() < hit.untilMs) return hit.principal;
-      this.verified.delete(cacheKey);
+      this.verified.delete(token);
     }
     const principal = await this.verify(token, audiences);
     const untilMs = Math.min(
       (principal.expiresAt + this.opts.clockSkewSeconds) * 1000,
       now() + TokenValidator.VERIFIED_MAX_AGE_MS,
     );
-    this.verified.set(cacheKey, { principal, untilMs });
+    this.verified.set(token, { audiences: audienceSet, principal, untilMs });
     if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES)
       this.verified.delete(this.verified.keys().next().value as string);
     return principal;

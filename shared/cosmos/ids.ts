@@ -14,12 +14,19 @@ import type { CosmosDecisionGrant } from '../policy/evaluate';
 
 type GrantShape = Pick<CosmosDecisionGrant, 'database' | 'container' | 'mode' | 'partitionKey'>;
 
+/** Hashes of recent grant shapes (a cache hit asks for the same few on every request), bounded. */
+const grantHashes = new Map<string, string>();
+
 function grantHash(g: GrantShape): string {
   // JSON of a fixed-shape tuple: unambiguous (null, never a sentinel string, for "no partition").
-  return createHash('sha256')
-    .update(JSON.stringify([g.database, g.container, g.mode, g.partitionKey ?? null]))
-    .digest('hex')
-    .slice(0, 32);
+  const shape = JSON.stringify([g.database, g.container, g.mode, g.partitionKey ?? null]);
+  let hash = grantHashes.get(shape);
+  if (hash === undefined) {
+    hash = createHash('sha256').update(shape).digest('hex').slice(0, 32);
+    if (grantHashes.size >= 1024) grantHashes.clear();
+    grantHashes.set(shape, hash);
+  }
+  return hash;
 }
 
 /** The Cosmos user of one subject for one grant shape: ≤ 7 + 36 + 1 + 36 + 1 + 32 = 113 characters. */

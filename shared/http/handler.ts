@@ -101,17 +101,21 @@ export function httpHandler(
         try {
           assertNoRepeatedQuery(req.query);
           res = await fn(req, scope(), ctx);
-          res.headers = { 'x-correlation-id': correlationId, ...(res.headers as Record<string, string> | undefined) };
+          res.headers = {
+            'x-correlation-id': correlationId,
+            ...(res.headers as Record<string, string> | undefined),
+            traceparent: trace.traceparent,
+          };
         } catch (thrown) {
           const err = toBrokerError(thrown);
           code = err.code;
           party = err.party;
           res = errorResponse(err, style, correlationId);
+          res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
           const fields = { code: err.code, status: err.status, party: err.party, cause: err.cause };
           if (err.status >= 500) log.error(err.message, fields);
           else log.info(err.message, fields);
         }
-        res.headers = { ...(res.headers as Record<string, string> | undefined), traceparent: trace.traceparent };
         if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
         const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
         log.info('request', {

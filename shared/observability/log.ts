@@ -40,6 +40,18 @@ const MAYBE_SECRET = new RegExp(SECRET_PATTERNS.map((p) => p.marker.replace(/[.*
 
 const REDACTED = '[redacted]';
 
+/** SENSITIVE_KEY's answer per field name, remembered (lines repeat the same few names), bounded. */
+const sensitiveKeys = new Map<string, boolean>();
+function isSensitiveKey(k: string): boolean {
+  let sensitive = sensitiveKeys.get(k);
+  if (sensitive === undefined) {
+    sensitive = SENSITIVE_KEY.test(k);
+    if (sensitiveKeys.size >= 4096) sensitiveKeys.clear();
+    sensitiveKeys.set(k, sensitive);
+  }
+  return sensitive;
+}
+
 export function redactString(value: string): string {
   if (!MAYBE_SECRET.test(value)) return value;
   let out = value;
@@ -72,7 +84,7 @@ export function redact(value: unknown, depth = 0): unknown {
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
     const v = obj[k];
-    const r = SENSITIVE_KEY.test(k) && v !== undefined && v !== null ? REDACTED : redact(v, depth + 1);
+    const r = isSensitiveKey(k) && v !== undefined && v !== null ? REDACTED : redact(v, depth + 1);
     if (r !== v && !out) {
       out = {};
       for (let j = 0; j < i; j++) out[keys[j]!] = obj[keys[j]!];
@@ -218,31 +230,63 @@ function minLevel(recheckMs: number | undefined): number {
   return LEVELS[name];
 }
 
+/** The ISO time of the current millisecond, made once per millisecond (a line per request asks for it). */
+let lastMs = -1;
+let lastIso = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastIso = new Date(now).toISOString();
+  }
+  return lastIso;
+}
+
+class FieldLogger implements Logger {
+  constructor(
+    private readonly base: LogFields & { correlationId?: string },
+    /** The base fields are fixed for the logger's life: redacted once, not per line. */
+    private readonly safeBase: LogFields,
+    private readonly out: LogOutput,
+  ) {}
+  get correlationId(): string | undefined {
+    return this.base.correlationId;
+  }
+  private write(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (LEVELS[level] < minLevel(this.out.settingsRecheckMs)) return;
+    const record = {
+      ts: isoNow(),
+      level,
+      msg: redactString(msg),
+      ...this.safeBase,
+      ...(fields ? (redact(fields) as LogFields) : undefined),
+    } as LogRecord;
+    this.out.sink(record);
+  }
+  debug(msg: string, fields?: LogFields): void {
+    this.write('debug', msg, fields);
+  }
+  info(msg: string, fields?: LogFields): void {
+    this.write('info', msg, fields);
+  }
+  warn(msg: string, fields?: LogFields): void {
+    this.write('warn', msg, fields);
+  }
+  error(msg: string, fields?: LogFields): void {
+    this.write('error', msg, fields);
+  }
+  child(fields: LogFields): Logger {
+    return createLogger({ ...this.base, ...fields }, this.out);
+  }
+  enabled(level: LogLevel): boolean {
+    return LEVELS[level] >= minLevel(this.out.settingsRecheckMs);
+  }
+}
+
 /**
  * A logger writing to `out` (default: stdout). Request and timer code takes its logger from the app context
  * (`ctx.logger(...)`), so the context decides where lines go.
  */
 export function createLogger(base: LogFields & { correlationId?: string } = {}, out: LogOutput = STDOUT): Logger {
-  // The base fields are fixed for the logger's life: redacted once, not per line.
-  const safeBase = redact(base) as LogFields;
-  const write = (level: LogLevel, msg: string, fields?: LogFields): void => {
-    if (LEVELS[level] < minLevel(out.settingsRecheckMs)) return;
-    const record = {
-      ts: new Date().toISOString(),
-      level,
-      msg: redactString(msg),
-      ...safeBase,
-      ...(fields ? (redact(fields) as LogFields) : {}),
-    } as LogRecord;
-    out.sink(record);
-  };
-  return {
-    correlationId: base.correlationId,
-    debug: (m, f) => write('debug', m, f),
-    info: (m, f) => write('info', m, f),
-    warn: (m, f) => write('warn', m, f),
-    error: (m, f) => write('error', m, f),
-    child: (fields) => createLogger({ ...base, ...fields }, out),
-    enabled: (level) => LEVELS[level] >= minLevel(out.settingsRecheckMs),
-  };
+  return new FieldLogger(base, redact(base) as LogFields, out);
 }

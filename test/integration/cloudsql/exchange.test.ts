@@ -1,6 +1,8 @@
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { SANDBOX } from '../../../local/ids';
 import { SQL_LOGIN_SCOPE } from '../../../local/emulators/google/state';
+import { SQL_ADMIN_SCOPE } from '../../../shared/google/scopes';
+import { clearConnectInfoCache } from '../../../shared/cloudsql/connect-settings';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { TestApp } from '../../helpers/app';
 
@@ -160,6 +162,22 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(counts()).toEqual({ sts: 1, iam: 1 });
     // At most one managed identity token (MSAL may already hold one from an earlier test).
     expect(sb.msi.count('msi.token')).toBeLessThanOrEqual(1);
+  });
+
+  test('1,000 concurrent cold requests with the connect details uncached: one generateAccessToken per kind of token', async () => {
+    // The exchange asks Google for two different tokens: the login token it hands out (sqlservice.login) and, for the
+    // instance's connect details, the broker's own Admin-API token (sqlservice.admin): two calls, each coalesced.
+    // (This sandbox has no SQL Admin API: the one look-up fails and is remembered; the answers say `unavailable`.)
+    clearConnectInfoCache();
+    const subject = await caller(['Orders.Read']);
+    const results = await Promise.all(Array.from({ length: 1000 }, () => exchange(subject)));
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    const minted = sb.google.iamcredentials.issued.slice(mintsBefore).map((r) => `${r.serviceAccount} ${r.scopes.join(' ')}`);
+    expect(minted.sort()).toEqual(
+      [`${G.readerServiceAccount} ${SQL_ADMIN_SCOPE}`, `${G.readerServiceAccount} ${SQL_LOGIN_SCOPE}`].sort(),
+    );
+    expect(sb.google.iamcredentials.count('iam.generateAccessToken')).toBe(2);
+    expect(sb.google.sts.count('sts.token')).toBe(1);
   });
 
   test('getSqlLoginToken (for in-process callers such as the query function) shares the same cache', async () => {
