@@ -54,6 +54,19 @@ function required<K extends keyof CallerConfig>(cfg: CallerConfig, key: K, name:
   return v;
 }
 
+/**
+ * The app registration that makes the on-behalf-of request: Entra requires the incoming token's `aud` to be that app
+ * (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow). A caller of the token and query
+ * endpoints presents a token for CALLER_OBO_CLIENT_ID; an MCP caller one for the MCP resource's app, which is
+ * CALLER_OBO_MCP_CLIENT_ID when that is a different app (docs/mcp.md, "Caller identity mode").
+ */
+function oboClientFor(subject: Principal, cfg: CallerConfig): string {
+  const aud = subject.audience.toLowerCase();
+  const names = (id: string) => aud === id.toLowerCase() || aud === `api://${id.toLowerCase()}`;
+  if (cfg.oboMcpClientId && names(cfg.oboMcpClientId)) return cfg.oboMcpClientId;
+  return required(cfg, 'oboClientId', 'CALLER_OBO_CLIENT_ID');
+}
+
 const refused = (reason: string, message: string, cause?: unknown) =>
   new BrokerError('caller_identity_refused', message, { cause, detail: { refusal: reason } });
 
@@ -156,7 +169,7 @@ export class CallerLogins {
   private async fetch(subject: Principal, cfg: CallerConfig, log?: Logger): Promise<Omit<CallerLogin, 'cached'>> {
     const assertion = subjectTokenOf(subject);
     if (!assertion) throw new BrokerError('internal', 'The caller token is not available for the on-behalf-of exchange.');
-    const clientId = required(cfg, 'oboClientId', 'CALLER_OBO_CLIENT_ID');
+    const clientId = oboClientFor(subject, cfg);
     const scope = required(cfg, 'workforceTokenScope', 'CALLER_WORKFORCE_TOKEN_SCOPE');
     const audience = required(cfg, 'workforceAudience', 'CALLER_WORKFORCE_AUDIENCE');
     const userProject = required(cfg, 'userProject', 'CALLER_WORKFORCE_USER_PROJECT');
