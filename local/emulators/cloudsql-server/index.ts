@@ -308,6 +308,8 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   const listenDirect = async () => {
     if (!opts.direct) return;
     const s = createNetServer((raw) => {
+      // As relay() does for connector sessions: the TLS layer over this socket cannot turn Nagle's algorithm off.
+      raw.setNoDelay(true);
       sockets.add(raw);
       raw.on('close', () => sockets.delete(raw));
       raw.on('error', () => raw.destroy());
