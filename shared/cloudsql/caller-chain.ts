@@ -13,7 +13,8 @@ import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../u
 
 /**
  * The caller identity mode's keyless chain (docs/cloudsql.md, "Two identity modes"), per caller:
- * 1. Entra on-behalf-of: the broker's app registration (CALLER_OBO_CLIENT_ID) exchanges the caller's own validated
+ * 1. Entra on-behalf-of: the broker's app registration (CALLER_OBO_CLIENT_ID; for an MCP caller the MCP resource's app,
+ *    CALLER_OBO_MCP_CLIENT_ID, when that is another app: oboClientFor) exchanges the caller's own validated
  *    token for a token for the workforce pool provider's app (CALLER_WORKFORCE_TOKEN_SCOPE), authenticated by the
  *    managed identity's token for `api://AzureADTokenExchange` as its client assertion (a federated identity
  *    credential: no secret, no certificate);

@@ -319,6 +319,16 @@ export class CallerPools {
   async closeAll(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
-    await Promise.all(all.map((e) => e.pool.end().catch(() => undefined)));
+    await Promise.all(
+      all.map(async (e) => {
+        // A pre-started connection no checkout took would keep pool.end() waiting for its release.
+        await e.pending?.then(
+          (c) => c.release(true),
+          () => undefined,
+        );
+        e.pending = undefined;
+        await e.pool.end().catch(() => undefined);
+      }),
+    );
   }
 }
