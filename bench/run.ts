@@ -894,6 +894,32 @@ async function mcp(): Promise<void> {
   }
 }
 
+/**
+ * (11) Caller identity mode (bench/caller-mode.ts): cold caller vs its hand-built floor, warm vs the service account's
+ * query, memory with BENCH_CALLER_MEMORY distinct callers. In a child process of its own (a sandbox with PostgreSQL,
+ * `--expose-gc` for the heap figures).
+ */
+async function callerMode(): Promise<void> {
+  const child = fork(join(__dirname, 'caller-mode.js'), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: ['--expose-gc', '--experimental-vm-modules'],
+  });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 600_000);
+  killer.unref();
+  const r = await new Promise<{ result?: { rows: Row[]; figures: Record<string, unknown> }; failed?: string }>((resolve) => {
+    child.once('message', (m) => resolve(m as { result: { rows: Row[]; figures: Record<string, unknown> } }));
+    child.once('exit', (code) => resolve({ failed: `caller-mode bench exited with ${code}` }));
+  });
+  clearTimeout(killer);
+  if (!r.result) {
+    figures.callerMode = { skipped: r.failed };
+    rows.push({ id: '11', what: 'caller identity mode (bench/caller-mode.ts)', value: `n/a: ${r.failed}` });
+    return;
+  }
+  rows.push(...r.result.rows);
+  figures.callerMode = r.result.figures;
+}
+
 function print(): void {
   const w = (s: string, n: number) => (s.length > n ? s : s + ' '.repeat(n - s.length));
   const lines = ['', `${w('#', 3)}${w('measure', 80)}${w('value', 70)}${w('target', 22)}result`];
@@ -917,6 +943,7 @@ async function main(): Promise<void> {
     query,
     mcp,
     memory,
+    caller: callerMode,
   };
   const seconds: Record<string, number> = {};
   for (const [name, run] of Object.entries(sections)) {

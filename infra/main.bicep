@@ -35,8 +35,14 @@ param rotationManagedKeys string = ''
 param googleAuthMode string = 'keyless'
 @description('sa-key mode only: Key Vault secret with the source service-account key JSON (terraform output google_sa_key_secret)')
 param googleSaKeySecret string = ''
-@description('Caller identity mode (off when callerWorkforceAudience is empty): the Orders API app registration makes the on-behalf-of request; its federated credential trusting the broker identity is created by the operator (docs/deploy.md: Bicep has no Graph resources here)')
+@description('Caller identity mode (off when callerWorkforceAudience is empty): the Orders API app registration makes the on-behalf-of request, authenticated by a federated credential trusting the broker identity (callerOboFederatedCredentials creates it; docs/deploy.md)')
 param callerWorkforceAudience string = ''
+@description('Caller identity mode: create the federated identity credentials (Microsoft Graph Bicep, modules/caller-obo.bicep) on the Orders API app registration and, when mcpAppUniqueName is set, the MCP resource app; the deploying principal needs Application.ReadWrite.All or ownership of the apps')
+param callerOboFederatedCredentials bool = false
+@description('uniqueName of the Orders API app registration (Microsoft Graph Bicep key; set once on an app created elsewhere, docs/deploy.md)')
+param ordersApiAppUniqueName string = ''
+@description('Caller identity mode over MCP: uniqueName of the MCP resource app registration (it makes MCP callers\' on-behalf-of request); empty: MCP callers cannot use caller-mode rules')
+param mcpAppUniqueName string = ''
 @description('Caller identity mode: `{App ID URI}/.default` of the app registration the workforce pool provider trusts (terraform variable workforce_app_client_id)')
 param callerWorkforceTokenScope string = ''
 @description('Caller identity mode: project number or id for the callers\' Google tokens (STS options.userProject)')
@@ -133,6 +139,18 @@ resource brokerOperationReader 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
+// Caller identity mode: the apps making the on-behalf-of request trust the broker's managed identity (no secret).
+module callerObo 'modules/caller-obo.bicep' = if (callerOboFederatedCredentials) {
+  scope: rg
+  name: 'caller-obo'
+  params: {
+    oboAppUniqueName: ordersApiAppUniqueName
+    mcpAppUniqueName: mcpAppUniqueName
+    tenantId: tenantId
+    brokerPrincipalId: identities.outputs.brokerPrincipalId
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   scope: rg
   name: 'functionapp'
@@ -162,6 +180,7 @@ module functionApp 'modules/functionapp.bicep' = {
     cosmosRbacIdentityClientIds: '${identities.outputs.cosmosReaderClientId},${identities.outputs.cosmosWriterClientId}'
     cosmosManagedAccounts: '${cosmos.outputs.accountName}=${cosmos.outputs.accountId}'
     callerOboClientId: ordersApiClientId
+    callerOboMcpClientId: empty(mcpAppUniqueName) ? '' : mcpAppClientId
     callerWorkforceTokenScope: callerWorkforceTokenScope
     callerWorkforceAudience: callerWorkforceAudience
     callerWorkforceUserProject: callerWorkforceUserProject

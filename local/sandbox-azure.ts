@@ -64,7 +64,22 @@ export async function startAzureIdentity(
     ],
     consentedResources: [SANDBOX.workforce.appId],
   });
+  // MCP callers' tokens are for the MCP resource app (a different app in the sandbox): it makes their on-behalf-of
+  // request, with its own federated credential trusting the same managed identity and the same consent.
+  entra.oboClients.push({
+    appId: SANDBOX.mcp.appId,
+    identifierUris: [SANDBOX.mcp.resourceUrl, SANDBOX.mcp.appIdUri],
+    federatedCredentials: [
+      {
+        issuer: `https://login.microsoftonline.com/${SANDBOX.tenantId}/v2.0`,
+        subject: msi.objectId,
+        audiences: ['api://AzureADTokenExchange'],
+      },
+    ],
+    consentedResources: [SANDBOX.workforce.appId],
+  });
   b.env.CALLER_OBO_CLIENT_ID = SANDBOX.subjectAppId;
+  b.env.CALLER_OBO_MCP_CLIENT_ID = SANDBOX.mcp.appId;
   b.env.CALLER_WORKFORCE_TOKEN_SCOPE = `${SANDBOX.workforce.appIdUri}/.default`;
   return { entra, msi };
 }

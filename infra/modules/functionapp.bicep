@@ -53,6 +53,8 @@ param cosmosRbacIdentityClientIds string = ''
 param cosmosManagedAccounts string = ''
 @description('Caller identity mode (empty: off): client id of the app registration the subject tokens are for; it makes the on-behalf-of request with its federated credential trusting the broker identity (docs/deploy.md)')
 param callerOboClientId string = ''
+@description('Caller identity mode over MCP: client id of the MCP resource app registration when it is another app than callerOboClientId; it makes MCP callers\' on-behalf-of request (docs/mcp.md)')
+param callerOboMcpClientId string = ''
 @description('Caller identity mode: `{App ID URI}/.default` of the app registration the workforce pool provider trusts')
 param callerWorkforceTokenScope string = ''
 @description('Caller identity mode: //iam.googleapis.com/locations/global/workforcePools/POOL/providers/PROVIDER (terraform output workforce_audience)')
@@ -117,6 +119,7 @@ var saKeySettings = googleAuthMode == 'sa-key' ? [ { name: 'GOOGLE_SA_KEY_SECRET
 // --- caller identity mode (Cloud SQL grants with identity "caller"): set only when the operator turned it on ---
 var callerSettings = empty(callerWorkforceAudience) ? [] : [
   { name: 'CALLER_OBO_CLIENT_ID', value: callerOboClientId }
+  { name: 'CALLER_OBO_MCP_CLIENT_ID', value: callerOboMcpClientId }
   { name: 'CALLER_WORKFORCE_TOKEN_SCOPE', value: callerWorkforceTokenScope }
   { name: 'CALLER_WORKFORCE_AUDIENCE', value: callerWorkforceAudience }
   { name: 'CALLER_WORKFORCE_USER_PROJECT', value: callerWorkforceUserProject }

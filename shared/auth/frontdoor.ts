@@ -84,7 +84,8 @@ export async function validateMcpCaller(
   aud: McpAudience,
   cfg: CoreConfig = loadCore(),
 ): Promise<Principal> {
-  const p = await validatorFor(cfg).validate(token, aud.audiences);
+  // Kept beside the Principal for the caller identity mode's on-behalf-of exchange (its assertion is this token).
+  const p = rememberSubjectToken(await validatorFor(cfg).validate(token, aud.audiences), token!);
   if (p.version !== '2.0')
     throw new BrokerError('token_issuer_not_allowed', 'Only v2.0 access tokens for the MCP resource are accepted.');
   const azp = p.appId?.toLowerCase();

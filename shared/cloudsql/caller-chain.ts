@@ -13,7 +13,8 @@ import { fetchWithTimeout, retryAfterSeconds, upstreamStatusFailure } from '../u
 
 /**
  * The caller identity mode's keyless chain (docs/cloudsql.md, "Two identity modes"), per caller:
- * 1. Entra on-behalf-of: the broker's app registration (CALLER_OBO_CLIENT_ID) exchanges the caller's own validated
+ * 1. Entra on-behalf-of: the broker's app registration (CALLER_OBO_CLIENT_ID; for an MCP caller the MCP resource's app,
+ *    CALLER_OBO_MCP_CLIENT_ID, when that is another app: oboClientFor) exchanges the caller's own validated
  *    token for a token for the workforce pool provider's app (CALLER_WORKFORCE_TOKEN_SCOPE), authenticated by the
  *    managed identity's token for `api://AzureADTokenExchange` as its client assertion (a federated identity
  *    credential: no secret, no certificate);
@@ -52,6 +53,19 @@ function required<K extends keyof CallerConfig>(cfg: CallerConfig, key: K, name:
       detail: { setting: name },
     });
   return v;
+}
+
+/**
+ * The app registration that makes the on-behalf-of request: Entra requires the incoming token's `aud` to be that app
+ * (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow). A caller of the token and query
+ * endpoints presents a token for CALLER_OBO_CLIENT_ID; an MCP caller one for the MCP resource's app, which is
+ * CALLER_OBO_MCP_CLIENT_ID when that is a different app (docs/mcp.md, "Caller identity mode").
+ */
+function oboClientFor(subject: Principal, cfg: CallerConfig): string {
+  const aud = subject.audience.toLowerCase();
+  const names = (id: string) => aud === id.toLowerCase() || aud === `api://${id.toLowerCase()}`;
+  if (cfg.oboMcpClientId && names(cfg.oboMcpClientId)) return cfg.oboMcpClientId;
+  return required(cfg, 'oboClientId', 'CALLER_OBO_CLIENT_ID');
 }
 
 const refused = (reason: string, message: string, cause?: unknown) =>
@@ -156,7 +170,7 @@ export class CallerLogins {
   private async fetch(subject: Principal, cfg: CallerConfig, log?: Logger): Promise<Omit<CallerLogin, 'cached'>> {
     const assertion = subjectTokenOf(subject);
     if (!assertion) throw new BrokerError('internal', 'The caller token is not available for the on-behalf-of exchange.');
-    const clientId = required(cfg, 'oboClientId', 'CALLER_OBO_CLIENT_ID');
+    const clientId = oboClientFor(subject, cfg);
     const scope = required(cfg, 'workforceTokenScope', 'CALLER_WORKFORCE_TOKEN_SCOPE');
     const audience = required(cfg, 'workforceAudience', 'CALLER_WORKFORCE_AUDIENCE');
     const userProject = required(cfg, 'userProject', 'CALLER_WORKFORCE_USER_PROJECT');

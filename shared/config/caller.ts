@@ -30,6 +30,12 @@ export const callerConfig = defineSection('caller', {
     GUID,
     'a GUID (the app registration client id)',
   ),
+  oboMcpClientId: optionalMatching(
+    'CALLER_OBO_MCP_CLIENT_ID',
+    "Caller mode over MCP: client id of the MCP resource's app registration when it is not CALLER_OBO_CLIENT_ID; it makes the on-behalf-of request for MCP callers (Entra requires the assertion's audience to be the requesting app), with its own federated credential trusting the managed identity and the same consent",
+    GUID,
+    'a GUID (the MCP resource app registration client id)',
+  ),
   workforceTokenScope: optionalMatching(
     'CALLER_WORKFORCE_TOKEN_SCOPE',
     'Caller mode: the on-behalf-of `scope`: `{App ID URI or client id}/.default` of the app registration the workforce pool provider trusts (its OIDC client_id)',

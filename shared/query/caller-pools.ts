@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { Principal } from '../auth/principal';
 import { connectInfo, type InstanceConnectInfo } from '../cloudsql/connect-settings';
-import type { CallerLogins } from '../cloudsql/caller-chain';
+import type { CallerLogin, CallerLogins } from '../cloudsql/caller-chain';
 import { callerConfig, type CallerConfig } from '../config/caller';
 import { cloudSqlConfig } from '../config/cloudsql';
 import type { QueryConfig } from '../config/query';
@@ -25,6 +25,11 @@ import { classifyDbError } from './errors';
  * Connections are direct (plain PostgreSQL over TLS on the instance's port 5432, the token as the password, the
  * server certificate checked against the instance CA from connectSettings, read with the grant's adminServiceAccount):
  * the Cloud SQL connector would need the caller's token to call the SQL Admin API, which a login-only token cannot.
+ *
+ * A new caller's cold path overlaps what does not depend on the caller's token: the instance's connect settings (read
+ * with the grant's admin service account) and the first connection's TCP, TLS handshake and startup message (as the
+ * database user read ahead from the validated token's CALLER_DATABASE_USER_CLAIM) run while the OBO → STS chain does;
+ * only the password waits for the chain (bench/caller-mode.ts measures what is left).
  *
  * A login the instance refuses is retried once with a fresh token (it may have been revoked or expired early); a
  * second refusal is answered 403 `caller_identity_refused` naming what is missing: not a database user (users.get
@@ -50,8 +55,10 @@ export interface CallerPoolsDeps {
 
 interface Entry {
   readonly key: string;
-  readonly pool: Pool;
-  readonly databaseUser: string;
+  pool: Pool;
+  databaseUser: string;
+  /** The first connection, started while the chain ran (taken by the first checkout). */
+  pending?: Promise<PoolClient>;
   /** The caller's latest validated identity: what a new connection's login token is obtained for. */
   subject: Principal;
   lastUsed: number;
@@ -101,53 +108,114 @@ export class CallerPools {
     cfg: CallerConfig,
     log?: Logger,
   ): Promise<Entry> {
-    // The chain first: a caller Entra or Google refuses gets that answer before any pool exists.
-    const login = await this.deps.logins.login(subject, log);
-    const info = await (this.deps.connectInfo ?? connectInfo)(grant.connectionName, this.adminToken(grant), q.connectTimeoutMs);
-    const host = info.ipAddresses.find((i) => i.type === 'PRIMARY')?.ipAddress ?? info.ipAddresses[0]?.ipAddress ?? info.dnsName;
-    if (!host) throw new BrokerError('upstream_error', 'The Cloud SQL instance has no address to connect to.');
+    // The chain (Entra OBO → Google STS) and the instance's connect settings (read with the grant's admin service
+    // account, not the caller's token) run at once; the chain's refusal is answered first, and no pool outlives it.
+    const loginP = this.deps.logins.login(subject, log);
+    let info: InstanceConnectInfo;
+    try {
+      info = await (this.deps.connectInfo ?? connectInfo)(grant.connectionName, this.adminToken(grant), q.connectTimeoutMs);
+    } catch (e) {
+      await loginP;
+      throw e;
+    }
     const { Pool: PgPool } = await import('pg');
-    const entry: Entry = {
-      key,
-      databaseUser: login.databaseUser,
-      subject,
-      lastUsed: this.deps.now(),
-      pool: undefined as unknown as Pool,
+    const logins = this.deps.logins;
+    const entry: Entry = { key, subject, lastUsed: this.deps.now(), pool: undefined as unknown as Pool, databaseUser: '' };
+    const build = (user: string): Pool => {
+      const host =
+        info.ipAddresses.find((i) => i.type === 'PRIMARY')?.ipAddress ?? info.ipAddresses[0]?.ipAddress ?? info.dnsName;
+      if (!host) throw new BrokerError('upstream_error', 'The Cloud SQL instance has no address to connect to.');
+      const pool = new PgPool({
+        host,
+        port: DIRECT_PORT,
+        database: grant.database,
+        user,
+        // Every new connection: the caller's current login token (cached; refreshed before expiry), only for the user
+        // the chain names.
+        password: async function (this: { connection?: { stream?: { destroy(): void } } }) {
+          try {
+            const login = await logins.login(entry.subject);
+            if (login.databaseUser !== user) throw new BrokerError('internal', 'The caller login names another database user.');
+            return login.token;
+          } catch (e) {
+            // pg fails the connect with this error but leaves its socket open (it waits for the password): close it.
+            const stream = this.connection?.stream;
+            setImmediate(() => stream?.destroy());
+            throw e;
+          }
+        },
+        ssl: {
+          ca: info.serverCaCert,
+          // Legacy per-instance CA: the server certificate's CN is PROJECT:INSTANCE (as the connectors check).
+          checkServerIdentity: (_host, cert) =>
+            cert.subject?.CN === info.serverCertCommonName
+              ? undefined
+              : Object.assign(new Error('The instance certificate does not name the instance.'), {
+                  code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+                }),
+        },
+        max: cfg.poolMax,
+        idleTimeoutMillis: Math.min(cfg.idleSeconds, q.idleSeconds) * 1000,
+        maxLifetimeSeconds: q.maxLifetimeSeconds,
+        connectionTimeoutMillis: q.connectTimeoutMs,
+        allowExitOnIdle: true,
+        application_name: 'token-broker-query',
+      });
+      pool.on('error', (e) => this.deps.log.warn('idle caller connection closed', { cause: e, target: grant.connectionName }));
+      return pool;
     };
-    const pool = new PgPool({
-      host,
-      port: DIRECT_PORT,
-      database: grant.database,
-      user: login.databaseUser,
-      // Every new connection: the caller's current login token (cached; refreshed before expiry).
-      password: async () => (await this.deps.logins.login(entry.subject)).token,
-      ssl: {
-        ca: info.serverCaCert,
-        // Legacy per-instance CA: the server certificate's CN is PROJECT:INSTANCE (as the connectors check).
-        checkServerIdentity: (_host, cert) =>
-          cert.subject?.CN === info.serverCertCommonName
-            ? undefined
-            : Object.assign(new Error('The instance certificate does not name the instance.'), {
-                code: 'ERR_TLS_CERT_ALTNAME_INVALID',
-              }),
-      },
-      max: cfg.poolMax,
-      idleTimeoutMillis: Math.min(cfg.idleSeconds, q.idleSeconds) * 1000,
-      maxLifetimeSeconds: q.maxLifetimeSeconds,
-      connectionTimeoutMillis: q.connectTimeoutMs,
-      allowExitOnIdle: true,
-      application_name: 'token-broker-query',
-    });
-    pool.on('error', (e) => this.deps.log.warn('idle caller connection closed', { cause: e, target: grant.connectionName }));
-    (entry as { pool: Pool }).pool = pool;
+    // The database user the chain will name, read ahead from the caller's validated token (the on-behalf-of token
+    // carries the same per-user claim, e.g. `oid`): the first connection's TCP, TLS handshake and startup message
+    // overlap the chain, and its password waits for the chain's token. A different name from the chain: that
+    // connection is dropped and the pool rebuilt for the chain's user.
+    const predicted = subject.claims?.[cfg.databaseUserClaim];
+    const started = performance.now();
+    let pool: Pool | undefined;
+    if (predicted && predicted.length <= 63) {
+      pool = build(predicted);
+      entry.pending = pool.connect();
+      entry.pending.catch(() => undefined);
+    }
+    let login: CallerLogin;
+    try {
+      login = await loginP;
+    } catch (e) {
+      if (pool) this.discard(pool, entry.pending);
+      throw e;
+    }
+    if (pool && login.databaseUser !== predicted) {
+      this.discard(pool, entry.pending);
+      entry.pending = undefined;
+      pool = undefined;
+    } else if (entry.pending && performance.now() - started > q.connectTimeoutMs / 2) {
+      // A slow chain used up much of the pre-started connection's own connect timeout: the first checkout opens a
+      // fresh one with the whole timeout instead.
+      this.discard(pool!, entry.pending);
+      entry.pending = undefined;
+      pool = build(login.databaseUser);
+    }
+    entry.pool = pool ?? build(login.databaseUser);
+    entry.databaseUser = login.databaseUser;
     this.stats.created++;
     return entry;
+  }
+
+  /** Close a pool (its pre-started connection, when not taken, released first). */
+  private discard(pool: Pool, pending: Promise<PoolClient> | undefined): void {
+    void (async () => {
+      await pending?.then(
+        (c) => c.release(true),
+        () => undefined,
+      );
+      await pool.end();
+    })().catch(() => undefined);
   }
 
   private close(e: Entry): void {
     if (this.entries.get(e.key) === e) this.entries.delete(e.key);
     this.stats.closed++;
-    void e.pool.end().catch(() => undefined);
+    this.discard(e.pool, e.pending);
+    e.pending = undefined;
   }
 
   /** Close pools unused for the idle time, then the least recently used beyond the cap. */
@@ -182,7 +250,8 @@ export class CallerPools {
   async connect(grant: CloudSqlCallerGrant, subject: Principal, q: QueryConfig, log?: Logger): Promise<PoolClient> {
     for (let attempt = 1; ; attempt++) {
       const e = await this.entry(grant, subject, q, log);
-      const checkout = e.pool.connect();
+      const checkout = e.pending ?? e.pool.connect();
+      e.pending = undefined;
       try {
         const client = await phaseDeadline(checkout, q.connectTimeoutMs + 1000, 'connect');
         if (!guarded.has(client)) {
@@ -250,6 +319,16 @@ export class CallerPools {
   async closeAll(): Promise<void> {
     const all = [...this.entries.values()];
     this.entries.clear();
-    await Promise.all(all.map((e) => e.pool.end().catch(() => undefined)));
+    await Promise.all(
+      all.map(async (e) => {
+        // A pre-started connection no checkout took would keep pool.end() waiting for its release.
+        await e.pending?.then(
+          (c) => c.release(true),
+          () => undefined,
+        );
+        e.pending = undefined;
+        await e.pool.end().catch(() => undefined);
+      }),
+    );
   }
 }

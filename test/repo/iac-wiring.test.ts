@@ -28,7 +28,7 @@ function bicepFile(src: string): BicepFile {
 /** `module sym 'path' = { ... params: { k: v, ... } }` blocks of main.bicep, with the keys of their params. */
 function modules(src: string): { symbol: string; path: string; keys: string[] }[] {
   const found: { symbol: string; path: string; keys: string[] }[] = [];
-  for (const m of src.matchAll(/^module (\w+) '([^']+)' = \{\n([\s\S]*?)\n\}/gm)) {
+  for (const m of src.matchAll(/^module (\w+) '([^']+)' = (?:if \(.*\) )?\{\n([\s\S]*?)\n\}/gm)) {
     const body = m[3]!;
     const inline = /^ {2}params: \{ (.*) \}$/m.exec(body);
     let keys: string[];
@@ -48,6 +48,7 @@ const mods = modules(main);
 test('main.bicep: every module exists, gets only parameters it declares and every one it requires', () => {
   expect(mods.map((m) => m.symbol).sort()).toEqual([
     'apim',
+    'callerObo',
     'cosmos',
     'functionApp',
     'identities',
@@ -102,6 +103,33 @@ test('azd: main.parameters.json names only Bicep parameters, and sets every requ
   for (const o of ['AZURE_TENANT_ID', 'BROKER_IDENTITY_PRINCIPAL_ID', 'APIM_GATEWAY_URL', 'APIM_IDENTITY_PRINCIPAL_ID'])
     expect(outputs.has(o)).toBe(true);
   expect(text(join(root, 'azure.yaml'))).toMatch(/host: function/);
+});
+
+test('caller identity mode: the OBO apps trust the broker identity by a FIC (Microsoft Graph Bicep), only when turned on', () => {
+  const obo = text(join(infra, 'modules', 'caller-obo.bicep'));
+  const config = JSON.parse(text(join(infra, 'bicepconfig.json'))) as { extensions: Record<string, string> };
+  expect(obo).toMatch(/^extension microsoftGraphV1$/m);
+  expect(config.extensions.microsoftGraphV1).toMatch(
+    /^br:mcr\.microsoft\.com\/bicep\/extensions\/microsoftgraph\/v1\.0:\d+\.\d+\.\d+$/,
+  );
+  const fics = [
+    ...obo.matchAll(
+      /^resource (\w+) 'Microsoft\.Graph\/applications\/federatedIdentityCredentials@v1\.0' = [^\n]*\{\n([\s\S]*?)\n\}/gm,
+    ),
+  ];
+  expect(fics.map((f) => f[1])).toEqual(['oboFic', 'mcpFic']);
+  for (const [, , body] of fics) {
+    // name = PARENT_UNIQUE_NAME/FIC_NAME; subject = the managed identity's principal (object) id; Entra's one audience.
+    expect(body).toMatch(/^ {2}name: '\$\{\w+\.uniqueName\}\/[\w-]+'$/m);
+    expect(body).toMatch(/^ {2}subject: brokerPrincipalId$/m);
+    expect(body).toMatch(/^ {2}issuer: issuer$/m);
+    expect(body).toMatch(/^ {2}audiences: audiences$/m);
+  }
+  expect(obo).toContain("var issuer = '${environment().authentication.loginEndpoint}${tenantId}/v2.0'");
+  expect(obo).toContain("var audiences = [ 'api://AzureADTokenExchange' ]");
+  expect(main).toMatch(/^module callerObo 'modules\/caller-obo\.bicep' = if \(callerOboFederatedCredentials\) \{$/m);
+  expect(main).toMatch(/^param callerOboFederatedCredentials bool = false$/m);
+  expect(main).toContain('brokerPrincipalId: identities.outputs.brokerPrincipalId');
 });
 
 test("Application Insights refuses key-based ingestion only if the broker's exporter has an Entra credential", () => {

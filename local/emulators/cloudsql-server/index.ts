@@ -64,8 +64,11 @@ export interface CloudSqlServer {
   readonly port: number;
   /** Port of the direct (password) listener, when started. */
   readonly directPort?: number;
-  /** Logins admitted / refused (by reason), for tests. */
-  readonly stats: { admitted: number; refused: Record<string, number> };
+  /**
+   * Logins admitted / refused (by reason), for tests; `directLoginMs`: the last admitted direct logins' own time, from
+   * the password message to AuthenticationOk (token check, the backend's login), for bench/caller-mode.ts.
+   */
+  readonly stats: { admitted: number; refused: Record<string, number>; directLoginMs: number[] };
   /** Take the instance down (connections refused, open sessions cut) or bring it back. */
   setDown(down: boolean): Promise<void>;
   /** Failover / maintenance restart: every open session is cut at once (new ones are accepted). */
@@ -92,7 +95,7 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   const [project, , instance] = opts.connectionName.split(':');
   const serverCert = opts.ca.issueServer({ commonName: `${project}:${instance}`, ips: [opts.host] });
   const sockets = new Set<Socket>();
-  const stats = { admitted: 0, refused: {} as Record<string, number> };
+  const stats = { admitted: 0, refused: {} as Record<string, number>, directLoginMs: [] as number[] };
   const refuse = (client: Socket, reason: string, code: string, text: string) => {
     stats.refused[reason] = (stats.refused[reason] ?? 0) + 1;
     client.end(errorResponse(code, text));
@@ -161,7 +164,13 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   };
 
   /** An IAM user the instance admitted: the emulator logs in to PostgreSQL on its behalf, then relays the session. */
-  const admitIam = async (client: Socket, startup: Buffer, reader: WireReader, user: string): Promise<void> => {
+  const admitIam = async (
+    client: Socket,
+    startup: Buffer,
+    reader: WireReader,
+    user: string,
+    passwordAt?: number,
+  ): Promise<void> => {
     let up: Socket;
     try {
       up = await connectUpstream();
@@ -180,6 +189,10 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
       return;
     }
     stats.admitted++;
+    if (passwordAt !== undefined) {
+      stats.directLoginMs.push(performance.now() - passwordAt);
+      if (stats.directLoginMs.length > 1000) stats.directLoginMs.shift();
+    }
     client.write(AUTH_OK);
     relay(client, up, reader.release(), upReader.release());
   };
@@ -240,11 +253,12 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
     }
     client.write(message('R', Buffer.from([0, 0, 0, 3]))); // AuthenticationCleartextPassword (over TLS)
     const pw = await reader.typed();
+    const passwordAt = performance.now();
     if (pw.type !== 'p') return refuse(client, 'protocol', '08P01', 'expected a password message');
     const token = pw.payload.subarray(0, Math.max(0, pw.payload.length - 1)).toString('utf8');
     const refusal = opts.direct!.verifyLoginToken(user, token);
     if (refusal) return refuse(client, 'token_refused', refusal.code, refusal.message);
-    return admitIam(client, startup, reader, user);
+    return admitIam(client, startup, reader, user, passwordAt);
   };
   const onDirect = async (raw: Socket): Promise<void> => {
     const reader = new WireReader(raw);
@@ -294,6 +308,8 @@ export async function startCloudSqlServer(opts: CloudSqlServerOptions): Promise<
   const listenDirect = async () => {
     if (!opts.direct) return;
     const s = createNetServer((raw) => {
+      // As relay() does for connector sessions: the TLS layer over this socket cannot turn Nagle's algorithm off.
+      raw.setNoDelay(true);
       sockets.add(raw);
       raw.on('close', () => sockets.delete(raw));
       raw.on('error', () => raw.destroy());
