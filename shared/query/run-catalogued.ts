@@ -235,7 +235,10 @@ function controlled(r: QueryResult, q: CatalogQuery, cfg: QueryConfig, exemption
 
 const stableComments = new Map<string, string>();
 
-/** The comment of a query, rule and agent (the same for every request of them: built once, bounded). */
+/**
+ * The comment of a query, rule and agent (the same for every request of them: built once, bounded). Query names and
+ * rule ids hold no newline (catalog and policy schemas), so the key names one triple.
+ */
 function stableComment(query: string, rule: string, agent: string | undefined): string {
   const key = `${query}\n${rule}\n${agent ?? ''}`;
   let c = stableComments.get(key);
