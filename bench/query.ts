@@ -22,13 +22,14 @@ export interface QueryServerInfo {
  * on a pg pool of the same size. bench/run.ts drives the load from its own process over IPC and asks for this
  * process's CPU and PostgreSQL's (its backends' CPU from /proc) before and after each phase.
  */
-const SQL =
+export const BASELINE_SQL =
   "SELECT status, count(*) AS orders FROM orders WHERE placed_at >= COALESCE($1::date, DATE '1970-01-01') GROUP BY status ORDER BY status";
 
-async function baselineServer(
+/** The hand-built endpoint's pool: the connector with the user's own login token, a pg pool of `poolMax`. */
+export async function baselinePool(
   poolMax: number,
   adminEndpoint: string | undefined,
-): Promise<{ url: string; close: () => Promise<void> }> {
+): Promise<{ pool: import('pg').Pool; close: () => Promise<void> }> {
   const [{ Connector, AuthTypes, IpAddressTypes }, { OAuth2Client }, { Pool }] = await Promise.all([
     import('@google-cloud/cloud-sql-connector'),
     import('google-auth-library'),
@@ -54,10 +55,24 @@ async function baselineServer(
     database: SANDBOX.google.database,
     max: poolMax,
   });
+  return {
+    pool,
+    close: async () => {
+      await pool.end();
+      connector.close();
+    },
+  };
+}
+
+async function baselineServer(
+  poolMax: number,
+  adminEndpoint: string | undefined,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const { pool, close } = await baselinePool(poolMax, adminEndpoint);
   const server: Server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      pool.query(SQL, [null]).then(
+      pool.query(BASELINE_SQL, [null]).then(
         (r) => {
           res.writeHead(200, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ rows: r.rows }));
@@ -76,8 +91,7 @@ async function baselineServer(
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
-      await pool.end();
-      connector.close();
+      await close();
     },
   };
 }
@@ -123,7 +137,8 @@ async function main(): Promise<void> {
   process.exit(0); // the connector's refresh timers must not keep the process (and the bench) waiting
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`query bench failed: ${(e as Error).stack}\n`);
-  process.send?.({ skipped: `failed: ${(e as Error).message}` }, () => process.exit(0));
-});
+if (require.main === module)
+  main().catch((e: unknown) => {
+    process.stderr.write(`query bench failed: ${(e as Error).stack}\n`);
+    process.send?.({ skipped: `failed: ${(e as Error).message}` }, () => process.exit(0));
+  });

@@ -14,6 +14,8 @@ const observed = new Map<string, DbObservation>();
 const MAX_TRACKED = 256;
 
 export function observeDb(key: string, ok: boolean, reason?: string): void {
+  // A success after a success changes nothing health reads (`at` is only reported for failures): no re-insert.
+  if (ok && observed.get(key)?.ok === true) return;
   observed.delete(key);
   observed.set(key, ok ? { ok, at: Date.now() } : { ok, reason, at: Date.now() });
   if (observed.size > MAX_TRACKED) observed.delete(observed.keys().next().value as string);

@@ -61,6 +61,13 @@ async function queryEndpoint(req: HttpRequest, scope: RequestScope): Promise<Htt
           action: 'query',
         })
       : await validateSubject(subjectToken, core);
-  const result = await runCataloguedQuery({ name, subject, client, args: () => readJsonObject(req), scope });
+  const result = await runCataloguedQuery({
+    name,
+    subject,
+    client,
+    args: () => readJsonObject(req),
+    scope,
+    requestAudit: scope.requestAudit,
+  });
   return jsonResponse(200, result, scope);
 }

@@ -69,6 +69,9 @@ const guarded = new WeakSet<PoolClient>();
 
 /** A connection from the pool within `ms`; one that arrives after the deadline goes straight back, unusable. */
 async function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
+  // An idle connection and nobody waiting: pg-pool hands it over on the next tick, no I/O and no wait to bound (should
+  // another checkout take it first, pg-pool's own connectionTimeoutMillis still bounds the wait in its queue).
+  if (pool.idleCount > 0 && pool.waitingCount === 0) return pool.connect();
   const checkout = pool.connect();
   try {
     return await phaseDeadline(checkout, ms, 'connect');
@@ -201,7 +204,9 @@ class PoolRegistry {
     const key = keyOf(t);
     for (let attempt = 1; ; attempt++) {
       try {
-        const entry = await this.pool(t);
+        const hit = this.entries.get(key);
+        if (hit) hit.lastUsed = Date.now();
+        const entry = hit ?? (await this.pool(t));
         // pg's connectionTimeoutMillis bounds the connect itself; this also bounds the wait for a pool slot held by
         // connections that stopped answering (a grace over it so pg's own error wins when it fires).
         const client = await checkoutWithin(entry.pool, this.cfg.connectTimeoutMs + 1000);

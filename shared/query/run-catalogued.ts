@@ -101,6 +101,11 @@ export interface QueryCall {
    * transaction-local `broker.agent_app_id` and the SQL comment. An Entra agent identity token counts as one anyway.
    */
   readonly viaAgent?: boolean;
+  /**
+   * Where the audit event goes: the HTTP endpoint passes its wrapper's request line (`RequestScope.requestAudit`: one
+   * line per request, as the token endpoint); without it the event is a line of its own.
+   */
+  readonly requestAudit?: (event: AuditEvent) => void;
 }
 
 /** A catalogued query and the grants that let this caller run it, as one database identity. */
@@ -156,8 +161,9 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
   const { scope, subject, client } = call;
   const action = call.action ?? 'query';
   const target = `query://${call.name}`;
+  const writeAudit = call.requestAudit ?? ((event: AuditEvent) => audit(scope.log, event));
   const deny = (reason: string, ruleId?: string, extra?: AuditEvent['extra']) =>
-    audit(scope.log, { decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
+    writeAudit({ decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
   const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
   const { grant, ruleId, maskExemptions } = await authorize(call, query, cfg);
@@ -182,10 +188,10 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     result = controlled(await execute(call, query, cfg, grant, ruleId, values), query, cfg, maskExemptions);
   } catch (e) {
     const err = toBrokerError(e);
-    deny(err.code, ruleId, { ...queryAudit, durationMs: elapsed() });
+    deny(err.code, ruleId, { ...queryAudit, dbDurationMs: elapsed() });
     throw err;
   }
-  audit(scope.log, {
+  writeAudit({
     decision: 'grant',
     action,
     subject,
@@ -200,7 +206,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
       truncated: result.truncated,
       ...(result.notice ? { truncatedBy: result.notice.limit } : {}),
       ...(result.masked?.length ? { masked: result.masked } : {}),
-      durationMs: elapsed(),
+      dbDurationMs: elapsed(),
       traceId: scope.trace?.traceId,
     },
   });
@@ -225,6 +231,22 @@ function controlled(r: QueryResult, q: CatalogQuery, cfg: QueryConfig, exemption
     ...(notice ? { notice } : {}),
     ...(masked.length ? { masked } : {}),
   };
+}
+
+const stableComments = new Map<string, string>();
+
+/**
+ * The comment of a query, rule and agent (the same for every request of them: built once, bounded). Query names and
+ * rule ids hold no newline (catalog and policy schemas), so the key names one triple.
+ */
+function stableComment(query: string, rule: string, agent: string | undefined): string {
+  const key = `${query}\n${rule}\n${agent ?? ''}`;
+  let c = stableComments.get(key);
+  if (c === undefined) {
+    if (stableComments.size >= 1024) stableComments.clear();
+    stableComments.set(key, (c = sqlComment({ app: SQL_COMMENT_APP, query, rule, agent })));
+  }
+  return c;
 }
 
 /** One read-only round trip on a pooled connection of the grant's identity, the caller carried into the session. */
@@ -260,13 +282,9 @@ async function execute(
   // comment too (Query Insights trace linking), at the price of a parse and plan of every statement.
   const traceparent = cfg.commentTraceparent ? scope.trace?.traceparent : undefined;
   const withTrace = traceparent !== undefined;
-  const comment = sqlComment({
-    app: SQL_COMMENT_APP,
-    query: query.name,
-    rule: ruleId,
-    agent,
-    ...(traceparent !== undefined ? { traceparent } : {}),
-  });
+  const comment = withTrace
+    ? sqlComment({ app: SQL_COMMENT_APP, query: query.name, rule: ruleId, agent, traceparent })
+    : stableComment(query.name, ruleId, agent);
   if (grant.identity === 'caller') {
     // The caller's own login, on a pool of their own (shared/query/caller-pools.ts): PostgreSQL's current_user is the person.
     return executeAsCaller(call, query, cfg, grant, values, session, comment, !withTrace);

@@ -52,11 +52,17 @@ export function applicationNameFor(queryName: string, correlationId: string): st
   return `token-broker/${queryName}/${correlationId}`.replace(/[^\x20-\x7e]/g, '?').slice(0, 63);
 }
 
-/** The two statements and the bind values of the preamble (exported for tests and docs). */
-export function preamble(id: SessionIdentity, comment: string): { begin: string; settings: string; values: string[] } {
-  const names = ['statement_timeout', 'application_name', ...SESSION_SETTINGS];
-  const settings = `SELECT ${names.map((n, i) => `set_config('${n}', $${i + 1}, true)`).join(', ')}${comment ? ` ${comment}` : ''}`;
-  const values = [
+const SETTING_NAMES = ['statement_timeout', 'application_name', ...SESSION_SETTINGS];
+const SETTINGS_SQL = `SELECT ${SETTING_NAMES.map((n, i) => `set_config('${n}', $${i + 1}, true)`).join(', ')}`;
+
+/** The preamble's two statement texts: the same for every request with this comment. */
+export function preambleTexts(comment: string): { begin: string; settings: string } {
+  return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings: `${SETTINGS_SQL}${comment ? ` ${comment}` : ''}` };
+}
+
+/** The settings' bind values, in SETTING_NAMES order. */
+export function preambleValues(id: SessionIdentity): string[] {
+  return [
     String(Math.trunc(id.statementTimeoutMs)),
     id.applicationName,
     id.callerOid,
@@ -70,5 +76,9 @@ export function preamble(id: SessionIdentity, comment: string): { begin: string;
     id.agentAppId ?? '',
     id.traceparent ?? '',
   ];
-  return { begin: `BEGIN READ ONLY${comment ? ` ${comment}` : ''}`, settings, values };
+}
+
+/** The two statements and the bind values of the preamble (exported for tests and docs). */
+export function preamble(id: SessionIdentity, comment: string): { begin: string; settings: string; values: string[] } {
+  return { ...preambleTexts(comment), values: preambleValues(id) };
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { PoolClient } from 'pg';
 import { DeadlineExceeded } from './deadline';
-import { preamble, type SessionIdentity } from './session-identity';
+import { preambleTexts, preambleValues, type SessionIdentity } from './session-identity';
 import { withComment } from './sql-comment';
 
 /**
@@ -23,7 +23,9 @@ import { withComment } from './sql-comment';
  *
  * Deadlines are per phase, as if the phases were separate round trips: `preamble` until the identity settings have
  * completed, then `query` until the query has, then `rollback`. A server that stops answering in a phase fails with
- * DeadlineExceeded of that phase (the caller destroys the connection).
+ * DeadlineExceeded of that phase (the caller destroys the connection). PostgreSQL sends nothing of the pipeline before
+ * its Sync, so the preamble's completion is rarely seen before the query's: until a first answer, the larger of the
+ * preamble's and the query's deadlines applies (never cutting a query that is within its own).
  */
 
 export interface ReadOnlyResult {
@@ -74,14 +76,55 @@ function statementName(text: string): string {
   return `tb_${createHash('sha256').update(text).digest('hex').slice(0, 40)}`;
 }
 
-const names = new Map<string, string>();
-function nameOf(text: string): string {
-  let n = names.get(text);
-  if (n === undefined) {
-    if (names.size >= 4096) names.clear();
-    names.set(text, (n = statementName(text)));
+/** A statement text and its prepared statement's name. */
+interface Text {
+  readonly text: string;
+  readonly name: string;
+}
+
+function textOf(text: string): Text {
+  return { text, name: statementName(text) };
+}
+
+/**
+ * The texts of a comment's transaction (BEGIN, the settings, ROLLBACK, and each catalogued query with the comment),
+ * built and named once: the comment is stable per query and rule, so a request looks its statements up instead of
+ * building, commenting and hashing four texts. Bounded: a comment per (query, rule, agent) in normal use; one per
+ * request only with the traceparent in the comment, which runs unnamed and is never cached.
+ */
+interface Texts {
+  readonly begin: Text;
+  readonly settings: Text;
+  readonly rollback: Text;
+  readonly queries: Map<string, Text>;
+}
+
+const MAX_CACHED = 1024;
+const textsByComment = new Map<string, Texts>();
+
+function textsOf(comment: string): Texts {
+  let t = textsByComment.get(comment);
+  if (t === undefined) {
+    if (textsByComment.size >= MAX_CACHED) textsByComment.clear();
+    const pre = preambleTexts(comment);
+    t = {
+      begin: textOf(pre.begin),
+      settings: textOf(pre.settings),
+      rollback: textOf(withComment('ROLLBACK', comment)),
+      queries: new Map(),
+    };
+    textsByComment.set(comment, t);
   }
-  return n;
+  return t;
+}
+
+function queryTextOf(texts: Texts, sql: string, comment: string): Text {
+  let q = texts.queries.get(sql);
+  if (q === undefined) {
+    if (texts.queries.size >= MAX_CACHED) texts.queries.clear();
+    texts.queries.set(sql, (q = textOf(withComment(sql, comment))));
+  }
+  return q;
 }
 
 interface Statement {
@@ -179,36 +222,57 @@ class ReadOnlyTransaction {
 
 /** Run the catalogued query read-only as the caller, in one round trip, within per-phase deadlines. */
 export function runReadOnly(client: PoolClient, req: ReadOnlyRequest): Promise<ReadOnlyResult> {
-  const pre = preamble(req.identity, req.comment);
-  const named = (text: string) => (req.prepared === false ? undefined : nameOf(text));
-  const query = withComment(req.sql, req.comment);
-  const rollback = withComment('ROLLBACK', req.comment);
-  const statements: Statement[] = [
-    { text: pre.begin, values: [], name: named(pre.begin) },
-    { text: pre.settings, values: pre.values, name: named(pre.settings) },
-    { text: query, values: req.values, describe: true, rows: req.maxRows, name: named(query) },
-    { text: rollback, values: [], name: named(rollback) },
-  ];
+  const values = preambleValues(req.identity);
+  let statements: Statement[];
+  if (req.prepared === false) {
+    // A text unique to this request (the traceparent in the comment): unnamed, parsed every time, not cached.
+    const pre = preambleTexts(req.comment);
+    statements = [
+      { text: pre.begin, values: [] },
+      { text: pre.settings, values },
+      { text: withComment(req.sql, req.comment), values: req.values, describe: true, rows: req.maxRows },
+      { text: withComment('ROLLBACK', req.comment), values: [] },
+    ];
+  } else {
+    const t = textsOf(req.comment);
+    const q = queryTextOf(t, req.sql, req.comment);
+    statements = [
+      { text: t.begin.text, name: t.begin.name, values: [] },
+      { text: t.settings.text, name: t.settings.name, values },
+      { text: q.text, name: q.name, values: req.values, describe: true, rows: req.maxRows },
+      { text: t.rollback.text, name: t.rollback.name, values: [] },
+    ];
+  }
   return new Promise<ReadOnlyResult>((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
-    let phase: Phase | undefined;
-    const arm = (next: Phase) => {
+    // One timer for the whole pipeline. PostgreSQL flushes its output at Sync (or a full buffer), so the preamble's
+    // completion normally arrives together with the query's: until the first answer, the pipeline has the larger of
+    // the two allowances (a query longer than the preamble's deadline is not cut; an expiry with nothing answered is
+    // the preamble's: the server stopped answering). A phase that is seen to start gets its own allowance from then;
+    // a timer that fires before the current phase's deadline re-arms for the rest.
+    let phase: Phase = 'preamble';
+    let allowed = Math.max(req.deadlines.preamble, req.deadlines.query);
+    let due = performance.now() + allowed;
+    const expire = () => {
+      const left = due - performance.now();
+      if (left > 0) {
+        timer = setTimeout(expire, left);
+        return;
+      }
+      tx.callback = undefined; // a late answer after the deadline is dropped; the caller destroys the connection
+      reject(new DeadlineExceeded(phase, allowed));
+    };
+    let timer = setTimeout(expire, allowed);
+    const tx = new ReadOnlyTransaction(statements, (next) => {
       if (next === phase) return;
       phase = next;
-      clearTimeout(timer);
-      const ms = req.deadlines[next];
-      timer = setTimeout(() => {
-        tx.callback = undefined; // a late answer after the deadline is dropped; the caller destroys the connection
-        reject(new DeadlineExceeded(next, ms));
-      }, ms);
-    };
-    const tx = new ReadOnlyTransaction(statements, arm);
+      allowed = req.deadlines[next];
+      due = performance.now() + allowed;
+    });
     tx.callback = (err, result) => {
       clearTimeout(timer);
       if (err) reject(err);
       else resolve(result!);
     };
-    arm('preamble');
     (client as unknown as { query(s: ReadOnlyTransaction): unknown }).query(tx);
   });
 }

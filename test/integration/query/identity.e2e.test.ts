@@ -355,6 +355,50 @@ describe('per-transaction identity', () => {
   });
 });
 
+describe('per-phase deadlines of the one round trip', () => {
+  test('until a first answer the pipeline has the larger of the preamble’s and the query’s deadlines', async () => {
+    const c = new Client({
+      ...sb.postgres!.admin('orders'),
+      user: 'orders-reader@sandbox-project.iam',
+      password: sb.postgres!.iamPassword,
+    });
+    await c.connect();
+    try {
+      const id: SessionIdentity = {
+        callerOid: 'oid-a',
+        callerTid: 'tid-a',
+        ruleId: 'rule-a',
+        correlationId: 'cid-a',
+        applicationName: 'app-name-a',
+        statementTimeoutMs: 5000,
+      };
+      const sleep = (seconds: number, deadlines: { preamble: number; query: number; rollback: number }) =>
+        runReadOnly(c as never, {
+          identity: id,
+          comment: '',
+          sql: 'SELECT pg_sleep($1) AS slept',
+          values: [String(seconds)],
+          maxRows: 1,
+          deadlines,
+        });
+      // PostgreSQL answers the whole pipeline at its Sync: the preamble's completion is not seen before the query's.
+      // A query within its own deadline but past the preamble's is not cut (it was, before: a catalogued timeoutMs
+      // above QUERY_CONNECT_TIMEOUT_MS answered 503).
+      expect((await sleep(0.6, { preamble: 200, query: 3000, rollback: 3000 })).rows).toEqual([['']]);
+      // Past both: nothing answered, so the server stopped answering (the preamble's phase: 503 database_unresponsive).
+      const t0 = performance.now();
+      await expect(sleep(3, { preamble: 200, query: 300, rollback: 3000 })).rejects.toMatchObject({
+        name: 'DeadlineExceeded',
+        phase: 'preamble',
+        ms: 300,
+      });
+      expect(performance.now() - t0).toBeLessThan(2500);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  });
+});
+
 describe('prepared statements', () => {
   test('each statement is parsed once per connection and then only bound and executed; an error leaves none half-known', async () => {
     const c = new Client({
@@ -550,7 +594,12 @@ describe('correlation into the database', () => {
       identityParameters: ['callerOid'],
       rows: 1,
     });
-    expect(typeof ev.durationMs).toBe('number');
+    // One line per request: the audit event is on the wrapper's request line (its durationMs is the request's),
+    // with the database step's own time beside it.
+    expect(ev.msg).toBe('request');
+    expect(logs.records.filter((l) => l.correlationId === 'corr-audit-0001')).toHaveLength(1);
+    expect([typeof ev.durationMs, typeof ev.dbDurationMs]).toEqual(['number', 'number']);
+    expect(ev.dbDurationMs as number).toBeLessThanOrEqual(ev.durationMs as number);
     expect(JSON.stringify(ev)).not.toContain('shipped');
   });
 });
