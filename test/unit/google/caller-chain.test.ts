@@ -99,6 +99,27 @@ test('OBO with the managed identity assertion, then STS at the workforce provide
   });
 });
 
+test("an MCP caller's on-behalf-of request is made by the MCP resource app its token is for (CALLER_OBO_MCP_CLIENT_ID)", async () => {
+  const MCP = '3c900000-0000-4000-8000-0000000003c9';
+  process.env.CALLER_OBO_MCP_CLIENT_ID = MCP;
+  const mcpCaller = (audience: string) => rememberSubjectToken({ ...subject(), version: '2.0', audience }, 'mcp-token');
+  await logins().login(mcpCaller(MCP));
+  expect(calls[0]!.body.get('client_id')).toBe(MCP);
+  expect(calls[0]!.body.get('assertion')).toBe('mcp-token');
+  calls = [];
+  await logins().login(mcpCaller(`api://${MCP.toUpperCase()}`));
+  expect(calls[0]!.body.get('client_id')).toBe(MCP);
+  // Any other audience (the API's token, v1 App ID URI or not): CALLER_OBO_CLIENT_ID, as before.
+  calls = [];
+  await logins().login(subject());
+  expect(calls[0]!.body.get('client_id')).toBe(ENV.CALLER_OBO_CLIENT_ID);
+  // Unset: an MCP caller's token goes to CALLER_OBO_CLIENT_ID (the one-app set-up; Entra refuses another audience).
+  delete process.env.CALLER_OBO_MCP_CLIENT_ID;
+  calls = [];
+  await logins().login(mcpCaller(MCP));
+  expect(calls[0]!.body.get('client_id')).toBe(ENV.CALLER_OBO_CLIENT_ID);
+});
+
 test('concurrent logins of one caller share one chain; a cached login is refreshed in the background before expiry', async () => {
   const c = logins();
   const all = await Promise.all(Array.from({ length: 20 }, () => c.login(subject())));

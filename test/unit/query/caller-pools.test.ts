@@ -106,3 +106,51 @@ test('concurrent first uses by one caller share one creation and one login chain
   expect(logins).toBe(1);
   await p.closeAll();
 });
+
+describe('the first connection overlaps the chain (the user read ahead from the validated token)', () => {
+  // Nothing listens on this address's port 5432: a started connection fails at once (ECONNREFUSED), never reaching a
+  // database; what is checked is which user each pool is built for and whether a connection was started early.
+  const nowhere = async () => ({ ...(await connectInfo()), ipAddresses: [{ type: 'PRIMARY', ipAddress: '127.0.0.254' }] });
+  const withChain = (login: (p: Principal) => Promise<{ databaseUser: string }>) =>
+    new CallerPools({
+      logins: {
+        login: async (p: Principal) => ({ token: 't', expiresAtMs: now + 3_600_000, cached: false, ...(await login(p)) }),
+        forget: () => undefined,
+      } as unknown as CallerLogins,
+      google: {} as GoogleTokens,
+      log: createLogger({}, { sink: () => undefined }),
+      now: () => now,
+      settingsRecheckMs: 0,
+      connectInfo: nowhere,
+    });
+  type Built = { pool: { options: { user: string } }; pending?: Promise<unknown>; databaseUser: string };
+  const claimed = (oid: string): Principal => ({ ...who(1), objectId: oid, claims: { oid } });
+
+  test('the chain names the user the token named: the pool is for it and its first connection was started early', async () => {
+    const p = withChain(async (s) => ({ databaseUser: s.objectId }));
+    const e = (await entry(p, claimed('0b5e0000-0000-4000-8000-000000000001'))) as Built;
+    expect(e.databaseUser).toBe('0b5e0000-0000-4000-8000-000000000001');
+    expect(e.pool.options.user).toBe('0b5e0000-0000-4000-8000-000000000001');
+    expect(e.pending).toBeDefined();
+    await p.closeAll();
+  });
+
+  test('the chain names another user: the early connection is dropped, the pool is built for the chain’s user', async () => {
+    const p = withChain(async () => ({ databaseUser: 'the-chains-user' }));
+    const e = (await entry(p, claimed('0b5e0000-0000-4000-8000-000000000002'))) as Built;
+    expect(e.databaseUser).toBe('the-chains-user');
+    expect(e.pool.options.user).toBe('the-chains-user');
+    expect(e.pending).toBeUndefined();
+    await p.closeAll();
+  });
+
+  test('the chain fails: its error, no pool kept', async () => {
+    const refused = new Error('chain refused');
+    const p = withChain(async () => {
+      throw refused;
+    });
+    await expect(entry(p, claimed('0b5e0000-0000-4000-8000-000000000003'))).rejects.toBe(refused);
+    expect(p.size).toBe(0);
+    expect(p.stats.created).toBe(0);
+  });
+});
