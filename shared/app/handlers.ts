@@ -1,22 +1,28 @@
 import type { HttpHandler, InvocationContext, Timer } from '@azure/functions';
-import { handleHealth } from '../health/endpoint';
 import { handleTokenExchange } from '../exchange/token-endpoint';
-import { httpHandler } from '../http/handler';
+import { httpHandler, type ScopedHandler } from '../http/handler';
 import { inInvocation } from '../observability/process-guard';
-import { handleRemoveDeny } from '../policy/admin/remove-deny';
-import { handleAddDeny } from '../policy/admin/add-deny';
-import { handlePolicyHistory } from '../policy/admin/history';
-import { handleGetPolicy } from '../policy/admin/get-policy';
-import { handlePutPolicy } from '../policy/admin/put-policy';
-import { handleExplain } from '../policy/explain';
-import { createMcpEndpoint, createMcpMetadata } from '../mcp/endpoint';
-import { handleQuery } from '../query/endpoint';
-import { makeAdminRotate } from '../rotation/endpoint';
 import { prewarmGoogleTokens } from '../google/prewarm';
-import { runAllRotations } from '../rotation/run-all';
 import { appContext, type AppContext } from './context';
 
 export type TimerHandler = (timer: Timer, ctx: InvocationContext) => Promise<void>;
+
+/**
+ * A function's code loaded on its first invocation (then kept): every functions/*.ts module registers its handler
+ * from this one table, so without this a worker importing functions/token.js would load every endpoint's modules
+ * and SDKs (MCP, the query catalogue, rotation and its Storage lease, the admin API). The token exchange, the
+ * function that must start fast, is loaded at once.
+ */
+function onFirstCall(load: () => Promise<ScopedHandler>): ScopedHandler {
+  let loaded: Promise<ScopedHandler> | undefined;
+  return async (req, scope, ctx) => {
+    const fn = await (loaded ??= load().catch((e: unknown) => {
+      loaded = undefined; // a failed import is tried again by the next call
+      throw e;
+    }));
+    return fn(req, scope, ctx);
+  };
+}
 
 /**
  * Token prewarm (GOOGLE_TOKEN_PREWARM, default on): the Cloud SQL login tokens of the service accounts the policy
@@ -47,6 +53,7 @@ function rotationTimerHandler(app: AppContext): TimerHandler {
       async () => {
         const log = app.logger({ fn: 'rotationTimer', invocationId: ctx.invocationId });
         if (timer.isPastDue) log.warn('rotation timer is past due; running now', { event: 'rotation.past-due' });
+        const { runAllRotations } = await import('../rotation/run-all');
         await runAllRotations(app, log);
       },
     );
@@ -56,27 +63,78 @@ function rotationTimerHandler(app: AppContext): TimerHandler {
 export function handlersOf(app: AppContext) {
   return {
     // Admin routes: every request is one audit event (shared/observability/admin-audit.ts), under these actions.
-    adminDenyRemove: httpHandler(app, 'adminDenyRemove', 'problem', handleRemoveDeny, {
-      adminAction: () => 'policy.deny.remove',
-    }),
-    adminDeny: httpHandler(app, 'adminDeny', 'problem', handleAddDeny, { adminAction: () => 'policy.deny.add' }),
-    adminPolicyHistory: httpHandler(app, 'adminPolicyHistory', 'problem', handlePolicyHistory, {
-      adminAction: () => 'policy.history',
-    }),
+    adminDenyRemove: httpHandler(
+      app,
+      'adminDenyRemove',
+      'problem',
+      onFirstCall(async () => (await import('../policy/admin/remove-deny')).handleRemoveDeny),
+      { adminAction: () => 'policy.deny.remove' },
+    ),
+    adminDeny: httpHandler(
+      app,
+      'adminDeny',
+      'problem',
+      onFirstCall(async () => (await import('../policy/admin/add-deny')).handleAddDeny),
+      { adminAction: () => 'policy.deny.add' },
+    ),
+    adminPolicyHistory: httpHandler(
+      app,
+      'adminPolicyHistory',
+      'problem',
+      onFirstCall(async () => (await import('../policy/admin/history')).handlePolicyHistory),
+      { adminAction: () => 'policy.history' },
+    ),
     adminPolicy: httpHandler(
       app,
       'adminPolicy',
       'problem',
-      (req, scope) => (req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope)),
+      onFirstCall(async () => {
+        const [{ handlePutPolicy }, { handleGetPolicy }] = await Promise.all([
+          import('../policy/admin/put-policy'),
+          import('../policy/admin/get-policy'),
+        ]);
+        return (req, scope) => (req.method === 'PUT' ? handlePutPolicy(req, scope) : handleGetPolicy(req, scope));
+      }),
       { adminAction: (method) => (method === 'PUT' ? 'policy.write' : 'policy.read') },
     ),
-    adminRotate: httpHandler(app, 'adminRotate', 'problem', makeAdminRotate(), { adminAction: () => 'rotation.admin' }),
-    explain: httpHandler(app, 'explain', 'problem', handleExplain),
-    health: httpHandler(app, 'health', 'problem', handleHealth),
-    query: httpHandler(app, 'query', 'problem', handleQuery),
+    adminRotate: httpHandler(
+      app,
+      'adminRotate',
+      'problem',
+      onFirstCall(async () => (await import('../rotation/endpoint')).makeAdminRotate()),
+      { adminAction: () => 'rotation.admin' },
+    ),
+    explain: httpHandler(
+      app,
+      'explain',
+      'problem',
+      onFirstCall(async () => (await import('../policy/explain')).handleExplain),
+    ),
+    health: httpHandler(
+      app,
+      'health',
+      'problem',
+      onFirstCall(async () => (await import('../health/endpoint')).handleHealth),
+    ),
+    query: httpHandler(
+      app,
+      'query',
+      'problem',
+      onFirstCall(async () => (await import('../query/endpoint')).handleQuery),
+    ),
     token: httpHandler(app, 'token', 'oauth', handleTokenExchange),
-    mcp: httpHandler(app, 'mcp', 'jsonrpc', createMcpEndpoint(app).handle),
-    mcpMetadata: httpHandler(app, 'mcpMetadata', 'problem', createMcpMetadata(app)),
+    mcp: httpHandler(
+      app,
+      'mcp',
+      'jsonrpc',
+      onFirstCall(async () => (await import('../mcp/endpoint')).createMcpEndpoint(app).handle),
+    ),
+    mcpMetadata: httpHandler(
+      app,
+      'mcpMetadata',
+      'problem',
+      onFirstCall(async () => (await import('../mcp/endpoint')).createMcpMetadata(app)),
+    ),
     prewarmTimer: prewarmTimerHandler(app),
     rotationTimer: rotationTimerHandler(app),
   } satisfies Record<string, HttpHandler | TimerHandler>;
