@@ -48,28 +48,8 @@ export async function startSandboxCloudSql(
     existingUrl: opts.postgresUrl || process.env.SANDBOX_POSTGRES_URL || undefined,
   });
   b.onStop(() => pgHandle.close());
-  const instance: SqlInstance = {
-    project: g.project,
-    region: g.region,
-    name: g.instance,
-    ipAddress: host,
-    databaseVersion: 'POSTGRES_16',
-    clients: new Set([g.readerServiceAccount, g.analystServiceAccount]),
-    workforceUsers: new Set(WORKFORCE_DATABASE_USERS),
-    // roles/cloudsql.instanceUser for the two readers only: the third database user has no IAM role (infra/gcp/workforce.tf
-    // grants it per person).
-    instanceUsers: new Set(
-      [SANDBOX.readerObjectId, SANDBOX.secondReaderObjectId].map(
-        (oid) => `principal://iam.googleapis.com/locations/global/workforcePools/${SANDBOX.workforce.poolId}/subject/${oid}`,
-      ),
-    ),
-    ca: createCa(`Google Cloud SQL Server CA ${g.instance} (sandbox)`),
-    stopped: false,
-  };
-  const admin = Object.assign(await startSqlAdmin({ state, instances: [instance], port: b.port(SANDBOX.ports.sqlAdmin) }), {
-    state,
-  });
-  b.onStop(() => admin.close());
+  const instance = sandboxInstance(host);
+  const admin = await startSandboxSqlAdmin(b, state, instance);
   const { connector, direct } = SANDBOX.cloudSqlPorts;
   const server = await startCloudSqlServer({
     connectionName: connectionNameOf(instance),
@@ -87,9 +67,54 @@ export async function startSandboxCloudSql(
     },
   });
   b.onStop(() => server.close());
-  b.env.CLOUDSQL_ADMIN_ENDPOINT = admin.url;
   b.env.QUERY_CATALOG_PATH = sampleQueriesPath();
-  b.services['Cloud SQL Admin API'] = `${admin.url}/v1beta4/projects/${g.project}/instances/${g.instance}/connectSettings`;
   b.services['Cloud SQL instance (TLS)'] = `${host}:${connector} → PostgreSQL ${pgHandle.host}:${pgHandle.port}/${g.database}`;
   return { sqlAdmin: admin, cloudSql: server, postgres: pgHandle };
+}
+
+/** The sandbox's Cloud SQL instance as the SQL Admin API describes it (its server CA made here). */
+function sandboxInstance(host: string): SqlInstance {
+  const g = SANDBOX.google;
+  return {
+    project: g.project,
+    region: g.region,
+    name: g.instance,
+    ipAddress: host,
+    databaseVersion: 'POSTGRES_16',
+    clients: new Set([g.readerServiceAccount, g.analystServiceAccount]),
+    workforceUsers: new Set(WORKFORCE_DATABASE_USERS),
+    // roles/cloudsql.instanceUser for the two readers only: the third database user has no IAM role (infra/gcp/workforce.tf
+    // grants it per person).
+    instanceUsers: new Set(
+      [SANDBOX.readerObjectId, SANDBOX.secondReaderObjectId].map(
+        (oid) => `principal://iam.googleapis.com/locations/global/workforcePools/${SANDBOX.workforce.poolId}/subject/${oid}`,
+      ),
+    ),
+    ca: createCa(`Google Cloud SQL Server CA ${g.instance} (sandbox)`),
+    stopped: false,
+  };
+}
+
+/** The SQL Admin API emulator for `instance`, and the broker pointed at it (CLOUDSQL_ADMIN_ENDPOINT). */
+async function startSandboxSqlAdmin(
+  b: SandboxBuild,
+  state: GoogleState,
+  instance: SqlInstance,
+): Promise<SqlAdminEmulator & { readonly state: GoogleState }> {
+  const g = SANDBOX.google;
+  const admin = Object.assign(await startSqlAdmin({ state, instances: [instance], port: b.port(SANDBOX.ports.sqlAdmin) }), {
+    state,
+  });
+  b.onStop(() => admin.close());
+  b.env.CLOUDSQL_ADMIN_ENDPOINT = admin.url;
+  b.services['Cloud SQL Admin API'] = `${admin.url}/v1beta4/projects/${g.project}/instances/${g.instance}/connectSettings`;
+  return admin;
+}
+
+/**
+ * Without PostgreSQL (`cloudSql` off) the SQL Admin API emulator still answers the token exchange's connectSettings
+ * (the instance's addresses and server CA), so a sandbox broker never reaches for the real sqladmin.googleapis.com.
+ */
+export async function startSandboxSqlAdminOnly(b: SandboxBuild, state: GoogleState): Promise<Pick<SandboxCloudSql, 'sqlAdmin'>> {
+  return { sqlAdmin: await startSandboxSqlAdmin(b, state, sandboxInstance('127.0.0.1')) };
 }

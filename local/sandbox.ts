@@ -28,7 +28,7 @@ import {
   type GoogleKeysSandbox,
   type GoogleSandbox,
 } from './sandbox-google';
-import { startSandboxCloudSql, type SandboxCloudSql } from './sandbox-cloudsql';
+import { startSandboxCloudSql, startSandboxSqlAdminOnly, type SandboxCloudSql } from './sandbox-cloudsql';
 
 export { type GoogleKeysSandbox, type GoogleSandbox } from './sandbox-google';
 
@@ -101,7 +101,7 @@ export interface Sandbox {
   readonly entra: EntraEmulator;
   readonly msi: ManagedIdentityEmulator;
   readonly google: GoogleSandbox;
-  /** Cloud SQL Admin API emulator (when `cloudSql` is on); `sqlAdmin.state` is the Google state it checks tokens in. */
+  /** Cloud SQL Admin API emulator (always; the instance's endpoints only when `cloudSql` is on); `sqlAdmin.state` is the Google state it checks tokens in. */
   readonly sqlAdmin?: SqlAdminEmulator & { readonly state: GoogleState };
   /** The Cloud SQL instance's server-side TLS endpoint on port 3307. */
   readonly cloudSql?: CloudSqlServer;
@@ -165,7 +165,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     const cloudSqlOpt = opts.cloudSql ?? opts.fixedPorts ?? false;
     const sql: Partial<SandboxCloudSql> = cloudSqlOpt
       ? await startSandboxCloudSql(b, google.state, typeof cloudSqlOpt === 'object' ? cloudSqlOpt : {})
-      : {};
+      : await startSandboxSqlAdminOnly(b, google.state);
 
     const keyVault = await startSandboxKeyVault(b, entra, msi);
     const googleKeys = await startGoogleKeys(b, google.state, msi, opts.googleKeyPropagationMs ?? keyPropagationFromEnv());
