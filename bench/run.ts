@@ -363,14 +363,16 @@ async function cold(): Promise<void> {
   // own work: signing tokens, TLS on their side); the broker's cost is the rest of the exchange's time. The broker
   // runs in a process of its own (bench/broker-host.ts), the emulators in the sandbox's (bench/server.ts): their
   // work outside the time they record (reading the request, writing the answer) is not on the broker's event loop.
-  const s = await startServer({ BENCH_PREWARM: 'false' });
-  const b = await startBroker(s, { BENCH_PRELOAD: '1' });
+  // BENCH_MISS_SHARED=1: the layout before (the broker on the emulators' event loop), to compare the two.
+  const shared = process.env.BENCH_MISS_SHARED === '1';
+  const s = await startServer({ BENCH_PREWARM: 'false', ...(shared ? { BENCH_PRELOAD: '1' } : {}) });
+  const b = shared ? s : await startBroker(s, { BENCH_PRELOAD: '1' });
   type Sample = {
     ms: number;
     overhead: number;
     calls: number;
     upstreamMs: number;
-    /** CPU of the broker's process over the exchange (µs). */
+    /** CPU of the broker's process over the exchange (µs; with BENCH_MISS_SHARED=1 the emulators' too). */
     brokerCpuUs: number;
     delta: CallCounts;
     status: number;
@@ -472,7 +474,7 @@ async function cold(): Promise<void> {
       });
     }
   } finally {
-    await stopServer(b);
+    if (b !== s) await stopServer(b);
     await stopServer(s);
   }
   const w = await startServer({ BENCH_PRELOAD: '1', BENCH_PREWARM: 'true' });
