@@ -12,7 +12,8 @@ import { telemetryWithoutExporter } from './telemetry-off';
  * defaults (LOG_LEVEL=info, log lines on stdout; redirect it to a file; telemetry on without an exporter):
  * `node --cpu-prof dist/bench/profile-mcp.js > /tmp/log`. Alternates, per round, POST /api/query/order-count,
  * MCP tools/call order-count and MCP tools/list, and prints for each the median wall time and the CPU per call on
- * stderr: robust against a loaded machine where the HTTP bench (10) is not. N calls of each (default 3000).
+ * stderr: robust against a loaded machine where the HTTP bench (10) is not. N calls of each (default 3000);
+ * PROFILE_ONLY=call (or list, query, a comma-separated list) times only those.
  */
 async function main(): Promise<void> {
   telemetryWithoutExporter();
@@ -107,11 +108,12 @@ async function main(): Promise<void> {
   const called = JSON.parse((await calls.call()).body as string) as { result: { isError?: boolean } };
   if (called.result.isError) throw new Error('tools/call answered a tool error');
   const n = Number(process.env.N ?? 3000);
+  const kinds = (['query', 'call', 'list'] as const).filter((k) => (process.env.PROFILE_ONLY ?? k).split(',').includes(k));
   const rounds = 5;
   const lat = { query: [] as number[], call: [] as number[], list: [] as number[] };
   const cpu = { query: 0, call: 0, list: 0 };
   for (let r = 0; r < rounds; r++)
-    for (const k of ['query', 'call', 'list'] as const) {
+    for (const k of kinds) {
       for (let i = 0; i < 50; i++) await calls[k]();
       const c0 = process.cpuUsage();
       for (let i = 0; i < n / rounds; i++) {
@@ -123,9 +125,10 @@ async function main(): Promise<void> {
       cpu[k] += (c.user + c.system) / n;
     }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  for (const k of ['query', 'call', 'list'] as const)
+  for (const k of kinds)
     process.stderr.write(`${k}: median ${median(lat[k]).toFixed(0)} µs, CPU ${cpu[k].toFixed(0)} µs per call\n`);
-  process.stderr.write(`tools/call / query median ${(median(lat.call) / median(lat.query)).toFixed(2)}\n`);
+  if (kinds.length === 3)
+    process.stderr.write(`tools/call / query median ${(median(lat.call) / median(lat.query)).toFixed(2)}\n`);
   await sb.stop();
   rmSync(dir, { recursive: true, force: true });
   process.exit(0);
