@@ -12,7 +12,7 @@ import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { loadCatalogFile, type Catalog } from '../query/catalog';
 import { runCataloguedQuery, type QueryCall, type QueryResult } from '../query/run-catalogued';
-import { dispatch, SERVER_INFO } from './server';
+import { answerJson, dispatch, SERVER_INFO } from './server';
 import {
   META_PROTOCOL_VERSION,
   statelessRequestRefusal,
@@ -300,7 +300,7 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     if (answer !== undefined) {
       // The JSON-RPC response the SDK built, serialized once into the string body the host sends (server.ts).
       const message = stateless ? statelessResult(answer, msg.method, SERVER_INFO) : answer;
-      return { status: res.status, headers: out, body: JSON.stringify(message) };
+      return { status: res.status, headers: out, body: answerJson(message) };
     }
     const text = await res.text();
     if (res.status >= 400) return { status: res.status, headers: out, body: withReason(text, res.status, scope) };

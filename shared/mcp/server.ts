@@ -18,7 +18,7 @@ import type { Policy } from '../policy/schema';
 import type { Catalog } from '../query/catalog';
 import type { QueryCall, QueryResult } from '../query/run-catalogued';
 import { discoverResult, DiscoverRequestSchema } from './stateless-revision';
-import { EXPLAIN_TOOL, granted, hasScope, toolScope, type ToolCatalog } from './tools';
+import { EXPLAIN_TOOL, granted, hasScope, toolScope, toolsJson, type ToolCatalog } from './tools';
 import { mcpConfig } from '../config/mcp';
 import { cosmosToolOf, explainCosmos, isCosmosToolName, listCosmosTools } from './cosmos-tools';
 import { callCosmosTool } from './cosmos-read';
@@ -201,6 +201,21 @@ class AnswerKeepingTransport extends WebStandardStreamableHTTPServerTransport {
     }
     return super.send(message, options);
   }
+}
+
+const TOOLS_SLOT = '\u0000tools\u0000';
+const TOOLS_SLOT_JSON = `{"result":{"tools":${JSON.stringify(TOOLS_SLOT)}`;
+
+/**
+ * The JSON text of a JSON-RPC answer. A `tools/list` result's `tools` (its first member, so the first value in the
+ * text) is spliced in from the definitions' memoized JSON (tools.ts `toolsJson`); everything else is `JSON.stringify`.
+ */
+export function answerJson(message: object): string {
+  const result = (message as { result?: unknown }).result as { tools?: unknown } | undefined;
+  if (!Array.isArray(result?.tools)) return JSON.stringify(message);
+  const text = JSON.stringify({ ...message, result: { ...result, tools: TOOLS_SLOT } });
+  if (!text.startsWith(TOOLS_SLOT_JSON)) return JSON.stringify(message);
+  return `{"result":{"tools":${toolsJson(result.tools as object[])}${text.slice(TOOLS_SLOT_JSON.length)}`;
 }
 
 /** What the SDK answered one message: its HTTP response and, for a request, the JSON-RPC response it built. */
