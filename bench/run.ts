@@ -9,6 +9,7 @@ import type { BrokerMemory } from './broker-host';
 import { SANDBOX } from '../local/ids';
 import { fixedRate, percentile, sequential, summarise, type LatencySummary } from './load';
 import type { McpServerInfo } from './mcp';
+import { isCosmosToolName } from '../shared/mcp/cosmos-tools';
 import type { QueryServerInfo } from './query';
 import { updateReadme, type BenchResults, type Row } from './readme-table';
 
@@ -869,7 +870,8 @@ async function mcp(): Promise<void> {
     if (!call.result || call.result.isError || !call.result.structuredContent?.rows.length)
       throw new Error(`tools/call order-count did not answer rows: ${JSON.stringify(call).slice(0, 300)}`);
     const list = JSON.parse(await phases.list()) as { result?: { tools: { name: string }[] } };
-    const tools = list.result?.tools.filter((t) => t.name !== 'explain_access').length;
+    // The catalogued queries' tools: explain_access and the Cosmos read tools of the caller's containers aside.
+    const tools = list.result?.tools.filter((t) => t.name !== 'explain_access' && !isCosmosToolName(t.name)).length;
     if (tools !== info.granted) throw new Error(`tools/list listed ${tools} catalogued queries, not ${info.granted}`);
     const lat = { query: [] as number[], call: [] as number[], list: [] as number[] };
     const cpuUs = { query: 0, call: 0, list: 0 };
