@@ -43,7 +43,7 @@ let validator: AjvJsonSchemaValidator | undefined;
 /** What one MCP request needs: who asks, the live policy and catalog, and the one query path. */
 export interface McpRequestContext {
   readonly principal: Principal;
-  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app'>;
+  readonly scope: Pick<RequestScope, 'correlationId' | 'log' | 'trace' | 'app' | 'requestAudit'>;
   readonly policy: Policy;
   readonly catalog: Catalog;
   readonly requiredScope: string;
@@ -170,6 +170,9 @@ function buildServer(ctx: McpRequestContext): Server {
         scope: ctx.scope,
         action: ctx.action,
         viaAgent: true,
+        // One JSON-RPC request per HTTP request (batches are refused): the query's audit event rides on the
+        // request line, as on /api/query.
+        requestAudit: ctx.scope.requestAudit,
       });
       return queryToolResult(result);
     } catch (e) {
