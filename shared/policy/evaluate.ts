@@ -141,13 +141,27 @@ function matchCloudSql(
 ): CloudSqlDecisionGrant | string {
   if (g.instance !== t.connectionName) return explain ? `instance ${g.instance} is not ${t.connectionName}` : MISS;
   if (!g.databases.includes(t.database)) return explain ? `database ${t.database} is not among ${g.databases.join(', ')}` : MISS;
-  const base = { kind: 'cloudsql' as const, connectionName: g.instance, database: t.database, maxTtlSeconds: g.maxTtlSeconds };
+  let byDatabase = cloudSqlGrants.get(g);
+  if (!byDatabase) cloudSqlGrants.set(g, (byDatabase = new Map<string, CloudSqlDecisionGrant | string>()));
+  let made = byDatabase.get(t.database);
+  if (made === undefined) byDatabase.set(t.database, (made = cloudSqlGrantOf(g, t.database)));
+  return made;
+}
+
+/**
+ * The decision grant of a policy's Cloud SQL grant for one of its databases depends on nothing else: made once per
+ * (policy grant object, database) and shared, frozen, by every decision (a new policy document is new objects).
+ */
+const cloudSqlGrants = new WeakMap<CloudSqlGrant, Map<string, CloudSqlDecisionGrant | string>>();
+
+function cloudSqlGrantOf(g: CloudSqlGrant, database: string): CloudSqlDecisionGrant | string {
+  const base = { kind: 'cloudsql' as const, connectionName: g.instance, database, maxTtlSeconds: g.maxTtlSeconds };
   if (g.identity === 'caller') {
     if (g.adminServiceAccount === undefined) return 'rule names no adminServiceAccount'; // the schema requires one
-    return { ...base, identity: 'caller', adminServiceAccount: g.adminServiceAccount };
+    return Object.freeze({ ...base, identity: 'caller', adminServiceAccount: g.adminServiceAccount });
   }
   if (g.serviceAccount === undefined) return 'rule names no serviceAccount'; // the schema requires one
-  return { ...base, identity: 'serviceAccount', serviceAccount: g.serviceAccount };
+  return Object.freeze({ ...base, identity: 'serviceAccount', serviceAccount: g.serviceAccount });
 }
 
 function matchCosmos(
