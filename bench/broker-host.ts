@@ -1,29 +1,87 @@
-import { startLocalHost } from '../local/host';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import type { HttpHandler } from '@azure/functions';
+import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
+import { createContext } from '../shared/app/context';
+import { handlersOf } from '../shared/app/handlers';
 import { gcNow, telemetryWithoutExporter } from './telemetry-off';
+import { cpuMicros } from './load';
 
 /**
- * The broker alone in its own process (the sandbox's emulators run in bench/server.ts): what (9) measures the
- * memory of, so the emulators' own state (20,000 Cosmos users, every token they issued) is not counted. Its
- * environment is the sandbox's app settings; its stdout (the log lines) goes to a file.
+ * The broker alone in its own process, behind the local host (the sandbox's emulators run in bench/server.ts): what
+ * (8) times the cache misses of and (9) measures the memory of, so neither the emulators' own work (TLS, JSON, token
+ * signing: CPU on the broker's event loop when they shared a process) nor their state (20,000 Cosmos users, every
+ * token they issued) is counted as the broker's. Its environment is the sandbox's app settings; its stdout (the log
+ * lines) goes to a file. Driven over IPC by bench/run.ts.
  */
+
+export interface BrokerMemory {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  arrayBuffers: number;
+  /** V8's committed old-space and new-space sizes, and the heap's malloced memory (outside the JS heap). */
+  oldSpaceCommitted: number;
+  newSpaceCommitted: number;
+  mallocedMemory: number;
+}
+
+function memory(): BrokerMemory {
+  gcNow();
+  const m = process.memoryUsage();
+  const spaces = getHeapSpaceStatistics();
+  const committed = (name: string) => spaces.find((s) => s.space_name === name)?.physical_space_size ?? 0;
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+    arrayBuffers: m.arrayBuffers,
+    oldSpaceCommitted: committed('old_space'),
+    newSpaceCommitted: committed('new_space'),
+    mallocedMemory: getHeapStatistics().malloced_memory,
+  };
+}
+
 async function main(): Promise<void> {
   const stopTelemetry = telemetryWithoutExporter();
-  const host = await startLocalHost({ port: 0 });
-  process.on('message', (msg: { cmd: string }) => {
-    if (msg.cmd === 'rss') {
-      gcNow();
-      const m = process.memoryUsage();
-      process.send?.({
-        rss: m.rss,
-        heapUsed: m.heapUsed,
-        heapTotal: m.heapTotal,
-        external: m.external,
-        arrayBuffers: m.arrayBuffers,
-      });
+  if (process.env.BENCH_PRELOAD) {
+    // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
+    await Promise.all([
+      import('../shared/cloudsql/provider'),
+      import('../shared/cosmos/provider'),
+      import('google-auth-library'),
+      import('@azure/cosmos'),
+      import('@azure/keyvault-secrets'),
+      import('@azure/identity'),
+    ]);
+  }
+  // The functions run on an app context of their own, replaced by `reset-caches` (a cache miss with warm code).
+  let app = createContext();
+  let handlers: Record<string, unknown> = handlersOf(app);
+  const registrations: Registration[] = loadRegistrations().map((r) =>
+    isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
+  );
+  const host = await startLocalHost({ port: 0, app, registrations });
+  process.on('message', (msg: { cmd: string; settleMs?: number }) => {
+    // After a full GC; with settleMs, after that long idle first (V8's memory reducer shrinks an idle heap).
+    if (msg.cmd === 'rss') setTimeout(() => process.send?.(memory()), msg.settleMs ?? 0);
+    if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros() });
+    if (msg.cmd === 'reset-caches') {
+      // Every credential cache and client dropped (Google tokens, the managed identity token behind them, Cosmos
+      // resource tokens, the Key Vault and Cosmos clients), modules and JWKS kept.
+      void (async () => {
+        const old = app;
+        app = createContext();
+        handlers = handlersOf(app);
+        await old.close();
+        process.send?.({ ok: true });
+      })();
     }
     if (msg.cmd === 'stop') {
       void (async () => {
         await host.close();
+        await app.close();
         await stopTelemetry().catch(() => undefined);
         process.exit(0);
       })();

@@ -33,7 +33,7 @@ interface PolicyDoc {
 }
 
 /** The sample catalog plus generated queries, and the sample policy granting the Orders.Read callers exactly 100 of them. */
-function writeCatalogAndPolicy(dir: string): { catalogPath: string; policyPath: string } {
+export function writeCatalogAndPolicy(dir: string): { catalogPath: string; policyPath: string } {
   const root = join(__dirname, '..', '..');
   const catalog = JSON.parse(readFileSync(join(root, 'local', 'queries.json'), 'utf8')) as CatalogDoc;
   const policy = JSON.parse(readFileSync(join(root, 'local', 'sample-policy.json'), 'utf8')) as PolicyDoc;
@@ -113,7 +113,8 @@ async function main(): Promise<void> {
   process.exit(0); // the connector's refresh timers must not keep the process (and the bench) waiting
 }
 
-main().catch((e: unknown) => {
-  process.stderr.write(`mcp bench failed: ${(e as Error).stack}\n`);
-  process.send?.({ skipped: `failed: ${(e as Error).message}` }, () => process.exit(0));
-});
+if (require.main === module)
+  main().catch((e: unknown) => {
+    process.stderr.write(`mcp bench failed: ${(e as Error).stack}\n`);
+    process.send?.({ skipped: `failed: ${(e as Error).message}` }, () => process.exit(0));
+  });

@@ -36,6 +36,29 @@ export function agentFor(cfg: CosmosConfig, endpoint: string): Agent | undefined
   return ca ? sharedHttpsAgent(ca) : undefined;
 }
 
+/** A set of at most `max` strings: adding one more forgets the oldest. */
+export class RecentSet {
+  private readonly items = new Set<string>();
+  constructor(readonly max: number) {}
+  get size(): number {
+    return this.items.size;
+  }
+  has(k: string): boolean {
+    return this.items.has(k);
+  }
+  add(k: string): void {
+    this.items.delete(k);
+    this.items.add(k);
+    if (this.items.size > this.max) this.items.delete(this.items.values().next().value as string);
+  }
+  delete(k: string): void {
+    this.items.delete(k);
+  }
+  clear(): void {
+    this.items.clear();
+  }
+}
+
 /** An issued Cosmos credential in the broker's cache. */
 export interface IssuedCosmosToken {
   readonly token: string;
@@ -54,8 +77,11 @@ export class CosmosAccounts {
   private readonly handles = new Map<string, Promise<AccountHandle>>();
   /** Issued resource tokens (cosmos/provider.ts). */
   readonly resourceTokens = new TokenCache<IssuedCosmosToken>({ maxEntries: 10_000, minRemainingMs: 0 });
-  /** Users known to exist, per account/database (skips the user upsert on later misses). */
-  readonly knownUsers = new Set<string>();
+  /**
+   * Users known to exist, per account/database (skips the user upsert on later misses): the 10,000 most recently
+   * added, as many as the resource-token cache holds (forgetting one only costs one more upsert).
+   */
+  readonly knownUsers = new RecentSet(10_000);
   /** Keyless (Entra) tokens per identity and account (cosmos/rbac.ts). */
   readonly rbacTokens = new TokenCache<IssuedCosmosToken>({ maxEntries: 1_000, minRemainingMs: 0 });
 

@@ -4,7 +4,7 @@ import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
 import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
 import type { IssueInput, ProviderResult } from '../exchange/types';
-import type { AccountHandle, CosmosAccounts } from './client';
+import type { AccountHandle, CosmosAccounts, RecentSet } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
 import { containerLink, cosmosUserId, permissionId } from './ids';
 import { recordUpstream } from '../observability/telemetry';
@@ -60,7 +60,7 @@ export function resourceTokenCacheKey(k: ResourceTokenKey): string {
 }
 
 async function upsertPermission(
-  knownUsers: Set<string>,
+  knownUsers: RecentSet,
   h: AccountHandle,
   grant: CosmosResourceTokenGrant,
   userId: string,
@@ -81,8 +81,7 @@ async function upsertPermission(
       } catch (e) {
         throw cosmosStatus(e) === 404 ? cosmosFailure(e, 'database') : e;
       }
-      if (knownUsers.size >= 100_000) knownUsers.clear(); // bounded: forgetting only costs one more upsert
-      knownUsers.add(userKey);
+      knownUsers.add(userKey); // bounded (client.ts): forgetting only costs one more upsert
     }
     const { resource } = await database.user(userId).permissions.upsert(definition, { resourceTokenExpirySeconds: ttl });
     if (!resource?._token) throw new Error('CosmosDB answered a permission without a token');

@@ -1,6 +1,7 @@
 import { BrokerError } from '../errors';
 import { googleRefusal } from './errors';
-import { fetchWithTimeout, networkFailure, retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
+import { retryAfterSeconds, upstreamStatusFailure } from '../upstream/failure';
+import { requestJson } from '../upstream/json-request';
 
 /**
  * IAM Service Account Credentials `generateAccessToken`: the source token impersonates a service
@@ -37,7 +38,9 @@ function generateAccessTokenUrl(endpoint: string, serviceAccount: string): strin
 }
 
 export async function generateAccessToken(input: GenerateAccessTokenInput): Promise<ImpersonatedToken> {
-  const res = await fetchWithTimeout(
+  // node:http(s) rather than fetch: this is the Cloud SQL cache miss's one upstream call (shared/upstream/json-request.ts).
+  // The deadline covers the body read too: a body that stalls past it is a timeout.
+  const res = await requestJson(
     SERVICE,
     generateAccessTokenUrl(input.endpoint, input.serviceAccount),
     {
@@ -47,22 +50,14 @@ export async function generateAccessToken(input: GenerateAccessTokenInput): Prom
     },
     input.timeoutMs,
   );
-  let body: unknown;
-  try {
-    body = await res.json();
-  } catch (e) {
-    // A body that stalls past the timeout (the signal covers the body read too) is a timeout.
-    const name = (e as { name?: string }).name;
-    if (name === 'TimeoutError' || name === 'AbortError') throw networkFailure(SERVICE, e);
-    if (res.ok) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`, { cause: e });
-    body = undefined;
-  }
+  if (res.ok && res.unreadable) throw new BrokerError('upstream_error', `${SERVICE} sent an unreadable answer.`);
+  const body = res.body;
   if (!res.ok) {
-    const err = upstreamStatusFailure(SERVICE, res.status, retryAfterSeconds(res.headers.get('retry-after')));
+    const err = upstreamStatusFailure(SERVICE, res.status, retryAfterSeconds(res.header('retry-after')));
     // Google's error status (e.g. PERMISSION_DENIED) is logged via cause; its message is not passed on.
     const status = (body as { error?: { status?: unknown } } | undefined)?.error?.status;
     // Which fix it needs (IAM binding vs scope), from Google's machine-readable parts only.
-    const refusal = googleRefusal(body, res.headers.get('www-authenticate'));
+    const refusal = googleRefusal(body, res.header('www-authenticate'));
     const logged = new BrokerError(err.code, err.message, {
       cause: { httpStatus: res.status, googleStatus: typeof status === 'string' ? status : undefined, refusal },
       retryAfterSeconds: err.retryAfterSeconds,

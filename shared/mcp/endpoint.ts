@@ -12,7 +12,7 @@ import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { loadCatalogFile, type Catalog } from '../query/catalog';
 import { runCataloguedQuery, type QueryCall, type QueryResult } from '../query/run-catalogued';
-import { dispatch, SERVER_INFO } from './server';
+import { answerJson, dispatch, SERVER_INFO } from './server';
 import {
   META_PROTOCOL_VERSION,
   statelessRequestRefusal,
@@ -279,7 +279,7 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     const sdkHeaders: Record<string, string> = { accept, 'content-type': type };
     if (version !== null && !stateless) sdkHeaders['mcp-protocol-version'] = version;
     const request = new Request(req.url, { method: 'POST', headers: sdkHeaders });
-    const res = await dispatch(
+    const { response: res, answer } = await dispatch(
       {
         principal,
         scope,
@@ -297,9 +297,14 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     const out: Record<string, string> = { 'cache-control': 'no-store' };
     res.headers.forEach((v, k) => (out[k] = v));
     if (res.status === 202) return { status: 202, headers: out };
+    if (answer !== undefined) {
+      // The JSON-RPC response the SDK built, serialized once into the string body the host sends (server.ts).
+      const message = stateless ? statelessResult(answer, msg.method, SERVER_INFO) : answer;
+      return { status: res.status, headers: out, body: answerJson(message) };
+    }
     const text = await res.text();
     if (res.status >= 400) return { status: res.status, headers: out, body: withReason(text, res.status, scope) };
-    return { status: res.status, headers: out, body: stateless ? statelessResult(text, msg.method, SERVER_INFO) : text };
+    return { status: res.status, headers: out, body: text };
   }
 
   return { handle };

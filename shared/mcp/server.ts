@@ -1,12 +1,14 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv-provider.js';
+import type { TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   CallToolRequestSchema,
   ErrorCode,
   ListToolsRequestSchema,
   McpError,
   type CallToolResult,
+  type JSONRPCMessage,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
@@ -16,7 +18,7 @@ import type { Policy } from '../policy/schema';
 import type { Catalog } from '../query/catalog';
 import type { QueryCall, QueryResult } from '../query/run-catalogued';
 import { discoverResult, DiscoverRequestSchema } from './stateless-revision';
-import { EXPLAIN_TOOL, granted, hasScope, toolScope, type ToolCatalog } from './tools';
+import { EXPLAIN_TOOL, granted, hasScope, toolScope, toolsJson, type ToolCatalog } from './tools';
 import { mcpConfig } from '../config/mcp';
 import { cosmosToolOf, explainCosmos, isCosmosToolName, listCosmosTools } from './cosmos-tools';
 import { callCosmosTool } from './cosmos-read';
@@ -180,15 +182,70 @@ function buildServer(ctx: McpRequestContext): Server {
   return server;
 }
 
-/** Answer one JSON-RPC message with a fresh server and stateless transport (JSON responses, no SSE, no session). */
-export async function dispatch(ctx: McpRequestContext, request: Request, parsedBody: unknown): Promise<Response> {
+/**
+ * The SDK's web-standard transport (stateless, JSON responses), keeping the JSON-RPC response the SDK's protocol layer
+ * built for the request. The transport would `JSON.stringify` it (after running its response type guards, zod parses
+ * of the whole result: a 120 KB tool listing) into a web `Response` that the endpoint then read back through a stream;
+ * instead it is handed the response's id with an empty result, so its own bookkeeping (which request the answer
+ * belongs to, the resolved `Response`, the cleanup) runs unchanged, and the endpoint serializes the real message
+ * once, into the string body the host sends. Requests, notifications and the transport's own HTTP errors are untouched.
+ */
+class AnswerKeepingTransport extends WebStandardStreamableHTTPServerTransport {
+  answer: JSONRPCMessage | undefined;
+
+  override send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+    const id = 'id' in message ? message.id : undefined;
+    if (id !== undefined && ('result' in message || 'error' in message) && this.answer === undefined) {
+      this.answer = message;
+      return super.send({ jsonrpc: '2.0', id, result: {} }, options);
+    }
+    return super.send(message, options);
+  }
+}
+
+const TOOLS_SLOT = '\u0000tools\u0000';
+const TOOLS_SLOT_JSON = `{"result":{"tools":${JSON.stringify(TOOLS_SLOT)}`;
+
+/**
+ * The JSON text of a JSON-RPC answer. A `tools/list` result's `tools` (its first member, so the first value in the
+ * text) is spliced in from the definitions' memoized JSON (tools.ts `toolsJson`); everything else is `JSON.stringify`.
+ */
+export function answerJson(message: object): string {
+  const result = (message as { result?: unknown }).result as { tools?: unknown } | undefined;
+  if (!Array.isArray(result?.tools)) return JSON.stringify(message);
+  const text = JSON.stringify({ ...message, result: { ...result, tools: TOOLS_SLOT } });
+  if (!text.startsWith(TOOLS_SLOT_JSON)) return JSON.stringify(message);
+  return `{"result":{"tools":${toolsJson(result.tools as object[])}${text.slice(TOOLS_SLOT_JSON.length)}`;
+}
+
+/** What the SDK answered one message: its HTTP response and, for a request, the JSON-RPC response it built. */
+export interface Dispatched {
+  /** Status and headers as the SDK transport set them; its body only when `answer` is absent (a transport error). */
+  readonly response: Response;
+  /** The JSON-RPC response (result or error) to the request, as the SDK's protocol layer built it. */
+  readonly answer: JSONRPCMessage | undefined;
+}
+
+/**
+ * Answer one JSON-RPC message with a fresh server and stateless transport (JSON responses, no SSE, no session). Once
+ * the answer to a request was delivered the handler has finished and nothing is in flight, so the pair is left to the
+ * garbage collector: the SDK's `close()` only aborts in-flight handlers and fails pending outgoing requests (none
+ * here) and would build an `McpError` and, racing the protocol's own cleanup of the finished handler, abort its
+ * controller (a `DOMException`) on every request. Anything else (a notification, a transport error) is closed.
+ */
+export async function dispatch(ctx: McpRequestContext, request: Request, parsedBody: unknown): Promise<Dispatched> {
   const server = buildServer(ctx);
-  const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  const transport = new AnswerKeepingTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
   await server.connect(transport);
+  let answered = false;
   try {
-    return await transport.handleRequest(request, { parsedBody });
+    const response = await transport.handleRequest(request, { parsedBody });
+    answered = transport.answer !== undefined;
+    return { response, answer: transport.answer };
   } finally {
-    await transport.close();
-    await server.close();
+    if (!answered) {
+      await transport.close();
+      await server.close();
+    }
   }
 }

@@ -67,27 +67,23 @@ export function statelessRequestRefusal(method: unknown, meta: Record<string, un
 }
 
 /**
- * The SDK's JSON answer to a 2026-07-28 request with what that revision requires of every result: `resultType:
+ * The SDK's JSON-RPC answer to a 2026-07-28 request with what that revision requires of every result: `resultType:
  * "complete"` (changelog major #8), the server's identity in `_meta` (SHOULD, changelog major #2), and for
  * `tools/list` the caching hints (caching.mdx: `private`, the list is this caller's; `ttlMs` 0, it is the live
- * policy's answer now). An error answer, or anything not JSON, is returned as it is.
+ * policy's answer now). An error answer is returned as it is.
  */
-export function statelessResult(text: string, method: unknown, serverInfo: { name: string; version: string }): string {
-  let j: { result?: unknown };
-  try {
-    j = JSON.parse(text) as { result?: unknown };
-  } catch {
-    return text;
-  }
-  const r = j.result;
-  if (r === null || typeof r !== 'object' || Array.isArray(r)) return text;
+export function statelessResult<M extends object>(message: M, method: unknown, serverInfo: { name: string; version: string }): M {
+  const r = (message as { result?: unknown }).result;
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) return message;
   const result = r as Record<string, unknown>;
   const meta = result._meta !== null && typeof result._meta === 'object' ? result._meta : {};
-  j.result = {
-    ...result,
-    resultType: 'complete',
-    ...(method === 'tools/list' ? { ttlMs: 0, cacheScope: 'private' } : {}),
-    _meta: { ...meta, [META_SERVER_INFO]: serverInfo },
+  return {
+    ...message,
+    result: {
+      ...result,
+      resultType: 'complete',
+      ...(method === 'tools/list' ? { ttlMs: 0, cacheScope: 'private' } : {}),
+      _meta: { ...meta, [META_SERVER_INFO]: serverInfo },
+    },
   };
-  return JSON.stringify(j);
 }

@@ -112,6 +112,17 @@ const EXPLAIN_TOOL_DEFINITION: ToolDefinition = {
   annotations: { title: 'Explain my access', ...READ_ONLY },
 };
 
+/**
+ * The JSON text of tool definitions that live as long as their catalog (and of explain_access): serialized once,
+ * when the catalog's tools are built, not in every `tools/list` answer (100 tools with their schemas are ~120 KB).
+ */
+const definitionJson = new WeakMap<object, string>([[EXPLAIN_TOOL_DEFINITION, JSON.stringify(EXPLAIN_TOOL_DEFINITION)]]);
+
+/** A listing's JSON array: the memoized text of each long-lived definition, the others serialized now. */
+export function toolsJson(tools: readonly object[]): string {
+  return `[${tools.map((t) => definitionJson.get(t) ?? JSON.stringify(t)).join(',')}]`;
+}
+
 /** The scope a catalogued query's tool needs (its own, else the endpoint's). */
 export function toolScope(q: CatalogQuery | undefined, requiredScope: string): string {
   return q?.mcp?.scope ?? requiredScope;
@@ -158,7 +169,12 @@ export class ToolCatalog {
   entries(catalog: Catalog): Map<string, { query: CatalogQuery; tool: ToolDefinition }> {
     if (this.built?.catalog !== catalog) {
       const tools = new Map<string, { query: CatalogQuery; tool: ToolDefinition }>();
-      for (const q of catalog.queries) if (q.mcp?.expose !== false) tools.set(q.name, { query: q, tool: toolOf(q) });
+      for (const q of catalog.queries) {
+        if (q.mcp?.expose === false) continue;
+        const tool = toolOf(q);
+        definitionJson.set(tool, JSON.stringify(tool));
+        tools.set(q.name, { query: q, tool });
+      }
       this.built = { catalog, tools };
     }
     return this.built.tools;

@@ -35,7 +35,9 @@ beforeAll(async () => {
     env: {
       BROKER_POLICY_PATH: resolve(FIXTURES, 'policy.json'),
       QUERY_CATALOG_PATH: resolve(FIXTURES, 'catalog.json'),
-      QUERY_CONNECT_TIMEOUT_MS: '4000',
+      // Room for the connector's own bounded retries of a 5xx connectSettings (~3 s on a quiet machine; more on a
+      // loaded CI runner, where 4 s once turned the 'sqladmin_unavailable' answer into 'connect_timeout').
+      QUERY_CONNECT_TIMEOUT_MS: '9000',
     },
   });
   restoreEnv = sb.applyEnv();

@@ -1,6 +1,8 @@
 import { agentOf, isAgentIdentity } from '../../../shared/auth/agent';
 import { decodeMcpHeader } from '../../../shared/mcp/endpoint';
 import type { Principal } from '../../../shared/auth/principal';
+import { answerJson } from '../../../shared/mcp/server';
+import { statelessResult } from '../../../shared/mcp/stateless-revision';
 import { ToolCatalog, toolOf } from '../../../shared/mcp/tools';
 import { parsePolicy } from '../../../shared/policy/load';
 import { parseCatalog } from '../../../shared/query/catalog';
@@ -130,4 +132,46 @@ test('tools/list: the database-identity grant, decided once per instance and dat
   };
   const names = new ToolCatalog().list(cat, policy, p, 'mcp.tools').map((t) => t.name);
   expect(names).toEqual(['a-orders', 'd-orders', 'explain_access']);
+});
+
+test('a JSON-RPC answer is the text JSON.stringify makes of it; a listing splices memoized tool JSON in place', () => {
+  const p = { tenantId: TENANT, objectId: 'o', roles: ['R'], scopes: ['mcp.tools'], groups: [] } as unknown as Principal;
+  const policy = parsePolicy(
+    JSON.stringify({
+      version: 1,
+      deny: [],
+      rules: [
+        {
+          id: 'r',
+          subject: { tenantId: TENANT, roles: ['R'] },
+          grants: {
+            queries: ['q'],
+            cloudsql: [
+              {
+                instance: 'sandbox-project:europe-west1:orders-db',
+                databases: ['orders'],
+                serviceAccount: 'reader@sandbox-project.iam.gserviceaccount.com',
+                maxTtlSeconds: 900,
+              },
+            ],
+          },
+        },
+      ],
+    }),
+  );
+  const tools = [
+    ...new ToolCatalog().list(catalog, policy, p, 'mcp.tools'),
+    { name: 'cosmos_x', description: 'a "quoted" \u2028 one' },
+  ];
+  expect(tools.map((t) => t.name)).toEqual(['q', 'explain_access', 'cosmos_x']);
+  const list = { result: { tools }, jsonrpc: '2.0', id: 'a"b' };
+  const cases: object[] = [
+    list,
+    statelessResult(list, 'tools/list', { name: 'n', version: 'v' }),
+    { result: { tools: [] }, jsonrpc: '2.0', id: 7 },
+    { result: { content: [{ type: 'text', text: '{"result":{"tools":"\u0000tools\u0000"' }] }, jsonrpc: '2.0', id: 1 },
+    { result: { nextCursor: 'c', tools }, jsonrpc: '2.0', id: 2 },
+    { jsonrpc: '2.0', id: 3, error: { code: -32602, message: 'Unknown tool' } },
+  ];
+  for (const m of cases) expect(answerJson(m)).toBe(JSON.stringify(m));
 });
