@@ -1,4 +1,4 @@
-import { HttpRequest, InvocationContext } from '@azure/functions';
+import { InvocationContext, type HttpRequest } from '@azure/functions';
 import { handler } from '../functions/token';
 import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
@@ -48,14 +48,25 @@ async function main(): Promise<void> {
     subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
     resource: target,
   }).toString();
-  const call = async () => {
-    const req = new HttpRequest({
+  // The request as the local host hands it over (a body already in memory): an @azure/functions HttpRequest is an
+  // undici Request per call (body stream, abort signal), which was more than half of the CPU this measured.
+  const headers = new Headers({ authorization: `Bearer ${gateway}`, 'content-type': 'application/x-www-form-urlencoded' });
+  headers.set('content-length', String(Buffer.byteLength(body)));
+  const request = (): HttpRequest =>
+    ({
       method: 'POST',
       url: 'http://127.0.0.1/api/token',
-      headers: { authorization: `Bearer ${gateway}`, 'content-type': 'application/x-www-form-urlencoded' },
-      body: { string: body },
-    });
-    const res = await handler(req, new InvocationContext({ invocationId: 'x', functionName: 'token' }));
+      headers,
+      params: {},
+      query: new URLSearchParams(),
+      body: null,
+      bodyUsed: false,
+      user: null,
+      text: () => Promise.resolve(body),
+    }) as unknown as HttpRequest;
+  const ctx = new InvocationContext({ invocationId: 'x', functionName: 'token' });
+  const call = async () => {
+    const res = await handler(request(), ctx);
     if ((res as { status?: number }).status !== 200) throw new Error(`status ${(res as { status?: number }).status}`);
   };
   for (let i = 0; i < 500; i++) await call();

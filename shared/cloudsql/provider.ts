@@ -2,7 +2,7 @@ import { tokenFingerprint } from '../observability/audit';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
 import { loadCore } from '../auth/frontdoor';
-import { connectInfo, refreshAfterSeconds } from './connect-settings';
+import { connectInfo, refreshAfterSeconds, type InstanceConnectInfo } from './connect-settings';
 import { iamDatabaseUser } from '../google/database-user';
 import { MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
@@ -14,6 +14,26 @@ import { MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/t
 
 function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, requested?: number): number {
   return Math.max(1, Math.min(requested ?? grant.maxTtlSeconds, grant.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS));
+}
+
+const UNAVAILABLE = Object.freeze({ connect_details: 'unavailable' as const });
+
+/** The answer's connect-details fields, made once per looked-up connect settings (cached 30 s+) instead of per hit. */
+const detailsOf = new WeakMap<InstanceConnectInfo, Readonly<Record<string, unknown>>>();
+function connectDetails(info: InstanceConnectInfo): Readonly<Record<string, unknown>> {
+  let d = detailsOf.get(info);
+  if (!d) {
+    d = Object.freeze({
+      connect_details: 'included',
+      ip_addresses: Object.freeze(info.ipAddresses.map((i) => Object.freeze({ type: i.type, ip_address: i.ipAddress }))),
+      ...(info.dnsName ? { dns_name: info.dnsName } : {}),
+      port: 5432,
+      server_ca_cert: info.serverCaCert,
+      server_cert_common_name: info.serverCertCommonName,
+    });
+    detailsOf.set(info, d);
+  }
+  return d;
 }
 
 export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
@@ -60,16 +80,7 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
       instance_connection_name: grant.connectionName,
       database: grant.database,
       refresh_after: refreshAfterSeconds(t.expiresInSeconds),
-      connect_details: info ? 'included' : 'unavailable',
-      ...(info
-        ? {
-            ip_addresses: info.ipAddresses.map((i) => ({ type: i.type, ip_address: i.ipAddress })),
-            ...(info.dnsName ? { dns_name: info.dnsName } : {}),
-            port: 5432,
-            server_ca_cert: info.serverCaCert,
-            server_cert_common_name: info.serverCertCommonName,
-          }
-        : {}),
+      ...(info ? connectDetails(info) : UNAVAILABLE),
     },
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,

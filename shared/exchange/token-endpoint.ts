@@ -13,14 +13,22 @@ import { formatTarget, parseTarget, type Target } from '../policy/target';
 import { recordCache, recordIssuance, spanAfter } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
-/** A module loaded on first use and kept (an `import()` per call resolves and copies the module each time). */
-function loadOnce<T>(load: () => Promise<T>): () => Promise<T> {
-  let loaded: Promise<T> | undefined;
+/**
+ * A module loaded on first use and kept (an `import()` per call resolves and copies the module each time); once
+ * loaded it is handed over without a promise, so a cache hit adds no await for it.
+ */
+function loadOnce<T>(load: () => Promise<T>): () => T | Promise<T> {
+  let loaded: T | undefined;
+  let loading: Promise<T> | undefined;
   return () =>
-    (loaded ??= load().catch((e: unknown) => {
-      loaded = undefined; // a failed import is tried again by the next call
-      throw e;
-    }));
+    loaded ??
+    (loading ??= load().then(
+      (m) => (loaded = m),
+      (e: unknown) => {
+        loading = undefined; // a failed import is tried again by the next call
+        throw e;
+      },
+    ));
 }
 
 const cloudsqlProvider = loadOnce(() => import('../cloudsql/provider'));
@@ -28,8 +36,14 @@ const cosmosProvider = loadOnce(() => import('../cosmos/provider'));
 
 /** Providers are loaded on first use, so a Cosmos-only call never loads the Google SDK and vice versa. */
 const providers = {
-  cloudsql: async (input: IssueInput<CloudSqlDecisionGrant>) => (await cloudsqlProvider()).issueCloudSqlToken(input),
-  cosmos: async (input: IssueInput<CosmosDecisionGrant>) => (await cosmosProvider()).issueCosmosToken(input),
+  cloudsql: (input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> => {
+    const m = cloudsqlProvider();
+    return m instanceof Promise ? m.then((p) => p.issueCloudSqlToken(input)) : m.issueCloudSqlToken(input);
+  },
+  cosmos: (input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> => {
+    const m = cosmosProvider();
+    return m instanceof Promise ? m.then((p) => p.issueCosmosToken(input)) : m.issueCosmosToken(input);
+  },
 };
 
 const MAX_REQUESTED_LIFETIME = 86400;
@@ -156,16 +170,13 @@ async function grantAndIssue(
   return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
 }
 
-async function issue(
-  grant: DecisionGrant,
-  base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal },
-): Promise<ProviderResult> {
+function issue(grant: DecisionGrant, base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal }): Promise<ProviderResult> {
   switch (grant.kind) {
     case 'cloudsql':
       return providers.cloudsql({ ...base, grant });
     case 'cosmos':
       return providers.cosmos({ ...base, grant });
     case 'query':
-      throw new BrokerError('invalid_target', 'This target cannot be exchanged for a token.');
+      return Promise.reject(new BrokerError('invalid_target', 'This target cannot be exchanged for a token.'));
   }
 }

@@ -13,7 +13,7 @@ import type { Policy } from './schema';
  * (shared/app/context.ts) and configuration, so its last good document and ETag survive requests.
  */
 export class PolicyHolder {
-  private held: { key: string; store: PolicyStore } | undefined;
+  private held: { key: string; store: PolicyStore; cfg: PolicyConfig; path: string | undefined } | undefined;
 
   constructor(
     private readonly opts: {
@@ -54,6 +54,7 @@ export class PolicyHolder {
   /** The store of the current configuration. */
   async store(): Promise<PolicyStore> {
     const { cfg, path } = this.loadSettings();
+    if (this.held?.cfg === cfg && this.held.path === path) return this.held.store;
     const key = [cfg.url, path, cfg.refreshSeconds, cfg.maxStaleSeconds, cfg.caFile, cfg.storageTimeoutMs, cfg.clientId].join(
       '|',
     );
@@ -62,6 +63,8 @@ export class PolicyHolder {
       if (this.held?.key !== key) {
         this.held = {
           key,
+          cfg,
+          path,
           store: new PolicyStore(source, {
             refreshMs: cfg.refreshSeconds * 1000,
             maxStaleMs: cfg.maxStaleSeconds * 1000,
@@ -70,15 +73,42 @@ export class PolicyHolder {
         };
       }
     }
+    // The same values in new settings objects (the environment changed and changed back): remember these.
+    if (this.held.cfg !== cfg || this.held.path !== path) this.held = { ...this.held, cfg, path };
     return this.held.store;
   }
 
-  /** The policy to decide with (fresh within BROKER_POLICY_REFRESH_SECONDS), with its ETag and revision. */
-  async currentVersion(): Promise<PolicyVersion> {
-    return (await this.store()).current();
+  /**
+   * The policy without a promise layer per step, when the settings are the ones the held store was made for (the
+   * same memoized settings objects) and no read is due: what every cache hit finds. Undefined otherwise (then the
+   * async path reads); throws what current() would reject with.
+   */
+  private checked(): PolicyVersion | undefined {
+    const { cfg, path } = this.loadSettings();
+    const held = this.held;
+    return held?.cfg === cfg && held.path === path ? held.store.currentIfChecked() : undefined;
   }
 
-  async current(): Promise<Policy> {
-    return (await this.currentVersion()).policy;
+  /** The policy to decide with (fresh within BROKER_POLICY_REFRESH_SECONDS), with its ETag and revision. */
+  currentVersion(): Promise<PolicyVersion> {
+    try {
+      const v = this.checked();
+      if (v) return Promise.resolve(v);
+    } catch (e) {
+      return Promise.reject(toBrokerError(e)); // a BrokerError already: the same object
+    }
+    return this.store().then((store) => store.current());
+  }
+
+  current(): Promise<Policy> {
+    try {
+      const v = this.checked();
+      if (v) return Promise.resolve(v.policy);
+    } catch (e) {
+      return Promise.reject(toBrokerError(e)); // a BrokerError already: the same object
+    }
+    return this.store()
+      .then((store) => store.current())
+      .then((v) => v.policy);
   }
 }

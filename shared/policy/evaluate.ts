@@ -65,23 +65,27 @@ export interface RuleTrace {
 }
 
 export type Decision =
-  | { readonly decision: 'grant'; readonly ruleId: string; readonly grant: DecisionGrant; readonly trace: readonly RuleTrace[] }
-  | {
-      readonly decision: 'deny';
-      readonly code: 'subject_denied' | 'not_granted';
-      readonly reason: string;
-      readonly trace: readonly RuleTrace[];
-    };
+  | { readonly decision: 'grant'; readonly ruleId: string; readonly grant: DecisionGrant }
+  | { readonly decision: 'deny'; readonly code: 'subject_denied' | 'not_granted'; readonly reason: string };
+
+/** A decision with the explain trace: every rule tried, in order, and why it did not match. */
+export type ExplainedDecision = Decision & { readonly trace: readonly RuleTrace[] };
+
+/**
+ * What a "why not" returns when no explanation is asked for (the hit path): the rule does not match, and nothing
+ * is built to say why (the messages join lists and name values on every non-matching rule).
+ */
+const MISS = 'no match';
 
 /** Why a certificate rule does not match the caller, or undefined when it does (every listed category must match). */
-function certificateWhy(s: CertificateSubject, p: Principal): string | undefined {
+function certificateWhy(s: CertificateSubject, p: Principal, explain: boolean): string | undefined {
   const c = p.certificate;
   if (p.kind !== 'certificate' || !c) return 'rule is for client certificates, the caller is not one';
   const want = s.certificate;
   if (want.issuerThumbprint !== undefined && want.issuerThumbprint !== c.issuerThumbprint) return 'issuing CA differs';
   if (want.issuer !== undefined && want.issuer !== c.issuer) return 'issuing CA differs';
   const anyOf = (list: readonly string[] | undefined, have: readonly string[], name: string): string | undefined =>
-    list && !list.some((w) => have.includes(w)) ? `certificate has none of the ${name}` : undefined;
+    list && !list.some((w) => have.includes(w)) ? (explain ? `certificate has none of the ${name}` : MISS) : undefined;
   return (
     anyOf(want.thumbprints, [c.thumbprint], 'thumbprints') ??
     anyOf(want.subjects, [c.subject], 'subjects') ??
@@ -94,13 +98,17 @@ function certificateWhy(s: CertificateSubject, p: Principal): string | undefined
   );
 }
 
-function subjectWhy(rule: Rule, p: Principal): string | undefined {
+function subjectWhy(rule: Rule, p: Principal, explain: boolean): string | undefined {
   const s = rule.subject;
-  if ('certificate' in s) return certificateWhy(s, p);
+  if ('certificate' in s) return certificateWhy(s, p, explain);
   if (p.kind === 'certificate') return 'rule is for Entra ID callers, the caller is a client certificate';
   if (s.tenantId !== p.tenantId) return 'tenant differs';
   const anyOf = (want: readonly string[] | undefined, have: readonly string[], name: string): string | undefined =>
-    want && !want.some((w) => have.includes(w)) ? `caller has none of the ${name} ${want.join(', ')}` : undefined;
+    want && !want.some((w) => have.includes(w))
+      ? explain
+        ? `caller has none of the ${name} ${want.join(', ')}`
+        : MISS
+      : undefined;
   return (
     anyOf(s.roles, p.roles, 'roles') ??
     anyOf(s.scopes, p.scopes, 'scopes') ??
@@ -126,27 +134,51 @@ export function claimValue(p: Principal, claim: 'oid' | 'tid' | 'appid'): string
   return claim === 'oid' ? p.objectId : claim === 'tid' ? p.tenantId : p.appId;
 }
 
-function matchCloudSql(g: CloudSqlGrant, t: Extract<Target, { kind: 'cloudsql' }>): CloudSqlDecisionGrant | string {
-  if (g.instance !== t.connectionName) return `instance ${g.instance} is not ${t.connectionName}`;
-  if (!g.databases.includes(t.database)) return `database ${t.database} is not among ${g.databases.join(', ')}`;
-  const base = { kind: 'cloudsql' as const, connectionName: g.instance, database: t.database, maxTtlSeconds: g.maxTtlSeconds };
-  if (g.identity === 'caller') {
-    if (g.adminServiceAccount === undefined) return 'rule names no adminServiceAccount'; // the schema requires one
-    return { ...base, identity: 'caller', adminServiceAccount: g.adminServiceAccount };
-  }
-  if (g.serviceAccount === undefined) return 'rule names no serviceAccount'; // the schema requires one
-  return { ...base, identity: 'serviceAccount', serviceAccount: g.serviceAccount };
+function matchCloudSql(
+  g: CloudSqlGrant,
+  t: Extract<Target, { kind: 'cloudsql' }>,
+  explain: boolean,
+): CloudSqlDecisionGrant | string {
+  if (g.instance !== t.connectionName) return explain ? `instance ${g.instance} is not ${t.connectionName}` : MISS;
+  if (!g.databases.includes(t.database)) return explain ? `database ${t.database} is not among ${g.databases.join(', ')}` : MISS;
+  let byDatabase = cloudSqlGrants.get(g);
+  if (!byDatabase) cloudSqlGrants.set(g, (byDatabase = new Map<string, CloudSqlDecisionGrant | string>()));
+  let made = byDatabase.get(t.database);
+  if (made === undefined) byDatabase.set(t.database, (made = cloudSqlGrantOf(g, t.database)));
+  return made;
 }
 
-function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: Principal): CosmosDecisionGrant | string {
+/**
+ * The decision grant of a policy's Cloud SQL grant for one of its databases depends on nothing else: made once per
+ * (policy grant object, database) and shared, frozen, by every decision (a new policy document is new objects).
+ */
+const cloudSqlGrants = new WeakMap<CloudSqlGrant, Map<string, CloudSqlDecisionGrant | string>>();
+
+function cloudSqlGrantOf(g: CloudSqlGrant, database: string): CloudSqlDecisionGrant | string {
+  const base = { kind: 'cloudsql' as const, connectionName: g.instance, database, maxTtlSeconds: g.maxTtlSeconds };
+  if (g.identity === 'caller') {
+    if (g.adminServiceAccount === undefined) return 'rule names no adminServiceAccount'; // the schema requires one
+    return Object.freeze({ ...base, identity: 'caller', adminServiceAccount: g.adminServiceAccount });
+  }
+  if (g.serviceAccount === undefined) return 'rule names no serviceAccount'; // the schema requires one
+  return Object.freeze({ ...base, identity: 'serviceAccount', serviceAccount: g.serviceAccount });
+}
+
+function matchCosmos(
+  g: CosmosGrant,
+  t: Extract<Target, { kind: 'cosmos' }>,
+  p: Principal,
+  explain: boolean,
+): CosmosDecisionGrant | string {
   if (g.account !== t.account || g.database !== t.database || g.container !== t.container) {
-    return `container ${g.account}/${g.database}/${g.container} differs`;
+    return explain ? `container ${g.account}/${g.database}/${g.container} differs` : MISS;
   }
   if (t.mode === 'all' && g.mode === 'read') return 'request asks for mode all, rule grants read only';
   if (g.auth === 'rbac') {
     // The identity's role assignment fixes what its token can do: it cannot be narrowed to a partition or to read.
     if (t.partitionKey !== undefined) return 'rule grants keyless (rbac) access, which cannot be scoped to a partition';
-    if (t.mode !== undefined && t.mode !== g.mode) return `rule grants keyless (rbac) mode ${g.mode}, which cannot be narrowed`;
+    if (t.mode !== undefined && t.mode !== g.mode)
+      return explain ? `rule grants keyless (rbac) mode ${g.mode}, which cannot be narrowed` : MISS;
     if (g.identityClientId === undefined) return 'rule names no identity'; // the schema requires one
     return {
       kind: 'cosmos',
@@ -174,7 +206,7 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
       break;
     case 'claim': {
       const v = claimValue(p, pk.claim);
-      if (!v) return `caller token has no ${pk.claim} claim for the partition key`;
+      if (!v) return explain ? `caller token has no ${pk.claim} claim for the partition key` : MISS;
       if (t.partitionKey !== undefined && t.partitionKey !== v) return "requested partition key is not the caller's own";
       partitionKey = v;
       break;
@@ -192,18 +224,23 @@ function matchCosmos(g: CosmosGrant, t: Extract<Target, { kind: 'cosmos' }>, p: 
   };
 }
 
-function matchTarget(rule: Rule, t: Target, p: Principal): DecisionGrant | string {
-  const misses: string[] = [];
+function matchTarget(rule: Rule, t: Target, p: Principal, explain: boolean): DecisionGrant | string {
   if (t.kind === 'query')
-    return rule.grants.queries.includes(t.name) ? { kind: 'query', name: t.name } : `query ${t.name} not granted`;
+    return rule.grants.queries.includes(t.name)
+      ? { kind: 'query', name: t.name }
+      : explain
+        ? `query ${t.name} not granted`
+        : MISS;
   const grants = t.kind === 'cloudsql' ? rule.grants.cloudsql : rule.grants.cosmos;
-  if (grants.length === 0) return `rule grants no ${t.kind} targets`;
+  if (grants.length === 0) return explain ? `rule grants no ${t.kind} targets` : MISS;
+  const misses: string[] | undefined = explain ? [] : undefined;
   for (const g of grants) {
-    const r = t.kind === 'cloudsql' ? matchCloudSql(g as CloudSqlGrant, t) : matchCosmos(g as CosmosGrant, t, p);
+    const r =
+      t.kind === 'cloudsql' ? matchCloudSql(g as CloudSqlGrant, t, explain) : matchCosmos(g as CosmosGrant, t, p, explain);
     if (typeof r !== 'string') return r;
-    misses.push(r);
+    misses?.push(r);
   }
-  return misses.join('; ');
+  return misses ? misses.join('; ') : MISS;
 }
 
 /** The live deny entry naming this identity (an entry past its `expiresAt` no longer applies), if any. */
@@ -237,30 +274,43 @@ export function certificateDenyEntryFor(
 
 /** Deny by default: the first rule (in file order) that matches the subject and grants the target wins. */
 export function evaluate(policy: Policy, p: Principal, target: Target, now = Date.now()): Decision {
+  return decide(policy, p, target, now, undefined);
+}
+
+/**
+ * The same decision with its trace (POST /api/policy/explain): every rule tried and why it did not match. Only the
+ * explain endpoint builds the "why not" texts; evaluate() decides identically without them.
+ */
+export function explainDecision(policy: Policy, p: Principal, target: Target, now = Date.now()): ExplainedDecision {
+  const trace: RuleTrace[] = [];
+  return { ...decide(policy, p, target, now, trace), trace };
+}
+
+function decide(policy: Policy, p: Principal, target: Target, now: number, trace: RuleTrace[] | undefined): Decision {
   const denied = p.certificate ? certificateDenyEntryFor(policy, p.certificate, now) : denyEntryFor(policy, p, now);
   if (denied) {
-    return { decision: 'deny', code: 'subject_denied', reason: 'The subject is on the policy deny list.', trace: [] };
+    return { decision: 'deny', code: 'subject_denied', reason: 'The subject is on the policy deny list.' };
   }
-  const trace: RuleTrace[] = [];
+  const explain = trace !== undefined;
+  let anySubject = false;
   for (const rule of policy.rules) {
-    const sw = subjectWhy(rule, p);
+    const sw = subjectWhy(rule, p, explain);
     if (sw !== undefined) {
-      trace.push({ ruleId: rule.id, subjectMatched: false, targetMatched: false, why: sw });
+      trace?.push({ ruleId: rule.id, subjectMatched: false, targetMatched: false, why: sw });
       continue;
     }
-    const r = matchTarget(rule, target, p);
+    anySubject = true;
+    const r = matchTarget(rule, target, p, explain);
     if (typeof r === 'string') {
-      trace.push({ ruleId: rule.id, subjectMatched: true, targetMatched: false, why: r });
+      trace?.push({ ruleId: rule.id, subjectMatched: true, targetMatched: false, why: r });
       continue;
     }
-    trace.push({ ruleId: rule.id, subjectMatched: true, targetMatched: true, why: 'granted' });
-    return { decision: 'grant', ruleId: rule.id, grant: r, trace };
+    trace?.push({ ruleId: rule.id, subjectMatched: true, targetMatched: true, why: 'granted' });
+    return { decision: 'grant', ruleId: rule.id, grant: r };
   }
-  const anySubject = trace.some((t) => t.subjectMatched);
   return {
     decision: 'deny',
     code: 'not_granted',
     reason: anySubject ? 'No rule that matches the caller grants this target.' : 'No rule matches the caller.',
-    trace,
   };
 }

@@ -5,7 +5,7 @@ import { auditedIdentity } from '../observability/audit';
 import { jsonResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
-import { evaluate } from './evaluate';
+import { explainDecision } from './evaluate';
 import { formatTarget, parseTarget } from './target';
 
 /**
@@ -27,7 +27,7 @@ export async function handleExplain(req: HttpRequest, scope: RequestScope): Prom
     subjectTokenType: params.subject_token_type,
     action: 'explain',
   })();
-  const d = evaluate(await scope.app.policy.current(), subject, target);
+  const d = explainDecision(await scope.app.policy.current(), subject, target);
   scope.log.info('policy explained', {
     event: 'explain',
     decision: d.decision,

@@ -70,9 +70,18 @@ export class PolicyStore {
   }
 
   /** The policy to decide with now. Reads the source first when the last read is older than the interval. */
-  async current(): Promise<PolicyVersion> {
-    if (this.now() - this.checkedAt >= this.opts.refreshMs) await this.refresh();
-    return this.usable();
+  current(): Promise<PolicyVersion> {
+    if (this.now() - this.checkedAt >= this.opts.refreshMs) return this.refresh().then(() => this.usable());
+    try {
+      return Promise.resolve(this.usable());
+    } catch (e) {
+      return Promise.reject(toBrokerError(e)); // a BrokerError already: the same object
+    }
+  }
+
+  /** current() without a promise when no read is due; undefined when one is (then call current()). */
+  currentIfChecked(): PolicyVersion | undefined {
+    return this.now() - this.checkedAt >= this.opts.refreshMs ? undefined : this.usable();
   }
 
   private usable(): PolicyVersion {

@@ -53,6 +53,23 @@ function bad(msg: string): BrokerError {
  * refused with invalid_target, so what is evaluated and audited (formatTarget) is exactly what was asked.
  */
 export function parseTarget(resource: string): Target {
+  let t = parsed.get(resource);
+  if (t === undefined) {
+    t = Object.freeze(parseCanonical(resource)); // throws for anything not canonical: nothing refused is remembered
+    if (parsed.size >= PARSED_MAX) parsed.clear();
+    parsed.set(resource, t);
+  }
+  return t;
+}
+
+/**
+ * Targets already parsed, by their exact text (parsing is a function of the text alone): a client asks for the same
+ * few targets on every exchange. Bounded; cleared when full.
+ */
+const parsed = new Map<string, Target>();
+const PARSED_MAX = 1024;
+
+function parseCanonical(resource: string): Target {
   if (resource.length > 2048) throw bad('The resource is too long.');
   // Printable ASCII only: whitespace, control characters and raw non-ASCII are never part of a canonical target.
   if (!/^[\x21-\x7e]+$/.test(resource))

@@ -1,6 +1,6 @@
 import { parsePolicy } from '../../../shared/policy/load';
 import { ConfigError } from '../../../shared/errors';
-import { evaluate } from '../../../shared/policy/evaluate';
+import { evaluate, explainDecision } from '../../../shared/policy/evaluate';
 import { certificatePrincipal } from '../../../shared/auth/client-certificate';
 import type { CertificateIdentity } from '../../../shared/auth/principal';
 
@@ -92,7 +92,7 @@ test.each([
 test('an Entra rule never matches a certificate, a certificate rule never an Entra caller', () => {
   const cert = certificatePrincipal(identity());
   const entraRule = policyWith({ tenantId: TID, roles: ['Orders.Read'] });
-  const d = evaluate(entraRule, cert, QUERY);
+  const d = explainDecision(entraRule, cert, QUERY);
   expect(d.decision).toBe('deny');
   expect(d.trace[0]!.why).toMatch(/Entra ID callers/);
   const entra = {
@@ -107,7 +107,7 @@ test('an Entra rule never matches a certificate, a certificate rule never an Ent
     expiresAt: 0,
   };
   const certRule = policyWith({ certificate: { issuerThumbprint: CA, thumbprints: [THUMB] } });
-  expect(evaluate(certRule, entra, QUERY).trace[0]!.why).toMatch(/client certificates/);
+  expect(explainDecision(certRule, entra, QUERY).trace[0]!.why).toMatch(/client certificates/);
 });
 
 test('a live certificate deny entry wins over the rule (subject_denied); an expired one no longer applies', () => {

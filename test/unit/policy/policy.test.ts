@@ -1,6 +1,6 @@
 import { ConfigError } from '../../../shared/errors';
 import { parsePolicy } from '../../../shared/policy/load';
-import { evaluate } from '../../../shared/policy/evaluate';
+import { evaluate, explainDecision } from '../../../shared/policy/evaluate';
 import { parseTarget, formatTarget } from '../../../shared/policy/target';
 import type { Principal } from '../../../shared/auth/principal';
 import { readFileSync } from 'node:fs';
@@ -172,9 +172,44 @@ describe('evaluate: deny by default, first matching rule wins, narrowing only', 
       reason: 'No rule matches the caller.',
     });
     expect(evaluate(policy, principal({ tenantId: '00000000-0000-4000-8000-000000000001' }), sql).decision).toBe('deny');
-    const other = evaluate(policy, principal(), parseTarget('cloudsql://sandbox-project/europe-west1/orders-db/payroll'));
+    const other = explainDecision(policy, principal(), parseTarget('cloudsql://sandbox-project/europe-west1/orders-db/payroll'));
     expect(other).toMatchObject({ decision: 'deny', code: 'not_granted' });
     expect(other.trace[0]).toMatchObject({ ruleId: 'orders-readers', subjectMatched: true, targetMatched: false });
+  });
+
+  test('evaluate decides exactly as explainDecision, which alone builds the "why not" texts', () => {
+    const denyListed = parsePolicy(JSON.stringify({ ...policy, deny: [{ tenantId: TID, objectId: OID }] }));
+    const targets = [
+      sql,
+      parseTarget('cloudsql://sandbox-project/europe-west1/orders-db/payroll'),
+      parseTarget('cloudsql://sandbox-project/europe-west1/other-db/orders'),
+      parseTarget('cosmos://sandbox-cosmos/app/profiles'),
+      parseTarget(`cosmos://sandbox-cosmos/app/profiles?partitionKey=${OID}`),
+      parseTarget('cosmos://sandbox-cosmos/app/profiles?partitionKey=someone-else'),
+      parseTarget('cosmos://sandbox-cosmos/app/catalog?mode=all'),
+      parseTarget('query://orders-by-customer'),
+      parseTarget('query://order-count'),
+      parseTarget('query://not-granted'),
+    ];
+    const callers = [
+      principal(),
+      principal({ roles: [] }),
+      principal({ roles: ['Orders.Analyst'] }),
+      principal({ tenantId: '00000000-0000-4000-8000-000000000001' }),
+      principal({ groups: ['6f1a0000-0000-4000-8000-0000000000a1'] }),
+    ];
+    let withWhyNot = 0;
+    for (const p of [policy, denyListed])
+      for (const caller of callers)
+        for (const target of targets) {
+          const { trace, ...explained } = explainDecision(p, caller, target);
+          expect(evaluate(p, caller, target)).toEqual(explained);
+          if (trace.some((t) => t.why !== 'granted' && t.why !== 'no match')) withWhyNot++;
+          expect(trace.map((t) => t.why)).not.toContain('no match');
+        }
+    expect(withWhyNot).toBeGreaterThan(10);
+    const other = explainDecision(policy, principal(), targets[1]!);
+    expect(other.trace[0]!.why).toBe('database payroll is not among orders');
   });
 
   test('the deny list wins over any rule', () => {
