@@ -52,7 +52,8 @@ function formDecode(raw: string, sequence: string, which: 0 | 1): string {
     return decodeURIComponent(spaced);
   } catch {
     // A malformed escape or bytes that are not UTF-8: URLSearchParams keeps the one and replaces the other.
-    const [entry] = new URLSearchParams(sequence);
+    // ('&' first: URLSearchParams strips a leading '?' of its whole input, never of a later sequence.)
+    const [entry] = new URLSearchParams(`&${sequence}`);
     return entry![which];
   }
 }
@@ -64,7 +65,7 @@ function formDecode(raw: string, sequence: string, which: 0 | 1): string {
  */
 export function parseForm(text: string): [string, string][] {
   const out: [string, string][] = [];
-  let start = 0;
+  let start = text.startsWith('?') ? 1 : 0; // as URLSearchParams: one leading '?' of the input is not part of it
   while (start <= text.length) {
     let end = text.indexOf('&', start);
     if (end < 0) end = text.length;

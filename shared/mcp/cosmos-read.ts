@@ -29,7 +29,9 @@ import {
 /**
  * `tools/call` of a Cosmos tool: re-authorize through the one authorization step → bind the caller's partition →
  * check the arguments → mint the credential the broker already issues for the grant (a read-only resource token on
- * that partition through the Cosmos provider and its cache; for auth "rbac" the identity's Entra token) → read the
+ * that partition through the Cosmos provider and its cache; for auth "rbac" the identity's Entra token, whose role
+ * is whatever the grant's identity holds (read-write for mode "all"): only the broker's own calls keep it to reads of
+ * the caller's partition; the token never leaves the broker) → read the
  * data plane with @azure/cosmos under BROKER_UPSTREAM_TIMEOUT_MS → bound the items → audit (one grant or one deny
  * line, user and agent). The account key never reaches this path: only the provider's permission upsert uses it.
  */

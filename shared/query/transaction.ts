@@ -248,13 +248,16 @@ export function runReadOnly(client: PoolClient, req: ReadOnlyRequest): Promise<R
     // completion normally arrives together with the query's: until the first answer, the pipeline has the larger of
     // the two allowances (a query longer than the preamble's deadline is not cut; an expiry with nothing answered is
     // the preamble's: the server stopped answering). A phase that is seen to start gets its own allowance from then;
-    // a timer that fires before the current phase's deadline re-arms for the rest.
+    // a timer that fires before the current phase's deadline re-arms for the rest, and a phase whose deadline falls
+    // before the armed timer's (the rollback after a long query's allowance) re-arms it earlier.
     let phase: Phase = 'preamble';
     let allowed = Math.max(req.deadlines.preamble, req.deadlines.query);
     let due = performance.now() + allowed;
+    let armedDue = due;
     const expire = () => {
       const left = due - performance.now();
       if (left > 0) {
+        armedDue = due;
         timer = setTimeout(expire, left);
         return;
       }
@@ -267,6 +270,11 @@ export function runReadOnly(client: PoolClient, req: ReadOnlyRequest): Promise<R
       phase = next;
       allowed = req.deadlines[next];
       due = performance.now() + allowed;
+      if (due < armedDue) {
+        clearTimeout(timer);
+        armedDue = due;
+        timer = setTimeout(expire, allowed);
+      }
     });
     tx.callback = (err, result) => {
       clearTimeout(timer);

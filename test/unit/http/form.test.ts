@@ -23,12 +23,17 @@ describe('parseForm matches URLSearchParams', () => {
       'surrogate=%ED%A0%80&overlong=%C0%AF',
       'bom=%EF%BB%BFx',
       '__proto__=1&toString=2',
+      '?grant_type=x&a=1',
+      '??a=1',
+      'a=1&?b=2',
+      'a=1&?%zz=2',
+      '?%zz',
     ])
       same(text);
   });
 
   test('seeded random strings over the format’s special characters', () => {
-    const alphabet = ['a', 'B', '0', '=', '&', '+', '%', '%2', '%41', '%e2', '%82', '%ac', '%ff', 'é', ' ', '€', 'z'];
+    const alphabet = ['a', 'B', '0', '=', '&', '+', '%', '%2', '%41', '%e2', '%82', '%ac', '%ff', 'é', ' ', '€', 'z', '?'];
     let seed = 27;
     const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     for (let i = 0; i < 5000; i++) {
