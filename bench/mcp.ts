@@ -1,8 +1,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { benchTokens } from './sandbox-tokens';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalHost } from '../local/host';
-import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
 import { childrenCpuMicros, cpuMicros } from './load';
 
@@ -67,26 +67,7 @@ async function main(): Promise<void> {
   sb.applyEnv();
   const host = await startLocalHost({ port: 0 });
   try {
-    const gateway = await sb.entra.mint({
-      oid: SANDBOX.gatewayObjectId,
-      aud: SANDBOX.clientAudience,
-      version: '1.0',
-      expiresIn: 7200,
-    });
-    const caller = await sb.entra.mint({
-      oid: SANDBOX.readerObjectId,
-      aud: SANDBOX.subjectAudience,
-      roles: ['Orders.Read'],
-      expiresIn: 7200,
-    });
-    const agent = await sb.entra.mint({
-      resource: SANDBOX.mcp.appIdUri,
-      appId: SANDBOX.mcp.agentHostAppId,
-      scp: SANDBOX.mcp.scope,
-      oid: SANDBOX.readerObjectId,
-      roles: ['Orders.Read'],
-      expiresIn: 7200,
-    });
+    const { gateway, caller, agent } = await benchTokens(sb);
     const info: McpServerInfo = {
       brokerUrl: host.url,
       queryHeaders: { authorization: `Bearer ${gateway}`, 'x-subject-token': caller, 'content-type': 'application/json' },

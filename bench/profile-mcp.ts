@@ -1,8 +1,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { benchTokens } from './sandbox-tokens';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
-import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
 import { writeCatalogAndPolicy } from './mcp';
 import { telemetryWithoutExporter } from './telemetry-off';
@@ -27,26 +27,7 @@ async function main(): Promise<void> {
   sb.applyEnv();
   const { handler: mcp } = await import('../functions/mcp');
   const { handler: query } = await import('../functions/query');
-  const gateway = await sb.entra.mint({
-    oid: SANDBOX.gatewayObjectId,
-    aud: SANDBOX.clientAudience,
-    version: '1.0',
-    expiresIn: 7200,
-  });
-  const caller = await sb.entra.mint({
-    oid: SANDBOX.readerObjectId,
-    aud: SANDBOX.subjectAudience,
-    roles: ['Orders.Read'],
-    expiresIn: 7200,
-  });
-  const agent = await sb.entra.mint({
-    resource: SANDBOX.mcp.appIdUri,
-    appId: SANDBOX.mcp.agentHostAppId,
-    scp: SANDBOX.mcp.scope,
-    oid: SANDBOX.readerObjectId,
-    roles: ['Orders.Read'],
-    expiresIn: 7200,
-  });
+  const { gateway, caller, agent } = await benchTokens(sb);
   const mcpHeaders = {
     authorization: `Bearer ${agent}`,
     'content-type': 'application/json',

@@ -1,6 +1,6 @@
 import { HttpRequest, InvocationContext } from '@azure/functions';
+import { benchTokens } from './sandbox-tokens';
 import { handler } from '../functions/query';
-import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
 import { queryConfig } from '../shared/config/query';
 import { baselinePool, BASELINE_SQL } from './query';
@@ -18,18 +18,7 @@ async function main(): Promise<void> {
   const loopback = `127.0.${process.env.TEST_LOOPBACK_NET ?? '0'}.250`;
   const sb = await startSandbox({ cloudSql: { host: loopback }, env: { LOG_LEVEL: 'info' } });
   sb.applyEnv();
-  const gateway = await sb.entra.mint({
-    oid: SANDBOX.gatewayObjectId,
-    aud: SANDBOX.clientAudience,
-    version: '1.0',
-    expiresIn: 7200,
-  });
-  const caller = await sb.entra.mint({
-    oid: SANDBOX.readerObjectId,
-    aud: SANDBOX.subjectAudience,
-    roles: ['Orders.Read'],
-    expiresIn: 7200,
-  });
+  const { gateway, caller } = await benchTokens(sb);
   const broker = async () => {
     const req = new HttpRequest({
       method: 'POST',

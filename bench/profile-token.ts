@@ -1,4 +1,5 @@
 import { InvocationContext, type HttpRequest } from '@azure/functions';
+import { benchTokens } from './sandbox-tokens';
 import { handler } from '../functions/token';
 import { SANDBOX } from '../local/ids';
 import { startSandbox } from '../local/sandbox';
@@ -25,19 +26,7 @@ async function main(): Promise<void> {
   }
   const sb = await startSandbox({ env: { LOG_LEVEL: 'info' } });
   sb.applyEnv();
-  const gateway = await sb.entra.mint({
-    oid: SANDBOX.gatewayObjectId,
-    appId: SANDBOX.gatewayAppId,
-    aud: SANDBOX.clientAudience,
-    version: '1.0',
-    expiresIn: 7200,
-  });
-  const caller = await sb.entra.mint({
-    oid: SANDBOX.readerObjectId,
-    aud: SANDBOX.subjectAudience,
-    roles: ['Orders.Read'],
-    expiresIn: 7200,
-  });
+  const { gateway, caller } = await benchTokens(sb);
   const target =
     process.argv[2] === 'cosmos'
       ? `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`

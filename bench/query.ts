@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { benchTokens } from './sandbox-tokens';
 import type { AddressInfo } from 'node:net';
 import { startLocalHost } from '../local/host';
 import { SANDBOX } from '../local/ids';
@@ -103,18 +104,7 @@ async function main(): Promise<void> {
   const host = await startLocalHost({ port: 0 });
   const baseline = await baselineServer(queryConfig.get().poolMax, sb.env.CLOUDSQL_ADMIN_ENDPOINT);
   try {
-    const gateway = await sb.entra.mint({
-      oid: SANDBOX.gatewayObjectId,
-      aud: SANDBOX.clientAudience,
-      version: '1.0',
-      expiresIn: 7200,
-    });
-    const caller = await sb.entra.mint({
-      oid: SANDBOX.readerObjectId,
-      aud: SANDBOX.subjectAudience,
-      roles: ['Orders.Read'],
-      expiresIn: 7200,
-    });
+    const { gateway, caller } = await benchTokens(sb);
     const brokerHeaders = { authorization: `Bearer ${gateway}`, 'x-subject-token': caller, 'content-type': 'application/json' };
     const info: QueryServerInfo = {
       brokerUrl: host.url,
