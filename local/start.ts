@@ -2,6 +2,7 @@ import { rmSync } from 'node:fs';
 import { SANDBOX } from './ids';
 import { startLocalHost, type LocalHost } from './host';
 import { createRunDir, linkCurrent, startSandbox, unlinkCurrent, writeState, type Sandbox } from './sandbox';
+import { removeWithThisProcess } from './orphan-reaper';
 
 /**
  * `npm start`: the whole broker on this machine, like `vault server -dev`. Emulated clouds on fixed
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
   const runDir = createRunDir();
   const running: { sandbox?: Sandbox; host?: LocalHost } = {};
   let stopping = false;
+  removeWithThisProcess(runDir); // its CA keys, should this process be killed
   const removeRunDir = () => {
     if (!ephemeral) unlinkCurrent(runDir);
     rmSync(runDir, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BlobServiceClient, StorageSharedKeyCredential, type StoragePipelineOptions } from '@azure/storage-blob';
+import { reapWithThisProcess, removeWithThisProcess } from '../../orphan-reaper';
 import type { SandboxCa } from '../../pki';
 
 /**
@@ -44,6 +45,7 @@ function azuriteMain(): string {
 
 async function spawnAzurite(args: string[]): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, [azuriteMain(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  reapWithThisProcess(child);
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => fail(new Error(`Azurite did not start within 20 s: ${out.slice(-500)}`)), 20_000);
@@ -86,6 +88,7 @@ async function kill(child: ChildProcess): Promise<void> {
 export async function startAzurite(opts: { ca: SandboxCa; port?: number; host?: string }): Promise<AzuriteEmulator> {
   const host = opts.host ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'broker-azurite-'));
+  const forgetDir = removeWithThisProcess(dir); // its TLS key
   const server = opts.ca.issueServer({ commonName: 'localhost', dnsNames: ['localhost'], ips: [host] });
   writeFileSync(join(dir, 'cert.pem'), server.certPem);
   writeFileSync(join(dir, 'key.pem'), server.keyPem, { mode: 0o600 });
@@ -136,6 +139,7 @@ export async function startAzurite(opts: { ca: SandboxCa; port?: number; host?: 
       process.off('exit', onExit);
       await kill(child);
       rmSync(dir, { recursive: true, force: true });
+      forgetDir();
     },
   };
 }

@@ -206,6 +206,23 @@ describe('npm start (dist/local/start.js --ephemeral-ports)', () => {
     }
   }, 60_000);
 
+  test('killed outright (SIGKILL: no exit handler runs): PostgreSQL, Azurite, the data directory and the CA keys go with it', async () => {
+    const run = await start(workerHost(210));
+    const { postgresPid, azuritePid, postgresDataDir, runDir } = run.state;
+    expect(alive(postgresPid)).toBe(true);
+    expect(alive(azuritePid)).toBe(true);
+    expect(readdirSync(runDir)).toContain('client-ca.key');
+    const stopped = exited(run.proc);
+    run.proc.kill('SIGKILL');
+    await stopped;
+    expect(await gone(postgresPid, 5000)).toBe(true);
+    expect(await gone(azuritePid, 5000)).toBe(true);
+    for (let i = 0; i < 100 && (existsSync(postgresDataDir) || existsSync(runDir)); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(postgresDataDir)).toBe(false);
+    expect(existsSync(runDir)).toBe(false);
+  }, 90_000);
+
   test('bad start options are refused by name', () => {
     const r = (() => {
       try {
