@@ -439,8 +439,8 @@ async function cold(): Promise<void> {
     }
     // The cache misses of a running worker: a Cloud SQL token that must be re-minted (its cached entry outlives the
     // cap asked: generateAccessToken, the federated token still cached), and a Cosmos caller seen for the first time.
-    const misses: Record<string, Sample[]> = { cloudsql: [], cosmos: [] };
-    const { tokens: fresh } = await ask<{ tokens: string[] }>(s.child, 'mint-callers', { n: 8, offset: 900_000 });
+    const misses: Record<string, Sample[]> = { cloudsql: [], cosmos: [], cosmosVerified: [] };
+    const { tokens: fresh } = await ask<{ tokens: string[] }>(s.child, 'mint-callers', { n: 13, offset: 900_000 });
     // A worker that has served traffic: the request path warmed by cache hits of both kinds, and three misses of
     // each kind not measured (the first misses also compile the miss path).
     const base = b.info.brokerUrl.replace(/\/api$/, '');
@@ -460,20 +460,30 @@ async function cold(): Promise<void> {
     for (let i = 0; i < 5; i++) {
       misses.cloudsql!.push(await upstreamCalls(CLOUDSQL, b.info.callerToken, { requested_lifetime: String(800 - i * 60) }));
       misses.cosmos!.push(await upstreamCalls(COSMOS, fresh[i]));
+      // The same Cosmos miss for a caller whose token the broker has already verified (its Cloud SQL token, a cache
+      // hit, came first): the Cloud SQL row's condition, so the two rows differ only by the upstream work.
+      await exchange(b.info, CLOUDSQL, fresh[8 + i]);
+      misses.cosmosVerified!.push(await upstreamCalls(COSMOS, fresh[8 + i]));
     }
     for (const [name, what] of [
       ['cloudsql', 'Cloud SQL token re-minted (cached one outlives the cap asked)'],
       ['cosmos', 'Cosmos caller seen for the first time'],
+      ['cosmosVerified', 'Cosmos caller seen for the first time, its token already verified (informational)'],
     ] as const) {
       const xs = misses[name]!;
       const med = median(xs);
       figures[`miss_${name}`] = { latencyMs: LATENCY_MS, median: med, brokerCpuMsMedian: cpuMs(xs), samples: xs };
+      const target = name !== 'cosmosVerified';
       rows.push({
         id: '8',
         what: `cache miss in a worker that has served traffic, ${what}, upstreams at ${LATENCY_MS} ms: total vs upstream sum, median of ${xs.length}`,
         value: `${med.ms.toFixed(1)} ms vs ${med.calls} calls answered in ${med.upstreamMs.toFixed(1)} ms: +${med.overhead.toFixed(1)} ms (${listCalls(med.delta)}; broker CPU ${cpuMs(xs).toFixed(1)} ms per miss, median)`,
-        target: '≤ 2 ms + 2.5 ms per upstream call',
-        pass: xs.every((x) => x.status === 200) && med.overhead <= 2 + 2.5 * med.calls,
+        ...(target
+          ? {
+              target: '≤ 2 ms + 2.5 ms per upstream call',
+              pass: xs.every((x) => x.status === 200) && med.overhead <= 2 + 2.5 * med.calls,
+            }
+          : {}),
       });
     }
     const samples: Record<string, Sample[]> = { cloudsql: [], cosmos: [] };
