@@ -230,14 +230,26 @@ function minLevel(recheckMs: number | undefined): number {
   return LEVELS[name];
 }
 
-/** The ISO time of the current millisecond, made once per millisecond (a line per request asks for it). */
+/**
+ * The ISO time of the current millisecond, made once per millisecond (a line per request asks for it): the date and
+ * time up to the second once per second, the milliseconds appended (what `toISOString` writes, without a `Date`).
+ */
 let lastMs = -1;
 let lastIso = '';
+let lastSecond = NaN;
+let secondPrefix = '';
 function isoNow(): string {
   const now = Date.now();
   if (now !== lastMs) {
     lastMs = now;
-    lastIso = new Date(now).toISOString();
+    const ms = now % 1000;
+    const second = now - ms;
+    if (second !== lastSecond) {
+      lastSecond = second;
+      const iso = new Date(second).toISOString(); // …T12:34:56.000Z
+      secondPrefix = iso.slice(0, iso.length - 4);
+    }
+    lastIso = `${secondPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`;
   }
   return lastIso;
 }

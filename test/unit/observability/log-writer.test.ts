@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
-import { LineWriter, redactString } from '../../../shared/observability/log';
+import { createLogger, LineWriter, redactString, type LogRecord } from '../../../shared/observability/log';
 
 /**
  * The buffered log writer: one write per event-loop turn instead of one per line, and never a lost line
@@ -167,5 +167,32 @@ describe('redactString skips strings without a secret marker, and still redacts 
   it('returns ordinary strings unchanged (the same string)', () => {
     const s = 'token.cloudsql granted orders-readers 0b5e0000-0000-4000-8000-00000000ead1';
     expect(redactString(s)).toBe(s);
+  });
+});
+
+describe('the line timestamp', () => {
+  it('is what toISOString writes, across milliseconds, seconds and days', () => {
+    const records: LogRecord[] = [];
+    const log = createLogger({}, { sink: (r) => records.push(r) });
+    const times = [
+      Date.UTC(2026, 11, 7, 23, 59, 58, 999),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 0),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 7),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 7),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 42),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 999),
+      Date.UTC(2026, 11, 8, 0, 0, 0, 100),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 500), // the clock stepped back
+    ];
+    const now = jest.spyOn(Date, 'now');
+    try {
+      for (const t of times) {
+        now.mockReturnValue(t);
+        log.info('x');
+      }
+    } finally {
+      now.mockRestore();
+    }
+    expect(records.map((r) => r.ts)).toEqual(times.map((t) => new Date(t).toISOString()));
   });
 });
