@@ -152,12 +152,27 @@ function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => vo
 
 /** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
 function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig, policy: Policy): ResolvedQuery {
-  const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
+  const { subject, client } = call;
+  const action = call.action ?? 'query';
+  const log = call.scope.log;
   const targetText = `query://${query.name}`;
-  const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
+  // Literal requests (no spread of a shared base: a copy of its members per call).
+  const allowed = authorizeTarget({
+    policy,
+    subject,
+    client,
+    action,
+    log,
+    target: { kind: 'query', name: query.name },
+    targetText,
+  });
   const [project, region, instance] = query.instance.split(':') as [string, string, string];
   const identity = authorizeTarget({
-    ...base,
+    policy,
+    subject,
+    client,
+    action,
+    log,
     target: { kind: 'cloudsql', project, region, instance, database: query.database, connectionName: query.instance },
     targetText,
     onBehalfOfRule: allowed.ruleId,
@@ -213,18 +228,30 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     target,
     reason: 'granted',
     ruleId,
-    extra: {
-      ...(grant.identity === 'caller' ? { identity: 'caller' } : { serviceAccount: grant.serviceAccount }),
-      ...queryAudit,
-      rows: result.rowCount,
-      truncated: result.truncated,
-      ...(result.notice ? { truncatedBy: result.notice.limit } : {}),
-      ...(result.masked?.length ? { masked: result.masked } : {}),
-      dbDurationMs: elapsed(),
-      traceId: scope.trace?.traceId,
-    },
+    extra: grantExtra(grant, queryAudit, result, elapsed(), scope.trace?.traceId),
   });
   return result;
+}
+
+/** The grant line's query fields, in this order (members set in place, not spread from four objects). */
+function grantExtra(
+  grant: CloudSqlDecisionGrant,
+  queryAudit: { parameters: readonly string[]; identityParameters: readonly string[] },
+  result: QueryResult,
+  dbDurationMs: number,
+  traceId: string | undefined,
+): NonNullable<AuditEvent['extra']> {
+  const extra: NonNullable<AuditEvent['extra']> =
+    grant.identity === 'caller' ? { identity: 'caller' } : { serviceAccount: grant.serviceAccount };
+  extra.parameters = queryAudit.parameters;
+  extra.identityParameters = queryAudit.identityParameters;
+  extra.rows = result.rowCount;
+  extra.truncated = result.truncated;
+  if (result.notice) extra.truncatedBy = result.notice.limit;
+  if (result.masked?.length) extra.masked = result.masked;
+  extra.dbDurationMs = dbDurationMs;
+  extra.traceId = traceId;
+  return extra;
 }
 
 /** The catalog entry's result controls (masks, then the byte cap), and the notice of a result cut short. */
