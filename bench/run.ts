@@ -708,12 +708,10 @@ async function query(): Promise<void> {
     await res.arrayBuffer();
     if (res.status !== 200) throw new Error(`query answered ${res.status}`);
   };
+  // The same request on both sides (the hand-built endpoint reads none of the broker's headers, but parses them as
+  // the broker's host does): only what each side does with it differs.
   const baselineCall = async () => {
-    const res = await fetch(`${info.baselineUrl}/order-count`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: '{}',
-    });
+    const res = await fetch(`${info.baselineUrl}/order-count`, { method: 'POST', headers: info.brokerHeaders, body: '{}' });
     await res.arrayBuffer();
     if (res.status !== 200) throw new Error(`baseline answered ${res.status}`);
   };
@@ -753,9 +751,9 @@ async function query(): Promise<void> {
       };
     };
     const baseUrl = info.brokerUrl.replace(/\/api$/, '');
-    const b1 = await concurrent(info.baselineUrl, '/order-count', { 'content-type': 'application/json' });
+    const b1 = await concurrent(info.baselineUrl, '/order-count', info.brokerHeaders);
     const br = await concurrent(baseUrl, '/api/query/order-count', info.brokerHeaders);
-    const b2 = await concurrent(info.baselineUrl, '/order-count', { 'content-type': 'application/json' });
+    const b2 = await concurrent(info.baselineUrl, '/order-count', info.brokerHeaders);
     const sumSeq = (xs: number[]) => summarise(xs, 0, xs.reduce((a, b) => a + b, 0) / 1000);
     const sBroker = sumSeq(seq.broker);
     const sBase = sumSeq(seq.baseline);

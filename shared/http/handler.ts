@@ -118,13 +118,14 @@ export function httpHandler(
         }
         if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
         const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-        log.info('request', {
-          ...auditLine,
-          method: req.method,
-          status: res.status ?? 200,
-          code,
-          durationMs: Math.round(durationMs * 100) / 100,
-        });
+        // The audit fields (a fresh object of this request's) with the request's own after them, in place: the same
+        // members in the same order as a spread into a new object, without copying twenty of them.
+        const line: LogFields = auditLine ?? {};
+        line.method = req.method;
+        line.status = res.status ?? 200;
+        line.code = code;
+        line.durationMs = Math.round(durationMs * 100) / 100;
+        log.info('request', line);
         return res;
       },
     );

@@ -68,20 +68,18 @@ export interface PoolDeps {
 const guarded = new WeakSet<PoolClient>();
 
 /** A connection from the pool within `ms`; one that arrives after the deadline goes straight back, unusable. */
-async function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
+function checkoutWithin(pool: Pool, ms: number): Promise<PoolClient> {
   // An idle connection and nobody waiting: pg-pool hands it over on the next tick, no I/O and no wait to bound (should
   // another checkout take it first, pg-pool's own connectionTimeoutMillis still bounds the wait in its queue).
   if (pool.idleCount > 0 && pool.waitingCount === 0) return pool.connect();
   const checkout = pool.connect();
-  try {
-    return await phaseDeadline(checkout, ms, 'connect');
-  } catch (e) {
+  return phaseDeadline(checkout, ms, 'connect').catch((e: unknown) => {
     checkout.then(
       (c) => destroyClient(c),
       () => undefined,
     );
     throw e;
-  }
+  });
 }
 
 class PoolRegistry {

@@ -7,6 +7,7 @@ import { BrokerError, toBrokerError } from '../errors';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlCallerGrant, CloudSqlDecisionGrant } from '../policy/evaluate';
+import type { Policy } from '../policy/schema';
 import { QUERY_NAME } from '../lib/identifiers';
 import { loadCatalogFile, type CatalogQuery } from './catalog';
 import { convertValue, typeName, type JsonValue } from './convert';
@@ -16,7 +17,7 @@ import { applicationNameFor, type SessionIdentity } from './session-identity';
 import { sqlComment } from './sql-comment';
 import { keyOf as poolKeyOf, type PoolTarget } from './pools';
 import { destroyClient, phaseDeadline } from './deadline';
-import { runReadOnly } from './transaction';
+import { runReadOnly, type ReadOnlyResult } from './transaction';
 import { applyMasks, capBytes, type TruncationNotice } from './result-controls';
 import { observeDb } from './db-state';
 
@@ -57,7 +58,13 @@ const QUERY_DEADLINE_GRACE_MS = 2000;
 /** The sqlcommenter `app` tag of every statement the broker runs. */
 const SQL_COMMENT_APP = 'token-broker';
 
-async function run(
+/**
+ * One round trip for the whole transaction: BEGIN READ ONLY, the statement timeout, a transaction-local
+ * application_name and the caller's identity as set_config(…, true) with bound values, the query (at most
+ * rowLimit + 1 rows leave the server: the one more says the result was cut), ROLLBACK. The answer is built from the
+ * pipeline's result without a promise of its own (`resultOf`).
+ */
+function run(
   client: PoolClient,
   q: CatalogQuery,
   values: BoundValue[],
@@ -66,19 +73,27 @@ async function run(
   comment: string,
   deadlines: ReturnType<typeof roundTripDeadlines>,
   prepared: boolean,
-): Promise<QueryResult> {
-  // One round trip for the whole transaction: BEGIN READ ONLY, the statement timeout, a transaction-local
-  // application_name and the caller's identity as set_config(…, true) with bound values, the query (at most
-  // rowLimit + 1 rows leave the server: the one more says the result was cut), ROLLBACK.
-  const r = await runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines, prepared });
+): Promise<ReadOnlyResult> {
+  return runReadOnly(client, { identity: id, comment, sql: q.sql, values, maxRows: rowLimit + 1, deadlines, prepared });
+}
+
+/** The answer of a pipeline's result: at most rowLimit rows, converted, and whether the result was cut. */
+function resultOf(q: CatalogQuery, r: ReadOnlyResult, rowLimit: number): QueryResult {
   const fields = r.fields;
   const truncated = r.suspended || r.rows.length > rowLimit;
-  const rows = r.rows.slice(0, rowLimit).map((row) => fields.map((f, i) => convertValue(f.dataTypeID, row[i] ?? null)));
+  const n = Math.min(r.rows.length, rowLimit);
+  const rows = new Array<JsonValue[]>(n);
+  for (let j = 0; j < n; j++) {
+    const row = r.rows[j]!;
+    const out = new Array<JsonValue>(fields.length);
+    for (let i = 0; i < fields.length; i++) out[i] = convertValue(fields[i]!.dataTypeID, row[i] ?? null);
+    rows[j] = out;
+  }
   return {
     query: q.name,
     columns: fields.map((f) => ({ name: f.name, type: typeName(f.dataTypeID) })),
     rows,
-    rowCount: rows.length,
+    rowCount: n,
     truncated,
   };
 }
@@ -136,14 +151,28 @@ function resolve(call: QueryCall, cfg: QueryConfig, deny: (reason: string) => vo
 }
 
 /** Step 2: the query's grant, then the database identity it runs as (both from the same policy version). */
-async function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig): Promise<ResolvedQuery> {
-  const policy = await call.scope.app.policy.current();
-  const base = { policy, subject: call.subject, client: call.client, action: call.action ?? 'query', log: call.scope.log };
+function authorize(call: QueryCall, query: CatalogQuery, cfg: QueryConfig, policy: Policy): ResolvedQuery {
+  const { subject, client } = call;
+  const action = call.action ?? 'query';
+  const log = call.scope.log;
   const targetText = `query://${query.name}`;
-  const allowed = authorizeTarget({ ...base, target: { kind: 'query', name: query.name }, targetText });
+  // Literal requests (no spread of a shared base: a copy of its members per call).
+  const allowed = authorizeTarget({
+    policy,
+    subject,
+    client,
+    action,
+    log,
+    target: { kind: 'query', name: query.name },
+    targetText,
+  });
   const [project, region, instance] = query.instance.split(':') as [string, string, string];
   const identity = authorizeTarget({
-    ...base,
+    policy,
+    subject,
+    client,
+    action,
+    log,
     target: { kind: 'cloudsql', project, region, instance, database: query.database, connectionName: query.instance },
     targetText,
     onBehalfOfRule: allowed.ruleId,
@@ -166,7 +195,7 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     writeAudit({ decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
   const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
-  const { grant, ruleId, maskExemptions } = await authorize(call, query, cfg);
+  const { grant, ruleId, maskExemptions } = authorize(call, query, cfg, await scope.app.policy.current());
 
   // Step 3: bind. Audited too: arguments trying to set an identity-bound parameter are an attempt to read as someone else.
   const args = typeof call.args === 'function' ? await call.args() : call.args;
@@ -199,18 +228,30 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     target,
     reason: 'granted',
     ruleId,
-    extra: {
-      ...(grant.identity === 'caller' ? { identity: 'caller' } : { serviceAccount: grant.serviceAccount }),
-      ...queryAudit,
-      rows: result.rowCount,
-      truncated: result.truncated,
-      ...(result.notice ? { truncatedBy: result.notice.limit } : {}),
-      ...(result.masked?.length ? { masked: result.masked } : {}),
-      dbDurationMs: elapsed(),
-      traceId: scope.trace?.traceId,
-    },
+    extra: grantExtra(grant, queryAudit, result, elapsed(), scope.trace?.traceId),
   });
   return result;
+}
+
+/** The grant line's query fields, in this order (members set in place, not spread from four objects). */
+function grantExtra(
+  grant: CloudSqlDecisionGrant,
+  queryAudit: { parameters: readonly string[]; identityParameters: readonly string[] },
+  result: QueryResult,
+  dbDurationMs: number,
+  traceId: string | undefined,
+): NonNullable<AuditEvent['extra']> {
+  const extra: NonNullable<AuditEvent['extra']> =
+    grant.identity === 'caller' ? { identity: 'caller' } : { serviceAccount: grant.serviceAccount };
+  extra.parameters = queryAudit.parameters;
+  extra.identityParameters = queryAudit.identityParameters;
+  extra.rows = result.rowCount;
+  extra.truncated = result.truncated;
+  if (result.notice) extra.truncatedBy = result.notice.limit;
+  if (result.masked?.length) extra.masked = result.masked;
+  extra.dbDurationMs = dbDurationMs;
+  extra.traceId = traceId;
+  return extra;
 }
 
 /** The catalog entry's result controls (masks, then the byte cap), and the notice of a result cut short. */
@@ -301,7 +342,7 @@ async function execute(
   let conn: PoolClient | undefined;
   try {
     conn = await scope.app.queryPools.of(cfg).connect(poolTarget, scope.log);
-    const result = await run(conn, query, values, rowLimit, session, comment, deadlines, !withTrace);
+    const result = resultOf(query, await run(conn, query, values, rowLimit, session, comment, deadlines, !withTrace), rowLimit);
     conn.release();
     observeDb(dbKey, true);
     return result;
@@ -344,7 +385,7 @@ async function executeAsCaller(
   let conn: PoolClient | undefined;
   try {
     conn = await scope.app.callerPools.connect(grant, subject, cfg, scope.log);
-    const result = await run(conn, query, values, rowLimit, session, comment, deadlines, prepared);
+    const result = resultOf(query, await run(conn, query, values, rowLimit, session, comment, deadlines, prepared), rowLimit);
     conn.release();
     return result;
   } catch (e) {

@@ -2,8 +2,8 @@
  * Who asked, told to PostgreSQL for the one transaction of a query. In the same round trip as
  * `BEGIN READ ONLY` (one extended-protocol pipeline ending in a single Sync) the broker runs
  *
- *   SELECT set_config('statement_timeout', $1, true), set_config('application_name', $2, true),
- *          set_config('broker.caller_oid', $3, true), … /*sqlcommenter tags*\/
+ *   SELECT FROM (SELECT set_config('statement_timeout', $1, true), set_config('application_name', $2, true),
+ *          set_config('broker.caller_oid', $3, true), …) AS settings /*sqlcommenter tags*\/
  *
  * with every value a bound parameter (never SQL text): the statement text is the same for every request of a query
  * and rule, so it is prepared once per connection; the per-request ids (correlation id, traceparent) are values. `is_local = true` makes each setting
@@ -53,7 +53,12 @@ export function applicationNameFor(queryName: string, correlationId: string): st
 }
 
 const SETTING_NAMES = ['statement_timeout', 'application_name', ...SESSION_SETTINGS];
-const SETTINGS_SQL = `SELECT ${SETTING_NAMES.map((n, i) => `set_config('${n}', $${i + 1}, true)`).join(', ')}`;
+/**
+ * The settings as a subquery the outer SELECT returns no column of: PostgreSQL still evaluates every set_config
+ * (a volatile target list is never pruned from a subquery), and the answer is one row of zero columns instead of
+ * the twelve values echoed back (sent, then parsed by the client, for nothing).
+ */
+const SETTINGS_SQL = `SELECT FROM (SELECT ${SETTING_NAMES.map((n, i) => `set_config('${n}', $${i + 1}, true)`).join(', ')}) AS settings`;
 
 /** The preamble's two statement texts: the same for every request with this comment. */
 export function preambleTexts(comment: string): { begin: string; settings: string } {

@@ -5,7 +5,7 @@ import { Client } from 'pg';
 
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
-import { SESSION_SETTINGS, type SessionIdentity } from '../../../shared/query/session-identity';
+import { preamble, SESSION_SETTINGS, type SessionIdentity } from '../../../shared/query/session-identity';
 import { runReadOnly } from '../../../shared/query/transaction';
 import { captureLogs, invoke, type Result } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
@@ -329,6 +329,30 @@ describe('per-transaction identity', () => {
       expect(inside.suspended).toBe(false);
       // already rolled back in the same round trip: nothing is left on the connection
       expect((await c.query('SELECT now() = statement_timestamp() AS outside')).rows[0].outside).toBe(true);
+      // the settings statement answers one row of no column (nothing echoed back), and still sets every value
+      const pre = preamble(id, '');
+      await c.query('BEGIN READ ONLY');
+      const echoed = await c.query(pre.settings, pre.values);
+      expect([echoed.rowCount, echoed.fields.length]).toEqual([1, 0]);
+      const set = await c.query({
+        text: `SELECT ${SESSION_SETTINGS.map((s) => `current_setting('${s}', true)`).join(', ')}, current_setting('application_name'), current_setting('statement_timeout')`,
+        rowMode: 'array',
+      });
+      expect(set.rows[0]).toEqual([
+        'oid-a',
+        'tid-a',
+        'app-a',
+        'rule-a',
+        'cid-a',
+        'entra',
+        '',
+        '',
+        '',
+        '',
+        'app-name-a',
+        '1234ms',
+      ]);
+      await c.query('ROLLBACK');
       const after = await c.query(
         `SELECT ${SESSION_SETTINGS.map((s) => `coalesce(current_setting('${s}', true), '') AS "${s}"`).join(', ')}`,
       );
@@ -431,16 +455,14 @@ describe('prepared statements', () => {
       expect((await run('aaaa1', '1')).rows).toEqual([['aaaa1', '1']]);
       const once = await prepared();
       // BEGIN READ ONLY, the settings, the query, ROLLBACK: four named statements, each with the stable comment only
-      expect(once.map((p) => p.statement).sort()).toEqual(
-        [
-          `BEGIN READ ONLY ${comment}`,
-          `ROLLBACK ${comment}`,
-          `${sql} ${comment}`,
-          expect.stringMatching(
-            /^SELECT set_config\('statement_timeout', \$1, true\), .*set_config\('broker\.traceparent', \$\d+, true\) \/\*app=/,
-          ),
-        ].sort(),
-      );
+      expect(once.map((p) => p.statement).sort()).toEqual([
+        `BEGIN READ ONLY ${comment}`,
+        `ROLLBACK ${comment}`,
+        expect.stringMatching(
+          /^SELECT FROM \(SELECT set_config\('statement_timeout', \$1, true\), .*set_config\('broker\.traceparent', \$\d+, true\)\) AS settings \/\*app=/,
+        ),
+        `${sql} ${comment}`,
+      ]);
       // Other ids, other values: the same four statements, run again without a new Parse
       expect((await run('bbbb2', '2')).rows).toEqual([['bbbb2', '2']]);
       const twice = await prepared();

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
-import { LineWriter, redactString } from '../../../shared/observability/log';
+import { createLogger, LineWriter, redact, redactString, type LogRecord } from '../../../shared/observability/log';
 
 /**
  * The buffered log writer: one write per event-loop turn instead of one per line, and never a lost line
@@ -89,6 +89,47 @@ describe('in a fresh process, stdout to a pipe', () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { msg: string; n?: number });
 
+  it('a stdout line is, byte for byte, JSON.stringify of the record {ts, level, msg, ...base, ...redacted fields}', () => {
+    const jwt = 'eyJhbGciOi.eyJzdWIiOiJ4In0.c2lnbmF0dXJl';
+    const base = { correlationId: 'c-1', fn: 'query', invocationId: undefined };
+    const cases: [string, string, Record<string, unknown> | undefined, Record<string, unknown>][] = [
+      ['info', 'plain', { a: 1, nested: { b: [1, 'x', null] }, u: undefined, s: 'quote " and \\ and \u2028' }, base],
+      ['info', `msg with ${jwt}`, { authorization: 'Bearer abcdefgh12345678', s: `a ${jwt} b`, list: [jwt] }, base],
+      ['info', 'replaces a base member', { correlationId: 'c-2', fn: 'other' }, base],
+      ['info', 'replaces ts and msg', { ts: 'x', msg: 'y', level: 'z' }, base],
+      ['info', 'integer-like keys', { 2: 'two', 10: 'ten', b: 1 }, base],
+      ['info', 'no fields', undefined, base],
+      ['warn', 'empty fields', {}, base],
+      ['info', 'empty base', { k: 'v' }, {}],
+      ['info', 'empty both', undefined, {}],
+      ['error', 'error line', { code: 'x', n: 1.5 }, base],
+      ['info', 'a base with ts', { k: 'v' }, { ts: 'base-ts', a: 1 }],
+    ];
+    const body = cases
+      .map(
+        ([level, msg, fields, b]) =>
+          `createLogger(${JSON.stringify(b)}).${level}(${JSON.stringify(msg)}, ${JSON.stringify(fields) ?? 'undefined'});`,
+      )
+      .join('\n');
+    const r = run(body);
+    const out = r.stdout.split('\n').filter(Boolean);
+    expect(out).toHaveLength(cases.length);
+    out.forEach((line, i) => {
+      const [level, msg, fields, b] = cases[i]!;
+      const { ts } = JSON.parse(line) as { ts: string };
+      // the record as the sink path builds it (JSON.stringify drops `undefined` members in the child as here)
+      const record = {
+        ts,
+        level,
+        msg: redactString(msg),
+        ...(redact(JSON.parse(JSON.stringify(b))) as object),
+        ...(fields ? (redact(JSON.parse(JSON.stringify(fields))) as object) : undefined),
+      };
+      expect(line).toBe(JSON.stringify(record));
+      expect(line).not.toContain(jwt);
+    });
+  });
+
   it('no line is lost on process.exit right after logging', () => {
     const r = run(`for (let i = 0; i < 5000; i++) log.info('line', { n: i }); process.exit(0);`);
     const got = lines(r.stdout);
@@ -167,5 +208,32 @@ describe('redactString skips strings without a secret marker, and still redacts 
   it('returns ordinary strings unchanged (the same string)', () => {
     const s = 'token.cloudsql granted orders-readers 0b5e0000-0000-4000-8000-00000000ead1';
     expect(redactString(s)).toBe(s);
+  });
+});
+
+describe('the line timestamp', () => {
+  it('is what toISOString writes, across milliseconds, seconds and days', () => {
+    const records: LogRecord[] = [];
+    const log = createLogger({}, { sink: (r) => records.push(r) });
+    const times = [
+      Date.UTC(2026, 11, 7, 23, 59, 58, 999),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 0),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 7),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 7),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 42),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 999),
+      Date.UTC(2026, 11, 8, 0, 0, 0, 100),
+      Date.UTC(2026, 11, 7, 23, 59, 59, 500), // the clock stepped back
+    ];
+    const now = jest.spyOn(Date, 'now');
+    try {
+      for (const t of times) {
+        now.mockReturnValue(t);
+        log.info('x');
+      }
+    } finally {
+      now.mockRestore();
+    }
+    expect(records.map((r) => r.ts)).toEqual(times.map((t) => new Date(t).toISOString()));
   });
 });
