@@ -252,7 +252,7 @@ export interface Dispatched {
  * scheduled, and those that do not match (`isInitializeRequest` twice on any other request, `isJSONRPCResultResponse`
  * and `isJSONRPCErrorResponse` on every request) each build a `ZodError` that nothing reads; without a stack it is
  * cheaper (bench/README.md (10)). Only SDK code runs inside (no broker handler: the protocol starts it on a later
- * microtask), and the limit is restored before anything else can run.
+ * microtask), and the limit is restored before anything else can run; an error the SDK would throw there has no stack.
  */
 function withoutStacks<T>(fn: () => T): T {
   const limit = Error.stackTraceLimit;
@@ -271,9 +271,10 @@ function withoutStacks<T>(fn: () => T): T {
  * transport or its in-flight handler table (keyed by JSON-RPC id, which concurrent callers share). Its handlers read
  * everything of the request from the message's `authInfo` (`contextOf`): nothing of a caller stays on a Server but the
  * SDK's record of an `initialize`'s client capabilities, so a Server that answered `initialize` is not reused.
- * Building a Server per request (its handler table, the SDK's schema introspection of each handler) and closing it
- * right after the answer (`close()` aborts the just-finished handler's controller, a `DOMException`, before the
- * protocol's own cleanup ran) cost ~0.1 ms of CPU per request (bench/README.md (10)).
+ * A Server is closed only once the protocol's own cleanup of the finished handler ran (the next macrotask), so
+ * `close()` has nothing to abort (right after the answer it would abort the finished handler's controller: a
+ * `DOMException`). Building a Server per request (its handler table, the SDK's schema introspection of each handler)
+ * and the failing guards' stacks cost ~0.1 ms of CPU per tools/call (bench/README.md (10), third pass).
  */
 export class ServerPool {
   private readonly idle: Server[] = [];
@@ -289,7 +290,7 @@ export class ServerPool {
   async dispatch(ctx: McpRequestContext, request: Request, parsedBody: unknown): Promise<Dispatched> {
     const server = this.idle.pop() ?? buildServer();
     const transport = new AnswerKeepingTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    const reusable = (parsedBody as { method?: unknown }).method !== 'initialize';
+    const reusable = (parsedBody as { method?: unknown } | null)?.method !== 'initialize';
     const authInfo: AuthInfo = {
       token: '', // the caller's bearer token never reaches the SDK or its handlers
       clientId: ctx.principal.appId ?? '',
