@@ -305,15 +305,10 @@ export class ServerPool {
       this.release(server, false);
       throw e;
     }
-    const answer = transport.answer;
-    if (answer === undefined) {
-      // A notification (its handler may still run) or the transport's own HTTP error: closed now, as before pooling.
-      this.release(server, reusable);
-    } else {
-      // The answer was delivered: the protocol's cleanup of the finished handler runs on the following microtasks.
-      setImmediate(() => this.release(server, reusable));
-    }
-    return { response, answer };
+    // Given back on the next macrotask, once every microtask of this message ran: the protocol's cleanup of the finished
+    // handler after an answer, a notification's handler (e.g. `notifications/cancelled`) after a 202.
+    setImmediate(() => this.release(server, reusable));
+    return { response, answer: transport.answer };
   }
 
   private release(server: Server, reusable: boolean): void {

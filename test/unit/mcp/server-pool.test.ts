@@ -139,3 +139,17 @@ test('a notification (202, no answer) and a transport refusal leave a reusable s
   const { answer } = await pool.dispatch(c.ctx, request(), call(2));
   expect(rowsOf(answer)).toEqual([['gina']]);
 });
+
+test("a notifications/cancelled naming the id of another caller's request in flight does not abort it", async () => {
+  const pool = new ServerPool();
+  const victim = caller('hana');
+  const pending = pool.dispatch(victim.ctx, request(), call(5));
+  await settled();
+  const other = caller('ivan');
+  const cancel = { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 5, reason: 'x' } };
+  expect((await pool.dispatch(other.ctx, request(), cancel)).response.status).toBe(202);
+  await settled();
+  victim.release();
+  const { answer } = await pending;
+  expect(rowsOf(answer)).toEqual([['hana']]);
+});
