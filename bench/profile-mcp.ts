@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { benchTokens } from './sandbox-tokens';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,9 @@ import { telemetryWithoutExporter } from './telemetry-off';
  * `node --cpu-prof dist/bench/profile-mcp.js > /tmp/log`. Alternates, per round, POST /api/query/order-count,
  * MCP tools/call order-count and MCP tools/list, and prints for each the median wall time and the CPU per call on
  * stderr: robust against a loaded machine where the HTTP bench (10) is not. N calls of each (default 3000);
- * PROFILE_ONLY=call (or list, query, a comma-separated list) times only those.
+ * PROFILE_ONLY=call (or list, query, a comma-separated list) times only those. PROFILE_DIR=<dir> writes a CPU profile of
+ * each kind's timed calls only (`<kind>-<round>.cpuprofile`, through the inspector, no sandbox start-up or warm-up in
+ * it), for a per-call comparison of the kinds.
  */
 async function main(): Promise<void> {
   telemetryWithoutExporter();
@@ -93,9 +96,17 @@ async function main(): Promise<void> {
   const rounds = 5;
   const lat = { query: [] as number[], call: [] as number[], list: [] as number[] };
   const cpu = { query: 0, call: 0, list: 0 };
+  const profileDir = process.env.PROFILE_DIR;
+  const inspector = profileDir ? new Session() : undefined;
+  if (inspector) {
+    inspector.connect();
+    await inspector.post('Profiler.enable');
+    await inspector.post('Profiler.setSamplingInterval', { interval: 100 });
+  }
   for (let r = 0; r < rounds; r++)
     for (const k of kinds) {
       for (let i = 0; i < 50; i++) await calls[k]();
+      if (inspector) await inspector.post('Profiler.start');
       const c0 = process.cpuUsage();
       for (let i = 0; i < n / rounds; i++) {
         const t0 = process.hrtime.bigint();
@@ -104,6 +115,10 @@ async function main(): Promise<void> {
       }
       const c = process.cpuUsage(c0);
       cpu[k] += (c.user + c.system) / n;
+      if (inspector) {
+        const { profile } = await inspector.post('Profiler.stop');
+        writeFileSync(join(profileDir!, `${k}-${r}.cpuprofile`), JSON.stringify(profile));
+      }
     }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const k of kinds)

@@ -12,7 +12,7 @@ import type { AppContext } from '../app/context';
 import type { Policy } from '../policy/schema';
 import { loadCatalogFile, type Catalog } from '../query/catalog';
 import { runCataloguedQuery, type QueryCall, type QueryResult } from '../query/run-catalogued';
-import { answerJson, dispatch, SERVER_INFO } from './server';
+import { answerJson, SERVER_INFO, ServerPool } from './server';
 import {
   META_PROTOCOL_VERSION,
   statelessRequestRefusal,
@@ -129,10 +129,14 @@ function originAllowed(origin: string, cfg: McpConfig): boolean {
   return origin === new URL(cfg.resourceUrl).origin || cfg.allowedOrigins.includes(origin);
 }
 
-/** The MCP endpoint: one per process (its tool cache lives as long as it does); create it once, from a composition root. */
+/**
+ * The MCP endpoint: one per process (its tool cache and its SDK servers live as long as it does); create it once, from
+ * a composition root.
+ */
 export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> = {}) {
   const deps: McpDeps = { ...defaultDeps(app), ...overrides };
   const tools = new ToolCatalog();
+  const servers = new ServerPool();
 
   async function authenticate(req: HttpRequest, cfg: McpConfig): Promise<Principal> {
     const base = fullScope(cfg, cfg.requiredScope);
@@ -279,7 +283,7 @@ export function createMcpEndpoint(app: AppContext, overrides: Partial<McpDeps> =
     const sdkHeaders: Record<string, string> = { accept, 'content-type': type };
     if (version !== null && !stateless) sdkHeaders['mcp-protocol-version'] = version;
     const request = new Request(req.url, { method: 'POST', headers: sdkHeaders });
-    const { response: res, answer } = await dispatch(
+    const { response: res, answer } = await servers.dispatch(
       {
         principal,
         scope,

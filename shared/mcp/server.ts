@@ -1,6 +1,7 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv-provider.js';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   CallToolRequestSchema,
@@ -125,21 +126,38 @@ function explainAccess(ctx: McpRequestContext, only: string | undefined): CallTo
   return { structuredContent, content: [{ type: 'text', text: JSON.stringify(structuredContent) }] };
 }
 
-/** A low-level SDK Server for one request (stateless: nothing survives it), with raw 2020-12 schemas. */
-function buildServer(ctx: McpRequestContext): Server {
+/** Where a request's context rides into the SDK's handlers: its `authInfo` (set by `dispatch` for that message only). */
+const CONTEXT = 'tokenBroker';
+
+/** The context of the request a handler answers, from the `authInfo` the endpoint gave the transport with the message. */
+function contextOf(extra: { authInfo?: AuthInfo }): McpRequestContext {
+  const ctx = extra.authInfo?.extra?.[CONTEXT];
+  if (ctx === undefined) throw new McpError(ErrorCode.InternalError, 'Internal error');
+  return ctx as McpRequestContext;
+}
+
+/**
+ * A low-level SDK Server with raw 2020-12 schemas. Its handlers keep nothing: each reads the context of the message it
+ * answers (`contextOf`), so one Server can answer requests of different callers one after another (`ServerPool`).
+ */
+function buildServer(): Server {
   const server = new Server(SERVER_INFO, {
     ...SERVER_OPTIONS,
     jsonSchemaValidator: (validator ??= new AjvJsonSchemaValidator()),
   });
   // 2026-07-28 (endpoint.ts lets it through for that revision only): the SDK frames it like any request.
   server.setRequestHandler(DiscoverRequestSchema, () => discoverResult(SERVER_OPTIONS));
-  server.setRequestHandler(ListToolsRequestSchema, () => ({
-    tools: [
-      ...ctx.tools.list(ctx.catalog, ctx.policy, ctx.principal, ctx.requiredScope),
-      ...listCosmosTools(ctx.policy, ctx.principal, ctx.scope.app.settings(mcpConfig).cosmosMaxItems),
-    ],
-  }));
-  server.setRequestHandler(CallToolRequestSchema, async (req) => {
+  server.setRequestHandler(ListToolsRequestSchema, (_req, extra) => {
+    const ctx = contextOf(extra);
+    return {
+      tools: [
+        ...ctx.tools.list(ctx.catalog, ctx.policy, ctx.principal, ctx.requiredScope),
+        ...listCosmosTools(ctx.policy, ctx.principal, ctx.scope.app.settings(mcpConfig).cosmosMaxItems),
+      ],
+    };
+  });
+  server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+    const ctx = contextOf(extra);
     const { name } = req.params;
     const raw = ctx.rawArguments;
     const args = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? raw : (req.params.arguments ?? {});
@@ -230,25 +248,75 @@ export interface Dispatched {
 }
 
 /**
- * Answer one JSON-RPC message with a fresh server and stateless transport (JSON responses, no SSE, no session). Once
- * the answer to a request was delivered the handler has finished and nothing is in flight, so the pair is left to the
- * garbage collector: the SDK's `close()` only aborts in-flight handlers and fails pending outgoing requests (none
- * here) and would build an `McpError` and, racing the protocol's own cleanup of the finished handler, abort its
- * controller (a `DOMException`) on every request. Anything else (a notification, a transport error) is closed.
+ * `Error.stackTraceLimit` 0 for one synchronous call. The SDK's type guards run on every message before its handler is
+ * scheduled, and those that do not match (`isInitializeRequest` twice on any other request, `isJSONRPCResultResponse`
+ * and `isJSONRPCErrorResponse` on every request) each build a `ZodError` that nothing reads; without a stack it is
+ * cheaper (bench/README.md (10)). Only SDK code runs inside (no broker handler: the protocol starts it on a later
+ * microtask), and the limit is restored before anything else can run; an error the SDK would throw there has no stack.
  */
-export async function dispatch(ctx: McpRequestContext, request: Request, parsedBody: unknown): Promise<Dispatched> {
-  const server = buildServer(ctx);
-  const transport = new AnswerKeepingTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-  await server.connect(transport);
-  let answered = false;
+function withoutStacks<T>(fn: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
   try {
-    const response = await transport.handleRequest(request, { parsedBody });
-    answered = transport.answer !== undefined;
-    return { response, answer: transport.answer };
+    return fn();
   } finally {
-    if (!answered) {
-      await transport.close();
-      await server.close();
+    Error.stackTraceLimit = limit;
+  }
+}
+
+/**
+ * SDK Servers reused across requests, each answering one request at a time: a Server is taken from the pool (or built)
+ * for a request, connected to that request's own stateless transport (the SDK refuses to reuse one), and given back only
+ * once the request's answer was delivered and it was closed again, so two requests never share a Server, its
+ * transport or its in-flight handler table (keyed by JSON-RPC id, which concurrent callers share). Its handlers read
+ * everything of the request from the message's `authInfo` (`contextOf`): nothing of a caller stays on a Server but the
+ * SDK's record of an `initialize`'s client capabilities, so a Server that answered `initialize` is not reused.
+ * A Server is closed only once the protocol's own cleanup of the finished handler ran (the next macrotask), so
+ * `close()` has nothing to abort (right after the answer it would abort the finished handler's controller: a
+ * `DOMException`). Building a Server per request (its handler table, the SDK's schema introspection of each handler)
+ * and the failing guards' stacks cost ~0.1 ms of CPU per tools/call (bench/README.md (10), third pass).
+ */
+export class ServerPool {
+  private readonly idle: Server[] = [];
+
+  constructor(private readonly maxIdle = 32) {}
+
+  /** Servers waiting for a request. */
+  get size(): number {
+    return this.idle.length;
+  }
+
+  /** Answer one JSON-RPC message (stateless transport, JSON responses, no SSE, no session). */
+  async dispatch(ctx: McpRequestContext, request: Request, parsedBody: unknown): Promise<Dispatched> {
+    const server = this.idle.pop() ?? buildServer();
+    const transport = new AnswerKeepingTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    const reusable = (parsedBody as { method?: unknown } | null)?.method !== 'initialize';
+    const authInfo: AuthInfo = {
+      token: '', // the caller's bearer token never reaches the SDK or its handlers
+      clientId: ctx.principal.appId ?? '',
+      scopes: [...ctx.principal.scopes],
+      extra: { [CONTEXT]: ctx },
+    };
+    let response: Response;
+    try {
+      await server.connect(transport);
+      response = await withoutStacks(() => transport.handleRequest(request, { parsedBody, authInfo }));
+    } catch (e) {
+      this.release(server, false);
+      throw e;
     }
+    // Given back on the next macrotask, once every microtask of this message ran: the protocol's cleanup of the finished
+    // handler after an answer, a notification's handler (e.g. `notifications/cancelled`) after a 202.
+    setImmediate(() => this.release(server, reusable));
+    return { response, answer: transport.answer };
+  }
+
+  private release(server: Server, reusable: boolean): void {
+    withoutStacks(() => server.close()).then(
+      () => {
+        if (reusable && this.idle.length < this.maxIdle) this.idle.push(server);
+      },
+      () => undefined,
+    );
   }
 }
