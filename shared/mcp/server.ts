@@ -248,23 +248,6 @@ export interface Dispatched {
 }
 
 /**
- * `Error.stackTraceLimit` 0 for one synchronous call. The SDK's type guards run on every message before its handler is
- * scheduled, and those that do not match (`isInitializeRequest` twice on any other request, `isJSONRPCResultResponse`
- * and `isJSONRPCErrorResponse` on every request) each build a `ZodError` that nothing reads; without a stack it is
- * cheaper (bench/README.md (10)). Only SDK code runs inside (no broker handler: the protocol starts it on a later
- * microtask), and the limit is restored before anything else can run; an error the SDK would throw there has no stack.
- */
-function withoutStacks<T>(fn: () => T): T {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    return fn();
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
-
-/**
  * SDK Servers reused across requests, each answering one request at a time: a Server is taken from the pool (or built)
  * for a request, connected to that request's own stateless transport (the SDK refuses to reuse one), and given back only
  * once the request's answer was delivered and it was closed again, so two requests never share a Server, its
@@ -274,7 +257,8 @@ function withoutStacks<T>(fn: () => T): T {
  * A Server is closed only once the protocol's own cleanup of the finished handler ran (the next macrotask), so
  * `close()` has nothing to abort (right after the answer it would abort the finished handler's controller: a
  * `DOMException`). Building a Server per request (its handler table, the SDK's schema introspection of each handler)
- * and the failing guards' stacks cost ~0.1 ms of CPU per tools/call (bench/README.md (10), third pass).
+ * cost ~0.1 ms of CPU per tools/call (bench/README.md (10), third pass). The SDK's type guards that fail on every
+ * message (each built a `ZodError` nothing reads) are answered before their parse by patches/ (docs/mcp.md).
  */
 export class ServerPool {
   private readonly idle: Server[] = [];
@@ -300,7 +284,7 @@ export class ServerPool {
     let response: Response;
     try {
       await server.connect(transport);
-      response = await withoutStacks(() => transport.handleRequest(request, { parsedBody, authInfo }));
+      response = await transport.handleRequest(request, { parsedBody, authInfo });
     } catch (e) {
       this.release(server, false);
       throw e;
@@ -312,7 +296,7 @@ export class ServerPool {
   }
 
   private release(server: Server, reusable: boolean): void {
-    withoutStacks(() => server.close()).then(
+    server.close().then(
       () => {
         if (reusable && this.idle.length < this.maxIdle) this.idle.push(server);
       },
