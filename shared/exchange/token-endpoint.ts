@@ -4,7 +4,7 @@ import { authenticateClient, loadCore } from '../auth/frontdoor';
 import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
-import { jsonResponse } from '../http/responses';
+import { jsonTextResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
@@ -167,7 +167,7 @@ async function grantAndIssue(
     ttlSeconds: result.response.expires_in,
     extra: { cached: result.cached },
   });
-  return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
+  return jsonTextResponse(200, result.json ?? JSON.stringify(result.response), scope, { pragma: 'no-cache' });
 }
 
 function issue(grant: DecisionGrant, base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal }): Promise<ProviderResult> {
