@@ -118,13 +118,17 @@ export function httpHandler(
         }
         if (adminAudit) writeAdminAudit(log, adminAudit, req, correlationId, { status: res.status ?? 200, code, party });
         const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
-        log.info('request', {
-          ...auditLine,
-          method: req.method,
-          status: res.status ?? 200,
-          code,
-          durationMs: Math.round(durationMs * 100) / 100,
-        });
+        // The request's fields added to its audit fields (a fresh object of auditFields(), this line's alone) in place
+        // of a spread of both into a new object.
+        log.info(
+          'request',
+          Object.assign(auditLine ?? {}, {
+            method: req.method,
+            status: res.status ?? 200,
+            code,
+            durationMs: Math.round(durationMs * 100) / 100,
+          }),
+        );
         return res;
       },
     );
