@@ -99,7 +99,7 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
   const headJson = JSON.stringify(head);
   return {
     // The details added to the head in place: a spread of both into a new object cost more than the whole answer's
-    // serialisation saved (microbench on the sandbox's answer: 9.2 µs spread, 1.7 µs in place, 4.2 µs before).
+    // serialisation saved (microbench on a 2 KB answer: 9.2 µs spread, 1.7 µs in place, 4.2 µs before).
     response: Object.assign(head, tail.fields),
     // The same text as JSON.stringify(response): the head's members, then the details' (no name in both).
     json: `${headJson.slice(0, -1)},${tail.json}}`,
