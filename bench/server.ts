@@ -1,4 +1,6 @@
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { Session } from 'node:inspector';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
 import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
@@ -70,6 +72,31 @@ function durations(sandbox: Sandbox): CallCounts {
   for (const e of emulatorsOf(sandbox))
     for (const c of e.calls) out[`${e.name}:${c.route}`] = (out[`${e.name}:${c.route}`] ?? 0) + c.durationMs;
   return out;
+}
+
+/**
+ * The V8 CPU profiler over a window the driver chooses (bench/profile-server.ts): `prof-start`, then `prof-stop` with
+ * the file to write; each answers with the process's CPU usage at that moment.
+ */
+let inspector: Session | undefined;
+async function profiler(cmd: 'prof-start' | 'prof-stop', file?: string): Promise<void> {
+  const s = (inspector ??= new Session());
+  if (cmd === 'prof-start') s.connect();
+  const post = (method: string, params: object = {}) =>
+    new Promise<unknown>((resolve, reject) => s.post(method, params, (e, r) => (e ? reject(e) : resolve(r))));
+  if (cmd === 'prof-start') {
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: 200 });
+    await post('Profiler.start');
+    process.send?.({ cpu: process.cpuUsage() });
+    return;
+  }
+  const cpu = process.cpuUsage();
+  const { profile } = (await post('Profiler.stop')) as { profile: unknown };
+  if (file) writeFileSync(file, JSON.stringify(profile));
+  s.disconnect();
+  inspector = undefined;
+  process.send?.({ cpu });
 }
 
 async function main(): Promise<void> {
@@ -165,7 +192,7 @@ async function main(): Promise<void> {
     for (const e of list.getEntries())
       gc = { count: gc.count + 1, totalMs: gc.totalMs + e.duration, maxMs: Math.max(gc.maxMs, e.duration) };
   }).observe({ entryTypes: ['gc'] });
-  process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number }) => {
+  process.on('message', (msg: { cmd: string; n?: number; offset?: number; latencyMs?: number; file?: string }) => {
     if (msg.cmd === 'env') process.send?.({ env: sandbox.env });
     if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros() });
     if (msg.cmd === 'counts') process.send?.({ counts: counts(sandbox), durations: durations(sandbox) });
@@ -210,6 +237,7 @@ async function main(): Promise<void> {
         process.send?.({ tokens });
       })();
     }
+    if (msg.cmd === 'prof-start' || msg.cmd === 'prof-stop') void profiler(msg.cmd, msg.file);
     if (msg.cmd === 'stop') {
       void (async () => {
         await host.close();

@@ -39,13 +39,16 @@ export class TokenValidator {
   private readonly jwks = new Map<string, JWTVerifyGetKey>();
   private readonly tenants: ReadonlySet<string>;
   /**
-   * Tokens already verified, keyed by the exact token text, each for the audience set it was verified against (a
-   * hit needs the same set; another set verifies again and replaces the entry). A hit skips the RSA check
-   * (identical bytes verify identically) but `exp` is re-checked on every hit, and entries are never
-   * kept past `exp` or VERIFIED_MAX_AGE_MS: after that the token goes through the full check again. (Keyed by the
-   * token itself, not audiences + token: no ~1 KB key string built and hashed per validation.)
+   * Tokens already verified, each for the audience set it was verified against (a hit needs the exact same token text
+   * and the same set; another set verifies again and replaces the entry). A hit skips the RSA check (identical bytes
+   * verify identically) but `exp` is re-checked on every hit, and entries are never kept past `exp` or
+   * VERIFIED_MAX_AGE_MS: after that the token goes through the full check again. Keyed by the token's last
+   * VERIFIED_KEY_CHARS characters (the end of its signature) and compared whole on a hit: a token arrives as a new
+   * ~1 KB string in every request, and a Map keyed by the whole text hashes all of it per look-up (~2 µs each, two
+   * per exchange); two tokens sharing the tail share the slot (the later one replaces the other), never an answer.
    */
-  private readonly verified = new Map<string, { audiences: string; principal: Principal; untilMs: number }>();
+  private readonly verified = new Map<string, { token: string; audiences: string; principal: Principal; untilMs: number }>();
+  static readonly VERIFIED_KEY_CHARS = 64;
   static readonly VERIFIED_MAX_ENTRIES = 10_000;
   static readonly VERIFIED_MAX_AGE_MS = 5 * 60_000;
 
@@ -81,17 +84,18 @@ export class TokenValidator {
     if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
     const audienceSet = audiences.length === 1 ? audiences[0]! : audiences.join(' ');
     const now = this.opts.now ?? Date.now;
-    const hit = this.verified.get(token);
-    if (hit?.audiences === audienceSet) {
+    const key = token.slice(-TokenValidator.VERIFIED_KEY_CHARS);
+    const hit = this.verified.get(key);
+    if (hit?.token === token && hit.audiences === audienceSet) {
       if (now() < hit.untilMs) return hit.principal;
-      this.verified.delete(token);
+      this.verified.delete(key);
     }
     const principal = await this.verify(token, audiences);
     const untilMs = Math.min(
       (principal.expiresAt + this.opts.clockSkewSeconds) * 1000,
       now() + TokenValidator.VERIFIED_MAX_AGE_MS,
     );
-    this.verified.set(token, { audiences: audienceSet, principal, untilMs });
+    this.verified.set(key, { token, audiences: audienceSet, principal, untilMs });
     if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES)
       this.verified.delete(this.verified.keys().next().value as string);
     return principal;

@@ -1,6 +1,6 @@
 import { tokenFingerprint } from '../observability/audit';
 import type { CloudSqlDecisionGrant } from '../policy/evaluate';
-import { ACCESS_TOKEN_TYPE, type IssueInput, type ProviderResult } from '../exchange/types';
+import { ACCESS_TOKEN_TYPE, type IssueInput, type IssuedToken, type ProviderResult } from '../exchange/types';
 import { loadCore } from '../auth/frontdoor';
 import { connectInfo, refreshAfterSeconds, type InstanceConnectInfo } from './connect-settings';
 import { iamDatabaseUser } from '../google/database-user';
@@ -16,21 +16,36 @@ function lifetimeCap(grant: Pick<CloudSqlDecisionGrant, 'maxTtlSeconds'>, reques
   return Math.max(1, Math.min(requested ?? grant.maxTtlSeconds, grant.maxTtlSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS));
 }
 
-const UNAVAILABLE = Object.freeze({ connect_details: 'unavailable' as const });
+/**
+ * The answer's connect-details fields and their JSON (the members without braces), made once per looked-up connect
+ * settings (cached 30 s+) instead of per hit: the server CA certificate is ~1.2 KB of PEM whose line breaks
+ * `JSON.stringify` escapes character by character, the largest single cost of serialising a hit's answer.
+ */
+interface ConnectDetails {
+  readonly fields: Readonly<Record<string, IssuedToken[string]>>;
+  readonly json: string;
+}
 
-/** The answer's connect-details fields, made once per looked-up connect settings (cached 30 s+) instead of per hit. */
-const detailsOf = new WeakMap<InstanceConnectInfo, Readonly<Record<string, unknown>>>();
-function connectDetails(info: InstanceConnectInfo): Readonly<Record<string, unknown>> {
+function details(fields: Readonly<Record<string, IssuedToken[string]>>): ConnectDetails {
+  return Object.freeze({ fields, json: JSON.stringify(fields).slice(1, -1) });
+}
+
+const UNAVAILABLE = details(Object.freeze({ connect_details: 'unavailable' as const }));
+
+const detailsOf = new WeakMap<InstanceConnectInfo, ConnectDetails>();
+function connectDetails(info: InstanceConnectInfo): ConnectDetails {
   let d = detailsOf.get(info);
   if (!d) {
-    d = Object.freeze({
-      connect_details: 'included',
-      ip_addresses: Object.freeze(info.ipAddresses.map((i) => Object.freeze({ type: i.type, ip_address: i.ipAddress }))),
-      ...(info.dnsName ? { dns_name: info.dnsName } : {}),
-      port: 5432,
-      server_ca_cert: info.serverCaCert,
-      server_cert_common_name: info.serverCertCommonName,
-    });
+    d = details(
+      Object.freeze({
+        connect_details: 'included',
+        ip_addresses: Object.freeze(info.ipAddresses.map((i) => Object.freeze({ type: i.type, ip_address: i.ipAddress }))),
+        ...(info.dnsName ? { dns_name: info.dnsName } : {}),
+        port: 5432,
+        server_ca_cert: info.serverCaCert,
+        server_cert_common_name: info.serverCertCommonName,
+      }),
+    );
     detailsOf.set(info, d);
   }
   return d;
@@ -69,19 +84,25 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
     (e) =>
       input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);
+  const head = {
+    access_token: t.token,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: t.expiresInSeconds,
+    scope: SQL_LOGIN_SCOPE,
+    ...who,
+    instance_connection_name: grant.connectionName,
+    database: grant.database,
+    refresh_after: refreshAfterSeconds(t.expiresInSeconds),
+  };
+  const tail = info ? connectDetails(info) : UNAVAILABLE;
+  const headJson = JSON.stringify(head);
   return {
-    response: {
-      access_token: t.token,
-      issued_token_type: ACCESS_TOKEN_TYPE,
-      token_type: 'Bearer',
-      expires_in: t.expiresInSeconds,
-      scope: SQL_LOGIN_SCOPE,
-      ...who,
-      instance_connection_name: grant.connectionName,
-      database: grant.database,
-      refresh_after: refreshAfterSeconds(t.expiresInSeconds),
-      ...(info ? connectDetails(info) : UNAVAILABLE),
-    },
+    // The details added to the head in place: a spread of both into a new object cost more than the whole answer's
+    // serialisation saved (microbench on a 2 KB answer: 9.2 µs spread, 1.7 µs in place, 4.2 µs before).
+    response: Object.assign(head, tail.fields),
+    // The same text as JSON.stringify(response): the head's members, then the details' (no name in both).
+    json: `${headJson.slice(0, -1)},${tail.json}}`,
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,
   };

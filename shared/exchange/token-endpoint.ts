@@ -4,7 +4,7 @@ import { authenticateClient, loadCore } from '../auth/frontdoor';
 import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
-import { jsonResponse } from '../http/responses';
+import { jsonTextResponse } from '../http/responses';
 import { readParams, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
@@ -139,7 +139,8 @@ async function grantAndIssue(
   // A span only when the provider went upstream (a miss) or failed: a cache hit makes none.
   const issueStarted = performance.now();
   try {
-    result = await issue(grant, {
+    result = await issue({
+      grant,
       client,
       subject,
       requestedLifetimeSeconds,
@@ -167,15 +168,20 @@ async function grantAndIssue(
     ttlSeconds: result.response.expires_in,
     extra: { cached: result.cached },
   });
-  return jsonResponse(200, result.response, scope, { pragma: 'no-cache' });
+  return jsonTextResponse(200, result.json ?? JSON.stringify(result.response), scope, { pragma: 'no-cache' });
 }
 
-function issue(grant: DecisionGrant, base: Omit<IssueInput<unknown>, 'grant'> & { client: Principal }): Promise<ProviderResult> {
+/**
+ * The provider of the grant's kind, given the one input object made per exchange (`input.grant` narrowed by the
+ * switch; a `{ ...input, grant }` per hit to narrow its type was a measurable part of the hit).
+ */
+function issue(input: IssueInput<DecisionGrant> & { client: Principal }): Promise<ProviderResult> {
+  const { grant } = input;
   switch (grant.kind) {
     case 'cloudsql':
-      return providers.cloudsql({ ...base, grant });
+      return providers.cloudsql(input as IssueInput<typeof grant>);
     case 'cosmos':
-      return providers.cosmos({ ...base, grant });
+      return providers.cosmos(input as IssueInput<typeof grant>);
     case 'query':
       return Promise.reject(new BrokerError('invalid_target', 'This target cannot be exchanged for a token.'));
   }

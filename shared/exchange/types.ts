@@ -30,6 +30,8 @@ export interface IssuedToken {
 
 export interface ProviderResult {
   readonly response: IssuedToken;
+  /** `JSON.stringify(response)`, when the provider made it (with parts serialised once); else it is made here. */
+  readonly json?: string;
   /** A one-way fingerprint of the credential for the audit log (see audit.tokenFingerprint). */
   readonly tokenIdHash: string;
   /** Whether it was served from the broker's cache. */

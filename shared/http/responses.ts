@@ -88,6 +88,16 @@ export function jsonResponse(
   scope: { readonly correlationId: string },
   extraHeaders: Record<string, string> = {},
 ): HttpResponseInit {
+  return jsonTextResponse(status, JSON.stringify(body), scope, extraHeaders);
+}
+
+/** The same, for a body already serialised as JSON text. */
+export function jsonTextResponse(
+  status: number,
+  json: string,
+  scope: { readonly correlationId: string },
+  extraHeaders: Record<string, string> = {},
+): HttpResponseInit {
   return {
     status,
     headers: {
@@ -96,6 +106,6 @@ export function jsonResponse(
       'cache-control': 'no-store',
       ...extraHeaders,
     },
-    body: JSON.stringify(body),
+    body: json,
   };
 }

@@ -71,4 +71,21 @@ describe('verified-token cache', () => {
     expect(again).not.toBe(first); // a fresh verification, same identity
     expect(again).toEqual(first);
   });
+
+  test("a token is served from the cache only for its exact text: one sharing the cached token's tail is checked in full", async () => {
+    now = Date.now();
+    const v = validator();
+    const token = await entra.mint({ aud: AUD[0], expiresIn: 3600 });
+    const first = await v.validate(token, AUD);
+    // The same signature and tail, another payload: the look-up slot is the cached token's, the text is not.
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>;
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, oid: 'f0f0f0f0-0000-4000-8000-000000000bad' })).toString('base64url')}.${signature}`;
+    expect(forged.slice(-TokenValidator.VERIFIED_KEY_CHARS)).toBe(token.slice(-TokenValidator.VERIFIED_KEY_CHARS));
+    const before = entra.count('jwks');
+    await expect(v.validate(forged, AUD)).rejects.toMatchObject({ code: 'token_signature_invalid' });
+    expect(verifications(before)).toBe(1); // checked in full, and refused
+    expect(await v.validate(token, AUD)).toBe(first); // the refused look-alike did not displace the cached token
+    expect(verifications(before)).toBe(1);
+  });
 });

@@ -84,6 +84,18 @@ describe('POST /api/token for cloudsql:// targets', () => {
     expect(res.json.expires_in).toBeLessThanOrEqual(900);
     expect(Math.abs(Date.now() + (res.json.expires_in as number) * 1000 - expireMs)).toBeLessThan(3000);
     expect(res.headers.get('cache-control')).toBe('no-store');
+    // The answer's text is the one JSON.stringify makes of its fields (the connect details are serialised once per
+    // looked-up settings and joined to the rest): every field once, connect details after the token's fields.
+    expect(res.json.connect_details).toBe('included');
+    expect(res.text).toBe(JSON.stringify(res.json));
+    expect(Object.keys(res.json).slice(-6)).toEqual([
+      'connect_details',
+      'ip_addresses',
+      'dns_name',
+      'port',
+      'server_ca_cert',
+      'server_cert_common_name',
+    ]);
     expect(counts()).toEqual({ sts: 1, iam: 1 });
     // The managed identity token went to STS, requested for the WIF app registration's App ID URI.
     expect(sb.msi.issued.at(-1)!.resource).toBe(SANDBOX.google.wifAppIdUri);
