@@ -1,3 +1,5 @@
+import { subscribe } from 'node:diagnostics_channel';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import type { HttpHandler } from '@azure/functions';
 import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
@@ -43,7 +45,36 @@ function memory(): BrokerMemory {
   };
 }
 
+/** One phase mark of a token request: what happened, when (ms), the process's CPU then (µs). */
+export type PhaseMark = readonly [string, number, number];
+
+/**
+ * BENCH_PHASES=1: marks at each HTTP event of every /api/token request (arrival, each upstream request sent and its
+ * answer read, the response finished), so a miss's CPU and wall split by phase (bench/profile-cosmos-miss.ts reads
+ * them with the `phases` command). Diagnostics channels only: nothing in the broker changes.
+ */
+function phaseMarks(): () => PhaseMark[][] {
+  const done: PhaseMark[][] = [];
+  let current: PhaseMark[] | undefined;
+  const mark = (what: string) => current?.push([what, performance.now(), cpuMicros()]);
+  subscribe('http.server.request.start', (m) => {
+    if ((m as { request: IncomingMessage }).request.url?.includes('/token')) current = [];
+    mark('request arrives');
+  });
+  subscribe('http.client.request.start', (m) =>
+    mark(`${(m as { request: ClientRequest }).request.path.split('?')[0]!.split('/').pop()} sent`),
+  );
+  subscribe('http.client.response.finish', () => mark('answer read'));
+  subscribe('http.server.response.finish', () => {
+    mark('response written');
+    if (current) done.push(current);
+    current = undefined;
+  });
+  return () => done.splice(0);
+}
+
 async function main(): Promise<void> {
+  const phases = process.env.BENCH_PHASES === '1' ? phaseMarks() : undefined;
   const stopTelemetry = telemetryWithoutExporter();
   if (process.env.BENCH_PRELOAD) {
     // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
@@ -67,6 +98,7 @@ async function main(): Promise<void> {
     // After a full GC; with settleMs, after that long idle first (V8's memory reducer shrinks an idle heap).
     if (msg.cmd === 'rss') setTimeout(() => process.send?.(memory()), msg.settleMs ?? 0);
     if (msg.cmd === 'cpu') process.send?.({ cpu: cpuMicros() });
+    if (msg.cmd === 'phases') process.send?.({ phases: phases?.() ?? [] });
     if (msg.cmd === 'reset-caches') {
       // Every credential cache and client dropped (Google tokens, the managed identity token behind them, Cosmos
       // resource tokens, the Key Vault and Cosmos clients), modules and JWKS kept.

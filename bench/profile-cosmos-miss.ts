@@ -3,6 +3,7 @@ import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SANDBOX } from '../local/ids';
+import type { PhaseMark } from './broker-host';
 import type { ServerInfo } from './server';
 
 /**
@@ -12,6 +13,9 @@ import type { ServerInfo } from './server';
  * one at a time (each a new caller: a user upsert, a permission upsert), printing the broker's CPU per miss. With
  * PROFILE_CPU_DIR=<dir> the broker runs under `--cpu-prof` and writes its .cpuprofile there on exit (the warm-up is in
  * it too; bench/cpuprofile-summary.ts reads it). Upstream latency 0 (the emulators answer at once): CPU, not time.
+ * PROFILE_PHASES=1: the measured misses split by phase (request arrives → users sent → answer read → permissions
+ * sent → answer read → response written), the broker's CPU and wall per phase, median (bench/broker-host.ts marks
+ * them on Node's HTTP diagnostics channels).
  */
 
 const COSMOS = `cosmos://${SANDBOX.cosmos.account}/${SANDBOX.cosmos.database}/${SANDBOX.cosmos.container}`;
@@ -53,6 +57,26 @@ function stop(child: ChildProcess): Promise<void> {
 /** PROFILE_GAP_MS: an idle pause before each request (caches go cold as between (8)'s upstream calls). */
 const GAP_MS = Number(process.env.PROFILE_GAP_MS ?? 0);
 
+/** Median CPU and wall per phase (between consecutive marks of the same label sequence). */
+function phaseTable(requests: PhaseMark[][]): string {
+  const by = new Map<string, { cpu: number[]; wall: number[] }>();
+  for (const marks of requests)
+    for (let i = 1; i < marks.length; i++) {
+      const key = `${marks[i - 1]![0]} → ${marks[i]![0]}`;
+      let e = by.get(key);
+      if (!e) by.set(key, (e = { cpu: [], wall: [] }));
+      e.cpu.push((marks[i]![2] - marks[i - 1]![2]) / 1000);
+      e.wall.push(marks[i]![1] - marks[i - 1]![1]);
+    }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return [...by]
+    .map(
+      ([k, e]) =>
+        `  ${k.padEnd(40)} CPU ${med(e.cpu).toFixed(2)} ms, wall ${med(e.wall).toFixed(2)} ms (median of ${e.cpu.length})`,
+    )
+    .join('\n');
+}
+
 async function miss(info: ServerInfo, brokerUrl: string, caller: string, resource = COSMOS): Promise<void> {
   if (GAP_MS > 0) await new Promise((r) => setTimeout(r, GAP_MS));
   const res = await fetch(`${brokerUrl}/token`, {
@@ -76,10 +100,15 @@ async function main(): Promise<void> {
   const info = await ready<ServerInfo>(server);
   const { env } = await ask<{ env: Record<string, string> }>(server, 'env');
   const dir = process.env.PROFILE_CPU_DIR;
-  const broker = start('broker-host.js', { ...env, LOG_LEVEL: 'info', GOOGLE_TOKEN_PREWARM: 'false', BENCH_PRELOAD: '1' }, [
-    ...(dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []),
-    ...(process.env.PROFILE_NODE_ARGS ?? '').split(' ').filter(Boolean),
-  ]);
+  const phases = process.env.PROFILE_PHASES === '1';
+  const broker = start(
+    'broker-host.js',
+    { ...env, LOG_LEVEL: 'info', GOOGLE_TOKEN_PREWARM: 'false', BENCH_PRELOAD: '1', ...(phases ? { BENCH_PHASES: '1' } : {}) },
+    [
+      ...(dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []),
+      ...(process.env.PROFILE_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    ],
+  );
   const brokerUrl = await ready<string>(broker);
   try {
     // PROFILE_LATENCY_MS: every upstream answers after that long (what (8) sets; 0 by default).
@@ -90,9 +119,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < warm; i++) await miss(info, brokerUrl, tokens[i]!, target);
     const c0 = (await ask<{ cpu: number }>(broker, 'cpu')).cpu;
     const t0 = performance.now();
+    if (phases) await ask(broker, 'phases'); // the warm-up's marks dropped
     for (let i = warm; i < warm + n; i++) await miss(info, brokerUrl, tokens[i]!, target);
     const ms = (performance.now() - t0) / n;
     const c1 = (await ask<{ cpu: number }>(broker, 'cpu')).cpu;
+    if (phases) process.stderr.write(`phases:\n${phaseTable((await ask<{ phases: PhaseMark[][] }>(broker, 'phases')).phases)}\n`);
     process.stderr.write(
       `${n} ${target === COSMOS ? 'Cosmos misses' : 'new callers'}: ${ms.toFixed(2)} ms each, broker CPU ${((c1 - c0) / n / 1000).toFixed(2)} ms per miss\n`,
     );
