@@ -1,4 +1,5 @@
 import { PermissionMode, type PermissionDefinition } from '@azure/cosmos';
+import type { Principal } from '../auth/principal';
 import { tokenFingerprint } from '../observability/audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
@@ -59,6 +60,43 @@ export function resourceTokenCacheKey(k: ResourceTokenKey): string {
   return JSON.stringify([k.user, k.account, k.database, k.container, k.mode, k.partitionKey, k.ttlSeconds]);
 }
 
+interface ResourceTokenIds {
+  readonly userId: string;
+  readonly key: string;
+}
+
+/**
+ * The Cosmos user and cache key of (grant, caller, lifetime), remembered per decision grant object (one per policy
+ * grant, mode and partition: policy/evaluate.ts) and Principal object (the verified-token cache returns the same one
+ * for the same token) — a cache hit neither rebuilds nor hashes them. Weak on both, so nothing outlives its policy or
+ * its caller's token; a caller asking many lifetimes keeps at most 16 (then they are made again). Same inputs, same
+ * strings as before: the memo only skips the work.
+ */
+const idsOf = new WeakMap<CosmosResourceTokenGrant, WeakMap<Principal, Map<number, ResourceTokenIds>>>();
+
+function resourceTokenIds(grant: CosmosResourceTokenGrant, subject: Principal, ttl: number): ResourceTokenIds {
+  let byCaller = idsOf.get(grant);
+  if (!byCaller) idsOf.set(grant, (byCaller = new WeakMap<Principal, Map<number, ResourceTokenIds>>()));
+  let byTtl = byCaller.get(subject);
+  if (!byTtl) byCaller.set(subject, (byTtl = new Map<number, ResourceTokenIds>()));
+  let ids = byTtl.get(ttl);
+  if (ids === undefined) {
+    const userId = cosmosUserId(subject, grant);
+    const key = resourceTokenCacheKey({
+      user: userId,
+      account: grant.account,
+      database: grant.database,
+      container: grant.container,
+      mode: grant.mode,
+      partitionKey: grant.partitionKey ?? null,
+      ttlSeconds: ttl,
+    });
+    if (byTtl.size >= 16) byTtl.clear();
+    byTtl.set(ttl, (ids = { userId, key }));
+  }
+  return ids;
+}
+
 async function upsertPermission(
   knownUsers: RecentSet,
   h: AccountHandle,
@@ -112,16 +150,7 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
   const cfg = input.app.settings(cosmosConfig);
   const cosmos: CosmosAccounts = await input.app.cosmos();
   const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
-  const userId = cosmosUserId(subject, grant);
-  const key = resourceTokenCacheKey({
-    user: userId,
-    account: grant.account,
-    database: grant.database,
-    container: grant.container,
-    mode: grant.mode,
-    partitionKey: grant.partitionKey ?? null,
-    ttlSeconds: ttl,
-  });
+  const { userId, key } = resourceTokenIds(grant, subject, ttl);
   const marginMs = Math.min(cfg.minRemainingSeconds, Math.floor(ttl / 2)) * 1000;
 
   const endpoint = endpointOf(cfg, grant.account);

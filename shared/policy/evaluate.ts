@@ -180,7 +180,8 @@ function matchCosmos(
     if (t.mode !== undefined && t.mode !== g.mode)
       return explain ? `rule grants keyless (rbac) mode ${g.mode}, which cannot be narrowed` : MISS;
     if (g.identityClientId === undefined) return 'rule names no identity'; // the schema requires one
-    return {
+    const id = g.identityClientId;
+    return cosmosGrantOf(g, g.mode, undefined, () => ({
       kind: 'cosmos',
       account: g.account,
       database: g.database,
@@ -188,8 +189,8 @@ function matchCosmos(
       mode: g.mode,
       partitionKey: undefined,
       auth: 'rbac',
-      identityClientId: g.identityClientId,
-    };
+      identityClientId: id,
+    }));
   }
   if (g.maxTtlSeconds === undefined) return 'rule names no maxTtlSeconds'; // the schema requires one
   const mode = t.mode ?? g.mode;
@@ -212,16 +213,45 @@ function matchCosmos(
       break;
     }
   }
-  return {
+  const maxTtlSeconds = g.maxTtlSeconds;
+  return cosmosGrantOf(g, mode, partitionKey, () => ({
     kind: 'cosmos',
     account: g.account,
     database: g.database,
     container: g.container,
     mode,
     partitionKey,
-    maxTtlSeconds: g.maxTtlSeconds,
+    maxTtlSeconds,
     auth: 'resourceToken',
-  };
+  }));
+}
+
+/**
+ * A Cosmos decision grant depends only on its policy grant, the mode and the partition (the caller's claim, the
+ * request's or the rule's): made once per (policy grant object, mode, partition) and shared, frozen, by every decision,
+ * as the Cloud SQL ones are, so the provider can remember the Cosmos user and cache key per grant object
+ * (cosmos/provider.ts) instead of rebuilding and hashing them on every hit. A partition can come from the request or
+ * from each caller's claim: at most 1,024 per policy grant are kept, then they are forgotten (made again on demand).
+ */
+const cosmosGrants = new WeakMap<CosmosGrant, Map<string, CosmosDecisionGrant>>();
+const COSMOS_GRANTS_PER_POLICY_GRANT = 1024;
+
+function cosmosGrantOf(
+  g: CosmosGrant,
+  mode: 'read' | 'all',
+  partitionKey: string | undefined,
+  make: () => CosmosDecisionGrant,
+): CosmosDecisionGrant {
+  let byShape = cosmosGrants.get(g);
+  if (!byShape) cosmosGrants.set(g, (byShape = new Map<string, CosmosDecisionGrant>()));
+  // Unambiguous: the mode is `read` or `all` (no colon); no partition has no colon, any partition (even '') one.
+  const shape = partitionKey === undefined ? mode : `${mode}:${partitionKey}`;
+  let made = byShape.get(shape);
+  if (made === undefined) {
+    if (byShape.size >= COSMOS_GRANTS_PER_POLICY_GRANT) byShape.clear();
+    byShape.set(shape, (made = Object.freeze(make())));
+  }
+  return made;
 }
 
 function matchTarget(rule: Rule, t: Target, p: Principal, explain: boolean): DecisionGrant | string {

@@ -368,6 +368,45 @@ describe('POST /api/token for cosmos:// targets', () => {
     }
   });
 
+  test('the remembered user and cache key (per grant and caller): same shape, same token; mode, partition, lifetime or caller, never', async () => {
+    const restore = withRules([{ mode: 'all', partitionKey: { type: 'none' } }]);
+    try {
+      const mine = await fx.caller();
+      const shapes = [
+        [PROFILES, {}],
+        [`${PROFILES}?mode=read`, {}],
+        [`${PROFILES}?partitionKey=${OTHER_OID}`, {}],
+        [`${PROFILES}?mode=read&partitionKey=${OTHER_OID}`, {}],
+        [PROFILES, { requested_lifetime: '600' }],
+      ] as const;
+      const first: string[] = [];
+      for (const [target, extra] of shapes) {
+        const r = await exchange(target, mine, extra);
+        expect(r.status).toBe(200);
+        first.push(r.json.access_token as string);
+      }
+      expect(new Set(first).size).toBe(shapes.length);
+      expect(cosmosCalls('cosmos.permission')).toBe(shapes.length);
+      // the same caller and token again (the hit path's remembered ids), then a new token (another exp) of the same caller
+      for (const subject of [mine, mine, await fx.caller({ expiresIn: 3000 })])
+        for (const [i, [target, extra]] of shapes.entries()) {
+          const r = await exchange(target, subject, extra);
+          expect(r.json.access_token).toBe(first[i]);
+        }
+      expect(cosmosCalls('cosmos.permission')).toBe(shapes.length);
+      // another caller shares none of them
+      const other = await fx.caller({ oid: OTHER_OID });
+      for (const [i, [target, extra]] of shapes.entries()) {
+        const r = await exchange(target, other, extra);
+        expect(r.status).toBe(200);
+        expect(r.json.access_token).not.toBe(first[i]);
+      }
+      expect(cosmosCalls('cosmos.permission')).toBe(2 * shapes.length);
+    } finally {
+      restore();
+    }
+  });
+
   test('the token is refused once expired', async () => {
     const res = await exchange(PROFILES, undefined, { requested_lifetime: '600' });
     const container = clientWith(res).database(C.database).container(C.container);

@@ -234,6 +234,60 @@ describe('evaluate: deny by default, first matching rule wins, narrowing only', 
     });
   });
 
+  test('cosmos: one frozen decision grant per (policy grant, mode, partition), shared by every decision of that shape', () => {
+    const p = parsePolicy(
+      JSON.stringify({
+        version: 1,
+        rules: [
+          {
+            id: 'r',
+            subject: { tenantId: TID, roles: ['Orders.Read'] },
+            grants: {
+              cosmos: [
+                {
+                  account: 'acct',
+                  database: 'd',
+                  container: 'c',
+                  mode: 'all',
+                  partitionKey: { type: 'none' },
+                  maxTtlSeconds: 600,
+                },
+              ],
+            },
+          },
+        ],
+      }),
+    );
+    const grantOf = (target: string, caller = principal()) => {
+      const d = evaluate(p, caller, parseTarget(target));
+      if (d.decision !== 'grant') throw new Error(d.reason);
+      return d.grant;
+    };
+    const shapes = [
+      'cosmos://acct/d/c',
+      'cosmos://acct/d/c?mode=read',
+      'cosmos://acct/d/c?partitionKey=x',
+      'cosmos://acct/d/c?mode=read&partitionKey=x',
+      'cosmos://acct/d/c?partitionKey=read',
+      'cosmos://acct/d/c?partitionKey=x%3Ay',
+    ];
+    const grants = shapes.map((t) => grantOf(t));
+    expect(new Set(grants).size).toBe(shapes.length);
+    expect(grants.map((g) => g.kind === 'cosmos' && [g.mode, g.partitionKey])).toEqual([
+      ['all', undefined],
+      ['read', undefined],
+      ['all', 'x'],
+      ['read', 'x'],
+      ['all', 'read'],
+      ['all', 'x:y'],
+    ]);
+    for (const [i, t] of shapes.entries()) expect(grantOf(t, principal({ objectId: 'another' }))).toBe(grants[i]);
+    expect(Object.isFrozen(grants[0])).toBe(true);
+    // a new policy document is new grant objects
+    expect(evaluate(parsePolicy(JSON.stringify(p)), principal(), parseTarget(shapes[0]!))).toMatchObject({ grant: grants[0] });
+    expect(grantOf(shapes[0]!)).toBe(grants[0]);
+  });
+
   test('subject categories are ANDed, values within a category ORed', () => {
     const p = parsePolicy(
       JSON.stringify({
