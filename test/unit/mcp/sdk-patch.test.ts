@@ -1,10 +1,14 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import * as types from '@modelcontextprotocol/sdk/types.js';
 
 /**
  * patches/@modelcontextprotocol+sdk+*.patch (applied by `npm install`'s postinstall): the SDK's message type guards
  * answer false before their zod parse when the member that decides them is missing or another literal (a failing parse
- * builds a ZodError nothing reads: ~0.4–0.5 ms of CPU per MCP request, bench/README.md (10)). The guards must still
- * answer exactly what their schemas answer, and the patch must be in place.
+ * builds a ZodError nothing reads: ~0.4–0.5 ms of CPU per MCP request, bench/README.md (10)), and a closing protocol
+ * builds its ConnectionClosed error only for the requests still waiting. The guards must still answer exactly what
+ * their schemas answer, a waiting request must still fail with that error, and the patch must be in place.
  */
 
 const GUARDS = [
@@ -79,5 +83,23 @@ describe('the patched SDK message guards', () => {
       parse.mockRestore();
       init.mockRestore();
     }
+  });
+});
+
+describe('the patched SDK close', () => {
+  test('a request still waiting when its connection closes fails with ConnectionClosed', async () => {
+    const server = new Server({ name: 's', version: '1' }, { capabilities: { tools: {} } });
+    server.setRequestHandler(types.ListToolsRequestSchema, () => new Promise<never>(() => undefined)); // never answers
+    const client = new Client({ name: 'c', version: '1' });
+    const [a, b] = InMemoryTransport.createLinkedPair();
+    await Promise.all([server.connect(b), client.connect(a)]);
+    const waiting = client.listTools();
+    await new Promise((r) => setImmediate(r));
+    await client.close();
+    await expect(waiting).rejects.toMatchObject({
+      code: types.ErrorCode.ConnectionClosed,
+      message: expect.stringContaining('Connection closed'),
+    });
+    await server.close();
   });
 });
