@@ -25,6 +25,7 @@ import {
   type CosmosToolArgs,
   type CosmosToolKind,
 } from './cosmos-tools';
+import { dataToolResult } from './tools';
 
 /**
  * `tools/call` of a Cosmos tool: re-authorize through the one authorization step → bind the caller's partition →
@@ -256,12 +257,5 @@ export async function callCosmosTool(call: CosmosCall): Promise<CallToolResult> 
       traceId: scope.trace?.traceId,
     },
   });
-  const structuredContent = { ...result } as unknown as Record<string, unknown>;
-  return {
-    structuredContent,
-    content: [
-      { type: 'text', text: DATA_NOTICE },
-      { type: 'text', text: JSON.stringify(structuredContent) },
-    ],
-  };
+  return dataToolResult(DATA_NOTICE, result);
 }

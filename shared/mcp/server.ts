@@ -19,7 +19,7 @@ import type { Policy } from '../policy/schema';
 import type { Catalog } from '../query/catalog';
 import type { QueryCall, QueryResult } from '../query/run-catalogued';
 import { discoverResult, DiscoverRequestSchema } from './stateless-revision';
-import { EXPLAIN_TOOL, granted, hasScope, toolScope, toolsJson, type ToolCatalog } from './tools';
+import { dataToolResult, EXPLAIN_TOOL, granted, hasScope, toolScope, toolsJson, type ToolCatalog } from './tools';
 import { mcpConfig } from '../config/mcp';
 import { cosmosToolOf, explainCosmos, isCosmosToolName, listCosmosTools } from './cosmos-tools';
 import { callCosmosTool } from './cosmos-read';
@@ -73,18 +73,6 @@ function toolError(e: unknown, correlationId: string): CallToolResult {
     ...(err.detail ?? {}),
   };
   return { isError: true, content: [{ type: 'text', text: JSON.stringify({ error }) }] };
-}
-
-/** The answer of a query tool: structured content, plus its JSON in text marked as data. */
-function queryToolResult(result: QueryResult): CallToolResult {
-  const structuredContent = { ...result } as unknown as Record<string, unknown>;
-  return {
-    structuredContent,
-    content: [
-      { type: 'text', text: DATA_NOTICE },
-      { type: 'text', text: JSON.stringify(structuredContent) },
-    ],
-  };
 }
 
 function explainAccess(ctx: McpRequestContext, only: string | undefined): CallToolResult {
@@ -192,7 +180,7 @@ function buildServer(): Server {
         // request line, as on /api/query.
         requestAudit: ctx.scope.requestAudit,
       });
-      return queryToolResult(result);
+      return dataToolResult(DATA_NOTICE, result);
     } catch (e) {
       const err = toBrokerError(e);
       if (err.code === 'not_found') throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name.slice(0, 64)}`);

@@ -1,3 +1,4 @@
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Principal } from '../auth/principal';
 import { evaluate } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
@@ -191,4 +192,19 @@ export class ToolCatalog {
     out.push(EXPLAIN_TOOL_DEFINITION);
     return out;
   }
+}
+
+/**
+ * The answer of a data tool (a catalogued query, a Cosmos read): the result as structured content, plus its JSON in a
+ * text block after `notice`, which marks what follows as data from the database, not instructions.
+ */
+export function dataToolResult(notice: string, result: object): CallToolResult {
+  const structuredContent = { ...result } as Record<string, unknown>;
+  return {
+    structuredContent,
+    content: [
+      { type: 'text', text: notice },
+      { type: 'text', text: JSON.stringify(structuredContent) },
+    ],
+  };
 }
