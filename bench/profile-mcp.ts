@@ -44,6 +44,20 @@ async function main(): Promise<void> {
     if (res.status !== 200) throw new Error(`${what}: status ${res.status} ${(res.body as string).slice(0, 200)}`);
     return res;
   };
+  /** One MCP message through the endpoint, as the local host hands it over. */
+  const mcpCall = (method: string, params?: Record<string, unknown>) => async () =>
+    ok(
+      await mcp(
+        new HttpRequest({
+          method: 'POST',
+          url: 'http://127.0.0.1/api/mcp',
+          headers: mcpHeaders,
+          body: { string: rpc(method, params) },
+        }),
+        ctx(),
+      ),
+      method,
+    );
   const calls = {
     query: async () =>
       ok(
@@ -59,32 +73,8 @@ async function main(): Promise<void> {
         ),
         'query',
       ),
-    call: async () =>
-      ok(
-        await mcp(
-          new HttpRequest({
-            method: 'POST',
-            url: 'http://127.0.0.1/api/mcp',
-            headers: mcpHeaders,
-            body: { string: rpc('tools/call', { name: 'order-count', arguments: {} }) },
-          }),
-          ctx(),
-        ),
-        'tools/call',
-      ),
-    list: async () =>
-      ok(
-        await mcp(
-          new HttpRequest({
-            method: 'POST',
-            url: 'http://127.0.0.1/api/mcp',
-            headers: mcpHeaders,
-            body: { string: rpc('tools/list') },
-          }),
-          ctx(),
-        ),
-        'tools/list',
-      ),
+    call: mcpCall('tools/call', { name: 'order-count', arguments: {} }),
+    list: mcpCall('tools/list'),
   };
   const listed = JSON.parse((await calls.list()).body as string) as { result: { tools: unknown[] } };
   if (listed.result.tools.length < 101)
