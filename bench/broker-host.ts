@@ -1,8 +1,8 @@
 import { subscribe } from 'node:diagnostics_channel';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
-import type { HttpHandler } from '@azure/functions';
-import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
+import { startLocalHost } from '../local/host';
+import { preloadWorkerModules, registrationsCalling } from './broker-worker';
 import { createContext } from '../shared/app/context';
 import { handlersOf } from '../shared/app/handlers';
 import { gcNow, telemetryWithoutExporter } from './telemetry-off';
@@ -76,23 +76,11 @@ function phaseMarks(): () => PhaseMark[][] {
 async function main(): Promise<void> {
   const phases = process.env.BENCH_PHASES === '1' ? phaseMarks() : undefined;
   const stopTelemetry = telemetryWithoutExporter();
-  if (process.env.BENCH_PRELOAD) {
-    // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
-    await Promise.all([
-      import('../shared/cloudsql/provider'),
-      import('../shared/cosmos/provider'),
-      import('google-auth-library'),
-      import('@azure/cosmos'),
-      import('@azure/keyvault-secrets'),
-      import('@azure/identity'),
-    ]);
-  }
+  await preloadWorkerModules();
   // The functions run on an app context of their own, replaced by `reset-caches` (a cache miss with warm code).
   let app = createContext();
   let handlers: Record<string, unknown> = handlersOf(app);
-  const registrations: Registration[] = loadRegistrations().map((r) =>
-    isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
-  );
+  const registrations = registrationsCalling(() => handlers);
   const host = await startLocalHost({ port: 0, app, registrations });
   process.on('message', (msg: { cmd: string; settleMs?: number }) => {
     // After a full GC; with settleMs, after that long idle first (V8's memory reducer shrinks an idle heap).

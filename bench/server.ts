@@ -3,11 +3,11 @@ import { createServer } from 'node:http';
 import { Session } from 'node:inspector';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { AddressInfo } from 'node:net';
-import { isHttp, loadRegistrations, startLocalHost, type Registration } from '../local/host';
+import { startLocalHost } from '../local/host';
+import { preloadWorkerModules, registrationsCalling } from './broker-worker';
 import { appContext, createContext } from '../shared/app/context';
 import { handlersOf } from '../shared/app/handlers';
 import { httpHandler } from '../shared/http/handler';
-import type { HttpHandler } from '@azure/functions';
 import { startSandbox, type Sandbox } from '../local/sandbox';
 import { SANDBOX } from '../local/ids';
 import type { Emulator } from '../local/emulators/harness';
@@ -105,25 +105,13 @@ async function main(): Promise<void> {
     env: { LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info', GOOGLE_TOKEN_PREWARM: process.env.BENCH_PREWARM ?? 'true' },
   });
   sandbox.applyEnv();
-  if (process.env.BENCH_PRELOAD) {
-    // What a Functions worker has loaded after its first calls: the providers and their SDKs (cold import is (6)).
-    await Promise.all([
-      import('../shared/cloudsql/provider'),
-      import('../shared/cosmos/provider'),
-      import('google-auth-library'),
-      import('@azure/cosmos'),
-      import('@azure/keyvault-secrets'),
-      import('@azure/identity'),
-    ]);
-  }
+  await preloadWorkerModules();
   // The functions start on the process's app context, the one the start-up prewarm of functions/app.ts (loaded
   // with the registrations below) warms, as in a Functions worker; `reset-caches` replaces it with a new context
   // (a cache miss with warm code). A context of its own here left the prewarmed tokens in a context no request used.
   let app = appContext();
   let handlers: Record<string, unknown> = handlersOf(app);
-  const registrations: Registration[] = loadRegistrations().map((r) =>
-    isHttp(r) ? { ...r, options: { ...r.options, handler: (req, ic) => (handlers[r.name] as HttpHandler)(req, ic) } } : r,
-  );
+  const registrations = registrationsCalling(() => handlers);
   // The denominators: a trivial function through the same host, with the same wrapper every broker function has
   // (correlation, trace context, per-request logger, one 'request' line), and without it.
   const ok = () => Promise.resolve({ status: 200, jsonBody: { ok: true } });
