@@ -1,11 +1,12 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { fetchIntoHandler } from '../../helpers/mcp-fetch';
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { clearConnectInfoCache } from '../../../shared/cloudsql/connect-settings';
 import { TestApp } from '../../helpers/app';
-import { captureLogs, invoke } from '../../helpers/invoke';
+import { captureLogs } from '../../helpers/invoke';
 import { workerHost } from '../../helpers/loopback';
 
 /**
@@ -55,17 +56,7 @@ afterAll(async () => {
 });
 
 /** A fetch that hands the SDK client's requests to the real handler, as the Functions host would. */
-function fetchInto(token: string): FetchLike {
-  return async (url, init) => {
-    const req = new Request(url, init);
-    const headers: Record<string, string> = {};
-    req.headers.forEach((v, k) => (headers[k] = v));
-    headers.authorization = `Bearer ${token}`;
-    const raw = req.method === 'POST' ? await req.text() : undefined;
-    const r = await invoke(handler, { method: req.method, url: req.url, headers, ...(raw !== undefined ? { raw } : {}) });
-    return new Response(r.status === 202 ? null : r.text, { status: r.status, headers: r.headers });
-  };
-}
+const fetchInto = (token: string): FetchLike => fetchIntoHandler(handler, token);
 
 type ToolResult = { isError?: boolean; structuredContent?: Record<string, unknown>; content: { type: string; text: string }[] };
 

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { fetchIntoHandler } from '../../helpers/mcp-fetch';
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { TestApp } from '../../helpers/app';
@@ -118,17 +119,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function fetchInto(token: string): FetchLike {
-  return async (url, init) => {
-    const req = new Request(url, init);
-    const headers: Record<string, string> = {};
-    req.headers.forEach((v, k) => (headers[k] = v));
-    headers.authorization = `Bearer ${token}`;
-    const raw = req.method === 'POST' ? await req.text() : undefined;
-    const r = await invoke(handler, { method: req.method, url: req.url, headers, ...(raw !== undefined ? { raw } : {}) });
-    return new Response(r.status === 202 ? null : r.text, { status: r.status, headers: r.headers });
-  };
-}
+const fetchInto = (token: string): FetchLike => fetchIntoHandler(handler, token);
 
 async function withClient<T>(token: string, fn: (c: Client) => Promise<T>): Promise<T> {
   const client = new Client({ name: 'cosmos-e2e', version: '1.0.0' });

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { FetchLike } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { fetchIntoHandler } from '../../helpers/mcp-fetch';
 import { SANDBOX } from '../../../local/ids';
 import { startSandbox, type Sandbox } from '../../../local/sandbox';
 import { TestApp } from '../../helpers/app';
@@ -219,18 +220,7 @@ afterAll(async () => {
 });
 
 /** A fetch that hands the SDK client's requests to the real handler, as the Functions host would. */
-function fetchInto(token: string | undefined, seen: string[] = []): FetchLike {
-  return async (url, init) => {
-    const req = new Request(url, init);
-    const headers: Record<string, string> = {};
-    req.headers.forEach((v, k) => (headers[k] = v));
-    if (token !== undefined) headers.authorization = `Bearer ${token}`;
-    seen.push(`${req.method} ${headers['mcp-protocol-version'] ?? '-'}`);
-    const raw = req.method === 'POST' ? await req.text() : undefined;
-    const r = await invoke(handler, { method: req.method, url: req.url, headers, ...(raw !== undefined ? { raw } : {}) });
-    return new Response(r.status === 202 ? null : r.text, { status: r.status, headers: r.headers });
-  };
-}
+const fetchInto = (token: string | undefined, seen: string[] = []): FetchLike => fetchIntoHandler(handler, token, seen);
 
 /** An SDK client connected as `token`, offering `version` in initialize (the SDK always offers its latest). */
 async function connect(token: string, version?: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
