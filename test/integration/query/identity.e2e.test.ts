@@ -144,6 +144,17 @@ async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
   }
 }
 
+/** A plain pg session as the reader's IAM database user (no broker, no settings of its own). */
+async function readerSession(): Promise<Client> {
+  const c = new Client({
+    ...sb.postgres!.admin('orders'),
+    user: 'orders-reader@sandbox-project.iam',
+    password: sb.postgres!.iamPassword,
+  });
+  await c.connect();
+  return c;
+}
+
 describe('identity-bound parameters', () => {
   test('orders-by-customer answers each caller only their own customer’s orders', async () => {
     const ada = await query('orders-by-customer', tokens.ada!);
@@ -249,12 +260,7 @@ describe('row-level security on broker.caller_oid', () => {
   });
 
   test('a session of the reader role without the setting sees no row; the table has rows', async () => {
-    const c = new Client({
-      ...sb.postgres!.admin('orders'),
-      user: 'orders-reader@sandbox-project.iam',
-      password: sb.postgres!.iamPassword,
-    });
-    await c.connect();
+    const c = await readerSession();
     try {
       expect((await c.query('SELECT count(*)::int AS n FROM support_tickets')).rows[0].n).toBe(0);
       // a session-level setting by the reader itself would work, which is why only the broker may log in as it
@@ -303,12 +309,7 @@ describe('per-transaction identity', () => {
   });
 
   test('set_config(…, true) settings are gone after the transaction on the same connection', async () => {
-    const c = new Client({
-      ...sb.postgres!.admin('orders'),
-      user: 'orders-reader@sandbox-project.iam',
-      password: sb.postgres!.iamPassword,
-    });
-    await c.connect();
+    const c = await readerSession();
     try {
       const id: SessionIdentity = {
         callerOid: 'oid-a',
@@ -381,12 +382,7 @@ describe('per-transaction identity', () => {
 
 describe('per-phase deadlines of the one round trip', () => {
   test('until a first answer the pipeline has the larger of the preamble’s and the query’s deadlines', async () => {
-    const c = new Client({
-      ...sb.postgres!.admin('orders'),
-      user: 'orders-reader@sandbox-project.iam',
-      password: sb.postgres!.iamPassword,
-    });
-    await c.connect();
+    const c = await readerSession();
     try {
       const id: SessionIdentity = {
         callerOid: 'oid-a',
@@ -425,12 +421,7 @@ describe('per-phase deadlines of the one round trip', () => {
 
 describe('prepared statements', () => {
   test('each statement is parsed once per connection and then only bound and executed; an error leaves none half-known', async () => {
-    const c = new Client({
-      ...sb.postgres!.admin('orders'),
-      user: 'orders-reader@sandbox-project.iam',
-      password: sb.postgres!.iamPassword,
-    });
-    await c.connect();
+    const c = await readerSession();
     try {
       const id = (correlationId: string): SessionIdentity => ({
         callerOid: 'oid-a',
