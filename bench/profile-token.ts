@@ -1,3 +1,4 @@
+import { createHook } from 'node:async_hooks';
 import { InvocationContext, type HttpRequest } from '@azure/functions';
 import { benchTokens } from './sandbox-tokens';
 import { handler } from '../functions/token';
@@ -13,7 +14,8 @@ import * as processGuard from '../shared/observability/process-guard';
  * Prints microseconds per call and CPU per call on stderr; the .cpuprofile shows where they go.
  * Measuring knobs: PROFILE_NO_INVOCATION_SCOPE=1 runs the handler without the per-request AsyncLocalStorage scope
  * (process-guard's inInvocation made a plain call); PROFILE_OTEL_CONTEXT=1 registers OpenTelemetry's
- * AsyncLocalStorage context manager, as useAzureMonitor() does in production.
+ * AsyncLocalStorage context manager, as useAzureMonitor() does in production; PROFILE_COUNT_PROMISES=1 first counts
+ * the promises made per call.
  */
 async function main(): Promise<void> {
   if (process.env.PROFILE_TELEMETRY !== 'off') telemetryWithoutExporter();
@@ -59,6 +61,28 @@ async function main(): Promise<void> {
     if ((res as { status?: number }).status !== 200) throw new Error(`status ${(res as { status?: number }).status}`);
   };
   for (let i = 0; i < 500; i++) await call();
+  if (process.env.PROFILE_COUNT_PROMISES === '1') {
+    // Promises made per call (each one runs the async-context hooks while a scope is on): what the layers cost.
+    let made = 0;
+    const sites = new Map<string, number>();
+    const hook = createHook({
+      init: (_id, type) => {
+        if (type !== 'PROMISE') return;
+        made++;
+        if (process.env.PROFILE_PROMISE_SITES !== '1') return;
+        const site =
+          (new Error().stack ?? '')
+            .split('\n')
+            .slice(2)
+            .find((l) => !l.includes('node:internal')) ?? '?';
+        sites.set(site.trim(), (sites.get(site.trim()) ?? 0) + 1);
+      },
+    }).enable();
+    for (let i = 0; i < 1000; i++) await call();
+    hook.disable();
+    process.stderr.write(`${target}: ${(made / 1000).toFixed(1)} promises per call (the bench loop's own included)\n`);
+    for (const [site, k] of [...sites].sort((a, b) => b[1] - a[1])) process.stderr.write(`  ${(k / 1000).toFixed(1)}  ${site}\n`);
+  }
   const n = Number(process.env.N ?? 20000);
   const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();

@@ -33,6 +33,7 @@ export class AppContext {
   private readonly logSink: LogSink;
   private policyHolder?: PolicyHolder;
   private googleTokens?: GoogleTokens;
+  private cosmosLoaded?: CosmosAccounts;
   private cosmosAccounts?: Promise<CosmosAccounts>;
   private managedIdentities?: ManagedIdentities;
   private pools?: QueryPools;
@@ -85,9 +86,15 @@ export class AppContext {
   /** The CosmosDB account clients and issued-token caches (the Cosmos SDK is loaded on first use). */
   cosmos(): Promise<CosmosAccounts> {
     this.cosmosAccounts ??= import('../cosmos/client').then(
-      (m) => new m.CosmosAccounts({ identities: this.identities, settingsRecheckMs: this.settingsRecheckMs }),
+      (m) =>
+        (this.cosmosLoaded = new m.CosmosAccounts({ identities: this.identities, settingsRecheckMs: this.settingsRecheckMs })),
     );
     return this.cosmosAccounts;
+  }
+
+  /** The CosmosDB clients once `cosmos()` has made them (what every later request finds), without a promise. */
+  get loadedCosmos(): CosmosAccounts | undefined {
+    return this.cosmosLoaded;
   }
 
   /** The query function's database pools. */

@@ -10,7 +10,7 @@ import { certificateDenyEntryFor } from '../policy/evaluate';
 import type { Policy } from '../policy/schema';
 import { ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE } from '../exchange/types';
 import type { RequestScope } from '../http/handler';
-import { validateSubject } from './frontdoor';
+import { knownSubject, validateSubject } from './frontdoor';
 import { CERTIFICATE_TENANT, type CertificateIdentity, type Principal } from './principal';
 
 /**
@@ -276,7 +276,7 @@ export function subjectResolver(s: {
   readonly subjectToken: string;
   readonly subjectTokenType: string | undefined;
   readonly action: string;
-}): () => Promise<Principal> {
+}): () => Principal | Promise<Principal> {
   const header = clientCertificateHeader(s.req);
   if (s.subjectTokenType === CLIENT_CERT_TOKEN_TYPE) {
     if (header === undefined)
@@ -309,5 +309,6 @@ export function subjectResolver(s: {
       `X-Client-Certificate is only accepted with subject_token_type ${CLIENT_CERT_TOKEN_TYPE}: a request has one subject.`,
       { detail: { header: 'X-Client-Certificate' } },
     );
-  return () => validateSubject(s.subjectToken, s.cfg);
+  // An already verified token answers without a promise (what a cache hit finds).
+  return () => knownSubject(s.subjectToken, s.cfg) ?? validateSubject(s.subjectToken, s.cfg);
 }

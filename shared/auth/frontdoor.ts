@@ -50,6 +50,25 @@ export async function authenticateClient(req: HttpRequest, cfg: CoreConfig = loa
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('client') : e;
   }
+  return allowedClient(client, cfg);
+}
+
+/**
+ * `authenticateClient` without a promise when the gateway's token was already verified (what a cache hit finds):
+ * the same client with the same allowlist check; undefined when the token must be verified (then
+ * `authenticateClient`). Throws what `authenticateClient` rejects with for a malformed header or a client not allowed.
+ */
+export function knownClient(req: HttpRequest, cfg: CoreConfig): Principal | undefined {
+  let client: Principal | undefined;
+  try {
+    client = validatorFor(cfg).verifiedPrincipal(bearerOf(req), cfg.clientAudiences);
+  } catch (e) {
+    throw e instanceof BrokerError ? e.withParty('client') : e;
+  }
+  return client && allowedClient(client, cfg);
+}
+
+function allowedClient(client: Principal, cfg: CoreConfig): Principal {
   if (!cfg.allowedClients.some((oid) => oid.toLowerCase() === client.objectId)) {
     throw new BrokerError('client_not_allowed', 'This client identity may not call the broker.', { party: 'client' });
   }
@@ -63,6 +82,12 @@ export async function validateSubject(token: string | undefined, cfg: CoreConfig
   } catch (e) {
     throw e instanceof BrokerError ? e.withParty('subject') : e;
   }
+}
+
+/** `validateSubject` without a promise when the token was already verified; undefined when it must be (then that). */
+export function knownSubject(token: string | undefined, cfg: CoreConfig): Principal | undefined {
+  const subject = validatorFor(cfg).verifiedPrincipal(token, cfg.subjectAudiences);
+  return subject && rememberSubjectToken(subject, token!);
 }
 
 /** What the MCP endpoint accepts as a caller's token (its own resource, never the gateway's or an API's). */

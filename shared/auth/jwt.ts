@@ -87,16 +87,27 @@ export class TokenValidator {
     return set;
   }
 
-  async validate(token: string | undefined | null, audiences: readonly string[]): Promise<Principal> {
-    if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
-    const audienceSet = audiences.length === 1 ? audiences[0]! : audiences.join(' ');
-    const now = this.opts.now ?? Date.now;
+  /**
+   * The principal of a token this validator already verified for exactly these audiences, while that verification
+   * holds (see `verified`); undefined otherwise (then `validate`). Synchronous: a cache hit makes no promise.
+   */
+  verifiedPrincipal(token: string | undefined | null, audiences: readonly string[]): Principal | undefined {
+    if (!token) return undefined;
     const key = token.slice(-TokenValidator.VERIFIED_KEY_CHARS);
     const hit = this.verified.get(key);
-    if (hit?.token === token && hit.audiences === audienceSet) {
-      if (now() < hit.untilMs) return hit.principal;
-      this.verified.delete(key);
-    }
+    if (hit?.token !== token || hit.audiences !== audienceSetOf(audiences)) return undefined;
+    if ((this.opts.now ?? Date.now)() < hit.untilMs) return hit.principal;
+    this.verified.delete(key);
+    return undefined;
+  }
+
+  async validate(token: string | undefined | null, audiences: readonly string[]): Promise<Principal> {
+    if (!token) throw new BrokerError('token_missing', 'A bearer token is required.');
+    const known = this.verifiedPrincipal(token, audiences);
+    if (known) return known;
+    const now = this.opts.now ?? Date.now;
+    const key = token.slice(-TokenValidator.VERIFIED_KEY_CHARS);
+    const audienceSet = audienceSetOf(audiences);
     const principal = await this.verify(token, audiences);
     const untilMs = Math.min(
       (principal.expiresAt + this.opts.clockSkewSeconds) * 1000,
@@ -193,6 +204,11 @@ export class TokenValidator {
       claims: stringClaims(payload),
     });
   }
+}
+
+/** The audiences a verification held for, as one comparable string. */
+function audienceSetOf(audiences: readonly string[]): string {
+  return audiences.length === 1 ? audiences[0]! : audiences.join(' ');
 }
 
 function stringClaims(payload: Record<string, unknown>): Readonly<Record<string, string>> {

@@ -68,10 +68,9 @@ export async function connectInfo(
   now = Date.now(),
   onFailure?: (e: unknown) => void,
 ): Promise<InstanceConnectInfo> {
-  const hit = cache.get(connectionName);
-  if (hit && hit.until > now) return hit.info;
-  const failed = failures.get(connectionName);
-  if (failed && failed.until > now) throw failed.error;
+  const known = knownConnectInfo(connectionName, now);
+  if (known) return known;
+  if (known === null) throw failures.get(connectionName)!.error;
   return flights.run(connectionName, async () => {
     try {
       return await lookUp(connectionName, await accessToken(), timeoutMs);
@@ -81,6 +80,17 @@ export async function connectInfo(
       throw e;
     }
   });
+}
+
+/**
+ * What `connectInfo` would answer from memory, without a promise: the cached details, `null` while a failed look-up
+ * is remembered (connectInfo rejects with its error), undefined when they must be looked up (then connectInfo).
+ */
+export function knownConnectInfo(connectionName: string, now: number): InstanceConnectInfo | null | undefined {
+  const hit = cache.get(connectionName);
+  if (hit && hit.until > now) return hit.info;
+  const failed = failures.get(connectionName);
+  return failed && failed.until > now ? null : undefined;
 }
 
 async function lookUp(connectionName: string, accessToken: string, timeoutMs: number): Promise<InstanceConnectInfo> {

@@ -1,8 +1,8 @@
 import { tokenFingerprint } from '../observability/audit';
-import type { CloudSqlDecisionGrant } from '../policy/evaluate';
+import type { CloudSqlDecisionGrant, CloudSqlServiceAccountGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type IssuedToken, type ProviderResult } from '../exchange/types';
 import { loadCore } from '../auth/frontdoor';
-import { connectInfo, refreshAfterSeconds, type InstanceConnectInfo } from './connect-settings';
+import { connectInfo, knownConnectInfo, refreshAfterSeconds, type InstanceConnectInfo } from './connect-settings';
 import { iamDatabaseUser } from '../google/database-user';
 import { MAX_IMPERSONATION_LIFETIME_SECONDS, SQL_LOGIN_SCOPE } from '../google/tokens';
 
@@ -51,11 +51,29 @@ function connectDetails(info: InstanceConnectInfo): ConnectDetails {
   return d;
 }
 
-export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
+/**
+ * The Cloud SQL answer. Without a promise when the service account's login token and the instance's connect settings
+ * are both in memory (what a cache hit finds); otherwise after looking up what is missing.
+ */
+export function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant>): ProviderResult | Promise<ProviderResult> {
+  const { grant } = input;
+  if (grant.identity !== 'caller') {
+    const t = input.app.google.cachedSqlLoginToken({
+      serviceAccount: grant.serviceAccount,
+      lifetimeSeconds: lifetimeCap(grant, input.requestedLifetimeSeconds),
+      log: input.log,
+    });
+    const info = t && knownConnectInfo(grant.connectionName, Date.now());
+    if (t && info !== undefined) return answer(grant, t, serviceAccountUser(grant), info ?? undefined);
+  }
+  return issueAfterLookUps(input);
+}
+
+async function issueAfterLookUps(input: IssueInput<CloudSqlDecisionGrant>): Promise<ProviderResult> {
   const { grant } = input;
   const cap = lifetimeCap(grant, input.requestedLifetimeSeconds);
   let t: { token: string; expiresInSeconds: number; cached: boolean };
-  let who: Record<string, string>;
+  let who: Readonly<Record<string, string>>;
   let adminAccount: string;
   if (grant.identity === 'caller') {
     // The caller's own login: the workforce principal's STS token (its lifetime is Google's, set by the workforce
@@ -67,7 +85,7 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
     adminAccount = grant.adminServiceAccount;
   } else {
     t = await input.app.google.sqlLoginToken({ serviceAccount: grant.serviceAccount, lifetimeSeconds: cap, log: input.log });
-    who = { database_user: iamDatabaseUser(grant.serviceAccount), service_account: grant.serviceAccount };
+    who = serviceAccountUser(grant);
     adminAccount = grant.serviceAccount;
   }
   // Connect details for a backend without Google credentials: plain pg over TLS, the token as the password.
@@ -84,6 +102,26 @@ export async function issueCloudSqlToken(input: IssueInput<CloudSqlDecisionGrant
     (e) =>
       input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);
+  return answer(grant, t, who, info);
+}
+
+/** The database user and service account members of a service-account grant's answer, made once per grant. */
+const serviceAccountUsers = new WeakMap<CloudSqlServiceAccountGrant, Readonly<Record<string, string>>>();
+function serviceAccountUser(grant: CloudSqlServiceAccountGrant): Readonly<Record<string, string>> {
+  let who = serviceAccountUsers.get(grant);
+  if (!who) {
+    who = Object.freeze({ database_user: iamDatabaseUser(grant.serviceAccount), service_account: grant.serviceAccount });
+    serviceAccountUsers.set(grant, who);
+  }
+  return who;
+}
+
+function answer(
+  grant: CloudSqlDecisionGrant,
+  t: { token: string; expiresInSeconds: number; cached: boolean },
+  who: Readonly<Record<string, string>>,
+  info: InstanceConnectInfo | undefined,
+): ProviderResult {
   const head = {
     access_token: t.token,
     issued_token_type: ACCESS_TOKEN_TYPE,

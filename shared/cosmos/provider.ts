@@ -139,10 +139,30 @@ async function upsertPermission(
   }
 }
 
-export async function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): Promise<ProviderResult> {
+/**
+ * The Cosmos answer: a keyless (RBAC) token, or a resource token — without a promise when the caller's resource token
+ * is cached (what a cache hit finds).
+ */
+export function issueCosmosToken(input: IssueInput<CosmosDecisionGrant>): ProviderResult | Promise<ProviderResult> {
   const { grant } = input;
-  if (grant.auth === 'rbac') return (await import('./rbac')).issueCosmosRbacToken({ ...input, grant });
-  return issueResourceToken(input as IssueInput<typeof grant>); // narrowed by grant.auth, without a copy per hit
+  if (grant.auth === 'rbac') return import('./rbac').then((m) => m.issueCosmosRbacToken({ ...input, grant }));
+  const resourceInput = input as IssueInput<typeof grant>; // narrowed by grant.auth, without a copy per hit
+  return cachedResourceToken(resourceInput) ?? issueResourceToken(resourceInput);
+}
+
+/** `issueResourceToken`'s answer from the cache alone; undefined when anything must be loaded, issued or refused. */
+function cachedResourceToken(input: IssueInput<CosmosResourceTokenGrant>): ProviderResult | undefined {
+  const cosmos = input.app.loadedCosmos;
+  if (!cosmos) return undefined;
+  const { grant } = input;
+  const endpoint = endpointOf(input.app.settings(cosmosConfig), grant.account);
+  if (!endpoint) return undefined;
+  const ttl = cosmosLifetime(grant.maxTtlSeconds, input.requestedLifetimeSeconds);
+  const issued = cosmos.resourceTokens.served(resourceTokenIds(grant, input.subject, ttl).key);
+  if (!issued) return undefined;
+  if (input.log.enabled('debug'))
+    input.log.debug('cosmos.resource_token', { account: grant.account, cached: true, ttlSeconds: ttl });
+  return resourceTokenAnswer(grant, endpoint, issued, true);
 }
 
 async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): Promise<ProviderResult> {
@@ -176,6 +196,15 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
   });
   if (input.log.enabled('debug'))
     input.log.debug('cosmos.resource_token', { account: grant.account, cached: !fetched, ttlSeconds: ttl });
+  return resourceTokenAnswer(grant, endpoint, issued, !fetched);
+}
+
+function resourceTokenAnswer(
+  grant: CosmosResourceTokenGrant,
+  endpoint: string,
+  issued: { token: string; validUntilMs: number },
+  cached: boolean,
+): ProviderResult {
   return {
     response: {
       access_token: issued.token,
@@ -190,6 +219,6 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
       auth: 'resourceToken',
     },
     tokenIdHash: tokenFingerprint(issued.token),
-    cached: !fetched,
+    cached,
   };
 }

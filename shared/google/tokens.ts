@@ -73,9 +73,21 @@ export interface GoogleTokenStats {
   readonly cachedTokens: number;
 }
 
+const LOGIN_SCOPES: readonly string[] = Object.freeze([SQL_LOGIN_SCOPE]);
+
+/** The request of a Cloud SQL IAM database login token (scope sqlservice.login only). */
+function loginRequest(input: { serviceAccount: string; lifetimeSeconds: number; log?: Logger }): TokenRequest {
+  return {
+    serviceAccount: input.serviceAccount,
+    scopes: LOGIN_SCOPES,
+    lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
+    log: input.log,
+  };
+}
+
 /** The cache entry of a service account's token with exactly these scopes (order and repeats do not matter). */
 function cacheKeyOf(serviceAccount: string, scopes: readonly string[]): string {
-  return `${serviceAccount}\u0000${[...new Set(scopes)].sort().join(' ')}`;
+  return `${serviceAccount}\u0000${scopes.length === 1 ? scopes[0] : [...new Set(scopes)].sort().join(' ')}`;
 }
 
 class GoogleTokenService {
@@ -141,28 +153,37 @@ class GoogleTokenService {
 
   /** A token for the service account with exactly `scopes`, with at most `lifetimeSeconds` of life left. */
   async getAccessToken(req: TokenRequest): Promise<GoogleAccessToken> {
+    const hit = this.cachedAccessToken(req);
+    if (hit) return hit;
     const lifetime = req.lifetimeSeconds;
-    if (!Number.isInteger(lifetime) || lifetime < 1 || lifetime > MAX_IMPERSONATION_LIFETIME_SECONDS) {
-      throw new BrokerError('invalid_parameter', `The token lifetime must be 1–${MAX_IMPERSONATION_LIFETIME_SECONDS} s.`);
-    }
     const scopes = [...new Set(req.scopes)].sort();
     const key = cacheKeyOf(req.serviceAccount, scopes);
-    const capMs = (lifetime + 1) * 1000; // expireTime has whole seconds; expires_in is floored
-    const now = this.now();
-    const cached = this.tokens.peek(key);
-    if (cached) {
-      const left = cached.expiresAtMs - now;
-      if (left < capMs) {
-        this.counters.hits++;
-        if (left <= this.refreshWindowMs(cached)) this.refreshInBackground(key, req, scopes, lifetime);
-        return this.served(cached, lifetime, true);
-      }
-    }
     const flightKey = `${key}\u0000${lifetime}`;
     if (this.inflightKeys.has(flightKey)) this.counters.coalesced++;
     else this.counters.misses++;
     const fresh = await this.fetchOnce(flightKey, key, req, scopes, lifetime);
     return this.served(fresh, lifetime, false);
+  }
+
+  /**
+   * `getAccessToken`'s answer when the cache has it (counted as a hit; a refresh ahead started when due), without a
+   * promise; undefined when it must be fetched (then `getAccessToken`). Throws for a lifetime out of range.
+   */
+  cachedAccessToken(req: TokenRequest): GoogleAccessToken | undefined {
+    const lifetime = req.lifetimeSeconds;
+    if (!Number.isInteger(lifetime) || lifetime < 1 || lifetime > MAX_IMPERSONATION_LIFETIME_SECONDS) {
+      throw new BrokerError('invalid_parameter', `The token lifetime must be 1–${MAX_IMPERSONATION_LIFETIME_SECONDS} s.`);
+    }
+    const scopes = req.scopes.length === 1 ? req.scopes : [...new Set(req.scopes)].sort();
+    const key = cacheKeyOf(req.serviceAccount, scopes);
+    const capMs = (lifetime + 1) * 1000; // expireTime has whole seconds; expires_in is floored
+    const cached = this.tokens.peek(key);
+    if (!cached) return undefined;
+    const left = cached.expiresAtMs - this.now();
+    if (left >= capMs) return undefined;
+    this.counters.hits++;
+    if (left <= this.refreshWindowMs(cached)) this.refreshInBackground(key, req, scopes, lifetime);
+    return this.served(cached, lifetime, true);
   }
 
   /**
@@ -355,12 +376,12 @@ export class GoogleTokens {
    * `lifetimeSeconds` of life left (1–3600), from the shared cache / single-flight.
    */
   sqlLoginToken(input: { serviceAccount: string; lifetimeSeconds: number; log?: Logger }): Promise<GoogleAccessToken> {
-    return this.service().getAccessToken({
-      serviceAccount: input.serviceAccount,
-      scopes: [SQL_LOGIN_SCOPE],
-      lifetimeSeconds: Math.min(input.lifetimeSeconds, MAX_IMPERSONATION_LIFETIME_SECONDS),
-      log: input.log,
-    });
+    return this.service().getAccessToken(loginRequest(input));
+  }
+
+  /** `sqlLoginToken`'s answer when it is cached, without a promise; undefined when it must be fetched (then that). */
+  cachedSqlLoginToken(input: { serviceAccount: string; lifetimeSeconds: number; log?: Logger }): GoogleAccessToken | undefined {
+    return this.service().cachedAccessToken(loginRequest(input));
   }
 
   /**

@@ -9,23 +9,32 @@ export type FormValue = string;
 /**
  * The body as UTF-8 text, read at most `maxBytes` far: a declared Content-Length over the cap is refused before
  * reading, a streamed body over it as soon as the cap is passed (the rest is never read: the stream is cancelled).
+ * A body with a declared length is one promise layer (the host's own, then the size check), not an async function's.
  */
-export async function readBodyText(
+export function readBodyText(
   req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
   maxBytes = MAX_BODY_BYTES,
 ): Promise<string> {
-  const tooLarge = () => new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
   const length = req.headers.get('content-length');
   const declared = Number(length ?? '0');
-  if (declared > maxBytes) throw tooLarge();
+  if (declared > maxBytes) return Promise.reject(tooLarge(maxBytes));
   // A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is body), so the
   // whole text can be read at once; a chunked body is read as a stream and cut at the cap.
   if (length !== null && /^\d+$/.test(length) && typeof req.text === 'function' && !req.headers.get('transfer-encoding')) {
-    const text = await req.text();
-    if (Buffer.byteLength(text) > maxBytes) throw tooLarge();
-    return text;
+    return req.text().then((text) => {
+      // UTF-8 is at most 3 bytes per UTF-16 unit: only a long text is counted.
+      if (text.length * 3 > maxBytes && Buffer.byteLength(text) > maxBytes) throw tooLarge(maxBytes);
+      return text;
+    });
   }
-  const stream = req.body;
+  return readStream(req.body, maxBytes);
+}
+
+function tooLarge(maxBytes: number): BrokerError {
+  return new BrokerError('payload_too_large', `The request body exceeds ${maxBytes} bytes.`);
+}
+
+async function readStream(stream: HttpRequest['body'], maxBytes: number): Promise<string> {
   if (!stream) return '';
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
@@ -36,7 +45,7 @@ export async function readBodyText(
     size += value.byteLength;
     if (size > maxBytes) {
       await reader.cancel().catch(() => undefined);
-      throw tooLarge();
+      throw tooLarge(maxBytes);
     }
     chunks.push(value);
   }
@@ -85,9 +94,12 @@ export function parseForm(text: string): [string, string][] {
  * Parse an `application/x-www-form-urlencoded` (RFC 6749/8693) or JSON object body into string fields.
  * Repeated form parameters are rejected (RFC 6749 §3.2), non-string JSON values are rejected.
  */
-export async function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
+export function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  const text = await readBodyText(req, maxBytes);
+  return readBodyText(req, maxBytes).then((text) => paramsOf(type, text));
+}
+
+function paramsOf(type: string, text: string): Record<string, FormValue> {
   if (type === 'application/x-www-form-urlencoded') {
     const out: Record<string, string> = Object.create(null) as Record<string, string>; // no inherited names (toString, __proto__)
     for (const [k, v] of parseForm(text)) {

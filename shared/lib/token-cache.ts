@@ -43,6 +43,20 @@ export class TokenCache<V extends Expiring> {
     return v && v.expiresAtMs - this.now() > this.opts.minRemainingMs ? v : undefined;
   }
 
+  /**
+   * `get`'s answer when it needs nothing else (cached, enough life left, no refresh ahead due), counted as a hit,
+   * without a promise; undefined otherwise (then `get`).
+   */
+  served(key: string): V | undefined {
+    const v = this.entries.get(key);
+    if (!v) return undefined;
+    const left = v.expiresAtMs - this.now();
+    if (left <= this.opts.minRemainingMs || (this.opts.refreshAheadMs !== undefined && left <= this.opts.refreshAheadMs))
+      return undefined;
+    this.stats.hits++;
+    return v;
+  }
+
   async get(key: string, fetch: () => Promise<V>): Promise<V> {
     const v = this.entries.get(key);
     if (v) {

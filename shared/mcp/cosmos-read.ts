@@ -124,7 +124,7 @@ async function readItems(
     app,
   };
   const issued = await withDeadline(
-    (await import('../cosmos/provider')).issueCosmosToken(base),
+    Promise.resolve((await import('../cosmos/provider')).issueCosmosToken(base)),
     timeoutMs,
     () => new BrokerError('upstream_timeout', 'CosmosDB did not issue the credential in time.'),
   );

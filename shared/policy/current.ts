@@ -100,6 +100,18 @@ export class PolicyHolder {
     return this.store().then((store) => store.current());
   }
 
+  /**
+   * The policy when no read is due (what every cache hit finds), without a promise; undefined when it must be read
+   * (then `current()`). Throws what `current()` would reject with.
+   */
+  currentIfChecked(): Policy | undefined {
+    try {
+      return this.checked()?.policy;
+    } catch (e) {
+      throw toBrokerError(e); // a BrokerError already: the same object
+    }
+  }
+
   current(): Promise<Policy> {
     try {
       const v = this.checked();

@@ -46,6 +46,21 @@ describe('verified-token cache', () => {
     await expect(v.validate(token, AUD)).rejects.toMatchObject({ code: 'token_expired' }); // a refusal is never cached as a grant
   });
 
+  test('verifiedPrincipal answers only what a verification still holds: same text, same audiences, before expiry', async () => {
+    now = Date.now();
+    const v = validator();
+    const token = await entra.mint({ aud: AUD[0], expiresIn: 120 });
+    expect(v.verifiedPrincipal(token, AUD)).toBeUndefined(); // never verified: the caller must validate
+    const p = await v.validate(token, AUD);
+    expect(v.verifiedPrincipal(token, AUD)).toBe(p);
+    expect(v.verifiedPrincipal(token, ['api://other'])).toBeUndefined();
+    expect(v.verifiedPrincipal(`${token.slice(0, 40)}x${token.slice(41)}`, AUD)).toBeUndefined(); // same tail, other text
+    expect(v.verifiedPrincipal(undefined, AUD)).toBeUndefined();
+    now += 185_000; // past exp + skew
+    expect(v.verifiedPrincipal(token, AUD)).toBeUndefined();
+    await expect(v.validate(token, AUD)).rejects.toMatchObject({ code: 'token_expired' });
+  });
+
   test('the cache is per audience set: a subject token is not accepted as a client token', async () => {
     now = Date.now();
     const v = validator();

@@ -30,6 +30,26 @@ describe('TokenCache', () => {
     expect(cache.stats.coalesced).toBe(999);
   });
 
+  test('served() answers without a promise only what get() would answer with nothing else to do', async () => {
+    const c = clock();
+    const cache = new TokenCache<T>({ maxEntries: 10, minRemainingMs: 60_000, refreshAheadMs: 300_000, now: c.now });
+    let n = 0;
+    const fetch = async () => ({ value: `v${++n}`, expiresAtMs: c.now() + 600_000 });
+    expect(cache.served('k')).toBeUndefined(); // nothing cached: a miss is get()'s
+    expect(cache.stats.hits).toBe(0);
+    await cache.get('k', fetch);
+    expect(cache.served('k')?.value).toBe('v1');
+    expect(cache.stats.hits).toBe(1);
+    c.advance(300_001); // inside the refresh-ahead window: get() serves and starts a refresh, served() leaves it to get()
+    expect(cache.served('k')).toBeUndefined();
+    expect((await cache.get('k', fetch)).value).toBe('v1');
+    await new Promise((r) => setImmediate(r));
+    expect(n).toBe(2);
+    expect(cache.served('k')?.value).toBe('v2');
+    c.advance(540_001); // within the minimum life left: neither serves it
+    expect(cache.served('k')).toBeUndefined();
+  });
+
   test('served while more than the minimum life is left, refetched after', async () => {
     const c = clock();
     const cache = new TokenCache<T>({ maxEntries: 10, minRemainingMs: 300_000, now: c.now });
