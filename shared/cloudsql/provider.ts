@@ -102,7 +102,7 @@ async function issueAfterLookUps(input: IssueInput<CloudSqlDecisionGrant>): Prom
     (e) =>
       input.log.warn('Cloud SQL connect settings unavailable; answering without direct-connect details for 30 s', { cause: e }),
   ).catch(() => undefined);
-  return answer(grant, t, who, info);
+  return answer(grant, t, who, info, grant.identity !== 'caller');
 }
 
 /** The database user and service account members of a service-account grant's answer, made once per grant. */
@@ -116,31 +116,75 @@ function serviceAccountUser(grant: CloudSqlServiceAccountGrant): Readonly<Record
   return who;
 }
 
-function answer(
+/**
+ * The answer's JSON text around its three per-answer values (the token, expires_in, refresh_after): everything else
+ * (types, scope, database user, instance, database and the connect details, whose ~1.3 KB CA PEM `JSON.stringify`
+ * escapes character by character) serialised once per (grant, database user members, connect details) instead of
+ * per hit.
+ */
+interface AnswerText {
+  readonly afterToken: string;
+  readonly afterExpiry: string;
+  readonly end: string;
+}
+
+function answerText(grant: CloudSqlDecisionGrant, who: Readonly<Record<string, string>>, tail: ConnectDetails): AnswerText {
+  const middle = JSON.stringify({
+    scope: SQL_LOGIN_SCOPE,
+    ...who,
+    instance_connection_name: grant.connectionName,
+    database: grant.database,
+  });
+  return {
+    afterToken: `,"issued_token_type":${JSON.stringify(ACCESS_TOKEN_TYPE)},"token_type":"Bearer","expires_in":`,
+    afterExpiry: `,${middle.slice(1, -1)},"refresh_after":`,
+    end: `,${tail.json}}`,
+  };
+}
+
+/** Per grant and database user members (the same frozen object for a service-account grant), per connect details. */
+const answerTexts = new WeakMap<Readonly<Record<string, string>>, WeakMap<ConnectDetails, AnswerText>>();
+function rememberedAnswerText(
+  grant: CloudSqlDecisionGrant,
+  who: Readonly<Record<string, string>>,
+  tail: ConnectDetails,
+): AnswerText {
+  let byDetails = answerTexts.get(who);
+  if (!byDetails) answerTexts.set(who, (byDetails = new WeakMap<ConnectDetails, AnswerText>()));
+  let text = byDetails.get(tail);
+  if (!text) byDetails.set(tail, (text = answerText(grant, who, tail)));
+  return text;
+}
+
+/**
+ * The provider's result: the answer object, and its JSON text — the same text as `JSON.stringify(response)`, made
+ * from the remembered parts and the three values (`who` remembered: a service-account grant's; a caller's is new).
+ */
+export function answer(
   grant: CloudSqlDecisionGrant,
   t: { token: string; expiresInSeconds: number; cached: boolean },
   who: Readonly<Record<string, string>>,
   info: InstanceConnectInfo | undefined,
+  remembered = true,
 ): ProviderResult {
-  const head = {
+  const tail = info ? connectDetails(info) : UNAVAILABLE;
+  const refreshAfter = refreshAfterSeconds(t.expiresInSeconds);
+  const response: Record<string, IssuedToken[string]> = {
     access_token: t.token,
     issued_token_type: ACCESS_TOKEN_TYPE,
     token_type: 'Bearer',
     expires_in: t.expiresInSeconds,
     scope: SQL_LOGIN_SCOPE,
-    ...who,
-    instance_connection_name: grant.connectionName,
-    database: grant.database,
-    refresh_after: refreshAfterSeconds(t.expiresInSeconds),
   };
-  const tail = info ? connectDetails(info) : UNAVAILABLE;
-  const headJson = JSON.stringify(head);
+  Object.assign(response, who);
+  response.instance_connection_name = grant.connectionName;
+  response.database = grant.database;
+  response.refresh_after = refreshAfter;
+  Object.assign(response, tail.fields);
+  const text = remembered ? rememberedAnswerText(grant, who, tail) : answerText(grant, who, tail);
   return {
-    // The details added to the head in place: a spread of both into a new object cost more than the whole answer's
-    // serialisation saved (microbench on a 2 KB answer: 9.2 µs spread, 1.7 µs in place, 4.2 µs before).
-    response: Object.assign(head, tail.fields),
-    // The same text as JSON.stringify(response): the head's members, then the details' (no name in both).
-    json: `${headJson.slice(0, -1)},${tail.json}}`,
+    response: response as IssuedToken,
+    json: `{"access_token":${JSON.stringify(t.token)}${text.afterToken}${t.expiresInSeconds}${text.afterExpiry}${refreshAfter}${text.end}`,
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,
   };

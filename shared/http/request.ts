@@ -52,9 +52,27 @@ async function readStream(stream: HttpRequest['body'], maxBytes: number): Promis
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/**
+ * Decoded short names and values, remembered (bounded): a token request repeats the same few escaped ones (grant_type,
+ * subject_token_type, resource) on every call. Keyed by the raw text, so the same text always decodes the same.
+ */
+const decodedShort = new Map<string, string>();
+const SHORT = 256;
+
 /** One name or value of a form: `+` is a space, then percent-decoding and UTF-8 (as URLSearchParams does). */
 function formDecode(raw: string, sequence: string, which: 0 | 1): string {
   if (!raw.includes('+') && !raw.includes('%')) return raw;
+  if (raw.length > SHORT) return decodeEscaped(raw, sequence, which);
+  let decoded = decodedShort.get(raw);
+  if (decoded === undefined) {
+    decoded = decodeEscaped(raw, sequence, which);
+    if (decodedShort.size >= 1024) decodedShort.clear();
+    decodedShort.set(raw, decoded);
+  }
+  return decoded;
+}
+
+function decodeEscaped(raw: string, sequence: string, which: 0 | 1): string {
   const spaced = raw.replace(/\+/g, ' ');
   if (!spaced.includes('%')) return spaced;
   try {
