@@ -766,12 +766,16 @@ async function query(): Promise<void> {
     const baseRps = (b1.rps + b2.rps) / 2;
     const medianRatio = sBroker.p50 / sBase.p50;
     const thrRatio = br.rps / baseRps;
-    const pgRatio = cb.pg / cBase.pg;
+    // PostgreSQL CPU per query is judged at 16 callers: /proc counts it in 10 ms ticks, and the sequential phases
+    // (a few hundred queries, 5–10 ticks each) moved the ratio between 0.57 and 1.10 across runs of the same code;
+    // the concurrent phases count thousands of queries per side.
+    const basePg = (b1.pgCpuUsPerReq + b2.pgCpuUsPerReq) / 2;
+    const pgRatio = br.pgCpuUsPerReq / basePg;
     figures.query = {
       n: N,
       poolMax: info.poolMax,
       sequential: { broker: sBroker, baseline: sBase, medianRatio, cpu: { broker: cb, baseline: cBase } },
-      concurrent16: { broker: br, baseline: [b1, b2], throughputRatio: thrRatio },
+      concurrent16: { broker: br, baseline: [b1, b2], throughputRatio: thrRatio, pgCpuRatio: pgRatio },
     };
     rows.push({
       id: '7',
@@ -789,8 +793,8 @@ async function query(): Promise<void> {
     });
     rows.push({
       id: '7',
-      what: '  PostgreSQL CPU per query (its backends, /proc), sequential',
-      value: `${cb.pg.toFixed(0)} vs ${cBase.pg.toFixed(0)} µs = ${pgRatio.toFixed(2)}`,
+      what: '  PostgreSQL CPU per query (its backends, /proc), at 16 callers; sequential beside it (few ticks: informational)',
+      value: `${br.pgCpuUsPerReq.toFixed(0)} vs ${basePg.toFixed(0)} µs = ${pgRatio.toFixed(2)}; sequential ${cb.pg.toFixed(0)} vs ${cBase.pg.toFixed(0)} µs`,
       target: '≤ 0.8',
       pass: pgRatio <= 0.8,
     });
