@@ -106,14 +106,17 @@ export class TokenValidator {
     const known = this.verifiedPrincipal(token, audiences);
     if (known) return known;
     const now = this.opts.now ?? Date.now;
-    const key = token.slice(-TokenValidator.VERIFIED_KEY_CHARS);
     const audienceSet = audienceSetOf(audiences);
     const principal = await this.verify(token, audiences);
+    // Kept as a copy of its own: the request's token is cut from its body or header (a V8 sliced string), and the
+    // cache would keep that whole request text alive with it, for each of up to VERIFIED_MAX_ENTRIES tokens.
+    const kept = detached(token);
+    const key = kept.slice(-TokenValidator.VERIFIED_KEY_CHARS);
     const untilMs = Math.min(
       (principal.expiresAt + this.opts.clockSkewSeconds) * 1000,
       now() + TokenValidator.VERIFIED_MAX_AGE_MS,
     );
-    this.verified.set(key, { token, audiences: audienceSet, principal, untilMs });
+    this.verified.set(key, { token: kept, audiences: audienceSet, principal, untilMs });
     if (this.verified.size > TokenValidator.VERIFIED_MAX_ENTRIES)
       this.verified.delete(this.verified.keys().next().value as string);
     return principal;
@@ -204,6 +207,11 @@ export class TokenValidator {
       claims: stringClaims(payload),
     });
   }
+}
+
+/** The text as a string of its own (a flat copy), holding no larger string alive. */
+export function detached(text: string): string {
+  return Buffer.from(text, 'utf8').toString('utf8');
 }
 
 /** The audiences a verification held for, as one comparable string. */

@@ -1,4 +1,5 @@
 import type { Principal } from './principal';
+import { detached } from './jwt';
 
 /**
  * The raw subject token a validated Principal was built from, for the one use that needs it: the caller identity
@@ -9,7 +10,9 @@ import type { Principal } from './principal';
 const tokens = new WeakMap<Principal, string>();
 
 export function rememberSubjectToken(p: Principal, token: string): Principal {
-  tokens.set(p, token);
+  // Once per Principal (the verified-token cache hands back the same one for the same token), as a copy of its own:
+  // the request's token is cut from the request's text, which would otherwise stay alive as long as the Principal.
+  if (!tokens.has(p)) tokens.set(p, detached(token));
   return p;
 }
 
