@@ -7,8 +7,35 @@ export type AuditDecision = 'grant' | 'deny';
 
 type AuditedPrincipal = Pick<Principal, 'tenantId' | 'objectId' | 'appId' | 'kind' | 'certificate'>;
 
+/**
+ * The audited identity and agent fields of a frozen Principal (what validation returns, and the verified-token cache
+ * hands back for the same token), made once: frozen, so every line of that caller shares them as they are.
+ */
+const identities = new WeakMap<AuditedPrincipal, Readonly<Record<string, unknown>>>();
+const agents = new WeakMap<AuditedPrincipal, Readonly<Record<string, unknown>>>();
+
+function remembered(
+  memo: WeakMap<AuditedPrincipal, Readonly<Record<string, unknown>>>,
+  p: AuditedPrincipal,
+  make: () => Record<string, unknown>,
+): Readonly<Record<string, unknown>> {
+  if (!Object.isFrozen(p)) return make();
+  let v = memo.get(p);
+  if (!v) memo.set(p, (v = deepFreeze(make())));
+  return v;
+}
+
+function deepFreeze<T extends object>(o: T): Readonly<T> {
+  for (const v of Object.values(o)) if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) deepFreeze(v as object);
+  return Object.freeze(o);
+}
+
 /** Who, on an audit line: the Entra ids, or for a client certificate its kind, thumbprint, subject, issuer and serial. */
-export function auditedIdentity(p: AuditedPrincipal): Record<string, unknown> {
+export function auditedIdentity(p: AuditedPrincipal): Readonly<Record<string, unknown>> {
+  return remembered(identities, p, () => identityOf(p));
+}
+
+function identityOf(p: AuditedPrincipal): Record<string, unknown> {
   const c = p.certificate;
   if (p.kind !== 'certificate' || !c) return { tenantId: p.tenantId, objectId: p.objectId, appId: p.appId };
   return {
@@ -57,22 +84,30 @@ export function tokenFingerprint(tokenOrId: string): string {
 
 /** The fields of an audit event's line (`event: 'audit'` and every field of the event; undefined ones drop out). */
 export function auditFields(event: AuditEvent): Record<string, unknown> {
-  const who = (p?: AuditedPrincipal) => (p ? auditedIdentity(p) : undefined);
-  return {
+  const { subject, client } = event;
+  const fields: Record<string, unknown> = {
     event: 'audit',
     action: event.action,
     decision: event.decision,
     reason: event.reason,
-    subject: who(event.subject),
-    client: who(event.client),
+    subject: subject ? auditedIdentity(subject) : undefined,
+    client: client ? auditedIdentity(client) : undefined,
     target: event.target,
     ruleId: event.ruleId,
     tokenIdHash: event.tokenIdHash,
     ttlSeconds: event.ttlSeconds,
-    ...(event.subject?.claims !== undefined ? agentAuditFields(event.subject) : {}),
-    ...(event.claimed ? { claimed: event.claimed } : {}),
-    ...(event.extra ?? {}),
   };
+  // The same members, in the same order, as spreading them into the literal (without a copy of each).
+  if (subject?.claims !== undefined) {
+    const withClaims = subject as AuditedPrincipal & Pick<Principal, 'claims'>;
+    Object.assign(
+      fields,
+      remembered(agents, subject, () => agentAuditFields(withClaims)),
+    );
+  }
+  if (event.claimed) fields.claimed = event.claimed;
+  if (event.extra) Object.assign(fields, event.extra);
+  return fields;
 }
 
 /** An audit event on a line of its own. */

@@ -79,6 +79,7 @@ export function redact(value: unknown, depth = 0): unknown {
     return out ?? value;
   }
   const obj = value as Record<string, unknown>;
+  if (clean.has(obj)) return obj;
   let out: Record<string, unknown> | undefined;
   const keys = Object.keys(obj);
   for (let i = 0; i < keys.length; i++) {
@@ -91,7 +92,24 @@ export function redact(value: unknown, depth = 0): unknown {
     }
     if (out) out[k] = r;
   }
+  if (!out && Object.isFrozen(obj) && Object.getPrototypeOf(obj) === Object.prototype && cleanMembers(obj, keys)) clean.add(obj);
   return out ?? obj;
+}
+
+/**
+ * Frozen plain objects of data properties found to hold nothing to mask, whose object members are such objects too:
+ * immutable all the way down, so the answer cannot change, and lines that share one (an audited caller's identity) skip walking it again.
+ */
+const clean = new WeakSet<object>();
+
+function cleanMembers(obj: Record<string, unknown>, keys: readonly string[]): boolean {
+  for (const k of keys) {
+    const d = Object.getOwnPropertyDescriptor(obj, k);
+    if (!d || !('value' in d)) return false; // a getter may answer differently next time
+    const v: unknown = d.value;
+    if (v !== null && typeof v === 'object' && !clean.has(v)) return false;
+  }
+  return true;
 }
 
 function serializeError(err: Error, depth: number): Record<string, unknown> {

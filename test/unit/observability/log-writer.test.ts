@@ -211,6 +211,46 @@ describe('redactString skips strings without a secret marker, and still redacts 
   });
 });
 
+describe('redact remembers frozen objects with nothing to mask, and only those', () => {
+  const SECRET = 'eyJhbGciOi.eyJzdWIiOiJ4In0.c2lnbmF0dXJl';
+  it('a clean frozen object is returned as it is, every time', () => {
+    const who = Object.freeze({ tenantId: 't', objectId: 'o', inner: Object.freeze({ appId: 'a' }) });
+    expect(redact(who)).toBe(who);
+    expect(redact({ subject: who })).toEqual({ subject: who });
+    expect(redact(who)).toBe(who);
+  });
+  it('a frozen object holding a secret, or under a sensitive name, is masked every time', () => {
+    const leaky = Object.freeze({ note: `x ${SECRET}` });
+    const named = Object.freeze({ password: 'hunter2' });
+    for (let i = 0; i < 2; i++) {
+      expect(JSON.stringify(redact(leaky))).not.toContain(SECRET);
+      expect(JSON.stringify(redact({ named }))).not.toContain('hunter2');
+    }
+  });
+  it('an object that can still change is walked again: unfrozen, a mutable member, or a getter', () => {
+    const open: Record<string, string> = { note: 'fine' };
+    expect(redact(open)).toBe(open);
+    open.note = SECRET;
+    expect(JSON.stringify(redact(open))).not.toContain(SECRET);
+
+    const member: Record<string, string> = { note: 'fine' };
+    const shell = Object.freeze({ member });
+    expect(redact(shell)).toBe(shell);
+    member.note = SECRET;
+    expect(JSON.stringify(redact(shell))).not.toContain(SECRET);
+
+    let value = 'fine';
+    const getter = Object.freeze({
+      get note() {
+        return value;
+      },
+    });
+    expect(redact(getter)).toBe(getter);
+    value = SECRET;
+    expect(JSON.stringify(redact(getter))).not.toContain(SECRET);
+  });
+});
+
 describe('the line timestamp', () => {
   it('is what toISOString writes, across milliseconds, seconds and days', () => {
     const records: LogRecord[] = [];
