@@ -99,7 +99,7 @@ export function auditFields(event: AuditEvent): Record<string, unknown> {
   };
   // The same members, in the same order, as spreading them into the literal (without a copy of each).
   if (subject?.claims !== undefined) {
-    const withClaims = subject as AuditedPrincipal & Pick<Principal, 'claims'>;
+    const withClaims = subject;
     Object.assign(
       fields,
       remembered(agents, subject, () => agentAuditFields(withClaims)),
