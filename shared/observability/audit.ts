@@ -98,13 +98,11 @@ export function auditFields(event: AuditEvent): Record<string, unknown> {
     ttlSeconds: event.ttlSeconds,
   };
   // The same members, in the same order, as spreading them into the literal (without a copy of each).
-  if (subject?.claims !== undefined) {
-    const withClaims = subject;
+  if (subject?.claims !== undefined)
     Object.assign(
       fields,
-      remembered(agents, subject, () => agentAuditFields(withClaims)),
+      remembered(agents, subject, () => agentAuditFields(subject)),
     );
-  }
   if (event.claimed) fields.claimed = event.claimed;
   if (event.extra) Object.assign(fields, event.extra);
   return fields;
