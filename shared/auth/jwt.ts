@@ -214,9 +214,16 @@ export function detached(text: string): string {
   return Buffer.from(text, 'utf8').toString('utf8');
 }
 
-/** The audiences a verification held for, as one comparable string. */
+/** The audiences a verification held for, as one comparable string (joined once per settings array). */
+const audienceSets = new WeakMap<readonly string[], string>();
 function audienceSetOf(audiences: readonly string[]): string {
-  return audiences.length === 1 ? audiences[0]! : audiences.join(' ');
+  if (audiences.length === 1) return audiences[0]!;
+  let set = audienceSets.get(audiences);
+  if (set === undefined) {
+    set = audiences.join(' ');
+    if (Object.isFrozen(audiences)) audienceSets.set(audiences, set);
+  }
+  return set;
 }
 
 function stringClaims(payload: Record<string, unknown>): Readonly<Record<string, string>> {

@@ -92,7 +92,8 @@ export function redact(value: unknown, depth = 0): unknown {
     }
     if (out) out[k] = r;
   }
-  if (!out && Object.isFrozen(obj) && Object.getPrototypeOf(obj) === Object.prototype && cleanMembers(obj, keys)) clean.add(obj);
+  if (!out && Object.isFrozen(obj) && Object.getPrototypeOf(obj) === Object.prototype && cleanMembers(obj, keys))
+    clean.set(obj, undefined);
   return out ?? obj;
 }
 
@@ -100,7 +101,7 @@ export function redact(value: unknown, depth = 0): unknown {
  * Frozen plain objects of data properties found to hold nothing to mask, whose object members are such objects too:
  * immutable all the way down, so the answer cannot change, and lines that share one (an audited caller's identity) skip walking it again.
  */
-const clean = new WeakSet<object>();
+const clean = new WeakMap<object, string | undefined>();
 
 function cleanMembers(obj: Record<string, unknown>, keys: readonly string[]): boolean {
   for (const k of keys) {
@@ -217,10 +218,66 @@ function stdoutLine(text: string, urgent: boolean): void {
 /** The production sink: JSON lines on stdout (what the Functions host collects). */
 export const stdoutSink: LogSink = (record) => stdoutLine(JSON.stringify(record) + '\n', record.level === 'error');
 
-/** The members of an object's JSON text (`"a":1,"b":2`, '' for none). */
+/**
+ * The members of a plain object's JSON text (`"a":1,"b":2`, '' for none): byte for byte `JSON.stringify(obj)` without
+ * its braces. Built member by member so that a frozen object redaction found clean (an audited caller's identity,
+ * shared by every line of that caller) is serialised once and its text reused; any other value is `JSON.stringify`'s.
+ * Not a plain object (a class instance, `toJSON`): `JSON.stringify` whole.
+ */
 function jsonMembers(obj: object): string {
-  const text = JSON.stringify(obj);
-  return text.length > 2 ? text.slice(1, -1) : '';
+  const proto: unknown = Object.getPrototypeOf(obj);
+  if ((proto !== Object.prototype && proto !== null) || 'toJSON' in obj) {
+    const text = JSON.stringify(obj);
+    return text.length > 2 ? text.slice(1, -1) : '';
+  }
+  const record = obj as Record<string, unknown>;
+  let out = '';
+  for (const k of Object.keys(record)) {
+    const text = valueText(record[k]);
+    if (text === undefined) continue;
+    const member = `${keyText(k)}${text}`;
+    out = out === '' ? member : `${out},${member}`;
+  }
+  return out;
+}
+
+/** Printable ASCII without `"` and `\`: JSON.stringify writes such a string as it is, in quotes. */
+const PLAIN_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** A member value's JSON text, as JSON.stringify writes it inside an object (undefined: the member is left out). */
+function valueText(v: unknown): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return PLAIN_STRING.test(v) ? `"${v}"` : JSON.stringify(v);
+    case 'boolean':
+      return v ? 'true' : 'false';
+    case 'object': {
+      if (v === null) return 'null';
+      if (!clean.has(v)) return JSON.stringify(v);
+      let text = clean.get(v);
+      if (text === undefined) clean.set(v, (text = JSON.stringify(v)));
+      return text;
+    }
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+    case 'number': // NaN and ±Infinity as null, -0 as 0
+    case 'bigint': // throws, as it would
+      return JSON.stringify(v);
+  }
+}
+
+/** `"name":`, made once per field name (bounded: lines repeat the same few names). */
+const keyTexts = new Map<string, string>();
+function keyText(k: string): string {
+  let t = keyTexts.get(k);
+  if (t === undefined) {
+    t = `${JSON.stringify(k)}:`;
+    if (keyTexts.size >= 4096) keyTexts.clear();
+    keyTexts.set(k, t);
+  }
+  return t;
 }
 
 /** The base fields' JSON members, or null when one of them would replace ts, level or msg (the record path then). */

@@ -130,6 +130,36 @@ describe('in a fresh process, stdout to a pipe', () => {
     });
   });
 
+  it('with values JSON cannot carry (frozen shared objects, undefined, NaN, -0, dates, functions, odd strings) too', () => {
+    // Built and checked in the child: each line against JSON.stringify of its record (ts taken from the line).
+    const r = run(`
+      const { redact, redactString } = require('./shared/observability/log.ts');
+      const who = Object.freeze({ tenantId: 't', objectId: 'o' });
+      const cases = [
+        { subject: who, client: who, n: 1 },
+        { subject: who, again: who, nan: NaN, inf: -Infinity, negZero: -0, big: 1e21, small: 1.5e-7 },
+        { when: new Date(0), fn: () => 1, sym: Symbol('s'), u: undefined, nul: null, yes: true, no: false },
+        { s1: 'caf\\u00e9 \\u2028 \\ud800 lone', s2: 'tab\\tnew\\nline', s3: '"quoted" back\\\\slash', s4: '' },
+        { arr: [1, undefined, who, () => 2], nested: { who, list: [who] }, withToJSON: { toJSON: () => 'custom' } },
+      ];
+      for (const fields of cases) {
+        const base = { correlationId: 'c-9', fn: 'f' };
+        createLogger(base).info('m', fields);
+        const record = { ts: 'TS', level: 'info', msg: redactString('m'), ...redact(base), ...redact(fields) };
+        process.stderr.write(JSON.stringify(record) + '\\n');
+      }
+    `);
+    const out = r.stdout.split('\n').filter(Boolean);
+    const expected = r.stderr.split('\n').filter((l) => l.startsWith('{'));
+    expect(r.stderr.split('\n').filter((l) => !l.startsWith('{') && l.trim() !== '')).toEqual([]);
+    expect(out).toHaveLength(5);
+    expect(expected).toHaveLength(5);
+    out.forEach((line, i) => {
+      const { ts } = JSON.parse(line) as { ts: string };
+      expect(line).toBe(expected[i]!.replace('"ts":"TS"', `"ts":"${ts}"`));
+    });
+  });
+
   it('no line is lost on process.exit right after logging', () => {
     const r = run(`for (let i = 0; i < 5000; i++) log.info('line', { n: i }); process.exit(0);`);
     const got = lines(r.stdout);
