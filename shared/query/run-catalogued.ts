@@ -195,7 +195,8 @@ export async function runCataloguedQuery(call: QueryCall): Promise<QueryResult> 
     writeAudit({ decision: 'deny', action, subject, client, target, reason, ruleId, ...(extra ? { extra } : {}) });
   const cfg = call.scope.app.queryPools.config();
   const query = resolve(call, cfg, deny);
-  const { grant, ruleId, maskExemptions } = authorize(call, query, cfg, await scope.app.policy.current());
+  const policy = scope.app.policy.currentIfChecked() ?? (await scope.app.policy.current()); // no promise when checked
+  const { grant, ruleId, maskExemptions } = authorize(call, query, cfg, policy);
 
   // Step 3: bind. Audited too: arguments trying to set an identity-bound parameter are an attempt to read as someone else.
   const args = typeof call.args === 'function' ? await call.args() : call.args;
