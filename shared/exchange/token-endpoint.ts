@@ -5,11 +5,12 @@ import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonTextResponse } from '../http/responses';
-import { readParams, requireParam } from '../http/request';
+import { bodyOf, paramsOfBody, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
 import { formatTarget, parseTarget, type Target } from '../policy/target';
+import type { Policy } from '../policy/schema';
 import { recordCache, recordIssuance, spanAfter } from '../observability/telemetry';
 import { ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT, type IssueInput, type ProviderResult } from './types';
 
@@ -74,7 +75,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   // A verified gateway token, policy and cached credential answer without a promise each (what a cache hit finds): a
   // promise is a turn of the event loop's microtask queue and the async-context hooks' work, per layer.
   const client = knownClient(req, cfg) ?? (await authenticateClient(req, cfg));
-  const params = await readParams(req);
+  const params = paramsOfBody(req, await bodyOf(req)); // the body's one promise (the host's), nothing chained
 
   const grantType = requireParam(params, 'grant_type');
   if (grantType !== TOKEN_EXCHANGE_GRANT) {
@@ -101,7 +102,8 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   const requestedLifetimeSeconds = parseLifetime(params.requested_lifetime);
   const kind = target.kind;
   try {
-    const res = await grantAndIssue(scope, client, target, resolveSubject, requestedLifetimeSeconds);
+    const pending = grantAndIssue(scope, client, target, resolveSubject, requestedLifetimeSeconds);
+    const res = pending instanceof Promise ? await pending : pending;
     recordIssuance(kind, 'issued', performance.now() - started);
     return res;
   } catch (e) {
@@ -110,69 +112,88 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   }
 }
 
-/** The subject, the policy decision and the provider: what the issuance latency measures beyond the front door. */
-async function grantAndIssue(
+/**
+ * The subject, the policy decision and the provider: what the issuance latency measures beyond the front door. Each
+ * step answers at once when what it needs is in memory (a verified subject token, the checked policy, a cached
+ * credential: a cache hit), and continues after the look-up otherwise: no promise unless something is looked up.
+ */
+function grantAndIssue(
   scope: RequestScope,
   client: Principal,
   target: Exclude<Target, { kind: 'query' }>,
   resolveSubject: () => Principal | Promise<Principal>,
   requestedLifetimeSeconds: number | undefined,
-): Promise<HttpResponseInit> {
-  const kind = target.kind;
+): HttpResponseInit | Promise<HttpResponseInit> {
+  const exchange: Exchange = { scope, client, target, requestedLifetimeSeconds };
   const resolved = resolveSubject();
-  const subject = resolved instanceof Promise ? await resolved : resolved;
-  const action = `token.${target.kind}`;
+  return resolved instanceof Promise ? resolved.then((subject) => withPolicy(exchange, subject)) : withPolicy(exchange, resolved);
+}
+
+interface Exchange {
+  readonly scope: RequestScope;
+  readonly client: Principal;
+  readonly target: Exclude<Target, { kind: 'query' }>;
+  readonly requestedLifetimeSeconds: number | undefined;
+}
+
+function withPolicy(x: Exchange, subject: Principal): HttpResponseInit | Promise<HttpResponseInit> {
+  const holder = x.scope.app.policy;
+  const policy = holder.currentIfChecked();
+  return policy ? decideAndIssue(x, subject, policy) : holder.current().then((p) => decideAndIssue(x, subject, p));
+}
+
+const ACTIONS = { cloudsql: 'token.cloudsql', cosmos: 'token.cosmos' } as const;
+
+function decideAndIssue(x: Exchange, subject: Principal, policy: Policy): HttpResponseInit | Promise<HttpResponseInit> {
+  const { scope, client, target } = x;
+  const kind = target.kind;
+  const action = ACTIONS[kind];
   const targetText = formatTarget(target);
   // The audit event goes on the request's one line (the wrapper's), not on a line of its own.
   const writeAudit = (event: AuditEvent) => (scope.requestAudit ? scope.requestAudit(event) : audit(scope.log, event));
-  const denyAudit = (reason: string, ruleId?: string) =>
-    writeAudit({ decision: 'deny', action, subject, client, target: targetText, reason, ruleId });
 
-  const { grant, ruleId } = authorizeTarget({
-    policy: scope.app.policy.currentIfChecked() ?? (await scope.app.policy.current()),
-    subject,
-    client,
-    target,
-    action,
-    targetText,
-    log: scope.log,
-  });
+  const { grant, ruleId } = authorizeTarget({ policy, subject, client, target, action, targetText, log: scope.log });
 
-  let result: ProviderResult;
   // A span only when the provider went upstream (a miss) or failed: a cache hit makes none.
   const issueStarted = performance.now();
+  const failed = (e: unknown): never => {
+    const err = toBrokerError(e);
+    spanAfter('broker.issue', kindAttributes[kind], issueStarted, err.code);
+    writeAudit({ decision: 'deny', action, subject, client, target: targetText, reason: err.code, ruleId });
+    throw err;
+  };
+  const granted = (result: ProviderResult): HttpResponseInit => {
+    recordCache(kind, result.cached);
+    if (!result.cached) spanAfter('broker.issue', kindAttributes[kind], issueStarted);
+    writeAudit({
+      decision: 'grant',
+      action,
+      subject,
+      client,
+      target: targetText,
+      reason: 'granted',
+      ruleId,
+      tokenIdHash: result.tokenIdHash,
+      ttlSeconds: result.response.expires_in,
+      extra: { cached: result.cached },
+    });
+    return jsonTextResponse(200, result.json ?? JSON.stringify(result.response), scope, { pragma: 'no-cache' });
+  };
+  let issued: ProviderResult | Promise<ProviderResult>;
   try {
-    const issued = issue({
+    issued = issue({
       grant,
       client,
       subject,
-      requestedLifetimeSeconds,
+      requestedLifetimeSeconds: x.requestedLifetimeSeconds,
       log: scope.log,
       correlationId: scope.correlationId,
       app: scope.app,
     });
-    result = issued instanceof Promise ? await issued : issued;
-    recordCache(kind, result.cached);
-    if (!result.cached) spanAfter('broker.issue', kindAttributes[kind], issueStarted);
   } catch (e) {
-    const err = toBrokerError(e);
-    spanAfter('broker.issue', kindAttributes[kind], issueStarted, err.code);
-    denyAudit(err.code, ruleId);
-    throw err;
+    return failed(e);
   }
-  writeAudit({
-    decision: 'grant',
-    action,
-    subject,
-    client,
-    target: targetText,
-    reason: 'granted',
-    ruleId,
-    tokenIdHash: result.tokenIdHash,
-    ttlSeconds: result.response.expires_in,
-    extra: { cached: result.cached },
-  });
-  return jsonTextResponse(200, result.json ?? JSON.stringify(result.response), scope, { pragma: 'no-cache' });
+  return issued instanceof Promise ? issued.then(granted, failed) : granted(issued);
 }
 
 /**

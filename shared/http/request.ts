@@ -9,25 +9,37 @@ export type FormValue = string;
 /**
  * The body as UTF-8 text, read at most `maxBytes` far: a declared Content-Length over the cap is refused before
  * reading, a streamed body over it as soon as the cap is passed (the rest is never read: the stream is cancelled).
- * A body with a declared length is one promise layer (the host's own, then the size check), not an async function's.
  */
 export function readBodyText(
+  req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
+  maxBytes = MAX_BODY_BYTES,
+): Promise<string> {
+  return bodyOf(req, maxBytes).then((text) => withinCap(text, maxBytes));
+}
+
+/**
+ * The body's text as the host hands it over — the host's own promise, nothing chained to it — to be checked with
+ * `withinCap` (or parsed with `paramsOfBody`, which does): a caller with one `await` for its body makes no other
+ * promise for it. A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is
+ * body), so the whole text is read at once; a chunked body is read as a stream and cut at the cap.
+ */
+export function bodyOf(
   req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
   maxBytes = MAX_BODY_BYTES,
 ): Promise<string> {
   const length = req.headers.get('content-length');
   const declared = Number(length ?? '0');
   if (declared > maxBytes) return Promise.reject(tooLarge(maxBytes));
-  // A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is body), so the
-  // whole text can be read at once; a chunked body is read as a stream and cut at the cap.
-  if (length !== null && /^\d+$/.test(length) && typeof req.text === 'function' && !req.headers.get('transfer-encoding')) {
-    return req.text().then((text) => {
-      // UTF-8 is at most 3 bytes per UTF-16 unit: only a long text is counted.
-      if (text.length * 3 > maxBytes && Buffer.byteLength(text) > maxBytes) throw tooLarge(maxBytes);
-      return text;
-    });
-  }
+  if (length !== null && /^\d+$/.test(length) && typeof req.text === 'function' && !req.headers.get('transfer-encoding'))
+    return req.text();
   return readStream(req.body, maxBytes);
+}
+
+/** The text, unless its UTF-8 passes the cap (bytes that are not UTF-8 decode to a 3-byte U+FFFD each). */
+function withinCap(text: string, maxBytes: number): string {
+  // UTF-8 is at most 3 bytes per UTF-16 unit: only a long text is counted.
+  if (text.length * 3 > maxBytes && Buffer.byteLength(text) > maxBytes) throw tooLarge(maxBytes);
+  return text;
 }
 
 function tooLarge(maxBytes: number): BrokerError {
@@ -113,8 +125,13 @@ export function parseForm(text: string): [string, string][] {
  * Repeated form parameters are rejected (RFC 6749 §3.2), non-string JSON values are rejected.
  */
 export function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
+  return bodyOf(req, maxBytes).then((text) => paramsOfBody(req, text, maxBytes));
+}
+
+/** `readParams` of a body already read with `bodyOf`: the cap checked, then the form or JSON object parsed. */
+export function paramsOfBody(req: HttpRequest, text: string, maxBytes = MAX_BODY_BYTES): Record<string, FormValue> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-  return readBodyText(req, maxBytes).then((text) => paramsOf(type, text));
+  return paramsOf(type, withinCap(text, maxBytes));
 }
 
 function paramsOf(type: string, text: string): Record<string, FormValue> {
