@@ -184,8 +184,13 @@ export function answer(
   const text = remembered ? rememberedAnswerText(grant, who, tail) : answerText(grant, who, tail);
   return {
     response: response as IssuedToken,
-    json: `{"access_token":${JSON.stringify(t.token)}${text.afterToken}${t.expiresInSeconds}${text.afterExpiry}${refreshAfter}${text.end}`,
+    json: `{"access_token":${JSON.stringify(t.token)}${text.afterToken}${jsonNumber(t.expiresInSeconds)}${text.afterExpiry}${jsonNumber(refreshAfter)}${text.end}`,
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,
   };
+}
+
+/** A number as JSON.stringify writes it (NaN and ±Infinity as null, -0 as 0). */
+function jsonNumber(n: number): string {
+  return Number.isFinite(n) ? String(n === 0 ? 0 : n) : 'null';
 }

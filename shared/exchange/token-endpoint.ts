@@ -5,7 +5,7 @@ import { subjectResolver } from '../auth/client-certificate';
 import type { Principal } from '../auth/principal';
 import { BrokerError, toBrokerError } from '../errors';
 import { jsonTextResponse } from '../http/responses';
-import { bodyOf, paramsOfBody, requireParam } from '../http/request';
+import { uncheckedBodyText, paramsOfBody, requireParam } from '../http/request';
 import { type RequestScope } from '../http/handler';
 import { authorizeTarget } from '../policy/authorize';
 import type { CloudSqlDecisionGrant, CosmosDecisionGrant, DecisionGrant } from '../policy/evaluate';
@@ -75,7 +75,7 @@ export async function handleTokenExchange(req: HttpRequest, scope: RequestScope)
   // A verified gateway token, policy and cached credential answer without a promise each (what a cache hit finds): a
   // promise is a turn of the event loop's microtask queue and the async-context hooks' work, per layer.
   const client = knownClient(req, cfg) ?? (await authenticateClient(req, cfg));
-  const params = paramsOfBody(req, await bodyOf(req)); // the body's one promise (the host's), nothing chained
+  const params = paramsOfBody(req, await uncheckedBodyText(req)); // the body's one promise (the host's), nothing chained
 
   const grantType = requireParam(params, 'grant_type');
   if (grantType !== TOKEN_EXCHANGE_GRANT) {

@@ -14,16 +14,16 @@ export function readBodyText(
   req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
   maxBytes = MAX_BODY_BYTES,
 ): Promise<string> {
-  return bodyOf(req, maxBytes).then((text) => withinCap(text, maxBytes));
+  return uncheckedBodyText(req, maxBytes).then((text) => withinCap(text, maxBytes));
 }
 
 /**
- * The body's text as the host hands it over — the host's own promise, nothing chained to it — to be checked with
- * `withinCap` (or parsed with `paramsOfBody`, which does): a caller with one `await` for its body makes no other
- * promise for it. A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is
+ * The body's text as the host hands it over — the host's own promise, nothing chained to it — NOT yet checked against
+ * the cap's decoded size: pass it to `paramsOfBody` (which checks it); anything else reads with `readBodyText` or
+ * `readParams`. A caller with one `await` for its body makes no other promise for it. A declared length within the cap bounds the body (HTTP framing: nothing past Content-Length is
  * body), so the whole text is read at once; a chunked body is read as a stream and cut at the cap.
  */
-export function bodyOf(
+export function uncheckedBodyText(
   req: Pick<HttpRequest, 'headers' | 'body'> & Partial<Pick<HttpRequest, 'text'>>,
   maxBytes = MAX_BODY_BYTES,
 ): Promise<string> {
@@ -125,10 +125,10 @@ export function parseForm(text: string): [string, string][] {
  * Repeated form parameters are rejected (RFC 6749 §3.2), non-string JSON values are rejected.
  */
 export function readParams(req: HttpRequest, maxBytes = MAX_BODY_BYTES): Promise<Record<string, FormValue>> {
-  return bodyOf(req, maxBytes).then((text) => paramsOfBody(req, text, maxBytes));
+  return uncheckedBodyText(req, maxBytes).then((text) => paramsOfBody(req, text, maxBytes));
 }
 
-/** `readParams` of a body already read with `bodyOf`: the cap checked, then the form or JSON object parsed. */
+/** `readParams` of a body already read with `uncheckedBodyText`: the cap checked, then the form or JSON object parsed. */
 export function paramsOfBody(req: HttpRequest, text: string, maxBytes = MAX_BODY_BYTES): Record<string, FormValue> {
   const type = (req.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   return paramsOf(type, withinCap(text, maxBytes));

@@ -79,7 +79,7 @@ export function redact(value: unknown, depth = 0): unknown {
     return out ?? value;
   }
   const obj = value as Record<string, unknown>;
-  if (clean.has(obj)) return obj;
+  if ((clean.get(obj)?.depth ?? -1) >= depth) return obj; // found clean at this depth or deeper: fits here too
   let out: Record<string, unknown> | undefined;
   const keys = Object.keys(obj);
   for (let i = 0; i < keys.length; i++) {
@@ -92,8 +92,10 @@ export function redact(value: unknown, depth = 0): unknown {
     }
     if (out) out[k] = r;
   }
-  if (!out && Object.isFrozen(obj) && Object.getPrototypeOf(obj) === Object.prototype && cleanMembers(obj, keys))
-    clean.set(obj, undefined);
+  if (!out && Object.isFrozen(obj) && Object.getPrototypeOf(obj) === Object.prototype && cleanMembers(obj, keys, depth)) {
+    const known = clean.get(obj);
+    if (!known || known.depth < depth) clean.set(obj, { depth, text: known?.text });
+  }
   return out ?? obj;
 }
 
@@ -101,14 +103,14 @@ export function redact(value: unknown, depth = 0): unknown {
  * Frozen plain objects of data properties found to hold nothing to mask, whose object members are such objects too:
  * immutable all the way down, so the answer cannot change, and lines that share one (an audited caller's identity) skip walking it again.
  */
-const clean = new WeakMap<object, string | undefined>();
+const clean = new WeakMap<object, { readonly depth: number; text?: string }>();
 
-function cleanMembers(obj: Record<string, unknown>, keys: readonly string[]): boolean {
+function cleanMembers(obj: Record<string, unknown>, keys: readonly string[], depth: number): boolean {
   for (const k of keys) {
     const d = Object.getOwnPropertyDescriptor(obj, k);
     if (!d || !('value' in d)) return false; // a getter may answer differently next time
     const v: unknown = d.value;
-    if (v !== null && typeof v === 'object' && !clean.has(v)) return false;
+    if (v !== null && typeof v === 'object' && (clean.get(v)?.depth ?? -1) < depth + 1) return false;
   }
   return true;
 }
@@ -253,10 +255,9 @@ function valueText(v: unknown): string | undefined {
       return v ? 'true' : 'false';
     case 'object': {
       if (v === null) return 'null';
-      if (!clean.has(v)) return JSON.stringify(v);
-      let text = clean.get(v);
-      if (text === undefined) clean.set(v, (text = JSON.stringify(v)));
-      return text;
+      const c = clean.get(v);
+      if (!c) return JSON.stringify(v);
+      return (c.text ??= JSON.stringify(v));
     }
     case 'undefined':
     case 'function':

@@ -36,6 +36,11 @@ describe('the Cloud SQL answer text', () => {
     }
   });
 
+  test('a lifetime that is not a finite number is written as JSON.stringify writes it', () => {
+    const r = answer(grant, { token: 'ya29.x', expiresInSeconds: NaN, cached: true }, who, info);
+    expect(r.json).toBe(JSON.stringify(r.response));
+  });
+
   test('per-answer values are never taken from an earlier answer', () => {
     const a = answer(grant, { token: 'ya29.first', expiresInSeconds: 3600, cached: false }, who, info);
     const b = answer(grant, { token: 'ya29.second', expiresInSeconds: 100, cached: true }, who, info);

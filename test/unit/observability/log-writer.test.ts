@@ -257,6 +257,16 @@ describe('redact remembers frozen objects with nothing to mask, and only those',
       expect(JSON.stringify(redact({ named }))).not.toContain('hunter2');
     }
   });
+  it('a clean object met deeper than it was checked at is cut at the depth limit as before', () => {
+    let deep: object = Object.freeze({ d: 'x' });
+    for (let i = 0; i < 3; i++) deep = Object.freeze({ n: deep });
+    const wrapped = (o: object) => ({ a: { b: { c: { e: o } } } });
+    const before = JSON.stringify(redact(wrapped(deep)));
+    expect(before).toContain('[depth]');
+    expect(redact(deep)).toBe(deep); // now known clean at depth 0
+    expect(JSON.stringify(redact(wrapped(deep)))).toBe(before);
+  });
+
   it('an object that can still change is walked again: unfrozen, a mutable member, or a getter', () => {
     const open: Record<string, string> = { note: 'fine' };
     expect(redact(open)).toBe(open);
