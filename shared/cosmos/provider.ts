@@ -199,26 +199,64 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
   return resourceTokenAnswer(grant, endpoint, issued, !fetched);
 }
 
-function resourceTokenAnswer(
+/**
+ * The resource-token answer, and its JSON text made from parts: everything but the token and `expires_in` (types,
+ * endpoint, database, container, partition, mode) serialised once per (grant, endpoint) instead of per hit.
+ */
+export function resourceTokenAnswer(
   grant: CosmosResourceTokenGrant,
   endpoint: string,
   issued: { token: string; validUntilMs: number },
   cached: boolean,
 ): ProviderResult {
+  const expiresIn = Math.max(0, Math.floor((issued.validUntilMs - Date.now()) / 1000));
+  const response = {
+    access_token: issued.token,
+    issued_token_type: COSMOS_RESOURCE_TOKEN_TYPE,
+    token_type: 'N_A',
+    expires_in: expiresIn,
+    account_endpoint: endpoint,
+    database: grant.database,
+    container: grant.container,
+    partition_key: grant.partitionKey ?? null,
+    mode: grant.mode,
+    auth: 'resourceToken',
+  };
+  const text = answerText(grant, endpoint);
   return {
-    response: {
-      access_token: issued.token,
-      issued_token_type: COSMOS_RESOURCE_TOKEN_TYPE,
-      token_type: 'N_A',
-      expires_in: Math.max(0, Math.floor((issued.validUntilMs - Date.now()) / 1000)),
+    response,
+    // The same text as JSON.stringify(response) (expiresIn is a whole number of seconds, never NaN).
+    json: `{"access_token":${JSON.stringify(issued.token)}${text.afterToken}${Number.isFinite(expiresIn) ? expiresIn : 'null'}${text.end}`,
+    tokenIdHash: tokenFingerprint(issued.token),
+    cached,
+  };
+}
+
+interface AnswerText {
+  readonly afterToken: string;
+  readonly end: string;
+}
+
+const answerTexts = new WeakMap<CosmosResourceTokenGrant, Map<string, AnswerText>>();
+function answerText(grant: CosmosResourceTokenGrant, endpoint: string): AnswerText {
+  let byEndpoint = answerTexts.get(grant);
+  if (!byEndpoint) answerTexts.set(grant, (byEndpoint = new Map<string, AnswerText>()));
+  let text = byEndpoint.get(endpoint);
+  if (!text) {
+    const rest = JSON.stringify({
       account_endpoint: endpoint,
       database: grant.database,
       container: grant.container,
       partition_key: grant.partitionKey ?? null,
       mode: grant.mode,
       auth: 'resourceToken',
-    },
-    tokenIdHash: tokenFingerprint(issued.token),
-    cached,
-  };
+    });
+    text = {
+      afterToken: `,"issued_token_type":${JSON.stringify(COSMOS_RESOURCE_TOKEN_TYPE)},"token_type":"N_A","expires_in":`,
+      end: `,${rest.slice(1)}`,
+    };
+    if (byEndpoint.size >= 16) byEndpoint.clear();
+    byEndpoint.set(endpoint, text);
+  }
+  return text;
 }
