@@ -1,6 +1,7 @@
 import { tokenFingerprint } from '../observability/audit';
 import type { CloudSqlDecisionGrant, CloudSqlServiceAccountGrant } from '../policy/evaluate';
 import { ACCESS_TOKEN_TYPE, type IssueInput, type IssuedToken, type ProviderResult } from '../exchange/types';
+import { jsonNumber } from '../exchange/answer-json';
 import { loadCore } from '../auth/frontdoor';
 import { connectInfo, knownConnectInfo, refreshAfterSeconds, type InstanceConnectInfo } from './connect-settings';
 import { iamDatabaseUser } from '../google/database-user';
@@ -188,9 +189,4 @@ export function answer(
     tokenIdHash: tokenFingerprint(t.token),
     cached: t.cached,
   };
-}
-
-/** A number as JSON.stringify writes it (NaN and ±Infinity as null, -0 as 0). */
-function jsonNumber(n: number): string {
-  return Number.isFinite(n) ? String(n === 0 ? 0 : n) : 'null';
 }

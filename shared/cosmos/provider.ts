@@ -4,7 +4,8 @@ import { tokenFingerprint } from '../observability/audit';
 import { cosmosConfig, endpointOf } from '../config/cosmos';
 import { BrokerError } from '../errors';
 import type { CosmosDecisionGrant, CosmosResourceTokenGrant } from '../policy/evaluate';
-import type { IssueInput, ProviderResult } from '../exchange/types';
+import type { IssueInput, IssuedToken, ProviderResult } from '../exchange/types';
+import { jsonNumber } from '../exchange/answer-json';
 import type { AccountHandle, CosmosAccounts, RecentSet } from './client';
 import { cosmosFailure, cosmosStatus } from './errors';
 import { containerLink, cosmosUserId, permissionId } from './ids';
@@ -201,7 +202,7 @@ async function issueResourceToken(input: IssueInput<CosmosResourceTokenGrant>): 
 
 /**
  * The resource-token answer, and its JSON text made from parts: everything but the token and `expires_in` (types,
- * endpoint, database, container, partition, mode) serialised once per (grant, endpoint) instead of per hit.
+ * endpoint, database, container, partition, mode) made and serialised once per (grant, endpoint) instead of per hit.
  */
 export function resourceTokenAnswer(
   grant: CosmosResourceTokenGrant,
@@ -210,40 +211,34 @@ export function resourceTokenAnswer(
   cached: boolean,
 ): ProviderResult {
   const expiresIn = Math.max(0, Math.floor((issued.validUntilMs - Date.now()) / 1000));
-  const response = {
-    access_token: issued.token,
-    issued_token_type: COSMOS_RESOURCE_TOKEN_TYPE,
-    token_type: 'N_A',
-    expires_in: expiresIn,
-    account_endpoint: endpoint,
-    database: grant.database,
-    container: grant.container,
-    partition_key: grant.partitionKey ?? null,
-    mode: grant.mode,
-    auth: 'resourceToken',
-  };
-  const text = answerText(grant, endpoint);
+  const rest = answerRest(grant, endpoint);
+  const response: IssuedToken = Object.assign(
+    { access_token: issued.token, issued_token_type: COSMOS_RESOURCE_TOKEN_TYPE, token_type: 'N_A', expires_in: expiresIn },
+    rest.fields,
+  );
   return {
     response,
-    // The same text as JSON.stringify(response) (expiresIn is a whole number of seconds, never NaN).
-    json: `{"access_token":${JSON.stringify(issued.token)}${text.afterToken}${Number.isFinite(expiresIn) ? expiresIn : 'null'}${text.end}`,
+    // The same text as JSON.stringify(response): the head's members, then the rest's.
+    json: `{"access_token":${JSON.stringify(issued.token)},"issued_token_type":${rest.typeJson},"token_type":"N_A","expires_in":${jsonNumber(expiresIn)},${rest.json}}`,
     tokenIdHash: tokenFingerprint(issued.token),
     cached,
   };
 }
 
-interface AnswerText {
-  readonly afterToken: string;
-  readonly end: string;
+/** The answer's members after `expires_in`, and their JSON members (without braces). */
+interface AnswerRest {
+  readonly fields: Readonly<Record<string, string | null>>;
+  readonly json: string;
+  readonly typeJson: string;
 }
 
-const answerTexts = new WeakMap<CosmosResourceTokenGrant, Map<string, AnswerText>>();
-function answerText(grant: CosmosResourceTokenGrant, endpoint: string): AnswerText {
-  let byEndpoint = answerTexts.get(grant);
-  if (!byEndpoint) answerTexts.set(grant, (byEndpoint = new Map<string, AnswerText>()));
-  let text = byEndpoint.get(endpoint);
-  if (!text) {
-    const rest = JSON.stringify({
+const answerRests = new WeakMap<CosmosResourceTokenGrant, Map<string, AnswerRest>>();
+function answerRest(grant: CosmosResourceTokenGrant, endpoint: string): AnswerRest {
+  let byEndpoint = answerRests.get(grant);
+  if (!byEndpoint) answerRests.set(grant, (byEndpoint = new Map<string, AnswerRest>()));
+  let rest = byEndpoint.get(endpoint);
+  if (!rest) {
+    const fields = Object.freeze({
       account_endpoint: endpoint,
       database: grant.database,
       container: grant.container,
@@ -251,12 +246,9 @@ function answerText(grant: CosmosResourceTokenGrant, endpoint: string): AnswerTe
       mode: grant.mode,
       auth: 'resourceToken',
     });
-    text = {
-      afterToken: `,"issued_token_type":${JSON.stringify(COSMOS_RESOURCE_TOKEN_TYPE)},"token_type":"N_A","expires_in":`,
-      end: `,${rest.slice(1)}`,
-    };
+    rest = { fields, json: JSON.stringify(fields).slice(1, -1), typeJson: JSON.stringify(COSMOS_RESOURCE_TOKEN_TYPE) };
     if (byEndpoint.size >= 16) byEndpoint.clear();
-    byEndpoint.set(endpoint, text);
+    byEndpoint.set(endpoint, rest);
   }
-  return text;
+  return rest;
 }
